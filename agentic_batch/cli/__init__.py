@@ -1,0 +1,63 @@
+"""`abp`: the command line. A thin adapter over the service layer (Typer + Rich).
+
+Errors a user can fix print one line (`error: ...`) and exit 1; usage errors exit 2; nothing prints
+a traceback unless ABP_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="abp",
+    help="agentic-batch: run an AI agent over every item of a large workload, in parallel, and never lose an "
+         "item.\n\nTypical flow: `abp create ...` (prints a job id) → `abp start JOB` (runs the first item as a "
+         "test) → `abp start JOB --approve` (detached executor) → `abp watch JOB` → `abp results JOB`. "
+         "`abp run ...` does all of it in one go.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+
+
+def _register() -> None:
+    from agentic_batch.cli import control_commands, job_commands, view_commands
+
+    job_commands.register(app)
+    control_commands.register(app)
+    view_commands.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from agentic_batch.cli.output import err
+    from agentic_batch.cli.spec_options import rewrite_json_flag
+    from agentic_batch.errors import AbpError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("create", "run"):
+        args = rewrite_json_flag(args)
+    _register()
+    try:
+        app(args=args, prog_name="abp")  # standalone: click handles usage errors (exit 2) and typer.Exit
+    except AbpError as exc:
+        err.print(f"[red]error:[/red] {_escape(exc.message)}" + (f" [dim]({_escape(exc.hint)})[/dim]" if exc.hint else ""))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("ABP_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/red] {_escape(type(exc).__name__)}: {_escape(str(exc))} "
+                  "[dim](set ABP_DEBUG=1 for the traceback)[/dim]")
+        sys.exit(70)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,118 @@
+"""`abp stop|resume|cancel|retry|wait|executor`: steering a job that runs in its detached executor."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
+from agentic_batch.cli.output import err, out, print_json
+from agentic_batch.errors import InvalidSpec
+
+FINAL = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 1, "PAUSED": 1}
+
+
+def _report(status: dict, as_json: bool, message: str) -> None:
+    if as_json:
+        print_json(status)
+    else:
+        out.print(message)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("stop")
+    def stop(job: JobArg,
+             no_wait: Annotated[bool, typer.Option("--no-wait", help="Return at once instead of waiting for "
+                                                   "PAUSED.")] = False,
+             as_json: JsonFlag = False) -> None:
+        """Pause a running job: in-flight units finish (within a grace period), the rest stay PENDING."""
+        orch = orchestrator()
+        status = orch.stop(job)
+        if not no_wait and status["status"] == "RUNNING":
+            deadline = time.monotonic() + orch.settings.stop_grace_seconds + 15
+            with err.status(f"stopping job {status['id']} (in-flight units may finish first)…"):
+                while status["status"] == "RUNNING" and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    status = orch.status(status["id"])
+        _report(status, as_json, f"Job {status['id']} is {status['status']}"
+                + (f"; resume with `abp resume {status['id']}`" if status["status"] == "PAUSED" else ""))
+
+    @app.command("resume")
+    def resume(job: JobArg, as_json: JsonFlag = False) -> None:
+        """Continue a PAUSED job (or a RUNNING one whose executor died): lost units are reclaimed at once."""
+        status = orchestrator().resume(job)
+        ex = status["executor"]
+        _report(status, as_json, f"Job {status['id']} resumed: executor pid {ex['pid']}; "
+                                 f"{status['pending'] + status['running']} unit(s) to go.")
+
+    @app.command("cancel")
+    def cancel(job: JobArg, as_json: JsonFlag = False) -> None:
+        """Cancel a job: running agents are killed, pending units are marked CANCELLED."""
+        status = orchestrator().cancel(job)
+        _report(status, as_json, f"Job {status['id']} cancelled ({status['completed']} unit(s) had completed).")
+
+    @app.command("retry")
+    def retry(job: JobArg,
+              failed: Annotated[bool, typer.Option("--failed", help="Retry FAILED units (the default).")] = True,
+              cancelled: Annotated[bool, typer.Option("--cancelled", help="Also retry CANCELLED units.")] = False,
+              as_json: JsonFlag = False) -> None:
+        """Queue failed units again with fresh retries and start the executor."""
+        if not failed and not cancelled:
+            raise InvalidSpec("nothing to retry: give --failed and/or --cancelled")
+        status = orchestrator().retry(job, include_cancelled=cancelled)
+        _report(status, as_json, f"Job {status['id']} is RUNNING again: {status['pending']} unit(s) queued.")
+
+    @app.command("wait")
+    def wait(job: JobArg,
+             timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after this many "
+                                                              "seconds (exit 2).")] = None,
+             as_json: JsonFlag = False) -> None:
+        """Block until the job ends. Exit 0 if COMPLETED, 1 if FAILED, CANCELLED or PAUSED, 2 on timeout."""
+        if timeout is not None and timeout < 0:
+            raise InvalidSpec("--timeout must be >= 0")
+        raise typer.Exit(wait_for(job, timeout, as_json))
+
+    @app.command("executor")
+    def executor(job: JobArg) -> None:
+        """(internal) Run the job's executor in the foreground; `abp start` runs this detached."""
+        from agentic_batch.engine.executor import Executor
+
+        target = orchestrator().job(job)
+        raise typer.Exit(Executor(target.id, store=orchestrator().store, settings=orchestrator().settings).run())
+
+
+def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False) -> int:
+    """Poll until a final state. A RUNNING job whose executor is gone for a few seconds counts as stuck."""
+    orch = orchestrator()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    gone_since: float | None = None
+    while True:
+        status = orch.status(job)
+        state = status["status"]
+        if state in FINAL:
+            break
+        if state == "RUNNING" and status["executor"]["state"] != "running":
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > 5:
+                err.print(f"[yellow]job {status['id']} is RUNNING but no executor is alive[/yellow] "
+                          f"(resume it with `abp resume {status['id']}`)")
+                if as_json:
+                    print_json(status)
+                return 1
+        else:
+            gone_since = None
+        if deadline is not None and time.monotonic() >= deadline:
+            if as_json:
+                print_json(status)
+            elif not quiet:
+                err.print(f"timed out: job {status['id']} is {state} ({status['done']}/{status['total']} done)")
+            return 2
+        time.sleep(0.5)
+    if as_json:
+        print_json(status)
+    elif not quiet:
+        out.print(f"Job {status['id']} {state}: {status['completed']} completed, {status['failed']} failed, "
+                  f"{status['cancelled']} cancelled, cost ${status['cost_usd']:.4f}")
+    return FINAL[state]

@@ -1,0 +1,186 @@
+"""`abp create`, `abp run`, `abp start`, `abp edit`, `abp sync`: making jobs and starting them."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.panel import Panel
+from rich.text import Text
+
+from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
+from agentic_batch.cli.output import err, out, print_json, unit_report
+from agentic_batch.cli.spec_options import build_signature, read_text_file, spec_from_options
+from agentic_batch.errors import InvalidSpec
+
+CREATE_HELP = """Create a job: one unit per item of the source, and a prompt per unit.
+
+Prints the job id on stdout (with `--json`: `{"job_id": ...}`); details go to stderr. Nothing runs yet:
+`abp start JOB` tests the first item, then `--approve` starts the rest.
+
+Examples:
+
+    abp create --name wc --files '**/*.md' --command 'wc -w {{ path }}'
+    abp create --name tickets --csv tickets.csv --key id --worker claude \\
+        --intent 'Classify the ticket as bug, feature or question'
+"""
+
+RUN_HELP = """Create a job, test it on the first item, confirm, start it and watch it: all in one.
+
+`--yes` skips the confirmation; `--wait` blocks until the job ends and exits 0 (COMPLETED) or 1.
+"""
+
+
+def _describe_created(result: Any, spec_worker: str) -> None:
+    err.print(Text(f"Created job {result.job_id} “{result.name}”: {result.units} unit(s) from {result.source} "
+                   f"(worker: {spec_worker})", style="bold"))
+    if result.duplicates:
+        err.print(Text(f"{result.duplicates} duplicate item(s) skipped (same key)", style="yellow"))
+    if result.synthesized and result.prompt_template:
+        err.print(Panel(Text(result.prompt_template), title="prompt written from --intent", title_align="left"))
+    if result.previews:
+        err.print(Panel(Text(result.previews[0]), title="first prompt, rendered", title_align="left", style="dim"))
+
+
+def _create(values: dict[str, Any], owners: dict[str, list[str]]) -> Any:
+    spec = spec_from_options(values, owners)
+    return spec, orchestrator().create(spec)
+
+
+def register(app: typer.Typer) -> None:
+    create_sig, owners = build_signature([])
+
+    def create(**values: Any) -> None:
+        spec, result = _create(values, owners)
+        if values.get("json_output"):
+            print_json(result.to_dict())
+        else:
+            _describe_created(result, spec.worker)
+            err.print(f"Next: [bold]abp start {result.job_id}[/bold] (runs the first unit as a test)")
+            print(result.job_id)
+
+    create.__signature__ = create_sig  # type: ignore[attr-defined]
+    app.command("create", help=CREATE_HELP)(create)
+
+    run_extra = [
+        inspect.Parameter("yes", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--yes", "-y", help="Start after the test without asking.")]),
+        inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--wait", help="Block until the job ends; exit 0 if COMPLETED, else 1.")]),
+        inspect.Parameter("skip_test", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--skip-test", help="Do not test the first item first (or ABP_SKIP_TEST=1).")]),
+    ]
+    run_sig, _ = build_signature(run_extra)
+
+    def run(**values: Any) -> None:
+        spec, result = _create(values, owners)
+        _describe_created(result, spec.worker)
+        orch = orchestrator()
+        job_id = result.job_id
+        if values["skip_test"] or orch.settings.skip_test:
+            orch.start(job_id, skip_test=True)
+        else:
+            err.print(f"Testing job {job_id} on its first item…")
+            report = orch.start(job_id)
+            unit_report(report, "test run")
+            ok = report["status"] == "COMPLETED"
+            if not values["yes"]:
+                if not sys.stdin.isatty():
+                    err.print(f"Job {job_id} is waiting for approval: abp start {job_id} --approve (or --reject)")
+                    return None
+                if not typer.confirm(f"Start the remaining {max(result.units - 1, 0)} unit(s)?", default=ok):
+                    orch.reject(job_id)
+                    err.print(f"Not started. Job {job_id} is CREATED again: edit it with `abp edit {job_id} "
+                              "--prompt ...` and test again with `abp start`.")
+                    return None
+            elif not ok:
+                err.print(Text("the test unit did not complete; starting anyway (--yes)", style="yellow"))
+            orch.approve(job_id)
+        from agentic_batch.cli.view_commands import follow_job
+
+        if values["wait"] or sys.stdout.isatty():
+            code = follow_job(job_id, live=sys.stdout.isatty(), exit_code=values["wait"])
+            raise typer.Exit(code or 0)
+        print(job_id)
+        return None
+
+    run.__signature__ = run_sig  # type: ignore[attr-defined]
+    app.command("run", help=RUN_HELP)(run)
+
+    @app.command("start")
+    def start(job: JobArg,
+              skip_test: Annotated[bool, typer.Option("--skip-test", help="Start without testing the first item "
+                                                      "(or set ABP_SKIP_TEST=1).")] = False,
+              approve: Annotated[bool, typer.Option("--approve", help="Approve a TESTING job: start the "
+                                                    "detached executor.")] = False,
+              reject: Annotated[bool, typer.Option("--reject", help="Reject a TESTING job: back to CREATED to "
+                                                   "edit the prompt.")] = False,
+              as_json: JsonFlag = False) -> None:
+        """Test-first start: on a CREATED job run the first unit now and show it; --approve starts the rest."""
+        orch = orchestrator()
+        if approve and reject:
+            raise InvalidSpec("give --approve or --reject, not both")
+        if approve or reject:
+            status = orch.approve(job) if approve else orch.reject(job)
+            if as_json:
+                print_json(status)
+            elif approve:
+                ex = status["executor"]
+                out.print(f"Job {status['id']} approved: executor running (pid {ex['pid']}). "
+                          f"Follow it with `abp watch {status['id']}`.")
+            else:
+                out.print(f"Job {status['id']} rejected: CREATED again. Change the prompt with "
+                          f"`abp edit {status['id']} --prompt ...`, then `abp start {status['id']}`.")
+            return
+        target = orch.job(job)
+        if target.status == "TESTING":
+            report = orch.test_report(target.id)
+            if as_json:
+                print_json(report)
+                return
+            unit_report(report, "test run (waiting for approval)")
+            _approval_hint(target.id)
+            return
+        if not as_json and not (skip_test or orch.settings.skip_test):
+            err.print(f"Testing job {target.id} on its first item…")
+        result = orch.start(job, skip_test=skip_test)
+        if as_json:
+            print_json(result)
+        elif "executor" in result:
+            out.print(f"Job {result['id']} started without a test: executor pid {result['executor']['pid']}. "
+                      f"Follow it with `abp watch {result['id']}`.")
+        else:
+            unit_report(result, "test run")
+            _approval_hint(target.id)
+
+    @app.command("edit")
+    def edit(job: JobArg,
+             prompt: Annotated[Optional[str], typer.Option("--prompt", help="New prompt template.")] = None,
+             prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", help="File with the new "
+                                                                "template.")] = None,
+             as_json: JsonFlag = False) -> None:
+        """Replace a job's prompt template (CREATED, TESTING, PAUSED or FAILED jobs)."""
+        if (prompt is None) == (prompt_file is None):
+            raise InvalidSpec("give exactly one of --prompt or --prompt-file")
+        template = prompt if prompt is not None else read_text_file(prompt_file or "", "--prompt-file")
+        status = orchestrator().edit_prompt(job, template)
+        if as_json:
+            print_json(status)
+        else:
+            out.print(f"Prompt of job {status['id']} updated; job is {status['status']}.")
+
+    @app.command("sync")
+    def sync(job: JobArg, as_json: JsonFlag = False) -> None:
+        """Re-read the job's source and add items that are new (known keys are skipped, nothing duplicated)."""
+        result = orchestrator().sync(job)
+        if as_json:
+            print_json(result)
+        else:
+            out.print(f"{result['added']} new unit(s) added; {result['existing']} item(s) were already there.")
+
+
+def _approval_hint(job_id: int) -> None:
+    err.print(f"Approve the full run: [bold]abp start {job_id} --approve[/bold]   ·   reject: "
+              f"[bold]abp start {job_id} --reject[/bold] (then `abp edit {job_id} --prompt ...`)")

@@ -1,0 +1,215 @@
+"""The flags of `abp create` and `abp run`, declared once and turned into a JobSpec.
+
+Job flags are listed here; worker flags are generated from each worker kind's options model (a
+Pydantic model), so a new worker's options appear in `--help` and reach the worker without any CLI
+code. The same models validate REST and MCP input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.spec import JobSpec, Priority
+from agentic_batch.workers import get_worker_kind, worker_kinds
+
+SOURCE_PANEL, PROMPT_PANEL, RUN_PANEL, WORKER_PANEL = "Source", "Prompt", "Execution", "Worker options"
+#: A bare `--json` (output as JSON) is rewritten to this before parsing; `--json PATH` is a source.
+JSON_OUTPUT_FLAG = "--json-output"
+
+
+def _opt(annotation: Any, default: Any, *decls: str, help: str, panel: str, **kw: Any) -> inspect.Parameter:
+    name = decls[0].split("/")[0].lstrip("-").replace("-", "_")
+    info = typer.Option(*decls, help=help, rich_help_panel=panel, **kw)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[annotation, info])
+
+
+OptStr = Optional[str]
+JOB_PARAMS: list[inspect.Parameter] = [
+    _opt(str, ..., "--name", help="A name for the job (shown in lists; `abp status NAME` works when unique).",
+         panel=RUN_PANEL),
+    _opt(OptStr, None, "--files", help="Glob of files, relative to --root: '**/*.py', 'docs/*.md'.", panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--root", help="Directory the --files glob starts from (default: current directory).",
+         panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--csv", help="CSV file; the header row names the fields.", panel=SOURCE_PANEL),
+    _opt(str, ",", "--delimiter", help="CSV field delimiter.", panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--json", help="JSON file holding an array of objects (a bare --json instead prints "
+         "the result as JSON).", panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--json-path", help="Dotted path to the array inside the JSON file: 'data.items'.",
+         panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--jsonl", help="JSON Lines file, one object per line.", panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--sql", help="SQL query whose rows are the items (read-only connection).",
+         panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--sql-db", help="Database URL for --sql: sqlite:///file.db, postgresql+psycopg://...",
+         panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--python", help="module:function (or file.py:function) returning or yielding dicts.",
+         panel=SOURCE_PANEL),
+    _opt(Optional[list[str]], None, "--source-arg", help="k=v keyword argument for --python (repeatable).",
+         panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--key", help="Item field that identifies an item (default: path for files, else a "
+         "hash of the item).", panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--priority-field", help="Item field holding a unit priority (low..critical or a number).",
+         panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--prompt", help="Jinja2 template per item: 'Summarise {{ path }}', '{{ row.title }}'.",
+         panel=PROMPT_PANEL),
+    _opt(OptStr, None, "--prompt-file", help="File holding the prompt template.", panel=PROMPT_PANEL),
+    _opt(OptStr, None, "--intent", help="Say what to do in plain words; abp writes the full worker prompt "
+         "(shown before anything runs).", panel=PROMPT_PANEL),
+    _opt(OptStr, None, "--reduce-prompt", help="Template run once after all units complete; gets "
+         "{{ results_path }} (a JSONL of all results), {{ total }}, {{ completed }}.", panel=PROMPT_PANEL),
+    _opt(OptStr, None, "--worker", help="Worker kind: " + ", ".join(worker_kinds()) + " (default: command "
+         "when --command is given, python when --function is).", panel=RUN_PANEL),
+    _opt(int, 4, "--concurrency", help="Units running at once.", panel=RUN_PANEL),
+    _opt(int, 3, "--max-retries", help="Retries per unit for retryable errors (backoff with jitter).",
+         panel=RUN_PANEL),
+    _opt(float, 600.0, "--timeout", help="Seconds per unit attempt; the agent and its children are killed after.",
+         panel=RUN_PANEL),
+    _opt(Priority, Priority.normal, "--priority", help="Job priority when executors choose work.", panel=RUN_PANEL),
+    _opt(Optional[float], None, "--budget-usd", help="Stop (PAUSED, reason budget) when the job's cost reaches this.",
+         panel=RUN_PANEL),
+    _opt(Optional[int], None, "--rpm", help="Model requests per minute, for the whole job.", panel=RUN_PANEL),
+    _opt(Optional[int], None, "--tpm", help="Model tokens per minute, for the whole job.", panel=RUN_PANEL),
+    _opt(bool, False, JSON_OUTPUT_FLAG, help="Print the result as JSON.", panel=RUN_PANEL, hidden=True),
+]
+
+
+def _cli_type(annotation: Any) -> tuple[Any, bool]:
+    """The CLI-side type for an options-model field: (type, is_flag). Values go to Pydantic as given."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _cli_type(args[0])
+    if annotation is bool:
+        return Optional[bool], True
+    if origin is list:
+        return Optional[list[str]], False
+    return Optional[str], False
+
+
+def worker_params() -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
+    """One CLI option per distinct field across worker kinds; and which kinds accept each."""
+    params: dict[str, inspect.Parameter] = {}
+    owners: dict[str, list[str]] = {}
+    taken = {p.name for p in JOB_PARAMS}
+    for kind_name in worker_kinds():
+        try:
+            kind = get_worker_kind(kind_name)
+        except Exception:  # a worker whose module cannot import shows no flags; `create` explains
+            continue
+        for field_name, field in kind.options_model.model_fields.items():
+            owners.setdefault(field_name, []).append(kind_name)
+            if field_name in params or field_name in taken:
+                continue
+            cli_type, is_flag = _cli_type(field.annotation)
+            flag = "--" + field_name.replace("_", "-")
+            decls = (f"{flag}/--no-{flag[2:]}",) if is_flag else (flag,)
+            params[field_name] = _opt(cli_type, None, *decls, help=field.description or "", panel=WORKER_PANEL)
+    for name, param in params.items():
+        info = typing.get_args(param.annotation)[1]
+        info.help = f"{info.help} [{', '.join(owners[name])}]".strip()
+    return list(params.values()), owners
+
+
+def build_signature(extra: list[inspect.Parameter]) -> tuple[inspect.Signature, dict[str, list[str]]]:
+    wparams, owners = worker_params()
+    return inspect.Signature([*JOB_PARAMS, *wparams, *extra]), owners
+
+
+def rewrite_json_flag(argv: list[str]) -> list[str]:
+    """`--json` followed by nothing or another option means JSON output; `--json PATH` is a source."""
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token == "--json" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = JSON_OUTPUT_FLAG
+    return out
+
+
+def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> JobSpec:
+    """Turn parsed flags into a JobSpec; one clear error for a missing or contradictory flag."""
+    sources = {k: values.get(k) for k in ("files", "csv", "json", "jsonl", "sql", "python") if values.get(k)}
+    if not sources:
+        raise InvalidSpec("no source given", hint="use one of --files, --csv, --json, --jsonl, --sql, --python")
+    if len(sources) > 1:
+        raise InvalidSpec(f"give one source, not {len(sources)}: " + ", ".join("--" + k for k in sources))
+    kind = next(iter(sources))
+    source: dict[str, Any] = {"kind": kind, "key": values.get("key"), "priority_field": values.get("priority_field")}
+    if kind == "files":
+        source.update(glob=values["files"], root=values.get("root"))
+    elif kind in ("csv", "json", "jsonl"):
+        source.update(path=values[kind], delimiter=values.get("delimiter") or ",", json_path=values.get("json_path"))
+    elif kind == "sql":
+        source.update(query=values["sql"], db_url=values.get("sql_db"))
+    else:
+        source.update(function=values["python"], args=_kv_pairs(values.get("source_arg") or []))
+    if kind != "files" and values.get("root"):
+        raise InvalidSpec("--root applies to --files only")
+
+    prompts = [k for k in ("prompt", "prompt_file", "intent") if values.get(k) is not None]
+    if len(prompts) > 1:
+        raise InvalidSpec("give one of --prompt, --prompt-file, --intent, not " + " and ".join("--" + p.replace("_", "-")
+                                                                                           for p in prompts))
+    prompt = values.get("prompt")
+    if values.get("prompt_file") is not None:
+        prompt = read_text_file(values["prompt_file"], "--prompt-file")
+
+    worker_values = {k: v for k, v in values.items() if k in owners and v not in (None, [], ())}
+    worker = values.get("worker")
+    if worker is None:
+        worker = "command" if "command" in worker_values else "python" if "function" in worker_values else None
+    if worker is None:
+        raise InvalidSpec("no worker given", hint="use --worker " + "|".join(worker_kinds())
+                          + " (or --command / --function)")
+    get_worker_kind(worker)  # unknown kind -> clear error
+    stray = [k for k in worker_values if worker not in owners[k]]
+    if stray:
+        flag = "--" + stray[0].replace("_", "-")
+        raise InvalidSpec(f"{flag} does not apply to the {worker} worker",
+                          hint=f"it belongs to: {', '.join(owners[stray[0]])}")
+    payload = {
+        "name": values["name"], "source": source, "prompt": prompt, "intent": values.get("intent"),
+        "worker": worker, "worker_options": worker_values, "concurrency": values["concurrency"],
+        "max_retries": values["max_retries"], "timeout_s": values["timeout"], "priority": values["priority"],
+        "budget_usd": values.get("budget_usd"), "rpm": values.get("rpm"), "tpm": values.get("tpm"),
+        "reduce_prompt": values.get("reduce_prompt"), "workdir": str(Path.cwd()),
+    }
+    from pydantic import ValidationError
+
+    from agentic_batch.spec import describe_validation_error
+
+    try:
+        return JobSpec.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidSpec(_flagify(describe_validation_error(exc))) from None
+
+
+def _flagify(message: str) -> str:
+    for field, flag in (("timeout-s", "--timeout"), ("concurrency", "--concurrency"),
+                        ("max-retries", "--max-retries"), ("budget-usd", "--budget-usd")):
+        message = message.replace(f"{field}:", f"{flag}:")
+    return message
+
+
+def _kv_pairs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"--source-arg {pair!r} is not k=v")
+        out[key] = value
+    return out
+
+
+def read_text_file(path: str, flag: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidSpec(f"{flag}: no such file {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(f"{flag}: cannot read {path}: {exc}") from None

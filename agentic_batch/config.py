@@ -1,0 +1,62 @@
+"""Settings read from the environment: where the store lives and a few engine tunables.
+
+Read fresh on each call (not cached at import) so tests and the detached executor, which inherit the
+environment of whoever started them, always agree on ABP_HOME and ABP_DB_URL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        from agentic_batch.errors import InvalidSpec
+
+        raise InvalidSpec(f"{name}={raw!r} is not a number") from None
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    skip_test: bool
+    #: Length of a unit lease; heartbeats renew it every third of this.
+    lease_seconds: float
+    #: How long a stopping executor lets in-flight units finish before cancelling them.
+    stop_grace_seconds: float
+    #: Base and cap of the exponential retry backoff (full jitter).
+    retry_base_seconds: float
+    retry_max_seconds: float
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.home / "jobs" / str(job_id)
+
+
+def load_settings() -> Settings:
+    home = Path(os.environ.get("ABP_HOME") or Path.home() / ".agentic-batch").expanduser().resolve()
+    db_url = os.environ.get("ABP_DB_URL") or f"sqlite:///{home / 'batch.db'}"
+    return Settings(
+        home=home,
+        db_url=db_url,
+        skip_test=_truthy("ABP_SKIP_TEST"),
+        lease_seconds=_float_env("ABP_LEASE_SECONDS", 60.0),
+        stop_grace_seconds=_float_env("ABP_STOP_GRACE_SECONDS", 30.0),
+        retry_base_seconds=_float_env("ABP_RETRY_BASE_SECONDS", 2.0),
+        retry_max_seconds=_float_env("ABP_RETRY_MAX_SECONDS", 300.0),
+    )

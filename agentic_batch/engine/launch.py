@@ -1,0 +1,66 @@
+"""Starting the detached executor: `python -m agentic_batch executor JOB` in a new session.
+
+The caller (CLI, web server, MCP server) may exit the moment this returns; the executor keeps going,
+survives the terminal closing, and talks to everyone else only through the store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from agentic_batch.config import Settings
+from agentic_batch.engine.hostlock import holder_pid, spawn_guard
+from agentic_batch.errors import AbpError
+
+
+def executor_log_path(settings: Settings, job_id: int) -> Path:
+    path = settings.job_dir(job_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "executor.log"
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
+                    wait_seconds: float = 20.0) -> tuple[int, bool]:
+    """Start the job's executor unless one already runs on this host.
+
+    Returns (pid, started): `started` is False when an existing executor was found. Waits until the
+    new executor holds its lock, so a second caller arriving a moment later sees it.
+    """
+    with spawn_guard(settings.run_dir, job_id):
+        existing = holder_pid(settings.run_dir, job_id)
+        if existing is not None:
+            return existing, False
+        log_path = executor_log_path(settings, job_id)
+        cwd = workdir if workdir and os.path.isdir(workdir) else None
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agentic_batch", "executor", str(job_id)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy(),
+            )
+        # Reap it if this process lives long (a server); otherwise init adopts it.
+        threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if holder_pid(settings.run_dir, job_id) is not None:
+                return proc.pid, True
+            if proc.poll() is not None:
+                detail = _tail(log_path)
+                raise AbpError(f"the executor for job {job_id} exited at once (code {proc.returncode})"
+                               + (f": {detail}" if detail else ""), hint=f"see {log_path}")
+            time.sleep(0.02)
+        raise AbpError(f"the executor for job {job_id} did not start within {wait_seconds:g}s",
+                       hint=f"see {log_path}")

@@ -1,0 +1,100 @@
+"""Batching writes to the store: conversation events, unit results and log lines.
+
+Workers emit events synchronously from the event loop; a single flusher coroutine drains everything
+that accumulated while the previous write ran, in one transaction. Under load batches grow on their
+own; when idle each event is written within one flush (about 100 ms), so conversations appear live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agentic_batch.store import NewEvent, Store, UnitResult
+
+_MAX_EVENT_TEXT = 100_000
+
+DbCall = Callable[..., Awaitable[Any]]
+
+
+def _clip(data: dict[str, Any]) -> dict[str, Any]:
+    """Keep a runaway tool output from bloating the store: long strings are cut with a note."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, str) and len(value) > _MAX_EVENT_TEXT:
+            value = value[:_MAX_EVENT_TEXT] + f"\n… [{len(value) - _MAX_EVENT_TEXT} more characters cut]"
+        out[key] = value
+    return out
+
+
+class Recorder:
+    """Buffers events, results and logs; `flush()` writes them; `run()` flushes continuously."""
+
+    def __init__(self, store: Store, db: DbCall, owner: str, interval: float = 0.1) -> None:
+        self._store = store
+        self._db = db
+        self._owner = owner
+        self._interval = interval
+        self._events: list[NewEvent] = []
+        self._results: list[UnitResult] = []
+        self._logs: list[dict[str, Any]] = []
+        self._seq: dict[tuple[int, int | None, int], int] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.lost: list[int] = []  # results rejected because the lease was gone
+
+    def emitter(self, job_id: int, unit_id: int | None, attempt: int) -> Callable[[str, dict[str, Any]], None]:
+        key = (job_id, unit_id, attempt)
+
+        def emit(kind: str, data: dict[str, Any] | None = None) -> None:
+            seq = self._seq.get(key, 0)
+            self._seq[key] = seq + 1
+            self._events.append(NewEvent(job_id=job_id, unit_id=unit_id, attempt=attempt, seq=seq,
+                                         ts=time.time(), kind=kind, data=_clip(dict(data or {}))))
+            self._wake.set()
+
+        return emit
+
+    def forget(self, job_id: int, unit_id: int | None, attempt: int) -> None:
+        self._seq.pop((job_id, unit_id, attempt), None)
+
+    def result(self, result: UnitResult) -> None:
+        self._results.append(result)
+        self._wake.set()
+
+    def log(self, job_id: int, level: str, message: str, **extra: Any) -> None:
+        row: dict[str, Any] = {"job_id": job_id, "level": level, "message": message, "ts": time.time()}
+        for name in ("unit_id", "executor_id"):
+            if name in extra:
+                row[name] = extra.pop(name)
+        row["extra"] = extra or None
+        self._logs.append(row)
+        self._wake.set()
+
+    @property
+    def pending_results(self) -> int:
+        return len(self._results)
+
+    async def flush(self) -> None:
+        """Write everything buffered. Events first, so a result never lands before its conversation."""
+        async with self._lock:
+            events, self._events = self._events, []
+            results, self._results = self._results, []
+            logs, self._logs = self._logs, []
+            if events:
+                await self._db(self._store.append_events, events)
+            if results:
+                applied = set(await self._db(self._store.apply_results, self._owner, results))
+                self.lost.extend(r.unit_id for r in results if r.unit_id not in applied)
+            if logs:
+                await self._db(self._store.append_logs, logs)
+
+    async def run(self) -> None:
+        """Flush continuously until cancelled (the final flush is the caller's)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,55 @@
+"""The optional reduce step: once every unit has completed, one more agent run over all results.
+
+The results are written as JSONL into the job's workspace and the reduce prompt is rendered with
+`results_path`, `total`, `completed`, `failed` and `job_name`, so the agent can read them with its
+own tools rather than receiving 100,000 outputs in its prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from agentic_batch.engine.recorder import Recorder
+from agentic_batch.engine.retry import backoff_delay
+from agentic_batch.engine.runner import UnitRunner, job_workspace
+from agentic_batch.results import write_export
+from agentic_batch.store import JobRecord
+from agentic_batch.workers.base import ErrorClass
+
+if TYPE_CHECKING:
+    from agentic_batch.engine.executor import Executor
+
+
+async def run_reduce(executor: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> bool:
+    """Run the reduce step; returns True when it succeeded (the caller then completes the job)."""
+    store = executor.store
+    results_path = job_workspace(executor.settings, job.id) / "results.jsonl"
+    await executor.db(write_export, store, job.id, "jsonl", results_path)
+    counts = await executor.db(store.count_units, job.id)
+    variables = {"results_path": str(results_path), "total": sum(counts.values()),
+                 "completed": counts["COMPLETED"], "failed": counts["FAILED"], "job_name": job.name}
+    await executor.db(store.update_job, job.id, reduce_status="RUNNING", reduce_error=None)
+    recorder.log(job.id, "info", f"reduce step started over {counts['COMPLETED']} result(s)",
+                 executor_id=executor.id)
+    error = "reduce step did not run"
+    for attempt in range(1, job.max_retries + 2):
+        outcome, _prompt = await runner.attempt(unit_id=None, key="reduce", seq=-1, attempt=attempt,
+                                                payload=variables, template=job.reduce_prompt)
+        if outcome.ok:
+            await executor.db(store.update_job, job.id, reduce_status="COMPLETED", reduce_output=outcome.output)
+            recorder.log(job.id, "info", "reduce step completed", executor_id=executor.id)
+            return True
+        error = outcome.error or "unknown error"
+        if outcome.error_class is ErrorClass.permanent or executor.mode != "run":
+            break
+        recorder.log(job.id, "warning", f"reduce attempt {attempt} failed: {error}", executor_id=executor.id)
+        await asyncio.sleep(max(outcome.retry_after or 0.0,
+                                backoff_delay(attempt, executor.settings.retry_base_seconds,
+                                              executor.settings.retry_max_seconds)))
+    await executor.db(store.update_job, job.id, reduce_status="FAILED", reduce_error=error)
+    await executor.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=time.time(),
+                      error=f"reduce step failed: {error}")
+    recorder.log(job.id, "error", f"reduce step failed: {error}", executor_id=executor.id)
+    return False

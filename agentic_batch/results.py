@@ -1,0 +1,107 @@
+"""Result rows: one flat dict per unit, shared by exports, the reduce step and every interface.
+
+A row is the unit id, the item's fields, then status, output, error, cost and attempts; structured
+output fields (a dict in `data`) become `data.<field>` columns. An item field whose name clashes
+with a result column is kept as `item.<name>`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from agentic_batch.store import Store, UnitRecord
+
+RESULT_COLUMNS = ("status", "output", "error", "error_class", "cost_usd", "tokens_in", "tokens_out",
+                  "attempts", "duration_s")
+
+
+def unit_row(unit: UnitRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {"unit_id": unit.id, "key": unit.key}
+    for name, value in unit.payload.items():
+        column = f"item.{name}" if name in RESULT_COLUMNS or name in ("unit_id", "key") else name
+        row[column] = value
+    duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
+    row.update(status=unit.status, output=unit.output, error=unit.error, error_class=unit.error_class,
+               cost_usd=round(unit.cost_usd, 6), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
+               attempts=unit.attempt, duration_s=round(duration, 3) if duration is not None else None)
+    if isinstance(unit.data, dict):
+        for name, value in unit.data.items():
+            row[f"data.{name}"] = value
+    elif unit.data is not None:
+        row["data"] = unit.data
+    return row
+
+
+def iter_rows(store: Store, job_id: int, statuses: Iterable[str] | None = None,
+              counter: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows in unit order; `counter[0]` (if given) counts them as they go."""
+    for unit in store.iter_units(job_id, list(statuses) if statuses else None):
+        if counter is not None:
+            counter[0] += 1
+        yield unit_row(unit)
+
+
+def csv_columns(store: Store, job_id: int, statuses: Iterable[str] | None = None) -> list[str]:
+    """Column order for CSV: a first pass over the rows (constant memory: only names are kept)."""
+    seen: dict[str, None] = {}
+    for row in iter_rows(store, job_id, statuses):
+        for name in row:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return "" if value is None else value
+
+
+def iter_export(store: Store, job_id: int, fmt: str, statuses: Iterable[str] | None = None,
+                counter: list[int] | None = None) -> Iterator[str]:
+    """Stream an export as text chunks: json (an array), jsonl, or csv."""
+    statuses = list(statuses) if statuses else None
+    if fmt not in ("json", "jsonl", "csv"):
+        from agentic_batch.errors import InvalidSpec
+
+        raise InvalidSpec(f"unknown export format {fmt!r}", hint="use json, jsonl or csv")
+    if fmt == "jsonl":
+        for row in iter_rows(store, job_id, statuses, counter):
+            yield json.dumps(row, ensure_ascii=False, default=str) + "\n"
+    elif fmt == "json":
+        yield "["
+        first = True
+        for row in iter_rows(store, job_id, statuses, counter):
+            yield ("\n" if first else ",\n") + json.dumps(row, ensure_ascii=False, default=str)
+            first = False
+        yield "\n]\n"
+    elif fmt == "csv":
+        columns = csv_columns(store, job_id, statuses)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in iter_rows(store, job_id, statuses, counter):
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+            if buffer.tell() > 65536:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+
+def write_export(store: Store, job_id: int, fmt: str, path: Path, statuses: Iterable[str] | None = None) -> int:
+    """Write an export to `path` atomically (temp file + rename). Returns the number of rows."""
+    tmp = path.with_name(path.name + ".tmp")
+    counter = [0]
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            for chunk in iter_export(store, job_id, fmt, statuses, counter):
+                handle.write(chunk)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counter[0]

@@ -1,0 +1,143 @@
+"""Creating a job: validate everything first, then stream the source into units in bulk.
+
+Nothing about a bad job reaches the store: the spec, the worker options, the template (compiled and
+rendered against the first items) are all checked before the job row exists. The units are then
+inserted in batches under a hidden CREATING status, so a source that turns out malformed at row
+80,000 (or a Ctrl-C) deletes the half-made job instead of leaving it behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentic_batch.engine.procs import hostname, process_alive
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.prompts import compile_template, synthesize, validate
+from agentic_batch.sources import describe_source, iter_items, resolve_spec
+from agentic_batch.spec import JobSpec, JobStatus, SourceSpec
+from agentic_batch.store import NewUnit, Store
+from agentic_batch.workers import get_worker_kind
+
+BATCH = 5000
+PREVIEW_ITEMS = 3
+REDUCE_SAMPLE = {"results_path": "/path/to/results.jsonl", "total": 10, "completed": 10, "failed": 0,
+                 "job_name": "job"}
+
+
+@dataclass
+class CreateResult:
+    job_id: int
+    name: str
+    units: int
+    duplicates: int
+    source: str
+    prompt_template: str | None
+    synthesized: bool
+    previews: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "name": self.name, "units": self.units, "duplicates": self.duplicates,
+                "source": self.source, "prompt_template": self.prompt_template, "synthesized": self.synthesized,
+                "previews": self.previews}
+
+
+def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None, prompt_required: bool) -> tuple[str | None, bool]:
+    if spec.prompt is not None:
+        if not spec.prompt.strip():
+            raise InvalidSpec("the prompt template is empty")
+        return spec.prompt, False
+    if spec.intent is not None:
+        if not spec.intent.strip():
+            raise InvalidSpec("the intent is empty")
+        fields = list(first_payload or {})
+        return synthesize(spec.intent, spec.source.kind, fields), True
+    if prompt_required:
+        raise InvalidSpec(f"the {spec.worker} worker needs a prompt",
+                          hint="give --prompt TEMPLATE, --prompt-file PATH or --intent TEXT")
+    return None, False
+
+
+def cleanup_abandoned(store: Store) -> None:
+    """Delete CREATING jobs whose creating process (on this host) died mid-way."""
+    for job in store.stale_creating_jobs(hostname()):
+        if not process_alive(job.creator_pid):
+            store.delete_job(job.id)
+
+
+def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
+    kind = get_worker_kind(spec.worker)
+    options = kind.parse_options(spec.worker_options)
+    workdir = Path(spec.workdir).resolve() if spec.workdir else cwd.resolve()
+    if not workdir.is_dir():
+        raise InvalidSpec(f"working directory {workdir} does not exist")
+    source: SourceSpec = resolve_spec(spec.source, workdir)
+    items = iter_items(source, cwd=workdir)
+    head = list(itertools.islice(items, PREVIEW_ITEMS))
+    if not head:
+        raise InvalidSpec(f"the source has no items ({describe_source(source)})",
+                          hint="check the file, query or function")
+    template, synthesized = _resolve_template(spec, head[0].payload, kind.prompt_required)
+    previews: list[str] = []
+    if template is not None:
+        compile_template(template)
+        previews = validate(template, [i.payload for i in head], keys=[i.key for i in head],
+                            unit={"id": 0, "key": head[0].key, "seq": 0, "attempt": 1},
+                            job={"id": 0, "name": spec.name})
+    if spec.reduce_prompt is not None:
+        validate(spec.reduce_prompt, [REDUCE_SAMPLE], what="reduce prompt", unit={}, job={"id": 0, "name": spec.name})
+    if kind.check is not None:
+        kind.check(options, template, workdir)
+
+    cleanup_abandoned(store)
+    job_id = store.insert_job(
+        name=spec.name, status=JobStatus.CREATING.value, source=source.model_dump(mode="json"),
+        prompt_template=template, intent=spec.intent, worker=spec.worker,
+        worker_options=options.model_dump(mode="json", exclude_none=True), concurrency=spec.concurrency,
+        max_retries=spec.max_retries, timeout_s=spec.timeout_s, priority=spec.priority.rank,
+        budget_usd=spec.budget_usd, rpm=spec.rpm, tpm=spec.tpm, reduce_prompt=spec.reduce_prompt,
+        workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
+    )
+    try:
+        inserted, seen = _insert_all(store, job_id, itertools.chain(head, items))
+        store.update_job(job_id, expect=[JobStatus.CREATING.value], status=JobStatus.CREATED.value,
+                         creator_pid=None)
+    except BaseException:
+        store.delete_job(job_id)
+        raise
+    return CreateResult(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
+                        source=describe_source(source), prompt_template=template, synthesized=synthesized,
+                        previews=previews)
+
+
+def _insert_all(store: Store, job_id: int, items: Any) -> tuple[int, int]:
+    """Insert in batches of BATCH; returns (units inserted, items seen)."""
+    inserted = seen = 0
+    batch: list[NewUnit] = []
+    for item in items:
+        batch.append(NewUnit(seq=seen, key=item.key, payload=item.payload, priority=item.priority or 0))
+        seen += 1
+        if len(batch) >= BATCH:
+            inserted += store.insert_units(job_id, batch)
+            batch = []
+    inserted += store.insert_units(job_id, batch)
+    return inserted, seen
+
+
+def sync_job(store: Store, job_id: int, source_dict: dict[str, Any], workdir: str) -> tuple[int, int]:
+    """Re-enumerate a job's source and add only items whose key is new (returns added, existing)."""
+    source = SourceSpec.model_validate(source_dict)
+    start = store.max_seq(job_id) + 1
+    added = seen = 0
+    batch: list[NewUnit] = []
+    for item in iter_items(source, cwd=Path(workdir)):
+        batch.append(NewUnit(seq=start + seen, key=item.key, payload=item.payload, priority=item.priority or 0))
+        seen += 1
+        if len(batch) >= BATCH:
+            added += store.insert_units(job_id, batch)
+            batch = []
+    added += store.insert_units(job_id, batch)
+    return added, seen - added

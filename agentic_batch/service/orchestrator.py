@@ -1,0 +1,319 @@
+"""The Orchestrator: create / test / approve / reject / start / stop / resume / cancel / retry /
+edit-prompt / status / list / results / export, for every interface alike."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentic_batch import results as result_rows
+from agentic_batch.config import Settings, load_settings
+from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
+from agentic_batch.prompts import compile_template, validate
+from agentic_batch.service import control
+from agentic_batch.service.creation import CreateResult, create_job, sync_job
+from agentic_batch.service.test_run import run_test_unit
+from agentic_batch.service.views import job_status, job_summary, unit_view
+from agentic_batch.spec import TERMINAL_JOB_STATUSES, JobSpec, JobStatus, describe_validation_error
+from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, open_store
+
+RUNNING = JobStatus.RUNNING.value
+
+
+class Orchestrator:
+    def __init__(self, store: Store | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.store = store or open_store(self.settings.db_url)
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def job(self, ref: str | int) -> JobRecord:
+        """A job by id, or by name when that name is unique."""
+        text = str(ref).strip()
+        if text.isdigit():
+            job = self.store.get_job(int(text))
+            if job is not None and job.status != JobStatus.CREATING.value:
+                return job
+        else:
+            matches = self.store.find_jobs_by_name(text)
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                ids = ", ".join(str(j.id) for j in matches)
+                raise NotFound(f"{len(matches)} jobs are named {text!r} (ids {ids})", hint="use the job id")
+        raise NotFound(f"no job {text!r}", hint="see `abp list` for job ids")
+
+    def _expect(self, job: JobRecord, allowed: set[str], action: str, hint: str | None = None) -> None:
+        if job.status not in allowed:
+            raise IllegalState(f"cannot {action} job {job.id}: it is {job.status}", hint=hint)
+
+    # -- create ---------------------------------------------------------------------------------
+
+    def create(self, spec: JobSpec | dict[str, Any], cwd: Path | None = None) -> CreateResult:
+        if not isinstance(spec, JobSpec):
+            try:
+                spec = JobSpec.model_validate(spec)
+            except ValidationError as exc:
+                raise InvalidSpec(describe_validation_error(exc)) from None
+        return create_job(self.store, spec, cwd or Path.cwd())
+
+    def sync(self, ref: str | int) -> dict[str, int]:
+        """Add the items that appeared in the source since the job was created (keys already there are skipped)."""
+        job = self.job(ref)
+        self._expect(job, {"CREATED", "TESTING", "PAUSED", "COMPLETED", "FAILED", RUNNING}, "sync")
+        added, existing = sync_job(self.store, job.id, job.source, job.workdir)
+        if added and job.status == "COMPLETED":
+            self.store.update_job(job.id, expect=["COMPLETED"], status="PAUSED", pause_reason="new items",
+                                  finished_at=None)
+        return {"added": added, "existing": existing}
+
+    # -- test first -----------------------------------------------------------------------------
+
+    def test(self, ref: str | int) -> dict[str, Any]:
+        """Run the first unit now (CREATED -> TESTING) and return it with its conversation."""
+        job = self.job(ref)
+        self._expect(job, {"CREATED"}, "test", "only a CREATED job can be tested; reject a TESTING job first")
+        if not self.store.update_job(job.id, expect=["CREATED"], status="TESTING"):
+            raise IllegalState(f"job {job.id} changed state meanwhile; try again")
+        try:
+            unit_id = run_test_unit(self.store, self.settings, job)
+        except BaseException:
+            self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+            raise
+        return self.test_report(job.id, unit_id)
+
+    def test_report(self, ref: str | int, unit_id: int | None = None) -> dict[str, Any]:
+        job = self.job(ref)
+        unit_id = unit_id or job.test_unit_id
+        if unit_id is None:
+            raise IllegalState(f"job {job.id} has no test run yet", hint=f"run `abp start {job.id}`")
+        return {"job_id": job.id, "status": job.status, **self.unit(job.id, unit_id)}
+
+    def approve(self, ref: str | int) -> dict[str, Any]:
+        job = self.job(ref)
+        self._expect(job, {"TESTING"}, "approve", "approve applies to a TESTING job (after `abp start`)")
+        if job.test_unit_id:  # a failed test unit gets another chance in the real run
+            self.store.set_units_status(job.id, ["FAILED"], "PENDING", unit_ids=[job.test_unit_id], reset=True)
+        return self._run(job, expect=["TESTING"])
+
+    def reject(self, ref: str | int) -> dict[str, Any]:
+        job = self.job(ref)
+        self._expect(job, {"TESTING"}, "reject", "reject applies to a TESTING job (after `abp start`)")
+        if job.test_unit_id:
+            self.store.reset_unit(job.test_unit_id)
+        self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+        return self.status(job.id)
+
+    def start(self, ref: str | int, skip_test: bool = False) -> dict[str, Any]:
+        """CREATED: run the test unit (or, skipping it, start the executor). Returns status or test report."""
+        job = self.job(ref)
+        if job.status == "TESTING":
+            raise IllegalState(f"job {job.id} is TESTING: its test result is waiting for you",
+                               hint=f"`abp start {job.id} --approve` or `--reject`")
+        self._expect(job, {"CREATED"}, "start", _start_hint(job))
+        if skip_test or self.settings.skip_test:
+            return self._run(job, expect=["CREATED"])
+        return self.test(job.id)
+
+    def _run(self, job: JobRecord, expect: list[str]) -> dict[str, Any]:
+        now = time.time()
+        fields: dict[str, Any] = {"status": RUNNING, "control": None, "pause_reason": None, "finished_at": None,
+                                  "error": None}
+        if job.started_at is None:
+            fields["started_at"] = now
+        if not self.store.update_job(job.id, expect=expect, **fields):
+            raise IllegalState(f"job {job.id} changed state meanwhile; try again")
+        fresh = self.job(job.id)
+        pid, started = control.spawn(self.store, self.settings, fresh)
+        if not started:
+            self.store.append_logs([{"job_id": job.id, "level": "info",
+                                     "message": f"job running again; executor pid {pid} was already running"}])
+        return self.status(job.id)
+
+    # -- running jobs ---------------------------------------------------------------------------
+
+    def stop(self, ref: str | int) -> dict[str, Any]:
+        """Ask the executors to pause: in-flight units finish (within a grace period), the rest wait."""
+        job = self.job(ref)
+        self._expect(job, {RUNNING}, "stop", "only a RUNNING job can be stopped")
+        self.store.update_job(job.id, expect=[RUNNING], control="stop")
+        if not control.signal_executors(self.store, self.settings, job.id) and \
+                not control.any_live_executor(self.store, self.settings, job.id):
+            control.reclaim_dead_executors(self.store, self.settings, job.id)
+            self.store.update_job(job.id, expect=[RUNNING], status="PAUSED", control=None, pause_reason="stopped")
+        return self.status(job.id)
+
+    def resume(self, ref: str | int) -> dict[str, Any]:
+        """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor."""
+        job = self.job(ref)
+        self._expect(job, {"PAUSED", RUNNING}, "resume", _resume_hint(job))
+        if job.status == "PAUSED":
+            return self._run(job, expect=["PAUSED"])
+        self.store.update_job(job.id, expect=[RUNNING], control=None)
+        control.spawn(self.store, self.settings, job)
+        return self.status(job.id)
+
+    def cancel(self, ref: str | int) -> dict[str, Any]:
+        job = self.job(ref)
+        if job.status in TERMINAL_JOB_STATUSES:
+            raise IllegalState(f"cannot cancel job {job.id}: it is already {job.status}")
+        if not self.store.update_job(job.id, expect=[job.status], status="CANCELLED", control="cancel",
+                                     finished_at=time.time()):
+            raise IllegalState(f"job {job.id} changed state meanwhile; try again")
+        self.store.set_units_status(job.id, ["PENDING", "RUNNING"], "CANCELLED")
+        control.signal_executors(self.store, self.settings, job.id)
+        self.store.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
+        return self.status(job.id)
+
+    def retry(self, ref: str | int, include_cancelled: bool = False) -> dict[str, Any]:
+        """Failed units (and, if asked, cancelled ones) back to PENDING with fresh retries; run again."""
+        job = self.job(ref)
+        self._expect(job, {"FAILED", "PAUSED", "COMPLETED", "CANCELLED", RUNNING}, "retry")
+        statuses = ["FAILED", "CANCELLED"] if include_cancelled else ["FAILED"]
+        count = self.store.set_units_status(job.id, statuses, "PENDING", reset=True)
+        if count == 0:
+            raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry")
+        self.store.append_logs([{"job_id": job.id, "level": "info", "message": f"{count} unit(s) queued for retry"}])
+        if job.status == RUNNING:
+            control.spawn(self.store, self.settings, job)
+            return self.status(job.id)
+        return self._run(job, expect=[job.status])
+
+    def edit_prompt(self, ref: str | int, template: str) -> dict[str, Any]:
+        """Replace the prompt template; units not yet completed will use it."""
+        job = self.job(ref)
+        self._expect(job, {"CREATED", "TESTING", "PAUSED", "FAILED"}, "edit the prompt of",
+                     "stop the job first (`abp stop`)")
+        if not template.strip():
+            raise InvalidSpec("the prompt template is empty")
+        compile_template(template)
+        sample = [u.payload for u in itertools.islice(self.store.iter_units(job.id, batch_size=3), 3)]
+        validate(template, sample, unit={"id": 0, "key": "", "seq": 0, "attempt": 1}, job={"id": job.id, "name": job.name})
+        if job.status == "TESTING":
+            if job.test_unit_id:
+                self.store.reset_unit(job.test_unit_id)
+            self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+        self.store.update_job(job.id, prompt_template=template, intent=None)
+        return self.status(job.id)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def status(self, ref: str | int) -> dict[str, Any]:
+        return job_status(self.store, self.settings, self.job(ref))
+
+    def list(self, status: str | None = None, name: str | None = None, limit: int | None = None,
+             offset: int = 0) -> list[dict[str, Any]]:
+        statuses = _parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
+        return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
+
+    def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> dict[str, Any]:
+        job = self.job(ref)
+        unit = self.store.find_unit(job.id, str(unit_ref))
+        if unit is None:
+            raise NotFound(f"job {job.id} has no unit {unit_ref!r}", hint=f"see `abp results {job.id}`")
+        view = unit_view(unit)
+        if view["prompt"] is None and job.prompt_template:
+            try:
+                view["prompt"] = self._render_preview(job, unit.payload, unit.key, unit.seq)
+            except InvalidSpec:
+                pass
+        view["events"] = [_event_dict(e) for e in self.store.list_events(unit_id=unit.id, limit=events_limit)]
+        return view
+
+    def _render_preview(self, job: JobRecord, payload: dict[str, Any], key: str, seq: int) -> str:
+        from agentic_batch.prompts import render
+
+        return render(job.prompt_template or "", payload, unit={"id": None, "key": key, "seq": seq, "attempt": 0},
+                      job={"id": job.id, "name": job.name})
+
+    def events(self, ref: str | int, unit_ref: str | int | None = None, after: int = 0,
+               limit: int = 500) -> list[dict[str, Any]]:
+        job = self.job(ref)
+        unit_id = None
+        if unit_ref is not None:
+            unit = self.store.find_unit(job.id, str(unit_ref))
+            if unit is None:
+                raise NotFound(f"job {job.id} has no unit {unit_ref!r}")
+            unit_id = unit.id
+        return [_event_dict(e) for e in self.store.list_events(job_id=job.id, unit_id=unit_id, after=after,
+                                                               limit=limit)]
+
+    def results(self, ref: str | int, status: str | None = None, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+        job = self.job(ref)
+        statuses = _parse_statuses(status, list(UNIT_STATUSES), "unit")
+        rows = result_rows.iter_rows(self.store, job.id, statuses)
+        out = []
+        for index, row in enumerate(rows):
+            if index < offset:
+                continue
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(row)
+        return out
+
+    def export(self, ref: str | int, fmt: str = "jsonl", status: str | None = None) -> Iterator[str]:
+        job = self.job(ref)
+        statuses = _parse_statuses(status, list(UNIT_STATUSES), "unit")
+        return result_rows.iter_export(self.store, job.id, fmt, statuses)
+
+    def export_to(self, ref: str | int, path: Path, fmt: str | None = None, status: str | None = None) -> dict[str, Any]:
+        job = self.job(ref)
+        fmt = fmt or {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "jsonl")
+        statuses = _parse_statuses(status, list(UNIT_STATUSES), "unit")
+        if not path.parent.is_dir():
+            raise InvalidSpec(f"cannot write {path}: directory {path.parent} does not exist")
+        rows = result_rows.write_export(self.store, job.id, fmt, path, statuses)
+        return {"job_id": job.id, "path": str(path), "format": fmt, "rows": rows}
+
+    def logs(self, ref: str | int, level: str = "info", after: int = 0, limit: int = 500,
+             unit: int | None = None, text: str | None = None) -> list[dict[str, Any]]:
+        job = self.job(ref)
+        if level not in LOG_LEVELS:
+            raise InvalidSpec(f"unknown log level {level!r}", hint=f"use one of {', '.join(LOG_LEVELS)}")
+        return [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message, "unit_id": r.unit_id,
+                 "executor_id": r.executor_id, "extra": r.extra}
+                for r in self.store.list_logs(job.id, min_level=level, after=after, limit=limit, unit_id=unit,
+                                              text=text)]
+
+    def active_units(self, ref: str | int, limit: int = 20) -> list[dict[str, Any]]:
+        """Units running now, each with its newest event (what the agent is doing)."""
+        job = self.job(ref)
+        running = self.store.running_units(job.id, limit)
+        latest = self.store.latest_events([u.id for u in running])
+        now = time.time()
+        return [{"unit_id": u.id, "key": u.key, "attempt": u.attempt,
+                 "elapsed_s": round(now - u.started_at, 1) if u.started_at else None,
+                 "last_event": _event_dict(latest[u.id]) if u.id in latest else None} for u in running]
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    return {"id": event.id, "unit_id": event.unit_id, "attempt": event.attempt, "seq": event.seq, "ts": event.ts,
+            "kind": event.kind, "data": event.data}
+
+
+def _parse_statuses(raw: str | None, allowed: list[str], what: str) -> list[str] | None:
+    if not raw:
+        return None
+    wanted = [s.strip().upper() for s in raw.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in allowed]
+    if unknown:
+        raise InvalidSpec(f"unknown {what} status {unknown[0].lower()!r}",
+                          hint=f"use one of {', '.join(a.lower() for a in allowed)}")
+    return wanted
+
+
+def _start_hint(job: JobRecord) -> str:
+    return {"RUNNING": "it is already running; see `abp status`", "PAUSED": f"use `abp resume {job.id}`",
+            "FAILED": f"use `abp retry {job.id}` to run failed units again"}.get(job.status, "")
+
+
+def _resume_hint(job: JobRecord) -> str:
+    return {"CREATED": f"use `abp start {job.id}`", "TESTING": f"use `abp start {job.id} --approve`",
+            "FAILED": f"use `abp retry {job.id}`", "COMPLETED": "it has finished; nothing to resume",
+            "CANCELLED": "a cancelled job cannot be resumed"}.get(job.status, "")

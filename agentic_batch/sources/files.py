@@ -1,0 +1,190 @@
+"""A `files` source: every regular file under a root whose relative path matches a glob.
+
+We walk the tree ourselves instead of using `glob.glob`/`Path.glob` because we need all of: a
+deterministic order (name-sorted, depth first), streaming (no list of a million paths), pruning of
+directories the pattern can never enter, no symlinked-directory loops, and one hidden-file rule:
+a name starting with '.' matches only a pattern segment that starts with '.' (so `**/*.py` skips
+`.venv/` and `.git/`, while `.github/**/*.yml` finds workflows).
+
+Glob syntax: `*` and `?` stay within one path segment, `[abc]`/`[!abc]`/`[a-z]` are classes, and a
+segment that is exactly `**` matches zero or more directories (`src/**/test_*.py` also matches
+`src/test_a.py`; a trailing `**` matches every file below).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+from agentic_batch.errors import SourceError
+from agentic_batch.sources.base import RawItem
+from agentic_batch.spec import SourceSpec
+
+#: Regex text for one directory matched by `**`: any name not starting with '.'.
+_ANY_DIR = r"(?:(?!\.)[^/]+/)*"
+
+
+def _class_regex(body: str) -> str:
+    """`[!a-z]` body -> regex class; '/' never matches and regex metacharacters stay literal."""
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    escaped = "".join("\\" + ch if ch in "\\[]&~|^" else ch for ch in body)
+    return f"[^/{escaped}]" if negate else f"[{escaped}]"
+
+
+def segment_regex(segment: str) -> str:
+    """Regex text for one path segment. A segment not starting with '.' never matches a hidden name."""
+    out = [] if segment.startswith(".") else [r"(?!\.)"]
+    i = 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "*":
+            while i + 1 < len(segment) and segment[i + 1] == "*":
+                i += 1  # '**' inside a segment ('a**b') acts like '*'
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            j = i + 1
+            if j < len(segment) and segment[j] in "!^":
+                j += 1
+            if j < len(segment) and segment[j] == "]":
+                j += 1  # ']' first in a class is literal
+            while j < len(segment) and segment[j] != "]":
+                j += 1
+            if j >= len(segment):
+                out.append(re.escape(ch))  # no closing ']': a literal '['
+            else:
+                out.append(_class_regex(segment[i + 1 : j]))
+                i = j
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """The whole glob as one regex over relative POSIX paths (use `fullmatch`)."""
+    segments = glob.split("/")
+    parts: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            parts.append(_ANY_DIR + (r"(?!\.)[^/]+" if last else ""))
+        else:
+            parts.append(segment_regex(segment) + ("" if last else "/"))
+    try:
+        return re.compile("".join(parts))
+    except re.error as exc:
+        raise SourceError(f"invalid glob {glob!r}: {exc}", hint="check the [...] classes") from None
+
+
+class GlobMatcher:
+    """Matches file paths with the full regex, and prunes directories the glob can never enter.
+
+    Pruning runs the pattern segment by segment as a small NFA: a state is the index of the next
+    pattern segment to match; `**` can consume a directory and stay, or be skipped.
+    """
+
+    def __init__(self, glob: str) -> None:
+        self.glob = glob
+        self.full = glob_to_regex(glob)
+        self._segments = glob.split("/")
+        self._segment_res = [None if s == "**" else re.compile(segment_regex(s)) for s in self._segments]
+
+    def start(self) -> frozenset[int]:
+        return self._closure({0})
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        todo = list(states)
+        while todo:
+            i = todo.pop()
+            if i < len(self._segments) - 1 and self._segments[i] == "**" and i + 1 not in states:
+                states.add(i + 1)
+                todo.append(i + 1)
+        return frozenset(states)
+
+    def enter(self, states: frozenset[int], name: str) -> frozenset[int]:
+        """The states after descending into directory `name`; empty means prune it."""
+        nxt: set[int] = set()
+        last = len(self._segments) - 1
+        for i in states:
+            pattern = self._segment_res[i]
+            if pattern is None:
+                if not name.startswith("."):
+                    nxt.add(i)
+            elif i < last and pattern.fullmatch(name):
+                nxt.add(i + 1)
+        return self._closure(nxt) if nxt else frozenset()
+
+    def matches(self, relative_path: str) -> bool:
+        return self.full.fullmatch(relative_path) is not None
+
+
+def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
+    """Yield one payload per matching regular file; raise if the root is missing or nothing matches."""
+    root = spec.root or os.getcwd()
+    glob = spec.glob or ""
+    if not os.path.exists(root):
+        raise SourceError(f"files root {root} does not exist", hint="check --root or the glob's directory")
+    if not os.path.isdir(root):
+        raise SourceError(f"files root {root} is not a directory", hint="--root must be a directory")
+    matcher = GlobMatcher(glob)
+    try:
+        with os.scandir(root):
+            pass
+    except OSError as exc:
+        raise SourceError(f"cannot read files root {root}: {exc.strerror}") from None
+    found = 0
+    for entry, relative_path in _walk(root, "", matcher.start(), matcher):
+        try:
+            size = entry.stat().st_size
+        except OSError:
+            continue  # vanished (or a symlink that broke) since the listing
+        name = entry.name
+        found += 1
+        yield (
+            f"file {relative_path}",
+            {
+                "path": os.path.join(root, relative_path),
+                "relative_path": relative_path,
+                "name": name,
+                "suffix": PurePosixPath(name).suffix,
+                "size": size,
+            },
+        )
+    if not found:
+        raise SourceError(
+            f"no files match {glob!r} under {root}",
+            hint="'**/' matches any depth; names starting with '.' match only a pattern part that "
+            "starts with '.'; check --root",
+        )
+
+
+def _walk(
+    directory: str, prefix: str, states: frozenset[int], matcher: GlobMatcher
+) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """Depth first, entries sorted by name; symlinked directories are not entered (no loops).
+
+    An unreadable or vanished subdirectory is skipped: its files could not be processed anyway.
+    """
+    try:
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        relative_path = prefix + entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                inner = matcher.enter(states, entry.name)
+                if inner:
+                    yield from _walk(entry.path, relative_path + "/", inner, matcher)
+                continue
+            if matcher.matches(relative_path) and entry.is_file():
+                yield entry, relative_path
+        except OSError:
+            continue

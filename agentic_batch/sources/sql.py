@@ -1,0 +1,157 @@
+"""A `sql` source: one item per row of a query, on SQLite or PostgreSQL.
+
+The connection is read-only at the database level, not by inspecting the query: SQLite opens the
+file with `mode=ro` (and a missing file is an error, not a new empty database), PostgreSQL starts
+every transaction with `default_transaction_read_only=on`. Rows are streamed (a server-side cursor on
+PostgreSQL) in batches of 1000. The query goes to the driver as written (`exec_driver_sql` with no
+parameters), so `%` and `:name` in it are plain SQL, not placeholders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import URL, create_engine, make_url
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from agentic_batch.errors import SourceError
+from agentic_batch.sources.base import RawItem, hide_password, to_jsonable
+from agentic_batch.spec import SourceSpec
+
+#: Rows fetched per round trip.
+YIELD_PER = 1000
+#: First words of statements that read; anything else failing gets the "only reads" hint.
+_PG_READ_ONLY = "-c default_transaction_read_only=on"
+_READING_WORDS = frozenset({"select", "with", "values", "table", "show", "explain", "pragma"})
+
+
+def iter_sql(spec: SourceSpec) -> Iterator[RawItem]:
+    """Yield `{column: JSON-able value}` per row of `spec.query`."""
+    db_url, query = spec.db_url or "", spec.query or ""
+    label = hide_password(db_url)
+    engine = _read_only_engine(db_url, label)
+    try:
+        conn = _connect(engine, label)
+        with conn:
+            try:
+                result = conn.execution_options(
+                    stream_results=True, yield_per=YIELD_PER, no_parameters=True
+                ).exec_driver_sql(query)
+                if not result.returns_rows:
+                    raise SourceError(
+                        f"the sql query on {label} returns no rows", hint="a sql source needs a SELECT"
+                    )
+                columns = list(result.keys())
+                _check_columns(columns)
+                for number, row in enumerate(result, 1):
+                    yield (
+                        f"row {number} of the query",
+                        {column: to_jsonable(value) for column, value in zip(columns, row, strict=True)},
+                    )
+            except SQLAlchemyError as exc:
+                raise _query_error(exc, query, label) from None
+    finally:
+        engine.dispose()
+
+
+def _connect(engine: Engine, label: str) -> Connection:
+    try:
+        return engine.connect()
+    except SQLAlchemyError as exc:
+        raise SourceError(
+            f"cannot connect to {label}: {_first_line(exc)}",
+            hint="check --db-url (host, port, database, user) and that the server is up",
+        ) from None
+
+
+def _check_columns(columns: list[str]) -> None:
+    """Two result columns with one name would silently collapse into one payload field."""
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise SourceError(
+                f"the sql query returns two columns named {column!r}",
+                hint="give them distinct names with AS, e.g. SELECT a.id AS a_id, b.id AS b_id",
+            )
+        seen.add(column)
+
+
+def _read_only_engine(db_url: str, label: str) -> Engine:
+    """An engine that cannot write: SQLite `mode=ro` URI, PostgreSQL read-only transactions."""
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        raise SourceError(
+            f"invalid database URL {label!r}",
+            hint="use sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname",
+        ) from None
+    backend = url.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        url = _sqlite_read_only_url(url, label)
+    elif backend in ("postgresql", "postgres"):
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")  # psycopg 3 is the project's driver
+        options = " ".join(filter(None, [str(url.query.get("options", "")), _PG_READ_ONLY]))
+        url = url.difference_update_query(["options"])  # merged here, else connect_args would replace it
+        connect_args["options"] = options
+    else:
+        raise SourceError(
+            f"unsupported database {backend!r} in {label}",
+            hint="a sql source reads SQLite (sqlite:///file.db) or PostgreSQL (postgresql+psycopg://...)",
+        )
+    try:
+        return create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except ImportError as exc:
+        raise SourceError(
+            f"the database driver for {label} is not installed ({exc})",
+            hint="pip install 'agentic-batch[postgres]'",
+        ) from None
+    except (ArgumentError, SQLAlchemyError) as exc:
+        raise SourceError(f"invalid database URL {label!r}: {_first_line(exc)}") from None
+
+
+def _sqlite_read_only_url(url: URL, label: str) -> URL:
+    """`sqlite:///x.db` -> `sqlite+pysqlite:///file:/abs/x.db?mode=ro&uri=true`."""
+    database = url.database or ""
+    database = database.removeprefix("file:")
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        raise SourceError(
+            "an in-memory SQLite database has no rows to read",
+            hint="give the database file: sqlite:///path/to/file.db",
+        )
+    path = os.path.abspath(database)
+    if not os.path.isfile(path):
+        what = "is not a file" if os.path.exists(path) else "does not exist"
+        raise SourceError(
+            f"sqlite database {path} {what}",
+            hint="check --db-url; sqlite:///relative.db resolves against the working directory",
+        )
+    return URL.create(
+        "sqlite+pysqlite",
+        database="file:" + quote(path, safe="/"),
+        query={"mode": "ro", "uri": "true"},
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own words without SQLAlchemy's '[SQL: ...]' and background-link trailer."""
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
+def _query_error(exc: SQLAlchemyError, query: str, label: str) -> SourceError:
+    words = re.findall(r"[A-Za-z]+", re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.DOTALL))
+    first_word = words[0].lower() if words else ""
+    if first_word and first_word not in _READING_WORDS:
+        hint = f"a sql source only reads (the connection is read-only); {first_word.upper()} cannot run"
+    else:
+        hint = "check the query's tables, columns and syntax with your SQL client"
+    return SourceError(f"sql query failed on {label}: {_first_line(exc)}", hint=hint)

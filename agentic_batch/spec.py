@@ -1,0 +1,160 @@
+"""The job spec every interface builds (CLI flags, REST JSON, MCP arguments) and the state enums.
+
+Validation lives here, in Pydantic, so the three interfaces reject the same bad input with the same
+words. Paths are made absolute at create time because the executor runs elsewhere, later.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class JobStatus(StrEnum):
+    CREATING = "CREATING"  # units still being inserted; hidden, deleted if creation fails
+    CREATED = "CREATED"
+    TESTING = "TESTING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class UnitStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class Priority(StrEnum):
+    low = "low"
+    normal = "normal"
+    high = "high"
+    critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Higher runs first; stored as an integer so the claim can ORDER BY it."""
+        return {"low": 0, "normal": 1, "high": 2, "critical": 3}[self.value]
+
+    @classmethod
+    def parse_rank(cls, value: Any) -> int:
+        """A unit priority taken from an item field: a name (low..critical) or an integer."""
+        if isinstance(value, bool):
+            raise ValueError(f"priority {value!r} is not a name or a number")
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text in cls.__members__:
+            return cls[text].rank
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(
+                f"priority {value!r} is not one of low, normal, high, critical or an integer"
+            ) from None
+
+
+SourceKind = Literal["files", "csv", "json", "jsonl", "sql", "python"]
+
+
+class SourceSpec(BaseModel):
+    """Where the items come from. Only the fields of `kind` are used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: SourceKind
+    glob: str | None = None
+    root: str | None = None
+    path: str | None = None
+    delimiter: str = ","
+    json_path: str | None = None
+    query: str | None = None
+    db_url: str | None = None
+    function: str | None = None
+    args: dict[str, str] = Field(default_factory=dict)
+    #: Item field that gives each unit its stable key (default: path for files, else a content hash).
+    key: str | None = None
+    #: Item field that gives each unit its priority (a name or an integer).
+    priority_field: str | None = None
+
+    @model_validator(mode="after")
+    def _required_fields(self) -> SourceSpec:
+        needs = {
+            "files": ("glob",),
+            "csv": ("path",),
+            "json": ("path",),
+            "jsonl": ("path",),
+            "sql": ("query", "db_url"),
+            "python": ("function",),
+        }[self.kind]
+        missing = [name for name in needs if not getattr(self, name)]
+        if missing:
+            flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+            raise ValueError(f"a {self.kind} source needs {flags}")
+        if self.kind == "csv" and len(self.delimiter) != 1:
+            raise ValueError(f"--delimiter must be one character, got {self.delimiter!r}")
+        return self
+
+
+class JobSpec(BaseModel):
+    """Everything needed to create a job. Worker options are validated by the worker kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    source: SourceSpec
+    prompt: str | None = None
+    intent: str | None = None
+    worker: str = "command"
+    worker_options: dict[str, Any] = Field(default_factory=dict)
+    concurrency: int = Field(default=4, ge=1, le=10_000)
+    max_retries: int = Field(default=3, ge=0, le=100)
+    timeout_s: float = Field(default=600.0, gt=0)
+    priority: Priority = Priority.normal
+    budget_usd: float | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    reduce_prompt: str | None = None
+    #: Directory commands run in and relative paths resolve against (the caller's cwd by default).
+    workdir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _strip_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the job name is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> JobSpec:
+        if self.prompt is not None and self.intent is not None:
+            raise ValueError("give either a prompt template or an intent, not both")
+        return self
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """One line out of a Pydantic ValidationError, naming the flag-like field path."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = err.get("msg", "invalid")
+        msg = msg.removeprefix("Value error, ")
+        field = loc.split(".")[-1] if loc else ""
+        if field in {"", "source"} or field.startswith("_"):
+            parts.append(msg)
+        else:
+            parts.append(f"{field.replace('_', '-')}: {msg}")
+    return "; ".join(parts)

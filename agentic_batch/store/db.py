@@ -1,0 +1,165 @@
+"""Opening the store: one engine per URL, SQLite tuned for many writers, migrations on first use.
+
+SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and every write
+transaction starts with BEGIN IMMEDIATE so two writers queue on the lock up front instead of
+deadlocking on a read-to-write upgrade. Reads use a plain deferred BEGIN. PostgreSQL needs none of
+this; the same SQLAlchemy statements run on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from agentic_batch.errors import StoreError
+
+#: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
+SCHEMA_REVISION = "0001"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_WRITE_OPTION = "abp_write"
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for `url`, with SQLite's WAL/busy-timeout/BEGIN IMMEDIATE set up."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError(f"ABP_DB_URL {url!r} is not a database URL",
+                         hint="use sqlite:///path/to/batch.db or postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(parsed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
+        _tune_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        try:
+            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        except ModuleNotFoundError as exc:
+            raise StoreError(f"the PostgreSQL store needs {exc.name}",
+                             hint="pip install 'agentic-batch[postgres]'") from None
+    raise StoreError(f"unsupported store database {parsed.get_backend_name()!r}",
+                     hint="use sqlite:///... or postgresql+psycopg://...")
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event emit BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class StoreBase:
+    """Connection handling shared by the query mixins; see `agentic_batch.store.Store`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
+        self.dialect = self.engine.dialect.name
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- migrations -----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; cheap when it already is."""
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            try:
+                if self._current_revision() != SCHEMA_REVISION:
+                    with self._exclusive_migration():
+                        if self._current_revision() != SCHEMA_REVISION:
+                            self._run_alembic()
+            except sa.exc.OperationalError as exc:
+                raise StoreError(f"cannot open the store at {self.engine.url!r}: {_first_line(exc)}",
+                                 hint="check ABP_DB_URL / ABP_HOME") from None
+            self._migrated = True
+
+    def _current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    @contextlib.contextmanager
+    def _exclusive_migration(self) -> Iterator[None]:
+        """Serialise concurrent first uses: a file lock for SQLite, an advisory lock for PostgreSQL."""
+        if self.is_sqlite:
+            path = _sqlite_file(self.engine.url)
+            if path is None:
+                yield
+                return
+            with open(path.with_name(path.name + ".migrate.lock"), "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        else:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(84112233)"))
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(84112233)"))
+                    conn.commit()
+
+    def _run_alembic(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,75 @@
+"""Conversation events and job logs: appended in batches, read in pages by increasing id."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentic_batch.store.records import EventRecord, LogRecord, NewEvent, from_mapping
+from agentic_batch.store.schema import events, logs
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class EventQueries:
+    """Mixin for `Store`; relies on `read()`/`write()` from `StoreBase`."""
+
+    def append_events(self, batch: Sequence[NewEvent]) -> None:
+        if not batch:
+            return
+        rows = [{"job_id": e.job_id, "unit_id": e.unit_id, "attempt": e.attempt, "seq": e.seq, "ts": e.ts,
+                 "kind": e.kind, "data": e.data} for e in batch]
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute(sa.insert(events), rows)
+
+    def list_events(self, *, job_id: int | None = None, unit_id: int | None = None, after: int = 0,
+                    limit: int = 500, attempt: int | None = None, reduce: bool = False) -> list[EventRecord]:
+        """Events in id order after `after` (for incremental reads); `reduce` picks the reduce step's."""
+        query = sa.select(events).where(events.c.id > after)
+        if job_id is not None:
+            query = query.where(events.c.job_id == job_id)
+        if reduce:
+            query = query.where(events.c.unit_id.is_(None))
+        elif unit_id is not None:
+            query = query.where(events.c.unit_id == unit_id)
+        if attempt is not None:
+            query = query.where(events.c.attempt == attempt)
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(query.order_by(events.c.id).limit(limit)).mappings()
+            return [from_mapping(EventRecord, r) for r in rows]
+
+    def latest_events(self, unit_ids: Sequence[int]) -> dict[int, EventRecord]:
+        """The newest event of each unit (what each active agent is doing right now)."""
+        if not unit_ids:
+            return {}
+        newest = (sa.select(sa.func.max(events.c.id)).where(events.c.unit_id.in_(list(unit_ids)))
+                  .group_by(events.c.unit_id))
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(sa.select(events).where(events.c.id.in_(newest.scalar_subquery()))).mappings()
+            return {r["unit_id"]: from_mapping(EventRecord, r) for r in rows}
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def append_logs(self, batch: Sequence[dict[str, Any]]) -> None:
+        """Each dict: job_id, level, message, and optionally unit_id, executor_id, extra, ts."""
+        if not batch:
+            return
+        now = time.time()
+        rows = [{"unit_id": None, "executor_id": None, "extra": None, "ts": now, **row} for row in batch]
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute(sa.insert(logs), rows)
+
+    def list_logs(self, job_id: int, *, min_level: str = "debug", after: int = 0, limit: int = 500,
+                  unit_id: int | None = None, text: str | None = None, newest_first: bool = False) -> list[LogRecord]:
+        levels = LOG_LEVELS[LOG_LEVELS.index(min_level):] if min_level in LOG_LEVELS else LOG_LEVELS
+        query = sa.select(logs).where(logs.c.job_id == job_id, logs.c.id > after, logs.c.level.in_(levels))
+        if unit_id is not None:
+            query = query.where(logs.c.unit_id == unit_id)
+        if text:
+            query = query.where(logs.c.message.contains(text, autoescape=True))
+        query = query.order_by(logs.c.id.desc() if newest_first else logs.c.id).limit(limit)
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return [from_mapping(LogRecord, r) for r in conn.execute(query).mappings()]

@@ -1,0 +1,87 @@
+"""Queries on the jobs table. State changes are guarded by the expected current status, so two
+processes racing on one job (an executor finishing while a user cancels) cannot both win."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentic_batch.store.records import JobRecord, from_mapping
+from agentic_batch.store.schema import jobs
+
+
+class JobQueries:
+    """Mixin for `Store`; relies on `read()`/`write()` from `StoreBase`."""
+
+    def insert_job(self, **fields: Any) -> int:
+        fields.setdefault("created_at", time.time())
+        with self.write() as conn:  # type: ignore[attr-defined]
+            return int(conn.execute(sa.insert(jobs).values(**fields).returning(jobs.c.id)).scalar_one())
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return from_mapping(JobRecord, row) if row else None
+
+    def find_jobs_by_name(self, name: str) -> list[JobRecord]:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(jobs).where(jobs.c.name == name, jobs.c.status != "CREATING").order_by(jobs.c.id)
+            ).mappings()
+            return [from_mapping(JobRecord, r) for r in rows]
+
+    def list_jobs(
+        self,
+        statuses: Iterable[str] | None = None,
+        name_contains: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        query = sa.select(jobs).where(jobs.c.status != "CREATING").order_by(jobs.c.id.desc())
+        statuses = list(statuses or [])
+        if statuses:
+            query = query.where(jobs.c.status.in_(statuses))
+        if name_contains:
+            query = query.where(jobs.c.name.contains(name_contains, autoescape=True))
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return [from_mapping(JobRecord, r) for r in conn.execute(query).mappings()]
+
+    def count_jobs(self, statuses: Iterable[str] | None = None, name_contains: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status != "CREATING")
+        statuses = list(statuses or [])
+        if statuses:
+            query = query.where(jobs.c.status.in_(statuses))
+        if name_contains:
+            query = query.where(jobs.c.name.contains(name_contains, autoescape=True))
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return int(conn.execute(query).scalar_one())
+
+    def update_job(self, job_id: int, *, expect: Iterable[str] | None = None, **fields: Any) -> bool:
+        """Set fields; with `expect`, only if the job's status is one of those. True if it changed."""
+        query = sa.update(jobs).where(jobs.c.id == job_id).values(**fields)
+        if expect is not None:
+            query = query.where(jobs.c.status.in_(list(expect)))
+        with self.write() as conn:  # type: ignore[attr-defined]
+            return conn.execute(query).rowcount > 0
+
+    def delete_job(self, job_id: int) -> None:
+        """Remove a job and everything that belongs to it (a failed create, or `abp delete`)."""
+        from agentic_batch.store.schema import events, executors, logs, units
+
+        with self.write() as conn:  # type: ignore[attr-defined]
+            for table in (events, logs, executors, units):
+                conn.execute(sa.delete(table).where(table.c.job_id == job_id))
+            conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+
+    def stale_creating_jobs(self, host: str) -> list[JobRecord]:
+        """Jobs left in CREATING by a process on this host (the caller checks the pid is dead)."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(jobs).where(jobs.c.status == "CREATING", jobs.c.creator_host == host)
+            ).mappings()
+            return [from_mapping(JobRecord, r) for r in rows]

@@ -1,0 +1,156 @@
+"""Plain records the store returns, so no caller depends on SQLAlchemy row objects."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], mapping: Any) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in dict(mapping).items() if k in names})
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: int
+    name: str
+    status: str
+    source: dict[str, Any]
+    prompt_template: str | None
+    intent: str | None
+    worker: str
+    worker_options: dict[str, Any]
+    concurrency: int
+    max_retries: int
+    timeout_s: float
+    priority: int
+    budget_usd: float | None
+    rpm: int | None
+    tpm: int | None
+    reduce_prompt: str | None
+    reduce_status: str | None
+    reduce_output: str | None
+    reduce_error: str | None
+    workdir: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    pause_reason: str | None
+    control: str | None
+    hold_until: float | None
+    test_unit_id: int | None
+    creator_pid: int | None = None
+    creator_host: str | None = None
+
+
+@dataclass(slots=True)
+class UnitRecord:
+    id: int
+    job_id: int
+    seq: int
+    priority: int
+    key: str
+    payload: dict[str, Any]
+    status: str
+    attempt: int
+    error_count: int
+    prompt: str | None = None
+    not_before: float | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    output: str | None = None
+    data: Any = None
+    error: str | None = None
+    error_class: str | None = None
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    turns: int = 0
+    session_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(slots=True)
+class ExecutorRecord:
+    id: str
+    job_id: int
+    host: str
+    pid: int
+    pid_start: str | None
+    state: str
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+
+
+@dataclass(slots=True)
+class EventRecord:
+    id: int
+    job_id: int
+    unit_id: int | None
+    attempt: int
+    seq: int
+    ts: float
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class LogRecord:
+    id: int
+    job_id: int
+    unit_id: int | None
+    executor_id: str | None
+    level: str
+    message: str
+    ts: float
+    extra: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class NewUnit:
+    """A unit to insert at create time."""
+
+    seq: int
+    key: str
+    payload: dict[str, Any]
+    priority: int = 0
+
+
+@dataclass(slots=True)
+class UnitResult:
+    """What the engine writes back for one attempt; applied only if the lease still holds."""
+
+    unit_id: int
+    attempt: int
+    status: str  # COMPLETED, FAILED or PENDING (retry later)
+    prompt: str | None = None
+    output: str | None = None
+    data: Any = None
+    error: str | None = None
+    error_class: str | None = None
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    turns: int = 0
+    session_id: str | None = None
+    not_before: float | None = None
+    count_error: bool = False
+    finished_at: float | None = None
+
+
+@dataclass(slots=True)
+class NewEvent:
+    job_id: int
+    unit_id: int | None
+    attempt: int
+    seq: int
+    ts: float
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)

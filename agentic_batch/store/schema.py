@@ -1,0 +1,131 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations create them; this module describes them.
+
+Timestamps are float seconds since the epoch: the same arithmetic on SQLite and PostgreSQL, and
+lease checks are plain comparisons. Counters shown to users are derived from unit statuses through
+indexes, never kept by read-modify-write.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("source", sa.JSON, nullable=False),
+    sa.Column("prompt_template", sa.Text),
+    sa.Column("intent", sa.Text),
+    sa.Column("worker", sa.String(32), nullable=False),
+    sa.Column("worker_options", sa.JSON, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("timeout_s", sa.Float, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("budget_usd", sa.Float),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("reduce_prompt", sa.Text),
+    sa.Column("reduce_status", sa.String(16)),
+    sa.Column("reduce_output", sa.Text),
+    sa.Column("reduce_error", sa.Text),
+    sa.Column("workdir", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("error", sa.Text),
+    # Why a PAUSED job paused: "stopped", "budget", "quota", "executor lost".
+    sa.Column("pause_reason", sa.String(32)),
+    # A request to every executor of the job ("stop" or "cancel"), polled once a second.
+    sa.Column("control", sa.String(16)),
+    # Quota pause: no unit is claimed before this time.
+    sa.Column("hold_until", sa.Float),
+    sa.Column("test_unit_id", sa.Integer),
+    sa.Column("creator_pid", sa.Integer),
+    sa.Column("creator_host", sa.String(255)),
+    sa.Index("ix_jobs_status", "status"),
+)
+
+units = sa.Table(
+    "units",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("prompt", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),
+    # Runs started (numbering attempts in events); error_count decides retries.
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", sa.Float),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", sa.Float),
+    sa.Column("output", sa.Text),
+    sa.Column("data", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("error_class", sa.String(16)),
+    sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("tokens_in", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tokens_out", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("turns", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("session_id", sa.String(128)),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
+    sa.Index("ix_units_claim", "job_id", "status", "priority", "seq"),
+    sa.Index("ix_units_job_seq", "job_id", "seq"),
+    sa.Index("ix_units_job_finished", "job_id", "finished_at"),
+    sa.Index("ix_units_lease_owner", "lease_owner"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("unit_id", sa.Integer),  # NULL for the job's reduce step
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_events_unit", "unit_id", "id"),
+    sa.Index("ix_events_job", "job_id", "id"),
+)
+
+executors = sa.Table(
+    "executors",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # /proc start time of the pid, so a recycled pid is not mistaken for a live executor.
+    sa.Column("pid_start", sa.String(32)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("stopped_at", sa.Float),
+    sa.Index("ix_executors_job", "job_id", "started_at"),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("unit_id", sa.Integer),
+    sa.Column("executor_id", sa.String(64)),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("extra", sa.JSON),
+    sa.Index("ix_logs_job", "job_id", "id"),
+)

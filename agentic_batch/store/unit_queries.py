@@ -1,0 +1,279 @@
+"""Queries on units: bulk insert, claim / heartbeat / ack (the delivery guarantee), counts.
+
+The claim is one UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING, inside BEGIN IMMEDIATE on
+SQLite and with FOR UPDATE SKIP LOCKED on PostgreSQL, so two executors never get the same unit.
+Results are fenced by (lease_owner, attempt, status RUNNING): an executor that lost its lease
+cannot overwrite the unit, so a unit is COMPLETED exactly once even if its agent ran twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
+from agentic_batch.store.schema import jobs, units
+
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
+UNIT_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+
+_CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.priority, units.c.key, units.c.payload,
+                  units.c.status, units.c.attempt, units.c.error_count, units.c.error)
+
+
+class UnitQueries:
+    """Mixin for `Store`; relies on `read()`/`write()`/`dialect` from `StoreBase`."""
+
+    # -- create ---------------------------------------------------------------------------------
+
+    def insert_units(self, job_id: int, batch: Sequence[NewUnit]) -> int:
+        """Insert a batch, skipping keys the job already has. Returns how many were new."""
+        if not batch:
+            return 0
+        rows = [{"job_id": job_id, "seq": u.seq, "key": u.key, "payload": u.payload,
+                 "priority": u.priority, "status": PENDING} for u in batch]
+        if self.dialect == "postgresql":  # type: ignore[attr-defined]
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(units).on_conflict_do_nothing(index_elements=["job_id", "key"])
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(units).on_conflict_do_nothing(index_elements=["job_id", "key"])
+        with self.write() as conn:  # type: ignore[attr-defined]
+            before = self._count(conn, job_id)
+            conn.execute(stmt, rows)
+            return self._count(conn, job_id) - before
+
+    def existing_keys(self, job_id: int, keys: Sequence[str]) -> set[str]:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(sa.select(units.c.key).where(units.c.job_id == job_id, units.c.key.in_(keys)))
+            return {r[0] for r in rows}
+
+    def max_seq(self, job_id: int) -> int:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            value = conn.execute(sa.select(sa.func.max(units.c.seq)).where(units.c.job_id == job_id)).scalar()
+        return int(value) if value is not None else -1
+
+    @staticmethod
+    def _count(conn: sa.Connection, job_id: int) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).where(units.c.job_id == job_id)).scalar_one())
+
+    # -- claim / heartbeat / ack ----------------------------------------------------------------
+
+    def claim_units(self, owner: str, job_ids: Sequence[int], limit: int, lease_seconds: float,
+                    now: float | None = None) -> list[UnitRecord]:
+        """Lease up to `limit` runnable units, highest job then unit priority first.
+
+        Expired leases (an executor that died or stalled) are taken back in the same transaction.
+        """
+        if limit <= 0 or not job_ids:
+            return []
+        now = time.time() if now is None else now
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute(
+                sa.update(units)
+                .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING, units.c.lease_expires_at < now)
+                .values(status=PENDING, lease_owner=None, lease_expires_at=None)
+            )
+            pick = sa.select(units.c.id).where(
+                units.c.job_id.in_(job_ids),
+                units.c.status == PENDING,
+                sa.or_(units.c.not_before.is_(None), units.c.not_before <= now),
+            )
+            if len(job_ids) > 1:
+                pick = pick.join(jobs, jobs.c.id == units.c.job_id).order_by(jobs.c.priority.desc())
+            pick = pick.order_by(units.c.priority.desc(), units.c.seq).limit(limit)
+            if self.dialect == "postgresql":  # type: ignore[attr-defined]
+                pick = pick.with_for_update(skip_locked=True, of=units)
+            claimed = conn.execute(
+                sa.update(units)
+                .where(units.c.id.in_(pick.scalar_subquery()))
+                .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
+                        attempt=units.c.attempt + 1, started_at=now, not_before=None)
+                .returning(*_CLAIM_COLUMNS)
+            ).mappings().all()
+        records = [from_mapping(UnitRecord, r) for r in claimed]
+        records.sort(key=lambda u: (-u.priority, u.seq))
+        return records
+
+    def claim_unit(self, owner: str, unit_id: int, lease_seconds: float) -> UnitRecord | None:
+        """Lease one specific PENDING unit (the test run), or None if it is not pending."""
+        now = time.time()
+        with self.write() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(
+                sa.update(units).where(units.c.id == unit_id, units.c.status == PENDING)
+                .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
+                        attempt=units.c.attempt + 1, started_at=now, not_before=None)
+                .returning(*_CLAIM_COLUMNS)
+            ).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def reset_unit(self, unit_id: int) -> None:
+        """Back to a fresh PENDING unit (a rejected test): output and error cleared, cost kept."""
+        with self.write() as conn:  # type: ignore[attr-defined]
+            conn.execute(sa.update(units).where(units.c.id == unit_id).values(
+                status=PENDING, output=None, data=None, error=None, error_class=None, error_count=0,
+                not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None))
+
+    def renew_leases(self, owner: str, lease_seconds: float, now: float | None = None) -> int:
+        """Heartbeat: push out the lease of every unit this owner holds. Returns how many."""
+        now = time.time() if now is None else now
+        with self.write() as conn:  # type: ignore[attr-defined]
+            return conn.execute(
+                sa.update(units).where(units.c.lease_owner == owner, units.c.status == RUNNING)
+                .values(lease_expires_at=now + lease_seconds)
+            ).rowcount
+
+    def apply_results(self, owner: str, results: Sequence[UnitResult]) -> list[int]:
+        """Write attempt results in one transaction; returns ids whose lease still held."""
+        if not results:
+            return []
+        applied: list[int] = []
+        now = time.time()
+        with self.write() as conn:  # type: ignore[attr-defined]
+            for r in results:
+                values: dict[str, Any] = {
+                    "status": r.status, "prompt": r.prompt, "output": r.output, "data": r.data,
+                    "error": r.error, "error_class": r.error_class, "cost_usd": units.c.cost_usd + r.cost_usd,
+                    "tokens_in": units.c.tokens_in + r.tokens_in, "tokens_out": units.c.tokens_out + r.tokens_out,
+                    "turns": r.turns, "session_id": r.session_id, "not_before": r.not_before,
+                }
+                if r.count_error:
+                    values["error_count"] = units.c.error_count + 1
+                if r.status == PENDING:
+                    values.update(lease_owner=None, lease_expires_at=None)
+                else:
+                    values.update(finished_at=r.finished_at or now, lease_expires_at=None)
+                done = conn.execute(
+                    sa.update(units)
+                    .where(units.c.id == r.unit_id, units.c.lease_owner == owner,
+                           units.c.attempt == r.attempt, units.c.status == RUNNING)
+                    .values(**values)
+                ).rowcount
+                if done:
+                    applied.append(r.unit_id)
+        return applied
+
+    def release_units(self, owner: str, unit_ids: Iterable[int] | None = None) -> int:
+        """Give leased units back (stop, lost executor): RUNNING -> PENDING, runnable at once."""
+        query = sa.update(units).where(units.c.lease_owner == owner, units.c.status == RUNNING)
+        ids = list(unit_ids) if unit_ids is not None else None
+        if ids is not None:
+            if not ids:
+                return 0
+            query = query.where(units.c.id.in_(ids))
+        with self.write() as conn:  # type: ignore[attr-defined]
+            return conn.execute(query.values(status=PENDING, lease_owner=None, lease_expires_at=None,
+                                             not_before=None)).rowcount
+
+    # -- bulk status changes --------------------------------------------------------------------
+
+    def set_units_status(self, job_id: int, from_statuses: Sequence[str], to_status: str,
+                         unit_ids: Sequence[int] | None = None, reset: bool = False) -> int:
+        """Move units between statuses (cancel, retry failed); `reset` clears the last error."""
+        values: dict[str, Any] = {"status": to_status}
+        if to_status == PENDING:
+            values.update(lease_owner=None, lease_expires_at=None, not_before=None, finished_at=None)
+        if to_status == CANCELLED:
+            values.update(finished_at=time.time(), lease_expires_at=None)
+        if reset:
+            values.update(error_count=0, error=None, error_class=None)
+        query = sa.update(units).where(units.c.job_id == job_id, units.c.status.in_(list(from_statuses)))
+        if unit_ids is not None:
+            query = query.where(units.c.id.in_(list(unit_ids)))
+        with self.write() as conn:  # type: ignore[attr-defined]
+            return conn.execute(query.values(**values)).rowcount
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def count_units(self, job_id: int) -> dict[str, int]:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(units.c.status, sa.func.count()).where(units.c.job_id == job_id).group_by(units.c.status)
+            ).all()
+        counts = dict.fromkeys(UNIT_STATUSES, 0)
+        counts.update({status: int(n) for status, n in rows})
+        return counts
+
+    def unit_totals(self, job_id: int) -> dict[str, float]:
+        """Cost and tokens spent so far (a SUM over the job's units)."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(units.c.cost_usd), 0.0),
+                          sa.func.coalesce(sa.func.sum(units.c.tokens_in), 0),
+                          sa.func.coalesce(sa.func.sum(units.c.tokens_out), 0))
+                .where(units.c.job_id == job_id)
+            ).one()
+        return {"cost_usd": float(row[0]), "tokens_in": int(row[1]), "tokens_out": int(row[2])}
+
+    def finished_since(self, job_id: int, since: float) -> int:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return int(conn.execute(
+                sa.select(sa.func.count()).where(units.c.job_id == job_id, units.c.finished_at >= since,
+                                                 units.c.status.in_([COMPLETED, FAILED]))
+            ).scalar_one())
+
+    def get_unit(self, unit_id: int) -> UnitRecord | None:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def find_unit(self, job_id: int, ref: str) -> UnitRecord | None:
+        """A unit of this job by id or by key."""
+        query = sa.select(units).where(units.c.job_id == job_id)
+        cond = units.c.key == ref
+        if ref.isdigit():
+            cond = sa.or_(units.c.id == int(ref), cond)
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(query.where(cond).order_by(units.c.id)).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def first_unit(self, job_id: int, statuses: Sequence[str] = (PENDING,)) -> UnitRecord | None:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(
+                sa.select(units).where(units.c.job_id == job_id, units.c.status.in_(list(statuses)))
+                .order_by(units.c.priority.desc(), units.c.seq).limit(1)
+            ).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def running_units(self, job_id: int, limit: int = 50) -> list[UnitRecord]:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(units).where(units.c.job_id == job_id, units.c.status == RUNNING)
+                .order_by(units.c.started_at).limit(limit)
+            ).mappings()
+            return [from_mapping(UnitRecord, r) for r in rows]
+
+    def next_not_before(self, job_id: int) -> float | None:
+        """When the earliest backed-off unit becomes runnable (the executor sleeps until then)."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return conn.execute(
+                sa.select(sa.func.min(units.c.not_before)).where(units.c.job_id == job_id, units.c.status == PENDING)
+            ).scalar()
+
+    def iter_units(self, job_id: int, statuses: Sequence[str] | None = None,
+                   batch_size: int = 1000) -> Iterator[UnitRecord]:
+        """Every unit of a job in seq order, fetched in keyset pages (constant memory)."""
+        last_seq = -1
+        while True:
+            query = sa.select(units).where(units.c.job_id == job_id, units.c.seq > last_seq)
+            if statuses:
+                query = query.where(units.c.status.in_(list(statuses)))
+            with self.read() as conn:  # type: ignore[attr-defined]
+                page = [from_mapping(UnitRecord, r)
+                        for r in conn.execute(query.order_by(units.c.seq).limit(batch_size)).mappings()]
+            yield from page
+            if len(page) < batch_size:
+                return
+            last_seq = page[-1].seq
+
+    def owner_counts(self, owner: str) -> dict[str, int]:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(units.c.status, sa.func.count()).where(units.c.lease_owner == owner).group_by(units.c.status)
+            ).all()
+        return {status: int(n) for status, n in rows}

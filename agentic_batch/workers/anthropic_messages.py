@@ -1,0 +1,170 @@
+"""The `anthropic` worker: a Claude model through the Messages API, with tools, without Claude Code.
+
+Cheaper to start than the `claude` worker (no CLI process per unit) and enough when the file tools
+and MCP tools suffice. Uses the official `anthropic` SDK (`AsyncAnthropic`) with SDK retries off, as
+the engine owns retries; 429 (with retry-after), 529 overloaded, 5xx, timeouts and connection errors
+come back retryable, a usage quota as `quota`, other 4xx as permanent. `ANTHROPIC_BASE_URL` is
+honoured (by the SDK) when `base_url` is not set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from pydantic import Field
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
+from agentic_batch.workers.pricing import Pricing
+from agentic_batch.workers.tool_loop import (
+    APIWorkerOptions,
+    ModelCallError,
+    ModelTurn,
+    ToolCall,
+    check_api_options,
+    import_sdk,
+    missing_key_message,
+    resolve_api_key,
+    run_api_unit,
+    sdk_error,
+    system_prompt,
+    user_prompt,
+)
+from agentic_batch.workers.tools import Toolbox, ToolResult
+
+MAX_REQUEST_TIMEOUT = 600.0
+
+
+class AnthropicOptions(APIWorkerOptions):
+    """Options of the `anthropic` worker (`--worker-option name=value`)."""
+
+    model: str = Field(min_length=1, description="model name, e.g. claude-sonnet-4-5")
+    base_url: str | None = Field(None, description="API base URL (default: ANTHROPIC_BASE_URL or "
+                                                   "https://api.anthropic.com)")
+    api_key_env: str = Field("ANTHROPIC_API_KEY", min_length=1,
+                             description="name of the environment variable holding the API key")
+    max_tokens: int = Field(4096, ge=1, description="cap on tokens per model reply (required by the API)")
+
+
+class AnthropicMessagesWorker:
+    kind = "anthropic"
+
+    def __init__(self, options: AnthropicOptions) -> None:
+        self.options = options
+        self.pricing = Pricing(options.model, options.price_in, options.price_out)
+        self._client: Any = None
+        self._client_key: tuple[int, str] | None = None
+
+    def _base_url(self) -> str | None:
+        return self.options.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+
+    def _client_for(self, sdk: Any, api_key: str) -> Any:
+        """One client per event loop, shared by concurrent units so they share a connection pool."""
+        key = (id(asyncio.get_running_loop()), api_key)
+        if self._client is None or self._client_key != key:
+            self._client = sdk.AsyncAnthropic(api_key=api_key, base_url=self._base_url(), max_retries=0,
+                                              timeout=MAX_REQUEST_TIMEOUT)
+            self._client_key = key
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client (optional; the engine may call it when the job ends)."""
+        if self._client is not None:
+            client, self._client, self._client_key = self._client, None, None
+            await client.close()
+
+    async def run(self, ctx: UnitContext) -> UnitOutcome:
+        try:
+            sdk = import_sdk("anthropic", "anthropic")
+        except InvalidSpec as exc:
+            return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent)
+        api_key = resolve_api_key(self.options, self._base_url())
+        if api_key is None:
+            return UnitOutcome.failure(missing_key_message(self.options), ErrorClass.permanent)
+        client = self._client_for(sdk, api_key)
+        timeout = min(ctx.timeout, MAX_REQUEST_TIMEOUT) if ctx.timeout and ctx.timeout > 0 else MAX_REQUEST_TIMEOUT
+        return await run_api_unit(ctx, self.options, self.pricing,
+                                  lambda toolbox: _Messages(client, sdk, self.options, ctx, toolbox, timeout))
+
+
+class _Messages:
+    """The Messages wire format: content blocks, tool results sent back as a user turn."""
+
+    def __init__(self, client: Any, sdk: Any, options: AnthropicOptions, ctx: UnitContext, toolbox: Toolbox,
+                 timeout: float) -> None:
+        self.client, self.sdk, self.options, self.timeout = client, sdk, options, timeout
+        self.model = options.model
+        self.tools = toolbox.anthropic_tools()
+        self.system = system_prompt(ctx, options.system_prompt)
+        self.messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(ctx)}]
+
+    def estimate_tokens(self) -> int:
+        return (len(self.system) + len(json.dumps(self.messages)) + len(json.dumps(self.tools))) // 4
+
+    def _request(self) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": self.model, "max_tokens": self.options.max_tokens,
+                                   "system": self.system, "messages": self.messages, "timeout": self.timeout}
+        if self.tools:
+            request["tools"] = self.tools
+        if self.options.temperature is not None:
+            request["temperature"] = min(self.options.temperature, 1.0)  # the API's range is 0..1
+        return request
+
+    async def complete(self) -> ModelTurn:
+        try:
+            response = await self.client.messages.create(**self._request())
+        except Exception as exc:
+            error = sdk_error(exc, self.sdk, self.sdk.AnthropicError)
+            if error is None:
+                raise
+            raise error from exc
+        try:
+            return self._parse(response)
+        except (AttributeError, TypeError, KeyError) as exc:
+            raise ModelCallError(f"malformed response from the model API: {type(exc).__name__}: {exc}",
+                                 ErrorClass.retryable) from exc
+
+    def _parse(self, response: Any) -> ModelTurn:
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        wire_blocks: list[dict[str, Any]] = []
+        for block in response.content:
+            kind = getattr(block, "type", None)
+            if kind == "text":
+                texts.append(block.text)
+                wire_blocks.append({"type": "text", "text": block.text})
+            elif kind == "tool_use":
+                arguments = block.input if isinstance(block.input, dict) else {}
+                error = None if isinstance(block.input, dict) else f"tool input must be an object: {block.input!r}"
+                calls.append(ToolCall(block.id, block.name, arguments, error=error))
+                wire_blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": arguments})
+        self.messages.append({"role": "assistant", "content": wire_blocks or [{"type": "text", "text": ""}]})
+        usage = response.usage
+        tokens_in = sum(int(getattr(usage, name, 0) or 0) for name in
+                        ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        return ModelTurn(text="".join(texts), tool_calls=calls, tokens_in=tokens_in,
+                         tokens_out=int(getattr(usage, "output_tokens", 0) or 0),
+                         stop_reason=getattr(response, "stop_reason", None))
+
+    def add_tool_results(self, results: list[tuple[ToolCall, ToolResult]]) -> None:
+        self.messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call.id, "content": result.content, "is_error": result.is_error}
+            for call, result in results
+        ]})
+
+
+def _check(options: Any, _prompt: str | None, _workdir: Any) -> None:
+    check_api_options(options, sdk_module="anthropic", extra="anthropic", base_url_env="ANTHROPIC_BASE_URL")
+
+
+KIND = WorkerKind(
+    kind="anthropic",
+    summary="a Claude model through the Anthropic Messages API, with file tools (no Claude Code CLI)",
+    options_model=AnthropicOptions,
+    factory=lambda options: AnthropicMessagesWorker(options),  # type: ignore[arg-type]
+    prompt_required=True,
+    check=_check,
+)

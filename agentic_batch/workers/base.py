@@ -1,0 +1,151 @@
+"""The protocol between the engine and every worker kind.
+
+A worker turns one unit (rendered prompt + payload) into a `UnitOutcome`. It never touches the store:
+it reports progress through `ctx.emit(kind, data)` and the engine persists events in batches. It
+never retries: it classifies its error and the engine's single retry loop decides. A worker that
+starts processes registers their process groups with `ctx.processes`, so a timeout, a cancel or the
+executor's death takes the whole group down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+
+class ErrorClass(StrEnum):
+    #: Transient (429, 5xx, 529, timeouts, connection resets): back off and try again.
+    retryable = "retryable"
+    #: Usage limit reached until a reset time: pause the job, do not spend the unit's retries.
+    quota = "quota"
+    #: Will fail the same way again (400/401/403, spend cap, bad output): fail the unit now.
+    permanent = "permanent"
+
+
+class RetryableError(Exception):
+    """Raise from a `python` worker function to ask for a retry (any other exception does too)."""
+
+
+class PermanentError(Exception):
+    """Raise from a `python` worker function to fail the unit without retrying."""
+
+
+class CallGate(Protocol):
+    """The engine's rate limiter (--rpm/--tpm), awaited by a worker before each model call."""
+
+    async def before_call(self, estimated_tokens: int = 0) -> None: ...
+
+    def after_call(self, tokens_used: int) -> None: ...
+
+
+class OpenGate:
+    """A gate that never waits: the default when a job sets no rate limits."""
+
+    async def before_call(self, estimated_tokens: int = 0) -> None:
+        return None
+
+    def after_call(self, tokens_used: int) -> None:
+        return None
+
+
+class ProcessTracker(Protocol):
+    """Where workers register the process groups they start (killed on timeout, cancel, death)."""
+
+    def add(self, pgid: int) -> None: ...
+
+    def discard(self, pgid: int) -> None: ...
+
+
+@dataclass
+class UnitContext:
+    """What a worker gets for one attempt at one unit."""
+
+    job_id: int
+    job_name: str
+    unit_id: int | None  # None for the job's reduce step
+    key: str
+    seq: int
+    attempt: int
+    prompt: str | None
+    payload: dict[str, Any]
+    source_kind: str
+    #: Directory the agent works in (cwd).
+    workspace: Path
+    #: Directories the agent may read and write (the workspace is always one).
+    allowed_dirs: list[Path]
+    timeout: float
+    emit: Callable[[str, dict[str, Any]], None]
+    processes: ProcessTracker
+    #: The previous attempt's error, fed back to agents (e.g. a schema validation message).
+    feedback: str | None = None
+    #: Variables a template may use beside the payload (unit, job, prompt).
+    template_vars: dict[str, Any] = field(default_factory=dict)
+    #: Await `gate.before_call()` before every model request; report tokens with `after_call`.
+    gate: CallGate = field(default_factory=OpenGate)
+    #: The directory the job was created from: commands run here, relative paths resolve here.
+    workdir: Path | None = None
+
+
+@dataclass
+class UnitOutcome:
+    """The result of one attempt. `error` set means the attempt failed, classified by `error_class`."""
+
+    output: str | None = None
+    data: Any = None
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    turns: int = 0
+    session_id: str | None = None
+    error: str | None = None
+    error_class: ErrorClass | None = None
+    #: Seconds to wait before the next try (from retry-after), or until a quota resets.
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failure(cls, error: str, error_class: ErrorClass, **extra: Any) -> UnitOutcome:
+        return cls(error=error, error_class=error_class, **extra)
+
+
+class Worker(Protocol):
+    kind: str
+
+    async def run(self, ctx: UnitContext) -> UnitOutcome: ...
+
+
+@dataclass(frozen=True)
+class WorkerKind:
+    """A registry entry: how to validate options and build a worker of one kind."""
+
+    kind: str
+    summary: str
+    options_model: type[BaseModel]
+    factory: Callable[[BaseModel], Worker]
+    #: Agent workers need a prompt; command and python workers may do without.
+    prompt_required: bool = True
+    #: Create-time checks beyond the options model: check(options, prompt_template, workdir);
+    #: raise InvalidSpec (e.g. the function does not import, a config file is missing).
+    check: Callable[[BaseModel, str | None, Path], None] | None = None
+
+    def parse_options(self, raw: dict[str, Any]) -> BaseModel:
+        from pydantic import ValidationError
+
+        from agentic_batch.errors import InvalidSpec
+        from agentic_batch.spec import describe_validation_error
+
+        try:
+            return self.options_model.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidSpec(f"{self.kind} worker: {describe_validation_error(exc)}") from None
+
+    def build(self, raw: dict[str, Any]) -> Worker:
+        return self.factory(self.parse_options(raw))

@@ -1,0 +1,367 @@
+"""The `claude` worker: Claude Code, through the official claude-agent-sdk, one CLI run per unit.
+
+The SDK spawns the real `claude` CLI (bundled in its wheel), which runs the whole agent loop: model
+calls, Read / Write / Bash tools in the unit's workspace. We stream every message it reports into
+`ctx.emit` as it arrives, and turn the final `ResultMessage` into a `UnitOutcome`.
+
+What the engine relies on here:
+
+* One retry loop, the engine's: the CLI's own API retries are turned off with
+  `CLAUDE_CODE_MAX_RETRIES=0` (unless the user set that variable), and failures are classified
+  (retryable / quota / permanent) from the HTTP status the CLI reports and the error text.
+* Nothing outlives the unit: the CLI runs in its own process group, dies with the executor, and is
+  killed as a group on completion, timeout or cancellation (see `claude_process`).
+* The environment passes through (ANTHROPIC_BASE_URL, proxies, Bedrock/Vertex settings); a missing
+  credential is reported before anything is spawned.
+
+The SDK is imported lazily: `abp` without the `claude` extra still starts, and asking for this
+worker says which extra to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.workers import classify
+from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
+
+if TYPE_CHECKING:
+    from agentic_batch.workers.claude_messages import RunState
+
+INSTALL_HINT = "pip install 'agentic-batch[claude]'"
+AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+             "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+AUTH_HELP = ("set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a gateway), or CLAUDE_CODE_USE_BEDROCK=1 / "
+             "CLAUDE_CODE_USE_VERTEX=1 with that cloud's credentials, or log in once with `claude login`")
+_AUTH_WORDS = ("not logged in", "failed to authenticate", "invalid api key", "authentication_error",
+               "authentication failed", "/login", "oauth token")
+#: Defaults the CLI gets unless the user's environment says otherwise.
+_CLI_ENV_DEFAULTS = {"CLAUDE_CODE_MAX_RETRIES": "0", "DISABLE_AUTOUPDATER": "1"}
+_STDERR_TAIL_LINES = 30
+
+
+def sdk_installed() -> bool:
+    return importlib.util.find_spec("claude_agent_sdk") is not None
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `"Read,Write"` as well as `["Read", "Write"]` (flags give strings)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class ClaudeOptions(BaseModel):
+    """Options of the `claude` worker; each maps onto a Claude Code CLI flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    allowed_tools: list[str] = Field(default_factory=list)
+    disallowed_tools: list[str] = Field(default_factory=list)
+    #: acceptEdits by default: a batch has nobody to answer permission prompts, and edits in the
+    #: unit's workspace are the point. Other tools (Bash) need allowed_tools or bypassPermissions.
+    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "acceptEdits"
+    add_dir: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+    system_prompt_append: str | None = None
+    mcp_config: str | None = None
+    max_budget_usd: float | None = Field(default=None, gt=0)
+    cli_path: str | None = None
+
+    _split_tools = field_validator("allowed_tools", "disallowed_tools", mode="before")(_split_list)
+
+    @field_validator("add_dir", mode="before")
+    @classmethod
+    def _one_or_many_dirs(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("mcp_config")
+    @classmethod
+    def _mcp_config_parses(cls, value: str | None) -> str | None:
+        """Fail at create time, not in every unit: the file must exist and name mcpServers."""
+        if value is None:
+            return None
+        path = Path(value).expanduser().resolve()
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("mcpServers"), dict):
+            raise ValueError(f'{path} must be a JSON object with an "mcpServers" object')
+        return str(path)
+
+    @field_validator("cli_path")
+    @classmethod
+    def _cli_exists(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise ValueError(f"{path} is not an executable file")
+        return str(path.resolve())
+
+    @model_validator(mode="after")
+    def _sdk_present(self) -> ClaudeOptions:
+        if not sdk_installed():
+            raise ValueError(f"the claude worker needs claude-agent-sdk: {INSTALL_HINT}")
+        return self
+
+
+def missing_auth(environ: Mapping[str, str], home: Path | None = None) -> str | None:
+    """Why the CLI could not authenticate, or None when some credential is configured.
+
+    Checked before spawning so 10,000 units fail with one clear message instead of 10,000 CLI
+    runs printing "Not logged in". macOS keeps `claude login` credentials in the Keychain, which
+    we cannot see, so there we trust the CLI to report.
+    """
+    if any(environ.get(var) for var in AUTH_VARS) or sys.platform == "darwin":
+        return None
+    home = home or Path(environ.get("HOME") or Path.home())
+    config_dir = Path(environ.get("CLAUDE_CONFIG_DIR") or home / ".claude")
+    if (config_dir / ".credentials.json").is_file():
+        return None
+    settings = config_dir / "settings.json"
+    with contextlib.suppress(OSError, ValueError):
+        if "apiKeyHelper" in json.loads(settings.read_text()):
+            return None
+    return (f"no credentials for Claude Code: none of {', '.join(AUTH_VARS)} is set and there is no "
+            f"{config_dir / '.credentials.json'}; {AUTH_HELP}")
+
+
+def _looks_like_auth_failure(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _AUTH_WORDS)
+
+
+def _with_stderr(message: str, stderr_tail: deque[str]) -> str:
+    if not stderr_tail:
+        return message
+    tail = "\n".join(stderr_tail)[-4000:]
+    return f"{message}\nClaude Code stderr (last lines):\n{tail}"
+
+
+def classify_result(state: RunState) -> tuple[str, ErrorClass, float | None]:
+    """(message, class, retry_after) for a result the CLI marked `is_error`."""
+    from agentic_batch.workers.claude_messages import seconds_until
+
+    result = state.result
+    assert result is not None
+    text = (result.result or "; ".join(result.errors or []) or state.last_text or result.subtype).strip()
+    status = result.api_error_status
+    if state.assistant_error == "authentication_failed" or status == 401 or _looks_like_auth_failure(text):
+        return f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent, None
+    reset = classify.quota_reset_in(text)
+    if reset is not None:
+        return text, ErrorClass.quota, reset or seconds_until(state.rate_limit_resets_at)
+    if state.rate_limit_resets_at is not None and (status == 429 or state.assistant_error == "rate_limit"):
+        return text, ErrorClass.quota, seconds_until(state.rate_limit_resets_at)
+    if result.subtype.startswith("error_max_"):  # max turns / max budget: the same run ends the same way
+        return f"Claude Code stopped: {result.subtype} ({text})", ErrorClass.permanent, None
+    if status is not None:
+        return text, classify.classify_status(status, text), None
+    # No HTTP status: the request never got a proper answer (connection refused, a malformed or cut
+    # stream) or the run broke mid-way; both are worth another attempt unless the text says otherwise.
+    transient = result.terminal_reason == "api_error" or result.subtype == "error_during_execution"
+    fallback = ErrorClass.retryable if transient else ErrorClass.permanent
+    return text, classify.classify_message(text) or fallback, None
+
+
+def classify_crash(exc: BaseException) -> tuple[str, ErrorClass]:
+    """A CLI that died or could not start, without a result to go by."""
+    from claude_agent_sdk import CLINotFoundError
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, CLINotFoundError):
+        return f"Claude Code CLI not found: {exc}", ErrorClass.permanent
+    if _looks_like_auth_failure(text):
+        return f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent
+    return f"Claude Code failed: {text}", ErrorClass.retryable
+
+
+class ClaudeWorker:
+    """Runs one unit as one Claude Code CLI session."""
+
+    kind = "claude"
+
+    def __init__(self, options: ClaudeOptions) -> None:
+        self.options = options
+
+    def _dirs(self, ctx: UnitContext) -> tuple[Path, list[str]]:
+        cwd = ctx.workspace
+        if self.options.cwd:
+            given = Path(self.options.cwd).expanduser()
+            cwd = given if given.is_absolute() else ctx.workspace / given
+        add: list[str] = []
+        for d in [*self.options.add_dir, *ctx.allowed_dirs]:
+            resolved = str(Path(d).expanduser().resolve())
+            if resolved != str(cwd.resolve()) and resolved not in add:
+                add.append(resolved)
+        return cwd, add
+
+    def _sdk_options(self, ctx: UnitContext, cli: Path, env: dict[str, str],
+                     on_stderr: Any) -> Any:
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        cwd, add_dirs = self._dirs(ctx)
+        opts = self.options
+        # The preset keeps Claude Code's own system prompt (the SDK's default is an empty one).
+        system_prompt: dict[str, str] = {"type": "preset", "preset": "claude_code"}
+        if opts.system_prompt_append:
+            system_prompt["append"] = opts.system_prompt_append
+        return ClaudeAgentOptions(
+            cwd=str(cwd),
+            add_dirs=list(add_dirs),
+            model=opts.model,
+            max_turns=opts.max_turns,
+            allowed_tools=list(opts.allowed_tools),
+            disallowed_tools=list(opts.disallowed_tools),
+            permission_mode=opts.permission_mode,
+            system_prompt=system_prompt,  # type: ignore[arg-type]
+            mcp_servers=opts.mcp_config or {},
+            max_budget_usd=opts.max_budget_usd,
+            cli_path=str(cli),
+            env=env,
+            stderr=on_stderr,
+        )
+
+    async def run(self, ctx: UnitContext) -> UnitOutcome:
+        if not sdk_installed():
+            return UnitOutcome.failure(f"claude-agent-sdk is not installed: {INSTALL_HINT}", ErrorClass.permanent)
+        if problem := missing_auth(os.environ):
+            return UnitOutcome.failure(problem, ErrorClass.permanent)
+        if not ctx.prompt:
+            return UnitOutcome.failure("the claude worker needs a prompt", ErrorClass.permanent)
+
+        from agentic_batch.config import load_settings
+        from agentic_batch.workers.claude_process import (
+            CliProcessGroup,
+            ensure_wrapper,
+            resolve_cli,
+            supports_process_groups,
+        )
+
+        real_cli = resolve_cli(self.options.cli_path)
+        if real_cli is None:
+            return UnitOutcome.failure(f"Claude Code CLI not found; {INSTALL_HINT} or set cli_path",
+                                       ErrorClass.permanent)
+        env = {k: v for k, v in _CLI_ENV_DEFAULTS.items() if k not in os.environ}
+        run_dir = load_settings().run_dir
+        group = CliProcessGroup(run_dir, ctx.processes)
+        cli = real_cli
+        if supports_process_groups():
+            cli = ensure_wrapper(run_dir)
+            env.update(group.launcher_env(real_cli))
+
+        await ctx.gate.before_call(len(ctx.prompt) // 4)
+        drive = asyncio.create_task(self._drive(ctx, cli, env))
+        watch = asyncio.create_task(group.watch()) if supports_process_groups() else None
+        try:
+            # Shielded so a cancel reaches us first: we kill the group *before* the SDK's own
+            # shutdown, which would otherwise wait seconds for a CLI stuck on a hung request.
+            outcome = await asyncio.shield(drive)
+        except asyncio.CancelledError:
+            group.kill()
+            drive.cancel()
+            await _settle(drive, timeout=10)
+            raise
+        finally:
+            if watch is not None:
+                watch.cancel()
+            group.kill()  # background processes the agent left behind die with the unit
+            group.forget()
+        ctx.gate.after_call(outcome.tokens_in + outcome.tokens_out)
+        return outcome
+
+    async def _drive(self, ctx: UnitContext, cli: Path, env: dict[str, str]) -> UnitOutcome:
+        """Run the query to its end, emitting events as messages arrive; never raises."""
+        from claude_agent_sdk import ClaudeSDKError, query
+
+        from agentic_batch.workers.claude_messages import RunState, events_for, truncate
+
+        stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+
+        def on_stderr(line: str) -> None:
+            stderr_tail.append(line)
+            ctx.emit("stderr", {"line": truncate(line, 4000)})
+
+        state = RunState()
+        error: BaseException | None = None
+        try:
+            options = self._sdk_options(ctx, cli, env, on_stderr)
+            async for message in query(prompt=ctx.prompt or "", options=options):
+                for kind, data in events_for(message, state):
+                    ctx.emit(kind, data)
+        except (ClaudeSDKError, OSError, ValueError) as exc:  # ValueError: SDK rejected an option
+            error = exc
+        return self._outcome(state, error, stderr_tail)
+
+    @staticmethod
+    def _outcome(state: RunState, error: BaseException | None, stderr_tail: deque[str]) -> UnitOutcome:
+        from agentic_batch.workers.claude_messages import usage_tokens
+
+        result = state.result
+        if result is None:
+            if error is None:
+                message, cls = "Claude Code exited without a result", ErrorClass.retryable
+            else:
+                message, cls = classify_crash(error)
+            return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, session_id=state.session_id)
+        tokens_in, tokens_out = usage_tokens(result.usage)
+        common: dict[str, Any] = {
+            "cost_usd": float(result.total_cost_usd or 0.0),
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "turns": result.num_turns,
+            "session_id": result.session_id or state.session_id,
+        }
+        if not result.is_error:
+            return UnitOutcome(output=result.result or "", **common)
+        message, cls, retry_after = classify_result(state)
+        return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, retry_after=retry_after, **common)
+
+
+async def _settle(task: asyncio.Task[Any], timeout: float) -> None:
+    """Wait (bounded) for a cancelled task and swallow its outcome, so nothing is left unretrieved."""
+    with contextlib.suppress(BaseException):
+        await asyncio.wait({task}, timeout=timeout)
+    if task.done():
+        with contextlib.suppress(BaseException):
+            task.exception()
+    else:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _build(options: BaseModel) -> ClaudeWorker:
+    if not sdk_installed():
+        raise InvalidSpec("the claude worker needs claude-agent-sdk", hint=INSTALL_HINT)
+    assert isinstance(options, ClaudeOptions)
+    return ClaudeWorker(options)
+
+
+KIND = WorkerKind(
+    kind="claude",
+    summary="Claude Code (the real CLI, through claude-agent-sdk): an agent with Read/Write/Bash tools per unit",
+    options_model=ClaudeOptions,
+    factory=_build,
+    prompt_required=True,
+)

@@ -1,0 +1,149 @@
+"""The `command` worker: run a program per unit, argv rendered token by token, never via a shell.
+
+`--command "wc -w {{ path }}"` is split with shlex first and each token is then rendered, so an item
+value containing spaces, quotes or `; rm -rf /` stays one literal argument. stdout is the output;
+a non-zero exit is an error with stderr kept, retryable only for exit codes the user lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.prompts import compile_template, referenced_fields, render
+from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
+from agentic_batch.workers.process import spawn, terminate
+
+_MAX_EVENT_LINES = 200
+_STDERR_TAIL = 4000
+
+
+class CommandOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: str = Field(description="argv template, e.g. \"wc -w {{ path }}\"; split with shlex, "
+                                     "each token rendered; never run through a shell")
+    retry_exit_codes: list[int] = Field(default_factory=list,
+                                        description="exit codes that mean 'try again' (comma list, e.g. 75,111)")
+    cwd: str | None = Field(default=None, description="directory to run in (default: where the job was created)")
+
+    @field_validator("retry_exit_codes", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return [int(part) for part in value.replace(" ", "").split(",") if part]
+            except ValueError:
+                raise ValueError(f"{value!r} is not a comma list of integers") from None
+        return value
+
+    def tokens(self) -> list[str]:
+        return split_command(self.command)
+
+
+_TEMPLATE_EXPR = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+
+
+def split_command(command: str) -> list[str]:
+    """shlex-split a command template, keeping each `{{ ... }}` / `{% ... %}` inside its token.
+
+    The template expressions are swapped for placeholders without spaces or quotes before
+    splitting, then put back, so `wc -w {{ path }}` gives ["wc", "-w", "{{ path }}"].
+    """
+    expressions: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        expressions.append(match.group(0))
+        return f"\x00{len(expressions) - 1}\x00"
+
+    try:
+        tokens = shlex.split(_TEMPLATE_EXPR.sub(hide, command))
+    except ValueError as exc:
+        raise InvalidSpec(f"--command {command!r} cannot be split: {exc}", hint="balance the quotes") from None
+    if not tokens:
+        raise InvalidSpec("--command is empty")
+    return [re.sub(r"\x00(\d+)\x00", lambda m: expressions[int(m.group(1))], token) for token in tokens]
+
+
+def _check(options: Any, prompt: str | None, _workdir: Path) -> None:
+    opts: CommandOptions = options
+    for token in opts.tokens():
+        compile_template(token, what="--command")
+        if prompt is None and "prompt" in referenced_fields(token):
+            raise InvalidSpec("--command uses {{ prompt }} but the job has no prompt",
+                              hint="add --prompt, --prompt-file or --intent")
+
+
+class CommandWorker:
+    kind = "command"
+
+    def __init__(self, options: CommandOptions) -> None:
+        self.options = options
+        self.tokens = options.tokens()
+
+    async def run(self, ctx: UnitContext) -> UnitOutcome:
+        try:
+            argv = [render(token, ctx.payload, **ctx.template_vars) for token in self.tokens]
+        except InvalidSpec as exc:
+            return UnitOutcome.failure(f"--command: {exc.one_line()}", ErrorClass.permanent)
+        cwd = self.options.cwd or (str(ctx.workdir) if ctx.workdir else None)
+        ctx.emit("command", {"argv": argv, "cwd": cwd})
+        env = {**os.environ, "ABP_JOB_ID": str(ctx.job_id), "ABP_UNIT_ID": str(ctx.unit_id or ""),
+               "ABP_UNIT_KEY": ctx.key, "ABP_ATTEMPT": str(ctx.attempt)}
+        try:
+            proc = await spawn(argv, cwd=cwd, env=env, tracker=ctx.processes)
+        except FileNotFoundError:
+            return UnitOutcome.failure(f"command not found: {argv[0]}", ErrorClass.permanent)
+        except PermissionError:
+            return UnitOutcome.failure(f"permission denied running {argv[0]}", ErrorClass.permanent)
+        except OSError as exc:
+            return UnitOutcome.failure(f"cannot run {argv[0]}: {exc}", ErrorClass.permanent)
+        try:
+            stdout, stderr = await asyncio.gather(self._read(proc.stdout, ctx, "stdout"),
+                                                  self._read(proc.stderr, ctx, "stderr"))
+            code = await proc.wait()
+        finally:
+            await terminate(proc, ctx.processes)
+        ctx.emit("exit", {"code": code})
+        if code == 0:
+            return UnitOutcome(output=stdout.removesuffix("\n"))
+        tail = stderr.strip()[-_STDERR_TAIL:]
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return UnitOutcome.failure(f"killed by {name}" + (f": {tail}" if tail else ""), ErrorClass.retryable,
+                                       output=stdout or None)
+        error_class = ErrorClass.retryable if code in self.options.retry_exit_codes else ErrorClass.permanent
+        return UnitOutcome.failure(f"exit code {code}" + (f": {tail}" if tail else ""), error_class,
+                                   output=stdout or None)
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader | None, ctx: UnitContext, kind: str) -> str:
+        """Collect a stream, emitting its first lines as events so a slow command shows progress."""
+        if stream is None:
+            return ""
+        chunks: list[bytes] = []
+        lines = 0
+        while line := await stream.readline():
+            chunks.append(line)
+            if lines < _MAX_EVENT_LINES:
+                ctx.emit(kind, {"text": line.decode(errors="replace").rstrip("\n")})
+            lines += 1
+        return b"".join(chunks).decode(errors="replace")
+
+
+KIND = WorkerKind(
+    kind="command",
+    summary="run a program per item (argv template, no shell); stdout is the output",
+    options_model=CommandOptions,
+    factory=lambda options: CommandWorker(options),  # type: ignore[arg-type]
+    prompt_required=False,
+    check=_check,
+)

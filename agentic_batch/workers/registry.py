@@ -1,0 +1,30 @@
+"""Worker kinds by name, imported lazily so `abp status` never pays for an SDK import."""
+
+from __future__ import annotations
+
+import importlib
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.workers.base import WorkerKind
+
+_MODULES: dict[str, str] = {
+    "claude": "agentic_batch.workers.claude",
+    "command": "agentic_batch.workers.command",
+    "python": "agentic_batch.workers.python_fn",
+    "openai": "agentic_batch.workers.openai_chat",
+    "anthropic": "agentic_batch.workers.anthropic_messages",
+}
+
+
+def worker_kinds() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get_worker_kind(kind: str) -> WorkerKind:
+    module_name = _MODULES.get(kind)
+    if module_name is None:
+        raise InvalidSpec(
+            f"unknown worker kind {kind!r}", hint=f"choose one of: {', '.join(worker_kinds())}"
+        )
+    module = importlib.import_module(module_name)
+    return module.KIND
