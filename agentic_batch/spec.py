@@ -98,7 +98,9 @@ class SourceSpec(BaseModel):
         }[self.kind]
         missing = [name for name in needs if not getattr(self, name)]
         if missing:
-            flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+            flag_of = {"glob": "--files", "path": f"--{self.kind}", "query": "--sql", "db_url": "--sql-db",
+                       "function": "--python"}
+            flags = ", ".join(flag_of[name] for name in missing)
             raise ValueError(f"a {self.kind} source needs {flags}")
         if self.kind == "csv" and len(self.delimiter) != 1:
             raise ValueError(f"--delimiter must be one character, got {self.delimiter!r}")

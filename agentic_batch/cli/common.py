@@ -8,7 +8,7 @@ import typer
 
 from agentic_batch.service import Orchestrator
 
-JobArg = Annotated[str, typer.Argument(metavar="JOB", help="Job id (or its name, when unique).")]
+JobArg = Annotated[str, typer.Argument(metavar="JOB", help="Job id, its name when unique, or `last`.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 _orchestrator: Orchestrator | None = None

@@ -39,9 +39,11 @@ def _describe_created(result: Any, spec_worker: str) -> None:
     if result.duplicates:
         err.print(Text(f"{result.duplicates} duplicate item(s) skipped (same key)", style="yellow"))
     if result.synthesized and result.prompt_template:
-        err.print(Panel(Text(result.prompt_template), title="prompt written from --intent", title_align="left"))
+        err.print(Panel(Text(result.prompt_template), title="prompt written from --intent", title_align="left"),
+                  soft_wrap=False)  # the console soft-wraps (one-line errors); a panel must wrap, not crop
     if result.previews:
-        err.print(Panel(Text(result.previews[0]), title="first prompt, rendered", title_align="left", style="dim"))
+        err.print(Panel(Text(result.previews[0]), title="first prompt, rendered", title_align="left", style="dim"),
+                  soft_wrap=False)
 
 
 def _create(values: dict[str, Any], owners: dict[str, list[str]]) -> Any:
@@ -143,7 +145,7 @@ def register(app: typer.Typer) -> None:
             unit_report(report, "test run (waiting for approval)")
             _approval_hint(target.id)
             return
-        if not as_json and not (skip_test or orch.settings.skip_test):
+        if not as_json and target.status == "CREATED" and not (skip_test or orch.settings.skip_test):
             err.print(f"Testing job {target.id} on its first item…")
         result = orch.start(job, skip_test=skip_test)
         if as_json:

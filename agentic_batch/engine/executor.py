@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from agentic_batch.config import Settings, load_settings
-from agentic_batch.engine.hostlock import HostLock
+from agentic_batch.engine.hostlock import HostLock, spawn_guard
 from agentic_batch.engine.procs import hostname, pid_start_token
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
@@ -31,7 +31,20 @@ from agentic_batch.workers import get_worker_kind
 
 log = logging.getLogger(__name__)
 
-RUN, STOP, CANCEL = "run", "stop", "cancel"
+
+async def close_worker(worker: object) -> None:
+    """Workers holding clients (HTTP pools, SDK sessions) may offer `aclose()`; call it once at the end."""
+    aclose = getattr(worker, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception as exc:  # closing must never turn a finished job into a crash
+            log.warning("closing the worker failed: %s", exc)
+
+#: Modes: run; stop = finish in-flight units within the grace period, then PAUSED; abort = stop now
+#: (a second signal), PAUSED; cancel = the job was cancelled, kill everything now.
+RUN, STOP, ABORT, CANCEL = "run", "stop", "abort", "cancel"
+_SEVERITY = {RUN: 0, STOP: 1, ABORT: 2, CANCEL: 3}
 
 
 class Executor:
@@ -68,24 +81,41 @@ class Executor:
                 return 1
             self.store.register_executor(self.id, self.job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
             try:
-                return asyncio.run(self._main(job))
+                while True:
+                    code = asyncio.run(self._main(job))
+                    again = self._still_wanted(lock)
+                    if again is None:
+                        return code
+                    job, self.mode, self._signals = again, RUN, 0
             finally:
                 self.store.set_executor_state(self.id, "stopped")
         finally:
             lock.release()
             self._pool.shutdown(wait=False)
 
+    def _still_wanted(self, lock: HostLock) -> JobRecord | None:
+        """At the end: is the job RUNNING again (a retry or resume raced our exit)? Then keep working.
+
+        Checked under the same guard `launch_executor` holds while it looks for a live executor, so a
+        caller either sees us and relies on us, or finds the lock free and starts a new executor.
+        """
+        with spawn_guard(self.settings.run_dir, self.job_id):
+            job = self.store.get_job(self.job_id)
+            if self._signals == 0 and job is not None and job.status == "RUNNING" and job.control is None:
+                return job
+            lock.release()
+            return None
+
     # -- signals and control --------------------------------------------------------------------
 
     def _on_signal(self, signame: str) -> None:
         self._signals += 1
-        self.request(STOP if self._signals == 1 else CANCEL, f"{signame} received")
+        self.request(STOP if self._signals == 1 else ABORT, f"{signame} received")
 
     def request(self, mode: str, why: str) -> None:
-        """Ask the pool loop to stop (finish in-flight work) or cancel (kill it); cancel wins."""
-        if mode == CANCEL or (mode == STOP and self.mode == RUN):
-            if self.mode != mode:
-                log.info("executor %s: %s -> %s", self.id, why, mode)
+        """Ask the pool loop to stop, abort or cancel; a more severe request wins over a milder one."""
+        if _SEVERITY[mode] > _SEVERITY[self.mode]:
+            log.info("executor %s: %s -> %s", self.id, why, mode)
             self.mode = mode
         if self._wake is not None:
             self._wake.set()
@@ -136,10 +166,13 @@ class Executor:
                               error=exc.one_line(), finished_at=time.time())
                 return 1
             runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id)
-            await self._pool_loop(job, runner, recorder)
-            await recorder.flush()
-            await self._finish(job, runner, recorder)
-            await recorder.flush()
+            try:
+                await self._pool_loop(job, runner, recorder)
+                await recorder.flush()
+                await self._finish(job, runner, recorder)
+                await recorder.flush()
+            finally:
+                await close_worker(worker)
             return 0
         finally:
             for task in background:
@@ -222,10 +255,12 @@ class Executor:
         now = time.time()
         if self.mode == CANCEL:
             await self.db(self.store.update_job, self.job_id, expect=["RUNNING", "PAUSED"], status="CANCELLED",
-                          control=None, finished_at=now)
+                          finished_at=now)
+            await self.db(self.store.set_units_status, self.job_id, ["PENDING", "RUNNING"], "CANCELLED")
+            await self.db(self.store.update_job, self.job_id, control=None)
             recorder.log(self.job_id, "info", "executor stopped: job cancelled", executor_id=self.id)
             return
-        if self.mode == STOP:
+        if self.mode in (STOP, ABORT):
             changed = await self.db(self.store.update_job, self.job_id, expect=["RUNNING"], status="PAUSED",
                                     control=None, pause_reason="stopped")
             if not changed:  # someone already paused it (or it was cancelled): just clear the request

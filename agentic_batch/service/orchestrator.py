@@ -33,7 +33,7 @@ class Orchestrator:
     # -- lookups --------------------------------------------------------------------------------
 
     def job(self, ref: str | int) -> JobRecord:
-        """A job by id, or by name when that name is unique."""
+        """A job by id, by name when that name is unique, or `last` for the newest job."""
         text = str(ref).strip()
         if text.isdigit():
             job = self.store.get_job(int(text))
@@ -46,6 +46,10 @@ class Orchestrator:
             if len(matches) > 1:
                 ids = ", ".join(str(j.id) for j in matches)
                 raise NotFound(f"{len(matches)} jobs are named {text!r} (ids {ids})", hint="use the job id")
+            if text == "last":  # the newest job, unless a job is actually named "last"
+                newest = self.store.list_jobs(limit=1)
+                if newest:
+                    return newest[0]
         raise NotFound(f"no job {text!r}", hint="see `abp list` for job ids")
 
     def _expect(self, job: JobRecord, allowed: set[str], action: str, hint: str | None = None) -> None:

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from agentic_batch.config import Settings
+from agentic_batch.engine.executor import close_worker
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.runner import UnitRunner
@@ -45,6 +46,7 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord) -> int:
             recorder.log(job.id, "info", f"test run of unit {unit.id} ({unit.key})", unit_id=unit.id)
             await UnitRunner(job, worker, recorder, settings, reaper=reaper, executor_id=owner).run_unit(claimed)
         finally:
+            await close_worker(worker)
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             await recorder.flush()

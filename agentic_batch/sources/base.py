@@ -190,7 +190,7 @@ def open_source_file(path: str, kind: str) -> Iterator[TextIO]:
     if not os.path.exists(path):
         raise SourceError(
             f"{kind} file {path} does not exist",
-            hint="check --path; a relative path resolves against the working directory",
+            hint=f"check the --{kind} path; a relative path resolves against the working directory",
         )
     if os.path.isdir(path):
         raise SourceError(f"{kind} path {path} is a directory, not a file", hint="use a files source")

@@ -79,6 +79,9 @@ class UnitQueries:
                 .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING, units.c.lease_expires_at < now)
                 .values(status=PENDING, lease_owner=None, lease_expires_at=None)
             )
+            job_rank = {job_ids[0]: 0}
+            if len(job_ids) > 1:
+                job_rank = dict(conn.execute(sa.select(jobs.c.id, jobs.c.priority).where(jobs.c.id.in_(job_ids))).all())
             pick = sa.select(units.c.id).where(
                 units.c.job_id.in_(job_ids),
                 units.c.status == PENDING,
@@ -97,7 +100,7 @@ class UnitQueries:
                 .returning(*_CLAIM_COLUMNS)
             ).mappings().all()
         records = [from_mapping(UnitRecord, r) for r in claimed]
-        records.sort(key=lambda u: (-u.priority, u.seq))
+        records.sort(key=lambda u: (-job_rank.get(u.job_id, 0), -u.priority, u.seq))
         return records
 
     def claim_unit(self, owner: str, unit_id: int, lease_seconds: float) -> UnitRecord | None:

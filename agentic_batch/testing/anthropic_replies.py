@@ -57,8 +57,8 @@ class Reply:
                    stop_reason=stop_reason)
 
     @classmethod
-    def tool_use(cls, name: str, input: dict[str, Any], *, text_before: str | None = None,  # noqa: A002
-                 id: str | None = None, usage: tuple[int, int] = (10, 5),  # noqa: A002
+    def tool_use(cls, name: str, input: dict[str, Any], *, text_before: str | None = None,
+                 id: str | None = None, usage: tuple[int, int] = (10, 5),
                  latency: float | None = None) -> Reply:
         """A turn that calls one tool; the client runs it and sends back a tool_result."""
         blocks: list[dict[str, Any]] = []
@@ -85,7 +85,7 @@ class Reply:
         return cls(blocks=blocks, usage=usage, latency=latency)
 
     @classmethod
-    def error(cls, status: int, type: str | None = None, message: str | None = None,  # noqa: A002
+    def error(cls, status: int, type: str | None = None, message: str | None = None,
               headers: dict[str, str] | None = None, *, latency: float | None = None) -> Reply:
         etype = type or _DEFAULT_ERROR_TYPES.get(status, "api_error")
         return cls(kind="error", status=status, error_type=etype,

@@ -151,7 +151,8 @@ class _Messages:
 
     def add_tool_results(self, results: list[tuple[ToolCall, ToolResult]]) -> None:
         self.messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": call.id, "content": result.content, "is_error": result.is_error}
+            {"type": "tool_result", "tool_use_id": call.id, "content": result.content or "(no output)",
+             "is_error": result.is_error}
             for call, result in results
         ]})
 

@@ -107,7 +107,7 @@ class ClaudeOptions(BaseModel):
         except ValueError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("mcpServers"), dict):
-            raise ValueError(f'{path} must be a JSON object with an "mcpServers" object')
+            raise ValueError(f'{path} must be a JSON object with an "mcpServers" object')  # noqa: TRY004
         return str(path)
 
     @field_validator("cli_path")
@@ -186,15 +186,26 @@ def classify_result(state: RunState) -> tuple[str, ErrorClass, float | None]:
     return text, classify.classify_message(text) or fallback, None
 
 
-def classify_crash(exc: BaseException) -> tuple[str, ErrorClass]:
-    """A CLI that died or could not start, without a result to go by."""
+def classify_crash(exc: BaseException, stderr_tail: deque[str] | None = None) -> tuple[str, ErrorClass]:
+    """A CLI that died or could not start, without a result to go by.
+
+    Retryable by default (a killed or crashed process may well succeed next time), except for the
+    refusals that will repeat on every attempt: a missing binary, bad credentials, and the CLI's
+    refusal to bypass permissions as root.
+    """
     from claude_agent_sdk import CLINotFoundError
 
     text = f"{type(exc).__name__}: {exc}"
+    seen = f"{text}\n" + "\n".join(stderr_tail or ())
     if isinstance(exc, CLINotFoundError):
         return f"Claude Code CLI not found: {exc}", ErrorClass.permanent
-    if _looks_like_auth_failure(text):
+    if _looks_like_auth_failure(seen):
         return f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent
+    if "cannot be used with root" in seen:
+        return ("Claude Code refuses permission_mode=bypassPermissions as root: run the executor as "
+                "another user, or set IS_SANDBOX=1 inside a container or VM"), ErrorClass.permanent
+    if "unknown option" in seen.lower():
+        return f"Claude Code rejected its arguments (cli_path too old?): {text}", ErrorClass.permanent
     return f"Claude Code failed: {text}", ErrorClass.retryable
 
 
@@ -266,6 +277,7 @@ class ClaudeWorker:
                                        ErrorClass.permanent)
         env = {k: v for k, v in _CLI_ENV_DEFAULTS.items() if k not in os.environ}
         run_dir = load_settings().run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
         group = CliProcessGroup(run_dir, ctx.processes)
         cli = real_cli
         if supports_process_groups():
@@ -324,7 +336,7 @@ class ClaudeWorker:
             if error is None:
                 message, cls = "Claude Code exited without a result", ErrorClass.retryable
             else:
-                message, cls = classify_crash(error)
+                message, cls = classify_crash(error, stderr_tail)
             return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, session_id=state.session_id)
         tokens_in, tokens_out = usage_tokens(result.usage)
         common: dict[str, Any] = {

@@ -7,8 +7,10 @@ final exec we:
 
 1. `setsid()`: the CLI becomes leader of a new session and process group, so a timeout can kill it
    and every tool process it started (Bash, MCP servers) with one `killpg`;
-2. `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the CLI if the executor dies (the setting
-   survives `execve`), and we check the parent did not die before the call took effect;
+2. `prctl(PR_SET_PDEATHSIG, SIGTERM)`: the kernel signals the CLI when the executor dies (the
+   setting survives `execve`), and we check the parent did not die before the call took effect.
+   SIGTERM, not SIGKILL: the CLI runs Bash tools in sessions of their own, and only a CLI that
+   gets to run its SIGTERM handler kills those too (measured: it exits within ~1 s, tools gone);
 3. write our pid to `$ABP_CLAUDE_PID_FILE`, so the worker can register the group with the engine.
 
 Runs with `-I -S` (no site, no user env) and imports only the standard library: it must start fast
@@ -43,14 +45,17 @@ def main(argv: list[str]) -> None:
         pass  # already a group leader (started with start_new_session): nothing to do
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if parent and os.getppid() != int(parent):
             sys.exit(1)  # the executor died before the death signal was armed
     if pid_file:
         tmp = f"{pid_file}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(os.getpid()))
-        os.replace(tmp, pid_file)
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(str(os.getpid()))
+            os.replace(tmp, pid_file)
+        except OSError as exc:  # the unit can still run; only the timeout kill loses its target
+            sys.stderr.write(f"claude launcher: cannot write pid file {pid_file}: {exc}\n")
     try:
         os.execve(real_cli, [real_cli, *argv], env)
     except OSError as exc:

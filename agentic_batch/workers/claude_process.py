@@ -20,6 +20,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -28,6 +29,7 @@ from agentic_batch.workers import claude_launcher
 from agentic_batch.workers.base import ProcessTracker
 from agentic_batch.workers.process import kill_group
 
+#: Wrapper scripts already written by this process, by path.
 _WRAPPERS: dict[str, Path] = {}
 
 
@@ -70,18 +72,53 @@ def ensure_wrapper(directory: Path) -> Path:
         f"exec {shlex.quote(sys.executable)} -I -S {shlex.quote(str(launcher))} \"$@\"\n"
     )
     digest = hashlib.sha256(script.encode()).hexdigest()[:12]
-    cached = _WRAPPERS.get(digest)
-    if cached is not None and cached.exists():
-        return cached
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"claude-launcher-{digest}.sh"
+    if _WRAPPERS.get(str(path)) == path and path.exists():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
     if not (path.exists() and path.read_text() == script):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
         tmp.write_text(script)
         tmp.chmod(0o755)
         os.replace(tmp, path)
-    _WRAPPERS[digest] = path
+    _WRAPPERS[str(path)] = path
     return path
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, pgid) for every live process, from /proc (empty where there is no /proc)."""
+    table: dict[int, tuple[int, int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            table[int(name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def descendant_groups(pgid: int) -> set[int]:
+    """Process groups of every process in group `pgid` and of all their descendants."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    stack = [pid for pid, (_, group) in table.items() if group == pgid]
+    seen: set[int] = set()
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(children.get(pid, ()))
+    return {table[pid][1] for pid in seen}
 
 
 class CliProcessGroup:
@@ -122,10 +159,20 @@ class CliProcessGroup:
             await asyncio.sleep(interval)
 
     def kill(self) -> None:
-        """SIGKILL the whole group: the CLI and every tool process it started."""
+        """SIGKILL the CLI's group and every process group descended from it.
+
+        The CLI starts each Bash tool command with `detached: true`, i.e. in a session of its own,
+        so killing the CLI's group alone would leave `sleep 300` running. We freeze the group first
+        (SIGSTOP: no new children), collect the descendants' groups from /proc, then kill them all.
+        """
         pgid = self.discover()
-        if pgid is not None and pgid > 1 and pgid != os.getpgrp():
-            kill_group(pgid)
+        if pgid is None or pgid <= 1 or pgid == os.getpgrp():
+            return
+        kill_group(pgid, signal.SIGSTOP)
+        for group in descendant_groups(pgid):
+            if group > 1 and group != os.getpgrp():
+                kill_group(group)
+        kill_group(pgid)
 
     def forget(self) -> None:
         if self.pgid is not None:

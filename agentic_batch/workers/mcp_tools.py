@@ -111,7 +111,12 @@ async def mcp_tools(config_path: str | Path | None, ctx: UnitContext) -> AsyncIt
                 for server in servers:
                     session, listed = await _open_session(server, ctx, stack)
                     for listed_tool in listed:
-                        tools.append(_make_tool(server.name, session, listed_tool))
+                        tool = _make_tool(server.name, session, listed_tool)
+                        if any(t.name == tool.name for t in tools):  # two names that sanitise alike
+                            ctx.emit("warning", {"message": f"MCP tool {listed_tool.name!r} of server "
+                                                            f"{server.name!r} skipped: duplicate name {tool.name}"})
+                            continue
+                        tools.append(tool)
                 yield tools
             except BaseException as exc:
                 raised.append(exc)
@@ -199,6 +204,8 @@ def _make_tool(server: str, session: Any, listed: Any) -> Tool:
             raise ToolError(f"MCP server {server!r}: {exc.error.message}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             raise ToolError(f"MCP server {server!r} is no longer running") from None
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong in a tool, the model hears about it
+            raise ToolError(f"MCP server {server!r}: {_describe(exc)}") from None
         return ToolResult(_content_text(result), is_error=bool(result.is_error))
 
     return Tool(tool_name(server, listed.name), description, schema, call)

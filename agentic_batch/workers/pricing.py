@@ -2,7 +2,8 @@
 
 Providers report tokens, not dollars, so the worker prices each call from this table (USD per
 million input / output tokens, list prices at the time of writing, matched by the longest model-name
-prefix so dated snapshots like `gpt-4o-2024-08-06` are covered). Prices change and local models are
+prefix, where the prefix must end at a `-`, `:` or `@` boundary, so dated snapshots like
+`gpt-4o-2024-08-06` are covered but `gpt-5.5` is not taken for `gpt-5`). Prices change and local models are
 free: `price_in` / `price_out` options override the table. An unknown model with no override costs
 0.0 and says so once in a `warning` event, rather than silently reporting a budget that never moves.
 """
@@ -34,8 +35,10 @@ PRICES: tuple[tuple[str, float, float], ...] = (
     ("o4-mini", 1.10, 4.40),
     # Anthropic
     ("claude-opus-4", 15.00, 75.00),
-    ("claude-opus-4-5", 5.00, 25.00),
+    ("claude-opus-4-5", 5.00, 25.00),  # Opus 4.5 and later 4.x dropped to $5 / $25
     ("claude-opus-4-6", 5.00, 25.00),
+    ("claude-opus-4-7", 5.00, 25.00),
+    ("claude-opus-4-8", 5.00, 25.00),
     ("claude-sonnet-4", 3.00, 15.00),
     ("claude-haiku-4", 1.00, 5.00),
     ("claude-3-7-sonnet", 3.00, 15.00),
@@ -54,7 +57,9 @@ def table_price(model: str) -> tuple[float, float] | None:
     name = model.rsplit("/", 1)[-1].strip().lower()
     best: tuple[str, float, float] | None = None
     for prefix, price_in, price_out in PRICES:
-        if name.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+        if not name.startswith(prefix) or name[len(prefix):len(prefix) + 1] not in ("", "-", ":", "@"):
+            continue
+        if best is None or len(prefix) > len(best[0]):
             best = (prefix, price_in, price_out)
     return (best[1], best[2]) if best else None
 

@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +127,7 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
         return UnitOutcome(output=output, cost_usd=cost, tokens_in=tokens_in, tokens_out=tokens_out,
                            turns=turns, error=error, error_class=error_class, retry_after=retry_after)
 
-    while True:
-        if turns >= max_turns:
-            return finish(None, f"max turns ({max_turns}) reached without a final answer", ErrorClass.permanent)
+    while True:  # max_turns >= 1, checked after each call
         await ctx.gate.before_call(adapter.estimate_tokens())
         try:
             turn = await adapter.complete()
@@ -197,6 +196,7 @@ def sdk_error(exc: BaseException, sdk: Any, base_error: type[BaseException]) -> 
 # --- options and credentials shared by the API-model workers ------------------------------------
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class APIWorkerOptions(BaseModel):
@@ -215,6 +215,21 @@ class APIWorkerOptions(BaseModel):
     price_out: float | None = Field(None, ge=0)
     temperature: float | None = Field(None, ge=0, le=2)
     system_prompt: str | None = None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str) -> str:
+        """Catches a pasted key, which would otherwise be stored in the job spec in clear."""
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
 
     @field_validator("mcp_config")
     @classmethod
@@ -267,6 +282,7 @@ def import_sdk(sdk_module: str, extra: str) -> Any:
 async def run_api_unit(ctx: UnitContext, options: APIWorkerOptions, pricing: Pricing,
                        make_adapter: Callable[[Toolbox], ChatAdapter]) -> UnitOutcome:
     """One unit of an API worker: start its MCP servers, build its toolbox, run the loop, clean up."""
+    ctx.workspace.mkdir(parents=True, exist_ok=True)  # tools and MCP servers run in it
     try:
         async with mcp_tools(options.mcp_config, ctx) as mcp_list:
             toolbox = Toolbox([*builtin_tools(ctx, allow_commands=options.allow_commands,

@@ -109,22 +109,24 @@ def test_a_missing_program_is_permanent(tmp_path: Path) -> None:
     assert info.value.error_class is ErrorClass.permanent and "abp-no-such-mcp-server" in info.value.message
 
 
-def test_a_server_that_dies_at_start_is_retryable_with_its_stderr(tmp_path: Path) -> None:
+def test_a_server_that_dies_at_start_fails_the_unit_retryably_with_its_stderr(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     crash = "import sys; sys.stderr.write('cannot open database\\n'); sys.exit(3)"
-    config = write_config(tmp_path / "c.json", {"crashy": {"command": sys.executable, "args": ["-c", crash]}})
+    config = write_config(tmp_path / "c.json", {
+        "calc": {"command": sys.executable, "args": [str(SERVER)]},  # starts fine, then must be stopped
+        "crashy": {"command": sys.executable, "args": ["-c", crash]},
+    })
     tracker = SetTracker()
-
-    async def go() -> None:
-        async with mcp_tools(config, make_ctx(tmp_path, tracker)):
-            pass
-
-    started = time.monotonic()
-    with pytest.raises(MCPStartError) as info:
-        asyncio.run(go())
-    assert time.monotonic() - started < 10
-    assert info.value.error_class is ErrorClass.retryable
-    assert "crashy" in info.value.message and "cannot open database" in info.value.message
-    assert not tracker.active
+    with ScriptedOpenAIServer() as server:
+        worker = get_worker_kind("openai").build({"model": "gpt-4o-mini", "base_url": server.url,
+                                                  "mcp_config": str(config)})
+        outcome = asyncio.run(worker.run(make_ctx(tmp_path, tracker)))
+    assert outcome.error_class is ErrorClass.retryable
+    assert "'crashy' failed to start" in (outcome.error or "") and "cannot open database" in (outcome.error or "")
+    assert not server.requests
+    assert len(tracker.seen) == 2 and not tracker.active
+    assert not any(alive(pid) for pid in tracker.seen)
 
 
 def test_openai_worker_uses_mcp_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

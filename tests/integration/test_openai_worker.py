@@ -133,6 +133,9 @@ def test_table_price_and_unknown_model_warns_once(server: ScriptedOpenAIServer, 
     assert table_price("openai/gpt-4o") == (2.50, 10.00)
     assert table_price("claude-sonnet-4-5-20250929") == (3.00, 15.00)
     assert table_price("llama3.1:8b") is None
+    assert table_price("gpt-5.5") is None  # a newer family is not priced as gpt-5
+    assert table_price("gpt-4.1-mini-2025-04-14") == (0.40, 1.60)
+    assert table_price("claude-opus-4-7") == (5.00, 25.00)
     worker = KIND.build({"model": "llama3.1:8b", "base_url": server.url})
     units = [Unit(tmp_path), Unit(tmp_path)]
 
@@ -273,6 +276,10 @@ def test_options_are_strict_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_pat
         KIND.parse_options({"model": "gpt-4o", "bogus": 1})
     with pytest.raises(InvalidSpec, match="model"):
         KIND.parse_options({})
+    with pytest.raises(InvalidSpec, match="NAME of an environment variable"):
+        KIND.parse_options({"model": "gpt-4o", "api_key_env": "sk-proj-abc123"})
+    with pytest.raises(InvalidSpec, match="http"):
+        KIND.parse_options({"model": "gpt-4o", "base_url": "localhost:11434"})
     assert KIND.check is not None
     remote = KIND.parse_options({"model": "gpt-4o", "api_key_env": "ABP_TEST_KEY"})
     with pytest.raises(InvalidSpec, match="ABP_TEST_KEY"):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentic_batch.workers.base import UnitContext
-from agentic_batch.workers.tools import PathGuard, ToolError, Toolbox, ToolResult, builtin_tools
+from agentic_batch.workers.tools import PathGuard, Toolbox, ToolError, ToolResult, builtin_tools
 from tests.fixtures.tracking import SetTracker
 
 

@@ -1,0 +1,398 @@
+"""Happy paths through the real `abp` CLI: create, test first, approve, watch the store, export.
+
+Every command runs as a subprocess with the test's ABP_HOME; executors are the real detached ones.
+Workers are `command` workers (no shell) over tiny sources, so each test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shlex
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.abp import ABP, abp, processes_with, wait_status, wait_until
+
+UPPER = "python3 -c 'import sys; print(sys.argv[1].upper())' {{ row.name }}"
+ECHO_PROMPT = "python3 -c 'import sys; print(sys.argv[1])' {{ prompt }}"
+STATUS_KEYS = {"status", "total", "pending", "running", "completed", "failed", "cancelled", "progress", "rate",
+               "eta_seconds", "cost_usd", "executor"}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def ok(*args: str, cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    result = abp(*args, cwd=cwd, **kw)
+    assert result.returncode == 0, f"abp {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def ok_json(*args: str, cwd: Path) -> Any:
+    return json.loads(ok(*args, "--json", cwd=cwd).stdout)
+
+
+def create(cwd: Path, *args: str, name: str = "job") -> int:
+    result = ok("create", "--name", name, *args, cwd=cwd)
+    return int(result.stdout.strip())
+
+
+def results(job_id: int, cwd: Path) -> list[dict[str, Any]]:
+    return json.loads(ok("results", str(job_id), "--format", "json", cwd=cwd).stdout)
+
+
+def wait_ok(job_id: int, cwd: Path) -> None:
+    result = abp("wait", str(job_id), "--timeout", "60", cwd=cwd)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+
+
+@pytest.fixture
+def names_csv(workdir: Path) -> Path:
+    path = workdir / "names.csv"
+    path.write_text("name,age\nann,3\nbob,4\ncat,5\n")
+    return path
+
+
+# -- create output -------------------------------------------------------------------------------
+
+
+def test_create_prints_only_the_job_id(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    result = ok("create", "--name", "ids", "--csv", "names.csv", "--command", UPPER, cwd=workdir)
+    assert result.stdout.strip().isdigit() and result.stdout == result.stdout.strip() + "\n"
+    job_id = int(result.stdout)
+    assert "Created job" in result.stderr and "3 unit(s)" in result.stderr
+
+    # the shell idiom from the README works as written
+    abp_cmd = " ".join(shlex.quote(a) for a in ABP)
+    script = (f"JOB=$({abp_cmd} create --name shell --csv names.csv --command {shlex.quote(UPPER)} 2>/dev/null)"
+              f" && {abp_cmd} status \"$JOB\" --json")
+    shell = subprocess.run(["bash", "-c", script], cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0, shell.stderr
+    assert json.loads(shell.stdout)["id"] == job_id + 1
+
+    created = ok_json("create", "--name", "as-json", "--csv", "names.csv", "--command", UPPER, cwd=workdir)
+    assert created["job_id"] == job_id + 2 and created["units"] == 3
+    assert [j["name"] for j in orch.list()] == ["as-json", "shell", "ids"]
+
+
+def test_json_source_with_trailing_json_flag(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "people.json").write_text(json.dumps([{"name": "ann"}, {"name": "bob"}]))
+    plain = ok("create", "--name", "plain", "--json", "people.json", "--command", UPPER, cwd=workdir)
+    assert plain.stdout.strip().isdigit()
+    both = ok("create", "--name", "both", "--json", "people.json", "--command", UPPER, "--json", cwd=workdir)
+    created = json.loads(both.stdout)
+    assert created["job_id"] == int(plain.stdout) + 1 and created["units"] == 2
+    # a bare --json right after another flag, with the source after it, also means JSON output
+    mid = ok("create", "--name", "mid", "--json", "--json", "people.json", "--command", UPPER, cwd=workdir)
+    assert json.loads(mid.stdout)["units"] == 2
+
+
+# -- test first, reject, edit, approve -----------------------------------------------------------
+
+
+def test_test_first_reject_edit_approve(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    job = str(create(workdir, "--csv", "names.csv", "--prompt", "Hello {{ row.name }}", "--command", ECHO_PROMPT,
+                     "--concurrency", "2"))
+
+    tested = ok("start", job, cwd=workdir)
+    assert "Hello ann" in tested.stdout  # the test unit's prompt and output
+    assert "COMPLETED" in tested.stdout
+    assert f"abp start {job} --approve" in tested.stderr
+    status = ok_json("status", job, cwd=workdir)
+    assert status["status"] == "TESTING"
+    assert (status["completed"], status["pending"]) == (1, 2)
+    assert status["executor"]["state"] == "not_started"
+    test_unit = str(status["test_unit_id"])
+
+    again = ok("start", job, cwd=workdir)  # a TESTING job: shows the waiting result, runs nothing
+    assert "Hello ann" in again.stdout
+    assert ok_json("show", job, test_unit, cwd=workdir)["attempts"] == 1
+
+    ok("start", job, "--reject", cwd=workdir)
+    assert ok_json("status", job, cwd=workdir)["status"] == "CREATED"
+    unit = ok_json("show", job, test_unit, cwd=workdir)
+    assert unit["status"] == "PENDING" and unit["output"] is None
+
+    ok("edit", job, "--prompt", "Bye {{ row.name }}", cwd=workdir)
+    retested = ok("start", job, cwd=workdir)
+    assert "Bye ann" in retested.stdout and "Hello" not in retested.stdout
+    assert ok_json("status", job, cwd=workdir)["status"] == "TESTING"
+
+    approved = ok("start", job, "--approve", cwd=workdir)
+    assert "approved" in approved.stdout
+    wait_ok(int(job), workdir)
+    rows = results(int(job), workdir)
+    assert [r["output"] for r in rows] == ["Bye ann", "Bye bob", "Bye cat"]
+    assert {r["status"] for r in rows} == {"COMPLETED"}
+
+
+# -- a completed job, every view -----------------------------------------------------------------
+
+
+def test_completed_job_views(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    job = str(create(workdir, "--csv", "names.csv", "--prompt", "Shout {{ row.name }}", "--command", UPPER,
+                     "--concurrency", "2", name="views"))
+    ok("start", job, cwd=workdir)
+    ok("start", job, "--approve", cwd=workdir)
+    wait_ok(int(job), workdir)
+    wait_until(lambda: orch.status(int(job))["executor"]["state"] == "stopped", timeout=20, what="executor exit")
+
+    status = ok_json("status", job, cwd=workdir)
+    assert STATUS_KEYS <= set(status)
+    assert {"state", "pid"} <= set(status["executor"])
+    assert status["status"] == "COMPLETED"
+    assert (status["total"], status["pending"], status["running"], status["completed"], status["failed"],
+            status["cancelled"]) == (3, 0, 0, 3, 0, 0)
+    assert status["progress"] == 100
+    assert isinstance(status["rate"], (int, float)) and status["rate"] >= 0
+    assert status["eta_seconds"] in (None, 0)
+    assert status["cost_usd"] == 0
+    assert status["executor"]["state"] == "stopped" and isinstance(status["executor"]["pid"], int)
+
+    by_name = ok_json("status", "views", cwd=workdir)
+    assert by_name["id"] == int(job)
+    listed = ok_json("list", cwd=workdir)
+    assert [(j["id"], j["status"], j["completed"]) for j in listed] == [(int(job), "COMPLETED", 3)]
+    assert [j["id"] for j in ok_json("list", "--status", "completed", cwd=workdir)] == [int(job)]
+    assert ok_json("list", "--status", "failed,running", cwd=workdir) == []
+
+    as_json = results(int(job), workdir)
+    as_jsonl = [json.loads(line) for line in ok("results", job, "--format", "jsonl", cwd=workdir).stdout.splitlines()]
+    assert as_json == as_jsonl
+    assert [(r["name"], r["age"], r["status"], r["output"], r["attempts"]) for r in as_json] == [
+        ("ann", "3", "COMPLETED", "ANN", 1), ("bob", "4", "COMPLETED", "BOB", 1), ("cat", "5", "COMPLETED", "CAT", 1)]
+    text = ok("results", job, "--format", "csv", cwd=workdir).stdout
+    reader = csv.DictReader(io.StringIO(text))
+    assert {"unit_id", "name", "age", "status", "output", "error", "cost_usd", "attempts"} <= set(reader.fieldnames or [])
+    rows = list(reader)
+    assert [(r["name"], r["output"], r["status"], r["error"], r["attempts"]) for r in rows] == [
+        ("ann", "ANN", "COMPLETED", "", "1"), ("bob", "BOB", "COMPLETED", "", "1"), ("cat", "CAT", "COMPLETED", "", "1")]
+    assert [int(r["unit_id"]) for r in rows] == [r["unit_id"] for r in as_json]
+
+    written = ok("results", job, "--format", "csv", "-o", "out.csv", cwd=workdir)
+    assert written.stdout == "" and "3 row(s)" in written.stderr
+    assert (workdir / "out.csv").read_text() == text
+
+    unit_id = str(as_json[1]["unit_id"])
+    shown = ok("show", job, unit_id, cwd=workdir).stdout
+    for part in ("payload", "prompt", "conversation", "output", "Shout bob", "BOB", '"age": "4"'):
+        assert part in shown, part
+    unit = ok_json("show", job, unit_id, cwd=workdir)
+    assert unit["payload"] == {"name": "bob", "age": "4"} and unit["prompt"] == "Shout bob"
+    assert unit["output"] == "BOB" and unit["status"] == "COMPLETED"
+    kinds = [e["kind"] for e in unit["events"]]
+    assert kinds[0] == "start" and "command" in kinds and "stdout" in kinds
+
+    logs = ok("logs", job, cwd=workdir).stdout
+    assert "executor started" in logs and "job completed" in logs
+    assert logs.index("executor started") < logs.index("job completed")
+
+
+# -- final states and wait exit codes ------------------------------------------------------------
+
+
+def test_wait_exits_1_for_a_failed_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    job = str(create(workdir, "--csv", "names.csv", "--max-retries", "0",
+                     "--command", "python3 -c 'import sys; sys.stderr.write(\"boom\\n\"); sys.exit(3)'"))
+    started = ok("start", job, cwd=workdir, env={"ABP_SKIP_TEST": "1"})
+    assert "without a test" in started.stdout
+    waited = abp("wait", job, "--timeout", "60", cwd=workdir)
+    assert waited.returncode == 1, (waited.stdout, waited.stderr)
+    status = ok_json("status", job, cwd=workdir)
+    assert status["status"] == "FAILED" and status["failed"] == 3 and status["test_unit_id"] is None
+    rows = results(int(job), workdir)
+    assert {r["status"] for r in rows} == {"FAILED"}
+    assert all("exit code 3" in r["error"] and "boom" in r["error"] for r in rows)
+
+
+def test_wait_timeout_then_cancel_kills_the_agents(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "four.csv").write_text("name\na\nb\nc\nd\n")
+    marker = f"MARKER-{uuid.uuid4().hex}"
+    job = str(create(workdir, "--csv", "four.csv", "--concurrency", "2", "--timeout", "60",
+                     "--command", f"python3 -c 'import time; time.sleep(30)' {marker}"))
+    ok("start", job, "--skip-test", cwd=workdir)
+    wait_until(lambda: len(processes_with(marker)) == 2, what="two sleeping agents")
+
+    waited = abp("wait", job, "--timeout", "1", cwd=workdir)
+    assert waited.returncode == 2, (waited.stdout, waited.stderr)
+    assert "timed out" in waited.stderr
+    running = ok_json("status", job, cwd=workdir)
+    assert (running["status"], running["running"], running["pending"]) == ("RUNNING", 2, 2)
+
+    cancelled = ok("cancel", job, cwd=workdir)
+    assert "cancelled" in cancelled.stdout
+    status = ok_json("status", job, cwd=workdir)
+    assert (status["status"], status["cancelled"], status["pending"], status["running"]) == ("CANCELLED", 4, 0, 0)
+    assert {r["status"] for r in results(int(job), workdir)} == {"CANCELLED"}
+    wait_until(lambda: not processes_with(marker), timeout=15, what="agents killed")
+    wait_until(lambda: orch.status(int(job))["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    assert abp("wait", job, "--timeout", "5", cwd=workdir).returncode == 1
+    assert orch.status(int(job))["status"] == "CANCELLED"  # the executor did not overwrite it on its way out
+
+
+def test_skip_test_by_flag_and_by_environment(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    by_flag = create(workdir, "--csv", "names.csv", "--command", UPPER, name="flag")
+    by_env = create(workdir, "--csv", "names.csv", "--command", UPPER, name="env")
+    for job_id, extra, env in ((by_flag, ["--skip-test"], None), (by_env, [], {"ABP_SKIP_TEST": "1"})):
+        started = ok("start", str(job_id), *extra, cwd=workdir, env=env)
+        assert "without a test" in started.stdout and "Testing" not in started.stderr
+    for job_id in (by_flag, by_env):
+        wait_ok(job_id, workdir)
+        status = orch.status(job_id)
+        assert status["test_unit_id"] is None and status["completed"] == 3
+        assert [r["output"] for r in results(job_id, workdir)] == ["ANN", "BOB", "CAT"]
+
+
+# -- abp run -------------------------------------------------------------------------------------
+
+
+def test_run_yes_wait_end_to_end(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    result = abp("run", "--name", "oneshot", "--csv", "names.csv", "--command", UPPER, "--concurrency", "2",
+                 "--yes", "--wait", cwd=workdir, input="")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    [job] = orch.list()
+    assert job["status"] == "COMPLETED" and job["completed"] == job["total"] == 3
+    rows = results(job["id"], workdir)
+    assert [(r["status"], r["output"]) for r in rows] == [("COMPLETED", "ANN"), ("COMPLETED", "BOB"),
+                                                          ("COMPLETED", "CAT")]
+
+
+def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    result = abp("run", "--name", "careful", "--csv", "names.csv", "--command", UPPER, cwd=workdir, input="")
+    assert result.returncode == 0, result.stderr
+    assert "ANN" in result.stdout  # the test unit ran and was shown
+    [job] = orch.list()
+    assert "--approve" in result.stderr and str(job["id"]) in result.stderr
+    status = orch.status(job["id"])
+    assert status["status"] == "TESTING" and status["completed"] == 1 and status["pending"] == 2
+    assert status["executor"]["state"] == "not_started"
+
+
+# -- retry ---------------------------------------------------------------------------------------
+
+
+def test_retry_failed_after_fixing_the_cause(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    flag = workdir / "fixed.flag"
+    command = ("python3 -c 'import os, sys; os.path.exists(sys.argv[1]) or sys.exit(3); print(sys.argv[2].upper())'"
+               f" {flag} {{{{ row.name }}}}")
+    job = str(create(workdir, "--csv", "names.csv", "--max-retries", "0", "--command", command))
+    ok("start", job, "--skip-test", cwd=workdir)
+    assert abp("wait", job, "--timeout", "60", cwd=workdir).returncode == 1
+    assert orch.status(int(job))["failed"] == 3
+
+    flag.write_text("ok\n")
+    retried = ok("retry", job, "--failed", cwd=workdir)
+    assert "RUNNING again" in retried.stdout
+    wait_ok(int(job), workdir)
+    rows = results(int(job), workdir)
+    assert [(r["status"], r["output"], r["error"]) for r in rows] == [
+        ("COMPLETED", "ANN", None), ("COMPLETED", "BOB", None), ("COMPLETED", "CAT", None)]
+    assert all(r["attempts"] == 2 for r in rows)  # the failed attempt is kept in the count
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+def test_csv_source_with_delimiter(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "semi.csv").write_text('name;note\nann;"has, comma"\nbob;"a;b"\n')
+    job = create(workdir, "--csv", "semi.csv", "--delimiter", ";", "--command", "echo {{ row.name }}={{ row.note }}")
+    ok("start", str(job), "--skip-test", cwd=workdir)
+    wait_ok(job, workdir)
+    rows = results(job, workdir)
+    assert [(r["name"], r["note"], r["output"]) for r in rows] == [("ann", "has, comma", "ann=has, comma"),
+                                                                   ("bob", "a;b", "bob=a;b")]
+
+
+def test_json_source_with_json_path(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    doc = {"meta": {"count": 3}, "data": {"items": [{"name": "ann", "n": 1}, {"name": "bob", "n": 2},
+                                                    {"name": "cat", "n": 3}]}}
+    (workdir / "nested.json").write_text(json.dumps(doc, indent=2))
+    created = ok_json("create", "--name", "nested", "--json", "nested.json", "--json-path", "data.items",
+                      "--command", UPPER, cwd=workdir)
+    assert created["units"] == 3
+    rows = results(created["job_id"], workdir)
+    assert [(r["name"], r["n"], r["status"]) for r in rows] == [("ann", 1, "PENDING"), ("bob", 2, "PENDING"),
+                                                                ("cat", 3, "PENDING")]
+
+
+def test_jsonl_source(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "people.jsonl").write_text('{"name": "ann"}\n\n{"name": "bob", "tags": ["x"]}\n{"name": "cat"}\n')
+    job = create(workdir, "--jsonl", "people.jsonl", "--command", UPPER)
+    ok("start", str(job), "--skip-test", cwd=workdir)
+    wait_ok(job, workdir)
+    rows = results(job, workdir)
+    assert [(r["name"], r["output"]) for r in rows] == [("ann", "ANN"), ("bob", "BOB"), ("cat", "CAT")]
+    assert rows[1]["tags"] == ["x"]
+
+
+def test_sql_source_on_sqlite(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    db = workdir / "people.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table people (id integer primary key, name text, active integer)")
+        conn.executemany("insert into people values (?, ?, ?)",
+                         [(1, "ann", 1), (2, "bob", 0), (3, "cat", 1), (4, "dan", 1)])
+    job = create(workdir, "--sql", "select id, name from people where active = 1 order by id",
+                 "--sql-db", f"sqlite:///{db}", "--key", "id", "--command", UPPER)
+    ok("start", str(job), "--skip-test", cwd=workdir)
+    wait_ok(job, workdir)
+    rows = results(job, workdir)
+    assert [(r["id"], r["name"], r["output"]) for r in rows] == [(1, "ann", "ANN"), (3, "cat", "CAT"),
+                                                                 (4, "dan", "DAN")]
+
+
+def test_python_generator_source_with_args(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "gen_people.py").write_text(
+        "def people(count='2', prefix='p'):\n"
+        "    for i in range(int(count)):\n"
+        "        yield {'id': i, 'name': f'{prefix}{i}'}\n")
+    created = ok_json("create", "--name", "gen", "--python", "gen_people:people", "--source-arg", "count=4",
+                      "--source-arg", "prefix=q", "--command", UPPER, cwd=workdir)
+    assert created["units"] == 4
+    rows = results(created["job_id"], workdir)
+    assert [(r["id"], r["name"]) for r in rows] == [(0, "q0"), (1, "q1"), (2, "q2"), (3, "q3")]
+
+
+def test_key_field_and_sync_add_only_new_items(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+    source = workdir / "tickets.csv"
+    source.write_text("id,name\n10,ann\n11,bob\n12,cat\n")
+    job = str(create(workdir, "--csv", "tickets.csv", "--key", "id", "--command", UPPER))
+    assert ok_json("sync", job, cwd=workdir) == {"added": 0, "existing": 3}
+
+    # rows appended; an existing row edited (same key): only the new keys become units
+    source.write_text("id,name\n10,ann-edited\n11,bob\n12,cat\n13,dan\n14,eve\n")
+    assert ok_json("sync", job, cwd=workdir) == {"added": 2, "existing": 3}
+    assert ok_json("sync", job, cwd=workdir) == {"added": 0, "existing": 5}
+
+    rows = results(int(job), workdir)
+    assert [(r["key"], r["name"]) for r in rows] == [("10", "ann"), ("11", "bob"), ("12", "cat"), ("13", "dan"),
+                                                     ("14", "eve")]
+    assert ok_json("show", job, "13", cwd=workdir)["payload"] == {"id": "13", "name": "dan"}  # unit by key
+    ok("start", job, "--skip-test", cwd=workdir)
+    wait_ok(int(job), workdir)
+    assert [r["output"] for r in results(int(job), workdir)] == ["ANN", "BOB", "CAT", "DAN", "EVE"]
+
+
+def test_intent_prompt_is_shown_at_create_time(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    intent = "Decide whether this person is a toddler"
+    result = ok("create", "--name", "intent", "--csv", "names.csv", "--intent", intent, "--command", ECHO_PROMPT,
+                cwd=workdir)
+    job_id = int(result.stdout)
+    template = orch.job(job_id).prompt_template
+    assert template and intent in template and template != intent
+    shown = " ".join(result.stderr.replace("│", " ").split())
+    assert intent in shown
+    assert " ".join(template.split()) in shown  # the whole synthesized prompt, not a cropped panel
+    assert "ann" in shown and "age" in shown  # the first item's fields, rendered
+
+    ok("start", str(job_id), cwd=workdir)
+    unit = orch.unit(job_id, orch.status(job_id)["test_unit_id"])
+    assert intent in unit["output"] and "ann" in unit["output"]

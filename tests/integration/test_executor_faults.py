@@ -1,0 +1,167 @@
+"""The delivery guarantee under faults, with real detached executors and real agent processes:
+kill -9, SIGTERM, double signals, concurrent resumes, hanging units."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentic_batch.spec import JobSpec
+from tests.fixtures.abp import ABP, processes_with, wait_status, wait_until
+
+SPAWNER = Path(__file__).resolve().parents[1] / "fixtures" / "spawner.py"
+
+
+def write_jsonl(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "name": f"n{i}"}) + "\n" for i in range(n)))
+    return path
+
+
+def spawner_job(orch, workdir: Path, marker: str, n: int, seconds: float, **kw) -> int:  # type: ignore[no-untyped-def]
+    data = write_jsonl(workdir / "items.jsonl", n)
+    spec = JobSpec(name="faults", source={"kind": "jsonl", "path": str(data), "key": "id"}, worker="command",
+                   worker_options={"command": f"{sys.executable} {SPAWNER} {marker} {{{{ row.id }}}} {seconds}"},
+                   **kw)
+    return orch.create(spec, cwd=workdir).job_id
+
+
+def executor_pid(orch, job_id: int) -> int:  # type: ignore[no-untyped-def]
+    return wait_until(lambda: orch.status(job_id)["executor"]["pid"] if orch.status(job_id)["executor"]["state"]
+                      == "running" else None, what="a running executor")
+
+
+def test_kill_9_then_resume_completes_every_unit_once_and_leaves_no_orphans(orch, workdir: Path) -> None:
+    marker = f"abp-kill9-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=9, seconds=1.5, concurrency=3)
+    orch.start(job, skip_test=True)
+    pid = executor_pid(orch, job)
+    wait_until(lambda: orch.status(job)["completed"] >= 3 and len(processes_with(marker)) >= 3,
+               timeout=60, what="some units done and others in flight")
+    os.kill(pid, signal.SIGKILL)
+    # the watchdog kills the agents' whole process groups, grandchildren included
+    wait_until(lambda: not processes_with(marker), timeout=10, what="no orphan agent processes")
+    status = orch.status(job)
+    assert status["status"] == "RUNNING" and status["executor"]["state"] == "stopped"
+    assert status["running"] > 0  # units still leased by the dead executor
+
+    orch.resume(job)  # reclaims the dead executor's units at once (no lease wait: lease is 30 s)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=90)
+    assert final["status"] == "COMPLETED"
+    assert final["completed"] == 9 and final["running"] == 0 and final["pending"] == 0
+    rows = orch.results(job)
+    assert sorted(r["output"] for r in rows) == sorted(str(i) for i in range(9))
+    assert any(r["attempts"] == 2 for r in rows)  # the units that were in flight ran again
+    assert any("returned to PENDING" in line["message"] for line in orch.logs(job, level="warning"))
+    assert not processes_with(marker)
+
+
+def test_sigterm_pauses_and_in_flight_units_finish(orch, workdir: Path) -> None:
+    marker = f"abp-term-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=10, seconds=1.0, concurrency=2)
+    orch.start(job, skip_test=True)
+    pid = executor_pid(orch, job)
+    wait_until(lambda: orch.status(job)["completed"] >= 2, timeout=60, what="two units done")
+    os.kill(pid, signal.SIGTERM)
+    paused = wait_status(orch, job, {"PAUSED"}, timeout=30)
+    assert paused["running"] == 0 and paused["pause_reason"] == "stopped"
+    assert paused["completed"] + paused["pending"] == 10
+    assert paused["executor"]["state"] == "stopped"
+    assert not processes_with(marker)
+    orch.resume(job)
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 10
+
+
+def test_second_signal_cancels_in_flight_units_at_once(orch, workdir: Path) -> None:
+    marker = f"abp-term2-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=4, seconds=60, concurrency=2)
+    orch.start(job, skip_test=True)
+    pid = executor_pid(orch, job)
+    wait_until(lambda: len(processes_with(marker)) >= 2, timeout=30, what="agents running")
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    paused = wait_status(orch, job, {"PAUSED"}, timeout=15)  # well before the 10 s grace or the 60 s units
+    assert paused["pending"] == 4 and paused["running"] == 0
+    wait_until(lambda: not processes_with(marker), timeout=10, what="agents killed")
+
+
+def test_stop_command_pauses_through_the_store(orch, workdir: Path) -> None:
+    job = spawner_job(orch, workdir, f"abp-stop-{uuid.uuid4().hex[:8]}", n=6, seconds=0.5, concurrency=2)
+    orch.start(job, skip_test=True)
+    executor_pid(orch, job)
+    orch.stop(job)
+    paused = wait_status(orch, job, {"PAUSED", "COMPLETED"}, timeout=30)
+    assert paused["running"] == 0
+
+
+def test_concurrent_resumes_start_one_executor(orch, workdir: Path) -> None:
+    job = spawner_job(orch, workdir, f"abp-res-{uuid.uuid4().hex[:8]}", n=6, seconds=1.0, concurrency=2)
+    orch.store.update_job(job, status="PAUSED", started_at=time.time())
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def resume() -> None:
+        results.append(subprocess.run([*ABP, "resume", str(job), "--json"], capture_output=True, text=True,
+                                      timeout=60))
+
+    threads = [threading.Thread(target=resume) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    pids = {json.loads(r.stdout)["executor"]["pid"] for r in results}
+    assert len(pids) == 1
+    assert len(orch.store.list_executors(job)) == 1
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 6
+
+
+def test_a_second_executor_on_the_same_host_exits_at_once(orch, workdir: Path) -> None:
+    job = spawner_job(orch, workdir, f"abp-dup-{uuid.uuid4().hex[:8]}", n=3, seconds=2.0, concurrency=1)
+    orch.start(job, skip_test=True)
+    executor_pid(orch, job)
+    second = subprocess.run([*ABP, "executor", str(job)], capture_output=True, text=True, timeout=30)
+    assert second.returncode == 0 and "already runs" in second.stdout
+    assert len(orch.store.list_executors(job)) == 1
+
+
+def test_hanging_unit_is_killed_with_its_children_retried_then_failed(orch, workdir: Path) -> None:
+    marker = f"abp-hang-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=1, seconds=120, concurrency=1, timeout_s=1.0, max_retries=1)
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"FAILED", "COMPLETED"}, timeout=60)
+    assert final["status"] == "FAILED"
+    [row] = orch.results(job)
+    assert row["attempts"] == 2 and "timed out after 1s" in row["error"] and row["error_class"] == "retryable"
+    assert not processes_with(marker)
+
+
+def test_executor_runs_detached_in_its_own_session(orch, workdir: Path) -> None:
+    job = spawner_job(orch, workdir, f"abp-sid-{uuid.uuid4().hex[:8]}", n=2, seconds=1.0, concurrency=1)
+    orch.start(job, skip_test=True)
+    pid = executor_pid(orch, job)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[3]) == pid  # session id == its own pid: setsid, no controlling terminal of ours
+    assert int(stat[3]) != os.getsid(0)
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 2
+
+
+@pytest.mark.parametrize("reason", ["cancel"])
+def test_cancel_kills_agents_and_cancels_pending_units(orch, workdir: Path, reason: str) -> None:
+    marker = f"abp-cancel-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=5, seconds=60, concurrency=2)
+    orch.start(job, skip_test=True)
+    wait_until(lambda: len(processes_with(marker)) >= 2, timeout=30, what="agents running")
+    status = orch.cancel(job)
+    assert status["status"] == "CANCELLED" and status["cancelled"] == 5
+    wait_until(lambda: not processes_with(marker), timeout=15, what="agents killed")
+    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    assert orch.status(job)["status"] == "CANCELLED"

@@ -1,0 +1,153 @@
+"""The job state machine through the service layer, with real detached executors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
+from agentic_batch.spec import JobSpec
+from tests.fixtures.abp import wait_status
+from tests.fixtures.funcs import ref
+
+
+def jsonl(workdir: Path, rows: list[dict]) -> str:  # type: ignore[type-arg]
+    path = workdir / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def python_job(orch, workdir: Path, func: str, n: int = 4, **kw) -> int:  # type: ignore[no-untyped-def]
+    rows = kw.pop("rows", None) or [{"id": i, "name": f"n{i}"} for i in range(n)]
+    spec = JobSpec(name=kw.pop("name", "life"), source={"kind": "jsonl", "path": jsonl(workdir, rows), "key": "id",
+                                                        **kw.pop("source", {})},
+                   worker="python", worker_options={"function": ref(func)}, **kw)
+    return orch.create(spec, cwd=workdir).job_id
+
+
+def test_test_first_then_approve_runs_the_rest_once(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "echo", prompt="hello {{ row.name }}")
+    report = orch.start(job)
+    assert report["status"] == "COMPLETED" and report["output"] == "0:hello n0"
+    assert orch.status(job)["status"] == "TESTING"
+    assert [e["kind"] for e in report["events"]][0] == "start"
+    orch.approve(job)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert final["status"] == "COMPLETED" and final["completed"] == 4
+    test_unit = orch.unit(job, report["id"])
+    assert test_unit["attempts"] == 1  # approved test result kept, not run again
+
+
+def test_reject_edit_and_test_again(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "echo", prompt="v1 {{ row.name }}")
+    first = orch.start(job)
+    orch.reject(job)
+    assert orch.status(job)["status"] == "CREATED"
+    assert orch.unit(job, first["id"])["status"] == "PENDING"
+    orch.edit_prompt(job, "v2 {{ row.name }}")
+    second = orch.start(job)
+    assert second["id"] == first["id"] and second["output"] == "0:v2 n0"
+
+
+def test_edit_prompt_rejects_missing_fields_and_running_jobs(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "echo", prompt="x")
+    with pytest.raises(InvalidSpec, match="nope"):
+        orch.edit_prompt(job, "{{ row.nope }}")
+    orch.start(job, skip_test=True)
+    wait_status(orch, job, {"COMPLETED"})
+    with pytest.raises(IllegalState):
+        orch.edit_prompt(job, "y")
+
+
+def test_illegal_transitions_are_refused_without_changes(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "echo")
+    with pytest.raises(IllegalState, match="CREATED"):
+        orch.approve(job)
+    with pytest.raises(IllegalState):
+        orch.resume(job)
+    orch.start(job, skip_test=True)
+    wait_status(orch, job, {"COMPLETED"})
+    for action in (orch.approve, orch.reject, orch.stop, orch.resume, orch.cancel):
+        with pytest.raises(IllegalState):
+            action(job)
+    assert orch.status(job)["status"] == "COMPLETED"
+    with pytest.raises(NotFound):
+        orch.status(9999)
+
+
+def test_retry_failed_units_after_fixing_the_cause(orch, workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    monkeypatch.setenv("ABP_TEST_FLAG", str(flag))
+    job = python_job(orch, workdir, "flaky", n=3, max_retries=2)
+    orch.start(job, skip_test=True)
+    failed = wait_status(orch, job, {"FAILED", "COMPLETED"})
+    assert failed["status"] == "FAILED" and failed["failed"] == 3
+    assert all(r["attempts"] == 1 for r in orch.results(job))  # permanent: no retries spent
+    flag.write_text("ok")
+    orch.retry(job)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED" and done["completed"] == 3
+    with pytest.raises(IllegalState, match="no failed units"):
+        orch.retry(job)
+
+
+def test_retryable_errors_back_off_and_succeed(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "transient", n=2, max_retries=3)
+    orch.start(job, skip_test=True)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED"
+    rows = orch.results(job)
+    assert [r["output"] for r in rows] == ["ok after 3", "ok after 3"]
+    assert all(r["attempts"] == 3 for r in rows)
+    assert any("will retry" in line["message"] for line in orch.logs(job, level="warning"))
+
+
+def test_retries_exhausted_fail_the_unit(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "transient", n=1, max_retries=1)
+    orch.start(job, skip_test=True)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert done["status"] == "FAILED"
+    [row] = orch.results(job)
+    assert row["attempts"] == 2 and "ConnectionError" in row["error"]
+
+
+def test_reduce_with_a_function_that_reads_the_results(orch, workdir: Path) -> None:
+    rows = [{"id": i} for i in range(5)]
+    spec = JobSpec(name="reduce", source={"kind": "jsonl", "path": jsonl(workdir, rows), "key": "id"},
+                   worker="python", worker_options={"function": ref("count_results")},
+                   reduce_prompt="summarise {{ results_path | basename }} of {{ total }}")
+    job = orch.create(spec, cwd=workdir).job_id
+    orch.start(job, skip_test=True)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    assert done["reduce"]["output"] == "5 of 5 completed; prompt=summarise results.jsonl of 5"
+    assert "end" in [e.kind for e in orch.store.list_events(job_id=job, reduce=True)]
+
+
+def test_unit_priorities_decide_the_order(orch, workdir: Path) -> None:
+    rows = [{"id": 0, "p": "low"}, {"id": 1, "p": "normal"}, {"id": 2, "p": "critical"}, {"id": 3, "p": "high"}]
+    job = python_job(orch, workdir, "echo", rows=rows, concurrency=1, source={"priority_field": "p"})
+    orch.start(job, skip_test=True)
+    wait_status(orch, job, {"COMPLETED"})
+    units = sorted((orch.unit(job, str(r["unit_id"])) for r in orch.results(job)), key=lambda u: u["started_at"])
+    assert [u["payload"]["p"] for u in units] == ["critical", "high", "normal", "low"]
+
+
+def test_sync_adds_only_new_items(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "echo", n=3)
+    path = workdir / "items.jsonl"
+    path.write_text(path.read_text() + json.dumps({"id": 3, "name": "n3"}) + "\n")
+    assert orch.sync(job) == {"added": 1, "existing": 3}
+    assert orch.sync(job) == {"added": 0, "existing": 4}
+    assert orch.status(job)["total"] == 4
+
+
+def test_duplicate_items_become_one_unit(orch, workdir: Path) -> None:
+    rows = [{"id": 1, "name": "a"}, {"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    spec = JobSpec(name="dups", source={"kind": "jsonl", "path": jsonl(workdir, rows)}, worker="python",
+                   worker_options={"function": ref("echo")})
+    result = orch.create(spec, cwd=workdir)
+    assert result.units == 2 and result.duplicates == 1
