@@ -126,6 +126,10 @@ class JobSpec(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     reduce_prompt: str | None = None
+    #: JSON Schema every unit's output must match (asked for in the prompt, validated, retried).
+    output_schema: dict[str, Any] | None = None
+    #: Seconds a quota pause lasts when the provider gives no reset time.
+    quota_wait_s: float = Field(default=900.0, gt=0)
     #: Directory commands run in and relative paths resolve against (the caller's cwd by default).
     workdir: str | None = None
 

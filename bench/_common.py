@@ -119,10 +119,51 @@ def orchestrator() -> Any:
     return Orchestrator()
 
 
-def wait_final(orch: Any, job_id: int, timeout: float = 3600.0, poll: float = 0.1) -> Any:
+class ProcWatch:
+    """Samples a process from /proc while it lives: peak VmHWM/VmRSS and CPU seconds (user+sys).
+
+    The executor exits when its job ends, so the last sample taken before that is what we keep.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.hwm_kb = self.rss_kb = 0
+        self.cpu_s = 0.0
+        self.samples = 0
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def sample(self) -> bool:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        for line in status.splitlines():
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                kb = int(line.split()[1])
+                if line.startswith("VmHWM:"):
+                    self.hwm_kb = max(self.hwm_kb, kb)
+                else:
+                    self.rss_kb = max(self.rss_kb, kb)
+        fields = stat.rpartition(")")[2].split()
+        if fields[0] == "Z":  # exited, not yet reaped: counters are final but memory is gone
+            return False
+        self.cpu_s = (int(fields[11]) + int(fields[12])) / self._tick
+        self.samples += 1
+        return True
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.hwm_kb, self.rss_kb) / 1024
+
+
+def wait_final(orch: Any, job_id: int, timeout: float = 3600.0, poll: float = 0.1,
+               watch: ProcWatch | None = None) -> Any:
     """Poll the job row (cheap) until a final status; returns the JobRecord."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if watch is not None:
+            watch.sample()
         job = orch.store.get_job(job_id)
         if job.status in ("COMPLETED", "FAILED", "CANCELLED", "PAUSED"):
             return job

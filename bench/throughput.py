@@ -78,7 +78,8 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
     out, start_cli_s = c.abp("start", str(job_id), "--skip-test", "--json", cwd=tmp)
     pid = json.loads(out)["executor"]["pid"]
     spy = start_py_spy(pid, py_spy, rate) if py_spy else None
-    job = c.wait_final(orch, job_id, poll=0.05)
+    watch = c.ProcWatch(pid)
+    job = c.wait_final(orch, job_id, poll=0.05, watch=watch)
     if spy is not None:
         _, err = spy.communicate(timeout=60)
         if spy.returncode not in (0, None) and err:
@@ -92,7 +93,7 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
     total_s = job.finished_at - t_start
     return {"job_id": job_id, "create_s": create_s, "start_cli_s": start_cli_s, "total_s": total_s,
             "first_unit_s": first - t_start, "first_claim_s": claimed - t_start, "span_s": last - first,
-            "executor_pid": pid}
+            "executor_pid": pid, "executor_cpu_s": watch.cpu_s}
 
 
 def summarize_py_spy(path: Path, top: int = 25) -> None:
@@ -147,6 +148,8 @@ def main() -> None:
     print(f"  start -> job COMPLETED                   {sys_fig['total_s']:8.2f} s")
     print(f"  system units/s (start -> COMPLETED)      {system_rate:10,.0f}")
     print(f"  system units/s (first -> last finished)  {working_rate:10,.0f}")
+    print(f"  executor CPU (user+sys)                  {sys_fig['executor_cpu_s']:8.2f} s "
+          f"= {n / max(sys_fig['executor_cpu_s'], 1e-9):,.0f} units per CPU-second")
     print(f"  bare asyncio loop units/s (no store)     {bare_rate:10,.0f}   ({bare_s:.3f} s)")
     print(f"  overhead ratio bare/system               {bare_rate / system_rate:10,.1f}x "
           f"(working span: {bare_rate / working_rate:,.1f}x)")

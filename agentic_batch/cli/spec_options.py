@@ -76,6 +76,10 @@ JOB_PARAMS: list[inspect.Parameter] = [
          panel=RUN_PANEL),
     _opt(Optional[int], None, "--rpm", help="Model requests per minute, for the whole job.", panel=RUN_PANEL),
     _opt(Optional[int], None, "--tpm", help="Model tokens per minute, for the whole job.", panel=RUN_PANEL),
+    _opt(OptStr, None, "--output-schema", help="JSON Schema file: each unit must answer with matching JSON "
+         "(validated; invalid answers are retried with the error fed back).", panel=PROMPT_PANEL),
+    _opt(float, 900.0, "--quota-wait", help="Seconds to pause the job on a usage-quota error that gives no "
+         "reset time.", panel=RUN_PANEL),
     _opt(bool, False, JSON_OUTPUT_FLAG, help="Print the result as JSON.", panel=RUN_PANEL, hidden=True),
 ]
 
@@ -178,6 +182,8 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
         "max_retries": values["max_retries"], "timeout_s": values["timeout"], "priority": values["priority"],
         "budget_usd": values.get("budget_usd"), "rpm": values.get("rpm"), "tpm": values.get("tpm"),
         "reduce_prompt": values.get("reduce_prompt"), "workdir": str(Path.cwd()),
+        "quota_wait_s": values.get("quota_wait", 900.0),
+        "output_schema": _load_schema(values["output_schema"]) if values.get("output_schema") else None,
     }
     from pydantic import ValidationError
 
@@ -194,6 +200,16 @@ def _flagify(message: str) -> str:
                         ("max-retries", "--max-retries"), ("budget-usd", "--budget-usd")):
         message = message.replace(f"{field}:", f"{flag}:")
     return message
+
+
+def _load_schema(path: str) -> Any:
+    import json
+
+    text = read_text_file(path, "--output-schema")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidSpec(f"--output-schema {path} is not JSON: line {exc.lineno}: {exc.msg}") from None
 
 
 def _kv_pairs(pairs: list[str]) -> dict[str, str]:

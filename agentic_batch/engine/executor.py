@@ -21,12 +21,13 @@ from typing import Any
 
 from agentic_batch.config import Settings, load_settings
 from agentic_batch.engine.hostlock import HostLock, spawn_guard
+from agentic_batch.engine.limits import AdaptiveLimit, Budget, RateGate, is_rate_limit
 from agentic_batch.engine.procs import hostname, pid_start_token
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.errors import AbpError
-from agentic_batch.store import JobRecord, Store, open_store
+from agentic_batch.store import JobRecord, Store, UnitResult, open_store
 from agentic_batch.workers import get_worker_kind
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Executor:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-store")
         self._wake: asyncio.Event | None = None
         self._signals = 0
+        self.pause_reason = "stopped"
+        self.hold_until: float | None = None
 
     async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a store call on the single store thread (SQLite wants one writer; the loop stays free)."""
@@ -86,7 +89,7 @@ class Executor:
                     again = self._still_wanted(lock)
                     if again is None:
                         return code
-                    job, self.mode, self._signals = again, RUN, 0
+                    job, self.mode, self._signals, self.pause_reason = again, RUN, 0, "stopped"
             finally:
                 self.store.set_executor_state(self.id, "stopped")
         finally:
@@ -165,7 +168,9 @@ class Executor:
                 await self.db(self.store.update_job, self.job_id, expect=["RUNNING"], status="FAILED",
                               error=exc.one_line(), finished_at=time.time())
                 return 1
-            runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id)
+            self.gate = RateGate(job.rpm, job.tpm)
+            runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
+                                gate=self.gate)
             try:
                 await self._pool_loop(job, runner, recorder)
                 await recorder.flush()
@@ -183,16 +188,26 @@ class Executor:
 
     async def _pool_loop(self, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
         assert self._wake is not None
+        limit = AdaptiveLimit(job.concurrency)
+        totals = await self.db(self.store.unit_totals, self.job_id)
+        counts = await self.db(self.store.count_units, self.job_id)
+        budget = Budget(job.budget_usd, totals["cost_usd"], counts["COMPLETED"] + counts["FAILED"])
         inflight: dict[asyncio.Task[Any], int] = {}
         while self.mode == RUN:
-            free = job.concurrency - len(inflight)
             held = self.hold_until is not None and self.hold_until > time.time()
+            free = budget.how_many(len(inflight), limit.value() - len(inflight))
             if free > 0 and not held:
                 claimed = await self.db(self.store.claim_units, self.id, [self.job_id], free,
                                         self.settings.lease_seconds)
                 for unit in claimed:
                     inflight[asyncio.create_task(runner.run_unit(unit))] = unit.id
             if not inflight:
+                if budget.how_many(0, 1) == 0:
+                    recorder.log(self.job_id, "warning", f"budget reached: ${budget.spent:.4f} of "
+                                 f"${budget.limit:.4f} spent; job paused", executor_id=self.id)
+                    self.pause_reason = "budget"
+                    self.request(STOP, "budget reached")
+                    break
                 if await self._nothing_left(recorder):
                     return
                 await self._idle_wait(held)
@@ -202,9 +217,25 @@ class Executor:
             done, _ = await asyncio.wait({*inflight, waiter}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in done:
-                if task is not waiter:
-                    inflight.pop(task, None)
+                if task is waiter:
+                    continue
+                inflight.pop(task, None)
+                await self._account(task.result(), budget, limit, recorder)
         await self._drain(inflight, recorder)
+
+    async def _account(self, result: UnitResult, budget: Budget, limit: AdaptiveLimit, recorder: Recorder) -> None:
+        """Feed an attempt's result to the budget, the adaptive limit and the quota hold."""
+        budget.record(result.cost_usd, result.status in ("COMPLETED", "FAILED"))
+        if result.error and is_rate_limit(result.error) and limit.rate_limited():
+            recorder.log(self.job_id, "warning", f"rate limited: in-flight limit lowered to {limit.current}",
+                         executor_id=self.id)
+        if result.error_class == "quota" and result.not_before:
+            until = max(result.not_before, self.hold_until or 0.0)
+            self.hold_until = until
+            await self.db(self.store.update_job, self.job_id, hold_until=until)
+            recorder.log(self.job_id, "warning", "quota reached: no new units until "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))} ({result.error})",
+                         executor_id=self.id)
 
     async def _nothing_left(self, recorder: Recorder) -> bool:
         await recorder.flush()
@@ -262,7 +293,7 @@ class Executor:
             return
         if self.mode in (STOP, ABORT):
             changed = await self.db(self.store.update_job, self.job_id, expect=["RUNNING"], status="PAUSED",
-                                    control=None, pause_reason="stopped")
+                                    control=None, pause_reason=self.pause_reason)
             if not changed:  # someone already paused it (or it was cancelled): just clear the request
                 await self.db(self.store.update_job, self.job_id, control=None)
             recorder.log(self.job_id, "info", "executor stopped: job paused", executor_id=self.id)

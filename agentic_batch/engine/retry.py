@@ -16,7 +16,8 @@ def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | N
 
 
 def decide(outcome: UnitOutcome, *, unit_id: int, attempt: int, error_count: int, max_retries: int,
-           prompt: str | None, retry_base: float, retry_cap: float, now: float | None = None) -> UnitResult:
+           prompt: str | None, retry_base: float, retry_cap: float, now: float | None = None,
+           quota_wait: float | None = None) -> UnitResult:
     """Turn an attempt's outcome into the unit's next state.
 
     retryable: back to PENDING after a backoff (or the server's retry-after) until `max_retries`
@@ -34,7 +35,7 @@ def decide(outcome: UnitOutcome, *, unit_id: int, attempt: int, error_count: int
     if error_class is ErrorClass.permanent:
         return UnitResult(status="FAILED", count_error=True, **failed)
     if error_class is ErrorClass.quota:
-        wait = outcome.retry_after if outcome.retry_after is not None else retry_cap
+        wait = outcome.retry_after if outcome.retry_after else (quota_wait if quota_wait is not None else retry_cap)
         return UnitResult(status="PENDING", not_before=now + wait, **failed)
     errors = error_count + 1
     if errors > max_retries:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.config import Settings
+from agentic_batch.engine import structured
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.reaper import Reaper, UnitProcesses
 from agentic_batch.engine.retry import decide
@@ -69,6 +70,10 @@ class UnitRunner:
         except AbpError as exc:
             emit("error", {"error": exc.one_line(), "error_class": "permanent"})
             return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent), None
+        schema = self.job.output_schema if unit_id is not None else None
+        if schema is not None and prompt is not None:
+            schema_feedback = feedback if feedback and feedback.startswith(structured.SCHEMA_ERROR) else None
+            prompt += structured.instructions(schema, schema_feedback)
         workspace = unit_workspace(self.settings, self.job, payload)
         processes = UnitProcesses(self.reaper)
         ctx = UnitContext(
@@ -96,6 +101,8 @@ class UnitRunner:
         finally:
             processes.kill_all()
             self.recorder.forget(self.job.id, unit_id, attempt)
+        if schema is not None:
+            outcome = structured.apply_schema(outcome, schema)
         if outcome.error:
             emit("error", {"error": outcome.error, "error_class": (outcome.error_class or "retryable"),
                            "duration_s": round(time.monotonic() - started, 3)})
@@ -110,7 +117,8 @@ class UnitRunner:
             template=self.job.prompt_template, feedback=unit.error if unit.attempt > 1 else None)
         result = decide(outcome, unit_id=unit.id, attempt=unit.attempt, error_count=unit.error_count,
                         max_retries=self.job.max_retries, prompt=prompt,
-                        retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds)
+                        retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds,
+                        quota_wait=self.job.quota_wait_s or 900.0)
         self.recorder.result(result)
         if result.status != "COMPLETED":
             level = "error" if result.status == "FAILED" else "warning"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.engine.procs import hostname, process_alive
+from agentic_batch.engine.structured import check_schema
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.prompts import compile_template, synthesize, validate
 from agentic_batch.sources import describe_source, iter_items, resolve_spec
@@ -89,6 +90,8 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
                             job={"id": 0, "name": spec.name})
     if spec.reduce_prompt is not None:
         validate(spec.reduce_prompt, [REDUCE_SAMPLE], what="reduce prompt", unit={}, job={"id": 0, "name": spec.name})
+    if spec.output_schema is not None:
+        check_schema(spec.output_schema)
     if kind.check is not None:
         kind.check(options, template, workdir)
 
@@ -99,6 +102,7 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
         worker_options=options.model_dump(mode="json", exclude_none=True), concurrency=spec.concurrency,
         max_retries=spec.max_retries, timeout_s=spec.timeout_s, priority=spec.priority.rank,
         budget_usd=spec.budget_usd, rpm=spec.rpm, tpm=spec.tpm, reduce_prompt=spec.reduce_prompt,
+        output_schema=spec.output_schema, quota_wait_s=spec.quota_wait_s,
         workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
     )
     try:

@@ -46,6 +46,8 @@ class JobRecord:
     test_unit_id: int | None
     creator_pid: int | None = None
     creator_host: str | None = None
+    output_schema: dict[str, Any] | None = None
+    quota_wait_s: float | None = None
 
 
 @dataclass(slots=True)

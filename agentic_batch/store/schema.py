@@ -47,6 +47,10 @@ jobs = sa.Table(
     sa.Column("test_unit_id", sa.Integer),
     sa.Column("creator_pid", sa.Integer),
     sa.Column("creator_host", sa.String(255)),
+    # JSON Schema the output of every unit must match (the engine asks for and validates JSON).
+    sa.Column("output_schema", sa.JSON),
+    # How long a quota pause lasts when the provider does not say when the quota resets.
+    sa.Column("quota_wait_s", sa.Float),
     sa.Index("ix_jobs_status", "status"),
 )
 

@@ -123,7 +123,9 @@ def test_test_first_reject_edit_approve(workdir: Path, orch, names_csv: Path) ->
 
     ok("edit", job, "--prompt", "Bye {{ row.name }}", cwd=workdir)
     retested = ok("start", job, cwd=workdir)
-    assert "Bye ann" in retested.stdout and "Hello" not in retested.stdout
+    assert "Bye ann" in retested.stdout  # (the conversation still lists attempt 1, said "Hello ann")
+    unit = ok_json("show", job, test_unit, cwd=workdir)
+    assert (unit["prompt"], unit["output"], unit["attempts"]) == ("Bye ann", "Bye ann", 2)
     assert ok_json("status", job, cwd=workdir)["status"] == "TESTING"
 
     approved = ok("start", job, "--approve", cwd=workdir)

@@ -151,3 +151,35 @@ def test_duplicate_items_become_one_unit(orch, workdir: Path) -> None:
                    worker_options={"function": ref("echo")})
     result = orch.create(spec, cwd=workdir)
     assert result.units == 2 and result.duplicates == 1
+
+
+def test_budget_pauses_the_job(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "priced", n=20, concurrency=2, budget_usd=0.5)
+    orch.start(job, skip_test=True)
+    paused = wait_status(orch, job, {"PAUSED", "COMPLETED"})
+    assert paused["status"] == "PAUSED" and paused["pause_reason"] == "budget"
+    assert paused["cost_usd"] <= 0.5 + 0.2 + 1e-9  # never more than the in-flight units over
+    assert paused["completed"] < 20 and paused["projected_cost_usd"] == pytest.approx(2.0)
+    assert any("budget reached" in line["message"] for line in orch.logs(job, level="warning"))
+
+
+def test_quota_error_holds_the_job_then_it_continues_by_itself(orch, workdir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    monkeypatch.setenv("ABP_TEST_FLAG", str(tmp_path / "quota"))
+    job = python_job(orch, workdir, "quota_once", n=3, concurrency=1, max_retries=0)
+    orch.start(job, skip_test=True)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert done["status"] == "COMPLETED" and done["failed"] == 0  # max_retries=0, yet no retry was spent
+    assert any("quota reached" in line["message"] for line in orch.logs(job, level="warning"))
+
+
+def test_structured_output_is_validated_and_retried_with_feedback(orch, workdir: Path) -> None:
+    schema = {"type": "object", "required": ["label", "score"],
+              "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}
+    job = python_job(orch, workdir, "jsonish", n=2, prompt="classify {{ row.name }}", output_schema=schema)
+    orch.start(job, skip_test=True)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", orch.results(job)
+    rows = orch.results(job)
+    assert all(r["data.label"] == "spam" and r["data.score"] == 0.9 and r["attempts"] == 2 for r in rows)
