@@ -68,6 +68,7 @@ def abp(*args: str, cwd: Path | None = None) -> tuple[str, float]:
     """Run `python -m agentic_batch ARGS` (the `abp` CLI); returns (stdout, wall seconds)."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", *args], capture_output=True, text=True,
+                          check=False,
                           cwd=cwd, env=os.environ.copy())
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -182,4 +183,5 @@ def query_one(sql: str, *params: Any) -> Any:
 
 
 def machine() -> str:
-    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}"
+    return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+            f"{platform.machine()}")

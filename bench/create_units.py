@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+import _common as c
 
 PROMPT = "Summarise {{ title }}"
 FILE_PROMPT = "Summarise {{ path }}"
@@ -61,8 +61,8 @@ def measure(label: str, n: int, make_source, cli_flags, service_source, prompt: 
                 raise SystemExit(f"{label} {how}: expected {n} units, got {units}")
             db_mb = sum(p.stat().st_size for p in home.glob("batch.db*")) / 2**20
             rows.append((label, how, units, seconds, units / seconds, db_mb))
-            print(f"  {label:<6} {how:<8} {units:>9,} units {seconds:8.2f} s {units / seconds:>10,.0f} units/s"
-                  f"   store {db_mb:6.1f} MB", flush=True)
+            print(f"  {label:<6} {how:<8} {units:>9,} units {seconds:8.2f} s "
+                  f"{units / seconds:>10,.0f} units/s, store {db_mb:6.1f} MB", flush=True)
 
 
 def main() -> None:
@@ -71,7 +71,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20_000, help="small files for the --files source (0: skip)")
     args = ap.parse_args()
     n, f = args.units, args.files
-    print(f"create_units: {n:,} JSONL/CSV items, {f:,} files — {c.machine()}, {datetime.datetime.now():%Y-%m-%d %H:%M}")
+    print(f"create_units: {n:,} JSONL/CSV items, {f:,} files — {c.machine()}, "
+          f"{datetime.datetime.now():%Y-%m-%d %H:%M}")
     rows: list = []
     measure("jsonl", n, lambda d: c.write_jsonl(d / "items.jsonl", n),
             lambda d: ["--jsonl", str(d / "items.jsonl")],

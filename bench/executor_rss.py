@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+import _common as c
 
 
 def measure(units: int, concurrency: int, sleep_ms: float, poll: float) -> dict:
@@ -68,7 +68,8 @@ def main() -> None:
         row = measure(units, args.concurrency, args.sleep_ms, args.poll_ms / 1000)
         rows.append(row)
         print(f"  {units:>9,} units: run {row['seconds']:7.1f} s, RSS at start {row['startup_mb']:6.1f} MB, "
-              f"peak VmHWM {row['hwm_mb']:6.1f} MB, max VmRSS {row['rss_mb']:6.1f} MB ({row['samples']} samples)",
+              f"peak VmHWM {row['hwm_mb']:6.1f} MB, max VmRSS {row['rss_mb']:6.1f} MB "
+              f"({row['samples']} samples)",
               flush=True)
     print("\n| units | run (s) | RSS after start (MB) | peak RSS (MB) |\n|---:|---:|---:|---:|")
     for row in rows:

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+import _common as c
+import spy_report
 
 
 def bare_loop(noop_file: Path, func_name: str, units: int, concurrency: int) -> float:
@@ -64,15 +65,16 @@ def bare_loop(noop_file: Path, func_name: str, units: int, concurrency: int) -> 
 def start_py_spy(pid: int, out: Path, rate: int) -> subprocess.Popen:
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
-                             "--nonblocking", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurrency: int,
                py_spy: Path | None, rate: int) -> dict:
     source = c.write_jsonl(tmp / "items.jsonl", units)
-    job_id, create_s = c.create_job("--name", "bench-throughput", "--jsonl", str(source), "--worker", "python",
-                                    "--function", f"{noop_file}:{func_name}", "--concurrency", str(concurrency),
-                                    cwd=tmp)
+    job_id, create_s = c.create_job("--name", "bench-throughput", "--jsonl", str(source),
+                                    "--worker", "python", "--function", f"{noop_file}:{func_name}",
+                                    "--concurrency", str(concurrency), cwd=tmp)
     orch = c.orchestrator()
     t_start = time.time()
     out, start_cli_s = c.abp("start", str(job_id), "--skip-test", "--json", cwd=tmp)
@@ -96,33 +98,12 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
             "executor_pid": pid, "executor_cpu_s": watch.cpu_s}
 
 
-def summarize_py_spy(path: Path, top: int = 25) -> None:
-    """Cumulative and self shares of sampled stacks (py-spy raw/collapsed format)."""
-    cumulative: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
-        frames = [f.replace(str(Path.cwd()) + "/", "") for f in stack.split(";")]
-        total += count
-        for name in set(frames):
-            cumulative[name] = cumulative.get(name, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-    print(f"\npy-spy: {total} samples (non-idle, all threads)")
-    for title, table in (("cumulative", cumulative), ("self", own)):
-        print(f"  top {top} by {title} share:")
-        for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
-            print(f"    {100 * count / total:5.1f}%  {name}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--units", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--sync", action="store_true", help="use the sync no-op (runs in a thread) instead of async")
+    ap.add_argument("--sync", action="store_true", 
+                    help="use the sync no-op (runs in a thread) instead of async")
     ap.add_argument("--sleep-ms", type=float, default=0.0, help="make the no-op sleep this long")
     ap.add_argument("--py-spy", type=Path, help="sample the executor with py-spy into this raw file")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
@@ -154,7 +135,8 @@ def main() -> None:
     print(f"  overhead ratio bare/system               {bare_rate / system_rate:10,.1f}x "
           f"(working span: {bare_rate / working_rate:,.1f}x)")
     if args.py_spy:
-        summarize_py_spy(args.py_spy)
+        print()
+        spy_report.report(args.py_spy)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,15 @@ from agentic_batch.workers import get_worker_kind
 log = logging.getLogger(__name__)
 
 
+def _configure_logging() -> None:
+    """The executor's stdout is its log file: timestamps, warnings and up. The Claude SDK logs every
+    failed unit as a fatal reader error; the unit's own error already says it, so that logger is muted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("claude_agent_sdk._internal.query").setLevel(logging.CRITICAL)
+    for noisy in ("httpx", "httpcore", "mcp", "openai", "anthropic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 async def close_worker(worker: object) -> None:
     """Workers holding clients (HTTP pools, SDK sessions) may offer `aclose()`; call it once at the end."""
     aclose = getattr(worker, "aclose", None)
@@ -70,6 +79,7 @@ class Executor:
 
     def run(self) -> int:
         """Run until the job is done, stopped or cancelled. Returns a process exit code."""
+        _configure_logging()
         lock = HostLock(self.settings.run_dir, self.job_id)
         if not lock.acquire():
             print(f"abp: an executor for job {self.job_id} already runs on this host; nothing to do", flush=True)

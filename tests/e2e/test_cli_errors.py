@@ -8,14 +8,15 @@ traceback, and leave the store as it was: no job, no units, no changed status.
 from __future__ import annotations
 
 import json
-import subprocess
 import sqlite3
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from agentic_batch.service import Orchestrator
 from tests.fixtures.abp import abp, processes_with, wait_status, wait_until
 
 UPPER = "python3 -c 'import sys; print(sys.argv[1].upper())' {{ row.name }}"
@@ -46,7 +47,7 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) 
         assert needle in result.stderr, f"{needle!r} not in {result.stderr!r}"
 
 
-def row_count(orch, table_name: str) -> int:  # type: ignore[no-untyped-def]
+def row_count(orch: Orchestrator, table_name: str) -> int:
     """Rows in a store table, every status included (also hidden CREATING jobs)."""
     from agentic_batch.store import schema
 
@@ -55,7 +56,7 @@ def row_count(orch, table_name: str) -> int:  # type: ignore[no-untyped-def]
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-def assert_nothing_written(orch, cwd: Path) -> None:  # type: ignore[no-untyped-def]
+def assert_nothing_written(orch: Orchestrator, cwd: Path) -> None:
     listed = abp("list", "--json", cwd=cwd)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == []
@@ -83,27 +84,27 @@ def names_csv(workdir: Path) -> Path:
 # -- create: sources -----------------------------------------------------------------------------
 
 
-def test_glob_matching_nothing(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_glob_matching_nothing(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "a.txt").write_text("x\n")
     result = create(workdir, "--files", "*.nope", "--command", "wc -w {{ path }}")
     assert_one_line_error(result, "no files match", "*.nope")
     assert_nothing_written(orch, workdir)
 
 
-def test_missing_csv_file(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_missing_csv_file(workdir: Path, orch: Orchestrator) -> None:
     result = create(workdir, "--csv", "missing.csv", "--command", UPPER)
     assert_one_line_error(result, "missing.csv", "does not exist")
     assert_nothing_written(orch, workdir)
 
 
-def test_malformed_csv_names_the_line(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_csv_names_the_line(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "bad.csv").write_text("name,age\nann,3\nbob,4\ncat,5,extra\ndan,6\n")
     result = create(workdir, "--csv", "bad.csv", "--command", UPPER)
     assert_one_line_error(result, "line 4", "bad.csv")
     assert_nothing_written(orch, workdir)
 
 
-def test_malformed_csv_deep_in_the_file_writes_nothing(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_csv_deep_in_the_file_writes_nothing(workdir: Path, orch: Orchestrator) -> None:
     """The bad row comes after the preview items: the half-inserted job must be rolled back."""
     rows = "".join(f"n{i},{i}\n" for i in range(20))
     (workdir / "late.csv").write_text("name,age\n" + rows + "bad,1,2\n")
@@ -112,21 +113,21 @@ def test_malformed_csv_deep_in_the_file_writes_nothing(workdir: Path, orch) -> N
     assert_nothing_written(orch, workdir)
 
 
-def test_malformed_json_names_the_line(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_names_the_line(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "bad.json").write_text('[\n  {"name": "ann"},\n  {"name": "bob",}\n]\n')
     result = create(workdir, "--json", "bad.json", "--command", UPPER)
     assert_one_line_error(result, "line 3", "bad.json")
     assert_nothing_written(orch, workdir)
 
 
-def test_malformed_jsonl_names_the_line(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_jsonl_names_the_line(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "bad.jsonl").write_text('{"name": "ann"}\n{"name": "bob"}\n{"name": "cat"\n')
     result = create(workdir, "--jsonl", "bad.jsonl", "--command", UPPER)
     assert_one_line_error(result, "line 3", "bad.jsonl")
     assert_nothing_written(orch, workdir)
 
 
-def test_sql_error_unknown_table(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_sql_error_unknown_table(workdir: Path, orch: Orchestrator) -> None:
     db = workdir / "data.db"
     with sqlite3.connect(db) as conn:
         conn.execute("create table people (id integer, name text)")
@@ -137,14 +138,14 @@ def test_sql_error_unknown_table(workdir: Path, orch) -> None:  # type: ignore[n
     assert_nothing_written(orch, workdir)
 
 
-def test_python_source_unknown_module(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_python_source_unknown_module(workdir: Path, orch: Orchestrator) -> None:
     module = f"abp_no_such_module_{uuid.uuid4().hex[:8]}"
     result = create(workdir, "--python", f"{module}:items", "--command", UPPER)
     assert_one_line_error(result, module)
     assert_nothing_written(orch, workdir)
 
 
-def test_python_source_unknown_function(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_python_source_unknown_function(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "gen_items.py").write_text("def items():\n    yield {'name': 'ann'}\n")
     result = create(workdir, "--python", "gen_items:no_such_function", "--command", UPPER)
     assert_one_line_error(result, "no_such_function")
@@ -154,27 +155,28 @@ def test_python_source_unknown_function(workdir: Path, orch) -> None:  # type: i
 # -- create: workers -----------------------------------------------------------------------------
 
 
-def test_python_worker_unknown_module(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_python_worker_unknown_module(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     module = f"abp_no_such_module_{uuid.uuid4().hex[:8]}"
     result = create(workdir, "--csv", names_csv.name, "--function", f"{module}:run")
     assert_one_line_error(result, module)
     assert_nothing_written(orch, workdir)
 
 
-def test_python_worker_unknown_function(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
-    (workdir / "handlers.py").write_text("def upper(payload, prompt=None):\n    return payload['name'].upper()\n")
+def test_python_worker_unknown_function(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
+    (workdir / "handlers.py").write_text("def upper(payload, prompt=None):\n"
+                                         "    return payload['name'].upper()\n")
     result = create(workdir, "--csv", names_csv.name, "--function", "handlers:no_such_function")
     assert_one_line_error(result, "no_such_function")
     assert_nothing_written(orch, workdir)
 
 
-def test_command_given_with_python_worker(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_command_given_with_python_worker(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--worker", "python", "--command", UPPER)
     assert_one_line_error(result, "--command", "python")
     assert_nothing_written(orch, workdir)
 
 
-def test_unknown_worker_kind(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_worker_kind(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--worker", "bogus", "--prompt", "{{ name }}")
     assert_one_line_error(result, "bogus")
     assert_nothing_written(orch, workdir)
@@ -183,20 +185,20 @@ def test_unknown_worker_kind(workdir: Path, orch, names_csv: Path) -> None:  # t
 # -- create: templates ---------------------------------------------------------------------------
 
 
-def test_template_syntax_error_names_the_line(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_template_syntax_error_names_the_line(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--prompt", "Hello {{ name }}\n{% if %} oops",
                     "--command", "echo {{ prompt }}")
     assert_one_line_error(result, "line 2")
     assert_nothing_written(orch, workdir)
 
 
-def test_command_template_syntax_error(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_command_template_syntax_error(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--command", "echo {{ name ")
     assert_one_line_error(result, "--command")
     assert_nothing_written(orch, workdir)
 
 
-def test_template_field_missing(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_template_field_missing(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--prompt", "Hello {{ row.nope }}",
                     "--command", "echo {{ prompt }}")
     line = assert_one_line_error(result, "row.nope")
@@ -207,7 +209,7 @@ def test_template_field_missing(workdir: Path, orch, names_csv: Path) -> None:  
 @pytest.mark.xfail(strict=True, reason="command-worker argv tokens are only compiled at create time, never "
                    "rendered against the first items (workers/command.py:_check), so `--command 'echo "
                    "{{ row.nope }}'` creates a job whose every unit then fails with a permanent render error")
-def test_command_template_field_missing(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_command_template_field_missing(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--command", "echo {{ row.nope }}")
     assert_one_line_error(result, "row.nope")
     assert_nothing_written(orch, workdir)
@@ -216,38 +218,38 @@ def test_command_template_field_missing(workdir: Path, orch, names_csv: Path) ->
 # -- create: options -----------------------------------------------------------------------------
 
 
-def test_concurrency_zero(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_concurrency_zero(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--command", UPPER, "--concurrency", "0")
     assert_one_line_error(result, "--concurrency")
     assert_nothing_written(orch, workdir)
 
 
-def test_negative_timeout(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_negative_timeout(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--command", UPPER, "--timeout", "-1")
     assert_one_line_error(result, "--timeout")
     assert_nothing_written(orch, workdir)
 
 
-def test_two_sources(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_two_sources(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     (workdir / "a.txt").write_text("x\n")
     result = create(workdir, "--files", "*.txt", "--csv", names_csv.name, "--command", UPPER)
     assert_one_line_error(result, "--files", "--csv")
     assert_nothing_written(orch, workdir)
 
 
-def test_no_source(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_no_source(workdir: Path, orch: Orchestrator) -> None:
     result = create(workdir, "--command", UPPER)
     assert_one_line_error(result, "no source")
     assert_nothing_written(orch, workdir)
 
 
-def test_missing_name_is_a_usage_error(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_name_is_a_usage_error(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = abp("create", "--csv", names_csv.name, "--command", UPPER, cwd=workdir)
     assert_usage_error(result, "--name")
     assert_nothing_written(orch, workdir)
 
 
-def test_bad_priority_is_a_usage_error(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_priority_is_a_usage_error(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--command", UPPER, "--priority", "urgent")
     assert_usage_error(result, "--priority")
     assert_nothing_written(orch, workdir)
@@ -261,19 +263,19 @@ def test_bad_priority_is_a_usage_error(workdir: Path, orch, names_csv: Path) -> 
     ["resume", "4242"], ["cancel", "4242"], ["start", "4242", "--approve"], ["wait", "4242"],
     ["logs", "4242"], ["retry", "4242"], ["edit", "4242", "--prompt", "x"],
 ])
-def test_unknown_job_id(workdir: Path, orch, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_job_id(workdir: Path, orch: Orchestrator, command: list[str]) -> None:
     result = abp(*command, cwd=workdir)
     assert_one_line_error(result, "4242")
     assert_nothing_written(orch, workdir)
 
 
-def test_unknown_unit_id(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_unit_id(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER)
     result = abp("show", str(job_id), "4242", cwd=workdir)
     assert_one_line_error(result, "4242")
 
 
-def test_results_unknown_format(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_results_unknown_format(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER)
     result = abp("results", str(job_id), "--format", "xml", cwd=workdir)
     assert_one_line_error(result, "xml")
@@ -284,12 +286,13 @@ def test_results_unknown_format(workdir: Path, orch, names_csv: Path) -> None:  
 # -- illegal state changes -----------------------------------------------------------------------
 
 
-def _status_and_units(orch, job_id: int) -> tuple[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+def _status_and_units(orch: Orchestrator, job_id: int) -> tuple[str, dict[str, int]]:
     status = orch.status(job_id)
-    return status["status"], {k: status[k] for k in ("pending", "running", "completed", "failed", "cancelled")}
+    counts = ("pending", "running", "completed", "failed", "cancelled")
+    return status["status"], {k: status[k] for k in counts}
 
 
-def test_approve_created_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_approve_created_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER)
     result = abp("start", str(job_id), "--approve", cwd=workdir)
     assert_one_line_error(result, str(job_id), "CREATED")
@@ -299,7 +302,7 @@ def test_approve_created_job(workdir: Path, orch, names_csv: Path) -> None:  # t
     assert orch.status(job_id)["executor"]["state"] == "not_started"
 
 
-def test_approve_completed_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_approve_completed_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER, "--concurrency", "2")
     started = abp("start", str(job_id), "--skip-test", cwd=workdir)
     assert started.returncode == 0, started.stderr
@@ -310,7 +313,7 @@ def test_approve_completed_job(workdir: Path, orch, names_csv: Path) -> None:  #
     assert _status_and_units(orch, job_id) == before
 
 
-def test_approve_and_start_running_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_approve_and_start_running_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     marker = f"MARKER-{uuid.uuid4().hex}"
     job_id = create_ok(workdir, "--csv", names_csv.name, "--concurrency", "1", "--timeout", "60",
                        "--command", f"python3 -c 'import time; time.sleep(30)' {marker}")
@@ -335,14 +338,14 @@ def test_approve_and_start_running_job(workdir: Path, orch, names_csv: Path) -> 
         wait_until(lambda: not processes_with(marker), what="sleep processes to go")
 
 
-def test_reject_created_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reject_created_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER)
     result = abp("start", str(job_id), "--reject", cwd=workdir)
     assert_one_line_error(result, str(job_id), "CREATED")
     assert orch.status(job_id)["status"] == "CREATED"
 
 
-def test_resume_and_stop_created_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_resume_and_stop_created_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER)
     for command in ("resume", "stop"):
         result = abp(command, str(job_id), cwd=workdir)

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from agentic_batch.service import Orchestrator
 from tests.fixtures.abp import ABP, abp, processes_with, wait_status, wait_until
 
 UPPER = "python3 -c 'import sys; print(sys.argv[1].upper())' {{ row.name }}"
 ECHO_PROMPT = "python3 -c 'import sys; print(sys.argv[1])' {{ prompt }}"
-STATUS_KEYS = {"status", "total", "pending", "running", "completed", "failed", "cancelled", "progress", "rate",
-               "eta_seconds", "cost_usd", "executor"}
+STATUS_KEYS = {"status", "total", "pending", "running", "completed", "failed", "cancelled", "progress",
+               "rate", "eta_seconds", "cost_usd", "executor"}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -49,6 +50,18 @@ def results(job_id: int, cwd: Path) -> list[dict[str, Any]]:
     return json.loads(ok("results", str(job_id), "--format", "json", cwd=cwd).stdout)
 
 
+def finish(orch: Orchestrator, job_id: int) -> list[dict[str, Any]]:
+    """Wait in-process (cheaper than a CLI call) for COMPLETED; return the result rows."""
+    wait_status(orch, job_id, {"COMPLETED", "FAILED", "CANCELLED", "PAUSED"})
+    assert orch.status(job_id)["status"] == "COMPLETED", orch.results(job_id)
+    return orch.results(job_id)
+
+
+def executor_exits(orch: Orchestrator, job_id: int) -> None:
+    wait_until(lambda: orch.status(job_id)["executor"]["state"] == "stopped", timeout=20,
+               what="executor exit")
+
+
 def wait_ok(job_id: int, cwd: Path) -> None:
     result = abp("wait", str(job_id), "--timeout", "60", cwd=cwd)
     assert result.returncode == 0, (result.stdout, result.stderr)
@@ -64,7 +77,7 @@ def names_csv(workdir: Path) -> Path:
 # -- create output -------------------------------------------------------------------------------
 
 
-def test_create_prints_only_the_job_id(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_create_prints_only_the_job_id(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = ok("create", "--name", "ids", "--csv", "names.csv", "--command", UPPER, cwd=workdir)
     assert result.stdout.strip().isdigit() and result.stdout == result.stdout.strip() + "\n"
     job_id = int(result.stdout)
@@ -72,9 +85,10 @@ def test_create_prints_only_the_job_id(workdir: Path, orch, names_csv: Path) -> 
 
     # the shell idiom from the README works as written
     abp_cmd = " ".join(shlex.quote(a) for a in ABP)
-    script = (f"JOB=$({abp_cmd} create --name shell --csv names.csv --command {shlex.quote(UPPER)} 2>/dev/null)"
-              f" && {abp_cmd} status \"$JOB\" --json")
-    shell = subprocess.run(["bash", "-c", script], cwd=workdir, capture_output=True, text=True, timeout=60)
+    script = (f"JOB=$({abp_cmd} create --name shell --csv names.csv --command {shlex.quote(UPPER)} "
+              f"2>/dev/null) && {abp_cmd} status \"$JOB\" --json")
+    shell = subprocess.run(["bash", "-c", script], check=False, cwd=workdir, capture_output=True, text=True,
+                           timeout=60)
     assert shell.returncode == 0, shell.stderr
     assert json.loads(shell.stdout)["id"] == job_id + 1
 
@@ -83,7 +97,7 @@ def test_create_prints_only_the_job_id(workdir: Path, orch, names_csv: Path) -> 
     assert [j["name"] for j in orch.list()] == ["as-json", "shell", "ids"]
 
 
-def test_json_source_with_trailing_json_flag(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_json_source_with_trailing_json_flag(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "people.json").write_text(json.dumps([{"name": "ann"}, {"name": "bob"}]))
     plain = ok("create", "--name", "plain", "--json", "people.json", "--command", UPPER, cwd=workdir)
     assert plain.stdout.strip().isdigit()
@@ -98,9 +112,9 @@ def test_json_source_with_trailing_json_flag(workdir: Path, orch) -> None:  # ty
 # -- test first, reject, edit, approve -----------------------------------------------------------
 
 
-def test_test_first_reject_edit_approve(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
-    job = str(create(workdir, "--csv", "names.csv", "--prompt", "Hello {{ row.name }}", "--command", ECHO_PROMPT,
-                     "--concurrency", "2"))
+def test_test_first_reject_edit_approve(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
+    job = str(create(workdir, "--csv", "names.csv", "--prompt", "Hello {{ row.name }}",
+                     "--command", ECHO_PROMPT, "--concurrency", "2"))
 
     tested = ok("start", job, cwd=workdir)
     assert "Hello ann" in tested.stdout  # the test unit's prompt and output
@@ -110,28 +124,28 @@ def test_test_first_reject_edit_approve(workdir: Path, orch, names_csv: Path) ->
     assert status["status"] == "TESTING"
     assert (status["completed"], status["pending"]) == (1, 2)
     assert status["executor"]["state"] == "not_started"
-    test_unit = str(status["test_unit_id"])
+    test_unit = status["test_unit_id"]
 
     again = ok("start", job, cwd=workdir)  # a TESTING job: shows the waiting result, runs nothing
     assert "Hello ann" in again.stdout
-    assert ok_json("show", job, test_unit, cwd=workdir)["attempts"] == 1
+    assert orch.unit(job, test_unit)["attempts"] == 1
 
     ok("start", job, "--reject", cwd=workdir)
-    assert ok_json("status", job, cwd=workdir)["status"] == "CREATED"
-    unit = ok_json("show", job, test_unit, cwd=workdir)
+    assert orch.status(job)["status"] == "CREATED"
+    unit = orch.unit(job, test_unit)
     assert unit["status"] == "PENDING" and unit["output"] is None
 
     ok("edit", job, "--prompt", "Bye {{ row.name }}", cwd=workdir)
     retested = ok("start", job, cwd=workdir)
-    assert "Bye ann" in retested.stdout  # (the conversation still lists attempt 1, said "Hello ann")
-    unit = ok_json("show", job, test_unit, cwd=workdir)
+    assert "Bye ann" in retested.stdout  # (the conversation still lists attempt 1, which said "Hello ann")
+    unit = orch.unit(job, test_unit)
     assert (unit["prompt"], unit["output"], unit["attempts"]) == ("Bye ann", "Bye ann", 2)
-    assert ok_json("status", job, cwd=workdir)["status"] == "TESTING"
+    assert orch.status(job)["status"] == "TESTING"
 
     approved = ok("start", job, "--approve", cwd=workdir)
     assert "approved" in approved.stdout
     wait_ok(int(job), workdir)
-    rows = results(int(job), workdir)
+    rows = orch.results(job)
     assert [r["output"] for r in rows] == ["Bye ann", "Bye bob", "Bye cat"]
     assert {r["status"] for r in rows} == {"COMPLETED"}
 
@@ -139,13 +153,12 @@ def test_test_first_reject_edit_approve(workdir: Path, orch, names_csv: Path) ->
 # -- a completed job, every view -----------------------------------------------------------------
 
 
-def test_completed_job_views(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_completed_job_views(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job = str(create(workdir, "--csv", "names.csv", "--prompt", "Shout {{ row.name }}", "--command", UPPER,
                      "--concurrency", "2", name="views"))
-    ok("start", job, cwd=workdir)
-    ok("start", job, "--approve", cwd=workdir)
+    ok("start", job, "--skip-test", cwd=workdir)
     wait_ok(int(job), workdir)
-    wait_until(lambda: orch.status(int(job))["executor"]["state"] == "stopped", timeout=20, what="executor exit")
+    executor_exits(orch, int(job))
 
     status = ok_json("status", job, cwd=workdir)
     assert STATUS_KEYS <= set(status)
@@ -167,16 +180,20 @@ def test_completed_job_views(workdir: Path, orch, names_csv: Path) -> None:  # t
     assert ok_json("list", "--status", "failed,running", cwd=workdir) == []
 
     as_json = results(int(job), workdir)
-    as_jsonl = [json.loads(line) for line in ok("results", job, "--format", "jsonl", cwd=workdir).stdout.splitlines()]
+    jsonl = ok("results", job, "--format", "jsonl", cwd=workdir).stdout
+    as_jsonl = [json.loads(line) for line in jsonl.splitlines()]
     assert as_json == as_jsonl
     assert [(r["name"], r["age"], r["status"], r["output"], r["attempts"]) for r in as_json] == [
-        ("ann", "3", "COMPLETED", "ANN", 1), ("bob", "4", "COMPLETED", "BOB", 1), ("cat", "5", "COMPLETED", "CAT", 1)]
+        ("ann", "3", "COMPLETED", "ANN", 1), ("bob", "4", "COMPLETED", "BOB", 1),
+        ("cat", "5", "COMPLETED", "CAT", 1)]
     text = ok("results", job, "--format", "csv", cwd=workdir).stdout
     reader = csv.DictReader(io.StringIO(text))
-    assert {"unit_id", "name", "age", "status", "output", "error", "cost_usd", "attempts"} <= set(reader.fieldnames or [])
+    columns = {"unit_id", "name", "age", "status", "output", "error", "cost_usd", "attempts"}
+    assert columns <= set(reader.fieldnames or [])
     rows = list(reader)
     assert [(r["name"], r["output"], r["status"], r["error"], r["attempts"]) for r in rows] == [
-        ("ann", "ANN", "COMPLETED", "", "1"), ("bob", "BOB", "COMPLETED", "", "1"), ("cat", "CAT", "COMPLETED", "", "1")]
+        ("ann", "ANN", "COMPLETED", "", "1"), ("bob", "BOB", "COMPLETED", "", "1"),
+        ("cat", "CAT", "COMPLETED", "", "1")]
     assert [int(r["unit_id"]) for r in rows] == [r["unit_id"] for r in as_json]
 
     written = ok("results", job, "--format", "csv", "-o", "out.csv", cwd=workdir)
@@ -201,7 +218,7 @@ def test_completed_job_views(workdir: Path, orch, names_csv: Path) -> None:  # t
 # -- final states and wait exit codes ------------------------------------------------------------
 
 
-def test_wait_exits_1_for_a_failed_job(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wait_exits_1_for_a_failed_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     job = str(create(workdir, "--csv", "names.csv", "--max-retries", "0",
                      "--command", "python3 -c 'import sys; sys.stderr.write(\"boom\\n\"); sys.exit(3)'"))
     started = ok("start", job, cwd=workdir, env={"ABP_SKIP_TEST": "1"})
@@ -210,12 +227,12 @@ def test_wait_exits_1_for_a_failed_job(workdir: Path, orch, names_csv: Path) -> 
     assert waited.returncode == 1, (waited.stdout, waited.stderr)
     status = ok_json("status", job, cwd=workdir)
     assert status["status"] == "FAILED" and status["failed"] == 3 and status["test_unit_id"] is None
-    rows = results(int(job), workdir)
+    rows = orch.results(job)
     assert {r["status"] for r in rows} == {"FAILED"}
     assert all("exit code 3" in r["error"] and "boom" in r["error"] for r in rows)
 
 
-def test_wait_timeout_then_cancel_kills_the_agents(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_wait_timeout_then_cancel_kills_the_agents(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "four.csv").write_text("name\na\nb\nc\nd\n")
     marker = f"MARKER-{uuid.uuid4().hex}"
     job = str(create(workdir, "--csv", "four.csv", "--concurrency", "2", "--timeout", "60",
@@ -232,43 +249,45 @@ def test_wait_timeout_then_cancel_kills_the_agents(workdir: Path, orch) -> None:
     cancelled = ok("cancel", job, cwd=workdir)
     assert "cancelled" in cancelled.stdout
     status = ok_json("status", job, cwd=workdir)
-    assert (status["status"], status["cancelled"], status["pending"], status["running"]) == ("CANCELLED", 4, 0, 0)
-    assert {r["status"] for r in results(int(job), workdir)} == {"CANCELLED"}
+    counts = (status["status"], status["cancelled"], status["pending"], status["running"])
+    assert counts == ("CANCELLED", 4, 0, 0)
+    assert {r["status"] for r in orch.results(job)} == {"CANCELLED"}
     wait_until(lambda: not processes_with(marker), timeout=15, what="agents killed")
-    wait_until(lambda: orch.status(int(job))["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    executor_exits(orch, int(job))
     assert abp("wait", job, "--timeout", "5", cwd=workdir).returncode == 1
     assert orch.status(int(job))["status"] == "CANCELLED"  # the executor did not overwrite it on its way out
 
 
-def test_skip_test_by_flag_and_by_environment(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_skip_test_by_flag_and_by_environment(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     by_flag = create(workdir, "--csv", "names.csv", "--command", UPPER, name="flag")
     by_env = create(workdir, "--csv", "names.csv", "--command", UPPER, name="env")
     for job_id, extra, env in ((by_flag, ["--skip-test"], None), (by_env, [], {"ABP_SKIP_TEST": "1"})):
         started = ok("start", str(job_id), *extra, cwd=workdir, env=env)
         assert "without a test" in started.stdout and "Testing" not in started.stderr
     for job_id in (by_flag, by_env):
-        wait_ok(job_id, workdir)
+        finish(orch, job_id)
         status = orch.status(job_id)
         assert status["test_unit_id"] is None and status["completed"] == 3
-        assert [r["output"] for r in results(job_id, workdir)] == ["ANN", "BOB", "CAT"]
+        assert [r["output"] for r in orch.results(job_id)] == ["ANN", "BOB", "CAT"]
 
 
 # -- abp run -------------------------------------------------------------------------------------
 
 
-def test_run_yes_wait_end_to_end(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_yes_wait_end_to_end(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = abp("run", "--name", "oneshot", "--csv", "names.csv", "--command", UPPER, "--concurrency", "2",
                  "--yes", "--wait", cwd=workdir, input="")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     [job] = orch.list()
     assert job["status"] == "COMPLETED" and job["completed"] == job["total"] == 3
-    rows = results(job["id"], workdir)
+    rows = orch.results(job["id"])
     assert [(r["status"], r["output"]) for r in rows] == [("COMPLETED", "ANN"), ("COMPLETED", "BOB"),
                                                           ("COMPLETED", "CAT")]
 
 
-def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch: Orchestrator,
+                                                        names_csv: Path) -> None:
     result = abp("run", "--name", "careful", "--csv", "names.csv", "--command", UPPER, cwd=workdir, input="")
     assert result.returncode == 0, result.stderr
     assert "ANN" in result.stdout  # the test unit ran and was shown
@@ -282,10 +301,10 @@ def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch, name
 # -- retry ---------------------------------------------------------------------------------------
 
 
-def test_retry_failed_after_fixing_the_cause(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_retry_failed_after_fixing_the_cause(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     flag = workdir / "fixed.flag"
-    command = ("python3 -c 'import os, sys; os.path.exists(sys.argv[1]) or sys.exit(3); print(sys.argv[2].upper())'"
-               f" {flag} {{{{ row.name }}}}")
+    script = "import os, sys; os.path.exists(sys.argv[1]) or sys.exit(3); print(sys.argv[2].upper())"
+    command = f"python3 -c '{script}' {flag} {{{{ row.name }}}}"
     job = str(create(workdir, "--csv", "names.csv", "--max-retries", "0", "--command", command))
     ok("start", job, "--skip-test", cwd=workdir)
     assert abp("wait", job, "--timeout", "60", cwd=workdir).returncode == 1
@@ -295,7 +314,7 @@ def test_retry_failed_after_fixing_the_cause(workdir: Path, orch, names_csv: Pat
     retried = ok("retry", job, "--failed", cwd=workdir)
     assert "RUNNING again" in retried.stdout
     wait_ok(int(job), workdir)
-    rows = results(int(job), workdir)
+    rows = orch.results(job)
     assert [(r["status"], r["output"], r["error"]) for r in rows] == [
         ("COMPLETED", "ANN", None), ("COMPLETED", "BOB", None), ("COMPLETED", "CAT", None)]
     assert all(r["attempts"] == 2 for r in rows)  # the failed attempt is kept in the count
@@ -304,39 +323,36 @@ def test_retry_failed_after_fixing_the_cause(workdir: Path, orch, names_csv: Pat
 # -- sources -------------------------------------------------------------------------------------
 
 
-def test_csv_source_with_delimiter(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_csv_source_with_delimiter(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "semi.csv").write_text('name;note\nann;"has, comma"\nbob;"a;b"\n')
-    job = create(workdir, "--csv", "semi.csv", "--delimiter", ";", "--command", "echo {{ row.name }}={{ row.note }}")
-    ok("start", str(job), "--skip-test", cwd=workdir)
-    wait_ok(job, workdir)
-    rows = results(job, workdir)
-    assert [(r["name"], r["note"], r["output"]) for r in rows] == [("ann", "has, comma", "ann=has, comma"),
-                                                                   ("bob", "a;b", "bob=a;b")]
+    job = create(workdir, "--csv", "semi.csv", "--delimiter", ";", "--command", "echo {{ row.note }}")
+    rows = orch.results(job)
+    assert [(r["name"], r["note"], r["status"]) for r in rows] == [("ann", "has, comma", "PENDING"),
+                                                                   ("bob", "a;b", "PENDING")]
 
 
-def test_json_source_with_json_path(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_json_source_with_json_path(workdir: Path, orch: Orchestrator) -> None:
     doc = {"meta": {"count": 3}, "data": {"items": [{"name": "ann", "n": 1}, {"name": "bob", "n": 2},
                                                     {"name": "cat", "n": 3}]}}
     (workdir / "nested.json").write_text(json.dumps(doc, indent=2))
     created = ok_json("create", "--name", "nested", "--json", "nested.json", "--json-path", "data.items",
                       "--command", UPPER, cwd=workdir)
     assert created["units"] == 3
-    rows = results(created["job_id"], workdir)
+    rows = orch.results(created["job_id"])
     assert [(r["name"], r["n"], r["status"]) for r in rows] == [("ann", 1, "PENDING"), ("bob", 2, "PENDING"),
                                                                 ("cat", 3, "PENDING")]
 
 
-def test_jsonl_source(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
-    (workdir / "people.jsonl").write_text('{"name": "ann"}\n\n{"name": "bob", "tags": ["x"]}\n{"name": "cat"}\n')
+def test_jsonl_source(workdir: Path, orch: Orchestrator) -> None:
+    lines = ['{"name": "ann"}', "", '{"name": "bob", "tags": ["x"]}', '{"name": "cat"}']
+    (workdir / "people.jsonl").write_text("\n".join(lines) + "\n")
     job = create(workdir, "--jsonl", "people.jsonl", "--command", UPPER)
-    ok("start", str(job), "--skip-test", cwd=workdir)
-    wait_ok(job, workdir)
-    rows = results(job, workdir)
-    assert [(r["name"], r["output"]) for r in rows] == [("ann", "ANN"), ("bob", "BOB"), ("cat", "CAT")]
+    rows = orch.results(job)
+    assert [r["name"] for r in rows] == ["ann", "bob", "cat"]  # the blank line is no item
     assert rows[1]["tags"] == ["x"]
 
 
-def test_sql_source_on_sqlite(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_sql_source_on_sqlite(workdir: Path, orch: Orchestrator) -> None:
     db = workdir / "people.db"
     with sqlite3.connect(db) as conn:
         conn.execute("create table people (id integer primary key, name text, active integer)")
@@ -344,14 +360,14 @@ def test_sql_source_on_sqlite(workdir: Path, orch) -> None:  # type: ignore[no-u
                          [(1, "ann", 1), (2, "bob", 0), (3, "cat", 1), (4, "dan", 1)])
     job = create(workdir, "--sql", "select id, name from people where active = 1 order by id",
                  "--sql-db", f"sqlite:///{db}", "--key", "id", "--command", UPPER)
-    ok("start", str(job), "--skip-test", cwd=workdir)
-    wait_ok(job, workdir)
-    rows = results(job, workdir)
-    assert [(r["id"], r["name"], r["output"]) for r in rows] == [(1, "ann", "ANN"), (3, "cat", "CAT"),
-                                                                 (4, "dan", "DAN")]
+    rows = orch.results(job)
+    assert [(r["key"], r["id"], r["name"]) for r in rows] == [("1", 1, "ann"), ("3", 3, "cat"),
+                                                               ("4", 4, "dan")]
+    with sqlite3.connect(db) as conn:  # the query ran read-only and changed nothing
+        assert conn.execute("select count(*) from people").fetchone() == (4,)
 
 
-def test_python_generator_source_with_args(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_python_generator_source_with_args(workdir: Path, orch: Orchestrator) -> None:
     (workdir / "gen_people.py").write_text(
         "def people(count='2', prefix='p'):\n"
         "    for i in range(int(count)):\n"
@@ -359,34 +375,37 @@ def test_python_generator_source_with_args(workdir: Path, orch) -> None:  # type
     created = ok_json("create", "--name", "gen", "--python", "gen_people:people", "--source-arg", "count=4",
                       "--source-arg", "prefix=q", "--command", UPPER, cwd=workdir)
     assert created["units"] == 4
-    rows = results(created["job_id"], workdir)
+    rows = orch.results(created["job_id"])
     assert [(r["id"], r["name"]) for r in rows] == [(0, "q0"), (1, "q1"), (2, "q2"), (3, "q3")]
 
 
-def test_key_field_and_sync_add_only_new_items(workdir: Path, orch) -> None:  # type: ignore[no-untyped-def]
+def test_key_field_and_sync_add_only_new_items(workdir: Path, orch: Orchestrator) -> None:
     source = workdir / "tickets.csv"
     source.write_text("id,name\n10,ann\n11,bob\n12,cat\n")
     job = str(create(workdir, "--csv", "tickets.csv", "--key", "id", "--command", UPPER))
     assert ok_json("sync", job, cwd=workdir) == {"added": 0, "existing": 3}
+    ok("start", job, "--skip-test", cwd=workdir)
+    assert [r["output"] for r in finish(orch, int(job))] == ["ANN", "BOB", "CAT"]
 
-    # rows appended; an existing row edited (same key): only the new keys become units
+    # rows appended, an existing row edited (same key): only the new keys become units
     source.write_text("id,name\n10,ann-edited\n11,bob\n12,cat\n13,dan\n14,eve\n")
     assert ok_json("sync", job, cwd=workdir) == {"added": 2, "existing": 3}
     assert ok_json("sync", job, cwd=workdir) == {"added": 0, "existing": 5}
+    shown = ok_json("show", job, "13", cwd=workdir)  # a unit by its key
+    assert shown["payload"] == {"id": "13", "name": "dan"}
 
-    rows = results(int(job), workdir)
-    assert [(r["key"], r["name"]) for r in rows] == [("10", "ann"), ("11", "bob"), ("12", "cat"), ("13", "dan"),
-                                                     ("14", "eve")]
-    assert ok_json("show", job, "13", cwd=workdir)["payload"] == {"id": "13", "name": "dan"}  # unit by key
-    ok("start", job, "--skip-test", cwd=workdir)
-    wait_ok(int(job), workdir)
-    assert [r["output"] for r in results(int(job), workdir)] == ["ANN", "BOB", "CAT", "DAN", "EVE"]
+    assert orch.status(job)["status"] == "PAUSED"  # new work for a finished job; resume runs only that
+    ok("resume", job, cwd=workdir)
+    rows = finish(orch, int(job))
+    assert [(r["key"], r["name"], r["output"], r["attempts"]) for r in rows] == [
+        ("10", "ann", "ANN", 1), ("11", "bob", "BOB", 1), ("12", "cat", "CAT", 1), ("13", "dan", "DAN", 1),
+        ("14", "eve", "EVE", 1)]
 
 
-def test_intent_prompt_is_shown_at_create_time(workdir: Path, orch, names_csv: Path) -> None:  # type: ignore[no-untyped-def]
+def test_intent_prompt_is_shown_at_create_time(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     intent = "Decide whether this person is a toddler"
-    result = ok("create", "--name", "intent", "--csv", "names.csv", "--intent", intent, "--command", ECHO_PROMPT,
-                cwd=workdir)
+    result = ok("create", "--name", "intent", "--csv", "names.csv", "--intent", intent,
+                "--command", ECHO_PROMPT, cwd=workdir)
     job_id = int(result.stdout)
     template = orch.job(job_id).prompt_template
     assert template and intent in template and template != intent
