@@ -84,6 +84,32 @@ JOB_PARAMS: list[inspect.Parameter] = [
 ]
 
 
+#: Help for worker flags, shared by every worker kind that has the flag (the models' descriptions
+#: are written for one kind; these say what the flag means for all of them).
+WORKER_FLAG_HELP = {
+    "model": "Model name, e.g. claude-sonnet-4-5 or gpt-4o-mini.",
+    "base_url": "API base URL (any OpenAI-compatible server for openai: Ollama, vLLM, LM Studio, OpenRouter).",
+    "api_key_env": "Name of the environment variable that holds the API key.",
+    "max_turns": "Most model turns per unit (a tool loop step is a turn).",
+    "allow_commands": "Give the model a run_command tool (argv, no shell) in the unit's directories.",
+    "mcp_config": "JSON file with {\"mcpServers\": {...}}: MCP servers whose tools the agent may use.",
+    "price_in": "USD per million input tokens (overrides the built-in price table).",
+    "price_out": "USD per million output tokens (overrides the built-in price table).",
+    "temperature": "Sampling temperature.",
+    "system_prompt": "System prompt for the model (replaces the default).",
+    "max_tokens": "Cap on tokens per model reply.",
+    "allowed_tools": "Claude Code tools allowed without asking, comma list: Read,Write,Edit,Bash.",
+    "disallowed_tools": "Claude Code tools never allowed, comma list.",
+    "permission_mode": "default, acceptEdits (default), plan or bypassPermissions (only when you mean it).",
+    "add_dir": "Extra directory the agent may access (repeatable); a file's own directory is added for you.",
+    "cwd": "Directory the agent or command runs in (default: the file's directory for --files, else the "
+           "job's workspace; for command: where the job was created).",
+    "system_prompt_append": "Text appended to Claude Code's system prompt.",
+    "max_budget_usd": "Spending cap per unit, enforced by Claude Code.",
+    "cli_path": "Path of the claude CLI (default: the one bundled with claude-agent-sdk).",
+}
+
+
 def _cli_type(annotation: Any) -> tuple[Any, bool]:
     """The CLI-side type for an options-model field: (type, is_flag). Values go to Pydantic as given."""
     origin = typing.get_origin(annotation)
@@ -114,7 +140,8 @@ def worker_params() -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
             cli_type, is_flag = _cli_type(field.annotation)
             flag = "--" + field_name.replace("_", "-")
             decls = (f"{flag}/--no-{flag[2:]}",) if is_flag else (flag,)
-            params[field_name] = _opt(cli_type, None, *decls, help=field.description or "", panel=WORKER_PANEL)
+            help_text = WORKER_FLAG_HELP.get(field_name) or field.description or ""
+            params[field_name] = _opt(cli_type, None, *decls, help=help_text, panel=WORKER_PANEL)
     for name, param in params.items():
         info = typing.get_args(param.annotation)[1]
         info.help = f"{info.help} [{', '.join(owners[name])}]".strip()

@@ -61,7 +61,9 @@ def _split_list(value: Any) -> Any:
     if value is None:
         return []
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        value = [value]
+    if isinstance(value, (list, tuple)):  # a repeated flag gives a list of possibly comma-joined strings
+        return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
     return value
 
 

@@ -39,8 +39,10 @@ class CommandOptions(BaseModel):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)):  # flags give strings, possibly comma-joined
             try:
-                return [int(part) for part in value.replace(" ", "").split(",") if part]
+                return [int(part) for item in value for part in str(item).replace(" ", "").split(",") if part]
             except ValueError:
                 raise ValueError(f"{value!r} is not a comma list of integers") from None
         return value

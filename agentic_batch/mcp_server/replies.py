@@ -1,0 +1,61 @@
+"""Calling the service from a tool, and turning what it returns (or raises) into a tool result.
+
+Service methods are synchronous and may block for minutes (a test run executes an agent), so every
+call runs in a worker thread: the server keeps answering other requests (status polls, a second
+client over HTTP) meanwhile.
+
+Errors a user can fix (`AbpError`) come back as a tool result with `isError` and exactly the CLI's
+one line, not as a protocol error: the model reads it and can correct its call. We build that
+result ourselves instead of raising `ToolError`, because the SDK would prefix the message with
+"Error executing tool ...", and the point is that every interface says the same words.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from mcp.types import CallToolResult, TextContent
+
+from agentic_batch.errors import AbpError
+
+log = logging.getLogger("agentic_batch.mcp")
+T = TypeVar("T")
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, default=str, indent=1)
+
+
+def ok(data: dict[str, Any]) -> CallToolResult:
+    """A successful result: the same dict as text (what a model reads) and as structured content."""
+    safe = json.loads(json.dumps(data, default=str))  # structured content must be plain JSON
+    return CallToolResult(content=[TextContent(type="text", text=to_json(safe))], structured_content=safe)
+
+
+def failure(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking service call in a worker thread."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+async def respond(fn: Callable[[], dict[str, Any]]) -> CallToolResult:
+    """Run `fn` (which calls the service and shapes its answer) in a thread; errors become tool errors."""
+    try:
+        return ok(await in_thread(fn))
+    except AbpError as exc:
+        return failure(exc.one_line())
+    except Exception as exc:  # a bug: say so in one line, keep the traceback in the server's log
+        log.exception("tool call failed")
+        if os.environ.get("ABP_DEBUG"):
+            raise
+        return failure(f"internal error: {type(exc).__name__}: {exc} (set ABP_DEBUG=1 for the traceback "
+                       "in the MCP server's log)")

@@ -1,0 +1,124 @@
+"""Service read models the MCP server needs beyond the Orchestrator's methods.
+
+Kept apart from orchestrator.py so the MCP layer could land without touching it; each function is
+interface-neutral (the REST layer can use them too) and meant to be folded into the Orchestrator.
+
+* `capabilities()`: which source kinds and worker kinds exist and what options each takes. Worker
+  options are read from each kind's Pydantic options model, so a new worker appears without edits.
+* `results_page(orch, ...)`: one page of result rows plus the total matching the status filter, so
+  a client can page without fetching everything.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import TYPE_CHECKING, Any
+
+from agentic_batch.spec import SourceKind, SourceSpec
+from agentic_batch.workers import get_worker_kind, worker_kinds
+
+if TYPE_CHECKING:
+    from agentic_batch.service.orchestrator import Orchestrator
+
+#: What each source field means (SourceSpec has the fields, not the words).
+SOURCE_FIELD_DOCS: dict[str, str] = {
+    "glob": "glob of files relative to root: '**/*.py' (recursive), 'docs/*.md'; hidden files are skipped "
+            "unless the pattern names them",
+    "root": "directory the glob starts from (default: the job's workdir)",
+    "path": "path of the data file (absolute, or relative to the job's workdir)",
+    "delimiter": "CSV field delimiter, one character",
+    "json_path": "dotted path to the array inside the JSON document: 'data.items' (default: top-level array)",
+    "query": "SQL query whose rows are the items (run over a read-only connection)",
+    "db_url": "database URL: sqlite:////abs/path.db or postgresql+psycopg://user@host/db",
+    "function": "module:function or /path/to/file.py:function that returns or yields dicts",
+    "args": "keyword arguments (strings) passed to the python source function",
+    "key": "item field that identifies an item (default: relative path for files, else a content hash); "
+           "re-creating or syncing never duplicates a key",
+    "priority_field": "item field holding a unit priority (low, normal, high, critical or an integer)",
+}
+
+#: Per source kind: (what the items are, required fields, optional fields).
+SOURCE_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "files": ("one item per matching file; fields path, relative_path, name, suffix, size",
+              ("glob",), ("root",)),
+    "csv": ("one item per row; the header row names the fields", ("path",), ("delimiter",)),
+    "json": ("one item per object of a top-level array (or of the array at json_path)", ("path",),
+             ("json_path",)),
+    "jsonl": ("one item per line (a JSON object)", ("path",), ()),
+    "sql": ("one item per row of the query", ("query", "db_url"), ()),
+    "python": ("one item per dict the function returns or yields", ("function",), ("args",)),
+}
+COMMON_SOURCE_FIELDS = ("key", "priority_field")
+
+
+def source_catalog() -> list[dict[str, Any]]:
+    """Every source kind SourceSpec accepts, with the fields it uses."""
+    out = []
+    for kind in typing.get_args(SourceKind):
+        items, required, optional = SOURCE_KINDS.get(kind, ("", (), ()))
+        fields = {name: {"required": name in required, "description": SOURCE_FIELD_DOCS.get(name, "")}
+                  for name in (*required, *optional, *COMMON_SOURCE_FIELDS) if name in SourceSpec.model_fields}
+        out.append({"kind": kind, "items": items, "fields": fields})
+    return out
+
+
+def _json_type(prop: dict[str, Any]) -> str:
+    """A short type name out of a JSON Schema property ('string', 'integer|null', 'array of string')."""
+    if "anyOf" in prop:
+        return "|".join(_json_type(p) for p in prop["anyOf"])
+    if "enum" in prop:
+        return "one of " + ", ".join(repr(v) for v in prop["enum"])
+    kind = prop.get("type", "any")
+    if kind == "array":
+        return f"array of {_json_type(prop.get('items', {}))}"
+    return str(kind)
+
+
+def options_view(model: type[Any]) -> dict[str, dict[str, Any]]:
+    """The options of a worker kind, from its Pydantic model: type, default, required, description."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    out: dict[str, dict[str, Any]] = {}
+    for name, prop in schema.get("properties", {}).items():
+        entry: dict[str, Any] = {"type": _json_type(prop), "required": name in required}
+        if "default" in prop:
+            entry["default"] = prop["default"]
+        field = model.model_fields.get(name)
+        description = prop.get("description") or (field.description if field is not None else None)
+        if description:
+            entry["description"] = description
+        out[name] = entry
+    return out
+
+
+def worker_catalog() -> list[dict[str, Any]]:
+    """Every registered worker kind with its options; a kind whose module cannot load says why."""
+    out = []
+    for name in worker_kinds():
+        try:
+            kind = get_worker_kind(name)
+        except Exception as exc:  # an optional SDK missing must not hide the other kinds
+            out.append({"kind": name, "available": False, "error": str(exc)})
+            continue
+        out.append({"kind": name, "available": True, "summary": kind.summary,
+                    "prompt_required": kind.prompt_required, "options": options_view(kind.options_model)})
+    return out
+
+
+def capabilities() -> dict[str, Any]:
+    return {"sources": source_catalog(), "workers": worker_catalog()}
+
+
+def results_page(orch: Orchestrator, ref: str | int, status: str | None = None, limit: int = 20,
+                 offset: int = 0) -> dict[str, Any]:
+    """Rows `offset`..`offset+limit` (unit order) and how many rows match the filter in all."""
+    rows = orch.results(ref, status=status, limit=limit, offset=offset)  # validates ref and filter
+    job_status = orch.status(ref)
+    if status:
+        wanted = {s.strip().lower() for s in status.split(",") if s.strip()}
+        total = sum(int(job_status.get(s, 0)) for s in wanted)
+    else:
+        total = int(job_status["total"])
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return {"job_id": job_status["id"], "job_status": job_status["status"], "total": total, "offset": offset,
+            "returned": len(rows), "next_offset": next_offset, "rows": rows}
