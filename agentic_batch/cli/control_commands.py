@@ -40,9 +40,12 @@ def register(app: typer.Typer) -> None:
                 + (f"; resume with `abp resume {status['id']}`" if status["status"] == "PAUSED" else ""))
 
     @app.command("resume")
-    def resume(job: JobArg, as_json: JsonFlag = False) -> None:
+    def resume(job: JobArg,
+               budget_usd: Annotated[Optional[float], typer.Option("--budget-usd", help="A new budget for "
+                                                                   "the job (after a budget pause).")] = None,
+               as_json: JsonFlag = False) -> None:
         """Continue a PAUSED job (or a RUNNING one whose executor died): lost units are reclaimed at once."""
-        status = orchestrator().resume(job)
+        status = orchestrator().resume(job, budget_usd=budget_usd)
         ex = status["executor"]
         _report(status, as_json, f"Job {status['id']} resumed: executor pid {ex['pid']}; "
                                  f"{status['pending'] + status['running']} unit(s) to go.")

@@ -152,10 +152,17 @@ class Orchestrator:
             self.store.update_job(job.id, expect=[RUNNING], status="PAUSED", control=None, pause_reason="stopped")
         return self.status(job.id)
 
-    def resume(self, ref: str | int) -> dict[str, Any]:
-        """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor."""
+    def resume(self, ref: str | int, budget_usd: float | None = None) -> dict[str, Any]:
+        """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor.
+
+        `budget_usd` replaces the job's budget (e.g. after it paused with reason "budget")."""
         job = self.job(ref)
         self._expect(job, {"PAUSED", RUNNING}, "resume", _resume_hint(job))
+        if budget_usd is not None:
+            if budget_usd <= 0:
+                raise InvalidSpec("--budget-usd must be greater than 0")
+            self.store.update_job(job.id, budget_usd=budget_usd)
+            job = self.job(job.id)
         if job.status == "PAUSED":
             return self._run(job, expect=["PAUSED"])
         self.store.update_job(job.id, expect=[RUNNING], control=None)

@@ -183,3 +183,14 @@ def test_structured_output_is_validated_and_retried_with_feedback(orch, workdir:
     assert done["status"] == "COMPLETED", orch.results(job)
     rows = orch.results(job)
     assert all(r["data.label"] == "spam" and r["data.score"] == 0.9 and r["attempts"] == 2 for r in rows)
+
+
+def test_resume_with_a_bigger_budget_finishes_the_job(orch, workdir: Path) -> None:
+    job = python_job(orch, workdir, "priced", n=6, concurrency=1, budget_usd=0.25)
+    orch.start(job, skip_test=True)
+    assert wait_status(orch, job, {"PAUSED", "COMPLETED"})["pause_reason"] == "budget"
+    with pytest.raises(InvalidSpec):
+        orch.resume(job, budget_usd=-1)
+    orch.resume(job, budget_usd=10.0)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED" and done["cost_usd"] == pytest.approx(0.6)

@@ -1,0 +1,162 @@
+"""What the tools hand back to a model: small, truncated, with the next step spelled out.
+
+A model's context is the scarce resource here. Large outputs are cut (and say so, with how to get
+the rest), a unit's conversation is summarised as one short line per event, and every status says
+in words what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+#: Events listed in a conversation summary: the first few and the last many.
+HEAD_EVENTS, TAIL_EVENTS = 5, 40
+EVENT_TEXT_CHARS = 160
+
+
+def clip(text: str | None, limit: int) -> tuple[str | None, int | None]:
+    """(text cut to `limit` characters with a marker, original length if it was cut)."""
+    if text is None or len(text) <= limit:
+        return text, None
+    return text[:limit] + f"… [truncated: {len(text)} characters in all]", len(text)
+
+
+def clip_values(row: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Cut every long string value of a row; `truncated` maps cut fields to their full length."""
+    out: dict[str, Any] = {}
+    cut: dict[str, int] = {}
+    for name, value in row.items():
+        if isinstance(value, (dict, list)):
+            text = json.dumps(value, ensure_ascii=False, default=str)
+            if len(text) > limit:
+                out[name], cut[name] = clip(text, limit)  # type: ignore[assignment]
+                continue
+        if isinstance(value, str):
+            out[name], full = clip(value, limit)
+            if full is not None:
+                cut[name] = full
+            continue
+        out[name] = value
+    if cut:
+        out["truncated"] = cut
+    return out
+
+
+def status_summary(s: dict[str, Any]) -> str:
+    """One line a model can repeat to the user."""
+    line = f"job {s['id']} “{s['name']}” is {s['status']}: {s['done']}/{s['total']} done ({s['progress']:.0f}%)"
+    extra = [f"{s['completed']} completed"]
+    if s.get("failed"):
+        extra.append(f"{s['failed']} failed")
+    if s.get("cancelled"):
+        extra.append(f"{s['cancelled']} cancelled")
+    if s.get("running"):
+        extra.append(f"{s['running']} running")
+    line += " — " + ", ".join(extra)
+    if s.get("rate"):
+        line += f"; {s['rate']:.2f} units/s"
+    if s.get("eta_seconds") is not None:
+        line += f", about {s['eta_seconds']:.0f}s left"
+    if s.get("cost_usd"):
+        line += f"; cost ${s['cost_usd']:.4f}"
+    if s.get("pause_reason"):
+        line += f"; paused: {s['pause_reason']}"
+    if s.get("error"):
+        line += f"; error: {s['error']}"
+    return line
+
+
+def next_step(s: dict[str, Any]) -> str:
+    """What the caller should do next, by job status."""
+    job = s["id"]
+    return {
+        "CREATED": f"Call start_job(job_id={job}) to run the test unit and show its output to the user.",
+        "TESTING": f"The test output is waiting for the user's decision: start_job(job_id={job}, approve=true) "
+                   f"starts the rest; start_job(job_id={job}, reject=true) then edit_prompt changes the prompt.",
+        "RUNNING": f"The job runs in a detached executor (it keeps going if this conversation ends). Check "
+                   f"again later with get_job_status(job_id={job}, wait_seconds=30).",
+        "PAUSED": f"Resume with resume_job(job_id={job}).",
+        "COMPLETED": f"Fetch results with get_results(job_id={job}) or write them to a file with "
+                     f"export_results(job_id={job}, path=...).",
+        "FAILED": f"Some units failed after their retries: see get_results(job_id={job}, status='failed'); "
+                  f"retry_failed(job_id={job}) runs them again.",
+        "CANCELLED": f"The job was cancelled; completed results remain available via get_results(job_id={job}).",
+    }.get(s["status"], "")
+
+
+def status_view(s: dict[str, Any]) -> dict[str, Any]:
+    """The service's status dict, plus a one-line summary and the next step."""
+    view = dict(s)
+    executor = dict(view.get("executor") or {})
+    executor.pop("executors", None)  # one executor's details are enough for a model
+    view["executor"] = executor
+    return {"summary": status_summary(s), **view, "next_step": next_step(s)}
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """A short description of one event (tool call, tool result, text, command, error...)."""
+    kind, data = event["kind"], event.get("data") or {}
+    if kind == "tool_use":
+        text = f"{data.get('name')}({json.dumps(data.get('input', {}), ensure_ascii=False, default=str)})"
+    elif kind == "tool_result":
+        text = ("error: " if data.get("is_error") else "") + str(data.get("content", ""))
+    elif kind == "command":
+        text = " ".join(str(a) for a in data.get("argv", []))
+    elif kind in ("assistant", "thinking", "stdout", "stderr"):
+        text = str(data.get("text", ""))
+    elif kind == "error":
+        text = f"{data.get('error_class')}: {data.get('error')}"
+    elif kind == "result":
+        text = f"cost ${data.get('cost', data.get('cost_usd', 0)) or 0:.4f}, {data.get('turns', '?')} turn(s)"
+    elif kind == "start":
+        text = f"attempt {data.get('attempt')} ({data.get('worker')})"
+    else:
+        text = json.dumps(data, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= EVENT_TEXT_CHARS else text[: EVENT_TEXT_CHARS - 1] + "…"
+
+
+def conversation_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Event counts by kind and one short line per event (first few and last many), not the transcript."""
+    lines = [{"attempt": e["attempt"], "kind": e["kind"], "text": event_text(e)} for e in events]
+    omitted = 0
+    if len(lines) > HEAD_EVENTS + TAIL_EVENTS:
+        omitted = len(lines) - HEAD_EVENTS - TAIL_EVENTS
+        lines = lines[:HEAD_EVENTS] + [{"kind": "…", "text": f"{omitted} event(s) omitted"}] + lines[-TAIL_EVENTS:]
+    return {"events": len(events), "by_kind": dict(Counter(e["kind"] for e in events)), "omitted": omitted,
+            "lines": lines}
+
+
+UNIT_FIELDS = ("unit_id", "key", "status", "attempts", "errors", "error", "error_class", "cost_usd", "tokens_in",
+               "tokens_out", "turns", "duration_s", "session_id")
+
+
+def unit_view(u: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """One unit: payload, prompt, output (each cut to max_chars), error, cost and a conversation summary."""
+    view: dict[str, Any] = {name: u.get(name) for name in UNIT_FIELDS}
+    cut: dict[str, int] = {}
+    payload = u.get("payload") or {}
+    payload_text = json.dumps(payload, ensure_ascii=False, default=str)
+    if len(payload_text) > max_chars:
+        view["payload"] = clip_values(payload, max(200, max_chars // max(len(payload), 1)))
+        cut["payload"] = len(payload_text)
+    else:
+        view["payload"] = payload
+    for name in ("prompt", "output"):
+        view[name], full = clip(u.get(name), max_chars)
+        if full is not None:
+            cut[name] = full
+    data = u.get("data")
+    if data is not None:
+        text = json.dumps(data, ensure_ascii=False, default=str)
+        view["data"], full = (data, None) if len(text) <= max_chars else clip(text, max_chars)
+        if full is not None:
+            cut["data"] = full
+    view["conversation"] = conversation_summary(u.get("events") or [])
+    if cut:
+        view["truncated"] = cut
+        view["note"] = ("Some fields were cut; call get_unit with a larger max_chars, or export_results, "
+                        "for the full text.")
+    return view
