@@ -1,7 +1,8 @@
 """Resolving `module:function` and `path/to/file.py:function` references to callables.
 
-Used by the python source and the python worker. Lookups happen with the job's directory on
-sys.path, because the executor runs later, from another process, in that directory.
+Shared by the python source (`--python`) and the python worker (`--function`) so both accept the
+same forms and fail with the same words. Lookups happen with the job's directory on sys.path,
+because the executor runs later, from another process.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,69 +20,98 @@ from typing import Any
 
 from agentic_batch.errors import AbpError, InvalidSpec
 
+FORM_HINT = "give module:function (importable from the working directory) or path/to/file.py:function"
+
 
 @contextlib.contextmanager
 def on_sys_path(entries: list[str]) -> Iterator[None]:
-    added = [e for e in entries if e and e not in sys.path]
+    """Prepend the entries not already there; remove exactly those afterwards."""
+    added = [entry for entry in dict.fromkeys(entries) if entry and entry not in sys.path]
     sys.path[:0] = added
     try:
         yield
     finally:
         for entry in added:
-            with contextlib.suppress(ValueError):
+            if entry in sys.path:
                 sys.path.remove(entry)
 
 
-def split_ref(ref: str, what: str, error: type[AbpError] = InvalidSpec) -> tuple[str, str]:
-    module_ref, sep, func_name = ref.rpartition(":")
-    if not sep or not module_ref or not func_name:
-        raise error(f"{what} {ref!r} is not of the form module:function",
-                    hint="e.g. mypkg.items:generate or ./make_items.py:generate")
-    return module_ref, func_name
+def describe(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
-def _load_file(path: Path) -> ModuleType:
-    name = f"_abp_user_{abs(hash(str(path)))}"
+def split_ref(ref: str, what: str, error: type[AbpError] = InvalidSpec) -> tuple[str, str, bool]:
+    """(module or file, function name, is a file path)."""
+    module_ref, _, func_name = ref.rpartition(":")
+    if not module_ref or not func_name:
+        raise error(f"{what} {ref!r} is not module:function", hint=FORM_HINT)
+    is_file = module_ref.endswith(".py") or "/" in module_ref or os.sep in module_ref
+    return module_ref, func_name, is_file
+
+
+def find_file(module_ref: str, search_dirs: list[Path], what: str, ref: str,
+              error: type[AbpError] = InvalidSpec) -> Path:
+    path = Path(module_ref).expanduser()
+    candidates = [path] if path.is_absolute() else [Path(base, path) for base in search_dirs]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    looked = ", ".join(str(c) for c in candidates)
+    raise error(f"{what} file for {ref!r} not found (looked at {looked})", hint=FORM_HINT)
+
+
+def load_file(path: Path, what: str, error: type[AbpError] = InvalidSpec) -> ModuleType:
+    """Execute a .py file as a module, registered in sys.modules as pickling and dataclasses need."""
+    name = "_abp_user_" + re.sub(r"\W", "_", str(path))
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
+    if spec is None or spec.loader is None:  # pragma: no cover - only for non-.py suffixes
+        raise error(f"cannot load {path} as Python for {what}", hint=FORM_HINT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything
         sys.modules.pop(name, None)
-        raise
+        raise error(f"importing {path} for {what} raised {describe(exc)}") from None
     return module
+
+
+def import_module(name: str, what: str, error: type[AbpError] = InvalidSpec) -> ModuleType:
+    importlib.invalidate_caches()  # the module may have been written after the last import
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise error(f"{what}: no python module named {name!r} (looked in the working directory and "
+                        "sys.path)", hint=FORM_HINT) from None
+        raise error(f"{what}: importing module {name!r} failed: {exc}", hint="install what it imports") from None
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+        raise error(f"{what}: importing module {name!r} raised {describe(exc)}") from None
+
+
+def get_function(module: ModuleType, module_ref: str, func_name: str, what: str,
+                 error: type[AbpError] = InvalidSpec) -> Callable[..., Any]:
+    """`func_name` may be dotted (`Class.method`) for a staticmethod or classmethod."""
+    obj: Any = module
+    for part in func_name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise error(f"{what}: python module {module_ref!r} has no function {func_name!r}",
+                        hint="check the name after the ':'")
+    if not callable(obj):
+        raise error(f"{what}: {module_ref}:{func_name} is a {type(obj).__name__}, not a function")
+    return obj  # type: ignore[no-any-return]
 
 
 def load_callable(ref: str, search_dirs: list[Path], what: str,
                   error: type[AbpError] = InvalidSpec) -> Callable[..., Any]:
     """Import `ref` and return the callable it names, or raise `error` with one clear line."""
-    module_ref, func_name = split_ref(ref, what, error)
-    try:
-        with on_sys_path([str(d) for d in search_dirs]):
-            if module_ref.endswith(".py") or "/" in module_ref:
-                candidates = [Path(module_ref)] + [d / module_ref for d in search_dirs]
-                path = next((p for p in candidates if p.is_file()), None)
-                if path is None:
-                    raise error(f"{what} {ref!r}: no file {module_ref}",
-                                hint=f"looked in {', '.join(str(d) for d in search_dirs)}")
-                module = _load_file(path.resolve())
-            else:
-                module = importlib.import_module(module_ref)
-    except AbpError:
-        raise
-    except ModuleNotFoundError as exc:
-        raise error(f"{what} {ref!r}: no module named {exc.name!r}",
-                    hint="check the spelling, or run abp from the directory that contains it") from None
-    except Exception as exc:
-        raise error(f"{what} {ref!r}: importing {module_ref} raised {type(exc).__name__}: {exc}") from None
-    func = getattr(module, func_name, None)
-    if func is None:
-        raise error(f"{what} {ref!r}: {module_ref} has no attribute {func_name!r}")
-    if not callable(func):
-        raise error(f"{what} {ref!r}: {func_name} is not callable")
-    return func
+    module_ref, func_name, is_file = split_ref(ref, what, error)
+    path = find_file(module_ref, search_dirs, what, ref, error) if is_file else None
+    search = [str(d) for d in search_dirs] + ([str(path.parent)] if path else [])
+    with on_sys_path(search):
+        module = load_file(path, what, error) if path else import_module(module_ref, what, error)
+        return get_function(module, module_ref, func_name, what, error)

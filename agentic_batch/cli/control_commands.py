@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
 from agentic_batch.cli.output import err, out, print_json
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
         if not failed and not cancelled:
             raise InvalidSpec("nothing to retry: give --failed and/or --cancelled")
         status = orchestrator().retry(job, include_cancelled=cancelled)
-        _report(status, as_json, f"Job {status['id']} is RUNNING again: {status['pending']} unit(s) queued.")
+        _report(status, as_json, f"Job {status['id']} is RUNNING again: {status['retried']} unit(s) queued for retry.")
 
     @app.command("wait")
     def wait(job: JobArg,
@@ -86,7 +87,8 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(Executor(target.id, store=orchestrator().store, settings=orchestrator().settings).run())
 
 
-def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False) -> int:
+def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False,
+             console: Console | None = None) -> int:
     """Poll until a final state. A RUNNING job whose executor is gone for a few seconds counts as stuck."""
     orch = orchestrator()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -116,6 +118,6 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
     if as_json:
         print_json(status)
     elif not quiet:
-        out.print(f"Job {status['id']} {state}: {status['completed']} completed, {status['failed']} failed, "
+        (console or out).print(f"Job {status['id']} {state}: {status['completed']} completed, {status['failed']} failed, "
                   f"{status['cancelled']} cancelled, cost ${status['cost_usd']:.4f}")
     return FINAL[state]

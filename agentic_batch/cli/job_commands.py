@@ -86,26 +86,28 @@ def register(app: typer.Typer) -> None:
         else:
             err.print(f"Testing job {job_id} on its first item…")
             report = orch.start(job_id)
-            unit_report(report, "test run")
+            unit_report(report, "test run", console=err)
             ok = report["status"] == "COMPLETED"
             if not values["yes"]:
                 if not sys.stdin.isatty():
                     err.print(f"Job {job_id} is waiting for approval: abp start {job_id} --approve (or --reject)")
+                    print(job_id)
                     return None
                 if not typer.confirm(f"Start the remaining {max(result.units - 1, 0)} unit(s)?", default=ok):
                     orch.reject(job_id)
                     err.print(f"Not started. Job {job_id} is CREATED again: edit it with `abp edit {job_id} "
                               "--prompt ...` and test again with `abp start`.")
+                    print(job_id)
                     return None
             elif not ok:
                 err.print(Text("the test unit did not complete; starting anyway (--yes)", style="yellow"))
             orch.approve(job_id)
         from agentic_batch.cli.view_commands import follow_job
 
+        print(job_id, flush=True)  # stdout carries only the job id: JOB=$(abp run ... --yes)
         if values["wait"] or sys.stdout.isatty():
-            code = follow_job(job_id, live=sys.stdout.isatty(), exit_code=values["wait"])
+            code = follow_job(job_id, live=sys.stdout.isatty(), exit_code=values["wait"], console=err)
             raise typer.Exit(code or 0)
-        print(job_id)
         return None
 
     run.__signature__ = run_sig  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ so a model writing `[bold]` or `[/]` cannot restyle or break the terminal output
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from typing import Any
@@ -17,7 +18,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-out = Console(highlight=False, soft_wrap=False)
+# Piped output (grep, files) must not be wrapped or cut at 80 columns.
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "FAILED": "red", "CANCELLED": "magenta",
@@ -114,7 +116,7 @@ def event_line(event: dict[str, Any]) -> str:
     if kind == "tool_result":
         return ("✗ " if data.get("is_error") else "← ") + _short(str(data.get("content", "")), 100)
     if kind == "command":
-        return "$ " + " ".join(str(a) for a in data.get("argv", []))
+        return "$ " + shlex.join(str(a) for a in data.get("argv", []))
     if kind in ("assistant", "thinking", "stdout", "stderr"):
         return f"{kind}: " + _short(str(data.get("text", "")), 100)
     if kind == "error":
@@ -156,8 +158,9 @@ def conversation(events: list[dict[str, Any]]) -> list[Any]:
     return lines
 
 
-def unit_report(u: dict[str, Any], title: str) -> None:
+def unit_report(u: dict[str, Any], title: str, console: Console | None = None) -> None:
     """Payload, prompt, attempts, conversation and output of one unit."""
+    out = console or globals()["out"]
     out.print(Text(f"{title}: unit {u['id']} ({u['key']})", style="bold"))
     out.print(Text.assemble("status ", status_text(u["status"]),
                             f" · attempts {u['attempts']} · {duration(u['duration_s'])} · {money(u['cost_usd'])}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
@@ -19,15 +20,15 @@ from agentic_batch.errors import InvalidSpec
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
 
 
-def follow_job(job: str | int, live: bool, exit_code: bool) -> int | None:
+def follow_job(job: str | int, live: bool, exit_code: bool, console: Console | None = None) -> int | None:
     """Show live progress until the job ends (Ctrl-C detaches; the job keeps running)."""
     if not live:
-        code = wait_for(job, None, as_json=False)
+        code = wait_for(job, None, as_json=False, console=console)
         return code if exit_code else None
     orch = orchestrator()
     status = orch.status(job)
     try:
-        with Live(status_panel(status), console=out, refresh_per_second=4, transient=False) as view:
+        with Live(status_panel(status), console=console or out, refresh_per_second=4, transient=False) as view:
             while status["status"] not in FINAL:
                 time.sleep(0.5)
                 status = orch.status(job)

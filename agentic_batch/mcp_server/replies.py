@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, default=str, indent=1)
+    return json.dumps(data, ensure_ascii=False, default=str)
 
 
 def ok(data: dict[str, Any]) -> CallToolResult:

@@ -94,6 +94,8 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
         check_schema(spec.output_schema)
     if kind.check is not None:
         kind.check(options, template, workdir)
+    if kind.sample_check is not None:
+        kind.sample_check(options, [i.payload for i in head], list(previews) or [None] * len(head))
 
     cleanup_abandoned(store)
     job_id = store.insert_job(

@@ -16,6 +16,7 @@ from agentic_batch.config import Settings, load_settings
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
 from agentic_batch.prompts import compile_template, validate
 from agentic_batch.service import control
+from agentic_batch.service.browse import BrowseMixin
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
 from agentic_batch.service.test_run import run_test_unit
 from agentic_batch.service.views import job_status, job_summary, unit_view
@@ -25,7 +26,7 @@ from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, ope
 RUNNING = JobStatus.RUNNING.value
 
 
-class Orchestrator:
+class Orchestrator(BrowseMixin):
     def __init__(self, store: Store | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings.db_url)
@@ -192,8 +193,8 @@ class Orchestrator:
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": f"{count} unit(s) queued for retry"}])
         if job.status == RUNNING:
             control.spawn(self.store, self.settings, job)
-            return self.status(job.id)
-        return self._run(job, expect=[job.status])
+            return {**self.status(job.id), "retried": count}
+        return {**self._run(job, expect=[job.status]), "retried": count}
 
     def edit_prompt(self, ref: str | int, template: str) -> dict[str, Any]:
         """Replace the prompt template; units not yet completed will use it."""

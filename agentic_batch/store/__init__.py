@@ -6,6 +6,7 @@ connection handling. `open_store()` applies migrations on first use.
 
 from __future__ import annotations
 
+from agentic_batch.store.browse_queries import BrowseQueries
 from agentic_batch.store.db import SCHEMA_REVISION, StoreBase, make_engine
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries
 from agentic_batch.store.executor_queries import ExecutorQueries
@@ -23,7 +24,7 @@ from agentic_batch.store.records import (
 from agentic_batch.store.unit_queries import UNIT_STATUSES, UnitQueries
 
 
-class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, StoreBase):
+class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, BrowseQueries, StoreBase):
     """All store queries behind one object. Thread-safe: each call takes its own connection."""
 
 

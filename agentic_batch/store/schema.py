@@ -87,7 +87,12 @@ units = sa.Table(
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ix_units_job_finished", "job_id", "finished_at"),
     sa.Index("ix_units_lease_owner", "lease_owner"),
+    sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id"),
 )
+
+#: A unit's run time for sorting; -1 while unfinished (same NULL placement on every dialect).
+UNIT_DURATION = sa.func.coalesce(units.c.finished_at - units.c.started_at, sa.literal_column("-1.0"))
+sa.Index("ix_units_job_duration", units.c.job_id, UNIT_DURATION, units.c.id)
 
 events = sa.Table(
     "events",

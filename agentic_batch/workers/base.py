@@ -135,6 +135,9 @@ class WorkerKind:
     #: Create-time checks beyond the options model: check(options, prompt_template, workdir);
     #: raise InvalidSpec (e.g. the function does not import, a config file is missing).
     check: Callable[[BaseModel, str | None, Path], None] | None = None
+    #: Create-time check against the first items: sample_check(options, payloads, rendered_prompts);
+    #: e.g. the command worker renders its argv templates so a missing field fails before any job exists.
+    sample_check: Callable[[BaseModel, list[dict[str, Any]], list[str | None]], None] | None = None
 
     def parse_options(self, raw: dict[str, Any]) -> BaseModel:
         from pydantic import ValidationError

@@ -84,6 +84,17 @@ def _check(options: Any, prompt: str | None, _workdir: Path) -> None:
                               hint="add --prompt, --prompt-file or --intent")
 
 
+def _sample_check(options: Any, payloads: list[dict[str, Any]], prompts: list[str | None]) -> None:
+    """Render the argv templates against the first items: a missing field fails at create time."""
+    from agentic_batch.prompts import validate
+
+    for token in options.tokens():
+        for index, payload in enumerate(payloads):
+            prompt = prompts[index] if index < len(prompts) else None
+            validate(token, [payload], what="--command", prompt=prompt,
+                     unit={"id": 0, "key": "", "seq": index, "attempt": 1}, job={"id": 0, "name": ""})
+
+
 class CommandWorker:
     kind = "command"
 
@@ -148,4 +159,5 @@ KIND = WorkerKind(
     factory=lambda options: CommandWorker(options),  # type: ignore[arg-type]
     prompt_required=False,
     check=_check,
+    sample_check=_sample_check,
 )

@@ -206,9 +206,6 @@ def test_template_field_missing(workdir: Path, orch: Orchestrator, names_csv: Pa
     assert_nothing_written(orch, workdir)
 
 
-@pytest.mark.xfail(strict=True, reason="command-worker argv tokens are only compiled at create time, never "
-                   "rendered against the first items (workers/command.py:_check), so `--command 'echo "
-                   "{{ row.nope }}'` creates a job whose every unit then fails with a permanent render error")
 def test_command_template_field_missing(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
     result = create(workdir, "--csv", names_csv.name, "--command", "echo {{ row.nope }}")
     assert_one_line_error(result, "row.nope")

@@ -280,6 +280,7 @@ def test_run_yes_wait_end_to_end(workdir: Path, orch: Orchestrator, names_csv: P
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     [job] = orch.list()
+    assert result.stdout.strip() == str(job["id"])  # JOB=$(abp run ... --yes --wait) works
     assert job["status"] == "COMPLETED" and job["completed"] == job["total"] == 3
     rows = orch.results(job["id"])
     assert [(r["status"], r["output"]) for r in rows] == [("COMPLETED", "ANN"), ("COMPLETED", "BOB"),
@@ -290,8 +291,9 @@ def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch: Orch
                                                         names_csv: Path) -> None:
     result = abp("run", "--name", "careful", "--csv", "names.csv", "--command", UPPER, cwd=workdir, input="")
     assert result.returncode == 0, result.stderr
-    assert "ANN" in result.stdout  # the test unit ran and was shown
+    assert "ANN" in result.stderr  # the test unit ran and was shown
     [job] = orch.list()
+    assert result.stdout.strip() == str(job["id"])  # stdout carries only the job id
     assert "--approve" in result.stderr and str(job["id"]) in result.stderr
     status = orch.status(job["id"])
     assert status["status"] == "TESTING" and status["completed"] == 1 and status["pending"] == 2

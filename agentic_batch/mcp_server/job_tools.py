@@ -1,0 +1,196 @@
+"""Tools that make and start jobs: create_job, start_job (test first, then approve), edit_prompt, list_sources.
+
+The descriptions are written for a model: they carry the test-first protocol, because an assistant
+that approves its own test run would spend the user's money without asking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult
+from pydantic import Field
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.mcp_server.replies import respond
+from agentic_batch.mcp_server.schemas import IntentArg, JobRef, Priority, PromptArg, SourceArg, WorkerArg, WorkerOptionsArg
+from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
+from agentic_batch.mcp_server.toolkit import add_tool
+from agentic_batch.service import Orchestrator
+from agentic_batch.service.mcp_support import capabilities, with_launched_executor
+
+PREVIEW_CHARS = 1500
+TEMPLATE_CHARS = 6000
+TEST_OUTPUT_CHARS = 3000
+
+
+def created_view(result: Any, worker: str) -> dict[str, Any]:
+    template, _ = clip(result.prompt_template, TEMPLATE_CHARS)
+    return {
+        "job_id": result.job_id, "name": result.name, "status": "CREATED", "units": result.units,
+        "duplicates_skipped": result.duplicates, "source": result.source, "worker": worker,
+        "prompt_template": template, "prompt_synthesized": result.synthesized,
+        "preview_prompts": [clip(p, PREVIEW_CHARS)[0] for p in result.previews],
+        "next_step": (f"Tell the user the job has {result.units} unit(s)"
+                      + (" and show them the prompt written from the intent" if result.synthesized else "")
+                      + f". Then call start_job(job_id={result.job_id}) to run the first unit as a test."),
+    }
+
+
+def test_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    job_id, total = status["id"], status["total"]
+    unit = unit_view(report, TEST_OUTPUT_CHARS)
+    passed = report["status"] == "COMPLETED"
+    view: dict[str, Any] = {
+        "job_id": job_id, "job_status": status["status"], "test_passed": passed, "test_unit": unit,
+        "remaining_units": max(total - 1, 0),
+    }
+    if report.get("cost_usd"):
+        view["estimated_total_cost_usd"] = round(report["cost_usd"] * total, 4)
+    view["next_step"] = (
+        f"Show the user this test output{' and error' if not passed else ''} (and its cost), then ASK whether to "
+        f"run the remaining {max(total - 1, 0)} unit(s). Only after the user agrees, call start_job(job_id={job_id}, "
+        f"approve=true). To change the prompt instead: start_job(job_id={job_id}, reject=true), then "
+        f"edit_prompt, then start_job(job_id={job_id}) to test again."
+    )
+    return view
+
+
+def started_view(status: dict[str, Any], how: str) -> dict[str, Any]:
+    executor = status.get("executor") or {}
+    view = status_view(status)
+    view["message"] = (f"Job {status['id']} {how}: a detached executor (pid {executor.get('pid')}) works through "
+                       f"{status['pending'] + status['running']} unit(s) in the background. It keeps running if "
+                       "this conversation or the MCP server ends.")
+    return view
+
+
+def register(server: MCPServer[Any], orch: Orchestrator) -> None:
+    async def create_job(
+        name: Annotated[str, Field(description="Short name for the job (shown in list_jobs).")],
+        source: SourceArg,
+        worker: WorkerArg,
+        worker_options: WorkerOptionsArg = None,
+        prompt: PromptArg = None,
+        intent: IntentArg = None,
+        concurrency: Annotated[int | None, Field(description="Units running at once (default 4).")] = None,
+        max_retries: Annotated[int | None, Field(description="Retries per unit for transient errors, with "
+                                                             "backoff (default 3).")] = None,
+        timeout_s: Annotated[float | None, Field(description="Seconds per unit attempt; the agent is killed "
+                                                             "after (default 600).")] = None,
+        budget_usd: Annotated[float | None, Field(description="Pause the job when its cost reaches this.")] = None,
+        priority: Annotated[Priority | None, Field(description="Job priority (default normal).")] = None,
+        reduce_prompt: Annotated[str | None, Field(description="Template run once after all units complete; "
+                                                               "gets {{ results_path }} (JSONL of all results), "
+                                                               "{{ total }}, {{ completed }}.")] = None,
+        output_schema: Annotated[dict[str, Any] | None, Field(description="JSON Schema every unit's answer "
+                                                                          "must match (invalid answers are "
+                                                                          "retried with the error).")] = None,
+        workdir: Annotated[str | None, Field(description="Absolute directory that relative paths resolve "
+                                                         "against and commands run in (default: the MCP "
+                                                         "server's working directory).")] = None,
+    ) -> CallToolResult:
+        """Create a batch job: one unit per item of a source (files, CSV/JSON/JSONL rows, SQL rows, a Python
+        generator), each processed by a worker with a prompt rendered from the item.
+
+        Use this when the user wants the same task done for many items (tens to hundreds of thousands).
+        Pass the source as a path or query; abp reads the items itself, so never put the item list in the
+        conversation. Nothing runs yet. Returns the job id, the number of units, the prompt template
+        (written for you when you give `intent`) and the first rendered prompts as a preview.
+
+        Then follow the test-first protocol: start_job(job_id) runs ONE unit and returns its output; show
+        it to the user and ask for approval; start_job(job_id, approve=true) starts the rest in the
+        background and returns at once; follow progress with get_job_status. Call list_sources for the
+        fields of each source kind and the options of each worker kind.
+        """
+        def call() -> dict[str, Any]:
+            spec: dict[str, Any] = {"name": name, "source": _source(source), "worker": worker,
+                                    "worker_options": worker_options or {}}
+            optional = {"prompt": prompt, "intent": intent, "concurrency": concurrency,
+                        "max_retries": max_retries, "timeout_s": timeout_s, "budget_usd": budget_usd,
+                        "priority": priority, "reduce_prompt": reduce_prompt, "output_schema": output_schema,
+                        "workdir": workdir}
+            spec.update({k: v for k, v in optional.items() if v is not None})
+            return created_view(orch.create(spec, cwd=Path.cwd()), worker)
+
+        return await respond(call)
+
+    async def start_job(
+        job_id: JobRef,
+        approve: Annotated[bool, Field(description="Approve a tested job (status TESTING): start the "
+                                                   "remaining units in a detached executor.")] = False,
+        reject: Annotated[bool, Field(description="Reject a tested job: back to CREATED so edit_prompt can "
+                                                  "change the prompt.")] = False,
+        skip_test: Annotated[bool, Field(description="Start all units without a test run. Only when the user "
+                                                     "explicitly asked to skip the test.")] = False,
+    ) -> CallToolResult:
+        """Start a job, test first.
+
+        On a CREATED job this runs the FIRST unit now (it may take as long as one agent run) and returns
+        its output, error, cost and a conversation summary; the job is then TESTING. Show that output to
+        the user and ask them to approve. Do not approve on the user's behalf.
+        With approve=true (after the user agreed) it starts the remaining units in a detached background
+        executor and returns at once; poll get_job_status for progress. The job keeps running if this
+        conversation or the MCP server ends. With reject=true the job goes back to CREATED: call
+        edit_prompt, then start_job again to re-test. skip_test=true starts everything without a test.
+        Calling it again on a TESTING job returns the waiting test result.
+        """
+        def call() -> dict[str, Any]:
+            if approve and reject:
+                raise InvalidSpec("give approve or reject, not both")
+            if approve:
+                return started_view(with_launched_executor(orch, orch.approve(job_id)), "approved")
+            if reject:
+                view = status_view(orch.reject(job_id))
+                view["next_step"] = (f"Change the prompt with edit_prompt(job_id={view['id']}, prompt=...), then "
+                                     f"call start_job(job_id={view['id']}) to test again.")
+                return view
+            job = orch.job(job_id)
+            if job.status == "TESTING":
+                return test_view(orch.test_report(job.id), orch.status(job.id))
+            result = orch.start(job.id, skip_test=skip_test)
+            if "executor" in result:  # started without a test (skip_test or ABP_SKIP_TEST)
+                return started_view(with_launched_executor(orch, result), "started without a test")
+            return test_view(result, orch.status(job.id))
+
+        return await respond(call)
+
+    async def edit_prompt(
+        job_id: JobRef,
+        prompt: Annotated[str, Field(description="The new Jinja2 template over the item fields.")],
+    ) -> CallToolResult:
+        """Replace a job's prompt template (jobs that are CREATED, TESTING, PAUSED or FAILED).
+
+        The template is checked against the first items before it is saved. A TESTING job goes back to
+        CREATED: call start_job to run a new test. Units not yet completed use the new prompt.
+        Returns the job status.
+        """
+        def call() -> dict[str, Any]:
+            view = status_view(orch.edit_prompt(job_id, prompt))
+            view["message"] = f"Prompt of job {view['id']} replaced."
+            return view
+
+        return await respond(call)
+
+    async def list_sources() -> CallToolResult:
+        """List the source kinds (where items come from, and the fields each needs) and the worker kinds
+        (what processes each item, and their options with types, defaults and descriptions).
+
+        Use it before create_job when unsure how to describe a source or which worker options exist.
+        """
+        return await respond(capabilities)
+
+    add_tool(server, create_job, title="Create a batch job")
+    add_tool(server, start_job, title="Test, approve or start a job")
+    add_tool(server, edit_prompt, title="Edit a job's prompt", idempotent=True)
+    add_tool(server, list_sources, title="List source and worker kinds", read_only=True)
+
+
+def _source(raw: dict[str, Any]) -> dict[str, Any]:
+    """Python-source args are strings on the command line; a model may send numbers."""
+    source = dict(raw)
+    if isinstance(source.get("args"), dict):
+        source["args"] = {str(k): v if isinstance(v, str) else str(v) for k, v in source["args"].items()}
+    return source

@@ -1,0 +1,63 @@
+"""Argument types of the tools: JSON Schema a model reads, with a description on every field.
+
+The `source` argument publishes SourceSpec's own schema (with the words from the service's source
+catalogue), but the SDK only checks that it is an object: the real validation is JobSpec's, inside
+the service, so a bad source gets the same one-line message as on the command line.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, WithJsonSchema
+
+from agentic_batch.service.mcp_support import SOURCE_FIELD_DOCS, SOURCE_KINDS
+from agentic_batch.spec import SourceSpec
+
+
+def source_schema() -> dict[str, Any]:
+    schema = copy.deepcopy(SourceSpec.model_json_schema())
+    schema.pop("title", None)
+    kinds = "; ".join(f"{kind}: needs {', '.join(req)}" for kind, (_, req, _) in SOURCE_KINDS.items())
+    schema["description"] = (
+        "Where the items come from; abp reads it itself, so never paste the items into the conversation. "
+        f"Set `kind` and the fields that kind uses ({kinds}). Paths should be absolute (relative ones "
+        "resolve against `workdir`). Example: {\"kind\": \"csv\", \"path\": \"/data/tickets.csv\", \"key\": \"id\"}."
+    )
+    for name, prop in schema.get("properties", {}).items():
+        prop.pop("title", None)
+        if name == "kind":
+            prop["description"] = "source type: " + ", ".join(
+                f"{k} ({items.split(';')[0]})" for k, (items, _, _) in SOURCE_KINDS.items())
+        elif name in SOURCE_FIELD_DOCS:
+            prop["description"] = SOURCE_FIELD_DOCS[name]
+    return schema
+
+
+JobRef = Annotated[int | str, Field(
+    description="The job id returned by create_job (a unique job name, or \"last\" for the newest job, also works).")]
+UnitRef = Annotated[int | str, Field(description="The unit id (unit_id in results), or the unit's key.")]
+StatusFilter = Annotated[str | None, Field(
+    description="Only units with this status: pending, running, completed, failed or cancelled "
+                "(comma-separate several: \"failed,cancelled\"). Default: all.")]
+MaxChars = Annotated[int, Field(ge=100, le=100_000, description="Cut text values longer than this many characters "
+                                                                "(the result says what was cut).")]
+
+SourceArg = Annotated[dict[str, Any], WithJsonSchema(source_schema())]
+WorkerArg = Annotated[str, Field(
+    description="Worker kind that processes each item: command (run a program per item), python (call a "
+                "function per item), claude (Claude Code agent), openai / anthropic (API model with file tools). "
+                "list_sources shows each kind's options.")]
+WorkerOptionsArg = Annotated[dict[str, Any] | None, Field(
+    description="Options of the chosen worker kind (see list_sources), e.g. command: {\"command\": \"wc -w "
+                "{{ path }}\"}; python: {\"function\": \"/abs/path/mod.py:func\"}; claude: {\"model\": "
+                "\"sonnet\", \"allowed_tools\": [\"Read\", \"Write\"]}.")]
+PromptArg = Annotated[str | None, Field(
+    description="Jinja2 template rendered per item: item fields are variables ({{ title }}, {{ row.title }}, "
+                "{{ path }} for files). A misspelt field is an error at create time. Give this or `intent`.")]
+IntentArg = Annotated[str | None, Field(
+    description="Instead of a template: what to do with each item, in plain words; abp writes the full prompt "
+                "(returned as prompt_template so you can show it to the user).")]
+Priority = Literal["low", "normal", "high", "critical"]
+ExportFormat = Literal["json", "jsonl", "csv"]

@@ -1,0 +1,68 @@
+"""The MCP server: `build_server()` wires the tools and resources to one Orchestrator; `run()` serves it.
+
+Over stdio (Claude Desktop, Claude Code) or streamable HTTP on 127.0.0.1 only: the tools can run
+commands and write files as the user, so the server never listens beyond this machine.
+
+The server holds no job state. Jobs run in detached executors that `start_job` launches in a session
+of their own (see `engine.launch`), so closing the client, or killing this process, never stops one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from agentic_batch.mcp_server import control_tools, job_tools, read_tools, resources
+from agentic_batch.service import Orchestrator
+
+DEFAULT_HTTP_PORT = 8766
+HTTP_HOST = "127.0.0.1"
+
+INSTRUCTIONS = """\
+abp (agentic-batch) runs a worker (a shell command, a Python function, Claude Code, or an API model) over
+every item of a large workload, in parallel, in a detached background process that survives this
+conversation, and never loses an item.
+
+Use it when the user wants the same task done for many items (files, CSV/JSON/JSONL rows, SQL rows).
+The items never pass through the conversation: give create_job a path, glob or query.
+
+Protocol (test first):
+1. create_job -> job id, unit count, the prompt and a preview of the first rendered prompts.
+2. start_job(job_id) -> runs ONE unit now and returns its output and cost. Show it to the user and ask
+   for approval; never approve on the user's behalf.
+3. start_job(job_id, approve=true) -> starts the rest in the background and returns at once.
+   (reject=true + edit_prompt + start_job to change the prompt and test again.)
+4. get_job_status(job_id, wait_seconds=30) until COMPLETED (or FAILED: see get_results(status='failed'),
+   retry_failed).
+5. get_results (paged, truncated) for a look; export_results(path) for the full data in a file.
+list_sources describes the source kinds and each worker kind's options.
+"""
+
+
+def build_server(orch: Orchestrator | None = None) -> MCPServer[Any]:
+    """A server with every abp tool and resource bound to `orch` (a new Orchestrator by default)."""
+    from agentic_batch import __version__
+
+    orch = orch or Orchestrator()
+    server: MCPServer[Any] = MCPServer(
+        "abp", title="agentic-batch", version=__version__, instructions=INSTRUCTIONS,
+        website_url=None, log_level="DEBUG" if os.environ.get("ABP_DEBUG") else "WARNING",
+    )
+    job_tools.register(server, orch)
+    control_tools.register(server, orch)
+    read_tools.register(server, orch)
+    resources.register(server, orch)
+    return server
+
+
+def run(http: bool = False, port: int = DEFAULT_HTTP_PORT) -> None:
+    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP)."""
+    server = build_server()
+    if http:
+        logging.getLogger("agentic_batch.mcp").warning("abp MCP server on http://%s:%d/mcp", HTTP_HOST, port)
+        server.run("streamable-http", host=HTTP_HOST, port=port)
+    else:
+        server.run("stdio")

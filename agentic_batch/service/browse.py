@@ -1,0 +1,220 @@
+"""Browsing and fine-grained steering: the read models and per-unit actions the dashboard, the REST
+API and MCP need beyond the CLI's (a mixin of `Orchestrator`, so every interface shares them).
+
+Why a separate module: the CLI reads a job at a time; a browser pages through 100,000 units, sorts
+them by cost, charts throughput, and polls for changes every second. Everything here is a bounded,
+indexed read (see `agentic_batch.store.browse_queries`), and every argument is validated here so a
+bad page size or sort key is an `InvalidSpec` (HTTP 422), never a database error.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
+from agentic_batch.service import control
+from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, unit_view
+from agentic_batch.spec import JobStatus
+from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
+from agentic_batch.store.browse_queries import UNIT_SORTS
+
+if TYPE_CHECKING:
+    from agentic_batch.config import Settings
+    from agentic_batch.store import JobRecord, Store, UnitRecord
+
+MAX_PAGE = 1000
+JOB_STATUSES = [s.value for s in JobStatus if s != JobStatus.CREATING]
+_NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+class BrowseMixin:
+    """Needs `store`, `settings`, `job()`, `status()` and `_run()` from `Orchestrator`."""
+
+    store: Store
+    settings: Settings
+
+    if TYPE_CHECKING:
+        def job(self, ref: str | int) -> JobRecord: ...
+        def status(self, ref: str | int) -> dict[str, Any]: ...
+        def _run(self, job: JobRecord, expect: list[str]) -> dict[str, Any]: ...
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def jobs_page(self, status: str | None = None, search: str | None = None, limit: int = 50,
+                  offset: int = 0) -> dict[str, Any]:
+        """Jobs newest first with progress, rate and ETA: one page, and how many match in all."""
+        check_page(limit, offset)
+        statuses = parse_statuses(status, JOB_STATUSES, "job")
+        search = (search or "").strip() or None
+        records = self.store.list_jobs(statuses, search, limit, offset)
+        return {"items": [self._job_row(j) for j in records], "total": self.store.count_jobs(statuses, search),
+                "limit": limit, "offset": offset}
+
+    def _job_row(self, job: JobRecord) -> dict[str, Any]:
+        """A running job gets the full status (live rate, executor); others the cheap summary."""
+        if job.status == JobStatus.RUNNING.value:
+            full = job_status(self.store, self.settings, job)
+            return {**full, "executor_state": full["executor"]["state"], "executor": None}
+        row = job_summary(self.store, job)
+        end = job.finished_at or time.time()
+        elapsed = (end - job.started_at) if job.started_at else 0.0
+        finished = row["completed"] + row["failed"]
+        row.update(done=finished + row["cancelled"], elapsed_seconds=round(elapsed, 3),
+                   rate=round(finished / elapsed, 4) if elapsed > 0 else 0.0, eta_seconds=None,
+                   executor_state=None, pause_reason=job.pause_reason if job.status == "PAUSED" else None,
+                   error=job.error)
+        return row
+
+    def stats(self) -> dict[str, Any]:
+        """Totals across every job: jobs and units per status, cost, tokens, overall rate."""
+        counts = self.store.global_counts()
+        jobs = {s: counts["jobs"].get(s, 0) for s in JOB_STATUSES}
+        units = {s: counts["units"].get(s, 0) for s in UNIT_STATUSES}
+        recent = self.store.finished_since_all(time.time() - RATE_WINDOW_S)
+        return {"jobs": jobs, "jobs_total": sum(jobs.values()), "units": units, "units_total": sum(units.values()),
+                "cost_usd": round(counts["cost_usd"], 6), "tokens_in": counts["tokens_in"],
+                "tokens_out": counts["tokens_out"], "rate": round(recent / RATE_WINDOW_S, 4)}
+
+    def timeseries(self, ref: str | int, buckets: int = 60) -> dict[str, Any]:
+        """Units finished and cost spent per time bucket since the job started (for charts)."""
+        if not 1 <= buckets <= 1000:
+            raise InvalidSpec("buckets must be between 1 and 1000")
+        job = self.job(ref)
+        if job.started_at is None:
+            return {"job_id": job.id, "start": None, "end": None, "width": None, "points": []}
+        start = job.started_at
+        end = job.finished_at or time.time()
+        span = max(end - start, 1.0)
+        width = next((w for w in _NICE_WIDTHS if w >= span / buckets), _NICE_WIDTHS[-1])
+        count = int(span // width) + 1
+        points = [{"t": start + i * width, "completed": 0, "failed": 0, "cancelled": 0, "cost_usd": 0.0,
+                   "tokens": 0} for i in range(count)]
+        # Units finished before the start (the test unit) count in the first bucket.
+        for row in self.store.finished_buckets(job.id, job.created_at, start, width):
+            index = min(max(row["bucket"], 0), count - 1)
+            point = points[index]
+            key = row["status"].lower()
+            if key in point:
+                point[key] += row["n"]
+            point["cost_usd"] += row["cost"]
+            point["tokens"] += row["tokens"]
+        total = 0.0
+        for point in points:
+            point["cost_usd"] = round(point["cost_usd"], 6)
+            total += point["cost_usd"]
+            point["cost_total"] = round(total, 6)
+        return {"job_id": job.id, "start": start, "end": end, "width": width, "points": points}
+
+    # -- units ----------------------------------------------------------------------------------
+
+    def units_page(self, ref: str | int, status: str | None = None, search: str | None = None,
+                   sort: str = "seq", order: str = "asc", limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """One page of a job's units: filter by status, search key/output/error, sort, page."""
+        check_page(limit, offset)
+        if sort not in UNIT_SORTS:
+            raise InvalidSpec(f"unknown sort {sort!r}", hint=f"use one of {', '.join(UNIT_SORTS)}")
+        if order not in ("asc", "desc"):
+            raise InvalidSpec(f"unknown order {order!r}", hint="use asc or desc")
+        job = self.job(ref)
+        statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
+        items, total = self.store.browse_units(job.id, statuses=statuses, search=(search or "").strip() or None,
+                                               sort=sort, descending=order == "desc", limit=limit, offset=offset)
+        return {"job_id": job.id, "items": items, "total": total, "limit": limit, "offset": offset,
+                "sort": sort, "order": order}
+
+    def retry_unit(self, ref: str | int, unit_ref: str | int) -> dict[str, Any]:
+        """A FAILED or CANCELLED unit back to PENDING with fresh retries, and the job running again.
+
+        A PAUSED job stays paused (the unit runs on resume); a finished job runs again for it.
+        """
+        job = self.job(ref)
+        unit = self._unit_record(job, unit_ref)
+        if job.status in (JobStatus.CREATED.value, JobStatus.TESTING.value):
+            raise IllegalState(f"cannot retry a unit of job {job.id}: it is {job.status}",
+                               hint="start the job first")
+        if unit.status not in ("FAILED", "CANCELLED"):
+            raise IllegalState(f"cannot retry unit {unit.id}: it is {unit.status}",
+                               hint="only failed or cancelled units can be retried")
+        if not self.store.set_units_status(job.id, [unit.status], "PENDING", unit_ids=[unit.id], reset=True):
+            raise IllegalState(f"unit {unit.id} changed state meanwhile; try again")
+        self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
+                                 "message": f"unit {unit.id} queued for retry"}])
+        if job.status == JobStatus.RUNNING.value:
+            control.spawn(self.store, self.settings, job)
+        elif job.status != JobStatus.PAUSED.value:
+            self._run(job, expect=[job.status])
+        return self._unit_and_job(job, unit.id)
+
+    def cancel_unit(self, ref: str | int, unit_ref: str | int) -> dict[str, Any]:
+        """A PENDING or RUNNING unit to CANCELLED. A running agent is not interrupted, but its
+        result is discarded: results are fenced by status, so it can no longer complete the unit."""
+        job = self.job(ref)
+        unit = self._unit_record(job, unit_ref)
+        if unit.status not in ("PENDING", "RUNNING"):
+            raise IllegalState(f"cannot cancel unit {unit.id}: it is already {unit.status}")
+        if not self.store.set_units_status(job.id, [unit.status], "CANCELLED", unit_ids=[unit.id]):
+            raise IllegalState(f"unit {unit.id} changed state meanwhile; try again")
+        self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
+                                 "message": f"unit {unit.id} cancelled"}])
+        return self._unit_and_job(job, unit.id)
+
+    def _unit_record(self, job: JobRecord, unit_ref: str | int) -> UnitRecord:
+        unit = self.store.find_unit(job.id, str(unit_ref))
+        if unit is None:
+            raise NotFound(f"job {job.id} has no unit {unit_ref!r}")
+        return unit
+
+    def _unit_and_job(self, job: JobRecord, unit_id: int) -> dict[str, Any]:
+        record = self.store.get_unit(unit_id)
+        assert record is not None
+        return {"unit": unit_view(record), "job": self.status(job.id)}
+
+    # -- live views -----------------------------------------------------------------------------
+
+    def unit_feed(self, ref: str | int, since: float) -> dict[str, Any]:
+        """What a live view polls: the running units and the units that finished since `since`."""
+        job = self.job(ref)
+        return {"running": self.store.running_unit_states(job.id),
+                "finished": self.store.finished_unit_states(job.id, since)}
+
+    def unit_states(self, ref: str | int, unit_ids: list[int]) -> list[dict[str, Any]]:
+        return self.store.unit_states(self.job(ref).id, unit_ids[:MAX_PAGE])
+
+    def last_event_id(self, ref: str | int, unit_ref: str | int | None = None) -> int:
+        job = self.job(ref)
+        unit_id = self._unit_record(job, unit_ref).id if unit_ref is not None else None
+        return self.store.last_event_id(job.id, unit_id)
+
+    def logs_page(self, ref: str | int, level: str = "info", unit: int | None = None, text: str | None = None,
+                  before: int | None = None, limit: int = 100) -> dict[str, Any]:
+        """Newest logs first; pass `next_before` back as `before` for the older page."""
+        check_page(limit, 0)
+        if level not in LOG_LEVELS:
+            raise InvalidSpec(f"unknown log level {level!r}", hint=f"use one of {', '.join(LOG_LEVELS)}")
+        job = self.job(ref)
+        records = self.store.browse_logs(job.id, min_level=level, unit_id=unit, text=(text or "").strip() or None,
+                                         before=before, limit=limit)
+        items = [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message, "unit_id": r.unit_id,
+                  "executor_id": r.executor_id, "extra": r.extra} for r in records]
+        return {"job_id": job.id, "items": items,
+                "next_before": items[-1]["id"] if len(items) == limit else None}
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_PAGE}")
+    if offset < 0:
+        raise InvalidSpec(f"offset {offset} is negative")
+
+
+def parse_statuses(raw: str | None, allowed: list[str], what: str) -> list[str] | None:
+    """`running,paused` -> ["RUNNING", "PAUSED"]; an unknown name is an `InvalidSpec`."""
+    if not raw:
+        return None
+    wanted = [s.strip().upper() for s in raw.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in allowed]
+    if unknown:
+        raise InvalidSpec(f"unknown {what} status {unknown[0].lower()!r}",
+                          hint=f"use one of {', '.join(a.lower() for a in allowed)}")
+    return wanted or None

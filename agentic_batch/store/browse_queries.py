@@ -1,0 +1,182 @@
+"""Read queries for browsing: a job's units table (filter, search, sort, page), time series, stats
+across jobs, newest-first logs, and the light change feed that live views poll.
+
+These serve the interfaces (dashboard, REST, MCP), not the engine, and must stay fast on a
+100,000-unit job while an executor writes. A page first picks its unit ids through an index that
+ends in `id` (`(job_id, seq)`, `(job_id, cost_usd, id)`, `(job_id, duration, id)`, `(job_id, key)`),
+then fetches only those rows, and only the light columns (output and error cut to a preview).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentic_batch.store.event_queries import LOG_LEVELS
+from agentic_batch.store.records import LogRecord, from_mapping
+from agentic_batch.store.schema import UNIT_DURATION, events, jobs, logs, units
+
+#: Sort keys of the units table and the indexed expression each one orders by.
+UNIT_SORTS: dict[str, Any] = {
+    "seq": units.c.seq,
+    "key": units.c.key,
+    "cost": units.c.cost_usd,
+    "duration": UNIT_DURATION,
+}
+PREVIEW_CHARS = 200
+
+_LIGHT_COLUMNS = (
+    units.c.id, units.c.job_id, units.c.seq, units.c.key, units.c.priority, units.c.status, units.c.attempt,
+    units.c.error_count, units.c.error_class, units.c.cost_usd, units.c.tokens_in, units.c.tokens_out,
+    units.c.turns, units.c.started_at, units.c.finished_at,
+    sa.func.substr(units.c.output, 1, PREVIEW_CHARS).label("output_preview"),
+    sa.func.substr(units.c.error, 1, PREVIEW_CHARS).label("error_preview"),
+)
+
+
+def light_unit(row: Any) -> dict[str, Any]:
+    """A units-table row as a dict, with the duration derived (it is never stored)."""
+    data = dict(row)
+    started, finished = data.get("started_at"), data.get("finished_at")
+    data["duration_s"] = round(finished - started, 3) if started and finished else None
+    data["cost_usd"] = round(float(data["cost_usd"] or 0.0), 6)
+    return data
+
+
+class BrowseQueries:
+    """Mixin for `Store`; relies on `read()` and `dialect` from `StoreBase`."""
+
+    # -- the units table ------------------------------------------------------------------------
+
+    def browse_units(self, job_id: int, *, statuses: Sequence[str] | None = None, search: str | None = None,
+                     sort: str = "seq", descending: bool = False, limit: int = 50,
+                     offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of a job's units (light rows) and how many match in all."""
+        conditions: list[Any] = [units.c.job_id == job_id]
+        if statuses:
+            conditions.append(units.c.status.in_(list(statuses)))
+        if search:
+            conditions.append(_search_condition(search, self.dialect))  # type: ignore[attr-defined]
+        key = UNIT_SORTS[sort]
+        order = [key.desc(), units.c.id.desc()] if descending else [key.asc(), units.c.id.asc()]
+        page_ids = sa.select(units.c.id).where(*conditions).order_by(*order).limit(limit).offset(offset)
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(*_LIGHT_COLUMNS).where(units.c.id.in_(page_ids.scalar_subquery())).order_by(*order)
+            ).mappings().all()
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(units).where(*conditions)).scalar_one())
+        return [light_unit(r) for r in rows], total
+
+    def unit_states(self, job_id: int, unit_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Light rows of these units (a live view asking what became of units it saw running)."""
+        if not unit_ids:
+            return []
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(
+                units.c.job_id == job_id, units.c.id.in_(list(unit_ids)))).mappings().all()
+        return [light_unit(r) for r in rows]
+
+    def running_unit_states(self, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id, units.c.status == "RUNNING")
+                                .order_by(units.c.started_at).limit(limit)).mappings().all()
+        return [light_unit(r) for r in rows]
+
+    def finished_unit_states(self, job_id: int, since: float, limit: int = 500) -> list[dict[str, Any]]:
+        """Units that ended (completed, failed, cancelled) at or after `since`: the newest `limit`
+        of them (a busy job finishes more than a live view shows), oldest first."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id,
+                                                                 units.c.finished_at >= since)
+                                .order_by(units.c.finished_at.desc(), units.c.id.desc()).limit(limit)
+                                ).mappings().all()
+        return [light_unit(r) for r in reversed(rows)]
+
+    # -- charts and stats -----------------------------------------------------------------------
+
+    def finished_buckets(self, job_id: int, since: float, start: float, width: float) -> list[dict[str, Any]]:
+        """Units finished since `since`, per bucket of `width` seconds from `start` (negative before it):
+        counts, cost and tokens per status."""
+        raw = (units.c.finished_at - start) / width
+        # floor() is not built into every SQLite; CAST truncates, which is floor for values >= 0.
+        bucket = (sa.func.floor(raw) if self.dialect == "postgresql"  # type: ignore[attr-defined]
+                  else sa.cast(raw, sa.Integer)).label("bucket")
+        query = (sa.select(bucket, units.c.status, sa.func.count().label("n"),
+                           sa.func.coalesce(sa.func.sum(units.c.cost_usd), 0.0).label("cost"),
+                           sa.func.coalesce(sa.func.sum(units.c.tokens_in + units.c.tokens_out), 0).label("tokens"))
+                 .where(units.c.job_id == job_id, units.c.finished_at >= since)
+                 .group_by(bucket, units.c.status))
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return [{"bucket": int(r.bucket), "status": r.status, "n": int(r.n), "cost": float(r.cost),
+                     "tokens": int(r.tokens)} for r in conn.execute(query)]
+
+    def global_counts(self) -> dict[str, Any]:
+        """Jobs per status, units per status, and cost/tokens summed over every visible job."""
+        visible = sa.select(jobs.c.id).where(jobs.c.status != "CREATING").scalar_subquery()
+        with self.read() as conn:  # type: ignore[attr-defined]
+            job_rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).where(jobs.c.status != "CREATING")
+                                    .group_by(jobs.c.status)).all()
+            unit_rows = conn.execute(
+                sa.select(units.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(units.c.cost_usd), 0.0),
+                          sa.func.coalesce(sa.func.sum(units.c.tokens_in), 0),
+                          sa.func.coalesce(sa.func.sum(units.c.tokens_out), 0))
+                .where(units.c.job_id.in_(visible)).group_by(units.c.status)).all()
+        return {
+            "jobs": {status: int(n) for status, n in job_rows},
+            "units": {status: int(n) for status, n, *_ in unit_rows},
+            "cost_usd": float(sum(r[2] for r in unit_rows)),
+            "tokens_in": int(sum(r[3] for r in unit_rows)),
+            "tokens_out": int(sum(r[4] for r in unit_rows)),
+        }
+
+    def finished_since_all(self, since: float) -> int:
+        """Units of any job that completed or failed since `since` (the overall rate)."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                units.c.finished_at >= since, units.c.status.in_(["COMPLETED", "FAILED"]))).scalar_one())
+
+    # -- events and logs ------------------------------------------------------------------------
+
+    def last_event_id(self, job_id: int, unit_id: int | None = None) -> int:
+        """The newest event id of a job (or unit): where a live view that fell behind jumps to."""
+        query = sa.select(sa.func.max(events.c.id)).where(events.c.job_id == job_id)
+        if unit_id is not None:
+            query = query.where(events.c.unit_id == unit_id)
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return int(conn.execute(query).scalar() or 0)
+
+    def browse_logs(self, job_id: int, *, min_level: str = "debug", unit_id: int | None = None,
+                    text: str | None = None, before: int | None = None, limit: int = 100) -> list[LogRecord]:
+        """Newest logs first, paged backwards with `before` (a log id)."""
+        levels = LOG_LEVELS[LOG_LEVELS.index(min_level):] if min_level in LOG_LEVELS else LOG_LEVELS
+        query = sa.select(logs).where(logs.c.job_id == job_id, logs.c.level.in_(levels))
+        if before is not None:
+            query = query.where(logs.c.id < before)
+        if unit_id is not None:
+            query = query.where(logs.c.unit_id == unit_id)
+        if text:
+            query = query.where(logs.c.message.icontains(text, autoescape=True) if self.dialect == "postgresql"  # type: ignore[attr-defined]
+                                else logs.c.message.contains(text, autoescape=True))
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(query.order_by(logs.c.id.desc()).limit(limit)).mappings()
+            return [from_mapping(LogRecord, r) for r in rows]
+
+
+def _search_condition(text: str, dialect: str) -> Any:
+    """Case-insensitive substring match on key, output and error; a number also matches the unit id.
+
+    SQLite's LIKE already ignores ASCII case (lower() would only slow the scan); PostgreSQL has ILIKE.
+    """
+    needle = text.strip()
+
+    def match(column: Any) -> Any:
+        if dialect == "postgresql":
+            return column.icontains(needle, autoescape=True)
+        return column.contains(needle, autoescape=True)
+
+    cond = sa.or_(match(units.c.key), match(units.c.output), match(units.c.error))
+    if needle.isdigit() and len(needle) < 16:
+        cond = sa.or_(units.c.id == int(needle), cond)
+    return cond

@@ -1,0 +1,163 @@
+"""REST: jobs. List, get, create (the CLI's spec as JSON), and every state change the CLI has.
+
+Plain `def` routes: FastAPI runs them in its thread pool, because service calls block (a test run
+executes an agent; creating a job streams its whole source into the store).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.service import Orchestrator
+from agentic_batch.spec import JobSpec
+from agentic_batch.web.deps import orchestrator, web_config
+from agentic_batch.web.errors import read_json
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+Orch = Annotated[Orchestrator, Depends(orchestrator)]
+JOB_DOC = "Job id, its name when unique, or `last`."
+
+
+class StartRequest(BaseModel):
+    """Like `abp start JOB [--skip-test] [--approve | --reject]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    skip_test: bool = Field(False, description="Start the executor without running the first unit as a test.")
+    approve: bool = Field(False, description="Approve a TESTING job: start its executor.")
+    reject: bool = Field(False, description="Reject a TESTING job: back to CREATED, to edit the prompt.")
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_cancelled: bool = Field(False, description="Also queue CANCELLED units again.")
+
+
+class PromptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(description="The new Jinja2 prompt template (validated against the first items).")
+
+
+def spec_openapi() -> dict[str, Any]:
+    """The request body of `POST /api/jobs` in the OpenAPI document: JobSpec's JSON Schema."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/JobSpec"}}}}}
+
+
+@router.get("/jobs", summary="List jobs")
+def list_jobs(orch: Orch,
+              status: Annotated[str | None, Query(description="Comma list of job statuses: running,paused")] = None,
+              q: Annotated[str | None, Query(description="Only jobs whose name contains this")] = None,
+              limit: Annotated[int, Query(description="Page size (1-1000)")] = 50,
+              offset: Annotated[int, Query(description="Rows to skip")] = 0) -> dict[str, Any]:
+    """Newest first, each with counts, progress, rate, ETA and cost; `total` counts every match."""
+    return orch.jobs_page(status=status, search=q, limit=limit, offset=offset)
+
+
+@router.post("/jobs", status_code=201, summary="Create a job", openapi_extra=spec_openapi())
+async def create_job(request: Request) -> dict[str, Any]:
+    """The same spec as `abp create`, as JSON (see the JobSpec schema). Without `workdir`, the job
+    runs in the directory `abp serve` was started from; relative paths resolve against it. The job
+    is CREATED: start it with `POST /api/jobs/{job}/start`."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidSpec("the request body must be a JSON object (a job spec)")
+    orch: Orchestrator = orchestrator(request)
+    result = await run_in_threadpool(orch.create, body, web_config(request).cwd)
+    return result.to_dict()
+
+
+@router.get("/jobs/{job}", summary="Job status")
+def get_job(job: str, orch: Orch) -> dict[str, Any]:
+    """Counts per unit status, progress, rate, ETA, elapsed, cost (spent and projected), executor."""
+    return orch.status(job)
+
+
+@router.post("/jobs/{job}/start", summary="Start (test first), approve or reject")
+def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> dict[str, Any]:
+    """A CREATED job runs its first unit now as a test (the answer is that unit, the job is then
+    TESTING) unless `skip_test`; `approve` / `reject` answer a TESTING job."""
+    body = body or StartRequest()
+    if body.approve and body.reject:
+        raise InvalidSpec("give approve or reject, not both")
+    if body.approve:
+        return orch.approve(job)
+    if body.reject:
+        return orch.reject(job)
+    return orch.start(job, skip_test=body.skip_test)
+
+
+@router.post("/jobs/{job}/approve", summary="Approve the test result and run the job")
+def approve_job(job: str, orch: Orch) -> dict[str, Any]:
+    return orch.approve(job)
+
+
+@router.post("/jobs/{job}/reject", summary="Reject the test result (back to CREATED)")
+def reject_job(job: str, orch: Orch) -> dict[str, Any]:
+    return orch.reject(job)
+
+
+@router.post("/jobs/{job}/stop", summary="Pause a running job")
+def stop_job(job: str, orch: Orch) -> dict[str, Any]:
+    """In-flight units finish within the grace period, the rest stay PENDING; the job becomes PAUSED
+    (the answer may still say RUNNING while the executor winds down)."""
+    return orch.stop(job)
+
+
+@router.post("/jobs/{job}/resume", summary="Resume a paused job")
+def resume_job(job: str, orch: Orch) -> dict[str, Any]:
+    return orch.resume(job)
+
+
+@router.post("/jobs/{job}/cancel", summary="Cancel a job")
+def cancel_job(job: str, orch: Orch) -> dict[str, Any]:
+    return orch.cancel(job)
+
+
+@router.post("/jobs/{job}/retry", summary="Retry failed units")
+def retry_job(job: str, orch: Orch, body: RetryRequest | None = None) -> dict[str, Any]:
+    """Failed units (and cancelled ones if asked) go back to PENDING with fresh retries; the job runs."""
+    return orch.retry(job, include_cancelled=(body or RetryRequest()).include_cancelled)
+
+
+@router.put("/jobs/{job}/prompt", summary="Edit the prompt template")
+def edit_prompt(job: str, body: PromptRequest, orch: Orch) -> dict[str, Any]:
+    """Allowed while CREATED, TESTING (back to CREATED), PAUSED or FAILED; units not yet completed use it."""
+    return orch.edit_prompt(job, body.prompt)
+
+
+@router.post("/jobs/{job}/sync", summary="Add new items from the source")
+def sync_job(job: str, orch: Orch) -> dict[str, int]:
+    return orch.sync(job)
+
+
+@router.get("/jobs/{job}/test", summary="The test unit's result")
+def test_report(job: str, orch: Orch) -> dict[str, Any]:
+    """The first unit's run (output, conversation, cost) that a TESTING job waits on."""
+    return orch.test_report(job)
+
+
+@router.get("/jobs/{job}/active", summary="Units running now")
+def active_units(job: str, orch: Orch,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
+    """Each running unit with its attempt, elapsed time and newest event (its latest tool call)."""
+    return orch.active_units(job, limit=limit)
+
+
+@router.get("/jobs/{job}/timeseries", summary="Throughput and cost over time")
+def timeseries(job: str, orch: Orch,
+               buckets: Annotated[int, Query(description="About how many points (1-1000)")] = 60) -> dict[str, Any]:
+    return orch.timeseries(job, buckets=buckets)
+
+
+def register_schemas(openapi: dict[str, Any]) -> None:
+    """Put JobSpec (and the models it uses) into the OpenAPI document's components."""
+    schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    components.update(defs)
+    components["JobSpec"] = schema

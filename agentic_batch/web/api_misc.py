@@ -1,0 +1,79 @@
+"""REST: logs, streamed result exports, stats across jobs, and a health check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import StreamingResponse
+
+from agentic_batch import __version__
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.service import Orchestrator
+from agentic_batch.web.deps import orchestrator
+
+router = APIRouter(prefix="/api", tags=["results, logs, stats"])
+Orch = Annotated[Orchestrator, Depends(orchestrator)]
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json",
+                "jsonl": "application/x-ndjson"}
+CHUNK_CHARS = 64 * 1024
+
+
+@router.get("/jobs/{job}/logs", summary="A job's logs")
+def job_logs(job: str, orch: Orch,
+             level: Annotated[str, Query(description="Minimum level: debug, info, warning, error")] = "info",
+             unit: Annotated[int | None, Query(description="Only this unit's logs")] = None,
+             q: Annotated[str | None, Query(description="Only messages containing this")] = None,
+             before: Annotated[int | None, Query(description="Newest-first paging: ids below this")] = None,
+             after: Annotated[int | None, Query(description="Oldest-first reading: ids above this")] = None,
+             limit: Annotated[int, Query(description="Page size (1-1000)")] = 100) -> dict[str, Any]:
+    """Newest first, paged with `before` (= the previous page's `next_before`); or, with `after`,
+    oldest first from that id on (to follow a job like `abp logs --follow`)."""
+    if after is None:
+        return orch.logs_page(job, level=level, unit=unit, text=q, before=before, limit=limit)
+    if not 1 <= limit <= 1000 or after < 0:
+        raise InvalidSpec("after must be >= 0 and limit between 1 and 1000")
+    items = orch.logs(job, level=level, after=after, limit=limit, unit=unit, text=q)
+    return {"job_id": orch.job(job).id, "items": items, "next_after": items[-1]["id"] if items else after}
+
+
+def _chunked(parts: Iterable[str], size: int = CHUNK_CHARS) -> Iterator[bytes]:
+    """Group the export's small pieces: each chunk is one hop to the thread pool, not each row."""
+    buffer: list[str] = []
+    length = 0
+    for part in parts:
+        buffer.append(part)
+        length += len(part)
+        if length >= size:
+            yield "".join(buffer).encode()
+            buffer, length = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
+
+
+@router.get("/jobs/{job}/results", summary="Export results (streamed)",
+            responses={200: {"content": {t: {} for t in EXPORT_TYPES.values()}}})
+def export_results(job: str, orch: Orch,
+                   format: Annotated[str, Query(description="csv, json or jsonl")] = "jsonl",
+                   status: Annotated[str | None, Query(description="Only units in these statuses")] = None
+                   ) -> StreamingResponse:
+    """One row per unit (unit_id, key, item fields, status, output, error, cost, tokens, attempts),
+    streamed in unit order without holding the job in memory, like `abp results`."""
+    if format not in EXPORT_TYPES:
+        raise InvalidSpec(f"unknown export format {format!r}", hint="use csv, json or jsonl")
+    job_id = orch.job(job).id
+    parts = orch.export(job, fmt=format, status=status)
+    return StreamingResponse(_chunked(parts), media_type=EXPORT_TYPES[format], headers={
+        "content-disposition": f'attachment; filename="job-{job_id}-results.{format}"'})
+
+
+@router.get("/stats", summary="Totals across jobs")
+def stats(orch: Orch) -> dict[str, Any]:
+    """Jobs and units per status, total cost and tokens, and the overall rate (units/s, last minute)."""
+    return orch.stats()
+
+
+@router.get("/health", summary="Liveness")
+def health() -> dict[str, Any]:
+    return {"ok": True, "version": __version__}

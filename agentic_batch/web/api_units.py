@@ -1,0 +1,80 @@
+"""REST: a job's units (the paged table, one unit, its conversation), per-unit retry and cancel,
+and the job-wide event feed. A unit is named by its id (or its key, when the key has no slash)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.service import Orchestrator
+from agentic_batch.web.deps import orchestrator
+
+router = APIRouter(prefix="/api", tags=["units"])
+Orch = Annotated[Orchestrator, Depends(orchestrator)]
+MAX_EVENTS = 2000
+
+
+@router.get("/jobs/{job}/units", summary="List a job's units")
+def list_units(job: str, orch: Orch,
+               status: Annotated[str | None, Query(description="Comma list: pending,running,completed,failed,"
+                                                                 "cancelled")] = None,
+               q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit id")] = None,
+               sort: Annotated[str, Query(description="seq, key, cost or duration")] = "seq",
+               order: Annotated[str, Query(description="asc or desc")] = "asc",
+               limit: Annotated[int, Query(description="Page size (1-1000)")] = 50,
+               offset: Annotated[int, Query(description="Rows to skip")] = 0) -> dict[str, Any]:
+    """One page of light rows (output and error cut to a preview) and the `total` that match.
+    Every sort walks an index, so pages stay fast on jobs of 100,000 units and more."""
+    return orch.units_page(job, status=status, search=q, sort=sort, order=order, limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job}/units/{unit}", summary="One unit")
+def get_unit(job: str, unit: str, orch: Orch) -> dict[str, Any]:
+    """Payload, rendered prompt, attempts, retries, output, structured data, error, cost, tokens,
+    duration. The conversation is at `.../events`."""
+    view = orch.unit(job, unit, events_limit=0)
+    view.pop("events", None)
+    return view
+
+
+def _events_page(items: list[dict[str, Any]], after: int, limit: int) -> dict[str, Any]:
+    return {"items": items, "next_after": items[-1]["id"] if items else after, "more": len(items) == limit}
+
+
+def _check_events_page(after: int, limit: int) -> None:
+    if after < 0:
+        raise InvalidSpec("after must be >= 0")
+    if not 1 <= limit <= MAX_EVENTS:
+        raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
+
+
+@router.get("/jobs/{job}/units/{unit}/events", summary="A unit's conversation")
+def unit_events(job: str, unit: str, orch: Orch,
+                after: Annotated[int, Query(description="Only events with an id above this")] = 0,
+                limit: Annotated[int, Query(description="Page size (1-2000)")] = 500) -> dict[str, Any]:
+    """Every attempt's events in order; pass `next_after` back as `after` to read on incrementally."""
+    _check_events_page(after, limit)
+    return _events_page(orch.events(job, unit, after=after, limit=limit), after, limit)
+
+
+@router.get("/jobs/{job}/events", summary="A job's events")
+def job_events(job: str, orch: Orch,
+               after: Annotated[int, Query(description="Only events with an id above this")] = 0,
+               limit: Annotated[int, Query(description="Page size (1-2000)")] = 500) -> dict[str, Any]:
+    _check_events_page(after, limit)
+    return _events_page(orch.events(job, after=after, limit=limit), after, limit)
+
+
+@router.post("/jobs/{job}/units/{unit}/retry", summary="Retry one unit")
+def retry_unit(job: str, unit: str, orch: Orch) -> dict[str, Any]:
+    """A FAILED or CANCELLED unit back to PENDING with fresh retries. A finished job runs again for
+    it; a PAUSED job stays paused and runs it on resume."""
+    return orch.retry_unit(job, unit)
+
+
+@router.post("/jobs/{job}/units/{unit}/cancel", summary="Cancel one unit")
+def cancel_unit(job: str, unit: str, orch: Orch) -> dict[str, Any]:
+    """A PENDING or RUNNING unit becomes CANCELLED; a running agent's result is discarded."""
+    return orch.cancel_unit(job, unit)

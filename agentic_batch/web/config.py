@@ -1,0 +1,42 @@
+"""How one `abp serve` is set up: where it listens, its token, where REST-created jobs run, how
+often live views poll. One frozen object, built by the `serve` command or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3847
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`: the only binds allowed without a token."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: Bearer token every request must carry (or a session cookie from /login); None on loopback.
+    token: str | None = None
+    #: Directory a job created through the API runs in when its spec gives no `workdir`.
+    cwd: Path = field(default_factory=Path.cwd)
+    #: Seconds between two polls of the store by a live (SSE) stream.
+    poll_interval: float = 1.0
+    #: Seconds of silence after which a stream sends a keep-alive comment.
+    keepalive_s: float = 15.0
+
+    @property
+    def loopback_only(self) -> bool:
+        """Bound to loopback without a token: only loopback Host headers are served (DNS rebinding)."""
+        return self.token is None and is_loopback(self.host)

@@ -1,0 +1,212 @@
+"""The real Claude Code CLI through `abp` against the same CLI under GNU parallel: units/s and ratio.
+
+What it measures: N units (default 40) at concurrency C (default 4), each one real run of the Claude
+Code CLI bundled in claude-agent-sdk, talking to the scripted Anthropic server
+(`python -m agentic_batch.testing.anthropic_server --scenario write-file`, a subprocess on 127.0.0.1).
+With `write-file` each run is two model turns and one real Write tool call (`result.txt` in the
+unit's directory); `echo` is one turn of text.
+
+  * abp: a files source of N files, one per directory (`uNNN/doc.md`, so each unit gets a directory of
+    its own as its cwd), `abp create --worker claude --prompt 'Summarise the file. FILE={{ path }}'
+    --concurrency C`, then `abp start JOB --skip-test`; time from invoking `abp start` to the job's
+    finished_at (COMPLETED), so process start-up, every event, result and cost write are inside it.
+  * parallel: the same prompts (the ones abp rendered, with only the tree's directory name changed) in
+    a tab-separated file, run by
+        parallel -j C --colsep '\\t' --arg-file tasks.tsv \\
+            'cd {1} && exec claude -p {2} --output-format stream-json --verbose --permission-mode acceptEdits'
+    with stdout (all the stream-json) going to one file; timed from launch to exit.
+  * Both use the same offline environment (`agentic_batch.testing.claude_env.isolated_environ`: the
+    server's URL, a dummy key, a private HOME shared by both arms, CLAUDE_CODE_MAX_RETRIES=0), the
+    same server process, and a fresh directory tree per run. The arms alternate (abp first in odd
+    rounds, parallel first in even ones) and the medians are reported, because the machine is noisy.
+  * ratio = abp units/s / parallel units/s (abp stores every message and should lose under 5%).
+    Also printed: CPU seconds of the executor itself and of everything it ran (its reaped children,
+    i.e. the CLIs and their launchers), and of the parallel run and its children.
+
+Run (from the repository root, with the venv's python):
+    python bench/claude_vs_parallel.py                       # 40 units, -j4, 3 rounds, write-file
+    python bench/claude_vs_parallel.py --scenario echo --rounds 5
+
+Uses a throwaway ABP_HOME and directory tree per run; nothing under ~/.agentic-batch or ~/.claude is
+touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _agents as a
+import _common as c
+
+from agentic_batch.testing.claude_env import isolated_environ
+from agentic_batch.workers.claude_process import bundled_cli
+
+PROMPT = "Summarise the file. FILE={{ path }}"
+
+
+def make_tree(root: Path, units: int) -> Path:
+    for i in range(units):
+        folder = root / f"u{i:03d}"
+        folder.mkdir(parents=True)
+        (folder / "doc.md").write_text(f"# Document {i}\n\nSome text.\n")
+    return root
+
+
+def check_written(root: Path, units: int, scenario: str) -> None:
+    if scenario != "write-file":
+        return
+    missing = [d.name for d in sorted(root.iterdir()) if d.is_dir() and not (d / "result.txt").is_file()]
+    if missing or len(list(root.iterdir())) != units:
+        raise SystemExit(f"result.txt missing in {len(missing)} unit directories under {root}: {missing[:5]}")
+
+
+def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str],
+            scenario: str) -> dict:
+    tree = make_tree(tmp / f"{tag}-abp", units)
+    job_id, _ = c.create_job("--name", f"claude-{tag}", "--files", "*/doc.md", "--root", str(tree),
+                             "--worker", "claude", "--prompt", PROMPT, "--concurrency", str(concurrency),
+                             "--max-retries", "0", cwd=tree)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "agentic_batch", "start", str(job_id), "--skip-test", "--json"],
+                          capture_output=True, text=True, env=env, cwd=tree, check=False)
+    returned = time.time() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"abp start failed: {proc.stdout}\n{proc.stderr}")
+    pid = int(json.loads(proc.stdout)["executor"]["pid"])
+    watch = a.CpuWatch(pid)
+    status, _, finished = a.wait_job(job_id, timeout=600, watch=watch, pid=pid)
+    a.wait_executor_gone(pid)
+    counts = a.unit_counts(job_id)
+    if status != "COMPLETED" or counts.get("COMPLETED") != units:
+        with sqlite3.connect(c.db_path()) as conn:
+            errors = conn.execute("SELECT error FROM units WHERE job_id = ? AND error IS NOT NULL LIMIT 3",
+                                  (job_id,)).fetchall()
+        raise SystemExit(f"abp job ended {status} with {counts}: {errors}")
+    check_written(tree, units, scenario)
+    first_start = c.query_one("SELECT MIN(started_at) FROM units WHERE job_id = ?", job_id)[0]
+    events = c.query_one("SELECT COUNT(*) FROM events WHERE job_id = ?", job_id)[0]
+    prompts = [row[0] for row in _prompts(job_id)]
+    seconds = (finished or time.time()) - t0
+    return {"seconds": seconds, "rate": units / seconds, "start_returned_s": returned,
+            "first_unit_started_s": first_start - t0, "executor_cpu_s": watch.self_s,
+            "children_cpu_s": watch.children_s, "events": events, "tree": tree, "prompts": prompts}
+
+
+def _prompts(job_id: int) -> list[tuple[str]]:
+    with sqlite3.connect(f"file:{c.db_path()}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT prompt FROM units WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
+
+
+def run_parallel(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str], cli: str,
+                 prompts: list[str], abp_tree: Path, scenario: str) -> dict:
+    tree = make_tree(tmp / f"{tag}-par", units)  # same name length as "-abp": prompts keep their length
+    tasks = tmp / f"{tag}-tasks.tsv"
+    with tasks.open("w") as fh:
+        for prompt in prompts:
+            prompt = prompt.replace(str(abp_tree), str(tree))
+            unit_dir = prompt.rsplit("FILE=", 1)[1].rsplit("/", 1)[0]
+            fh.write(f"{unit_dir}\t{prompt}\n")
+    command = (f"cd {{1}} && exec {cli} -p {{2}} --output-format stream-json --verbose "
+               f"--permission-mode acceptEdits")
+    out_path = tmp / f"{tag}-parallel.jsonl"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    with out_path.open("w") as out:
+        proc = subprocess.run(["parallel", "-j", str(concurrency), "--colsep", "\t", "--arg-file", str(tasks),
+                               command], stdout=out, stderr=subprocess.PIPE, text=True, env=env, check=False)
+    seconds = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    results = [json.loads(line) for line in out_path.read_text().splitlines() if '"type":"result"' in line]
+    ok = sum(1 for r in results if r.get("type") == "result" and not r.get("is_error"))
+    if proc.returncode != 0 or ok != units:
+        raise SystemExit(f"parallel exited {proc.returncode} with {ok}/{units} good results: {proc.stderr[-2000:]}")
+    check_written(tree, units, scenario)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": seconds, "rate": units / seconds, "cpu_s": cpu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--units", type=int, default=40)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scenario", choices=["write-file", "echo"], default="write-file")
+    ap.add_argument("--latency", type=float, default=0.0, help="server seconds before each reply")
+    ap.add_argument("--keep", action="store_true", help="keep the temp directory")
+    args = ap.parse_args()
+    cli = bundled_cli()
+    if cli is None or shutil.which("parallel") is None:
+        raise SystemExit("needs the claude-agent-sdk bundled CLI and GNU parallel")
+
+    print(f"# claude CLI vs GNU parallel: {args.units} units, concurrency {args.concurrency}, "
+          f"scenario {args.scenario}, latency {args.latency}s, {args.rounds} rounds")
+    print(f"# {c.machine()}, {datetime.datetime.now().isoformat(timespec='seconds')}")
+    abp_runs: list[dict] = []
+    par_runs: list[dict] = []
+    with c.temp_home(keep=args.keep) as tmp, \
+            a.server("anthropic_server", "--scenario", args.scenario, "--latency", str(args.latency)) as srv:
+        claude_home = tmp / "claude-home"
+        claude_home.mkdir()
+        env = isolated_environ(srv.url, claude_home)
+        env["ABP_HOME"] = os.environ["ABP_HOME"]
+        for rnd in range(1, args.rounds + 1):
+            tag = f"r{rnd}"
+            prompts_holder: dict = {}
+
+            def do_abp(tag: str = tag, holder: dict = prompts_holder) -> None:
+                res = run_abp(tmp, tag, args.units, args.concurrency, env, args.scenario)
+                holder["prompts"], holder["tree"] = res.pop("prompts"), res.pop("tree")
+                abp_runs.append(res)
+                print(f"round {rnd} abp:      {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
+                      f"(start returned {res['start_returned_s']:.2f} s, first unit at "
+                      f"{res['first_unit_started_s']:.2f} s, executor CPU {res['executor_cpu_s']:.1f} s, "
+                      f"its children {res['children_cpu_s']:.1f} s, {res['events']} events)", flush=True)
+
+            def do_par(tag: str = tag, holder: dict = prompts_holder) -> None:
+                if "prompts" not in holder:  # parallel goes first: render the prompts the way abp will
+                    holder["prompts"] = [PROMPT.replace("{{ path }}", str(tmp / f"{tag}-abp" / f"u{i:03d}" / "doc.md"))
+                                         for i in range(args.units)]
+                    holder["tree"] = tmp / f"{tag}-abp"
+                res = run_parallel(tmp, tag, args.units, args.concurrency, env, str(cli), holder["prompts"],
+                                   holder["tree"], args.scenario)
+                par_runs.append(res)
+                print(f"round {rnd} parallel: {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
+                      f"(CPU of parallel and its children {res['cpu_s']:.1f} s)", flush=True)
+
+            if rnd % 2:
+                do_abp()
+                do_par()
+                continue
+            do_par()
+            do_abp()
+            rendered = prompts_holder["prompts"]
+            expected = [PROMPT.replace("{{ path }}", str(tmp / f"{tag}-abp" / f"u{i:03d}" / "doc.md"))
+                        for i in range(args.units)]
+            if rendered != expected:
+                raise SystemExit(f"abp rendered other prompts than assumed: {rendered[:2]} vs {expected[:2]}")
+
+    abp_rate = a.median([r["rate"] for r in abp_runs])
+    par_rate = a.median([r["rate"] for r in par_runs])
+    ratios = [x["rate"] / y["rate"] for x, y in zip(abp_runs, par_runs, strict=True)]
+    print(f"median abp:      {abp_rate:.3f} units/s  ({a.median([r['seconds'] for r in abp_runs]):.2f} s)")
+    print(f"median parallel: {par_rate:.3f} units/s  ({a.median([r['seconds'] for r in par_runs]):.2f} s)")
+    print(f"ratio abp/parallel (medians): {abp_rate / par_rate:.3f}   per round: "
+          + ", ".join(f"{r:.3f}" for r in ratios) + f"   median of per-round ratios: {a.median(ratios):.3f}")
+    print(f"median CPU: executor {a.median([r['executor_cpu_s'] for r in abp_runs]):.1f} s + its children "
+          f"{a.median([r['children_cpu_s'] for r in abp_runs]):.1f} s;  parallel + children "
+          f"{a.median([r['cpu_s'] for r in par_runs]):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
