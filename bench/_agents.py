@@ -34,10 +34,15 @@ class ServerProc:
     url: str
     stats: str = ""
     extra_output: list[str] = field(default_factory=list)
+    #: CPU seconds the server process used, read from /proc just before stopping it.
+    cpu_s: float = 0.0
 
     def stop(self) -> str:
         """SIGTERM and wait; the OpenAI server prints `requests=N rate_limited=M` on the way out."""
         if self.proc.poll() is None:
+            watch = CpuWatch(self.proc.pid)
+            if watch.sample():
+                self.cpu_s = watch.self_s
             self.proc.send_signal(signal.SIGTERM)
         try:
             out, _ = self.proc.communicate(timeout=15)
@@ -69,6 +74,13 @@ def server(module: str, *args: str) -> Iterator[ServerProc]:
         yield srv
     finally:
         srv.stop()
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), to tell how loaded the box was."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def job_row(job_id: int) -> tuple[str, float | None, float | None]:
@@ -177,6 +189,7 @@ def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrenc
         "--base-url", server_url, "--price-in", "0.15", "--price-out", "0.6",
         "--prompt", "Repeat the title: {{ row.title }}", "--concurrency", str(concurrency), *extra, cwd=tmp)
     env = {**os.environ, "OPENAI_API_KEY": "sk-dummy-bench"}
+    busy0 = machine_busy_s()
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", "start", str(job_id), "--skip-test", "--json"],
                           capture_output=True, text=True, env=env, cwd=tmp, check=False)
@@ -190,6 +203,7 @@ def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrenc
     watch = CpuWatch(pid)
     status, _, finished = wait_job(job_id, timeout=timeout, watch=watch, pid=pid)
     wait_executor_gone(pid)
+    busy = machine_busy_s() - busy0
     if spy is not None:
         stop_py_spy(spy)
     first_start, last_finish, first_finish = c.query_one(
@@ -197,4 +211,57 @@ def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrenc
     attempts, = c.query_one("SELECT COALESCE(SUM(attempt), 0) FROM units WHERE job_id = ?", job_id)
     return {"job_id": job_id, "status": status, "t0": t0, "start_returned": returned, "finished": finished,
             "first_start": first_start, "first_finish": first_finish, "last_finish": last_finish,
-            "counts": unit_counts(job_id), "attempts": attempts, "executor_cpu_s": watch.self_s, "pid": pid}
+            "counts": unit_counts(job_id), "attempts": attempts, "executor_cpu_s": watch.self_s, "pid": pid,
+            "machine_busy_s": busy, "machine_s": (time.time() - t0) * (os.cpu_count() or 1)}
+
+
+def spy_breakdown(raw: Path, call_marker: str, top: int = 25) -> None:
+    """Where the executor's busy samples go, split three ways: inside the model SDK call (frames
+    containing `call_marker`, e.g. 'AsyncCompletions.create'), on the store thread, and the rest of the
+    event loop (engine + worker code); then the hottest functions of that rest, cumulative."""
+    from collections import Counter
+
+    stacks: list[tuple[list[str], int]] = []
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    total = sum(n for _, n in stacks)
+    if not total:
+        print(f"{raw}: no samples")
+        return
+    parts: Counter[str] = Counter()
+    rest: Counter[str] = Counter()
+    store_fns: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for frames, n in stacks:
+        if any("concurrent/futures/thread.py" in f for f in frames):
+            parts["store thread (SQLAlchemy + sqlite3)"] += n
+            own = [f.split(" (")[0] for f in frames if "agentic_batch/" in f]
+            store_fns[own[-1] if own else "(other)"] += n
+        elif any(f.startswith(call_marker) for f in frames):
+            parts[f"event loop: inside {call_marker} (SDK + httpx/httpcore + sockets)"] += n
+        else:
+            parts["event loop: everything else (engine, worker, asyncio)"] += n
+            for name in {_frame_name(f) for f in frames if "agentic_batch/" in f and "cli/" not in f
+                         and "__main__" not in f and not f.startswith("Executor.run ")}:
+                rest[name] += n
+            leaves[_frame_name(frames[-1])] += n
+    print(f"{raw}: {total} busy samples")
+    for name, n in parts.most_common():
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("  store thread, by the agentic_batch function that asked:")
+    for name, n in store_fns.most_common(6):
+        print(f"    {100 * n / total:5.1f}%  {name}")
+    print(f"  event loop outside the SDK call, agentic_batch functions, cumulative (top {top}):")
+    for name, n in rest.most_common(top):
+        print(f"    {100 * n / total:5.1f}%  {name}")
+    print(f"  event loop outside the SDK call, hottest leaf frames (top {top // 2}):")
+    for name, n in leaves.most_common(top // 2):
+        print(f"    {100 * n / total:5.1f}%  {name}")
+
+
+def _frame_name(frame: str) -> str:
+    """`func (path/to/file.py:12)` -> `func (file.py)`."""
+    func, _, where = frame.partition(" (")
+    return f"{func} ({where.rsplit('/', 1)[-1].split(':')[0].rstrip(')')})"

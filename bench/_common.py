@@ -130,6 +130,7 @@ class ProcWatch:
         self.pid = pid
         self.hwm_kb = self.rss_kb = 0
         self.cpu_s = 0.0
+        self.first_cpu_s: float | None = None  # CPU already spent at the first sample (start-up)
         self.samples = 0
         self._tick = os.sysconf("SC_CLK_TCK")
 
@@ -150,6 +151,8 @@ class ProcWatch:
         if fields[0] == "Z":  # exited, not yet reaped: counters are final but memory is gone
             return False
         self.cpu_s = (int(fields[11]) + int(fields[12])) / self._tick
+        if self.first_cpu_s is None:
+            self.first_cpu_s = self.cpu_s
         self.samples += 1
         return True
 

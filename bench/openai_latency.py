@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -32,9 +33,10 @@ import _agents as a
 import _common as c
 
 
-def bare_run(units: int, concurrency: int, latency: float) -> float:
+def bare_run(units: int, concurrency: int, latency: float) -> tuple[float, float, float, float]:
     """Seconds for the same requests (system + user message + the four built-in tool definitions) from
-    one asyncio loop: AsyncOpenAI, a semaphore of `concurrency`, no store, no engine."""
+    one asyncio loop: AsyncOpenAI, a semaphore of `concurrency`, no store, no engine.
+    Returns (seconds, CPU seconds of this loop, CPU seconds of the server, machine busy core-seconds)."""
     import asyncio
     import time
     from types import SimpleNamespace
@@ -64,9 +66,13 @@ def bare_run(units: int, concurrency: int, latency: float) -> float:
             await asyncio.gather(*(one(i) for i in range(units)))
             await client.close()
 
-        t0 = time.perf_counter()
+        busy0 = a.machine_busy_s()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         asyncio.run(main())
-        return time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        busy = a.machine_busy_s() - busy0
+        srv.stop()
+        return seconds, cpu, srv.cpu_s, busy
 
 
 def one_run(units: int, concurrency: int, latency: float, keep: bool, py_spy: Path | None = None) -> dict:
@@ -76,6 +82,7 @@ def one_run(units: int, concurrency: int, latency: float, keep: bool, py_spy: Pa
                                py_spy=py_spy)
         srv.stop()
         res["server"] = srv.counts()
+        res["server_cpu_s"] = srv.cpu_s
     if res["status"] != "COMPLETED" or res["counts"].get("COMPLETED") != units:
         raise SystemExit(f"job ended {res['status']} with {res['counts']}")
     return res
@@ -97,8 +104,10 @@ def main() -> None:
           f"ideal {ideal:.2f} s")
     print(f"# {c.machine()}, {datetime.datetime.now().isoformat(timespec='seconds')}")
     if args.bare:
-        bare = bare_run(args.units, args.concurrency, args.latency)
-        print(f"bare AsyncOpenAI loop (no abp): {bare:.2f} s ({bare / ideal:.2f}x ideal)", flush=True)
+        bare, bare_cpu, bare_srv_cpu, busy = bare_run(args.units, args.concurrency, args.latency)
+        print(f"bare AsyncOpenAI loop (no abp): {bare:.2f} s ({bare / ideal:.2f}x ideal); CPU: the loop "
+              f"{bare_cpu:.1f} s, server {bare_srv_cpu:.1f} s, whole machine busy {busy:.1f} of "
+              f"{bare * (os.cpu_count() or 1):.1f} core-s", flush=True)
     walls, spans = [], []
     for rnd in range(1, args.rounds + 1):
         r = one_run(args.units, args.concurrency, args.latency, args.keep, args.py_spy)
@@ -110,12 +119,16 @@ def main() -> None:
               f"({span / ideal:.2f}x ideal); abp start returned after {r['start_returned'] - r['t0']:.2f} s, "
               f"first unit claimed at {r['first_start'] - r['t0']:.2f} s, first finished at "
               f"{r['first_finish'] - r['t0']:.2f} s; {r['counts']}, attempts {r['attempts']}, "
-              f"server requests {r['server'].get('requests')}; executor CPU {r['executor_cpu_s']:.1f} s",
+              f"server requests {r['server'].get('requests')}; CPU: executor {r['executor_cpu_s']:.1f} s, "
+              f"server {r['server_cpu_s']:.1f} s, whole machine busy {r['machine_busy_s']:.1f} of "
+              f"{r['machine_s']:.1f} core-s",
               flush=True)
     wall, span = a.median(walls), a.median(spans)
     print(f"median wall {wall:.2f} s = {wall / ideal:.2f}x ideal ({ideal:.2f} s); "
           f"median executor span {span:.2f} s = {span / ideal:.2f}x ideal; "
           f"achieved {args.units / span:.0f} units/s in the span vs ideal {args.concurrency / args.latency:.0f}")
+    if args.py_spy:
+        a.spy_breakdown(args.py_spy, "AsyncCompletions.create")
 
 
 if __name__ == "__main__":

@@ -88,8 +88,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, e in sorted(stats.items(), key=lambda kv: -kv[1]["seconds"]):
         rows = e["rows_in"] or e["rows_out"]
+        per_row = f"{1000 * e['seconds'] / rows:.3f}" if rows else "—"
         print(f"| {name} | {e['calls']:,} | {e['calls'] / n:.3f} | {e['rows_in']:,} | {e['rows_out']:,} | "
-              f"{rows / max(e['calls'], 1):.1f} | {1000 * e['seconds'] / max(rows, 1):.3f} | "
+              f"{rows / max(e['calls'], 1):.1f} | {per_row} | "
               f"{e['seconds']:.2f} | {100 * e['seconds'] / wall:.0f}% |")
     busy = sum(e["seconds"] for e in stats.values())
     print(f"\n  store thread busy {busy:.2f} s of {wall:.2f} s wall ({100 * busy / wall:.0f}%)")

@@ -36,8 +36,8 @@ import _common as c
 import spy_report
 
 
-def bare_loop(noop_file: Path, func_name: str, units: int, concurrency: int) -> float:
-    """Seconds for `units` calls of the function under a semaphore, no store."""
+def bare_loop(noop_file: Path, func_name: str, units: int, concurrency: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) for `units` calls of the function under a semaphore, no store."""
     spec = importlib.util.spec_from_file_location("bench_noop_bare", noop_file)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -57,9 +57,9 @@ def bare_loop(noop_file: Path, func_name: str, units: int, concurrency: int) -> 
 
         await asyncio.gather(*(one({"i": i}) for i in range(units)))
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     asyncio.run(main())
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - cpu0
 
 
 def start_py_spy(pid: int, out: Path, rate: int) -> subprocess.Popen:
@@ -81,6 +81,7 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
     pid = json.loads(out)["executor"]["pid"]
     spy = start_py_spy(pid, py_spy, rate) if py_spy else None
     watch = c.ProcWatch(pid)
+    watch.sample()
     job = c.wait_final(orch, job_id, poll=0.05, watch=watch)
     if spy is not None:
         _, err = spy.communicate(timeout=60)
@@ -95,14 +96,15 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
     total_s = job.finished_at - t_start
     return {"job_id": job_id, "create_s": create_s, "start_cli_s": start_cli_s, "total_s": total_s,
             "first_unit_s": first - t_start, "first_claim_s": claimed - t_start, "span_s": last - first,
-            "executor_pid": pid, "executor_cpu_s": watch.cpu_s}
+            "executor_pid": pid, "executor_cpu_s": watch.cpu_s,
+            "startup_cpu_s": watch.first_cpu_s or 0.0}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--units", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--sync", action="store_true", 
+    ap.add_argument("--sync", action="store_true",
                     help="use the sync no-op (runs in a thread) instead of async")
     ap.add_argument("--sleep-ms", type=float, default=0.0, help="make the no-op sleep this long")
     ap.add_argument("--py-spy", type=Path, help="sample the executor with py-spy into this raw file")
@@ -116,7 +118,7 @@ def main() -> None:
     with c.temp_home(keep=args.keep) as tmp:
         noop_file = c.write_noop(tmp, args.sleep_ms / 1000)
         sys_fig = system_run(tmp, noop_file, func_name, args.units, args.concurrency, args.py_spy, args.rate)
-        bare_s = bare_loop(noop_file, func_name, args.units, args.concurrency)
+        bare_s, bare_cpu = bare_loop(noop_file, func_name, args.units, args.concurrency)
 
     n = args.units
     system_rate = n / sys_fig["total_s"]
@@ -129,11 +131,14 @@ def main() -> None:
     print(f"  start -> job COMPLETED                   {sys_fig['total_s']:8.2f} s")
     print(f"  system units/s (start -> COMPLETED)      {system_rate:10,.0f}")
     print(f"  system units/s (first -> last finished)  {working_rate:10,.0f}")
-    print(f"  executor CPU (user+sys)                  {sys_fig['executor_cpu_s']:8.2f} s "
-          f"= {n / max(sys_fig['executor_cpu_s'], 1e-9):,.0f} units per CPU-second")
-    print(f"  bare asyncio loop units/s (no store)     {bare_rate:10,.0f}   ({bare_s:.3f} s)")
+    cpu, startup_cpu = sys_fig["executor_cpu_s"], sys_fig["startup_cpu_s"]
+    print(f"  executor CPU (user+sys), whole life      {cpu:8.2f} s "
+          f"(start-up {startup_cpu:.2f} s), {1000 * (cpu - startup_cpu) / n:.3f} ms per unit after start-up")
+    print(f"  bare asyncio loop units/s (no store)     {bare_rate:10,.0f}   ({bare_s:.3f} s, "
+          f"{bare_cpu:.3f} s CPU, {1000 * bare_cpu / n:.4f} ms per call)")
     print(f"  overhead ratio bare/system               {bare_rate / system_rate:10,.1f}x "
-          f"(working span: {bare_rate / working_rate:,.1f}x)")
+          f"(working span: {bare_rate / working_rate:,.1f}x; CPU per unit: "
+          f"{(cpu - startup_cpu) / max(bare_cpu, 1e-9):,.1f}x)")
     if args.py_spy:
         print()
         spy_report.report(args.py_spy)

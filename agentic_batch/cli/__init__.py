@@ -25,11 +25,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentic_batch.cli import control_commands, job_commands, mcp_command, view_commands
+    from agentic_batch.cli import control_commands, job_commands, mcp_command, serve_command, view_commands
 
     job_commands.register(app)
     control_commands.register(app)
     view_commands.register(app)
+    serve_command.register(app)
     mcp_command.register(app)
 
 

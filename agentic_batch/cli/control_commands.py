@@ -44,9 +44,11 @@ def register(app: typer.Typer) -> None:
     def resume(job: JobArg,
                budget_usd: Annotated[Optional[float], typer.Option("--budget-usd", help="A new budget for "
                                                                    "the job (after a budget pause).")] = None,
+               executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host "
+                                                      "(more than 1 needs the PostgreSQL store).")] = 1,
                as_json: JsonFlag = False) -> None:
         """Continue a PAUSED job (or a RUNNING one whose executor died): lost units are reclaimed at once."""
-        status = orchestrator().resume(job, budget_usd=budget_usd)
+        status = orchestrator().resume(job, budget_usd=budget_usd, executors=executors)
         ex = status["executor"]
         _report(status, as_json, f"Job {status['id']} resumed: executor pid {ex['pid']}; "
                                  f"{status['pending'] + status['running']} unit(s) to go.")
@@ -79,12 +81,18 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(wait_for(job, timeout, as_json))
 
     @app.command("executor")
-    def executor(job: JobArg) -> None:
-        """(internal) Run the job's executor in the foreground; `abp start` runs this detached."""
-        from agentic_batch.engine.executor import Executor
+    def executor(job: JobArg,
+                 join: Annotated[bool, typer.Option("--join", help="Join a RUNNING job as one more executor "
+                                                    "(any host sharing the PostgreSQL store).")] = False) -> None:
+        """Run an executor for the job in the foreground (`abp start` runs one detached; `--join` adds one,
+        e.g. on another host)."""
+        from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES, Executor
 
-        target = orchestrator().job(job)
-        raise typer.Exit(Executor(target.id, store=orchestrator().store, settings=orchestrator().settings).run())
+        orch = orchestrator()
+        target = orch.job(job)
+        if join and orch.store.is_sqlite:
+            raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
+        raise typer.Exit(Executor(target.id, store=orch.store, settings=orch.settings, join=join).run())
 
 
 def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False,

@@ -121,13 +121,15 @@ def register(app: typer.Typer) -> None:
                                                     "detached executor.")] = False,
               reject: Annotated[bool, typer.Option("--reject", help="Reject a TESTING job: back to CREATED to "
                                                    "edit the prompt.")] = False,
+              executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host "
+                                                     "(more than 1 needs the PostgreSQL store).")] = 1,
               as_json: JsonFlag = False) -> None:
         """Test-first start: on a CREATED job run the first unit now and show it; --approve starts the rest."""
         orch = orchestrator()
         if approve and reject:
             raise InvalidSpec("give --approve or --reject, not both")
         if approve or reject:
-            status = orch.approve(job) if approve else orch.reject(job)
+            status = orch.approve(job, executors=executors) if approve else orch.reject(job)
             if as_json:
                 print_json(status)
             elif approve:
@@ -149,7 +151,7 @@ def register(app: typer.Typer) -> None:
             return
         if not as_json and target.status == "CREATED" and not (skip_test or orch.settings.skip_test):
             err.print(f"Testing job {target.id} on its first item…")
-        result = orch.start(job, skip_test=skip_test)
+        result = orch.start(job, skip_test=skip_test, executors=executors)
         if as_json:
             print_json(result)
         elif "executor" in result:

@@ -1,27 +1,42 @@
-"""One live executor per job per host, enforced by the kernel: the executor holds an exclusive
-flock on `run/job-<id>.lock` for its whole life. The lock dies with the process, however it dies,
-so a stale pid file can never block a resume."""
+"""Which executors run a job on this host, enforced by the kernel.
+
+Every executor holds an exclusive flock on a slot file for its whole life: slot 1
+(`run/job-<id>.lock`) is the job's primary executor, the one `start`/`resume` make sure exists, so
+however many resumes race there is one; slots 2.. (`run/job-<id>.<n>.lock`) are executors added with
+`--join` / `--executors N`. A lock dies with its process, however it dies, so a stale file can never
+block a resume.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+MAX_SLOTS = 64
+_SLOT_FILE = re.compile(r"^job-(\d+)(?:\.(\d+))?\.lock$")
 
-def lock_path(run_dir: Path, job_id: int, suffix: str = "lock") -> Path:
+
+def lock_path(run_dir: Path, job_id: int, slot: int = 1) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir / f"job-{job_id}.{suffix}"
+    return run_dir / (f"job-{job_id}.lock" if slot == 1 else f"job-{job_id}.{slot}.lock")
 
 
 class HostLock:
-    """The executor's lock. `acquire()` is non-blocking: False means another executor holds it."""
+    """An executor's slot lock. `acquire()` is non-blocking: False means the slot is taken."""
 
-    def __init__(self, run_dir: Path, job_id: int) -> None:
-        self.path = lock_path(run_dir, job_id)
+    def __init__(self, run_dir: Path, job_id: int, slot: int = 1) -> None:
+        self.run_dir = run_dir
+        self.job_id = job_id
+        self.slot = slot
         self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return lock_path(self.run_dir, self.job_id, self.slot)
 
     def acquire(self) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -35,6 +50,14 @@ class HostLock:
         self._fd = fd
         return True
 
+    def acquire_free_slot(self, first: int = 2) -> bool:
+        """Take the lowest free slot from `first` on (a joining executor)."""
+        for slot in range(first, MAX_SLOTS + 1):
+            self.slot = slot
+            if self.acquire():
+                return True
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -43,12 +66,12 @@ class HostLock:
             self._fd = None
 
 
-def holder_pid(run_dir: Path, job_id: int) -> int | None:
-    """The pid of the live executor holding the job's lock on this host, or None."""
-    path = lock_path(run_dir, job_id)
-    if not path.exists():
+def holder_of(path: Path) -> int | None:
+    """The pid holding the lock file `path`, or None when nobody holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -61,10 +84,31 @@ def holder_pid(run_dir: Path, job_id: int) -> int | None:
         os.close(fd)
 
 
+def holder_pid(run_dir: Path, job_id: int, slot: int = 1) -> int | None:
+    """The pid of the live executor in `slot` of the job on this host, or None."""
+    return holder_of(lock_path(run_dir, job_id, slot))
+
+
+def live_slots(run_dir: Path, job_id: int | None = None) -> dict[tuple[int, int], int]:
+    """{(job id, slot): pid} for every held slot on this host (of one job, or of all jobs)."""
+    found: dict[tuple[int, int], int] = {}
+    if not run_dir.is_dir():
+        return found
+    for path in run_dir.iterdir():
+        match = _SLOT_FILE.match(path.name)
+        if not match or (job_id is not None and int(match.group(1)) != job_id):
+            continue
+        pid = holder_of(path)
+        if pid is not None:
+            found[(int(match.group(1)), int(match.group(2) or 1))] = pid
+    return found
+
+
 @contextlib.contextmanager
 def spawn_guard(run_dir: Path, job_id: int) -> Iterator[None]:
     """Serialise `start`/`resume` calls for a job on this host, so two callers spawn one executor."""
-    fd = os.open(lock_path(run_dir, job_id, "spawn.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / f"job-{job_id}.spawn", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from agentic_batch.config import Settings
-from agentic_batch.engine.hostlock import holder_pid, spawn_guard
+from agentic_batch.engine.hostlock import live_slots, spawn_guard
 from agentic_batch.errors import AbpError
 
 
@@ -33,29 +33,32 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
-                    wait_seconds: float = 20.0) -> tuple[int, bool]:
-    """Start the job's executor unless one already runs on this host.
+                    wait_seconds: float = 20.0, join: bool = False) -> tuple[int, bool]:
+    """Start an executor for the job on this host.
 
-    Returns (pid, started): `started` is False when an existing executor was found. Waits until the
-    new executor holds its lock, so a second caller arriving a moment later sees it.
+    Without `join`: the job's primary executor, unless one already runs (returns (pid, False)).
+    With `join`: one more executor in the next free slot (multi-executor jobs). Waits until the new
+    executor holds its lock, so a caller arriving a moment later sees it.
     """
     with spawn_guard(settings.run_dir, job_id):
-        existing = holder_pid(settings.run_dir, job_id)
-        if existing is not None:
-            return existing, False
+        before = live_slots(settings.run_dir, job_id)
+        if not join:
+            existing = before.get((job_id, 1))
+            if existing is not None:
+                return existing, False
         log_path = executor_log_path(settings, job_id)
         cwd = workdir if workdir and os.path.isdir(workdir) else None
+        argv = [sys.executable, "-m", "agentic_batch", "executor", str(job_id)] + (["--join"] if join else [])
         with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agentic_batch", "executor", str(job_id)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy(),
-            )
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
         # Reap it if this process lives long (a server); otherwise init adopts it.
         threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            if holder_pid(settings.run_dir, job_id) is not None:
+            if proc.pid in live_slots(settings.run_dir, job_id).values():
+                return proc.pid, True
+            if proc.poll() == 0:  # it already did its work (a tiny job) and left
                 return proc.pid, True
             if proc.poll() is not None:
                 detail = _tail(log_path)

@@ -18,8 +18,8 @@ class RateGate:
     """`--rpm` / `--tpm` for one executor: a CallGate (see workers.base)."""
 
     def __init__(self, rpm: int | None, tpm: int | None, clock: object = time.monotonic) -> None:
-        self.rpm = rpm
-        self.tpm = tpm
+        self.base_rpm = self.rpm = rpm
+        self.base_tpm = self.tpm = tpm
         self._clock = clock
         self._calls: collections.deque[float] = collections.deque()
         self._tokens: collections.deque[tuple[float, int]] = collections.deque()
@@ -28,6 +28,12 @@ class RateGate:
 
     def _now(self) -> float:
         return self._clock()  # type: ignore[operator]
+
+    def set_share(self, executors: int) -> None:
+        """Several executors on one job split its limits evenly (their count comes from the store)."""
+        n = max(1, executors)
+        self.rpm = max(1, self.base_rpm // n) if self.base_rpm is not None else None
+        self.tpm = max(1, self.base_tpm // n) if self.base_tpm is not None else None
 
     def _expire(self, now: float) -> None:
         while self._calls and now - self._calls[0] >= WINDOW_S:
@@ -125,6 +131,12 @@ class Budget:
         self.limit = limit
         self.spent = spent
         self.finished = finished
+        #: Units other executors of the job have in flight (refreshed from the store).
+        self.others_running = 0
+
+    def refresh(self, spent: float, finished: int, others_running: int) -> None:
+        """Job-wide figures from the store, so every executor of a job respects one budget."""
+        self.spent, self.finished, self.others_running = spent, finished, max(0, others_running)
 
     def record(self, cost: float, finished: bool) -> None:
         self.spent += cost
@@ -135,11 +147,6 @@ class Budget:
     def per_unit(self) -> float:
         return self.spent / self.finished if self.finished else 0.0
 
-    def allows(self, in_flight: int, more: int = 1) -> bool:
-        if self.limit is None:
-            return True
-        return self.spent + self.per_unit * (in_flight + more) < self.limit
-
     def how_many(self, in_flight: int, wanted: int) -> int:
         """How many more units may start now."""
         if self.limit is None:
@@ -148,7 +155,7 @@ class Budget:
             return 0
         if self.per_unit <= 0:
             return wanted
-        room = (self.limit - self.spent) / self.per_unit - in_flight
+        room = (self.limit - self.spent) / self.per_unit - in_flight - self.others_running
         return max(0, min(wanted, int(room)))
 
     @property

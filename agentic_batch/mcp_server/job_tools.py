@@ -15,7 +15,8 @@ from pydantic import Field
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.mcp_server.replies import respond
-from agentic_batch.mcp_server.schemas import IntentArg, JobRef, Priority, PromptArg, SourceArg, WorkerArg, WorkerOptionsArg
+from agentic_batch.mcp_server.schemas import (IntentArg, JobRef, Priority, PromptArg, SourceArg, WorkerArg,
+                                              WorkerOptionsArg)
 from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
@@ -39,7 +40,7 @@ def created_view(result: Any, worker: str) -> dict[str, Any]:
     }
 
 
-def test_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def tested_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     job_id, total = status["id"], status["total"]
     unit = unit_view(report, TEST_OUTPUT_CHARS)
     passed = report["status"] == "COMPLETED"
@@ -149,11 +150,11 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                 return view
             job = orch.job(job_id)
             if job.status == "TESTING":
-                return test_view(orch.test_report(job.id), orch.status(job.id))
+                return tested_view(orch.test_report(job.id), orch.status(job.id))
             result = orch.start(job.id, skip_test=skip_test)
             if "executor" in result:  # started without a test (skip_test or ABP_SKIP_TEST)
                 return started_view(with_launched_executor(orch, result), "started without a test")
-            return test_view(result, orch.status(job.id))
+            return tested_view(result, orch.status(job.id))
 
         return await respond(call)
 
@@ -185,7 +186,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     add_tool(server, create_job, title="Create a batch job")
     add_tool(server, start_job, title="Test, approve or start a job")
     add_tool(server, edit_prompt, title="Edit a job's prompt", idempotent=True)
-    add_tool(server, list_sources, title="List source and worker kinds", read_only=True)
+    add_tool(server, list_sources, title="List source and worker kinds", read_only=True, idempotent=True)
 
 
 def _source(raw: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ of their own (see `engine.launch`), so closing the client, or killing this proce
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -49,7 +49,7 @@ def build_server(orch: Orchestrator | None = None) -> MCPServer[Any]:
     orch = orch or Orchestrator()
     server: MCPServer[Any] = MCPServer(
         "abp", title="agentic-batch", version=__version__, instructions=INSTRUCTIONS,
-        website_url=None, log_level="DEBUG" if os.environ.get("ABP_DEBUG") else "WARNING",
+        log_level="DEBUG" if os.environ.get("ABP_DEBUG") else "WARNING",
     )
     job_tools.register(server, orch)
     control_tools.register(server, orch)
@@ -62,7 +62,8 @@ def run(http: bool = False, port: int = DEFAULT_HTTP_PORT) -> None:
     """Serve until the client disconnects (stdio) or the process is interrupted (HTTP)."""
     server = build_server()
     if http:
-        logging.getLogger("agentic_batch.mcp").warning("abp MCP server on http://%s:%d/mcp", HTTP_HOST, port)
+        print(f"abp MCP server on http://{HTTP_HOST}:{port}/mcp (Ctrl-C stops it; running jobs go on)",
+              file=sys.stderr, flush=True)
         server.run("streamable-http", host=HTTP_HOST, port=port)
     else:
         server.run("stdio")

@@ -7,34 +7,15 @@ executor's completion ends in one consistent state.
 from __future__ import annotations
 
 import signal
-import time
 
 from agentic_batch.config import Settings
-from agentic_batch.engine.hostlock import holder_pid
+from agentic_batch.engine.hostlock import holder_pid, live_slots
 from agentic_batch.engine.launch import launch_executor
 from agentic_batch.engine.procs import hostname, signal_process
-from agentic_batch.service.views import executor_alive
+from agentic_batch.engine.recovery import executor_alive, reclaim_dead_executors
 from agentic_batch.store import JobRecord, Store
 
-
-def reclaim_dead_executors(store: Store, settings: Settings, job_id: int) -> int:
-    """Mark executors of the job that died as dead and put their units back to PENDING at once.
-
-    On this host, a dead pid is certain, so no need to wait for lease expiry. Elsewhere only a
-    heartbeat older than a lease counts as dead. Returns the number of units released.
-    """
-    released = 0
-    now = time.time()
-    for record in store.list_executors(job_id, live_only=True):
-        if executor_alive(record, settings, now):
-            continue
-        store.set_executor_state(record.id, "dead")
-        count = store.release_units(record.id)
-        released += count
-        store.append_logs([{"job_id": job_id, "level": "warning", "executor_id": record.id,
-                            "message": f"executor {record.id} (pid {record.pid} on {record.host}) is gone; "
-                                       f"{count} of its unit(s) returned to PENDING"}])
-    return released
+__all__ = ["reclaim_dead_executors"]
 
 
 def live_local_pid(settings: Settings, job_id: int) -> int | None:
@@ -48,19 +29,21 @@ def spawn(store: Store, settings: Settings, job: JobRecord) -> tuple[int, bool]:
     return launch_executor(settings, job.id, job.workdir)
 
 
+def join(settings: Settings, job: JobRecord) -> int:
+    """One more executor for the job on this host (a further slot); returns its pid."""
+    pid, _ = launch_executor(settings, job.id, job.workdir, join=True)
+    return pid
+
+
 def signal_executors(store: Store, settings: Settings, job_id: int, sig: int = signal.SIGTERM) -> int:
     """Signal every live executor of the job on this host (others see the job's control column)."""
-    sent = 0
-    pid = live_local_pid(settings, job_id)
-    if pid:
-        sent += signal_process(pid, sig)
-    for record in store.list_executors(job_id, live_only=True):
-        if record.host == hostname() and record.pid != pid and executor_alive(record, settings):
-            sent += signal_process(record.pid, sig)
-    return sent
+    pids = {pid for pid in live_slots(settings.run_dir, job_id).values() if pid > 0}
+    pids |= {r.pid for r in store.list_executors(job_id, live_only=True)
+             if r.host == hostname() and executor_alive(r, settings)}
+    return sum(signal_process(pid, sig) for pid in pids)
 
 
 def any_live_executor(store: Store, settings: Settings, job_id: int) -> bool:
-    if live_local_pid(settings, job_id):
+    if live_slots(settings.run_dir, job_id):
         return True
     return any(executor_alive(r, settings) for r in store.list_executors(job_id, live_only=True))

@@ -99,12 +99,13 @@ class Orchestrator(BrowseMixin):
             raise IllegalState(f"job {job.id} has no test run yet", hint=f"run `abp start {job.id}`")
         return {"job_id": job.id, "status": job.status, **self.unit(job.id, unit_id)}
 
-    def approve(self, ref: str | int) -> dict[str, Any]:
+    def approve(self, ref: str | int, executors: int = 1) -> dict[str, Any]:
         job = self.job(ref)
+        self._check_executors(executors)
         self._expect(job, {"TESTING"}, "approve", "approve applies to a TESTING job (after `abp start`)")
         if job.test_unit_id:  # a failed test unit gets another chance in the real run
             self.store.set_units_status(job.id, ["FAILED"], "PENDING", unit_ids=[job.test_unit_id], reset=True)
-        return self._run(job, expect=["TESTING"])
+        return self._run(job, expect=["TESTING"], executors=executors)
 
     def reject(self, ref: str | int) -> dict[str, Any]:
         job = self.job(ref)
@@ -114,18 +115,36 @@ class Orchestrator(BrowseMixin):
         self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
         return self.status(job.id)
 
-    def start(self, ref: str | int, skip_test: bool = False) -> dict[str, Any]:
+    def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> dict[str, Any]:
         """CREATED: run the test unit (or, skipping it, start the executor). Returns status or test report."""
         job = self.job(ref)
+        self._check_executors(executors)
         if job.status == "TESTING":
             raise IllegalState(f"job {job.id} is TESTING: its test result is waiting for you",
                                hint=f"`abp start {job.id} --approve` or `--reject`")
         self._expect(job, {"CREATED"}, "start", _start_hint(job))
         if skip_test or self.settings.skip_test:
-            return self._run(job, expect=["CREATED"])
+            return self._run(job, expect=["CREATED"], executors=executors)
         return self.test(job.id)
 
-    def _run(self, job: JobRecord, expect: list[str]) -> dict[str, Any]:
+    def _check_executors(self, executors: int) -> None:
+        if executors < 1:
+            raise InvalidSpec("--executors must be at least 1")
+        if executors > 1 and self.store.is_sqlite:
+            from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES
+
+            raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
+
+    def add_executors(self, ref: str | int, count: int) -> dict[str, Any]:
+        """Start `count` more executors on this host for a RUNNING job (PostgreSQL store)."""
+        job = self.job(ref)
+        self._expect(job, {RUNNING}, "add executors to")
+        self._check_executors(count + 1)
+        for _ in range(count):
+            control.join(self.settings, job)
+        return self.status(job.id)
+
+    def _run(self, job: JobRecord, expect: list[str], executors: int = 1) -> dict[str, Any]:
         now = time.time()
         fields: dict[str, Any] = {"status": RUNNING, "control": None, "pause_reason": None, "finished_at": None,
                                   "error": None}
@@ -134,7 +153,10 @@ class Orchestrator(BrowseMixin):
         if not self.store.update_job(job.id, expect=expect, **fields):
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         fresh = self.job(job.id)
+        self.store.notify(job.id, "running")
         pid, started = control.spawn(self.store, self.settings, fresh)
+        for _ in range(executors - 1):
+            control.join(self.settings, fresh)
         if not started:
             self.store.append_logs([{"job_id": job.id, "level": "info",
                                      "message": f"job running again; executor pid {pid} was already running"}])
@@ -147,27 +169,31 @@ class Orchestrator(BrowseMixin):
         job = self.job(ref)
         self._expect(job, {RUNNING}, "stop", "only a RUNNING job can be stopped")
         self.store.update_job(job.id, expect=[RUNNING], control="stop")
+        self.store.notify(job.id, "stop")
         if not control.signal_executors(self.store, self.settings, job.id) and \
                 not control.any_live_executor(self.store, self.settings, job.id):
             control.reclaim_dead_executors(self.store, self.settings, job.id)
             self.store.update_job(job.id, expect=[RUNNING], status="PAUSED", control=None, pause_reason="stopped")
         return self.status(job.id)
 
-    def resume(self, ref: str | int, budget_usd: float | None = None) -> dict[str, Any]:
+    def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> dict[str, Any]:
         """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor.
 
         `budget_usd` replaces the job's budget (e.g. after it paused with reason "budget")."""
         job = self.job(ref)
         self._expect(job, {"PAUSED", RUNNING}, "resume", _resume_hint(job))
+        self._check_executors(executors)
         if budget_usd is not None:
             if budget_usd <= 0:
                 raise InvalidSpec("--budget-usd must be greater than 0")
             self.store.update_job(job.id, budget_usd=budget_usd)
             job = self.job(job.id)
         if job.status == "PAUSED":
-            return self._run(job, expect=["PAUSED"])
+            return self._run(job, expect=["PAUSED"], executors=executors)
         self.store.update_job(job.id, expect=[RUNNING], control=None)
         control.spawn(self.store, self.settings, job)
+        for _ in range(executors - 1):
+            control.join(self.settings, job)
         return self.status(job.id)
 
     def cancel(self, ref: str | int) -> dict[str, Any]:
@@ -178,6 +204,7 @@ class Orchestrator(BrowseMixin):
                                      finished_at=time.time()):
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         self.store.set_units_status(job.id, ["PENDING", "RUNNING"], "CANCELLED")
+        self.store.notify(job.id, "cancel")
         control.signal_executors(self.store, self.settings, job.id)
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
         return self.status(job.id)
@@ -192,6 +219,7 @@ class Orchestrator(BrowseMixin):
             raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry")
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": f"{count} unit(s) queued for retry"}])
         if job.status == RUNNING:
+            self.store.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)
             return {**self.status(job.id), "retried": count}
         return {**self._run(job, expect=[job.status]), "retried": count}

@@ -9,22 +9,12 @@ import time
 from typing import Any
 
 from agentic_batch.config import Settings
-from agentic_batch.engine.procs import hostname, process_alive
+from agentic_batch.engine.recovery import executor_alive
 from agentic_batch.spec import Priority
-from agentic_batch.store import ExecutorRecord, JobRecord, Store, UnitRecord
+from agentic_batch.store import JobRecord, Store, UnitRecord
 
 RATE_WINDOW_S = 60.0
 _PRIORITY_NAMES = {p.rank: p.value for p in Priority}
-
-
-def executor_alive(record: ExecutorRecord, settings: Settings, now: float | None = None) -> bool:
-    """On this host ask the kernel; elsewhere trust a heartbeat younger than a lease."""
-    if record.state not in ("running", "stopping"):
-        return False
-    if record.host == hostname():
-        return process_alive(record.pid, record.pid_start)
-    now = time.time() if now is None else now
-    return now - record.heartbeat_at < settings.lease_seconds
 
 
 def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:

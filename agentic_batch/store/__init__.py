@@ -11,6 +11,7 @@ from agentic_batch.store.db import SCHEMA_REVISION, StoreBase, make_engine
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries
 from agentic_batch.store.executor_queries import ExecutorQueries
 from agentic_batch.store.job_queries import JobQueries
+from agentic_batch.store.notify import Listener, NotifyQueries
 from agentic_batch.store.records import (
     EventRecord,
     ExecutorRecord,
@@ -24,7 +25,7 @@ from agentic_batch.store.records import (
 from agentic_batch.store.unit_queries import UNIT_STATUSES, UnitQueries
 
 
-class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, BrowseQueries, StoreBase):
+class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, BrowseQueries, NotifyQueries, StoreBase):
     """All store queries behind one object. Thread-safe: each call takes its own connection."""
 
 
@@ -41,6 +42,7 @@ def open_store(url: str | None = None) -> Store:
 
 __all__ = [
     "LOG_LEVELS",
+    "Listener",
     "SCHEMA_REVISION",
     "UNIT_STATUSES",
     "EventRecord",

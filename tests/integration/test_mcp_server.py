@@ -173,6 +173,10 @@ async def test_reject_edit_retest_and_steering_tools(workdir: Path) -> None:
         assert edited["status"] == "CREATED"
         retested = await call(session, "start_job", job_id=job)
         assert retested["test_unit"]["output"] == "1:Item 1"
+        from_intent = await call(session, "create_job", **{**echo_job(data, name="intent"), "prompt": None,
+                                                           "intent": "Check the row"})
+        assert from_intent["prompt_synthesized"] and "Check the row" in from_intent["prompt_template"]
+        assert "show them the prompt" in from_intent["next_step"]
 
         slow = (await call(session, "create_job", name="slow", source={"kind": "csv", "path": str(data)},
                            worker="python", worker_options={"function": ref("slow")}, concurrency=1))["job_id"]
@@ -193,6 +197,25 @@ async def test_reject_edit_retest_and_steering_tools(workdir: Path) -> None:
         assert retried["status"] == "RUNNING"
         done = await call(session, "get_job_status", job_id=slow, wait_seconds=30)
         assert (done["status"], done["completed"]) == ("COMPLETED", 8)
+
+
+@pytest.mark.asyncio
+async def test_large_outputs_are_cut_with_a_note(workdir: Path) -> None:
+    data = write_csv(workdir / "rows.csv", [{"id": i, "title": f"t{i}"} for i in range(1, 4)])
+    long_prompt = "{{ title }} " + "lorem ipsum " * 500
+    async with mcp_session(workdir) as session:
+        job = (await call(session, "create_job", **echo_job(data, prompt=long_prompt)))["job_id"]
+        await call(session, "start_job", job_id=job, skip_test=True)
+        assert (await call(session, "get_job_status", job_id=job, wait_seconds=30))["status"] == "COMPLETED"
+        page = await call(session, "get_results", job_id=job, max_chars=200)
+        full = len("1:t1 " + "lorem ipsum " * 500)
+        row = page["rows"][0]
+        assert row["truncated"] == {"output": full} and len(row["output"]) < 300
+        assert row["output"].endswith(f"[truncated: {full} characters in all]") and "export_results" in page["note"]
+        short = await call(session, "get_unit", job_id=job, unit_id=row["unit_id"], max_chars=200)
+        assert short["truncated"] == {"prompt": full - 2, "output": full} and "max_chars" in short["note"]
+        whole = await call(session, "get_unit", job_id=job, unit_id=row["unit_id"], max_chars=10_000)
+        assert "truncated" not in whole and len(whole["output"]) == full
 
 
 @pytest.mark.asyncio

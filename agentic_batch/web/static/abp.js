@@ -161,7 +161,7 @@ const ABP = (() => {
 
   /** dl.facts from [[label, value], ...]; a Node value is appended as is. */
   function facts(node, pairs) {
-    node.replaceChildren(...pairs.flatMap(([label, value]) => [el("dt", {}, label), el("dd", {}, value)]));
+    node.replaceChildren(...pairs.map(([label, value]) => el("div", { class: "fact" }, el("dt", {}, label), el("dd", {}, value))));
   }
 
   /** A short line for an event: what an agent is doing (used by activity and summaries). */

@@ -1,0 +1,54 @@
+"""`abp serve`: the REST API and the web dashboard (FastAPI on uvicorn).
+
+FastAPI and uvicorn are the `web` extra, imported only when this command runs, so `abp status` and
+friends never pay for them. Binding anything but loopback without a token is refused: the API can
+start agents and spend money, so it must never be open to a network by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from agentic_batch.errors import AbpError, InvalidSpec
+
+
+class MissingExtra(AbpError):
+    """An optional dependency group is not installed."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(host: Annotated[str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1, "
+                                                "localhost or ::1 needs a token.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option("--port", help="TCP port.")] = 3847,
+              token: Annotated[Optional[str], typer.Option("--token", help="Require `Authorization: Bearer "
+                                                           "TOKEN` (or a login) on every request. Default: "
+                                                           "$ABP_API_TOKEN.", show_default=False)] = None) -> None:
+        """Serve the REST API (`/api`, reference at `/docs`) and the live dashboard (`/`)."""
+        from agentic_batch.web.config import WebConfig, is_loopback
+
+        token = token or os.environ.get("ABP_API_TOKEN") or None
+        if not is_loopback(host) and not token:
+            raise InvalidSpec(f"refusing to serve on {host} without a token",
+                              hint="set ABP_API_TOKEN or pass --token, or bind 127.0.0.1")
+        if not 0 < port < 65536:
+            raise InvalidSpec(f"--port {port} is not a TCP port")
+        try:
+            import uvicorn
+
+            from agentic_batch.web.app import create_app
+        except ModuleNotFoundError as exc:
+            raise MissingExtra(f"abp serve needs {exc.name}",
+                               hint="pip install 'agentic-batch[web]'") from None
+        from agentic_batch.cli.common import orchestrator
+        from agentic_batch.cli.output import err
+
+        config = WebConfig(host=host, port=port, token=token)
+        web_app = create_app(orchestrator(), config)
+        shown = f"[{host}]" if ":" in host else host
+        err.print(f"abp dashboard on http://{shown}:{port}/  (API reference: /docs"
+                  + (", token required)" if token else ")"))
+        uvicorn.run(web_app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,73 @@
+"""How an executor leaves: the job's final status, the reduce step, and what a stop means when
+other executors still work on the job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from agentic_batch.engine.recorder import Recorder
+from agentic_batch.engine.recovery import live_executors
+from agentic_batch.engine.runner import UnitRunner
+from agentic_batch.store import JobRecord
+
+if TYPE_CHECKING:
+    from agentic_batch.engine.executor import Executor
+
+
+async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
+    """Set the job's status for the way this executor stopped. Every update is guarded by the
+    expected status, so several executors finishing together agree on one outcome."""
+    store, now = ex.store, time.time()
+    if ex.mode == "cancel":
+        await ex.db(store.update_job, job.id, expect=["RUNNING", "PAUSED"], status="CANCELLED", finished_at=now)
+        await ex.db(store.set_units_status, job.id, ["PENDING", "RUNNING"], "CANCELLED")
+        await ex.db(store.update_job, job.id, control=None)
+        recorder.log(job.id, "info", "executor stopped: job cancelled", executor_id=ex.id)
+        return
+    if ex.mode in ("stop", "abort"):
+        # Mark ourselves stopped first, then look: of executors stopping together, the last one to get
+        # here sees nobody left and pauses the job; a signalled executor among busy ones just leaves.
+        await ex.db(store.set_executor_state, ex.id, "stopped")
+        others = [e for e in await ex.db(live_executors, store, ex.settings, job.id) if e.id != ex.id]
+        if others:
+            recorder.log(job.id, "info", f"executor left; {len(others)} other executor(s) still on the job",
+                         executor_id=ex.id)
+            return
+        changed = await ex.db(store.update_job, job.id, expect=["RUNNING"], status="PAUSED", control=None,
+                              pause_reason=ex.pause_reason)
+        if not changed:  # already paused (or cancelled): just clear the request
+            await ex.db(store.update_job, job.id, control=None)
+        recorder.log(job.id, "info", "executor stopped: job paused", executor_id=ex.id)
+        return
+    counts = await ex.db(store.count_units, job.id)
+    if counts["FAILED"]:
+        await ex.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=now,
+                    error=f"{counts['FAILED']} unit(s) failed after retries")
+        recorder.log(job.id, "error", f"job failed: {counts['FAILED']} unit(s) failed", executor_id=ex.id)
+        return
+    if job.reduce_prompt and not await _reduce_as_leader(ex, job, runner, recorder):
+        return
+    if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="COMPLETED", finished_at=time.time(),
+                   error=None):
+        recorder.log(job.id, "info", f"job completed: {counts['COMPLETED']} unit(s)", executor_id=ex.id)
+
+
+async def _reduce_as_leader(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> bool:
+    """The reduce step runs once: on the longest-running live executor. The others wait for the job to
+    leave RUNNING (and take over if the leader dies). True when this executor ran it successfully."""
+    from agentic_batch.engine.reduce import run_reduce
+
+    while ex.mode == "run":
+        current = await ex.db(ex.store.get_job, job.id)
+        if current is None or current.status != "RUNNING":
+            return False
+        if current.reduce_status == "COMPLETED":
+            return True
+        leaders = sorted(await ex.db(live_executors, ex.store, ex.settings, job.id),
+                         key=lambda e: (e.started_at, e.id))
+        if not leaders or leaders[0].id == ex.id:
+            return await run_reduce(ex, job, runner, recorder)
+        await asyncio.sleep(1.0)
+    return False

@@ -1,0 +1,132 @@
+"""The asyncio pool of one executor: claim as many units as there are free slots, run them, account
+for their results (budget, adaptive limit, quota hold), and drain on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentic_batch.engine.limits import AdaptiveLimit, Budget, is_rate_limit
+from agentic_batch.engine.recorder import Recorder
+from agentic_batch.engine.runner import UnitRunner
+from agentic_batch.store import JobRecord, UnitResult
+
+if TYPE_CHECKING:
+    from agentic_batch.engine.executor import Executor
+
+RUN, STOP = "run", "stop"
+
+
+class Pool:
+    def __init__(self, ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
+        self.ex = ex
+        self.job = job
+        self.runner = runner
+        self.recorder = recorder
+        self.limit = AdaptiveLimit(job.concurrency)
+        self.budget = Budget(job.budget_usd, 0.0, 0)
+        self.inflight: dict[asyncio.Task[Any], int] = {}
+
+    async def refresh_budget(self) -> None:
+        """Job-wide spend and in-flight units from the store (all executors of the job count)."""
+        if self.budget.limit is None:
+            return
+        totals = await self.ex.db(self.ex.store.unit_totals, self.job.id)
+        counts = await self.ex.db(self.ex.store.count_units, self.job.id)
+        self.budget.refresh(totals["cost_usd"], counts["COMPLETED"] + counts["FAILED"],
+                            counts["RUNNING"] - len(self.inflight))
+
+    async def run(self) -> None:
+        """Work until nothing is left or a stop is requested; then drain."""
+        ex, wake = self.ex, self.ex.wake
+        await self.refresh_budget()
+        while ex.mode == RUN:
+            held = ex.hold_until is not None and ex.hold_until > time.time()
+            free = self.budget.how_many(len(self.inflight), self.limit.value() - len(self.inflight))
+            if free > 0 and not held:
+                claimed = await ex.db(ex.store.claim_units, ex.id, [self.job.id], free, ex.settings.lease_seconds)
+                for unit in claimed:
+                    self.inflight[asyncio.create_task(self.runner.run_unit(unit))] = unit.id
+            if not self.inflight:
+                if self.budget.how_many(0, 1) == 0:
+                    self.recorder.log(self.job.id, "warning", f"budget reached: ${self.budget.spent:.4f} of "
+                                      f"${self.budget.limit:.4f} spent; job paused", executor_id=ex.id)
+                    ex.pause_reason = "budget"
+                    ex.request(STOP, "budget reached")
+                    break
+                if await self._nothing_left():
+                    return
+                await self._idle_wait(held)
+                continue
+            wake.clear()
+            waiter = asyncio.create_task(wake.wait())
+            done, _ = await asyncio.wait({*self.inflight, waiter}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for task in done:
+                if task is not waiter:
+                    self.inflight.pop(task, None)
+                    await self._account(task.result())
+        await self._drain()
+
+    async def _account(self, result: UnitResult) -> None:
+        """Feed an attempt's result to the budget, the adaptive limit and the quota hold."""
+        ex = self.ex
+        self.budget.record(result.cost_usd, result.status in ("COMPLETED", "FAILED"))
+        if result.error and is_rate_limit(result.error) and self.limit.rate_limited():
+            self.recorder.log(self.job.id, "warning", f"rate limited: in-flight limit lowered to "
+                              f"{self.limit.current}", executor_id=ex.id)
+        if result.error_class == "quota" and result.not_before:
+            until = max(result.not_before, ex.hold_until or 0.0)
+            ex.hold_until = until
+            await ex.db(ex.store.update_job, self.job.id, hold_until=until)
+            self.recorder.log(self.job.id, "warning", "quota reached: no new units until "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))} ({result.error})",
+                              executor_id=ex.id)
+
+    async def _nothing_left(self) -> bool:
+        await self.recorder.flush()
+        counts = await self.ex.db(self.ex.store.count_units, self.job.id)
+        return counts["PENDING"] == 0 and counts["RUNNING"] == 0
+
+    async def _idle_wait(self, held: bool) -> None:
+        """Nothing to run now: units back off, a quota holds, or other executors hold the leases."""
+        delay = self.ex.idle_poll
+        if not held:
+            nb = await self.ex.db(self.ex.store.next_not_before, self.job.id)
+            if nb is not None:
+                delay = min(delay, max(0.01, nb - time.time()))
+        elif self.ex.hold_until:
+            delay = min(delay, max(0.01, self.ex.hold_until - time.time()))
+        self.ex.wake.clear()
+        try:
+            await asyncio.wait_for(self.ex.wake.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    async def _drain(self) -> None:
+        """Stopping: let in-flight units finish within the grace period, then cancel and release them."""
+        ex, inflight = self.ex, self.inflight
+        if inflight and ex.mode == STOP:
+            self.recorder.log(self.job.id, "info", f"stopping: waiting up to {ex.settings.stop_grace_seconds:g}s "
+                              f"for {len(inflight)} running unit(s)", executor_id=ex.id)
+            deadline = time.monotonic() + ex.settings.stop_grace_seconds
+            while inflight and ex.mode == STOP and time.monotonic() < deadline:
+                ex.wake.clear()
+                waiter = asyncio.create_task(ex.wake.wait())
+                done, _ = await asyncio.wait({*inflight, waiter}, timeout=deadline - time.monotonic(),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                for task in done:
+                    if task is not waiter:
+                        inflight.pop(task, None)
+                        await self._account(task.result())
+        if inflight:
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
+            await self.recorder.flush()
+            released = await ex.db(ex.store.release_units, ex.id, list(inflight.values()))
+            self.recorder.log(self.job.id, "info", f"released {released} unfinished unit(s) back to PENDING",
+                              executor_id=ex.id)

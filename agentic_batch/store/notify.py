@@ -1,0 +1,77 @@
+"""Change notifications: PostgreSQL LISTEN/NOTIFY, so idle executors and live dashboards wake when
+something happens instead of polling tightly. On SQLite there is no such channel; callers fall back to
+short polls (SQLite is one host, and its reads are cheap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+CHANNEL = "abp_changes"
+log = logging.getLogger(__name__)
+
+
+class NotifyQueries:
+    """Mixin for `Store`: send a notification naming a job (a no-op on SQLite)."""
+
+    @property
+    def can_listen(self) -> bool:
+        return self.dialect == "postgresql"  # type: ignore[attr-defined]
+
+    def notify(self, job_id: int, what: str = "change") -> None:
+        if not self.can_listen:
+            return
+        with self.engine.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                         {"channel": CHANNEL, "payload": f"{job_id}:{what}"})
+            conn.commit()
+
+    def listen(self, callback: Callable[[int, str], None]) -> Listener | None:
+        """Call `callback(job_id, what)` from a background thread for every notification."""
+        if not self.can_listen:
+            return None
+        listener = Listener(self.engine.url, callback)  # type: ignore[attr-defined]
+        listener.start()
+        return listener
+
+
+class Listener:
+    """A thread holding one LISTEN connection (psycopg, autocommit) for as long as it runs."""
+
+    def __init__(self, url: sa.URL, callback: Callable[[int, str], None]) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._callback = callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="abp-listen", daemon=True)
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+        self.ready.wait(timeout=10)
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.ready.set()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            job, _, what = note.payload.partition(":")
+                            with contextlib.suppress(ValueError):
+                                self._callback(int(job), what)
+            except Exception as exc:  # a dropped connection: listen again shortly; polls cover the gap
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                self.ready.set()
+                self._stop.wait(2.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,152 @@
+"""PostgreSQL store and several executors on one job: the chaos test, lease takeover fencing,
+job-wide budget, LISTEN/NOTIFY, and the refusals on SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.service import Orchestrator
+from agentic_batch.spec import JobSpec
+from tests.fixtures.abp import ABP, wait_status, wait_until
+from tests.fixtures.funcs import ref
+from tests.fixtures.stores import pg_available, pg_schema_url
+
+
+@pytest.fixture
+def pg_orch(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """An Orchestrator (and every executor it spawns, via the environment) on a fresh PostgreSQL schema."""
+    ok, why = pg_available()
+    if not ok:
+        pytest.skip(why)
+    for url in pg_schema_url():
+        monkeypatch.setenv("ABP_DB_URL", url)
+        orch = Orchestrator()
+        yield orch
+        orch.store.close()
+
+
+def job_of(orch: Orchestrator, workdir: Path, n: int, func: str = "whoami", **kw) -> int:  # type: ignore[no-untyped-def]
+    path = workdir / "items.jsonl"
+    path.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+    spec = JobSpec(name="multi", source={"kind": "jsonl", "path": str(path), "key": "id"}, worker="python",
+                   worker_options={"function": ref(func)}, **kw)
+    return orch.create(spec, cwd=workdir).job_id
+
+
+def live_pids(orch: Orchestrator, job: int) -> list[int]:
+    return [e["pid"] for e in orch.status(job)["executor"]["executors"] if e["state"] == "running"]
+
+
+def test_sqlite_refuses_several_executors(orch: Orchestrator, workdir: Path) -> None:
+    job = job_of(orch, workdir, 3)
+    with pytest.raises(InvalidSpec, match="PostgreSQL"):
+        orch.start(job, skip_test=True, executors=2)
+    assert orch.status(job)["status"] == "CREATED"
+    joined = subprocess.run([*ABP, "executor", str(job), "--join"], capture_output=True, text=True, timeout=60)
+    assert joined.returncode == 1 and "PostgreSQL" in joined.stderr and "Traceback" not in joined.stderr
+
+
+def test_the_cli_runs_a_whole_job_on_postgres(pg_orch: Orchestrator, workdir: Path) -> None:
+    (workdir / "a.txt").write_text("one two three\n")
+    (workdir / "b.txt").write_text("four five\n")
+    created = subprocess.run([*ABP, "create", "--name", "pg", "--files", "*.txt", "--command", "wc -w {{ path }}"],
+                             capture_output=True, text=True, cwd=workdir, timeout=60)
+    assert created.returncode == 0, created.stderr
+    job = created.stdout.strip()
+    assert subprocess.run([*ABP, "start", job], capture_output=True, text=True, timeout=60).returncode == 0
+    assert subprocess.run([*ABP, "start", job, "--approve"], capture_output=True, text=True, timeout=60).returncode == 0
+    waited = subprocess.run([*ABP, "wait", job, "--timeout", "60"], capture_output=True, text=True, timeout=90)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert sorted(r["output"].split()[0] for r in pg_orch.results(int(job))) == ["2", "3"]
+
+
+def test_chaos_three_executors_one_killed_one_terminated(pg_orch: Orchestrator, workdir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_TEST_SLEEP", "0.03")
+    monkeypatch.setenv("ABP_LEASE_SECONDS", "6")
+    job = job_of(pg_orch, workdir, 2000, concurrency=8)
+    pg_orch.start(job, skip_test=True, executors=3)
+    pids = wait_until(lambda: len(live_pids(pg_orch, job)) == 3 and live_pids(pg_orch, job), timeout=30,
+                      what="three executors")
+    wait_until(lambda: pg_orch.status(job)["completed"] >= 300, timeout=120, what="progress")
+    os.kill(pids[1], signal.SIGKILL)
+    os.kill(pids[2], signal.SIGTERM)
+    final = wait_status(pg_orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=300)
+    assert final["status"] == "COMPLETED", final
+    assert final["completed"] == 2000 and final["running"] == final["pending"] == final["failed"] == 0
+    rows = pg_orch.results(job)
+    assert len(rows) == 2000 and len({r["unit_id"] for r in rows}) == 2000
+    writers = {int(r["output"]) for r in rows}
+    assert pids[0] in writers and writers <= set(pids)  # only executors of this job wrote results
+    # every result was written by the executor that held the unit's lease at the end
+    for row in rows[:2000:50]:
+        unit = pg_orch.store.get_unit(row["unit_id"])
+        assert unit.lease_owner and unit.lease_owner.split("-")[-2] == row["output"]
+    assert any("is gone" in line["message"] for line in pg_orch.logs(job, level="warning"))
+
+
+def test_a_taken_over_unit_is_written_only_by_its_new_owner(pg_orch: Orchestrator, workdir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_TEST_SLEEP", "4")
+    monkeypatch.setenv("ABP_LEASE_SECONDS", "2")
+    job = job_of(pg_orch, workdir, 2, concurrency=2)
+    pg_orch.start(job, skip_test=True)
+    [first] = wait_until(lambda: live_pids(pg_orch, job), timeout=30, what="an executor")
+    wait_until(lambda: pg_orch.status(job)["running"] == 2, timeout=30, what="both units running")
+    os.kill(first, signal.SIGSTOP)  # frozen: its leases expire while its agents are mid-flight
+    try:
+        pg_orch.add_executors(job, 1)
+        time.sleep(3)
+        done = wait_status(pg_orch, job, {"COMPLETED"}, timeout=60)
+    finally:
+        os.kill(first, signal.SIGCONT)
+    assert done["completed"] == 2
+    second = [p for p in live_pids(pg_orch, job) if p != first] or \
+        [int(r["output"]) for r in pg_orch.results(job)]
+    time.sleep(1.5)  # the old owner wakes up and tries to write its stale results
+    for row in pg_orch.results(job):
+        assert int(row["output"]) != first and int(row["output"]) in second
+        assert row["attempts"] == 2
+
+
+def test_budget_holds_for_the_job_as_a_whole(pg_orch: Orchestrator, workdir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_TEST_SLEEP", "0.2")
+    job = job_of(pg_orch, workdir, 60, func="priced", concurrency=2, budget_usd=1.0)
+    pg_orch.start(job, skip_test=True, executors=2)
+    paused = wait_status(pg_orch, job, {"PAUSED", "COMPLETED"}, timeout=120)
+    assert paused["status"] == "PAUSED" and paused["pause_reason"] == "budget"
+    assert paused["cost_usd"] <= 1.0 + 0.1 * 4 + 1e-9  # at most the in-flight units of both executors over
+
+
+def test_status_lists_every_executor(pg_orch: Orchestrator, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_TEST_SLEEP", "0.5")
+    job = job_of(pg_orch, workdir, 40, concurrency=2)
+    pg_orch.start(job, skip_test=True, executors=2)
+    executors = wait_until(lambda: len(live_pids(pg_orch, job)) == 2 and pg_orch.status(job)["executor"]["executors"],
+                           timeout=30, what="two executors")
+    assert {e["host"] for e in executors} and all(e["heartbeat_at"] and e["pid"] for e in executors)
+    wait_until(lambda: all((e["units_done"] or 0) > 0 for e in pg_orch.status(job)["executor"]["executors"]),
+               timeout=60, what="both executors to complete units")
+    pg_orch.stop(job)  # reaches every executor
+    assert wait_status(pg_orch, job, {"PAUSED"}, timeout=60)["running"] == 0
+    wait_until(lambda: not live_pids(pg_orch, job), timeout=30, what="all executors gone")
+
+
+def test_listen_notify_delivers_changes(pg_orch: Orchestrator) -> None:
+    got: list[tuple[int, str]] = []
+    listener = pg_orch.store.listen(lambda job, what: got.append((job, what)))
+    assert listener is not None
+    try:
+        pg_orch.store.notify(7, "stop")
+        wait_until(lambda: (7, "stop") in got, timeout=10, what="the notification")
+    finally:
+        listener.stop()
