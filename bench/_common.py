@@ -128,7 +128,7 @@ class ProcWatch:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.hwm_kb = self.rss_kb = 0
+        self.hwm_kb = self.rss_kb = self.last_rss_kb = 0
         self.cpu_s = 0.0
         self.first_cpu_s: float | None = None  # CPU already spent at the first sample (start-up)
         self.samples = 0
@@ -146,7 +146,7 @@ class ProcWatch:
                 if line.startswith("VmHWM:"):
                     self.hwm_kb = max(self.hwm_kb, kb)
                 else:
-                    self.rss_kb = max(self.rss_kb, kb)
+                    self.rss_kb, self.last_rss_kb = max(self.rss_kb, kb), kb
         fields = stat.rpartition(")")[2].split()
         if fields[0] == "Z":  # exited, not yet reaped: counters are final but memory is gone
             return False

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
 
-def measure(units: int, concurrency: int, sleep_ms: float, poll: float) -> dict:
+def measure(units: int, concurrency: int, sleep_ms: float, poll: float, every: float) -> dict:
     with c.temp_home() as tmp:
         noop = c.write_noop(tmp, sleep_ms / 1000)
         source = c.write_jsonl(tmp / "items.jsonl", units)
@@ -42,7 +42,13 @@ def measure(units: int, concurrency: int, sleep_ms: float, poll: float) -> dict:
         watch = c.ProcWatch(json.loads(out)["executor"]["pid"])
         watch.sample()
         startup_mb = watch.rss_kb / 1024
+        timeline, next_mark = [], time.monotonic() + every
         while watch.sample():
+            if time.monotonic() >= next_mark:  # RSS against progress: growth with units done = a leak
+                done = c.query_one("SELECT COUNT(*) FROM units WHERE job_id = ? AND status = 'COMPLETED'",
+                                   created.job_id)[0]
+                timeline.append((time.time() - t0, done, watch.last_rss_kb / 1024))
+                next_mark += every
             time.sleep(poll)
         job = c.wait_final(orch, created.job_id, timeout=600)
         done = c.query_one("SELECT COUNT(*) FROM units WHERE job_id = ? AND status = 'COMPLETED'",
@@ -51,7 +57,7 @@ def measure(units: int, concurrency: int, sleep_ms: float, poll: float) -> dict:
             raise SystemExit(f"{units} units: job ended {job.status} with {done} completed ({job.error})")
         return {"units": units, "seconds": (job.finished_at or time.time()) - t0, "startup_mb": startup_mb,
                 "hwm_mb": watch.hwm_kb / 1024, "rss_mb": watch.rss_kb / 1024, "peak_mb": watch.peak_mb,
-                "samples": watch.samples}
+                "samples": watch.samples, "timeline": timeline}
 
 
 def main() -> None:
@@ -60,17 +66,20 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--sleep-ms", type=float, default=0.0, help="make the no-op sleep this long")
     ap.add_argument("--poll-ms", type=float, default=5.0, help="how often /proc is sampled")
+    ap.add_argument("--every", type=float, default=10.0, help="seconds between RSS-vs-progress lines")
     args = ap.parse_args()
     print(f"executor_rss: concurrency {args.concurrency}, anoop (sleep {args.sleep_ms:g} ms), poll "
           f"{args.poll_ms:g} ms — {c.machine()}, {datetime.datetime.now():%Y-%m-%d %H:%M}")
     rows = []
     for units in args.sizes:
-        row = measure(units, args.concurrency, args.sleep_ms, args.poll_ms / 1000)
+        row = measure(units, args.concurrency, args.sleep_ms, args.poll_ms / 1000, args.every)
         rows.append(row)
         print(f"  {units:>9,} units: run {row['seconds']:7.1f} s, RSS at start {row['startup_mb']:6.1f} MB, "
               f"peak VmHWM {row['hwm_mb']:6.1f} MB, max VmRSS {row['rss_mb']:6.1f} MB "
               f"({row['samples']} samples)",
               flush=True)
+        for elapsed, done, rss in row["timeline"]:
+            print(f"      t={elapsed:6.1f} s  {done:>9,} completed  VmRSS {rss:6.1f} MB")
     print("\n| units | run (s) | RSS after start (MB) | peak RSS (MB) |\n|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['units']:,} | {row['seconds']:.1f} | {row['startup_mb']:.1f} | {row['peak_mb']:.1f} |")

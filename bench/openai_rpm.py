@@ -51,6 +51,16 @@ def one_variant(name: str, units: int, concurrency: int, latency: float, limit: 
         srv.stop()
         res["server"] = srv.counts()
         with contextlib.closing(sqlite3.connect(f"file:{c.db_path()}?mode=ro", uri=True)) as conn:
+            finishes = [row[0] for row in conn.execute(
+                "SELECT finished_at FROM units WHERE job_id = ? AND status = 'COMPLETED'", (res["job_id"],))]
+            buckets: dict[int, int] = {}
+            for t in finishes:
+                key = int((t - res["first_start"]) // 10)
+                buckets[key] = buckets.get(key, 0) + 1
+            res["per_10s"] = [buckets.get(k, 0) for k in range(max(buckets) + 1)] if buckets else []
+            res["halving_times"] = [round(row[0] - res["first_start"], 1) for row in conn.execute(
+                "SELECT ts FROM logs WHERE job_id = ? AND message LIKE 'rate limited: in-flight limit lowered%' "
+                "ORDER BY ts", (res["job_id"],))]
             res["halvings"] = conn.execute("SELECT COUNT(*) FROM logs WHERE job_id = ? AND message LIKE "
                                            "'rate limited: in-flight limit lowered%'", (res["job_id"],)).fetchone()[0]
             res["lowest_limit"] = conn.execute(
@@ -88,7 +98,9 @@ def main() -> None:
               f"= {100 * rpm / args.limit:.1f}% of the limit")
         print(f"{'':8s} attempts {r['attempts']} for {args.units} units; adaptive halvings {r['halvings']}"
               + (f" (last: {r['lowest_limit'][0]})" if r["lowest_limit"] else "")
-              + f"; executor CPU {r['executor_cpu_s']:.1f} s", flush=True)
+              + f"; executor CPU {r['executor_cpu_s']:.1f} s")
+        print(f"{'':8s} halvings at (s after first claim): {r['halving_times']}")
+        print(f"{'':8s} units finished per 10 s: {r['per_10s']}", flush=True)
         if failed:
             print(f"{'':8s} FAILED UNITS: {failed}")
 

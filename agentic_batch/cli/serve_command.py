@@ -8,7 +8,7 @@ start agents and spend money, so it must never be open to a network by accident.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     def serve(host: Annotated[str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1, "
                                                 "localhost or ::1 needs a token.")] = "127.0.0.1",
               port: Annotated[int, typer.Option("--port", help="TCP port.")] = 3847,
-              token: Annotated[Optional[str], typer.Option("--token", help="Require `Authorization: Bearer "
+              token: Annotated[str | None, typer.Option("--token", help="Require `Authorization: Bearer "
                                                            "TOKEN` (or a login) on every request. Default: "
                                                            "$ABP_API_TOKEN.", show_default=False)] = None) -> None:
         """Serve the REST API (`/api`, reference at `/docs`) and the live dashboard (`/`)."""

@@ -78,6 +78,8 @@ class Executor:
         self.wake = asyncio.Event()
         self._pool_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-store")
         self._signals = 0
+        #: Set when this executor stopped while others kept working on the job (it must not restart).
+        self.left_job = False
         self._listening = False
         self._pool: Pool | None = None
 
@@ -110,8 +112,10 @@ class Executor:
                 return 1
             if job.status != "RUNNING":
                 print(f"abp: job {self.job_id} is {job.status}, not RUNNING; executor exits", flush=True)
-                return 1
+                # already paused or finished (e.g. a joiner arriving late): nothing to do, not an error
+                return 1 if job.status in ("CREATED", "TESTING") else 0
             self.store.register_executor(self.id, self.job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
+            lock.publish()
             try:
                 while True:
                     code = asyncio.run(self._main(job))
@@ -119,6 +123,7 @@ class Executor:
                     if again is None:
                         return code
                     job, self.mode, self._signals, self.pause_reason = again, RUN, 0, "stopped"
+                    self.left_job = False
             finally:
                 self.store.set_executor_state(self.id, "stopped")
         finally:
@@ -132,11 +137,11 @@ class Executor:
         a caller either sees us and relies on us, or finds the slot free and starts a new one. Joined
         executors just leave.
         """
-        if lock.slot != 1:
+        if lock.slot != 1 or self.left_job:
             return None
         with spawn_guard(self.settings.run_dir, self.job_id):
             job = self.store.get_job(self.job_id)
-            if self._signals == 0 and job is not None and job.status == "RUNNING" and job.control is None:
+            if job is not None and job.status == "RUNNING" and job.control is None:
                 return job
             lock.release()
             return None
@@ -145,6 +150,7 @@ class Executor:
 
     def _on_signal(self, signame: str) -> None:
         self._signals += 1
+        self.pause_reason = "stopped"
         self.request(STOP if self._signals == 1 else ABORT, f"{signame} received")
 
     def request(self, mode: str, why: str) -> None:

@@ -21,17 +21,22 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
     expected status, so several executors finishing together agree on one outcome."""
     store, now = ex.store, time.time()
     if ex.mode == "cancel":
-        await ex.db(store.update_job, job.id, expect=["RUNNING", "PAUSED"], status="CANCELLED", finished_at=now)
-        await ex.db(store.set_units_status, job.id, ["PENDING", "RUNNING"], "CANCELLED")
-        await ex.db(store.update_job, job.id, control=None)
+        # The service already marked the job and its units CANCELLED; a retry may even have revived
+        # the job since. Only the request flag is ours to clear.
+        await ex.db(store.update_job, job.id, expect=["CANCELLED"], control=None)
         recorder.log(job.id, "info", "executor stopped: job cancelled", executor_id=ex.id)
         return
     if ex.mode in ("stop", "abort"):
         # Mark ourselves stopped first, then look: of executors stopping together, the last one to get
         # here sees nobody left and pauses the job; a signalled executor among busy ones just leaves.
+        current = await ex.db(store.get_job, job.id)
+        if (ex._signals == 0 and ex.pause_reason == "stopped" and current is not None
+                and current.status == "RUNNING" and current.control is None):
+            return  # a `resume` cleared the stop request while we drained: keep the job running
         await ex.db(store.set_executor_state, ex.id, "stopped")
         others = [e for e in await ex.db(live_executors, store, ex.settings, job.id) if e.id != ex.id]
         if others:
+            ex.left_job = True
             recorder.log(job.id, "info", f"executor left; {len(others)} other executor(s) still on the job",
                          executor_id=ex.id)
             return

@@ -39,6 +39,8 @@ class HostLock:
         return lock_path(self.run_dir, self.job_id, self.slot)
 
     def acquire(self) -> bool:
+        """Take the slot. The pid is written later by `publish()`, once the executor is registered in
+        the store, so whoever waits for the pid (the launcher) then also finds the store record."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -46,9 +48,13 @@ class HostLock:
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return True
+
+    def publish(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, str(os.getpid()).encode(), 0)
 
     def acquire_free_slot(self, first: int = 2) -> bool:
         """Take the lowest free slot from `first` on (a joining executor)."""

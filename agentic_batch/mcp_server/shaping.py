@@ -92,7 +92,11 @@ def status_view(s: dict[str, Any]) -> dict[str, Any]:
     executor = dict(view.get("executor") or {})
     executor.pop("executors", None)  # one executor's details are enough for a model
     view["executor"] = executor
-    return {"summary": status_summary(s), **view, "next_step": next_step(s)}
+    step = next_step(s)
+    if s["status"] == "RUNNING" and executor.get("state") == "stopped" and (s["pending"] or s["running"]):
+        step = (f"No executor is working on this RUNNING job (it died or was stopped); call "
+                f"resume_job(job_id={s['id']}) to reclaim its units and start one.")
+    return {"summary": status_summary(s), **view, "next_step": step}
 
 
 def event_text(event: dict[str, Any]) -> str:

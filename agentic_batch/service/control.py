@@ -6,12 +6,10 @@ executor's completion ends in one consistent state.
 
 from __future__ import annotations
 
-import signal
 
 from agentic_batch.config import Settings
 from agentic_batch.engine.hostlock import holder_pid, live_slots
 from agentic_batch.engine.launch import launch_executor
-from agentic_batch.engine.procs import hostname, signal_process
 from agentic_batch.engine.recovery import executor_alive, reclaim_dead_executors
 from agentic_batch.store import JobRecord, Store
 
@@ -33,14 +31,6 @@ def join(settings: Settings, job: JobRecord) -> int:
     """One more executor for the job on this host (a further slot); returns its pid."""
     pid, _ = launch_executor(settings, job.id, job.workdir, join=True)
     return pid
-
-
-def signal_executors(store: Store, settings: Settings, job_id: int, sig: int = signal.SIGTERM) -> int:
-    """Signal every live executor of the job on this host (others see the job's control column)."""
-    pids = {pid for pid in live_slots(settings.run_dir, job_id).values() if pid > 0}
-    pids |= {r.pid for r in store.list_executors(job_id, live_only=True)
-             if r.host == hostname() and executor_alive(r, settings)}
-    return sum(signal_process(pid, sig) for pid in pids)
 
 
 def any_live_executor(store: Store, settings: Settings, job_id: int) -> bool:

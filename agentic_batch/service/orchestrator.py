@@ -168,10 +168,11 @@ class Orchestrator(BrowseMixin):
         """Ask the executors to pause: in-flight units finish (within a grace period), the rest wait."""
         job = self.job(ref)
         self._expect(job, {RUNNING}, "stop", "only a RUNNING job can be stopped")
+        # Through the store, not a signal: every executor on every host reads `control` within a second
+        # (at once on PostgreSQL), and a `resume` arriving while they drain can simply clear it.
         self.store.update_job(job.id, expect=[RUNNING], control="stop")
         self.store.notify(job.id, "stop")
-        if not control.signal_executors(self.store, self.settings, job.id) and \
-                not control.any_live_executor(self.store, self.settings, job.id):
+        if not control.any_live_executor(self.store, self.settings, job.id):
             control.reclaim_dead_executors(self.store, self.settings, job.id)
             self.store.update_job(job.id, expect=[RUNNING], status="PAUSED", control=None, pause_reason="stopped")
         return self.status(job.id)
@@ -204,8 +205,7 @@ class Orchestrator(BrowseMixin):
                                      finished_at=time.time()):
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         self.store.set_units_status(job.id, ["PENDING", "RUNNING"], "CANCELLED")
-        self.store.notify(job.id, "cancel")
-        control.signal_executors(self.store, self.settings, job.id)
+        self.store.notify(job.id, "cancel")  # executors see the CANCELLED status within a second
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
         return self.status(job.id)
 

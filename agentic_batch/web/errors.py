@@ -44,8 +44,9 @@ def _wants_html(request: Request) -> bool:
 def error_response(request: Request, status: int, message: str, hint: str | None = None) -> Response:
     if _wants_html(request):
         templates = request.app.state.templates
-        return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "hint": hint},
-                                          status_code=status)
+        context = {"status": status, "message": message, "hint": hint, "title": f"{status}",
+                   "csrf": getattr(request.state, "csrf_token", ""), "logged_in": False}
+        return templates.TemplateResponse(request, "error.html", context, status_code=status)
     return JSONResponse({"error": message, "hint": hint}, status_code=status)
 
 

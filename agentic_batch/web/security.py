@@ -95,10 +95,7 @@ def _bearer(request: Request) -> str | None:
 
 
 def _refuse(request: Request, status: int, message: str, hint: str | None = None) -> Response:
-    if request.url.path.startswith("/api/") or request.method not in _SAFE_METHODS:
-        return JSONResponse({"error": message, "hint": hint}, status_code=status, headers=SECURITY_HEADERS)
-    return Response(f"{message}\n{hint or ''}\n", status_code=status, media_type="text/plain",
-                    headers=SECURITY_HEADERS)
+    return JSONResponse({"error": message, "hint": hint}, status_code=status, headers=SECURITY_HEADERS)
 
 
 class Guard:
@@ -145,10 +142,11 @@ class Guard:
         if self.config.token is not None and not public:
             by_bearer = same_secret(bearer, self.config.token)
             if not by_bearer and session_csrf is None:
-                if path.startswith("/api/") or request.method not in _SAFE_METHODS:
-                    return _refuse(request, 401, "authentication required",
-                                   "send 'Authorization: Bearer <token>' (the server's --token / ABP_API_TOKEN)")
-                return RedirectResponse(f"/login?next={quote(safe_next(request.url.path))}", status_code=303)
+                browser = "text/html" in request.headers.get("accept", "") and not path.startswith("/api/")
+                if browser and request.method in _SAFE_METHODS:
+                    return RedirectResponse(f"/login?next={quote(safe_next(request.url.path))}", status_code=303)
+                return _refuse(request, 401, "authentication required",
+                               "send 'Authorization: Bearer <token>' (the server's --token / ABP_API_TOKEN)")
         if request.method in _SAFE_METHODS:
             return None
         return self._check_csrf(request, bearer, session_csrf)

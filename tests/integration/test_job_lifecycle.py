@@ -9,7 +9,7 @@ import pytest
 
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
 from agentic_batch.spec import JobSpec
-from tests.fixtures.abp import wait_status
+from tests.fixtures.abp import wait_status, wait_until
 from tests.fixtures.funcs import ref
 
 
@@ -215,3 +215,24 @@ def test_resume_with_a_bigger_budget_finishes_the_job(orch, workdir: Path) -> No
     orch.resume(job, budget_usd=10.0)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED" and done["cost_usd"] == pytest.approx(0.6)
+
+
+def test_retry_right_after_cancel_and_resume_right_after_stop_keep_the_job_running(orch, workdir: Path,
+                                                                                  monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The old executor may still be draining when the next request arrives: it must not undo it."""
+    monkeypatch.setenv("ABP_TEST_SLEEP", "0.4")
+    job = python_job(orch, workdir, "slow", n=8, concurrency=2)
+    orch.start(job, skip_test=True)
+    wait_status(orch, job, {"RUNNING"})
+    orch.cancel(job)
+    orch.retry(job, include_cancelled=True)
+    done = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=60)
+    assert done["status"] == "COMPLETED" and done["completed"] == 8, done
+
+    job2 = python_job(orch, workdir, "slow", n=8, concurrency=2, name="second")
+    orch.start(job2, skip_test=True)
+    wait_until(lambda: orch.status(job2)["running"] > 0, what="units running")
+    orch.stop(job2)
+    orch.resume(job2)
+    done = wait_status(orch, job2, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=60)
+    assert done["status"] == "COMPLETED" and done["completed"] == 8, done

@@ -88,13 +88,13 @@ def test_a_token_guards_every_request(guarded: httpx.Client, workdir) -> None:  
     assert guarded.post(f"/api/jobs/{job}/cancel", json={}).status_code == 401
     assert guarded.get("/static/app.css").status_code == 200  # public: no secrets in it
 
-    page = guarded.get("/jobs/1")
+    page = guarded.get("/jobs/1", headers={"accept": "text/html"})  # a browser is sent to the login page
     assert page.status_code == 303 and page.headers["location"] == "/login?next=/jobs/1"
     assert guarded.get("/login").status_code == 200
-    wrong = guarded.post("/login", content=b"token=nope&next=/", headers={"content-type": "application/x-www-form-urlencoded"})
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    wrong = guarded.post("/login", content=b"token=nope&next=/", headers=form)
     assert wrong.status_code == 401 and "abp_session" not in wrong.headers.get("set-cookie", "")
-    login = guarded.post("/login", content=f"token={TOKEN}&next=//evil.example/x".encode(),
-                         headers={"content-type": "application/x-www-form-urlencoded"})
+    login = guarded.post("/login", content=f"token={TOKEN}&next=//evil.example/x".encode(), headers=form)
     assert login.status_code == 303 and login.headers["location"] == "/"  # no open redirect
     cookie = login.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")

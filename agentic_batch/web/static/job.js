@@ -70,14 +70,15 @@
     if (current.status !== "TESTING") { panel.hidden = true; return; }
     const unit = report || await api("GET", `${base}/test`);
     const body = document.getElementById("test-body");
-    body.replaceChildren(
+    body.replaceChildren(...[
       el("p", {}, ABP.badge(unit.status), " ", el("a", { href: `/jobs/${jobId}/units/${unit.id}` }, `unit ${unit.key}`),
         el("span", { class: "muted" }, ` · ${ABP.duration(unit.duration_s)} · ${ABP.money(unit.cost_usd)} · ${unit.events ? unit.events.length : 0} events`)),
       unit.output ? ABP.markdown(unit.output) : el("p", { class: "muted" }, "(no output)"),
       unit.error ? el("pre", { class: "block error-text" }, unit.error) : null,
       el("div", { class: "actions" },
         el("button", { type: "button", dataset: { action: "approve", confirm: "Approve the test result and run every unit?" } }, "Approve and run all"),
-        el("button", { type: "button", class: "secondary", dataset: { action: "reject", confirm: "Reject the test result? The job goes back to CREATED so you can edit the prompt." } }, "Reject")));
+        el("button", { type: "button", class: "secondary", dataset: { action: "reject", confirm: "Reject the test result? The job goes back to CREATED so you can edit the prompt." } }, "Reject")),
+    ].filter(Boolean));
     panel.hidden = false;
   }
 
