@@ -20,7 +20,7 @@ from agentic_batch.mcp_server.schemas import (IntentArg, JobRef, Priority, Promp
 from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
-from agentic_batch.service.mcp_support import capabilities, with_launched_executor
+from agentic_batch.service.mcp_support import capabilities
 
 PREVIEW_CHARS = 1500
 TEMPLATE_CHARS = 6000
@@ -142,7 +142,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
             if approve and reject:
                 raise InvalidSpec("give approve or reject, not both")
             if approve:
-                return started_view(with_launched_executor(orch, orch.approve(job_id)), "approved")
+                return started_view(orch.approve(job_id), "approved")
             if reject:
                 view = status_view(orch.reject(job_id))
                 view["next_step"] = (f"Change the prompt with edit_prompt(job_id={view['id']}, prompt=...), then "
@@ -153,7 +153,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                 return tested_view(orch.test_report(job.id), orch.status(job.id))
             result = orch.start(job.id, skip_test=skip_test)
             if "executor" in result:  # started without a test (skip_test or ABP_SKIP_TEST)
-                return started_view(with_launched_executor(orch, result), "started without a test")
+                return started_view(result, "started without a test")
             return tested_view(result, orch.status(job.id))
 
         return await respond(call)

@@ -7,8 +7,7 @@ interface-neutral (the REST layer can use them too) and meant to be folded into 
   options are read from each kind's Pydantic options model, so a new worker appears without edits.
 * `results_page(orch, ...)`: one page of result rows plus the total matching the status filter, so
   a client can page without fetching everything.
-* `with_launched_executor(orch, status)`: right after a start, the new executor holds its host lock
-  but may not have registered in the store yet, so `status()` says not_started; fill in its pid.
+
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import typing
 from typing import TYPE_CHECKING, Any
 
-from agentic_batch.service import control
 from agentic_batch.spec import SourceKind, SourceSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
@@ -125,13 +123,3 @@ def results_page(orch: Orchestrator, ref: str | int, status: str | None = None, 
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return {"job_id": job_status["id"], "job_status": job_status["status"], "total": total, "offset": offset,
             "returned": len(rows), "next_offset": next_offset, "rows": rows}
-
-
-def with_launched_executor(orch: Orchestrator, status: dict[str, Any]) -> dict[str, Any]:
-    """`status` with the executor's pid from its host lock when the store does not list it yet."""
-    executor = dict(status.get("executor") or {})
-    if executor.get("pid") is None and status.get("status") == "RUNNING":
-        pid = control.live_local_pid(orch.settings, int(status["id"]))
-        if pid is not None:
-            executor.update(state="starting", pid=pid)
-    return {**status, "executor": executor}

@@ -101,7 +101,8 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
                    [{"name": f"module_{i:02d}.py", "sleep": 0.8} for i in range(90)], concurrency=3,
                    prompt="Add docstrings to {{ name }}")
     orch.start(job, skip_test=True)
-    fresh = make_job(orch, workdir, "summaries", "chatty", [{"name": "a"}, {"name": "b"}], prompt="Summarise {{ name }}")
+    fresh = make_job(orch, workdir, "summaries", "chatty", [{"name": "a"}, {"name": "b"}],
+                     prompt="Summarise {{ name }}")
     wait_until(lambda: orch.status(job)["completed"] >= 3, 60, "a few units to complete")
     problems: list[str] = []
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -145,10 +146,13 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     assert unit_page.locator("#unit-status").inner_text() == "COMPLETED"
     unit_page.screenshot(path=str(SCREENSHOTS / "unit.png"), full_page=True)
 
-    running = orch.units_page(job, status="pending", limit=1)["items"][0]
+    upcoming = orch.units_page(job, status="pending", limit=1, offset=12)["items"][0]  # starts in a few seconds
     live_unit = open_page(browser, problems)
-    live_unit.goto(f"{server}/jobs/{job}/units/{running['id']}")
-    live_unit.locator("#timeline li.kind-assistant").wait_for(timeout=60_000)  # its conversation arrives live
+    live_unit.goto(f"{server}/jobs/{job}/units/{upcoming['id']}")
+    assert live_unit.locator("#unit-status").inner_text() in ("PENDING", "RUNNING")
+    live_unit.locator('#unit-status[data-status="COMPLETED"]').wait_for(timeout=60_000)  # no reload: live
+    live_unit.locator("#timeline li.kind-tool_result").wait_for()  # its conversation arrived as it ran
+    assert "42" in live_unit.locator("#unit-output").inner_text()
     live_unit.close()
 
     confirm(test_first := open_page(browser, problems), f"{server}/jobs/{fresh}", "start", "Run the first unit")

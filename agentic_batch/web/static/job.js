@@ -24,7 +24,8 @@
       s.progress, `${s.progress.toFixed(1)}% · ${ABP.int(s.done)} / ${ABP.int(s.total)}`);
     const ex = s.executor || {};
     const executor = ex.state === "not_started" ? "not started"
-      : `${ex.state} · pid ${ex.pid} on ${ex.host}${ex.heartbeat_at ? ` · beat ${ABP.age(ex.heartbeat_at)}` : ""}`;
+      : el("span", { title: ex.heartbeat_at ? `last heartbeat ${ABP.age(ex.heartbeat_at)}` : null },
+        `${ex.state} · pid ${ex.pid}@${ex.host}`);
     ABP.facts(document.getElementById("job-facts"), [
       ["Completed", ABP.int(s.completed)], ["Failed", ABP.int(s.failed)], ["Running", ABP.int(s.running)],
       ["Pending", ABP.int(s.pending)], ["Cancelled", ABP.int(s.cancelled)],
@@ -238,5 +239,5 @@
     if (unitsDirty) { unitsDirty = false; loadUnits(); }
     if (logsDirty && !olderShown) { logsDirty = false; loadLogs(); }
   }, 3000);
-  setInterval(() => { if (!document.hidden && current.status === "RUNNING") loadSeries(); }, 10000);
+  setInterval(() => { if (!document.hidden && current.status === "RUNNING") loadSeries(); }, 5000);
 })();
