@@ -92,12 +92,13 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
     first, last, done = c.query_one("SELECT MIN(finished_at), MAX(finished_at), COUNT(*) FROM units "
                                     "WHERE job_id = ? AND status = 'COMPLETED'", job_id)
     claimed = c.query_one("SELECT MIN(started_at) FROM units WHERE job_id = ?", job_id)[0]
+    registered = c.query_one("SELECT MIN(started_at) FROM executors WHERE job_id = ?", job_id)[0]
     assert done == units, (done, units)
     total_s = job.finished_at - t_start
     return {"job_id": job_id, "create_s": create_s, "start_cli_s": start_cli_s, "total_s": total_s,
             "first_unit_s": first - t_start, "first_claim_s": claimed - t_start, "span_s": last - first,
             "executor_pid": pid, "executor_cpu_s": watch.cpu_s,
-            "startup_cpu_s": watch.first_cpu_s or 0.0}
+            "startup_cpu_s": watch.first_cpu_s or 0.0, "registered_s": registered - t_start}
 
 
 def main() -> None:
@@ -126,6 +127,7 @@ def main() -> None:
     bare_rate = n / bare_s
     print(f"  abp create (CLI, {n:,} units)            {sys_fig['create_s']:8.2f} s")
     print(f"  abp start --skip-test returned after     {sys_fig['start_cli_s']:8.2f} s")
+    print(f"  start -> executor registered in store    {sys_fig['registered_s']:8.2f} s")
     print(f"  start -> first unit claimed              {sys_fig['first_claim_s']:8.2f} s")
     print(f"  start -> first unit completed            {sys_fig['first_unit_s']:8.2f} s")
     print(f"  start -> job COMPLETED                   {sys_fig['total_s']:8.2f} s")

@@ -184,6 +184,7 @@ class Executor:
             self.hold_until = job.hold_until if job else None
             if self._pool is not None:
                 await self._pool.refresh_budget()
+                await self._pool.stop_lost_units()
             beats += 1
             if beats % 5 == 1 and (job and (job.rpm or job.tpm)):
                 self.gate.set_share(len(await self.db(live_executors, self.store, self.settings, self.job_id)))

@@ -38,6 +38,24 @@ class Pool:
         self.budget.refresh(totals["cost_usd"], counts["COMPLETED"] + counts["FAILED"],
                             counts["RUNNING"] - len(self.inflight))
 
+    async def stop_lost_units(self) -> None:
+        """Kill the agents of units that are no longer ours: cancelled one by one by a user, or taken
+        over by another executor after our lease lapsed. Their results could not be written anyway."""
+        running = {task: uid for task, uid in self.inflight.items() if not task.done()}
+        if not running:
+            return
+        held = await self.ex.db(self.ex.store.still_leased, self.ex.id, list(running.values()))
+        for task, uid in running.items():
+            if uid not in held and not task.done():
+                task.cancel()
+                self.recorder.log(self.job.id, "info", f"unit {uid} was cancelled or taken over; its agent "
+                                  "was stopped", unit_id=uid, executor_id=self.ex.id)
+
+    async def _collect(self, task: asyncio.Task[Any]) -> None:
+        self.inflight.pop(task, None)
+        if not task.cancelled():
+            await self._account(task.result())
+
     async def run(self) -> None:
         """Work until nothing is left or a stop is requested; then drain."""
         ex, wake = self.ex, self.ex.wake
@@ -66,8 +84,7 @@ class Pool:
             waiter.cancel()
             for task in done:
                 if task is not waiter:
-                    self.inflight.pop(task, None)
-                    await self._account(task.result())
+                    await self._collect(task)
         await self._drain()
 
     async def _account(self, result: UnitResult) -> None:
@@ -120,8 +137,7 @@ class Pool:
                 waiter.cancel()
                 for task in done:
                     if task is not waiter:
-                        inflight.pop(task, None)
-                        await self._account(task.result())
+                        await self._collect(task)
         if inflight:
             for task in inflight:
                 task.cancel()

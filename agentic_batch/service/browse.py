@@ -147,8 +147,8 @@ class BrowseMixin:
         return self._unit_and_job(job, unit.id)
 
     def cancel_unit(self, ref: str | int, unit_ref: str | int) -> dict[str, Any]:
-        """A PENDING or RUNNING unit to CANCELLED. A running agent is not interrupted, but its
-        result is discarded: results are fenced by status, so it can no longer complete the unit."""
+        """A PENDING or RUNNING unit to CANCELLED. A running unit's agent is killed by its executor
+        within a second (it checks its units' leases), and results are fenced by status anyway."""
         job = self.job(ref)
         unit = self._unit_record(job, unit_ref)
         if unit.status not in ("PENDING", "RUNNING"):

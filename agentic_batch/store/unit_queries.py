@@ -161,6 +161,15 @@ class UnitQueries:
                     applied.append(r.unit_id)
         return applied
 
+    def still_leased(self, owner: str, unit_ids: Sequence[int]) -> set[int]:
+        """Which of these units this owner still holds (RUNNING under its lease)."""
+        if not unit_ids:
+            return set()
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(sa.select(units.c.id).where(units.c.id.in_(list(unit_ids)),
+                                                            units.c.lease_owner == owner, units.c.status == RUNNING))
+            return {r[0] for r in rows}
+
     def release_units(self, owner: str, unit_ids: Iterable[int] | None = None) -> int:
         """Give leased units back (stop, lost executor): RUNNING -> PENDING, runnable at once."""
         query = sa.update(units).where(units.c.lease_owner == owner, units.c.status == RUNNING)

@@ -165,3 +165,20 @@ def test_cancel_kills_agents_and_cancels_pending_units(orch, workdir: Path, reas
     wait_until(lambda: not processes_with(marker), timeout=15, what="agents killed")
     wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
     assert orch.status(job)["status"] == "CANCELLED"
+
+
+def test_cancelling_one_running_unit_kills_its_agent(orch, workdir: Path) -> None:
+    marker = f"abp-unit-cancel-{uuid.uuid4().hex[:8]}"
+    data = write_jsonl(workdir / "items.jsonl", 3)
+    spec = JobSpec(name="unit-cancel", source={"kind": "jsonl", "path": str(data), "key": "id"}, worker="command",
+                   worker_options={"command": f"{sys.executable} {SPAWNER} {marker}-{{{{ row.id }}}} "
+                                              f"{{{{ row.id }}}} {{{{ 60 if row.id == 0 else 1 }}}}"},
+                   concurrency=3)
+    job = orch.create(spec, cwd=workdir).job_id
+    orch.start(job, skip_test=True)
+    wait_until(lambda: processes_with(f"{marker}-0"), timeout=30, what="the long unit's agent")
+    unit = next(u for u in orch.results(job) if u["key"] == "0")
+    orch.cancel_unit(job, unit["unit_id"])
+    wait_until(lambda: not processes_with(f"{marker}-0"), timeout=15, what="its agent to be killed")
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final["completed"] == 2 and final["cancelled"] == 1
