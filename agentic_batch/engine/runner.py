@@ -33,11 +33,11 @@ def job_workspace(settings: Settings, job_id: int) -> Path:
     return path
 
 
-def unit_workspace(settings: Settings, job: JobRecord, payload: dict[str, Any]) -> Path:
-    """For a file source, the item's directory; otherwise the job's workspace."""
+def unit_workspace(job: JobRecord, payload: dict[str, Any], shared: Path) -> Path:
+    """For a file source, the item's directory; otherwise the job's (shared) workspace."""
     if job.source.get("kind") == "files" and isinstance(payload.get("path"), str):
         return Path(payload["path"]).parent
-    return job_workspace(settings, job.id)
+    return shared
 
 
 class UnitRunner:
@@ -53,16 +53,32 @@ class UnitRunner:
         self.reaper = reaper
         self.gate = gate or OpenGate()
         self.executor_id = executor_id
+        self._shared_workspace: Path | None = None
 
     def render_prompt(self, template: str | None, payload: dict[str, Any], unit: dict[str, Any]) -> str | None:
         if not template:
             return None
         return render(template, payload, unit=unit, job={"id": self.job.id, "name": self.job.name})
 
+    @property
+    def shared_workspace(self) -> Path:
+        if self._shared_workspace is None:
+            self._shared_workspace = job_workspace(self.settings, self.job.id)
+        return self._shared_workspace
+
     async def attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
                       template: str | None, feedback: str | None = None,
                       extra_vars: dict[str, Any] | None = None) -> tuple[UnitOutcome, str | None]:
         """Run one attempt; never raises except CancelledError (after killing its processes)."""
+        try:
+            return await self._attempt(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=payload,
+                                       template=template, feedback=feedback, extra_vars=extra_vars)
+        finally:
+            self.recorder.forget(self.job.id, unit_id, attempt)  # the attempt's event numbering is done
+
+    async def _attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
+                       template: str | None, feedback: str | None,
+                       extra_vars: dict[str, Any] | None) -> tuple[UnitOutcome, str | None]:
         emit = self.recorder.emitter(self.job.id, unit_id, attempt)
         unit_vars = {"id": unit_id, "key": key, "seq": seq, "attempt": attempt}
         try:
@@ -74,7 +90,7 @@ class UnitRunner:
         if schema is not None and prompt is not None:
             schema_feedback = feedback if feedback and feedback.startswith(structured.SCHEMA_ERROR) else None
             prompt += structured.instructions(schema, schema_feedback)
-        workspace = unit_workspace(self.settings, self.job, payload)
+        workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
         ctx = UnitContext(
             job_id=self.job.id, job_name=self.job.name, unit_id=unit_id, key=key, seq=seq, attempt=attempt,
@@ -100,7 +116,6 @@ class UnitRunner:
             outcome = UnitOutcome.failure(f"worker crashed: {type(exc).__name__}: {exc}", ErrorClass.retryable)
         finally:
             processes.kill_all()
-            self.recorder.forget(self.job.id, unit_id, attempt)
         if schema is not None:
             outcome = structured.apply_schema(outcome, schema)
         if outcome.error:

@@ -83,7 +83,6 @@ units = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
-    sa.Index("ix_units_claim", "job_id", "status", "priority", "seq"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ix_units_job_finished", "job_id", "finished_at"),
     sa.Index("ix_units_lease_owner", "lease_owner"),
@@ -93,6 +92,8 @@ units = sa.Table(
 #: A unit's run time for sorting; -1 while unfinished (same NULL placement on every dialect).
 UNIT_DURATION = sa.func.coalesce(units.c.finished_at - units.c.started_at, sa.literal_column("-1.0"))
 sa.Index("ix_units_job_duration", units.c.job_id, UNIT_DURATION, units.c.id)
+# In claim order (priority DESC, seq), so a claim reads the first pending units instead of sorting them all.
+sa.Index("ix_units_claim", units.c.job_id, units.c.status, units.c.priority.desc(), units.c.seq)
 
 events = sa.Table(
     "events",

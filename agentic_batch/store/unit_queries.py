@@ -24,6 +24,41 @@ _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.priority, uni
                   units.c.status, units.c.attempt, units.c.error_count, units.c.error)
 
 
+def _result_params(r: UnitResult, now: float) -> dict[str, Any]:
+    return {"b_id": r.unit_id, "b_attempt": r.attempt, "b_status": r.status, "b_prompt": r.prompt,
+            "b_output": r.output, "b_data": r.data, "b_error": r.error, "b_error_class": r.error_class,
+            "b_cost": r.cost_usd, "b_tin": r.tokens_in, "b_tout": r.tokens_out, "b_turns": r.turns,
+            "b_session": r.session_id, "b_not_before": r.not_before, "b_err": 1 if r.count_error else 0,
+            "b_finished": r.finished_at or now}
+
+
+def _result_update(finished: bool) -> sa.Update:
+    """UPDATE for one result row (executemany), fenced by lease owner, attempt and RUNNING."""
+    values: dict[str, Any] = {
+        "status": sa.bindparam("b_status"), "prompt": sa.bindparam("b_prompt"),
+        "output": sa.bindparam("b_output"), "data": sa.bindparam("b_data", type_=units.c.data.type),
+        "error": sa.bindparam("b_error"), "error_class": sa.bindparam("b_error_class"),
+        "cost_usd": units.c.cost_usd + sa.bindparam("b_cost", type_=sa.Float),
+        "tokens_in": units.c.tokens_in + sa.bindparam("b_tin", type_=sa.Integer),
+        "tokens_out": units.c.tokens_out + sa.bindparam("b_tout", type_=sa.Integer),
+        "turns": sa.bindparam("b_turns"), "session_id": sa.bindparam("b_session"),
+        "error_count": units.c.error_count + sa.bindparam("b_err", type_=sa.Integer),
+        "lease_expires_at": None,
+    }
+    if finished:
+        values.update(not_before=None, finished_at=sa.bindparam("b_finished", type_=sa.Float))
+    else:
+        values.update(not_before=sa.bindparam("b_not_before", type_=sa.Float), lease_owner=None)
+    return (sa.update(units)
+            .where(units.c.id == sa.bindparam("b_id"), units.c.lease_owner == sa.bindparam("b_owner"),
+                   units.c.attempt == sa.bindparam("b_attempt"), units.c.status == RUNNING)
+            .values(**values))
+
+
+_FINISH = _result_update(finished=True)
+_RETRY = _result_update(finished=False)
+
+
 class UnitQueries:
     """Mixin for `Store`; relies on `read()`/`write()`/`dialect` from `StoreBase`."""
 
@@ -132,34 +167,33 @@ class UnitQueries:
             ).rowcount
 
     def apply_results(self, owner: str, results: Sequence[UnitResult]) -> list[int]:
-        """Write attempt results in one transaction; returns ids whose lease still held."""
+        """Write attempt results in one transaction; returns ids whose lease still held.
+
+        The rows still leased by `owner` for that attempt are locked first (FOR UPDATE on PostgreSQL;
+        BEGIN IMMEDIATE already serialises SQLite), then written with two executemany UPDATEs (finished
+        units, units to retry) that repeat the fence in their WHERE clause.
+        """
         if not results:
             return []
-        applied: list[int] = []
         now = time.time()
         with self.write() as conn:  # type: ignore[attr-defined]
+            held_query = sa.select(units.c.id, units.c.attempt).where(
+                units.c.id.in_([r.unit_id for r in results]), units.c.lease_owner == owner,
+                units.c.status == RUNNING)
+            if self.dialect == "postgresql":  # type: ignore[attr-defined]
+                held_query = held_query.with_for_update()
+            held = {(row.id, row.attempt) for row in conn.execute(held_query)}
+            applied: dict[int, UnitResult] = {}
             for r in results:
-                values: dict[str, Any] = {
-                    "status": r.status, "prompt": r.prompt, "output": r.output, "data": r.data,
-                    "error": r.error, "error_class": r.error_class, "cost_usd": units.c.cost_usd + r.cost_usd,
-                    "tokens_in": units.c.tokens_in + r.tokens_in, "tokens_out": units.c.tokens_out + r.tokens_out,
-                    "turns": r.turns, "session_id": r.session_id, "not_before": r.not_before,
-                }
-                if r.count_error:
-                    values["error_count"] = units.c.error_count + 1
-                if r.status == PENDING:
-                    values.update(lease_owner=None, lease_expires_at=None)
-                else:
-                    values.update(finished_at=r.finished_at or now, lease_expires_at=None)
-                done = conn.execute(
-                    sa.update(units)
-                    .where(units.c.id == r.unit_id, units.c.lease_owner == owner,
-                           units.c.attempt == r.attempt, units.c.status == RUNNING)
-                    .values(**values)
-                ).rowcount
-                if done:
-                    applied.append(r.unit_id)
-        return applied
+                if (r.unit_id, r.attempt) in held and r.unit_id not in applied:
+                    applied[r.unit_id] = r
+            finished = [_result_params(r, now) for r in applied.values() if r.status != PENDING]
+            retried = [_result_params(r, now) for r in applied.values() if r.status == PENDING]
+            if finished:
+                conn.execute(_FINISH, [{**p, "b_owner": owner} for p in finished])
+            if retried:
+                conn.execute(_RETRY, [{**p, "b_owner": owner} for p in retried])
+        return list(applied)
 
     def still_leased(self, owner: str, unit_ids: Sequence[int]) -> set[int]:
         """Which of these units this owner still holds (RUNNING under its lease)."""

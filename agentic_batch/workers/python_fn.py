@@ -67,16 +67,18 @@ class PythonWorker:
     def __init__(self, options: PythonOptions) -> None:
         self.options = options
         self._func: Callable[..., Any] | None = None
+        self._plan = (2, False)
 
     def _load(self, ctx: UnitContext) -> Callable[..., Any]:
         if self._func is None:
             dirs = [ctx.workdir] if ctx.workdir else []
             self._func = load_callable(self.options.function, [*dirs, Path.cwd()], "--function")
+            self._plan = _call_plan(self._func)
         return self._func
 
     async def run(self, ctx: UnitContext) -> UnitOutcome:
         func = self._load(ctx)
-        npos, wants_ctx = _call_plan(func)
+        npos, wants_ctx = self._plan
         args = [ctx.payload, ctx.prompt][:npos]
         kwargs = {"ctx": ctx} if wants_ctx else {}
         try:
