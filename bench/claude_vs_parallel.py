@@ -14,18 +14,24 @@ unit's directory); `echo` is one turn of text.
     a tab-separated file, run by
         parallel -j C --colsep '\\t' --arg-file tasks.tsv \\
             'cd {1} && exec claude -p {2} --output-format stream-json --verbose --permission-mode acceptEdits'
-    with stdout (all the stream-json) going to one file; timed from launch to exit.
+    with stdout (all the stream-json) going to one file and stdin from /dev/null; timed from launch to
+    exit.
+  * parallel-setsid: the same, with `exec setsid -w claude ...`, so each CLI runs in a session (and
+    process group) of its own, as it does under abp (the worker's launcher calls setsid()). Measured
+    because the CLI itself runs measurably slower when four of them share parallel's process group.
   * Both use the same offline environment (`agentic_batch.testing.claude_env.isolated_environ`: the
     server's URL, a dummy key, a private HOME shared by both arms, CLAUDE_CODE_MAX_RETRIES=0), the
     same server process, and a fresh directory tree per run. The arms alternate (abp first in odd
     rounds, parallel first in even ones) and the medians are reported, because the machine is noisy.
-  * ratio = abp units/s / parallel units/s (abp stores every message and should lose under 5%).
+  * ratio = abp units/s / parallel units/s, for each parallel arm (abp stores every message and
+    should lose under 5%).
     Also printed: CPU seconds of the executor itself and of everything it ran (its reaped children,
     i.e. the CLIs and their launchers), and of the parallel run and its children.
 
 Run (from the repository root, with the venv's python):
-    python bench/claude_vs_parallel.py                       # 40 units, -j4, 3 rounds, write-file
-    python bench/claude_vs_parallel.py --scenario echo --rounds 5
+    python bench/claude_vs_parallel.py                       # 40 units, -j4, 3 rounds, write-file, 3 arms
+    python bench/claude_vs_parallel.py --scenario echo --rounds 5 --arms abp parallel
+    python bench/claude_vs_parallel.py --arms abp --rounds 1 --py-spy /tmp/claude-exec.txt   # profile
 
 Uses a throwaway ABP_HOME and directory tree per run; nothing under ~/.agentic-batch or ~/.claude is
 touched.
@@ -53,6 +59,7 @@ from agentic_batch.testing.claude_env import isolated_environ
 from agentic_batch.workers.claude_process import bundled_cli
 
 PROMPT = "Summarise the file. FILE={{ path }}"
+ARMS = ("abp", "parallel", "parallel-setsid")
 
 
 def make_tree(root: Path, units: int) -> Path:
@@ -72,7 +79,7 @@ def check_written(root: Path, units: int, scenario: str) -> None:
 
 
 def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str],
-            scenario: str) -> dict:
+            scenario: str, py_spy: Path | None = None) -> dict:
     tree = make_tree(tmp / f"{tag}-abp", units)
     job_id, _ = c.create_job("--name", f"claude-{tag}", "--files", "*/doc.md", "--root", str(tree),
                              "--worker", "claude", "--prompt", PROMPT, "--concurrency", str(concurrency),
@@ -84,9 +91,14 @@ def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, st
     if proc.returncode != 0:
         raise SystemExit(f"abp start failed: {proc.stdout}\n{proc.stderr}")
     pid = int(json.loads(proc.stdout)["executor"]["pid"])
+    spy = a.start_py_spy(pid, py_spy) if py_spy else None
     watch = a.CpuWatch(pid)
+    watch.sample()
+    startup_cpu = watch.self_s  # the executor holds its lock and is about to claim: start-up is done
     status, _, finished = a.wait_job(job_id, timeout=600, watch=watch, pid=pid)
     a.wait_executor_gone(pid)
+    if spy is not None:
+        a.stop_py_spy(spy)
     counts = a.unit_counts(job_id)
     if status != "COMPLETED" or counts.get("COMPLETED") != units:
         with sqlite3.connect(c.db_path()) as conn:
@@ -96,11 +108,12 @@ def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, st
     check_written(tree, units, scenario)
     first_start = c.query_one("SELECT MIN(started_at) FROM units WHERE job_id = ?", job_id)[0]
     events = c.query_one("SELECT COUNT(*) FROM events WHERE job_id = ?", job_id)[0]
+    unit_s = c.query_one("SELECT AVG(finished_at - started_at) FROM units WHERE job_id = ?", job_id)[0]
     prompts = [row[0] for row in _prompts(job_id)]
     seconds = (finished or time.time()) - t0
     return {"seconds": seconds, "rate": units / seconds, "start_returned_s": returned,
-            "first_unit_started_s": first_start - t0, "executor_cpu_s": watch.self_s,
-            "children_cpu_s": watch.children_s, "events": events, "tree": tree, "prompts": prompts}
+            "first_unit_started_s": first_start - t0, "executor_cpu_s": watch.self_s, "startup_cpu_s": startup_cpu,
+            "children_cpu_s": watch.children_s, "events": events, "unit_s": unit_s, "tree": tree, "prompts": prompts}
 
 
 def _prompts(job_id: int) -> list[tuple[str]]:
@@ -109,22 +122,27 @@ def _prompts(job_id: int) -> list[tuple[str]]:
 
 
 def run_parallel(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str], cli: str,
-                 prompts: list[str], abp_tree: Path, scenario: str) -> dict:
-    tree = make_tree(tmp / f"{tag}-par", units)  # same name length as "-abp": prompts keep their length
+                 prompts: list[str], abp_tree: Path, scenario: str, setsid: bool = False) -> dict:
+    tag = f"{tag}-{'pss' if setsid else 'par'}"  # same length as "-abp": the prompts keep their length
+    tree = make_tree(tmp / tag, units)
     tasks = tmp / f"{tag}-tasks.tsv"
     with tasks.open("w") as fh:
         for prompt in prompts:
             prompt = prompt.replace(str(abp_tree), str(tree))
             unit_dir = prompt.rsplit("FILE=", 1)[1].rsplit("/", 1)[0]
             fh.write(f"{unit_dir}\t{prompt}\n")
-    command = (f"cd {{1}} && exec {cli} -p {{2}} --output-format stream-json --verbose "
+    command = (f"cd {{1}} && exec {'setsid -w ' if setsid else ''}{cli} -p {{2}} --output-format stream-json --verbose "
                f"--permission-mode acceptEdits")
     out_path = tmp / f"{tag}-parallel.jsonl"
+    joblog = tmp / f"{tag}-joblog.tsv"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     with out_path.open("w") as out:
-        proc = subprocess.run(["parallel", "-j", str(concurrency), "--colsep", "\t", "--arg-file", str(tasks),
-                               command], stdout=out, stderr=subprocess.PIPE, text=True, env=env, check=False)
+        # stdin from /dev/null: parallel hands its stdin to the first job, and `claude -p` with an open,
+        # silent stdin waits 3 s for piped input ("no stdin data received in 3s").
+        proc = subprocess.run(["parallel", "-j", str(concurrency), "--joblog", str(joblog), "--colsep", "\t",
+                               "--arg-file", str(tasks), command], stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.PIPE, text=True, env=env, check=False)
     seconds = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     results = [json.loads(line) for line in out_path.read_text().splitlines() if '"type":"result"' in line]
@@ -133,7 +151,9 @@ def run_parallel(tmp: Path, tag: str, units: int, concurrency: int, env: dict[st
         raise SystemExit(f"parallel exited {proc.returncode} with {ok}/{units} good results: {proc.stderr[-2000:]}")
     check_written(tree, units, scenario)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"seconds": seconds, "rate": units / seconds, "cpu_s": cpu}
+    runtimes = [float(line.split("\t")[3]) for line in joblog.read_text().splitlines()[1:] if line.strip()]
+    return {"seconds": seconds, "rate": units / seconds, "cpu_s": cpu, "unit_s": sum(runtimes) / len(runtimes),
+            "stderr_lines": len(proc.stderr.splitlines())}
 
 
 def main() -> None:
@@ -144,16 +164,19 @@ def main() -> None:
     ap.add_argument("--scenario", choices=["write-file", "echo"], default="write-file")
     ap.add_argument("--latency", type=float, default=0.0, help="server seconds before each reply")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                    help="parallel-setsid runs each CLI as `setsid -w claude ...`, in a session of its own "
+                         "as abp's launcher does")
+    ap.add_argument("--py-spy", type=Path, help="sample the executor of the last abp run into this raw file")
     args = ap.parse_args()
     cli = bundled_cli()
     if cli is None or shutil.which("parallel") is None:
         raise SystemExit("needs the claude-agent-sdk bundled CLI and GNU parallel")
 
     print(f"# claude CLI vs GNU parallel: {args.units} units, concurrency {args.concurrency}, "
-          f"scenario {args.scenario}, latency {args.latency}s, {args.rounds} rounds")
+          f"scenario {args.scenario}, latency {args.latency}s, {args.rounds} rounds, arms {', '.join(args.arms)}")
     print(f"# {c.machine()}, {datetime.datetime.now().isoformat(timespec='seconds')}")
-    abp_runs: list[dict] = []
-    par_runs: list[dict] = []
+    runs: dict[str, list[dict]] = {arm: [] for arm in args.arms}
     with c.temp_home(keep=args.keep) as tmp, \
             a.server("anthropic_server", "--scenario", args.scenario, "--latency", str(args.latency)) as srv:
         claude_home = tmp / "claude-home"
@@ -162,50 +185,44 @@ def main() -> None:
         env["ABP_HOME"] = os.environ["ABP_HOME"]
         for rnd in range(1, args.rounds + 1):
             tag = f"r{rnd}"
-            prompts_holder: dict = {}
+            abp_tree = tmp / f"{tag}-abp"
+            prompts = [PROMPT.replace("{{ path }}", str(abp_tree / f"u{i:03d}" / "doc.md")) for i in range(args.units)]
+            shift = (rnd - 1) % len(args.arms)  # rotate the order: no arm always runs first
+            for arm in args.arms[shift:] + args.arms[:shift]:
+                if arm == "abp":
+                    spy = args.py_spy if rnd == args.rounds else None
+                    res = run_abp(tmp, tag, args.units, args.concurrency, env, args.scenario, py_spy=spy)
+                    if res.pop("prompts") != prompts:
+                        raise SystemExit("abp rendered other prompts than the parallel arms get")
+                    res.pop("tree")
+                    print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
+                          f"(start returned {res['start_returned_s']:.2f} s, first unit at "
+                          f"{res['first_unit_started_s']:.2f} s, executor CPU {res['executor_cpu_s']:.2f} s of which "
+                          f"{res['startup_cpu_s']:.2f} s before the first claim, "
+                          f"its children {res['children_cpu_s']:.1f} s, {res['events']} events, "
+                          f"mean unit {res['unit_s']:.2f} s)", flush=True)
+                else:
+                    res = run_parallel(tmp, tag, args.units, args.concurrency, env, str(cli), prompts, abp_tree,
+                                       args.scenario, setsid=arm == "parallel-setsid")
+                    print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
+                          f"(CPU of parallel and its children {res['cpu_s']:.1f} s, mean job {res['unit_s']:.2f} s, "
+                          f"{res['stderr_lines']} stderr lines)", flush=True)
+                runs[arm].append(res)
 
-            def do_abp(tag: str = tag, holder: dict = prompts_holder) -> None:
-                res = run_abp(tmp, tag, args.units, args.concurrency, env, args.scenario)
-                holder["prompts"], holder["tree"] = res.pop("prompts"), res.pop("tree")
-                abp_runs.append(res)
-                print(f"round {rnd} abp:      {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
-                      f"(start returned {res['start_returned_s']:.2f} s, first unit at "
-                      f"{res['first_unit_started_s']:.2f} s, executor CPU {res['executor_cpu_s']:.1f} s, "
-                      f"its children {res['children_cpu_s']:.1f} s, {res['events']} events)", flush=True)
-
-            def do_par(tag: str = tag, holder: dict = prompts_holder) -> None:
-                if "prompts" not in holder:  # parallel goes first: render the prompts the way abp will
-                    holder["prompts"] = [PROMPT.replace("{{ path }}", str(tmp / f"{tag}-abp" / f"u{i:03d}" / "doc.md"))
-                                         for i in range(args.units)]
-                    holder["tree"] = tmp / f"{tag}-abp"
-                res = run_parallel(tmp, tag, args.units, args.concurrency, env, str(cli), holder["prompts"],
-                                   holder["tree"], args.scenario)
-                par_runs.append(res)
-                print(f"round {rnd} parallel: {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
-                      f"(CPU of parallel and its children {res['cpu_s']:.1f} s)", flush=True)
-
-            if rnd % 2:
-                do_abp()
-                do_par()
-                continue
-            do_par()
-            do_abp()
-            rendered = prompts_holder["prompts"]
-            expected = [PROMPT.replace("{{ path }}", str(tmp / f"{tag}-abp" / f"u{i:03d}" / "doc.md"))
-                        for i in range(args.units)]
-            if rendered != expected:
-                raise SystemExit(f"abp rendered other prompts than assumed: {rendered[:2]} vs {expected[:2]}")
-
-    abp_rate = a.median([r["rate"] for r in abp_runs])
-    par_rate = a.median([r["rate"] for r in par_runs])
-    ratios = [x["rate"] / y["rate"] for x, y in zip(abp_runs, par_runs, strict=True)]
-    print(f"median abp:      {abp_rate:.3f} units/s  ({a.median([r['seconds'] for r in abp_runs]):.2f} s)")
-    print(f"median parallel: {par_rate:.3f} units/s  ({a.median([r['seconds'] for r in par_runs]):.2f} s)")
-    print(f"ratio abp/parallel (medians): {abp_rate / par_rate:.3f}   per round: "
-          + ", ".join(f"{r:.3f}" for r in ratios) + f"   median of per-round ratios: {a.median(ratios):.3f}")
-    print(f"median CPU: executor {a.median([r['executor_cpu_s'] for r in abp_runs]):.1f} s + its children "
-          f"{a.median([r['children_cpu_s'] for r in abp_runs]):.1f} s;  parallel + children "
-          f"{a.median([r['cpu_s'] for r in par_runs]):.1f} s")
+    for arm, arm_runs in runs.items():
+        cpu = [r.get("cpu_s", r.get("executor_cpu_s", 0) + r.get("children_cpu_s", 0)) for r in arm_runs]
+        print(f"median {arm:16s} {a.median([r['rate'] for r in arm_runs]):.3f} units/s  "
+              f"({a.median([r['seconds'] for r in arm_runs]):.2f} s; mean unit "
+              f"{a.median([r['unit_s'] for r in arm_runs]):.2f} s; CPU incl. children {a.median(cpu):.1f} s)")
+    if "abp" in runs:
+        print(f"abp executor CPU (median): {a.median([r['executor_cpu_s'] for r in runs['abp']]):.2f} s, of which "
+              f"{a.median([r['startup_cpu_s'] for r in runs['abp']]):.2f} s start-up before the first claim")
+        abp_rate = a.median([r["rate"] for r in runs["abp"]])
+        for arm in (x for x in args.arms if x != "abp"):
+            ratios = [x["rate"] / y["rate"] for x, y in zip(runs["abp"], runs[arm], strict=True)]
+            rate = a.median([r["rate"] for r in runs[arm]])
+            print(f"ratio abp / {arm}: {abp_rate / rate:.3f} (medians); per round "
+                  + ", ".join(f"{r:.3f}" for r in ratios) + f"; median of per-round ratios {a.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

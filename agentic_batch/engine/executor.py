@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any
 
+from agentic_batch.aio import wait_event
 from agentic_batch.config import Settings, load_settings
 from agentic_batch.engine.finish import finish
 from agentic_batch.engine.hostlock import HostLock, spawn_guard
@@ -171,10 +172,7 @@ class Executor:
         executor count that splits rate limits. Every second, or on a notification (PostgreSQL)."""
         beats = 0
         while True:
-            try:
-                await asyncio.wait_for(self._control_now.wait(), timeout=self.idle_poll if self._listening else 1.0)
-            except TimeoutError:
-                pass
+            await wait_event(self._control_now, self.idle_poll if self._listening else 1.0)
             self._control_now.clear()
             job = await self.db(self.store.get_job, self.job_id)
             if job is None or job.status == "CANCELLED" or job.control == CANCEL:
@@ -213,7 +211,7 @@ class Executor:
         self.store.set_executor_state(self.id, "running")
         listener = self.store.listen(self._notified)
         self._listening = listener is not None
-        recorder = Recorder(self.store, self.db, owner=self.id)
+        recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
         reaper = Reaper()
         reaper.start()
         background = [asyncio.create_task(t) for t in (recorder.run(), self._heartbeat(), self._watch_control())]
@@ -245,7 +243,7 @@ class Executor:
         finally:
             for task in background:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.wait(background, timeout=10)  # bounded: a stuck helper must not keep us alive
             await recorder.flush()
             reaper.close()
             if listener is not None:

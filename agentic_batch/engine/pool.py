@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from agentic_batch.aio import wait_event
 from agentic_batch.engine.limits import AdaptiveLimit, Budget, is_rate_limit
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.runner import UnitRunner
@@ -117,10 +118,7 @@ class Pool:
         elif self.ex.hold_until:
             delay = min(delay, max(0.01, self.ex.hold_until - time.time()))
         self.ex.wake.clear()
-        try:
-            await asyncio.wait_for(self.ex.wake.wait(), timeout=delay)
-        except TimeoutError:
-            pass
+        await wait_event(self.ex.wake, delay)
 
     async def _drain(self) -> None:
         """Stopping: let in-flight units finish within the grace period, then cancel and release them."""

@@ -32,8 +32,9 @@ def _clip(data: dict[str, Any]) -> dict[str, Any]:
 class Recorder:
     """Buffers events, results and logs; `flush()` writes them; `run()` flushes continuously."""
 
-    def __init__(self, store: Store, db: DbCall, owner: str, interval: float = 0.1) -> None:
+    def __init__(self, store: Store, db: DbCall, owner: str, interval: float = 0.1, job_id: int | None = None) -> None:
         self._store = store
+        self._job_id = job_id
         self._db = db
         self._owner = owner
         self._interval = interval
@@ -90,6 +91,8 @@ class Recorder:
                 self.lost.extend(r.unit_id for r in results if r.unit_id not in applied)
             if logs:
                 await self._db(self._store.append_logs, logs)
+            if self._job_id is not None and (events or results or logs) and self._store.can_listen:
+                await self._db(self._store.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
 
     async def run(self) -> None:
         """Flush continuously until cancelled (the final flush is the caller's)."""

@@ -1,9 +1,9 @@
 """Live updates as Server-Sent Events: one stream per job (progress, unit status changes, new
 conversation events, active agents) and one for the job list.
 
-The store is the only channel between executors and this server, so a stream polls it (every
-`poll_interval`, default 1 s), with cheap indexed reads, and sends only what changed since its last
-poll. A comment line keeps idle connections open through proxies; the stream ends when the client
+The store is the only channel between executors and this server, so a stream polls it with cheap
+indexed reads and sends only what changed since its last poll: on SQLite every `poll_interval`
+(default 1 s), on PostgreSQL when a NOTIFY says the job changed (see `changes`). A comment line keeps idle connections open through proxies; the stream ends when the client
 goes away. Each poll runs in the thread pool, as one hop, so the event loop never waits on the store.
 """
 
@@ -21,6 +21,7 @@ from starlette.responses import StreamingResponse
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.service import Orchestrator
+from agentic_batch.web.changes import hub_for
 from agentic_batch.web.deps import orchestrator, web_config
 
 router = APIRouter(prefix="/api", tags=["live (SSE)"])
@@ -126,9 +127,10 @@ class JobListWatch:
         return out
 
 
-async def _stream(request: Request, poll: Callable[[], list[str]]) -> AsyncIterator[str]:
+async def _stream(request: Request, poll: Callable[[], list[str]], job_id: int | None) -> AsyncIterator[str]:
     config = web_config(request)
     state = request.app.state
+    hub = hub_for(state)
     state.open_streams += 1
     try:
         yield "retry: 2000\n\n"
@@ -141,13 +143,13 @@ async def _stream(request: Request, poll: Callable[[], list[str]]) -> AsyncItera
             elif time.monotonic() - quiet_since >= config.keepalive_s:
                 yield ": keep-alive\n\n"
                 quiet_since = time.monotonic()
-            await asyncio.sleep(config.poll_interval)
+            await hub.wait(job_id, config.poll_interval, idle=config.keepalive_s)
     finally:
         state.open_streams -= 1
 
 
-def _response(request: Request, poll: Callable[[], list[str]]) -> StreamingResponse:
-    return StreamingResponse(_stream(request, poll), media_type="text/event-stream",
+def _response(request: Request, poll: Callable[[], list[str]], job_id: int | None = None) -> StreamingResponse:
+    return StreamingResponse(_stream(request, poll, job_id), media_type="text/event-stream",
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
@@ -177,7 +179,7 @@ async def job_stream(request: Request, job: str,
         return JobWatch(orch, record.id, unit_id, start, events)
 
     watch = await run_in_threadpool(prepare)  # an unknown job or unit is a 404 before the stream starts
-    return _response(request, watch.poll)
+    return _response(request, watch.poll, watch.job_id)
 
 
 @router.get("/stream", summary="Live updates of the job list (SSE)",
