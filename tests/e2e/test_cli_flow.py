@@ -419,3 +419,18 @@ def test_intent_prompt_is_shown_at_create_time(workdir: Path, orch: Orchestrator
     ok("start", str(job_id), cwd=workdir)
     unit = orch.unit(job_id, orch.status(job_id)["test_unit_id"])
     assert intent in unit["output"] and "ann" in unit["output"]
+
+
+def test_watch_and_logs_follow_until_the_job_ends(workdir: Path, orch: Orchestrator) -> None:
+    """`abp watch` and `abp logs --follow` return by themselves once the job is over."""
+    (workdir / "slow.csv").write_text("name\n" + "".join(f"n{i}\n" for i in range(4)))
+    job = create(workdir, "--csv", "slow.csv", "--command",
+                 "python3 -c 'import sys, time; time.sleep(0.7); print(sys.argv[1])' {{ row.name }}",
+                 "--concurrency", "2")
+    ok("start", str(job), "--skip-test", cwd=workdir)
+    watch = subprocess.Popen([*ABP, "watch", str(job)], cwd=workdir, stdout=subprocess.PIPE, text=True)
+    logs = subprocess.Popen([*ABP, "logs", str(job), "--follow"], cwd=workdir, stdout=subprocess.PIPE, text=True)
+    watch_out, _ = watch.communicate(timeout=60)
+    logs_out, _ = logs.communicate(timeout=60)
+    assert watch.returncode == 0 and "COMPLETED" in watch_out and "4/4 done" in watch_out
+    assert logs.returncode == 0 and "executor started" in logs_out and "job completed: 4 unit(s)" in logs_out
