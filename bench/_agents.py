@@ -215,17 +215,19 @@ def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrenc
             "machine_busy_s": busy, "machine_s": (time.time() - t0) * (os.cpu_count() or 1)}
 
 
-def spy_breakdown(raw: Path, call_marker: str, top: int = 25) -> None:
-    """Where the executor's busy samples go, split three ways: inside the model SDK call (frames
-    containing `call_marker`, e.g. 'AsyncCompletions.create'), on the store thread, and the rest of the
-    event loop (engine + worker code); then the hottest functions of that rest, cumulative."""
+def spy_breakdown(raw: Path, sdk_paths: tuple[str, ...], top: int = 25) -> None:
+    """Where the executor's busy samples go: in the model SDK's code (any frame under one of
+    `sdk_paths`, e.g. ('openai/', 'httpx/', 'httpcore', 'anyio/'); py-spy's non-blocking stacks are
+    sometimes cut short, so this looks at the frames' files rather than at one call), on the store
+    thread, in the rest of the event loop (engine + worker + asyncio), or with no Python frame at all
+    (native code); then the hottest agentic_batch functions and leaf frames of that rest."""
     from collections import Counter
 
     stacks: list[tuple[list[str], int]] = []
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            stacks.append((stack.split(";"), int(count)))
+        if count.isdigit():
+            stacks.append(([f for f in stack.split(";") if f], int(count)))
     total = sum(n for _, n in stacks)
     if not total:
         print(f"{raw}: no samples")
@@ -235,14 +237,16 @@ def spy_breakdown(raw: Path, call_marker: str, top: int = 25) -> None:
     store_fns: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     for frames, n in stacks:
-        if any("concurrent/futures/thread.py" in f for f in frames):
+        if not frames:
+            parts["no Python frame (native code, e.g. sqlite3 or socket calls, GIL hand-offs)"] += n
+        elif any("concurrent/futures/thread.py" in f or "sqlalchemy/" in f for f in frames):
             parts["store thread (SQLAlchemy + sqlite3)"] += n
             own = [f.split(" (")[0] for f in frames if "agentic_batch/" in f]
             store_fns[own[-1] if own else "(other)"] += n
-        elif any(f.startswith(call_marker) for f in frames):
-            parts[f"event loop: inside {call_marker} (SDK + httpx/httpcore + sockets)"] += n
+        elif any(_frame_file(f).split("site-packages/")[-1].startswith(sdk_paths) for f in frames):
+            parts["model SDK (client, HTTP stack, request/response models)"] += n
         else:
-            parts["event loop: everything else (engine, worker, asyncio)"] += n
+            parts["rest of the event loop (engine, worker, asyncio)"] += n
             for name in {_frame_name(f) for f in frames if "agentic_batch/" in f and "cli/" not in f
                          and "__main__" not in f and not f.startswith("Executor.run ")}:
                 rest[name] += n
@@ -253,12 +257,17 @@ def spy_breakdown(raw: Path, call_marker: str, top: int = 25) -> None:
     print("  store thread, by the agentic_batch function that asked:")
     for name, n in store_fns.most_common(6):
         print(f"    {100 * n / total:5.1f}%  {name}")
-    print(f"  event loop outside the SDK call, agentic_batch functions, cumulative (top {top}):")
+    print(f"  rest of the event loop, agentic_batch functions, cumulative (top {top}):")
     for name, n in rest.most_common(top):
         print(f"    {100 * n / total:5.1f}%  {name}")
-    print(f"  event loop outside the SDK call, hottest leaf frames (top {top // 2}):")
+    print(f"  rest of the event loop, hottest leaf frames (top {top // 2}):")
     for name, n in leaves.most_common(top // 2):
         print(f"    {100 * n / total:5.1f}%  {name}")
+
+
+def _frame_file(frame: str) -> str:
+    """`func (path/to/file.py:12)` -> `path/to/file.py:12` (py-spy shortens site-packages paths)."""
+    return frame.rpartition(" (")[2].rstrip(")")
 
 
 def _frame_name(frame: str) -> str:

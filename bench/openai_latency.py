@@ -128,7 +128,7 @@ def main() -> None:
           f"median executor span {span:.2f} s = {span / ideal:.2f}x ideal; "
           f"achieved {args.units / span:.0f} units/s in the span vs ideal {args.concurrency / args.latency:.0f}")
     if args.py_spy:
-        a.spy_breakdown(args.py_spy, "AsyncCompletions.create")
+        a.spy_breakdown(args.py_spy, ("openai/", "httpx/", "httpcore", "anyio/", "h11/"))
 
 
 if __name__ == "__main__":

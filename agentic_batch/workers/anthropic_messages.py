@@ -9,33 +9,25 @@ honoured (by the SDK) when `base_url` is not set.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from typing import Any
 
 from pydantic import Field
 
-from agentic_batch.errors import InvalidSpec
-from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
-from agentic_batch.workers.pricing import Pricing
+from agentic_batch.workers.base import ErrorClass, UnitContext, WorkerKind
 from agentic_batch.workers.tool_loop import (
     APIWorkerOptions,
     ModelCallError,
     ModelTurn,
     ToolCall,
     check_api_options,
-    import_sdk,
-    missing_key_message,
-    resolve_api_key,
-    run_api_unit,
     sdk_error,
     system_prompt,
     user_prompt,
 )
+from agentic_batch.workers.api_worker import MAX_REQUEST_TIMEOUT, SharedClientWorker
 from agentic_batch.workers.tools import Toolbox, ToolResult
 
-MAX_REQUEST_TIMEOUT = 600.0
 
 
 class AnthropicOptions(APIWorkerOptions):
@@ -49,45 +41,18 @@ class AnthropicOptions(APIWorkerOptions):
     max_tokens: int = Field(4096, ge=1, description="cap on tokens per model reply (required by the API)")
 
 
-class AnthropicMessagesWorker:
+class AnthropicMessagesWorker(SharedClientWorker):
     kind = "anthropic"
+    sdk_module = "anthropic"
+    extra = "anthropic"
+    base_url_env = "ANTHROPIC_BASE_URL"
+    options: AnthropicOptions
 
-    def __init__(self, options: AnthropicOptions) -> None:
-        self.options = options
-        self.pricing = Pricing(options.model, options.price_in, options.price_out)
-        self._client: Any = None
-        self._client_key: tuple[int, str] | None = None
+    def new_client(self, sdk: Any, api_key: str, base_url: str | None) -> Any:
+        return sdk.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=MAX_REQUEST_TIMEOUT)
 
-    def _base_url(self) -> str | None:
-        return self.options.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
-
-    def _client_for(self, sdk: Any, api_key: str) -> Any:
-        """One client per event loop, shared by concurrent units so they share a connection pool."""
-        key = (id(asyncio.get_running_loop()), api_key)
-        if self._client is None or self._client_key != key:
-            self._client = sdk.AsyncAnthropic(api_key=api_key, base_url=self._base_url(), max_retries=0,
-                                              timeout=MAX_REQUEST_TIMEOUT)
-            self._client_key = key
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the shared HTTP client (optional; the engine may call it when the job ends)."""
-        if self._client is not None:
-            client, self._client, self._client_key = self._client, None, None
-            await client.close()
-
-    async def run(self, ctx: UnitContext) -> UnitOutcome:
-        try:
-            sdk = import_sdk("anthropic", "anthropic")
-        except InvalidSpec as exc:
-            return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent)
-        api_key = resolve_api_key(self.options, self._base_url())
-        if api_key is None:
-            return UnitOutcome.failure(missing_key_message(self.options), ErrorClass.permanent)
-        client = self._client_for(sdk, api_key)
-        timeout = min(ctx.timeout, MAX_REQUEST_TIMEOUT) if ctx.timeout and ctx.timeout > 0 else MAX_REQUEST_TIMEOUT
-        return await run_api_unit(ctx, self.options, self.pricing,
-                                  lambda toolbox: _Messages(client, sdk, self.options, ctx, toolbox, timeout))
+    def conversation(self, client: Any, sdk: Any, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> Any:
+        return _Messages(client, sdk, self.options, ctx, toolbox, timeout)
 
 
 class _Messages:

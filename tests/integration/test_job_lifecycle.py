@@ -9,29 +9,9 @@ import pytest
 
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
 from agentic_batch.spec import JobSpec
+from tests.fixtures.stores import orch_on_both_stores  # noqa: F401  (runs every test on SQLite and PostgreSQL)
 from tests.fixtures.abp import wait_status, wait_until
 from tests.fixtures.funcs import ref
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def orch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """The whole lifecycle runs unchanged on both stores (executors inherit ABP_DB_URL)."""
-    from agentic_batch.service import Orchestrator
-    from tests.fixtures.stores import pg_available, pg_schema_url
-
-    if request.param == "sqlite":
-        orchestrator = Orchestrator()
-        yield orchestrator
-        orchestrator.store.close()
-        return
-    ok, why = pg_available()
-    if not ok:
-        pytest.skip(why)
-    for url in pg_schema_url():
-        monkeypatch.setenv("ABP_DB_URL", url)
-        orchestrator = Orchestrator()
-        yield orchestrator
-        orchestrator.store.close()
 
 
 def jsonl(workdir: Path, rows: list[dict]) -> str:  # type: ignore[type-arg]

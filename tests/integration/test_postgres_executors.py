@@ -17,20 +17,14 @@ from agentic_batch.service import Orchestrator
 from agentic_batch.spec import JobSpec
 from tests.fixtures.abp import ABP, wait_status, wait_until
 from tests.fixtures.funcs import ref
-from tests.fixtures.stores import pg_available, pg_schema_url
+from tests.fixtures.stores import orchestrator_on
 
 
 @pytest.fixture
 def pg_orch(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """An Orchestrator (and every executor it spawns, via the environment) on a fresh PostgreSQL schema."""
-    ok, why = pg_available()
-    if not ok:
-        pytest.skip(why)
-    for url in pg_schema_url():
-        monkeypatch.setenv("ABP_DB_URL", url)
-        orch = Orchestrator()
+    with orchestrator_on("postgresql", monkeypatch) as orch:
         yield orch
-        orch.store.close()
 
 
 def job_of(orch: Orchestrator, workdir: Path, n: int, func: str = "whoami", **kw) -> int:  # type: ignore[no-untyped-def]

@@ -9,31 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
+from tests.fixtures.stores import orch_on_both_stores  # noqa: F401  (runs every test on SQLite and PostgreSQL)
 from tests.fixtures.abp import wait_status, wait_until
 from tests.fixtures.web import Web, spec, web  # noqa: F401  (fixture)
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def orch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Streams poll on SQLite and wake on LISTEN/NOTIFY on PostgreSQL: the same tests hold for both."""
-    from agentic_batch.service import Orchestrator
-    from tests.fixtures.stores import pg_available, pg_schema_url
-
-    if request.param == "sqlite":
-        orchestrator = Orchestrator()
-        yield orchestrator
-        orchestrator.store.close()
-        return
-    ok, why = pg_available()
-    if not ok:
-        pytest.skip(why)
-    for url in pg_schema_url():
-        monkeypatch.setenv("ABP_DB_URL", url)
-        orchestrator = Orchestrator()
-        yield orchestrator
-        orchestrator.store.close()
-
 
 Message = tuple[str, Any, str | None]  # (event name or "comment", data, SSE id)
 
