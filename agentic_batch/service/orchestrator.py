@@ -16,7 +16,7 @@ from agentic_batch.config import Settings, load_settings
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
 from agentic_batch.prompts import compile_template, validate
 from agentic_batch.service import control
-from agentic_batch.service.browse import BrowseMixin
+from agentic_batch.service.browse import BrowseMixin, parse_statuses
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
 from agentic_batch.service.test_run import run_test_unit
 from agentic_batch.service.views import job_status, job_summary, unit_view
@@ -248,7 +248,7 @@ class Orchestrator(BrowseMixin):
 
     def list(self, status: str | None = None, name: str | None = None, limit: int | None = None,
              offset: int = 0) -> list[dict[str, Any]]:
-        statuses = _parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
+        statuses = parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
         return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
 
     def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> dict[str, Any]:
@@ -286,7 +286,7 @@ class Orchestrator(BrowseMixin):
     def results(self, ref: str | int, status: str | None = None, limit: int | None = None,
                 offset: int = 0) -> list[dict[str, Any]]:
         job = self.job(ref)
-        statuses = _parse_statuses(status, list(UNIT_STATUSES), "unit")
+        statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         rows = result_rows.iter_rows(self.store, job.id, statuses)
         out = []
         for index, row in enumerate(rows):
@@ -299,13 +299,13 @@ class Orchestrator(BrowseMixin):
 
     def export(self, ref: str | int, fmt: str = "jsonl", status: str | None = None) -> Iterator[str]:
         job = self.job(ref)
-        statuses = _parse_statuses(status, list(UNIT_STATUSES), "unit")
+        statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         return result_rows.iter_export(self.store, job.id, fmt, statuses)
 
     def export_to(self, ref: str | int, path: Path, fmt: str | None = None, status: str | None = None) -> dict[str, Any]:
         job = self.job(ref)
         fmt = fmt or {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "jsonl")
-        statuses = _parse_statuses(status, list(UNIT_STATUSES), "unit")
+        statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         if not path.parent.is_dir():
             raise InvalidSpec(f"cannot write {path}: directory {path.parent} does not exist")
         rows = result_rows.write_export(self.store, job.id, fmt, path, statuses)
@@ -335,17 +335,6 @@ class Orchestrator(BrowseMixin):
 def _event_dict(event: Any) -> dict[str, Any]:
     return {"id": event.id, "unit_id": event.unit_id, "attempt": event.attempt, "seq": event.seq, "ts": event.ts,
             "kind": event.kind, "data": event.data}
-
-
-def _parse_statuses(raw: str | None, allowed: list[str], what: str) -> list[str] | None:
-    if not raw:
-        return None
-    wanted = [s.strip().upper() for s in raw.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in allowed]
-    if unknown:
-        raise InvalidSpec(f"unknown {what} status {unknown[0].lower()!r}",
-                          hint=f"use one of {', '.join(a.lower() for a in allowed)}")
-    return wanted
 
 
 def _start_hint(job: JobRecord) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentic_batch.engine.procs import process_alive
 from agentic_batch.testing.anthropic_server import Responder, ScriptedAnthropicServer, echo_responder
 
 #: Variables that would send the CLI somewhere other than the scripted server (or change its auth).
@@ -131,14 +132,4 @@ def process_group_members(pgid: int) -> list[int]:
 
 def pid_alive(pid: int) -> bool:
     """True if `pid` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not Path("/proc").is_dir()
-    return state not in ("Z", "X")
+    return process_alive(pid)
