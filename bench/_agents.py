@@ -10,6 +10,7 @@ local model server would.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -196,8 +197,6 @@ def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrenc
     returned = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"abp start failed: {proc.stdout}\n{proc.stderr}")
-    import json
-
     pid = int(json.loads(proc.stdout)["executor"]["pid"])
     spy = start_py_spy(pid, py_spy) if py_spy else None
     watch = CpuWatch(pid)
