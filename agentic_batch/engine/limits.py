@@ -12,6 +12,9 @@ import collections
 import time
 
 WINDOW_S = 60.0
+#: Our stamps are taken before a request leaves, the provider's when it arrives: free a slot a little
+#: after the provider does, or a busy executor's late first burst makes the next minute's calls collide.
+WINDOW_MARGIN_S = 2.0
 
 
 class RateGate:
@@ -36,7 +39,7 @@ class RateGate:
         self.tpm = max(1, self.base_tpm // n) if self.base_tpm is not None else None
 
     def _expire(self, now: float) -> None:
-        while self._calls and now - self._calls[0] >= WINDOW_S:
+        while self._calls and now - self._calls[0] >= WINDOW_S + WINDOW_MARGIN_S:
             self._calls.popleft()
         while self._tokens and now - self._tokens[0][0] >= WINDOW_S:
             self._token_sum -= self._tokens.popleft()[1]
@@ -44,7 +47,7 @@ class RateGate:
     def _wait_needed(self, now: float, estimated_tokens: int) -> float:
         wait = 0.0
         if self.rpm is not None and len(self._calls) >= self.rpm:
-            wait = max(wait, self._calls[len(self._calls) - self.rpm] + WINDOW_S - now)
+            wait = max(wait, self._calls[len(self._calls) - self.rpm] + WINDOW_S + WINDOW_MARGIN_S - now)
         if self.tpm is not None and self._tokens and self._token_sum + estimated_tokens > self.tpm:
             # wait until enough old tokens leave the window
             excess = self._token_sum + estimated_tokens - self.tpm
@@ -78,43 +81,49 @@ class RateGate:
 
 
 class AdaptiveLimit:
-    """In-flight limit that halves on a burst of rate-limit errors and grows back slowly.
+    """In-flight limit that halves on a burst of rate-limit errors and grows back.
 
-    A burst is `burst` rate-limit errors within `window` seconds. Growth is one slot per
-    `grow_every` seconds without a rate-limit error, up to the configured concurrency.
+    A burst is `burst` rate-limit errors within `window` seconds. After a halving, errors from requests
+    that were already in flight (sent under the old limit) are not counted for `window` seconds, so
+    one burst halves once instead of collapsing the pool to 1. Growth: a tenth of the ceiling (at least
+    one slot) per `grow_every` seconds without rate-limit errors, up to the configured concurrency.
     """
 
-    def __init__(self, ceiling: int, burst: int = 3, window: float = 10.0, grow_every: float = 10.0) -> None:
+    def __init__(self, ceiling: int, burst: int = 3, window: float = 10.0, grow_every: float = 5.0) -> None:
         self.ceiling = ceiling
         self.current = ceiling
         self.burst = burst
         self.window = window
         self.grow_every = grow_every
+        self.step = max(1, ceiling // 10)
         self._hits: collections.deque[float] = collections.deque()
-        self._last_change = time.monotonic()
+        self._last_change = 0.0  # only meaningful once the limit has dropped below the ceiling
+        self._cooldown_until = 0.0
         self.halvings = 0
 
     def rate_limited(self, now: float | None = None) -> bool:
         """Record a rate-limit error; True when this halved the limit."""
         now = time.monotonic() if now is None else now
+        self._last_change = max(self._last_change, now)  # no growth right after an error
+        if now < self._cooldown_until:
+            return False
         self._hits.append(now)
         while self._hits and now - self._hits[0] > self.window:
             self._hits.popleft()
         if len(self._hits) >= self.burst and self.current > 1:
             self.current = max(1, self.current // 2)
             self._hits.clear()
-            self._last_change = now
+            self._cooldown_until = now + self.window
             self.halvings += 1
             return True
         return False
 
     def value(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
-        if self.current < self.ceiling and not self._hits and now - self._last_change >= self.grow_every:
-            self.current += 1
-            self._last_change = now
-        elif self._hits and now - self._hits[-1] > self.window:
+        if self._hits and now - self._hits[-1] > self.window:
             self._hits.clear()
+        if self.current < self.ceiling and not self._hits and now - self._last_change >= self.grow_every:
+            self.current = min(self.ceiling, self.current + self.step)
             self._last_change = now
         return self.current
 

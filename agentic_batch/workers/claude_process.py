@@ -168,6 +168,12 @@ class CliProcessGroup:
         pgid = self.discover()
         if pgid is None or pgid <= 1 or pgid == os.getpgrp():
             return
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return  # the CLI's group is empty (the usual clean exit): nothing to trace, skip the /proc scan
+        except PermissionError:
+            pass
         kill_group(pgid, signal.SIGSTOP)
         for group in descendant_groups(pgid):
             if group > 1 and group != os.getpgrp():
