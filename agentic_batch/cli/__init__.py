@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     from agentic_batch.errors import AbpError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if _is_detached_executor(args):
+        sys.exit(_run_executor(int(args[1]), join="--join" in args))
     if args and args[0] in ("create", "run"):
         args = rewrite_json_flag(args)
     _register()
@@ -57,6 +59,23 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[red]internal error:[/red] {_escape(type(exc).__name__)}: {_escape(str(exc))} "
                   "[dim](set ABP_DEBUG=1 for the traceback)[/dim]")
         sys.exit(70)
+
+
+def _is_detached_executor(args: list[str]) -> bool:
+    """`executor <id> [--join]`, as `launch_executor` spawns it: skip building the whole CLI (Typer,
+    Rich, every worker's flags), which would delay the job's first unit by a few hundred ms."""
+    return len(args) in (2, 3) and args[0] == "executor" and args[1].isdigit() and args[2:] in ([], ["--join"])
+
+
+def _run_executor(job_id: int, join: bool) -> int:
+    from agentic_batch.engine.executor import Executor
+    from agentic_batch.errors import AbpError
+
+    try:
+        return Executor(job_id, join=join).run()
+    except AbpError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 1
 
 
 def _escape(text: str) -> str:

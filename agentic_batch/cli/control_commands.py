@@ -86,12 +86,10 @@ def register(app: typer.Typer) -> None:
                                                     "(any host sharing the PostgreSQL store).")] = False) -> None:
         """Run an executor for the job in the foreground (`abp start` runs one detached; `--join` adds one,
         e.g. on another host)."""
-        from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES, Executor
+        from agentic_batch.engine.executor import Executor
 
         orch = orchestrator()
         target = orch.job(job)
-        if join and orch.store.is_sqlite:
-            raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
         raise typer.Exit(Executor(target.id, store=orch.store, settings=orch.settings, join=join).run())
 
 

@@ -31,7 +31,7 @@ from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.recovery import live_executors, reclaim_dead_executors
 from agentic_batch.engine.runner import UnitRunner
-from agentic_batch.errors import AbpError
+from agentic_batch.errors import AbpError, InvalidSpec
 from agentic_batch.store import JobRecord, Store, open_store
 from agentic_batch.workers import get_worker_kind
 
@@ -100,8 +100,7 @@ class Executor:
         """Run until the job is done, stopped or cancelled. Returns a process exit code."""
         _configure_logging()
         if self.join and self.store.is_sqlite:
-            print(f"abp: {MULTI_EXECUTOR_NEEDS_POSTGRES}; set ABP_DB_URL=postgresql+psycopg://...", flush=True)
-            return 2
+            raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
         lock = HostLock(self.settings.run_dir, self.job_id)
         if not (lock.acquire_free_slot() if self.join else lock.acquire()):
             print(f"abp: an executor for job {self.job_id} already runs on this host; nothing to do", flush=True)
@@ -230,6 +229,7 @@ class Executor:
             self.gate = RateGate(job.rpm, job.tpm)
             runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
                                 gate=self.gate)
+            runner.start_preparing()
             self._pool = Pool(self, job, runner, recorder)
             try:
                 await self._pool.run()

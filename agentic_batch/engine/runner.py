@@ -54,6 +54,13 @@ class UnitRunner:
         self.gate = gate or OpenGate()
         self.executor_id = executor_id
         self._shared_workspace: Path | None = None
+        self._prepared: asyncio.Future[Any] | None = None
+
+    def start_preparing(self) -> None:
+        """Run the worker's optional `prepare()` in a thread now; units wait for it before running."""
+        prepare = getattr(self.worker, "prepare", None)
+        if prepare is not None and self._prepared is None:
+            self._prepared = asyncio.ensure_future(asyncio.to_thread(prepare))
 
     def render_prompt(self, template: str | None, payload: dict[str, Any], unit: dict[str, Any]) -> str | None:
         if not template:
@@ -100,6 +107,8 @@ class UnitRunner:
             template_vars={"prompt": prompt, "unit": unit_vars, "job": {"id": self.job.id, "name": self.job.name},
                            **(extra_vars or {})},
         )
+        if self._prepared is not None and not self._prepared.done():
+            await asyncio.wait({self._prepared})
         emit("start", {"attempt": attempt, "worker": self.worker.kind, "executor": self.executor_id})
         started = time.monotonic()
         try:

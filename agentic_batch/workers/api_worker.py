@@ -45,6 +45,13 @@ class SharedClientWorker:
     def conversation(self, client: Any, sdk: Any, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> Any:
         raise NotImplementedError  # each wire format keeps its own message list
 
+    def prepare(self) -> None:
+        """Import the SDK in the engine's start-up thread, so the first unit does not pay for it."""
+        try:
+            import_sdk(self.sdk_module, self.extra)
+        except InvalidSpec:
+            pass  # reported by the first unit
+
     def _client_for(self, sdk: Any, api_key: str) -> Any:
         """One client per event loop, shared by concurrent units so they share a connection pool."""
         key = (id(asyncio.get_running_loop()), api_key)

@@ -117,6 +117,9 @@ class UnitOutcome:
 
 
 class Worker(Protocol):
+    """A worker may also offer `prepare()` (sync: run once in a thread while the executor starts, e.g.
+    to import a heavy SDK) and `async aclose()` (called once when the job's run ends)."""
+
     kind: str
 
     async def run(self, ctx: UnitContext) -> UnitOutcome: ...

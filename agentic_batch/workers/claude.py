@@ -257,6 +257,11 @@ class ClaudeWorker:
             stderr=on_stderr,
         )
 
+    def prepare(self) -> None:
+        """Import the SDK (about a second of CPU) in the engine's start-up thread, not in a unit."""
+        if sdk_installed():
+            import claude_agent_sdk  # noqa: F401
+
     async def run(self, ctx: UnitContext) -> UnitOutcome:
         if not sdk_installed():
             return UnitOutcome.failure(f"claude-agent-sdk is not installed: {INSTALL_HINT}", ErrorClass.permanent)
