@@ -9,7 +9,6 @@ goes away. Each poll runs in the thread pool, as one hop, so the event loop neve
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
