@@ -73,7 +73,7 @@ def load_file(path: Path, what: str, error: type[AbpError] = InvalidSpec) -> Mod
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+    except Exception as exc:
         sys.modules.pop(name, None)
         raise error(f"importing {path} for {what} raised {describe(exc)}") from None
     return module
@@ -88,7 +88,7 @@ def import_module(name: str, what: str, error: type[AbpError] = InvalidSpec) -> 
             raise error(f"{what}: no python module named {name!r} (looked in the working directory and "
                         "sys.path)", hint=FORM_HINT) from None
         raise error(f"{what}: importing module {name!r} failed: {exc}", hint="install what it imports") from None
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+    except Exception as exc:
         raise error(f"{what}: importing module {name!r} raised {describe(exc)}") from None
 
 

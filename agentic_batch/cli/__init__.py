@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, prog_name="abp")  # standalone: click handles usage errors (exit 2) and typer.Exit
     except AbpError as exc:
-        err.print(f"[red]error:[/red] {_escape(exc.message)}" + (f" [dim]({_escape(exc.hint)})[/dim]" if exc.hint else ""))
+        hint = f" [dim]({_escape(exc.hint)})[/dim]" if exc.hint else ""
+        err.print(f"[red]error:[/red] {_escape(exc.message)}{hint}")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("resume")
     def resume(job: JobArg,
-               budget_usd: Annotated[Optional[float], typer.Option("--budget-usd", help="A new budget for "
+               budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="A new budget for "
                                                                    "the job (after a budget pause).")] = None,
                executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host "
                                                       "(more than 1 needs the PostgreSQL store).")] = 1,
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("wait")
     def wait(job: JobArg,
-             timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after this many "
+             timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many "
                                                               "seconds (exit 2).")] = None,
              as_json: JsonFlag = False) -> None:
         """Block until the job ends. Exit 0 if COMPLETED, 1 if FAILED, CANCELLED or PAUSED, 2 on timeout."""
@@ -124,6 +124,7 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
     if as_json:
         print_json(status)
     elif not quiet:
-        (console or out).print(f"Job {status['id']} {state}: {status['completed']} completed, {status['failed']} failed, "
+        (console or out).print(f"Job {status['id']} {state}: {status['completed']} completed, "
+                               f"{status['failed']} failed, "
                   f"{status['cancelled']} cancelled, cost ${status['cost_usd']:.4f}")
     return FINAL[state]

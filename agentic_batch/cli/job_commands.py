@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
@@ -163,8 +163,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("edit")
     def edit(job: JobArg,
-             prompt: Annotated[Optional[str], typer.Option("--prompt", help="New prompt template.")] = None,
-             prompt_file: Annotated[Optional[str], typer.Option("--prompt-file", help="File with the new "
+             prompt: Annotated[str | None, typer.Option("--prompt", help="New prompt template.")] = None,
+             prompt_file: Annotated[str | None, typer.Option("--prompt-file", help="File with the new "
                                                                 "template.")] = None,
              as_json: JsonFlag = False) -> None:
         """Replace a job's prompt template (CREATED, TESTING, PAUSED or FAILED jobs)."""

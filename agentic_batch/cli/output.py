@@ -84,7 +84,8 @@ def status_panel(s: dict[str, Any], active: list[dict[str, Any]] | None = None) 
     if s.get("pause_reason"):
         grid.add_row("paused", Text(str(s["pause_reason"]), style="yellow"))
     if s.get("hold_until"):
-        grid.add_row("holding", f"quota: no new units until {time.strftime('%H:%M:%S', time.localtime(s['hold_until']))}")
+        until = time.strftime("%H:%M:%S", time.localtime(s["hold_until"]))
+        grid.add_row("holding", f"quota: no new units until {until}")
     if s.get("error"):
         grid.add_row("error", Text(str(s["error"]), style="red"))
     if s.get("reduce"):

@@ -11,7 +11,7 @@ import inspect
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -31,11 +31,12 @@ def _opt(annotation: Any, default: Any, *decls: str, help: str, panel: str, **kw
                              annotation=Annotated[annotation, info])
 
 
-OptStr = Optional[str]
+OptStr = str | None
 JOB_PARAMS: list[inspect.Parameter] = [
     _opt(str, ..., "--name", help="A name for the job (shown in lists; `abp status NAME` works when unique).",
          panel=RUN_PANEL),
-    _opt(OptStr, None, "--files", help="Glob of files, relative to --root: '**/*.py', 'docs/*.md'.", panel=SOURCE_PANEL),
+    _opt(OptStr, None, "--files", help="Glob of files, relative to --root: '**/*.py', 'docs/*.md'.",
+         panel=SOURCE_PANEL),
     _opt(OptStr, None, "--root", help="Directory the --files glob starts from (default: current directory).",
          panel=SOURCE_PANEL),
     _opt(OptStr, None, "--csv", help="CSV file; the header row names the fields.", panel=SOURCE_PANEL),
@@ -51,7 +52,7 @@ JOB_PARAMS: list[inspect.Parameter] = [
          panel=SOURCE_PANEL),
     _opt(OptStr, None, "--python", help="module:function (or file.py:function) returning or yielding dicts.",
          panel=SOURCE_PANEL),
-    _opt(Optional[list[str]], None, "--source-arg", help="k=v keyword argument for --python (repeatable).",
+    _opt(list[str] | None, None, "--source-arg", help="k=v keyword argument for --python (repeatable).",
          panel=SOURCE_PANEL),
     _opt(OptStr, None, "--key", help="Item field that identifies an item (default: path for files, else a "
          "hash of the item).", panel=SOURCE_PANEL),
@@ -72,10 +73,10 @@ JOB_PARAMS: list[inspect.Parameter] = [
     _opt(float, 600.0, "--timeout", help="Seconds per unit attempt; the agent and its children are killed after.",
          panel=RUN_PANEL),
     _opt(Priority, Priority.normal, "--priority", help="Job priority when executors choose work.", panel=RUN_PANEL),
-    _opt(Optional[float], None, "--budget-usd", help="Stop (PAUSED, reason budget) when the job's cost reaches this.",
+    _opt(float | None, None, "--budget-usd", help="Stop (PAUSED, reason budget) when the job's cost reaches this.",
          panel=RUN_PANEL),
-    _opt(Optional[int], None, "--rpm", help="Model requests per minute, for the whole job.", panel=RUN_PANEL),
-    _opt(Optional[int], None, "--tpm", help="Model tokens per minute, for the whole job.", panel=RUN_PANEL),
+    _opt(int | None, None, "--rpm", help="Model requests per minute, for the whole job.", panel=RUN_PANEL),
+    _opt(int | None, None, "--tpm", help="Model tokens per minute, for the whole job.", panel=RUN_PANEL),
     _opt(OptStr, None, "--output-schema", help="JSON Schema file: each unit must answer with matching JSON "
          "(validated; invalid answers are retried with the error fed back).", panel=PROMPT_PANEL),
     _opt(float, 900.0, "--quota-wait", help="Seconds to pause the job on a usage-quota error that gives no "
@@ -117,10 +118,10 @@ def _cli_type(annotation: Any) -> tuple[Any, bool]:
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return _cli_type(args[0])
     if annotation is bool:
-        return Optional[bool], True
+        return bool | None, True
     if origin is list:
-        return Optional[list[str]], False
-    return Optional[str], False
+        return list[str] | None, False
+    return str | None, False
 
 
 def worker_params() -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
@@ -184,8 +185,8 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
 
     prompts = [k for k in ("prompt", "prompt_file", "intent") if values.get(k) is not None]
     if len(prompts) > 1:
-        raise InvalidSpec("give one of --prompt, --prompt-file, --intent, not " + " and ".join("--" + p.replace("_", "-")
-                                                                                           for p in prompts))
+        given = " and ".join("--" + p.replace("_", "-") for p in prompts)
+        raise InvalidSpec(f"give one of --prompt, --prompt-file, --intent, not {given}")
     prompt = values.get("prompt")
     if values.get("prompt_file") is not None:
         prompt = read_text_file(values["prompt_file"], "--prompt-file")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -42,7 +42,7 @@ def follow_job(job: str | int, live: bool, exit_code: bool, console: Console | N
 
 def register(app: typer.Typer) -> None:
     @app.command("status")
-    def status(job: Annotated[Optional[str], typer.Argument(metavar="[JOB]", help="Job id or name; "
+    def status(job: Annotated[str | None, typer.Argument(metavar="[JOB]", help="Job id or name; "
                                                             "omit for all jobs.")] = None,
                as_json: JsonFlag = False) -> None:
         """Progress of one job (counts, rate, ETA, cost, executor), or a table of all jobs."""
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"[yellow]no executor is running this job[/yellow]: `abp resume {s['id']}`")
 
     @app.command("list")
-    def list_jobs(status: Annotated[Optional[str], typer.Option("--status", help="Only jobs in these states "
+    def list_jobs(status: Annotated[str | None, typer.Option("--status", help="Only jobs in these states "
                                                                  "(comma list: running,paused).")] = None,
                   as_json: JsonFlag = False) -> None:
         """All jobs, newest first."""
@@ -80,9 +80,9 @@ def register(app: typer.Typer) -> None:
     @app.command("results")
     def results(job: JobArg,
                 fmt: Annotated[str, typer.Option("--format", "-f", help="json, jsonl or csv.")] = "jsonl",
-                output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file "
+                output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file "
                                                                "instead of stdout.")] = None,
-                status: Annotated[Optional[str], typer.Option("--status", help="Only units in these states "
+                status: Annotated[str | None, typer.Option("--status", help="Only units in these states "
                                                               "(comma list: completed,failed).")] = None) -> None:
         """Export results: one row per unit (unit_id, item fields, status, output, error, cost, attempts)."""
         if fmt not in ("json", "jsonl", "csv"):

@@ -106,7 +106,7 @@ def compile_template(source: str, *, what: str = "prompt template") -> jinja2.Te
     except TemplateSyntaxError as exc:
         message = _one_line(exc.message or str(exc))
         raise PromptError(f"{what} line {exc.lineno}: {message}", hint=RAW_HINT) from None
-    except Exception as exc:  # noqa: BLE001 - a template that crashes the compiler is still user input
+    except Exception as exc:
         raise PromptError(f"{what} does not compile: {_one_line(str(exc))}", hint=RAW_HINT) from None
 
 
@@ -185,7 +185,7 @@ def _render(source: str, payload: Mapping[str, Any], what: str, extra: dict[str,
         ) from None
     except UndefinedError as exc:
         raise PromptError(f"{what}: {_one_line(str(exc))}", hint=_fields_hint(None)) from None
-    except Exception as exc:  # noqa: BLE001 - filters and tests on user data fail in many ways
+    except Exception as exc:
         line = _template_line(exc)
         where = f" line {line}" if line else ""
         raise PromptError(

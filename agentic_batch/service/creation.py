@@ -46,7 +46,8 @@ class CreateResult:
                 "previews": self.previews}
 
 
-def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None, prompt_required: bool) -> tuple[str | None, bool]:
+def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None,
+                      prompt_required: bool) -> tuple[str | None, bool]:
     if spec.prompt is not None:
         if not spec.prompt.strip():
             raise InvalidSpec("the prompt template is empty")

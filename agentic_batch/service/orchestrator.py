@@ -233,7 +233,8 @@ class Orchestrator(BrowseMixin):
             raise InvalidSpec("the prompt template is empty")
         compile_template(template)
         sample = [u.payload for u in itertools.islice(self.store.iter_units(job.id, batch_size=3), 3)]
-        validate(template, sample, unit={"id": 0, "key": "", "seq": 0, "attempt": 1}, job={"id": job.id, "name": job.name})
+        validate(template, sample, unit={"id": 0, "key": "", "seq": 0, "attempt": 1},
+                 job={"id": job.id, "name": job.name})
         if job.status == "TESTING":
             if job.test_unit_id:
                 self.store.reset_unit(job.test_unit_id)
@@ -302,7 +303,8 @@ class Orchestrator(BrowseMixin):
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         return result_rows.iter_export(self.store, job.id, fmt, statuses)
 
-    def export_to(self, ref: str | int, path: Path, fmt: str | None = None, status: str | None = None) -> dict[str, Any]:
+    def export_to(self, ref: str | int, path: Path, fmt: str | None = None,
+                  status: str | None = None) -> dict[str, Any]:
         job = self.job(ref)
         fmt = fmt or {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "jsonl")
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")

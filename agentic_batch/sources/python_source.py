@@ -53,7 +53,7 @@ def _items(func: Callable[..., Any], args: dict[str, str], target: str) -> Itera
         items = _as_iterator(result, target)
     except SourceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+    except Exception as exc:
         raise _raised(target, exc) from None
     try:
         yield from _checked(items, target)
@@ -73,7 +73,7 @@ def _checked(items: Iterator[Any], target: str) -> Iterator[RawItem]:
             return
         except SourceError:
             raise
-        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+        except Exception as exc:
             raise _raised(target, exc) from None
         where = f"item [{index}] from {target}"
         if not isinstance(item, dict):

@@ -3,7 +3,8 @@ conversation events, active agents) and one for the job list.
 
 The store is the only channel between executors and this server, so a stream polls it with cheap
 indexed reads and sends only what changed since its last poll: on SQLite every `poll_interval`
-(default 1 s), on PostgreSQL when a NOTIFY says the job changed (see `changes`). A comment line keeps idle connections open through proxies; the stream ends when the client
+(default 1 s), on PostgreSQL when a NOTIFY says the job changed (see `changes`). A comment line keeps
+idle connections open through proxies; the stream ends when the client
 goes away. Each poll runs in the thread pool, as one hop, so the event loop never waits on the store.
 """
 

@@ -11,7 +11,7 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from agentic_batch.workers.base import ErrorClass
 
@@ -30,7 +30,8 @@ _SPEND_PATTERNS = (
     re.compile(r"budget (?:exceeded|reached)", re.I),
 )
 _RESET_EPOCH = re.compile(r"(?:resets? (?:at )?|\|)(\d{10})(?!\d)")  # "... reached|1700000000" (Claude CLI)
-_RESET_ISO = re.compile(r"resets? (?:at )?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
+_RESET_ISO = re.compile(r"resets? (?:at )?"
+                        r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
 _RESET_IN = re.compile(r"(?:resets?|try again) in (\d+(?:\.\d+)?)\s*(s|sec|seconds|m|min|minutes|h|hours)\b", re.I)
 
 
@@ -57,7 +58,7 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
@@ -78,7 +79,7 @@ def quota_reset_in(message: str, now: float | None = None) -> float | None:
         except ValueError:
             return 0.0
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return max(0.0, when.timestamp() - now)
     if m := _RESET_IN.search(message):
         amount, unit = float(m.group(1)), m.group(2).lower()

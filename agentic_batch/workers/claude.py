@@ -109,7 +109,7 @@ class ClaudeOptions(BaseModel):
         except ValueError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("mcpServers"), dict):
-            raise ValueError(f'{path} must be a JSON object with an "mcpServers" object')  # noqa: TRY004
+            raise ValueError(f'{path} must be a JSON object with an "mcpServers" object')
         return str(path)
 
     @field_validator("cli_path")

@@ -204,7 +204,7 @@ def _make_tool(server: str, session: Any, listed: Any) -> Tool:
             raise ToolError(f"MCP server {server!r}: {exc.error.message}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             raise ToolError(f"MCP server {server!r} is no longer running") from None
-        except Exception as exc:  # noqa: BLE001 - whatever goes wrong in a tool, the model hears about it
+        except Exception as exc:
             raise ToolError(f"MCP server {server!r}: {_describe(exc)}") from None
         return ToolResult(_content_text(result), is_error=bool(result.is_error))
 

@@ -30,7 +30,8 @@ def summary_writer(latency: float = 0.0):  # type: ignore[no-untyped-def]
         match = FILE.search(req.first_user_text)
         path = match.group(1) if match else "unknown"
         if req.turn == 0:
-            return Reply.tool_use("Write", {"file_path": f"{path}.summary", "content": f"summary of {Path(path).name}\n"},
+            content = f"summary of {Path(path).name}\n"
+            return Reply.tool_use("Write", {"file_path": f"{path}.summary", "content": content},
                                   usage=(1200, 80))
         return Reply.text(f"Wrote {Path(path).name}.summary", usage=(1500, 40), latency=latency or None)
 
@@ -74,7 +75,8 @@ def test_file_job_writes_real_files_and_streams_the_conversation(orch, workdir: 
     def live_tool_events() -> bool:
         for active in orch.active_units(job):
             kinds = [e["kind"] for e in orch.events(job, active["unit_id"])]
-            if "tool_use" in kinds and "tool_result" in kinds and orch.unit(job, active["unit_id"])["status"] == "RUNNING":
+            still_running = orch.unit(job, active["unit_id"])["status"] == "RUNNING"
+            if "tool_use" in kinds and "tool_result" in kinds and still_running:
                 return True
         return False
 

@@ -20,7 +20,8 @@ OWNERS = worker_params()[1]
 
 
 def test_bare_json_is_the_output_flag_and_json_path_is_a_source() -> None:
-    assert rewrite_json_flag(["create", "--json", "a.json", "--name", "x"]) == ["create", "--json", "a.json", "--name", "x"]
+    source = ["create", "--json", "a.json", "--name", "x"]
+    assert rewrite_json_flag(source) == source
     assert rewrite_json_flag(["create", "--csv", "a.csv", "--json"]) == ["create", "--csv", "a.csv", JSON_OUTPUT_FLAG]
     assert rewrite_json_flag(["create", "--json", "--csv", "a.csv"]) == ["create", JSON_OUTPUT_FLAG, "--csv", "a.csv"]
 
