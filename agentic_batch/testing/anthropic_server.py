@@ -34,6 +34,7 @@ from agentic_batch.testing.anthropic_scripts import (
     scripted,
     write_file_responder,
 )
+from agentic_batch.testing.lifecycle import ServerLifecycle
 
 __all__ = [
     "MessagesRequest",
@@ -178,7 +179,7 @@ class _HTTPServer(ThreadingHTTPServer):
     owner: ScriptedAnthropicServer
 
 
-class ScriptedAnthropicServer:
+class ScriptedAnthropicServer(ServerLifecycle):
     """The server. `start()` it (or use `with`), point `ANTHROPIC_BASE_URL` at `.url`."""
 
     def __init__(
@@ -229,22 +230,6 @@ class ScriptedAnthropicServer:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop serving; handlers that hang or wait on latency return at once."""
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _record(self, req: MessagesRequest) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from agentic_batch.testing.lifecycle import ServerLifecycle
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ class _ScriptResponder:
         return self._replies.popleft()
 
 
-class ScriptedOpenAIServer:
+class ScriptedOpenAIServer(ServerLifecycle):
     """The server. Use as a context manager or call `start()` / `stop()`; `url` ends in `/v1`."""
 
     def __init__(self, responder: Responder | Iterable[Reply] = echo_responder, latency: float = 0.0,
@@ -201,21 +202,6 @@ class ScriptedOpenAIServer:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        self._stopping.set()  # wakes hung replies
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- decisions -------------------------------------------------------------------------------
 

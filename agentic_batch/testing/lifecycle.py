@@ -1,0 +1,36 @@
+"""Start/stop plumbing shared by the scripted model servers (a stdlib HTTP server in a thread)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import HTTPServer
+from typing import Self
+
+
+class ServerLifecycle:
+    """Mixin: `stop()` and the context manager for a server that sets `_httpd`, `_thread` and
+    `_stopping` in its own `start()`."""
+
+    _httpd: HTTPServer | None
+    _thread: threading.Thread | None
+    _stopping: threading.Event
+
+    def start(self) -> Self:
+        raise NotImplementedError  # each server binds and starts its own thread
+
+    def stop(self) -> None:
+        """Stop serving; handlers that hang or wait on latency return at once."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
