@@ -79,6 +79,10 @@ def status_panel(s: dict[str, Any], active: list[dict[str, Any]] | None = None) 
     if ex["pid"]:
         exec_line += f" (pid {ex['pid']} on {ex['host']}, heartbeat {age(ex['heartbeat_at'])})"
     grid.add_row("executor", exec_line)
+    if len(ex.get("executors") or []) > 1:
+        for e in ex["executors"]:
+            grid.add_row("", f"{e['host']} pid {e['pid']} · {e['state']} · heartbeat {age(e['heartbeat_at'])} · "
+                             f"{e['units_done'] or 0} unit(s) done")
     grid.add_row("worker", f"{s['worker']} · concurrency {s['concurrency']} · retries {s['max_retries']} · "
                            f"timeout {duration(s['timeout_s'])} · priority {s['priority']}")
     if s.get("pause_reason"):
