@@ -130,6 +130,8 @@ def test_status_lists_every_executor(pg_orch: Orchestrator, workdir: Path, monke
     assert {e["host"] for e in executors} and all(e["heartbeat_at"] and e["pid"] for e in executors)
     wait_until(lambda: all((e["units_done"] or 0) > 0 for e in pg_orch.status(job)["executor"]["executors"]),
                timeout=60, what="both executors to complete units")
+    shown = subprocess.run([*ABP, "status", str(job)], capture_output=True, text=True, timeout=60).stdout
+    assert all(f"pid {e['pid']}" in shown for e in executors) and "unit(s) done" in shown
     pg_orch.stop(job)  # reaches every executor
     assert wait_status(pg_orch, job, {"PAUSED"}, timeout=60)["running"] == 0
     wait_until(lambda: not live_pids(pg_orch, job), timeout=30, what="all executors gone")
