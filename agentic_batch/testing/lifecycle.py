@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import abc
 import threading
 from http.server import HTTPServer
 from typing import Self
 
 
-class ServerLifecycle:
+class ServerLifecycle(abc.ABC):
     """Mixin: `stop()` and the context manager for a server that sets `_httpd`, `_thread` and
     `_stopping` in its own `start()`."""
 
@@ -15,8 +16,9 @@ class ServerLifecycle:
     _thread: threading.Thread | None
     _stopping: threading.Event
 
+    @abc.abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError  # each server binds and starts its own thread
+        """Bind, start the serving thread, return self."""
 
     def stop(self) -> None:
         """Stop serving; handlers that hang or wait on latency return at once."""

@@ -5,6 +5,7 @@ A subclass names its SDK and says how to make a client and a conversation in its
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 from typing import Any
@@ -24,7 +25,7 @@ from agentic_batch.workers.tools import Toolbox
 MAX_REQUEST_TIMEOUT = 600.0
 
 
-class SharedClientWorker:
+class SharedClientWorker(abc.ABC):
     kind = ""
     sdk_module = ""
     extra = ""
@@ -39,11 +40,13 @@ class SharedClientWorker:
     def _base_url(self) -> str | None:
         return self.options.base_url or os.environ.get(self.base_url_env) or None
 
+    @abc.abstractmethod
     def new_client(self, sdk: Any, api_key: str, base_url: str | None) -> Any:
-        raise NotImplementedError  # each wire format makes its own SDK client
+        """The SDK client for this wire format (AsyncOpenAI, AsyncAnthropic)."""
 
+    @abc.abstractmethod
     def conversation(self, client: Any, sdk: Any, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> Any:
-        raise NotImplementedError  # each wire format keeps its own message list
+        """A ChatAdapter holding one unit's message list in this wire format."""
 
     def prepare(self) -> None:
         """Import the SDK in the engine's start-up thread, so the first unit does not pay for it."""
