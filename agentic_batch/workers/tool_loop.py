@@ -81,15 +81,12 @@ class ChatAdapter(Protocol):
 
     def estimate_tokens(self) -> int:
         """A rough size of the next request, for the engine's tokens-per-minute gate."""
-        ...
 
     async def complete(self) -> ModelTurn:
         """Send the conversation, append the reply to it, return it parsed; raise ModelCallError."""
-        ...
 
     def add_tool_results(self, results: list[tuple[ToolCall, ToolResult]]) -> None:
         """Append the results of the last turn's tool calls to the conversation."""
-        ...
 
 
 def user_prompt(ctx: UnitContext) -> str:
