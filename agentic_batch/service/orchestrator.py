@@ -288,15 +288,10 @@ class Orchestrator(BrowseMixin):
                 offset: int = 0) -> list[dict[str, Any]]:
         job = self.job(ref)
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
-        rows = result_rows.iter_rows(self.store, job.id, statuses)
-        out = []
-        for index, row in enumerate(rows):
-            if index < offset:
-                continue
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(row)
-        return out
+        if limit is None and offset == 0:
+            return list(result_rows.iter_rows(self.store, job.id, statuses))
+        page = self.store.page_units(job.id, statuses, limit if limit is not None else 2**31 - 1, offset)
+        return [result_rows.unit_row(u) for u in page]
 
     def export(self, ref: str | int, fmt: str = "jsonl", status: str | None = None) -> Iterator[str]:
         job = self.job(ref)

@@ -317,6 +317,15 @@ class UnitQueries:
                 return
             last_seq = page[-1].seq
 
+    def page_units(self, job_id: int, statuses: Sequence[str] | None, limit: int, offset: int) -> list[UnitRecord]:
+        """One page of a job's units in seq order (LIMIT/OFFSET in SQL, not skipped in Python)."""
+        query = sa.select(units).where(units.c.job_id == job_id)
+        if statuses:
+            query = query.where(units.c.status.in_(list(statuses)))
+        query = query.order_by(units.c.seq).limit(limit).offset(max(0, offset))
+        with self.read() as conn:  # type: ignore[attr-defined]
+            return [from_mapping(UnitRecord, r) for r in conn.execute(query).mappings()]
+
     def owner_counts(self, owner: str) -> dict[str, int]:
         with self.read() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(

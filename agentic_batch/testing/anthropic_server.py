@@ -202,10 +202,7 @@ class ScriptedAnthropicServer(ServerLifecycle):
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("server not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.root_url
 
     @property
     def requests(self) -> list[MessagesRequest]:

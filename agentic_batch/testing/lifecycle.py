@@ -16,6 +16,14 @@ class ServerLifecycle(abc.ABC):
     _thread: threading.Thread | None
     _stopping: threading.Event
 
+    @property
+    def root_url(self) -> str:
+        """http://host:port of the running server."""
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
     @abc.abstractmethod
     def start(self) -> Self:
         """Bind, start the serving thread, return self."""

@@ -187,10 +187,7 @@ class ScriptedOpenAIServer(ServerLifecycle):
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("server not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return self.root_url + "/v1"
 
     def start(self) -> Self:
         handler = type("_BoundHandler", (_Handler,), {"server_ref": self})

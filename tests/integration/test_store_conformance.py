@@ -191,3 +191,11 @@ def test_delete_job_removes_everything(store: Store) -> None:
     assert store.get_job(job) is None
     with store.read() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM units")).scalar() == 0
+
+
+def test_page_units_pages_in_seq_order_with_a_filter(store: Store) -> None:
+    job = make_job(store, units=10)
+    for unit in store.claim_units("a", [job], 4, 60):
+        store.apply_results("a", [UnitResult(unit_id=unit.id, attempt=1, status="COMPLETED")])
+    assert [u.seq for u in store.page_units(job, None, 3, 4)] == [4, 5, 6]
+    assert [u.seq for u in store.page_units(job, ["PENDING"], 10, 2)] == [6, 7, 8, 9]
