@@ -274,6 +274,7 @@ class ClaudeWorker:
         from agentic_batch.workers.claude_process import (
             CliProcessGroup,
             ensure_wrapper,
+            launcher_kind,
             resolve_cli,
             supports_process_groups,
         )
@@ -288,7 +289,7 @@ class ClaudeWorker:
         group = CliProcessGroup(run_dir, ctx.processes)
         cli = real_cli
         if supports_process_groups():
-            cli = ensure_wrapper(run_dir)
+            cli = ensure_wrapper(run_dir, launcher_kind(os.environ))
             env.update(group.launcher_env(real_cli))
 
         await ctx.gate.before_call(len(ctx.prompt) // 4)

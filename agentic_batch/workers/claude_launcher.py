@@ -1,8 +1,9 @@
 """Exec shim that puts the SDK-spawned Claude Code CLI in its own process group, tied to its parent.
 
 The claude-agent-sdk spawns the CLI itself (no `start_new_session`, no `preexec_fn`), so the worker
-points `ClaudeAgentOptions.cli_path` at a tiny generated `sh` script that `exec`s this file with
-`python -I -S`. Because every step `exec`s, the pid the SDK sees *is* the CLI's pid. Before the
+points `ClaudeAgentOptions.cli_path` at a tiny generated `sh` script. On Linux with util-linux that
+script does these steps itself (`claude_process.launcher_script`); elsewhere it `exec`s this file
+with `python -I -S`. Because every step `exec`s, the pid the SDK sees *is* the CLI's pid. Before the
 final exec we:
 
 1. `setsid()`: the CLI becomes leader of a new session and process group, so a timeout can kill it
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> None:
         tmp = f"{pid_file}.tmp"
         try:
             with open(tmp, "w") as fh:
-                fh.write(str(os.getpid()))
+                fh.write(f"{os.getpid()}\n")
             os.replace(tmp, pid_file)
         except OSError as exc:  # the unit can still run; only the timeout kill loses its target
             sys.stderr.write(f"claude launcher: cannot write pid file {pid_file}: {exc}\n")
