@@ -60,6 +60,10 @@ from agentic_batch.workers.claude_process import bundled_cli
 
 PROMPT = "Summarise the file. FILE={{ path }}"
 ARMS = ("abp", "parallel", "parallel-setsid")
+#: Optional arms, abp without one of its start-up savings: with the portable `python -I -S` launcher
+#: instead of the util-linux one; without the warm executor (the CLI's start-up, then the executor's).
+EXTRA_ARMS = {"abp-python-launcher": ("apl", {"ABP_CLAUDE_LAUNCHER": "python"}),
+              "abp-no-warm": ("anw", {"ABP_WARM_EXECUTOR": "0"})}
 
 
 def make_tree(root: Path, units: int) -> Path:
@@ -79,14 +83,14 @@ def check_written(root: Path, units: int, scenario: str) -> None:
 
 
 def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str],
-            scenario: str, py_spy: Path | None = None) -> dict:
-    tree = make_tree(tmp / f"{tag}-abp", units)
+            scenario: str, py_spy: Path | None = None, suffix: str = "abp") -> dict:
+    tree = make_tree(tmp / f"{tag}-{suffix}", units)
     job_id, _ = c.create_job("--name", f"claude-{tag}", "--files", "*/doc.md", "--root", str(tree),
                              "--worker", "claude", "--prompt", PROMPT, "--concurrency", str(concurrency),
                              "--max-retries", "0", cwd=tree)
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", "start", str(job_id), "--skip-test", "--json"],
-                          capture_output=True, text=True, env=env, cwd=tree, check=False)
+                          capture_output=True, text=True, env=env, cwd=tree, check=False)  # the executor inherits env
     returned = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"abp start failed: {proc.stdout}\n{proc.stderr}")
@@ -164,9 +168,10 @@ def main() -> None:
     ap.add_argument("--scenario", choices=["write-file", "echo"], default="write-file")
     ap.add_argument("--latency", type=float, default=0.0, help="server seconds before each reply")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
-    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+    ap.add_argument("--arms", nargs="+", choices=ARMS + tuple(EXTRA_ARMS), default=list(ARMS),
                     help="parallel-setsid runs each CLI as `setsid -w claude ...`, in a session of its own "
-                         "as abp's launcher does")
+                         "as abp's launcher does; abp-python-launcher is abp with ABP_CLAUDE_LAUNCHER=python, "
+                         "abp-no-warm abp with ABP_WARM_EXECUTOR=0")
     ap.add_argument("--py-spy", type=Path, help="sample the executor of the last abp run into this raw file")
     args = ap.parse_args()
     cli = bundled_cli()
@@ -189,10 +194,13 @@ def main() -> None:
             prompts = [PROMPT.replace("{{ path }}", str(abp_tree / f"u{i:03d}" / "doc.md")) for i in range(args.units)]
             shift = (rnd - 1) % len(args.arms)  # rotate the order: no arm always runs first
             for arm in args.arms[shift:] + args.arms[:shift]:
-                if arm == "abp":
-                    spy = args.py_spy if rnd == args.rounds else None
-                    res = run_abp(tmp, tag, args.units, args.concurrency, env, args.scenario, py_spy=spy)
-                    if res.pop("prompts") != prompts:
+                if arm.startswith("abp"):
+                    spy = args.py_spy if rnd == args.rounds and arm == "abp" else None
+                    suffix, extra_env = EXTRA_ARMS.get(arm, ("abp", {}))  # same length: the prompts keep theirs
+                    arm_env = {**env, **extra_env}
+                    res = run_abp(tmp, tag, args.units, args.concurrency, arm_env, args.scenario, py_spy=spy,
+                                  suffix=suffix)
+                    if [x.replace(f"{tag}-{suffix}", f"{tag}-abp") for x in res.pop("prompts")] != prompts:
                         raise SystemExit("abp rendered other prompts than the parallel arms get")
                     res.pop("tree")
                     print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "

@@ -35,13 +35,25 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if _is_detached_executor(args):
+        sys.exit(_run_executor(int(args[1]), join="--join" in args))
+    from agentic_batch.engine import warm
+
+    if args[:2] == ["executor", warm.WARM_FLAG]:
+        sys.exit(warm.serve(args[2:]))
+    warm.prespawn(args)  # before the imports below: the executor's start-up overlaps ours
+    try:
+        _main(args)
+    finally:
+        warm.discard()
+
+
+def _main(args: list[str]) -> None:
     from agentic_batch.cli.output import err
     from agentic_batch.cli.spec_options import rewrite_json_flag
     from agentic_batch.errors import AbpError
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if _is_detached_executor(args):
-        sys.exit(_run_executor(int(args[1]), join="--join" in args))
     if args and args[0] in ("create", "run"):
         args = rewrite_json_flag(args)
     _register()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from agentic_batch.config import Settings
+from agentic_batch.engine import warm
 from agentic_batch.engine.hostlock import live_slots, spawn_guard
 from agentic_batch.errors import AbpError
 
@@ -48,12 +49,14 @@ def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
                 return existing, False
         log_path = executor_log_path(settings, job_id)
         cwd = workdir if workdir and os.path.isdir(workdir) else None
-        argv = [sys.executable, "-m", "agentic_batch", "executor", str(job_id)] + (["--join"] if join else [])
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
-        # Reap it if this process lives long (a server); otherwise init adopts it.
-        threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
+        proc = warm.take(job_id, join, cwd, log_path)  # the CLI's head start, if it made one
+        if proc is None:
+            argv = [sys.executable, "-m", "agentic_batch", "executor", str(job_id)] + (["--join"] if join else [])
+            with open(log_path, "ab") as log_file:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
+            # Reap it if this process lives long (a server); otherwise init adopts it.
+            threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if proc.pid in live_slots(settings.run_dir, job_id).values():
