@@ -1,5 +1,7 @@
 """The dashboard in a real browser (Debian's headless Chromium driven by Playwright), served by the
-real `abp serve` command, with jobs run by real executors. Saves the README's screenshots."""
+real `abp serve` command, with jobs run by real executors. Takes the README's screenshots: into the
+test's temporary directory, or over docs/screenshots with ABP_UPDATE_SCREENSHOTS=1 (so a test run
+never dirties the checkout)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tests.fixtures.abp import wait_status, wait_until
 from tests.fixtures.web_funcs import ref
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOC_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
@@ -92,7 +94,8 @@ def make_job(orch: Any, workdir: Path, name: str, func: str, rows: list[dict[str
     return orch.create(spec, cwd=workdir).job_id
 
 
-def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browser, orch: Any, workdir: Path) -> None:
+def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browser, orch: Any, workdir: Path,
+                                                    tmp_path: Path) -> None:
     done = make_job(orch, workdir, "ticket-triage", "chatty",
                     [{"name": f"ticket-{i}", "fail": i % 4 == 1, "sleep": 0.02} for i in range(8)], max_retries=0)
     orch.start(done, skip_test=True)
@@ -105,7 +108,8 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
                      prompt="Summarise {{ name }}")
     wait_until(lambda: orch.status(job)["completed"] >= 3, 60, "a few units to complete")
     problems: list[str] = []
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = DOC_SCREENSHOTS if os.environ.get("ABP_UPDATE_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
 
     page = open_page(browser, problems)
     page.goto(server)
@@ -114,7 +118,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     first = row.locator(".bar-label").inner_text()
     page.wait_for_function("([sel, before]) => document.querySelector(sel).innerText !== before",
                            arg=[f'tr[data-job-id="{job}"] .bar-label', first], timeout=30_000)  # live, no reload
-    page.screenshot(path=str(SCREENSHOTS / "jobs.png"))
+    page.screenshot(path=str(shots / "jobs.png"))
 
     page = open_page(browser, problems, height=1500)
     page.goto(f"{server}/jobs/{job}")
@@ -133,7 +137,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
                            ".every(b => b.textContent === 'COMPLETED')")
     page.select_option('#unit-filters select[name="status"]', "")
     page.locator("#units-body tr").nth(49).wait_for()
-    page.screenshot(path=str(SCREENSHOTS / "job.png"))
+    page.screenshot(path=str(shots / "job.png"))
 
     unit = orch.units_page(job, status="completed", limit=1)["items"][0]
     unit_page = open_page(browser, problems)
@@ -144,7 +148,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     timeline.locator("li.kind-tool_use summary").click()
     assert "wc -w" in timeline.locator("li.kind-tool_use pre").inner_text()
     assert unit_page.locator("#unit-status").inner_text() == "COMPLETED"
-    unit_page.screenshot(path=str(SCREENSHOTS / "unit.png"), full_page=True)
+    unit_page.screenshot(path=str(shots / "unit.png"), full_page=True)
 
     upcoming = orch.units_page(job, status="pending", limit=1, offset=12)["items"][0]  # starts in a few seconds
     live_unit = open_page(browser, problems)
