@@ -32,6 +32,12 @@ class RateGate:
     def _now(self) -> float:
         return self._clock()  # type: ignore[operator]
 
+    @property
+    def active(self) -> bool:
+        """True when some limit is set: workers that cannot call `before_call` per model call themselves
+        (the Claude CLI) then route the calls through something that can."""
+        return self.base_rpm is not None or self.base_tpm is not None
+
     def set_share(self, executors: int) -> None:
         """Several executors on one job split its limits evenly (their count comes from the store)."""
         n = max(1, executors)

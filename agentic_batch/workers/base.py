@@ -46,6 +46,8 @@ class CallGate(Protocol):
 class OpenGate:
     """A gate that never waits: the default when a job sets no rate limits."""
 
+    active = False
+
     async def before_call(self, estimated_tokens: int = 0) -> None:
         return None
 

@@ -13,6 +13,8 @@ What the engine relies on here:
   killed as a group on completion, timeout or cancellation (see `claude_process`).
 * The environment passes through (ANTHROPIC_BASE_URL, proxies, Bedrock/Vertex settings); a missing
   credential is reported before anything is spawned.
+* `--rpm/--tpm` hold for each of the CLI's model calls: a rate-limited job's CLIs reach the model
+  through `claude_gateway` (a forwarder on 127.0.0.1 that awaits the job's gate per call).
 
 The SDK is imported lazily: `abp` without the `claude` extra still starts, and asking for this
 worker says which extra to install.
@@ -218,6 +220,26 @@ class ClaudeWorker:
 
     def __init__(self, options: ClaudeOptions) -> None:
         self.options = options
+        self._gateway: Any = None  # claude_gateway.ModelCallGateway, once a rate-limited unit needs it
+
+    async def _gateway_url(self, gate: Any) -> str | None:
+        """The local gateway that applies --rpm/--tpm to each of the CLI's model calls, if the job has
+        limits and the CLI uses ANTHROPIC_BASE_URL; else None (the gate is then applied per unit)."""
+        from agentic_batch.workers import claude_gateway
+
+        if not getattr(gate, "active", False) or not claude_gateway.applies(os.environ):
+            return None
+        if self._gateway is None:
+            upstream = os.environ.get("ANTHROPIC_BASE_URL") or claude_gateway.DEFAULT_UPSTREAM
+            gateway = claude_gateway.ModelCallGateway(upstream, gate)
+            await gateway.start()
+            self._gateway = gateway
+        return str(self._gateway.url)
+
+    async def aclose(self) -> None:
+        if self._gateway is not None:
+            gateway, self._gateway = self._gateway, None
+            await gateway.close()
 
     def _dirs(self, ctx: UnitContext) -> tuple[Path, list[str]]:
         cwd = ctx.workspace
@@ -292,7 +314,11 @@ class ClaudeWorker:
             cli = ensure_wrapper(run_dir, launcher_kind(os.environ))
             env.update(group.launcher_env(real_cli))
 
-        await ctx.gate.before_call(len(ctx.prompt) // 4)
+        gateway_url = await self._gateway_url(ctx.gate)
+        if gateway_url is not None:
+            env["ANTHROPIC_BASE_URL"] = gateway_url  # every model call passes the gate there
+        else:
+            await ctx.gate.before_call(len(ctx.prompt) // 4)
         drive = asyncio.create_task(self._drive(ctx, cli, env))
         watch = asyncio.create_task(group.watch()) if supports_process_groups() else None
         try:
@@ -309,7 +335,8 @@ class ClaudeWorker:
                 watch.cancel()
             group.kill()  # background processes the agent left behind die with the unit
             group.forget()
-        ctx.gate.after_call(outcome.tokens_in + outcome.tokens_out)
+        if gateway_url is None:
+            ctx.gate.after_call(outcome.tokens_in + outcome.tokens_out)
         return outcome
 
     async def _drive(self, ctx: UnitContext, cli: Path, env: dict[str, str]) -> UnitOutcome:

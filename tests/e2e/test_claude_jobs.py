@@ -160,3 +160,26 @@ def test_a_quota_error_pauses_the_job_and_it_resumes_by_itself(orch, workdir: Pa
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
     assert final["status"] == "COMPLETED" and final["failed"] == 0  # no retry was spent (max_retries=0)
     assert any("quota reached" in line["message"] for line in orch.logs(job, level="warning"))
+
+
+@pytest.mark.timeout(180)
+def test_rpm_bounds_every_model_call_of_the_cli(orch, workdir: Path, offline_claude) -> None:  # noqa: F811
+    """--rpm 3, two units of two model calls each: the CLI's fourth call must wait for the rolling
+    minute (the gateway gates each call; gating once per unit would let all four through at once)."""
+    lock = threading.Lock()
+    arrivals: list[float] = []
+    writer = summary_writer()
+
+    def respond(req: MessagesRequest) -> Reply:
+        with lock:
+            arrivals.append(time.monotonic())
+        return writer(req)
+
+    offline_claude(respond)
+    job = file_job(orch, workdir, 2, concurrency=2, rpm=3)
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=150)
+    assert final["status"] == "COMPLETED" and final["completed"] == 2
+    assert len(arrivals) == 4
+    assert arrivals[2] - arrivals[0] < 30, "three calls fit in the first minute"
+    assert arrivals[3] - arrivals[0] >= 59, f"the fourth call came {arrivals[3] - arrivals[0]:.1f}s after the first"

@@ -1,0 +1,206 @@
+"""`--rpm` / `--tpm` for every model call the Claude Code CLI makes, not once per unit.
+
+The CLI runs the agent loop itself: one unit is several model calls (one per turn), none of them
+through our code. So when a job sets a rate limit, the worker points the CLI's `ANTHROPIC_BASE_URL`
+at this gateway: a small HTTP/1.1 forwarder on 127.0.0.1 inside the executor that awaits the job's
+`CallGate` before each `POST …/v1/messages`, forwards the request unchanged (headers, key, body) to
+the real endpoint (the user's `ANTHROPIC_BASE_URL`, else the Anthropic API), streams the answer back
+as it arrives, and reports the tokens the answer's `usage` says were used to the gate.
+
+Only then is it in the path: without --rpm/--tpm, or with Bedrock/Vertex/Foundry (which do not use
+ANTHROPIC_BASE_URL), the CLI talks to its endpoint directly and the gate is applied once per unit.
+
+An unreachable endpoint is answered with an Anthropic-style 502 error, which the CLI reports and the
+engine classifies as retryable, as it would the connection error itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from agentic_batch.workers.base import CallGate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPSTREAM = "https://api.anthropic.com"
+#: Variables that make the CLI use another provider than ANTHROPIC_BASE_URL.
+_OTHER_PROVIDERS = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+#: Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library sets itself.
+_DROP_REQUEST = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
+                 "proxy-connection", "proxy-authorization", "accept-encoding"}
+_DROP_RESPONSE = {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding", "upgrade"}
+
+
+def applies(environ: Mapping[str, str]) -> bool:
+    """Whether the CLI will send its model calls to ANTHROPIC_BASE_URL (so the gateway can see them)."""
+    return not any(environ.get(name, "").strip() not in ("", "0", "false") for name in _OTHER_PROVIDERS)
+
+
+def is_model_call(method: str, target: str) -> bool:
+    return method == "POST" and target.split("?", 1)[0].rstrip("/").endswith("/v1/messages")
+
+
+class UsageCounter:
+    """Tokens from an answer as it streams: SSE `message_start` / `message_delta` usage, or a JSON body.
+
+    The stream's counts are running totals (`message_start` carries the input and a first output
+    count, each `message_delta` the output so far), so the largest of each is the answer's usage."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self._body: list[bytes] = []
+        self._sse = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._sse = True
+                self._count(line[5:])
+            elif not self._sse:
+                self._body.append(line + b"\n")
+
+    def finish(self) -> int:
+        if not self._sse:
+            self._count(b"".join(self._body) + self._buffer)
+        return self.input_tokens + self.output_tokens
+
+    def _count(self, raw: bytes) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        usage = event.get("usage") or (event.get("message") or {}).get("usage")
+        if isinstance(usage, dict):
+            self.input_tokens = max(self.input_tokens, int(usage.get("input_tokens") or 0))
+            self.output_tokens = max(self.output_tokens, int(usage.get("output_tokens") or 0))
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        parts = []
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readline()).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readline()
+    length = int(headers.get("content-length") or 0)
+    return await reader.readexactly(length) if length else b""
+
+
+class ModelCallGateway:
+    """One per worker (executor); `start()` once inside the running loop, `close()` at the end."""
+
+    def __init__(self, upstream: str, gate: CallGate) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.gate = gate
+        self.url = ""
+        self.model_calls = 0
+        self._server: asyncio.Server | None = None
+        self._client: Any = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> str:
+        import httpx
+
+        # No overall timeout: a model call may stream for minutes, and the unit's timeout kills the CLI.
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=30.0), trust_env=True)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while await self._one_request(reader, writer):  # keep-alive: requests one after another
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the CLI went away (finished, or killed at a timeout)
+        except Exception as exc:  # never take the executor down for one connection
+            log.warning("model-call gateway: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        request_line = await reader.readline()
+        if not request_line.strip():
+            return False
+        method, target, _version = request_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        headers: dict[str, str] = {}
+        forward: list[tuple[str, str]] = []
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+            if name.strip().lower() not in _DROP_REQUEST:
+                forward.append((name.strip(), value.strip()))
+        if headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await _read_body(reader, headers)
+        model_call = is_model_call(method, target)
+        if model_call:
+            self.model_calls += 1
+            await self.gate.before_call(len(body) // 4)
+            if reader.at_eof():  # the CLI went away while it waited (unit killed): don't pay for its call
+                self.gate.after_call(0)
+                return False
+        counter = UsageCounter()
+        answered = False
+        try:
+            async with self._client.stream(method, self.upstream + target, headers=forward, content=body) as resp:
+                head = [f"HTTP/1.1 {resp.status_code} {resp.reason_phrase or 'OK'}\r\n"]
+                head += [f"{k}: {v}\r\n" for k, v in resp.headers.multi_items() if k.lower() not in _DROP_RESPONSE]
+                bodyless = method == "HEAD" or resp.status_code in (204, 304)
+                head.append("\r\n" if bodyless else "transfer-encoding: chunked\r\n\r\n")
+                writer.write("".join(head).encode("latin-1"))
+                answered = True
+                if not bodyless:
+                    async for chunk in resp.aiter_bytes():
+                        if chunk:
+                            counter.feed(chunk)
+                            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            await writer.drain()
+                    writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except ConnectionError:
+            raise
+        except Exception as exc:  # the endpoint: refused, reset, TLS, DNS, or a cut stream
+            if answered:  # too late for an error answer: cut the connection, the CLI sees a broken stream
+                raise ConnectionError(str(exc)) from exc
+            message = f"agentic-batch gateway could not reach {self.upstream}: {type(exc).__name__}: {exc}"
+            payload = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
+            await writer.drain()
+        finally:
+            if model_call:
+                self.gate.after_call(counter.finish())
+        return headers.get("connection", "").lower() != "close"
