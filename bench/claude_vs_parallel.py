@@ -60,10 +60,15 @@ from agentic_batch.workers.claude_process import bundled_cli
 
 PROMPT = "Summarise the file. FILE={{ path }}"
 ARMS = ("abp", "parallel", "parallel-setsid")
-#: Optional arms, abp without one of its start-up savings: with the portable `python -I -S` launcher
-#: instead of the util-linux one; without the warm executor (the CLI's start-up, then the executor's).
-EXTRA_ARMS = {"abp-python-launcher": ("apl", {"ABP_CLAUDE_LAUNCHER": "python"}),
-              "abp-no-warm": ("anw", {"ABP_WARM_EXECUTOR": "0"})}
+#: Optional arms: abp without one of its start-up savings (the portable `python -I -S` launcher instead
+#: of the util-linux one; no warm executor), and abp with a rate limit too high to bind, so that every
+#: model call goes through the --rpm gateway (workers/claude_gateway.py): what the gateway costs.
+#: arm -> (tree suffix of the same length as "abp", environment, extra `abp create` arguments)
+EXTRA_ARMS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
+    "abp-python-launcher": ("apl", {"ABP_CLAUDE_LAUNCHER": "python"}, ()),
+    "abp-no-warm": ("anw", {"ABP_WARM_EXECUTOR": "0"}, ()),
+    "abp-gateway": ("agw", {}, ("--rpm", "1000000")),
+}
 
 
 def make_tree(root: Path, units: int) -> Path:
@@ -83,9 +88,9 @@ def check_written(root: Path, units: int, scenario: str) -> None:
 
 
 def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str],
-            scenario: str, py_spy: Path | None = None, suffix: str = "abp") -> dict:
+            scenario: str, py_spy: Path | None = None, suffix: str = "abp", create_args: tuple[str, ...] = ()) -> dict:
     tree = make_tree(tmp / f"{tag}-{suffix}", units)
-    job_id, _ = c.create_job("--name", f"claude-{tag}", "--files", "*/doc.md", "--root", str(tree),
+    job_id, _ = c.create_job("--name", f"claude-{tag}", *create_args, "--files", "*/doc.md", "--root", str(tree),
                              "--worker", "claude", "--prompt", PROMPT, "--concurrency", str(concurrency),
                              "--max-retries", "0", cwd=tree)
     t0 = time.time()
@@ -171,7 +176,8 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", choices=ARMS + tuple(EXTRA_ARMS), default=list(ARMS),
                     help="parallel-setsid runs each CLI as `setsid -w claude ...`, in a session of its own "
                          "as abp's launcher does; abp-python-launcher is abp with ABP_CLAUDE_LAUNCHER=python, "
-                         "abp-no-warm abp with ABP_WARM_EXECUTOR=0")
+                         "abp-no-warm abp with ABP_WARM_EXECUTOR=0, "
+                         "abp-gateway abp with --rpm 1000000 (every model call through the rate gateway)")
     ap.add_argument("--py-spy", type=Path, help="sample the executor of the last abp run into this raw file")
     args = ap.parse_args()
     cli = bundled_cli()
@@ -196,10 +202,9 @@ def main() -> None:
             for arm in args.arms[shift:] + args.arms[:shift]:
                 if arm.startswith("abp"):
                     spy = args.py_spy if rnd == args.rounds and arm == "abp" else None
-                    suffix, extra_env = EXTRA_ARMS.get(arm, ("abp", {}))  # same length: the prompts keep theirs
-                    arm_env = {**env, **extra_env}
-                    res = run_abp(tmp, tag, args.units, args.concurrency, arm_env, args.scenario, py_spy=spy,
-                                  suffix=suffix)
+                    suffix, extra_env, create_args = EXTRA_ARMS.get(arm, ("abp", {}, ()))
+                    res = run_abp(tmp, tag, args.units, args.concurrency, {**env, **extra_env}, args.scenario,
+                                  py_spy=spy, suffix=suffix, create_args=create_args)
                     if [x.replace(f"{tag}-{suffix}", f"{tag}-abp") for x in res.pop("prompts")] != prompts:
                         raise SystemExit("abp rendered other prompts than the parallel arms get")
                     res.pop("tree")
