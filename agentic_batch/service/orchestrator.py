@@ -190,7 +190,14 @@ class Orchestrator(BrowseMixin):
             self.store.update_job(job.id, budget_usd=budget_usd)
             job = self.job(job.id)
         if job.status == "PAUSED":
-            return self._run(job, expect=["PAUSED"], executors=executors)
+            try:
+                return self._run(job, expect=["PAUSED"], executors=executors)
+            except IllegalState:
+                # Another resume (or the dashboard) won the race and it is RUNNING now: resuming a
+                # running job is "make sure an executor works on it", which the branch below does.
+                job = self.job(job.id)
+                if job.status != RUNNING:
+                    raise
         self.store.update_job(job.id, expect=[RUNNING], control=None)
         control.spawn(self.store, self.settings, job)
         for _ in range(executors - 1):

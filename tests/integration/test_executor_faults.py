@@ -124,6 +124,22 @@ def test_concurrent_resumes_start_one_executor(orch, workdir: Path) -> None:
     assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 6
 
 
+def test_a_resume_that_loses_the_race_joins_the_winner(orch, workdir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic form of the race above: this resume read PAUSED, then another resume set RUNNING
+    before our guarded update. It must not fail with "changed state meanwhile"."""
+    job = spawner_job(orch, workdir, f"abp-race-{uuid.uuid4().hex[:8]}", n=2, seconds=0.2, concurrency=2)
+    orch.store.update_job(job, status="PAUSED", started_at=time.time())
+    stale = orch.job(job)
+    orch.store.update_job(job, expect=["PAUSED"], status="RUNNING")  # the winner's transition
+    real_job = orch.job
+    reads = iter([stale])
+    monkeypatch.setattr(orch, "job", lambda ref: next(reads, None) or real_job(ref))
+    status = orch.resume(job)
+    assert status["status"] in ("RUNNING", "COMPLETED")
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 2
+
+
 def test_a_second_executor_on_the_same_host_exits_at_once(orch, workdir: Path) -> None:
     job = spawner_job(orch, workdir, f"abp-dup-{uuid.uuid4().hex[:8]}", n=3, seconds=2.0, concurrency=1)
     orch.start(job, skip_test=True)
