@@ -23,8 +23,11 @@ def _float_env(name: str, default: float) -> float:
         raise InvalidSpec(f"{name}={raw!r} is not a number") from None
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+def env_flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable: 1/true/yes/on; unset or empty gives `default`. Standard library only, so the
+    CLI can ask before it imports anything heavy (engine/warm.py)."""
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def load_settings() -> Settings:
     return Settings(
         home=home,
         db_url=db_url,
-        skip_test=_truthy("ABP_SKIP_TEST"),
+        skip_test=env_flag("ABP_SKIP_TEST"),
         lease_seconds=_float_env("ABP_LEASE_SECONDS", 60.0),
         stop_grace_seconds=_float_env("ABP_STOP_GRACE_SECONDS", 30.0),
         retry_base_seconds=_float_env("ABP_RETRY_BASE_SECONDS", 2.0),

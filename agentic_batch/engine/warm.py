@@ -26,7 +26,8 @@ Protocol (one line on the warm process's stdin):
 so a warm process that died, or was never started, costs nothing but the time it would have saved.
 Set ABP_WARM_EXECUTOR=0 to never start one.
 
-This module is imported by the CLI before anything heavy: standard library only at module level.
+This module is imported by the CLI before anything heavy: standard library (and config.py, which
+is standard library only) at module level.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from agentic_batch.config import env_flag
 
 WARM_FLAG = "--warm"
 #: Commands that may launch an executor, with the flags that say they will (None: always may).
@@ -53,7 +56,7 @@ _warm: subprocess.Popen[bytes] | None = None
 
 
 def _enabled() -> bool:
-    return os.name == "posix" and os.environ.get("ABP_WARM_EXECUTOR", "1").strip().lower() not in ("0", "false", "no")
+    return os.name == "posix" and env_flag("ABP_WARM_EXECUTOR", default=True)
 
 
 def _flag_value(args: list[str], name: str) -> str | None:
@@ -70,8 +73,7 @@ def hints(args: list[str]) -> list[str] | None:
     if not args or args[0] not in _LAUNCHING or "--help" in args:
         return None
     needed = _LAUNCHING[args[0]]
-    skip_env = os.environ.get("ABP_SKIP_TEST", "").strip().lower() in ("1", "true", "yes", "on")
-    if needed is not None and not skip_env and not any(flag in args for flag in needed):
+    if needed is not None and not env_flag("ABP_SKIP_TEST") and not any(flag in args for flag in needed):
         return None
     if args[0] == "start" and "--reject" in args:
         return None

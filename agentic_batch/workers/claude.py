@@ -225,9 +225,11 @@ class ClaudeWorker:
     async def _gateway_url(self, gate: Any) -> str | None:
         """The local gateway that applies --rpm/--tpm to each of the CLI's model calls, if the job has
         limits and the CLI uses ANTHROPIC_BASE_URL; else None (the gate is then applied per unit)."""
+        if not getattr(gate, "active", False):
+            return None
         from agentic_batch.workers import claude_gateway
 
-        if not getattr(gate, "active", False) or not claude_gateway.applies(os.environ):
+        if not claude_gateway.applies(os.environ):
             return None
         if self._gateway is None:
             upstream = os.environ.get("ANTHROPIC_BASE_URL") or claude_gateway.DEFAULT_UPSTREAM

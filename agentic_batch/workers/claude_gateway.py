@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentic_batch.workers.base import CallGate
+from agentic_batch.workers.claude import AUTH_VARS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 #: Variables that make the CLI use another provider than ANTHROPIC_BASE_URL.
-_OTHER_PROVIDERS = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+_OTHER_PROVIDERS = tuple(name for name in AUTH_VARS if name.startswith("CLAUDE_CODE_USE_"))
 #: Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library sets itself.
 _DROP_REQUEST = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
                  "proxy-connection", "proxy-authorization", "accept-encoding"}
