@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
+from spy_report import read_stacks, start_py_spy, stop_py_spy
 
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "PAUSED")
 
@@ -158,24 +159,6 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def start_py_spy(pid: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
-    """Sample `pid` (all threads, idle ones dropped) into py-spy's raw format; read with spy_report.py."""
-    spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
-                             "--nonblocking", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
-    """py-spy stops by itself when the sampled process exits."""
-    try:
-        _, err = spy.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        spy.send_signal(signal.SIGINT)
-        _, err = spy.communicate(timeout=30)
-    if spy.returncode not in (0, None) and err:
-        print(f"py-spy: {err.decode(errors='replace').strip()[-300:]}", file=sys.stderr)
-
-
 def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrency: int, *extra: str,
                    timeout: float = 900.0, model: str = "gpt-4o-mini", py_spy: Path | None = None) -> dict:
     """Create a JSONL job of `units` rows for the `openai` worker against `server_url`, start it with
@@ -222,11 +205,7 @@ def spy_breakdown(raw: Path, sdk_paths: tuple[str, ...], top: int = 25) -> None:
     (native code); then the hottest agentic_batch functions and leaf frames of that rest."""
     from collections import Counter
 
-    stacks: list[tuple[list[str], int]] = []
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if count.isdigit():
-            stacks.append(([f for f in stack.split(";") if f], int(count)))
+    stacks = read_stacks(raw)
     total = sum(n for _, n in stacks)
     if not total:
         print(f"{raw}: no samples")

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -67,12 +70,36 @@ def _package(frames: list[str]) -> str:
     return "other stdlib / C"
 
 
-def report(path: Path, top: int = 20) -> None:
+def start_py_spy(pid: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
+    """Sample `pid` (all threads, idle ones dropped) into py-spy's raw format."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
+                             "--nonblocking", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
+    """py-spy stops by itself when the sampled process exits; report its error, if any."""
+    try:
+        _, err = spy.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        spy.send_signal(signal.SIGINT)
+        _, err = spy.communicate(timeout=30)
+    if spy.returncode not in (0, None) and err:
+        print(f"py-spy: {err.decode(errors='replace').strip()[-300:]}", file=sys.stderr)
+
+
+def read_stacks(path: Path) -> list[tuple[list[str], int]]:
+    """(frames, sample count) per line of a raw profile; frames may be empty (native code only)."""
     stacks: list[tuple[list[str], int]] = []
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if stack and count_text.isdigit():
-            stacks.append((stack.split(";"), int(count_text)))
+        if count_text.isdigit():
+            stacks.append(([frame for frame in stack.split(";") if frame], int(count_text)))
+    return stacks
+
+
+def report(path: Path, top: int = 20) -> None:
+    stacks = [(frames, count) for frames, count in read_stacks(path) if frames]
     total = sum(count for _, count in stacks)
     if not total:
         print(f"{path}: no samples")

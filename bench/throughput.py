@@ -26,7 +26,6 @@ import asyncio
 import datetime
 import importlib.util
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,13 +61,6 @@ def bare_loop(noop_file: Path, func_name: str, units: int, concurrency: int) -> 
     return time.perf_counter() - t0, time.process_time() - cpu0
 
 
-def start_py_spy(pid: int, out: Path, rate: int) -> subprocess.Popen:
-    spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
-                             "--nonblocking", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurrency: int,
                py_spy: Path | None, rate: int) -> dict:
     source = c.write_jsonl(tmp / "items.jsonl", units)
@@ -79,14 +71,12 @@ def system_run(tmp: Path, noop_file: Path, func_name: str, units: int, concurren
     t_start = time.time()
     out, start_cli_s = c.abp("start", str(job_id), "--skip-test", "--json", cwd=tmp)
     pid = json.loads(out)["executor"]["pid"]
-    spy = start_py_spy(pid, py_spy, rate) if py_spy else None
+    spy = spy_report.start_py_spy(pid, py_spy, rate) if py_spy else None
     watch = c.ProcWatch(pid)
     watch.sample()
     job = c.wait_final(orch, job_id, poll=0.05, watch=watch)
     if spy is not None:
-        _, err = spy.communicate(timeout=60)
-        if spy.returncode not in (0, None) and err:
-            print(f"py-spy: {err.decode(errors='replace').strip()[-300:]}", file=sys.stderr)
+        spy_report.stop_py_spy(spy)
     if job.status != "COMPLETED":
         raise SystemExit(f"job {job_id} ended {job.status}: {job.error}")
     first, last, done = c.query_one("SELECT MIN(finished_at), MAX(finished_at), COUNT(*) FROM units "
