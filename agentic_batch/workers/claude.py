@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.workers import classify
-from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
+from agentic_batch.workers.base import CallGate, ErrorClass, UnitContext, UnitOutcome, WorkerKind
 
 if TYPE_CHECKING:
     from agentic_batch.workers.claude_messages import RunState
@@ -222,10 +222,10 @@ class ClaudeWorker:
         self.options = options
         self._gateway: Any = None  # claude_gateway.ModelCallGateway, once a rate-limited unit needs it
 
-    async def _gateway_url(self, gate: Any) -> str | None:
+    async def _gateway_url(self, gate: CallGate) -> str | None:
         """The local gateway that applies --rpm/--tpm to each of the CLI's model calls, if the job has
         limits and the CLI uses ANTHROPIC_BASE_URL; else None (the gate is then applied per unit)."""
-        if not getattr(gate, "active", False):
+        if not gate.active:
             return None
         from agentic_batch.workers import claude_gateway
 

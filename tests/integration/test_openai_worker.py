@@ -23,6 +23,8 @@ KIND = get_worker_kind("openai")
 
 
 class RecordingGate:
+    active = True
+
     def __init__(self) -> None:
         self.before: list[int] = []
         self.after: list[int] = []
