@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from agentic_batch.cli.common import AbpGroup
+
 app = typer.Typer(
     name="abp",
     help="agentic-batch: run an AI agent over every item of a large workload, in parallel, and never lose an "
@@ -21,17 +23,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="markdown",
+    cls=AbpGroup,
 )
 
 
 def _register() -> None:
     from agentic_batch.cli import control_commands, job_commands, mcp_command, serve_command, view_commands
+    from agentic_batch.cli.common import use_abp_command_class
 
     job_commands.register(app)
     control_commands.register(app)
     view_commands.register(app)
     serve_command.register(app)
     mcp_command.register(app)
+    use_abp_command_class(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ OptStr = str | None
 JOB_PARAMS: list[inspect.Parameter] = [
     _opt(str, ..., "--name", help="A name for the job (shown in lists; `abp status NAME` works when unique).",
          panel=RUN_PANEL),
-    _opt(OptStr, None, "--files", help="Glob of files, relative to --root: '**/*.py', 'docs/*.md'.",
+    _opt(OptStr, None, "--files", help="Glob of files, relative to --root: `'**/*.py'`, `'docs/*.md'`.",
          panel=SOURCE_PANEL),
     _opt(OptStr, None, "--root", help="Directory the --files glob starts from (default: current directory).",
          panel=SOURCE_PANEL),
@@ -111,17 +111,26 @@ WORKER_FLAG_HELP = {
 }
 
 
-def _cli_type(annotation: Any) -> tuple[Any, bool]:
-    """The CLI-side type for an options-model field: (type, is_flag). Values go to Pydantic as given."""
+def _cli_type(annotation: Any) -> tuple[Any, bool, str]:
+    """The CLI-side type for an options-model field: (type, is_flag, label for --help).
+
+    Values are parsed as text and go to Pydantic as given (so the CLI, REST and MCP share one
+    validation and its messages); the label still says what the model expects: `<int>`, `<float>`,
+    `<a|b|c>` for a choice, nothing for an on/off flag.
+    """
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return _cli_type(args[0])
     if annotation is bool:
-        return bool | None, True
+        return bool | None, True, ""
     if origin is list:
-        return list[str] | None, False
-    return str | None, False
+        return list[str] | None, False, _cli_type(args[0])[2] if args else "<str>"
+    if origin is typing.Literal:
+        choices = "|".join(str(a) for a in args)
+        return str | None, False, f"<{choices}>" if len(choices) <= 20 else "<choice>"
+    names = {int: "int", float: "float"}
+    return str | None, False, f"<{names.get(annotation, 'str')}>"
 
 
 def worker_params() -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
@@ -138,15 +147,21 @@ def worker_params() -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
             owners.setdefault(field_name, []).append(kind_name)
             if field_name in params or field_name in taken:
                 continue
-            cli_type, is_flag = _cli_type(field.annotation)
+            cli_type, is_flag, label = _cli_type(field.annotation)
             flag = "--" + field_name.replace("_", "-")
             decls = (f"{flag}/--no-{flag[2:]}",) if is_flag else (flag,)
-            help_text = WORKER_FLAG_HELP.get(field_name) or field.description or ""
-            params[field_name] = _opt(cli_type, None, *decls, help=help_text, panel=WORKER_PANEL)
+            help_text = WORKER_FLAG_HELP.get(field_name) or _literal(field.description or "")
+            params[field_name] = _opt(cli_type, None, *decls, help=help_text, panel=WORKER_PANEL, metavar=label)
     for name, param in params.items():
         info = typing.get_args(param.annotation)[1]
         info.help = f"{info.help} [{', '.join(owners[name])}]".strip()
     return list(params.values()), owners
+
+
+def _literal(text: str) -> str:
+    """A model's description as literal text: --help renders Markdown, where `*` and `_` would
+    turn into emphasis and vanish (a glob like `**/*.py` lost its stars)."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>#" else ch for ch in text)
 
 
 def build_signature(extra: list[inspect.Parameter]) -> tuple[inspect.Signature, dict[str, list[str]]]:

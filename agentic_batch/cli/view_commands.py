@@ -42,7 +42,7 @@ def follow_job(job: str | int, live: bool, exit_code: bool, console: Console | N
 
 def register(app: typer.Typer) -> None:
     @app.command("status")
-    def status(job: Annotated[str | None, typer.Argument(metavar="[JOB]", help="Job id or name; "
+    def status(job: Annotated[str | None, typer.Argument(metavar="JOB", help="Job id or name; "
                                                             "omit for all jobs.")] = None,
                as_json: JsonFlag = False) -> None:
         """Progress of one job (counts, rate, ETA, cost, executor), or a table of all jobs."""
