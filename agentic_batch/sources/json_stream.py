@@ -26,6 +26,8 @@ CHUNK_CHARS = 1 << 16
 _CUT_MARGIN = 64
 _TOO_DEEP = "JSON nested too deeply to read"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+#: Characters that may continue a number: a buffer ending in these may hold only part of it.
+_NUMBER_TAIL = re.compile(r"[0-9.eE+-]*")
 
 
 def _reject_constant(name: str) -> Any:
@@ -132,10 +134,24 @@ class _Cursor:
                 raise self.error(f"malformed JSON: {exc}") from None
             except RecursionError:
                 raise self.error(_TOO_DEEP) from None
-            if end < len(self.buf) or self.eof:
+            if self.eof or not self._number_may_continue(end):
                 self.value_start, self.pos = self.pos, end
                 return value
             self.fill(len(self.buf))  # a number may continue in the next chunk
+
+    def _number_may_continue(self, end: int) -> bool:
+        """True when the value just decoded may be a number cut by the end of the buffer.
+
+        `raw_decode` stops a number at the first character that cannot extend it *yet*: with the
+        buffer ending in `1.` or `2e-` it returns 1 or 2 and leaves `.`/`e-`, which the next chunk
+        would have completed (`1.5`, `2e-3`). So when everything from the end of the value to the
+        end of the buffer could still belong to a number, read more and decode again.
+        """
+        if end >= len(self.buf):
+            return True
+        if self.buf[self.pos] not in "-0123456789":
+            return False
+        return _NUMBER_TAIL.match(self.buf, end).end() == len(self.buf)  # type: ignore[union-attr]
 
     def skip_value(self) -> None:
         """Consume one value; arrays and objects element by element, so a huge one is never held."""
