@@ -24,6 +24,8 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from jinja2.utils import missing
 
 from agentic_batch.errors import PromptError
+from agentic_batch.prompts import limits
+from agentic_batch.prompts.limits import RenderLimitError
 
 RAW_HINT = "to write a literal {{ or {% in the prompt, wrap that text in {% raw %}...{% endraw %}"
 _MAX_LISTED_FIELDS = 20
@@ -73,17 +75,66 @@ def _dirname(value: Any) -> str:
     return os.path.dirname(str(value))
 
 
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox plus size, loop and time bounds on everything a template builds (prompts/limits.py).
+
+    Operators that can multiply size are intercepted; `for` loops and `~` are rewritten in the parse
+    tree to go through counting helpers; every call, filter result, joined buffer and output value
+    is measured before it can grow past ABP_MAX_PROMPT_CHARS.
+    """
+
+    intercepted_binops = frozenset({"*", "+", "%", "**"})
+    concat = staticmethod(limits.guarded_join)
+    abp_loop = staticmethod(limits.guarded_loop)
+    abp_concat = staticmethod(limits.guarded_concat)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        limits.check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        limits.check_call(__obj, args, kwargs)
+        return limits.check_after_call(__obj, super().call(__context, __obj, *args, **kwargs))
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _guard_tree(super()._parse(source, name, filename), self)
+
+
+def _guard_tree(tree: nodes.Template, env: SandboxedEnvironment) -> nodes.Template:
+    """Route every `for` loop's iterable and every `~` through the environment's counting helpers."""
+    for loop in tree.find_all(nodes.For):
+        loop.iter = _env_call("abp_loop", [loop.iter], env)
+    for concat in list(tree.find_all(nodes.Concat)):
+        concat.nodes = [_env_call("abp_concat", concat.nodes, env)]
+    return tree
+
+
+def _env_call(helper: str, args: list[nodes.Expr], env: SandboxedEnvironment) -> nodes.Call:
+    lineno = args[0].lineno if args else 1
+    call = nodes.Call(nodes.EnvironmentAttribute(helper, lineno=lineno), args, [], None, None, lineno=lineno)
+    call.set_environment(env)
+    return call
+
+
+def _check_output(value: Any) -> Any:
+    """Jinja's finalize: every `{{ value }}` is measured before it is turned into text."""
+    return limits.check_value(value, "a value in {{ }}")
+
+
 def _make_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = _BoundedEnvironment(
         undefined=_RecordingUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         comment_start_string="{##",
         comment_end_string="##}",
+        finalize=_check_output,
     )
     env.filters["tojson"] = _tojson
     env.filters["basename"] = _basename
     env.filters["dirname"] = _dirname
+    for name, func in list(env.filters.items()):
+        env.filters[name] = limits.guard_filter(name, func)
     return env
 
 
@@ -175,7 +226,23 @@ def _describe_item(index: int, payload: Mapping[str, Any], keys: Sequence[Any] |
 def _render(source: str, payload: Mapping[str, Any], what: str, extra: dict[str, Any]) -> str:
     template = compile_template(source, what=what)
     try:
-        return template.render(template_context(payload, **extra))
+        with limits.render_budget() as budget:
+            pieces: list[str] = []
+            size = 0
+            for piece in template.generate(template_context(payload, **extra)):
+                size += len(piece)
+                budget.check_size(size, "the rendered text")
+                budget.check_clock()
+                pieces.append(piece)
+            return "".join(pieces)
+    except RenderLimitError as exc:
+        line = _template_line(exc)
+        where = f" line {line}" if line else ""
+        raise PromptError(
+            f"{what}{where}: {exc}",
+            hint="a render is capped by ABP_MAX_PROMPT_CHARS (characters) and ABP_RENDER_SECONDS; "
+            "raise them only if a prompt really needs more",
+        ) from None
     except MissingReference as exc:
         raise _missing_reference_error(source, payload, what, exc) from None
     except SecurityError as exc:

@@ -259,3 +259,89 @@ def test_synthesize_rejects_empty_intent_and_unknown_kind() -> None:
         synthesize("   ", "csv", ["a"])
     with pytest.raises(PromptError):
         synthesize("x", "parquet", ["a"])
+
+
+# --- bounds on what a template may build ------------------------------------------------------------
+
+BIG = "{% set s = 'a' * 1000000 %}"
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("{{ 'a' * 100000000 }}", "repeating a str would be 100,000,000 characters"),
+        ("{{ ['a'] * 100000000 }}", "repeating a list"),
+        (BIG + "{% set s = s ~ s ~ s ~ s ~ s %}", "joining values with ~"),
+        (BIG + "{% set s = s + s + s + s + s %}", "joining two values with +"),
+        ("{{ '%100000000d' % 1 }}", "%-format width"),
+        ("{{ '%*d' % (100000000, 1) }}", "%-format width"),
+        ("{{ '%100000000d' | format(1) }}", "%-format width"),
+        ("{{ '{:>100000000}'.format(1) }}", "format width"),
+        ("{{ '{0:{1}}'.format(1, 100000000) }}", "format width"),
+        ("{{ 'a'.ljust(100000000) }}", "str.ljust()"),
+        ("{{ 'a' | center(100000000) }}", "center filter"),
+        ("{{ name | indent(100000000) }}", "indent filter"),
+        (BIG + "{{ s | replace('a', 'aaaaaaaaaa') }}", "replaced text"),
+        (BIG + "{{ s.replace('a', 'aaaaaaaaaa') }}", "replaced text"),
+        (BIG + "{{ [s, s, s, s, s] | join }}", "joined text"),
+        (BIG + "{{ [s, s, s, s, s] }}", "a value in {{ }}"),
+        (BIG + "{{ [s, s, s, s, s] | tojson }}", "tojson filter"),
+        ("{{ range(10) | slice(100000000) | list }}", "slice filter's slices"),
+        ("{{ range(10) | batch(100000000, 0) | list }}", "batch filter's linecount"),
+        ("{{ 2 ** 100000000 }}", "too large a number"),
+        ("{% set l = [1] %}{% for i in range(40) %}{{ l.extend(l) or '' }}{% endfor %}", "grown by .extend()"),
+        ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "loops more than"),
+        ("{% for a in range(100000) %}" + "x" * 100 + "{% endfor %}", "the rendered text would be"),
+        ("{% macro m() %}{% for i in range(100000) %}" + "x" * 100 + "{% endfor %}{% endmacro %}{% set x = m() %}",
+         "block or macro"),
+    ],
+)
+def test_templates_cannot_build_huge_text(source: str, needle: str) -> None:
+    """Each of these once built hundreds of megabytes (or ran for minutes); now refused before building."""
+    with pytest.raises(PromptError) as info:
+        render(source, PAYLOAD)
+    assert needle in info.value.message, info.value.message
+    assert "ABP_MAX_PROMPT_CHARS" in info.value.one_line()
+
+
+def test_render_time_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recursive loop that never outputs nor grows anything still stops at the deadline."""
+    monkeypatch.setenv("ABP_RENDER_SECONDS", "0.3")
+    source = "{% for x in range(3) recursive %}{% if loop.depth < 40 %}{{ loop(range(3)) }}{% endif %}{% endfor %}"
+    with pytest.raises(PromptError, match=r"took more than 0.3 s to render \(limit ABP_RENDER_SECONDS\)"):
+        render(source, {})
+
+
+def test_size_limit_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_MAX_PROMPT_CHARS", "100")
+    with pytest.raises(PromptError, match=r"a value in \{\{ \}\} would be 150 characters"):
+        render("{{ body }}", {"body": "x" * 150})
+    monkeypatch.setenv("ABP_MAX_PROMPT_CHARS", "1000")
+    assert render("{{ body }}", {"body": "x" * 150}) == "x" * 150
+
+
+def test_ordinary_templates_keep_working_under_the_guards() -> None:
+    source = (
+        "{% for k, v in item | dictsort %}{{ loop.index }}/{{ loop.length }} {{ k }}={{ v }}"
+        "{% if not loop.last %}, {% endif %}{% endfor %}|{{ 'ab' * 3 }}|{{ [1] * 2 }}|{{ name ~ '!' }}"
+        "|{{ '%5s' % 'x' }}|{{ '{:>4}'.format(id) }}|{{ body | center(9) }}|{{ [name, body] | join('+') }}"
+        "|{{ 2 ** 10 }}|{% for c in 'ab' %}{{ c }}{% else %}none{% endfor %}"
+        "|{% for x in [] %}{{ x }}{% else %}empty{% endfor %}|{{ range(5) | batch(2) | list }}"
+    )
+    assert render(source, {"id": 7, "name": "Ada", "body": "hello"}) == (
+        "1/3 body=hello, 2/3 id=7, 3/3 name=Ada|ababab|[1, 1]|Ada!|    x|   7|  hello  |Ada+hello"
+        "|1024|ab|empty|[[0, 1], [2, 3], [4]]"
+    )
+
+
+def test_abp_create_refuses_a_huge_template_in_one_line(tmp_path, orch) -> None:  # type: ignore[no-untyped-def]
+    """The reported case, end to end: `abp create` exits at once with one line, and creates no job."""
+    from tests.fixtures.abp import abp
+
+    (tmp_path / "d.csv").write_text("name\nAda\n")
+    result = abp("create", "--name", "huge", "--csv", "d.csv", "--command", "cat",
+                 "--prompt", "{{ 'a' * 100000000 }}", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "100,000,000 characters" in lines[0], result.stderr
+    assert orch.list() == []
