@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _float_env(name: str, default: float) -> float:
+def float_env(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -42,6 +42,9 @@ class Settings:
     #: Base and cap of the exponential retry backoff (full jitter).
     retry_base_seconds: float
     retry_max_seconds: float
+    #: How long the executor waits out an unavailable store (outage, lock, full disk) before it pauses
+    #: the job with reason "store".
+    store_outage_seconds: float = 300.0
 
     @property
     def run_dir(self) -> Path:
@@ -58,8 +61,9 @@ def load_settings() -> Settings:
         home=home,
         db_url=db_url,
         skip_test=env_flag("ABP_SKIP_TEST"),
-        lease_seconds=_float_env("ABP_LEASE_SECONDS", 60.0),
-        stop_grace_seconds=_float_env("ABP_STOP_GRACE_SECONDS", 30.0),
-        retry_base_seconds=_float_env("ABP_RETRY_BASE_SECONDS", 2.0),
-        retry_max_seconds=_float_env("ABP_RETRY_MAX_SECONDS", 300.0),
+        lease_seconds=float_env("ABP_LEASE_SECONDS", 60.0),
+        stop_grace_seconds=float_env("ABP_STOP_GRACE_SECONDS", 30.0),
+        retry_base_seconds=float_env("ABP_RETRY_BASE_SECONDS", 2.0),
+        retry_max_seconds=float_env("ABP_RETRY_MAX_SECONDS", 300.0),
+        store_outage_seconds=float_env("ABP_STORE_OUTAGE_SECONDS", 300.0),
     )

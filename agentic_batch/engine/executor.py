@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import signal
@@ -22,9 +23,10 @@ from typing import Any
 
 from agentic_batch.aio import wait_event
 from agentic_batch.config import Settings, load_settings
-from agentic_batch.engine.finish import finish
+from agentic_batch.engine.finish import finish, pause_for_store
 from agentic_batch.engine.hostlock import HostLock, spawn_guard
 from agentic_batch.engine.limits import RateGate
+from agentic_batch.engine.outage import OutageGuard, StoreUnavailable
 from agentic_batch.engine.pool import Pool
 from agentic_batch.engine.procs import hostname, pid_start_token
 from agentic_batch.engine.reaper import Reaper
@@ -33,10 +35,13 @@ from agentic_batch.engine.recovery import live_executors, reclaim_dead_executors
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.errors import AbpError, InvalidSpec
 from agentic_batch.store import JobRecord, Store, open_store
+from agentic_batch.store.faults import describe
 from agentic_batch.workers import get_worker_kind
 
 log = logging.getLogger(__name__)
 
+#: Exit code of an executor that gave up on an unavailable store (EX_TEMPFAIL: try again later).
+EXIT_STORE_UNAVAILABLE = 75
 #: Modes: run; stop = finish in-flight units within the grace period, then PAUSED; abort = stop now
 #: (a second signal), PAUSED; cancel = the job was cancelled, kill everything now.
 RUN, STOP, ABORT, CANCEL = "run", "stop", "abort", "cancel"
@@ -83,11 +88,35 @@ class Executor:
         self.left_job = False
         self._listening = False
         self._pool: Pool | None = None
+        self._recorder: Recorder | None = None
+        #: Set when the store stayed unavailable past the outage window.
+        self.store_lost: StoreUnavailable | None = None
+        self.outage = OutageGuard(self.settings.store_outage_seconds, on_back=self._store_back,
+                                  on_give_up=self._store_gone, prepare=self._renew_leases)
 
     async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a store call on the single store thread (SQLite wants one writer; the loop stays free)."""
+        """Run a store call on the single store thread (SQLite wants one writer; the loop stays free).
+
+        Every store call of the executor comes through here, so this is where a store outage is waited
+        out (`OutageGuard`): callers see either the answer or, past the window, `StoreUnavailable`.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool_thread, lambda: fn(*args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        return await self.outage.call(lambda job: loop.run_in_executor(self._pool_thread, job), call)
+
+    def _renew_leases(self) -> None:
+        """First step of every retry during an outage: on recovery our leases are renewed before
+        anything else (a claim) could take them back as expired."""
+        self.store.renew_leases(self.id, self.settings.lease_seconds)
+
+    def _store_back(self, kind: str, seconds: float) -> None:
+        if self._recorder is not None:
+            self._recorder.log(self.job_id, "warning", f"store {kind} for {seconds:.0f} s; resumed",
+                               executor_id=self.id)
+
+    def _store_gone(self, exc: StoreUnavailable) -> None:
+        self.store_lost = exc
+        self.request(ABORT, f"store {exc.kind} past the outage window")
 
     @property
     def idle_poll(self) -> float:
@@ -125,7 +154,10 @@ class Executor:
                     job, self.mode, self._signals, self.pause_reason = again, RUN, 0, "stopped"
                     self.left_job = False
             finally:
-                self.store.set_executor_state(self.id, "stopped")
+                try:
+                    self.store.set_executor_state(self.id, "stopped")
+                except Exception as exc:  # the store is gone: a resume finds this pid dead anyway
+                    log.error("could not mark executor %s stopped: %s", self.id, describe(exc))
         finally:
             lock.release()
             self._pool_thread.shutdown(wait=False)
@@ -195,6 +227,8 @@ class Executor:
                 await self.db(self.store.beat_executor, self.id)
                 if await self.db(reclaim_dead_executors, self.store, self.settings, self.job_id, self.id):
                     self.wake.set()
+            except StoreUnavailable:
+                return  # the executor is giving up; see _main
             except Exception as exc:  # a busy store must not kill the executor; leases are long
                 log.warning("heartbeat failed: %s", exc)
 
@@ -207,44 +241,68 @@ class Executor:
         self.hold_until = job.hold_until
         for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
             self._loop.add_signal_handler(sig, self._on_signal, name)
-        self.store.set_executor_state(self.id, "running")
         listener = self.store.listen(self._notified)
         self._listening = listener is not None
-        recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
+        recorder = self._recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
         reaper = Reaper()
         reaper.start()
         background = [asyncio.create_task(t) for t in (recorder.run(), self._heartbeat(), self._watch_control())]
         recorder.log(self.job_id, "info", f"executor started (pid {os.getpid()}, host {hostname()})",
                      executor_id=self.id)
         try:
-            try:
-                worker = get_worker_kind(job.worker).build(job.worker_options)
-            except AbpError as exc:
-                recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
-                             executor_id=self.id)
-                await recorder.flush()
-                await self.db(self.store.update_job, self.job_id, expect=["RUNNING"], status="FAILED",
-                              error=exc.one_line(), finished_at=time.time())
-                return 1
-            self.gate = RateGate(job.rpm, job.tpm)
-            runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
-                                gate=self.gate)
-            runner.start_preparing()
-            self._pool = Pool(self, job, runner, recorder)
-            try:
-                await self._pool.run()
-                await recorder.flush()
-                await finish(self, job, runner, recorder)
-                await recorder.flush()
-            finally:
-                self._pool = None
-                await close_worker(worker)
-            return 0
+            await self.db(self.store.set_executor_state, self.id, "running")
+            return await self._work(job, recorder, reaper)
+        except StoreUnavailable as exc:
+            await pause_for_store(self, job, recorder, exc)
+            return EXIT_STORE_UNAVAILABLE
         finally:
             for task in background:
                 task.cancel()
             await asyncio.wait(background, timeout=10)  # bounded: a stuck helper must not keep us alive
-            await recorder.flush()
+            await self._last_flush(recorder)
             reaper.close()
             if listener is not None:
                 listener.stop()
+
+    async def _last_flush(self, recorder: Recorder) -> None:
+        """Write what is still buffered; if the store is gone, say in executor.log what was not written
+        (results of units that did finish: those units run again on resume)."""
+        try:
+            await recorder.flush()
+        except Exception as exc:
+            log.error("could not write %s to the store (%s)", recorder.describe_pending(), describe(exc))
+
+    async def _work(self, job: JobRecord, recorder: Recorder, reaper: Reaper) -> int:
+        """Build the worker, run the pool, set the job's final status."""
+        try:
+            worker = get_worker_kind(job.worker).build(job.worker_options)
+        except AbpError as exc:
+            recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
+                         executor_id=self.id)
+            await recorder.flush()
+            await self.db(self.store.update_job, self.job_id, expect=["RUNNING"], status="FAILED",
+                          error=exc.one_line(), finished_at=time.time())
+            return 1
+        self.gate = RateGate(job.rpm, job.tpm)
+        runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
+                            gate=self.gate)
+        runner.start_preparing()
+        self._pool = pool = Pool(self, job, runner, recorder)
+        try:
+            await pool.run()
+            await recorder.flush()
+            if self.store_lost is not None:  # gave up while draining: never "finish" such a run
+                raise self.store_lost
+            await finish(self, job, runner, recorder)
+            await recorder.flush()
+        except StoreUnavailable:
+            # the store call that gave up may have come from anywhere in the pool: stop every agent now
+            # (cancelling a unit kills its process group); their units go back to PENDING on pause
+            for task in pool.inflight:
+                task.cancel()
+            await asyncio.gather(*pool.inflight, return_exceptions=True)
+            raise
+        finally:
+            self._pool = None
+            await close_worker(worker)
+        return 0

@@ -4,9 +4,11 @@ other executors still work on the job."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
+from agentic_batch.engine.outage import StoreUnavailable, give_up_message
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.recovery import live_executors
 from agentic_batch.engine.runner import UnitRunner
@@ -14,6 +16,10 @@ from agentic_batch.store import JobRecord
 
 if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
+
+log = logging.getLogger(__name__)
+#: After the outage window: how long the executor keeps trying to record the pause before it exits.
+PAUSE_GRACE_SECONDS = 30.0
 
 
 async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
@@ -76,3 +82,26 @@ async def _reduce_as_leader(ex: Executor, job: JobRecord, runner: UnitRunner, re
             return await run_reduce(ex, job, runner, recorder)
         await asyncio.sleep(1.0)
     return False
+
+
+async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc: StoreUnavailable) -> None:
+    """The store stayed unavailable past the window; the agents are already stopped. Record what can
+    be recorded: results of units that finished, the reason, our units back to PENDING, the job PAUSED
+    with reason "store" (on every executor's behalf: the others see it and stop). Tried for a short
+    grace; if the store is still gone, executor.log says so and `abp resume` later reclaims the units
+    of this (then dead) executor."""
+    ex.left_job = True  # never restart after this
+    message = give_up_message(exc, job.id)
+    log.error("%s", message)
+    recorder.log(job.id, "error", message, executor_id=ex.id)
+    ex.outage.restart(PAUSE_GRACE_SECONDS)
+    try:
+        await recorder.flush()
+        await ex.db(ex.store.release_units, ex.id)
+        await ex.db(ex.store.update_job, job.id, expect=["RUNNING"], status="PAUSED", control=None,
+                    pause_reason="store")
+        await ex.db(ex.store.set_executor_state, ex.id, "stopped")
+    except StoreUnavailable as again:
+        log.error("could not record the pause either (store %s: %s). The job still shows RUNNING with no "
+                  "executor; once the store is back, run `abp resume %d`: it takes back this executor's "
+                  "units", again.kind, again.detail, job.id)

@@ -8,6 +8,7 @@ own; when idle each event is written within one flush (about 100 ms), so convers
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from agentic_batch.store import NewEvent, Store, UnitResult
 
 _MAX_EVENT_TEXT = 100_000
+log = logging.getLogger(__name__)
 
 DbCall = Callable[..., Awaitable[Any]]
 
@@ -78,21 +80,44 @@ class Recorder:
     def pending_results(self) -> int:
         return len(self._results)
 
+    def describe_pending(self) -> str:
+        return (f"{len(self._results)} result(s), {len(self._events)} event(s) and {len(self._logs)} log "
+                "line(s)")
+
     async def flush(self) -> None:
-        """Write everything buffered. Events first, so a result never lands before its conversation."""
+        """Write everything buffered. Events first, so a result never lands before its conversation.
+
+        A buffer is emptied only after its write succeeded (what was appended meanwhile stays), so a
+        failed write (the store is down: the executor's `db` gave up) loses nothing and a later flush
+        writes it, still events before results.
+        """
         async with self._lock:
-            events, self._events = self._events, []
-            results, self._results = self._results, []
-            logs, self._logs = self._logs, []
+            events, results, logs = list(self._events), list(self._results), list(self._logs)
             if events:
                 await self._db(self._store.append_events, events)
+                del self._events[:len(events)]
             if results:
                 applied = set(await self._db(self._store.apply_results, self._owner, results))
-                self.lost.extend(r.unit_id for r in results if r.unit_id not in applied)
+                del self._results[:len(results)]
+                self._refused([r for r in results if r.unit_id not in applied])
             if logs:
                 await self._db(self._store.append_logs, logs)
+                del self._logs[:len(logs)]
             if self._job_id is not None and (events or results or logs) and self._store.can_listen:
                 await self._db(self._store.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
+
+    def _refused(self, results: list[UnitResult]) -> None:
+        """The fence refused these results: the unit is no longer leased to us for that attempt (its
+        lease expired during a store outage and it was taken back, or a user reset/cancelled it).
+        The unit's current owner decides its outcome; say so in the job's log."""
+        for r in results:
+            self.lost.append(r.unit_id)
+            log.warning("result of unit %s (attempt %s) not recorded: its lease is no longer ours", r.unit_id,
+                        r.attempt)
+            if self._job_id is not None:
+                self.log(self._job_id, "warning", f"result of attempt {r.attempt} not recorded: the unit's lease "
+                         "was no longer this executor's (expired or taken over); the unit's current attempt "
+                         "decides it", unit_id=r.unit_id, executor_id=self._owner)
 
     async def run(self) -> None:
         """Flush continuously until cancelled (the final flush is the caller's)."""

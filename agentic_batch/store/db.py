@@ -44,12 +44,16 @@ def make_engine(url: str) -> Engine:
         path = _sqlite_file(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
-        _tune_sqlite(engine)
+        busy = _busy_seconds()
+        engine = sa.create_engine(parsed, connect_args={"timeout": busy, "check_same_thread": False},
+                                  hide_parameters=True)
+        _tune_sqlite(engine, busy)
         return engine
     if parsed.get_backend_name() == "postgresql":
         try:
-            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            # pool_pre_ping: after a server restart a pooled connection is tested and replaced on checkout
+            # (and a disconnect error invalidates the whole pool), so the executor recovers on its own.
+            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
         except ModuleNotFoundError as exc:
             raise StoreError(f"the PostgreSQL store needs {exc.name}",
                              hint="pip install 'agentic-batch[postgres]'") from None
@@ -57,13 +61,21 @@ def make_engine(url: str) -> Engine:
                      hint="use sqlite:///... or postgresql+psycopg://...")
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _busy_seconds() -> float:
+    """How long a SQLite call waits for another process's lock before it fails ("database is locked");
+    the executor then waits out the lock as a store outage. ABP_SQLITE_BUSY_SECONDS, default 60."""
+    from agentic_batch.config import float_env
+
+    return max(0.0, float_env("ABP_SQLITE_BUSY_SECONDS", 60.0))
+
+
+def _tune_sqlite(engine: Engine, busy: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event emit BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
