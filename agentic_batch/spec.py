@@ -23,6 +23,13 @@ class JobStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+#: Upper bounds of the job's numbers: a week per attempt or quota pause, a million dollars, a million
+#: requests and two billion tokens a minute (the store's INTEGER holds it).
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_BUDGET_USD = 1_000_000.0
+MAX_RPM = 1_000_000
+MAX_TPM = 2**31 - 1
+
 TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
@@ -118,18 +125,20 @@ class JobSpec(BaseModel):
     intent: str | None = None
     worker: str = "command"
     worker_options: dict[str, Any] = Field(default_factory=dict)
+    # Every number has a finite range the store and the engine can hold (no inf/nan, nothing past
+    # the store's INTEGER): one bad number is a one-line error on every interface, never an overflow.
     concurrency: int = Field(default=4, ge=1, le=10_000)
     max_retries: int = Field(default=3, ge=0, le=100)
-    timeout_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     priority: Priority = Priority.normal
-    budget_usd: float | None = Field(default=None, gt=0)
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM)
     reduce_prompt: str | None = None
     #: JSON Schema every unit's output must match (asked for in the prompt, validated, retried).
     output_schema: dict[str, Any] | None = None
     #: Seconds a quota pause lasts when the provider gives no reset time.
-    quota_wait_s: float = Field(default=900.0, gt=0)
+    quota_wait_s: float = Field(default=900.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     #: Directory commands run in and relative paths resolve against (the caller's cwd by default).
     workdir: str | None = None
 

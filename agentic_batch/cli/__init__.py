@@ -82,7 +82,10 @@ def _main(args: list[str]) -> None:
 def _is_detached_executor(args: list[str]) -> bool:
     """`executor <id> [--join]`, as `launch_executor` spawns it: skip building the whole CLI (Typer,
     Rich, every worker's flags), which would delay the job's first unit by a few hundred ms."""
-    return len(args) in (2, 3) and args[0] == "executor" and args[1].isdigit() and args[2:] in ([], ["--join"])
+    from agentic_batch.refs import parse_id
+
+    return (len(args) in (2, 3) and args[0] == "executor" and parse_id(args[1]) is not None
+            and args[2:] in ([], ["--join"]))
 
 
 def _run_executor(job_id: int, join: bool) -> int:

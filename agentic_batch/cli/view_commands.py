@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
                                                 "error.")] = "info",
              follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the "
                                                   "job ends (Ctrl-C to stop).")] = False,
-             limit: Annotated[int, typer.Option("--limit", help="Lines per read.")] = 1000,
+             limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="Lines per read.")] = 1000,
              as_json: JsonFlag = False) -> None:
         """The job's log: executor starts and stops, retries, failures, reclaimed units."""
         orch = orchestrator()

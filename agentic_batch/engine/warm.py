@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.config import env_flag
+from agentic_batch.refs import parse_id
 
 WARM_FLAG = "--warm"
 #: Commands that may launch an executor, with the flags that say they will (None: always may).
@@ -78,7 +79,7 @@ def hints(args: list[str]) -> list[str] | None:
     if args[0] == "start" and "--reject" in args:
         return None
     extra: list[str] = []
-    if len(args) > 1 and args[1].isdigit():
+    if len(args) > 1 and parse_id(args[1]) is not None:
         extra += ["--job", args[1]]
     worker = _flag_value(args, "--worker")
     if args[0] == "run":

@@ -21,6 +21,7 @@ from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import capabilities
+from agentic_batch.spec import MAX_BUDGET_USD, MAX_SECONDS
 
 PREVIEW_CHARS = 1500
 TEMPLATE_CHARS = 6000
@@ -76,12 +77,14 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         worker_options: WorkerOptionsArg = None,
         prompt: PromptArg = None,
         intent: IntentArg = None,
-        concurrency: Annotated[int | None, Field(description="Units running at once (default 4).")] = None,
-        max_retries: Annotated[int | None, Field(description="Retries per unit for transient errors, with "
-                                                             "backoff (default 3).")] = None,
-        timeout_s: Annotated[float | None, Field(description="Seconds per unit attempt; the agent is killed "
-                                                             "after (default 600).")] = None,
-        budget_usd: Annotated[float | None, Field(description="Pause the job when its cost reaches this.")] = None,
+        concurrency: Annotated[int | None, Field(ge=1, le=10_000, description="Units running at once "
+                                                 "(default 4).")] = None,
+        max_retries: Annotated[int | None, Field(ge=0, le=100, description="Retries per unit for transient "
+                                                 "errors, with backoff (default 3).")] = None,
+        timeout_s: Annotated[float | None, Field(gt=0, le=MAX_SECONDS, description="Seconds per unit attempt; "
+                                                 "the agent is killed after (default 600).")] = None,
+        budget_usd: Annotated[float | None, Field(gt=0, le=MAX_BUDGET_USD, description="Pause the job when its "
+                                                  "cost reaches this.")] = None,
         priority: Annotated[Priority | None, Field(description="Job priority (default normal).")] = None,
         reduce_prompt: Annotated[str | None, Field(description="Template run once after all units complete; "
                                                                "gets {{ results_path }} (JSONL of all results), "

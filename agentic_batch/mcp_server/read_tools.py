@@ -15,6 +15,7 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from agentic_batch.mcp_server.replies import respond
+from agentic_batch.refs import MAX_ID
 from agentic_batch.mcp_server.schemas import ExportFormat, JobRef, MaxChars, StatusFilter, UnitRef
 from agentic_batch.mcp_server.shaping import clip_values, status_view, unit_view
 from agentic_batch.mcp_server.toolkit import add_tool
@@ -50,7 +51,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         status: Annotated[str | None, Field(description="Only jobs with this status: created, testing, running, "
                                             "paused, completed, failed, cancelled (comma-separate several).")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="How many jobs (newest first).")] = 20,
-        offset: Annotated[int, Field(ge=0, description="Skip this many jobs (paging).")] = 0,
+        offset: Annotated[int, Field(ge=0, le=MAX_ID, description="Skip this many jobs (paging).")] = 0,
     ) -> CallToolResult:
         """List jobs, newest first: id, name, status, worker, unit counts, progress and cost. Use it to find a
         job id the user refers to by name or time."""
@@ -64,7 +65,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     async def get_results(
         job_id: JobRef,
         status: StatusFilter = None,
-        offset: Annotated[int, Field(ge=0, description="Skip this many rows (use next_offset from the "
+        offset: Annotated[int, Field(ge=0, le=MAX_ID, description="Skip this many rows (use next_offset from the "
                                                        "previous page).")] = 0,
         limit: Annotated[int, Field(ge=1, le=200, description="Rows per page.")] = 20,
         max_chars: MaxChars = 1000,

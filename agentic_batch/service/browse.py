@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
+from agentic_batch.refs import MAX_ID
 from agentic_batch.service import control
 from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, unit_view
 from agentic_batch.spec import JobStatus
@@ -186,14 +187,16 @@ class BrowseMixin:
         unit_id = self._unit_record(job, unit_ref).id if unit_ref is not None else None
         return self.store.last_event_id(job.id, unit_id)
 
-    def logs_page(self, ref: str | int, level: str = "info", unit: int | None = None, text: str | None = None,
+    def logs_page(self, ref: str | int, level: str = "info", unit: str | int | None = None, text: str | None = None,
                   before: int | None = None, limit: int = 100) -> dict[str, Any]:
         """Newest logs first; pass `next_before` back as `before` for the older page."""
         check_page(limit, 0)
+        check_cursor("before", before)
         if level not in LOG_LEVELS:
             raise InvalidSpec(f"unknown log level {level!r}", hint=f"use one of {', '.join(LOG_LEVELS)}")
         job = self.job(ref)
-        records = self.store.browse_logs(job.id, min_level=level, unit_id=unit, text=(text or "").strip() or None,
+        unit_id = self._unit_record(job, unit).id if unit is not None else None
+        records = self.store.browse_logs(job.id, min_level=level, unit_id=unit_id, text=(text or "").strip() or None,
                                          before=before, limit=limit)
         items = [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message, "unit_id": r.unit_id,
                   "executor_id": r.executor_id, "extra": r.extra} for r in records]
@@ -204,8 +207,14 @@ class BrowseMixin:
 def check_page(limit: int, offset: int) -> None:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_PAGE}")
-    if offset < 0:
-        raise InvalidSpec(f"offset {offset} is negative")
+    check_cursor("offset", offset)
+
+
+def check_cursor(name: str, value: int | None) -> None:
+    """An offset or an id to page from: 0 up to the store's largest id (a bigger one cannot exist,
+    and past 2^63 it would overflow the query)."""
+    if value is not None and not 0 <= value <= MAX_ID:
+        raise InvalidSpec(f"{name} {value} is out of range", hint=f"use 0 to {MAX_ID}")
 
 
 def parse_statuses(raw: str | None, allowed: list[str], what: str) -> list[str] | None:

@@ -15,15 +15,20 @@ from agentic_batch import results as result_rows
 from agentic_batch.config import Settings, load_settings
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
 from agentic_batch.prompts import compile_template, validate
+from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
-from agentic_batch.service.browse import BrowseMixin, parse_statuses
+from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
 from agentic_batch.service.test_run import run_test_unit
 from agentic_batch.service.views import job_status, job_summary, unit_view
-from agentic_batch.spec import TERMINAL_JOB_STATUSES, JobSpec, JobStatus, describe_validation_error
+from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
+                                describe_validation_error)
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, open_store
 
 RUNNING = JobStatus.RUNNING.value
+#: Events or log lines in one read; executors one command may start on a host.
+MAX_EVENTS = 10_000
+MAX_EXECUTORS = 64
 
 
 class Orchestrator(BrowseMixin):
@@ -34,10 +39,15 @@ class Orchestrator(BrowseMixin):
     # -- lookups --------------------------------------------------------------------------------
 
     def job(self, ref: str | int) -> JobRecord:
-        """A job by id, by name when that name is unique, or `last` for the newest job."""
+        """A job by id, by name when that name is unique, or `last` for the newest job.
+
+        A number is always an id (ASCII digits in the store's range; anything else numeric-looking is
+        not an id, so it cannot overflow a query or resolve `٣` to job 3). A name that several jobs
+        share is refused with their ids rather than guessed."""
         text = str(ref).strip()
-        if text.isdigit():
-            job = self.store.get_job(int(text))
+        if isinstance(ref, int) or is_ascii_number(text):
+            job_id = parse_id(ref)
+            job = self.store.get_job(job_id) if job_id is not None else None
             if job is not None and job.status != JobStatus.CREATING.value:
                 return job
         else:
@@ -46,7 +56,7 @@ class Orchestrator(BrowseMixin):
                 return matches[0]
             if len(matches) > 1:
                 ids = ", ".join(str(j.id) for j in matches)
-                raise NotFound(f"{len(matches)} jobs are named {text!r} (ids {ids})", hint="use the job id")
+                raise InvalidSpec(f"job name {text!r} matches jobs {ids}; use an id")
             if text == "last":  # the newest job, unless a job is actually named "last"
                 newest = self.store.list_jobs(limit=1)
                 if newest:
@@ -128,8 +138,8 @@ class Orchestrator(BrowseMixin):
         return self.test(job.id)
 
     def _check_executors(self, executors: int) -> None:
-        if executors < 1:
-            raise InvalidSpec("--executors must be at least 1")
+        if not 1 <= executors <= MAX_EXECUTORS:
+            raise InvalidSpec(f"--executors must be between 1 and {MAX_EXECUTORS}")
         if executors > 1 and self.store.is_sqlite:
             from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES
 
@@ -185,8 +195,8 @@ class Orchestrator(BrowseMixin):
         self._expect(job, {"PAUSED", RUNNING}, "resume", _resume_hint(job))
         self._check_executors(executors)
         if budget_usd is not None:
-            if budget_usd <= 0:
-                raise InvalidSpec("--budget-usd must be greater than 0")
+            if not 0 < budget_usd <= MAX_BUDGET_USD:  # also refuses nan
+                raise InvalidSpec(f"--budget-usd must be greater than 0 and at most {MAX_BUDGET_USD:g}")
             self.store.update_job(job.id, budget_usd=budget_usd)
             job = self.job(job.id)
         if job.status == "PAUSED":
@@ -257,6 +267,7 @@ class Orchestrator(BrowseMixin):
     def list(self, status: str | None = None, name: str | None = None, limit: int | None = None,
              offset: int = 0) -> list[dict[str, Any]]:
         statuses = parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
+        check_cursor("offset", offset)
         return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
 
     def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> dict[str, Any]:
@@ -282,6 +293,9 @@ class Orchestrator(BrowseMixin):
     def events(self, ref: str | int, unit_ref: str | int | None = None, after: int = 0,
                limit: int = 500) -> list[dict[str, Any]]:
         job = self.job(ref)
+        check_cursor("after", after)
+        if not 1 <= limit <= MAX_EVENTS:
+            raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
         unit_id = None
         if unit_ref is not None:
             unit = self.store.find_unit(job.id, str(unit_ref))
@@ -295,6 +309,9 @@ class Orchestrator(BrowseMixin):
                 offset: int = 0) -> list[dict[str, Any]]:
         job = self.job(ref)
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
+        check_cursor("offset", offset)
+        if limit is not None and not 1 <= limit <= MAX_ID:
+            raise InvalidSpec(f"limit {limit} is out of range", hint=f"use 1 to {MAX_ID}")
         if limit is None and offset == 0:
             return list(result_rows.iter_rows(self.store, job.id, statuses))
         page = self.store.page_units(job.id, statuses, limit if limit is not None else 2**31 - 1, offset)
@@ -316,13 +333,17 @@ class Orchestrator(BrowseMixin):
         return {"job_id": job.id, "path": str(path), "format": fmt, "rows": rows}
 
     def logs(self, ref: str | int, level: str = "info", after: int = 0, limit: int = 500,
-             unit: int | None = None, text: str | None = None) -> list[dict[str, Any]]:
+             unit: str | int | None = None, text: str | None = None) -> list[dict[str, Any]]:
         job = self.job(ref)
         if level not in LOG_LEVELS:
             raise InvalidSpec(f"unknown log level {level!r}", hint=f"use one of {', '.join(LOG_LEVELS)}")
+        check_cursor("after", after)
+        if not 1 <= limit <= MAX_EVENTS:
+            raise InvalidSpec(f"limit {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
+        unit_id = self._unit_record(job, unit).id if unit is not None else None
         return [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message, "unit_id": r.unit_id,
                  "executor_id": r.executor_id, "extra": r.extra}
-                for r in self.store.list_logs(job.id, min_level=level, after=after, limit=limit, unit_id=unit,
+                for r in self.store.list_logs(job.id, min_level=level, after=after, limit=limit, unit_id=unit_id,
                                               text=text)]
 
     def active_units(self, ref: str | int, limit: int = 20) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentic_batch.refs import parse_id
 from agentic_batch.store.event_queries import LOG_LEVELS
 from agentic_batch.store.records import LogRecord, from_mapping
 from agentic_batch.store.schema import UNIT_DURATION, events, jobs, logs, units
@@ -177,6 +178,6 @@ def _search_condition(text: str, dialect: str) -> Any:
         return column.contains(needle, autoescape=True)
 
     cond = sa.or_(match(units.c.key), match(units.c.output), match(units.c.error))
-    if needle.isdigit() and len(needle) < 16:
-        cond = sa.or_(units.c.id == int(needle), cond)
+    if (number := parse_id(needle)) is not None:
+        cond = sa.or_(units.c.id == number, cond)
     return cond

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentic_batch.refs import parse_id
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, units
 
@@ -272,8 +273,8 @@ class UnitQueries:
         """A unit of this job by id or by key."""
         query = sa.select(units).where(units.c.job_id == job_id)
         cond = units.c.key == ref
-        if ref.isdigit():
-            cond = sa.or_(units.c.id == int(ref), cond)
+        if (unit_id := parse_id(ref)) is not None:
+            cond = sa.or_(units.c.id == unit_id, cond)
         with self.read() as conn:  # type: ignore[attr-defined]
             row = conn.execute(query.where(cond).order_by(units.c.id)).mappings().first()
         return from_mapping(UnitRecord, row) if row else None

@@ -13,7 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
+from agentic_batch.service.browse import MAX_PAGE
 from agentic_batch.spec import JobSpec
 from agentic_batch.web.deps import orchestrator, web_config
 from agentic_batch.web.errors import read_json
@@ -52,8 +54,8 @@ def spec_openapi() -> dict[str, Any]:
 def list_jobs(orch: Orch,
               status: Annotated[str | None, Query(description="Comma list of job statuses: running,paused")] = None,
               q: Annotated[str | None, Query(description="Only jobs whose name contains this")] = None,
-              limit: Annotated[int, Query(description="Page size (1-1000)")] = 50,
-              offset: Annotated[int, Query(description="Rows to skip")] = 0) -> dict[str, Any]:
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
+              offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> dict[str, Any]:
     """Newest first, each with counts, progress, rate, ETA and cost; `total` counts every match."""
     return orch.jobs_page(status=status, search=q, limit=limit, offset=offset)
 
@@ -150,7 +152,7 @@ def active_units(job: str, orch: Orch,
 
 @router.get("/jobs/{job}/timeseries", summary="Throughput and cost over time")
 def timeseries(job: str, orch: Orch,
-               buckets: Annotated[int, Query(description="About how many points (1-1000)")] = 60) -> dict[str, Any]:
+               buckets: Annotated[int, Query(ge=1, le=1000, description="About how many points")] = 60) -> dict[str, Any]:
     return orch.timeseries(job, buckets=buckets)
 
 

@@ -10,7 +10,9 @@ from starlette.responses import StreamingResponse
 
 from agentic_batch import __version__
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
+from agentic_batch.service.browse import MAX_PAGE
 from agentic_batch.web.deps import orchestrator
 
 router = APIRouter(prefix="/api", tags=["results, logs, stats"])
@@ -23,11 +25,14 @@ CHUNK_CHARS = 64 * 1024
 @router.get("/jobs/{job}/logs", summary="A job's logs")
 def job_logs(job: str, orch: Orch,
              level: Annotated[str, Query(description="Minimum level: debug, info, warning, error")] = "info",
-             unit: Annotated[int | None, Query(description="Only this unit's logs")] = None,
+             unit: Annotated[str | None, Query(description="Only this unit's logs: its number, or "
+                                                            "`key:KEY`")] = None,
              q: Annotated[str | None, Query(description="Only messages containing this")] = None,
-             before: Annotated[int | None, Query(description="Newest-first paging: ids below this")] = None,
-             after: Annotated[int | None, Query(description="Oldest-first reading: ids above this")] = None,
-             limit: Annotated[int, Query(description="Page size (1-1000)")] = 100) -> dict[str, Any]:
+             before: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Newest-first paging: ids below "
+                                                                               "this")] = None,
+             after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Oldest-first reading: ids above "
+                                                                              "this")] = None,
+             limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100) -> dict[str, Any]:
     """Newest first, paged with `before` (= the previous page's `next_before`); or, with `after`,
     oldest first from that id on (to follow a job like `abp logs --follow`)."""
     if after is None:

@@ -8,12 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
+from agentic_batch.service.browse import MAX_PAGE
 from agentic_batch.web.deps import orchestrator
 
 router = APIRouter(prefix="/api", tags=["units"])
 Orch = Annotated[Orchestrator, Depends(orchestrator)]
 MAX_EVENTS = 2000
+After = Annotated[int, Query(ge=0, le=MAX_ID, description="Only events with an id above this")]
+EventsLimit = Annotated[int, Query(ge=1, le=MAX_EVENTS, description="Page size")]
 
 
 @router.get("/jobs/{job}/units", summary="List a job's units")
@@ -23,8 +27,8 @@ def list_units(job: str, orch: Orch,
                q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit id")] = None,
                sort: Annotated[str, Query(description="seq, key, cost or duration")] = "seq",
                order: Annotated[str, Query(description="asc or desc")] = "asc",
-               limit: Annotated[int, Query(description="Page size (1-1000)")] = 50,
-               offset: Annotated[int, Query(description="Rows to skip")] = 0) -> dict[str, Any]:
+               limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
+               offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> dict[str, Any]:
     """One page of light rows (output and error cut to a preview) and the `total` that match.
     Every sort walks an index, so pages stay fast on jobs of 100,000 units and more."""
     return orch.units_page(job, status=status, search=q, sort=sort, order=order, limit=limit, offset=offset)
@@ -51,18 +55,14 @@ def _check_events_page(after: int, limit: int) -> None:
 
 
 @router.get("/jobs/{job}/units/{unit}/events", summary="A unit's conversation")
-def unit_events(job: str, unit: str, orch: Orch,
-                after: Annotated[int, Query(description="Only events with an id above this")] = 0,
-                limit: Annotated[int, Query(description="Page size (1-2000)")] = 500) -> dict[str, Any]:
+def unit_events(job: str, unit: str, orch: Orch, after: After = 0, limit: EventsLimit = 500) -> dict[str, Any]:
     """Every attempt's events in order; pass `next_after` back as `after` to read on incrementally."""
     _check_events_page(after, limit)
     return _events_page(orch.events(job, unit, after=after, limit=limit), after, limit)
 
 
 @router.get("/jobs/{job}/events", summary="A job's events")
-def job_events(job: str, orch: Orch,
-               after: Annotated[int, Query(description="Only events with an id above this")] = 0,
-               limit: Annotated[int, Query(description="Page size (1-2000)")] = 500) -> dict[str, Any]:
+def job_events(job: str, orch: Orch, after: After = 0, limit: EventsLimit = 500) -> dict[str, Any]:
     _check_events_page(after, limit)
     return _events_page(orch.events(job, after=after, limit=limit), after, limit)
 

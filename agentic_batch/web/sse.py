@@ -19,8 +19,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.refs import MAX_ID, is_ascii_number
 from agentic_batch.service import Orchestrator
+from agentic_batch.service.browse import MAX_PAGE
 from agentic_batch.web.changes import hub_for
 from agentic_batch.web.deps import orchestrator, web_config
 
@@ -157,8 +158,8 @@ def _response(request: Request, poll: Callable[[], list[str]], job_id: int | Non
             responses={200: {"content": {"text/event-stream": {}}}})
 async def job_stream(request: Request, job: str,
                      unit: Annotated[str | None, Query(description="Follow this unit only")] = None,
-                     after: Annotated[int | None, Query(description="Send events with an id above this "
-                                                                      "(default: only new ones)")] = None,
+                     after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Send events with an id "
+                                                        "above this (default: only new ones)")] = None,
                      events: Annotated[bool, Query(description="Include conversation events")] = True
                      ) -> StreamingResponse:
     """Messages: `progress` (the job status, when it changes), `unit` (a unit's new status), `active`
@@ -167,10 +168,8 @@ async def job_stream(request: Request, job: str,
     skipped up to `after`). With `unit`: only that unit's `unit` and `events` messages."""
     orch: Orchestrator = orchestrator(request)
     resume = request.headers.get("last-event-id", "")
-    if resume.isdigit():
-        after = int(resume)
-    if after is not None and after < 0:
-        raise InvalidSpec("after must be >= 0")
+    if is_ascii_number(resume):  # a reconnecting browser's last event id (past the store's range: none)
+        after = min(int(resume), MAX_ID)
 
     def prepare() -> JobWatch:
         record = orch.job(job)
@@ -187,8 +186,9 @@ async def job_stream(request: Request, job: str,
 async def jobs_stream(request: Request,
                       status: Annotated[str | None, Query(description="Comma list of job statuses")] = None,
                       q: Annotated[str | None, Query(description="Name contains")] = None,
-                      limit: Annotated[int, Query(description="Page size (1-1000)")] = 50,
-                      offset: Annotated[int, Query(description="Rows to skip")] = 0) -> StreamingResponse:
+                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
+                      offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0
+                      ) -> StreamingResponse:
     """Messages: `jobs` (the page, as `GET /api/jobs` returns it, when anything in it changes) and
     `stats` (as `GET /api/stats`, checked every few polls)."""
     orch: Orchestrator = orchestrator(request)
