@@ -29,7 +29,8 @@ Examples:
 
 RUN_HELP = """Create a job, test it on the first item, confirm, start it and watch it: all in one.
 
-`--yes` skips the confirmation; `--wait` blocks until the job ends and exits 0 (COMPLETED) or 1.
+`--yes` skips the confirmation (but stops after a failed test unless `--force`); `--wait` blocks until
+the job ends and exits 0 (COMPLETED) or 1.
 """
 
 
@@ -71,6 +72,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--yes", "-y", help="Start after the test without asking.")]),
         inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--wait", help="Block until the job ends; exit 0 if COMPLETED, else 1.")]),
+        inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--force", help="With --yes: start the rest even if the test unit failed.")]),
         inspect.Parameter("skip_test", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--skip-test", help="Do not test the first item first (or ABP_SKIP_TEST=1).")]),
     ]
@@ -85,7 +88,7 @@ def register(app: typer.Typer) -> None:
             orch.start(job_id, skip_test=True)
         else:
             err.print(f"Testing job {job_id} on its first item…")
-            report = orch.start(job_id)
+            report = _run_test(orch, job_id)
             unit_report(report, "test run", console=err)
             ok = report["status"] == "COMPLETED"
             if not values["yes"]:
@@ -99,8 +102,14 @@ def register(app: typer.Typer) -> None:
                               "--prompt ...` and test again with `abp start`.")
                     print(job_id)
                     return None
+            elif not ok and not values["force"]:
+                _test_failed(report, job_id)
+                err.print(f"Not started (--yes stops after a failed test; --force starts anyway). Job {job_id} is "
+                          f"TESTING: `abp start {job_id} --approve` starts the rest, `--reject` to edit the prompt.")
+                print(job_id)
+                raise typer.Exit(1)
             elif not ok:
-                err.print(Text("the test unit did not complete; starting anyway (--yes)", style="yellow"))
+                err.print(Text("the test unit did not complete; starting anyway (--force)", style="yellow"))
             orch.approve(job_id)
         from agentic_batch.cli.view_commands import follow_job
 
@@ -140,18 +149,19 @@ def register(app: typer.Typer) -> None:
                 out.print(f"Job {status['id']} rejected: CREATED again. Change the prompt with "
                           f"`abp edit {status['id']} --prompt ...`, then `abp start {status['id']}`.")
             return
-        target = orch.job(job)
+        target = orch.settle_test(orch.job(job))  # a live test run: one line; a lost one: tested anew
         if target.status == "TESTING":
             report = orch.test_report(target.id)
             if as_json:
                 print_json(report)
-                return
-            unit_report(report, "test run (waiting for approval)")
-            _approval_hint(target.id)
-            return
-        if not as_json and target.status == "CREATED" and not (skip_test or orch.settings.skip_test):
+            else:
+                unit_report(report, "test run (waiting for approval)")
+                _after_test(report, target.id)
+            raise typer.Exit(0 if report["status"] == "COMPLETED" else 1)
+        testing = target.status == "CREATED" and not (skip_test or orch.settings.skip_test)
+        if not as_json and testing:
             err.print(f"Testing job {target.id} on its first item…")
-        result = orch.start(job, skip_test=skip_test, executors=executors)
+        result = _run_test(orch, target.id) if testing else orch.start(job, skip_test=skip_test, executors=executors)
         if as_json:
             print_json(result)
         elif "executor" in result:
@@ -159,7 +169,9 @@ def register(app: typer.Typer) -> None:
                       f"Follow it with `abp watch {result['id']}`.")
         else:
             unit_report(result, "test run")
-            _approval_hint(target.id)
+            _after_test(result, target.id)
+        if "executor" not in result and result["status"] != "COMPLETED":
+            raise typer.Exit(1)
 
     @app.command("edit")
     def edit(job: JobArg,
@@ -185,6 +197,34 @@ def register(app: typer.Typer) -> None:
             print_json(result)
         else:
             out.print(f"{result['added']} new unit(s) added; {result['existing']} item(s) were already there.")
+
+
+def _run_test(orch: Any, job_id: int) -> dict[str, Any]:
+    """The test run in this process; SIGTERM/SIGINT end it with one line (the unit is PENDING again)."""
+    from agentic_batch.service.test_run import TestInterrupted
+
+    try:
+        return orch.start(job_id)  # type: ignore[no-any-return]
+    except TestInterrupted as exc:
+        err.print(f"test run of job {job_id} interrupted by {exc.signame}; nothing was lost: "
+                  f"`abp start {job_id}` tests it again")
+        raise typer.Exit(143 if exc.signame == "SIGTERM" else 130) from None
+
+
+def _test_failed(report: dict[str, Any], job_id: int) -> None:
+    reason = " ".join(str(report.get("error") or "it did not complete").split())
+    err.print(Text(f"The test unit of job {job_id} failed ({report['status']}): {reason[:300]}", style="red"))
+
+
+def _after_test(report: dict[str, Any], job_id: int) -> None:
+    """Say whether the test passed; approve/reject hints either way (a failed test exits non-zero)."""
+    if report["status"] != "COMPLETED":
+        _test_failed(report, job_id)
+        err.print(f"Fix the prompt or worker and test again: [bold]abp start {job_id} --reject[/bold], "
+                  f"`abp edit {job_id} --prompt ...`, `abp start {job_id}`   ·   run the rest anyway: "
+                  f"[bold]abp start {job_id} --approve[/bold]")
+        return
+    _approval_hint(job_id)
 
 
 def _approval_hint(job_id: int) -> None:

@@ -16,7 +16,7 @@ from agentic_batch.store import ExecutorRecord, Store
 
 def executor_alive(record: ExecutorRecord, settings: Settings, now: float | None = None) -> bool:
     """On this host ask the kernel; elsewhere trust a heartbeat younger than a lease."""
-    if record.state not in ("running", "stopping"):
+    if record.state not in ("running", "stopping", "testing"):  # testing: a test run's owner (service.test_run)
         return False
     if record.host == hostname():
         return process_alive(record.pid, record.pid_start)

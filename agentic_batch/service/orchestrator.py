@@ -19,7 +19,8 @@ from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
-from agentic_batch.service.test_run import run_test_unit
+from agentic_batch.service.test_run import (TestRunning, launch_detached_test, reclaim_lost_test, run_test_unit,
+                                            find_test_owner)
 from agentic_batch.service.views import job_status, job_summary, unit_view
 from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
                                 describe_validation_error)
@@ -90,7 +91,9 @@ class Orchestrator(BrowseMixin):
     # -- test first -----------------------------------------------------------------------------
 
     def test(self, ref: str | int) -> dict[str, Any]:
-        """Run the first unit now (CREATED -> TESTING) and return it with its conversation."""
+        """Run the first unit now, in this process (CREATED -> TESTING), and return it with its conversation.
+
+        SIGTERM/SIGINT meanwhile raise TestInterrupted with the unit PENDING and the job CREATED again."""
         job = self.job(ref)
         self._expect(job, {"CREATED"}, "test", "only a CREATED job can be tested; reject a TESTING job first")
         if not self.store.update_job(job.id, expect=["CREATED"], status="TESTING"):
@@ -98,9 +101,52 @@ class Orchestrator(BrowseMixin):
         try:
             unit_id = run_test_unit(self.store, self.settings, job)
         except BaseException:
-            self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+            # Back to CREATED, unless another start took the unit over meanwhile (our lease had expired).
+            fresh = self.store.get_job(job.id)
+            unit = self.store.get_unit(fresh.test_unit_id) if fresh and fresh.test_unit_id else None
+            if unit is None or unit.status == "PENDING":
+                self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
             raise
         return self.test_report(job.id, unit_id)
+
+    def settle_test(self, job: JobRecord) -> JobRecord:
+        """A TESTING job: a lost test run (dead owner, expired lease) is reclaimed, so the job is CREATED
+        again; a live one raises TestRunning. Returns the job as it is now."""
+        if job.status != "TESTING":
+            return job
+        if reclaim_lost_test(self.store, self.settings, job):
+            return self.job(job.id)
+        owner = find_test_owner(self.store, self.settings, job)
+        if owner is not None and owner.alive:
+            raise TestRunning(job.id, job.test_unit_id, owner)
+        return job
+
+    def test_progress(self, ref: str | int) -> dict[str, Any]:
+        """Where the job's test run stands: `running` (with pid, host, elapsed_s), `done` (the job is
+        TESTING with a result waiting) or `none` (no test run: the job is CREATED or past testing)."""
+        job = self.job(ref)
+        try:
+            job = self.settle_test(job)
+        except TestRunning as exc:
+            return {"state": "running", "job_id": job.id, "unit_id": job.test_unit_id, "pid": exc.owner.pid,
+                    "host": exc.owner.host, "elapsed_s": round(time.time() - exc.owner.started_at, 1)}
+        return {"state": "done" if job.status == "TESTING" else "none", "job_id": job.id, "status": job.status,
+                "unit_id": job.test_unit_id}
+
+    def begin_test(self, ref: str | int) -> dict[str, Any]:
+        """Start the test run in a detached process and return its progress without waiting for the unit.
+
+        For callers that cannot block for a whole agent run (an MCP request times out at 60 s, and the
+        client may shut the server down): the test outlives them, and `test_progress` follows it. A
+        test already running or waiting is reported as it is, not started twice."""
+        job = self.job(ref)
+        progress = self.test_progress(job.id)
+        if progress["state"] != "none":
+            return progress
+        job = self.job(job.id)
+        self._expect(job, {"CREATED"}, "start", _start_hint(job))
+        launch_detached_test(self.store, self.settings, job)
+        return self.test_progress(job.id)
 
     def test_report(self, ref: str | int, unit_id: int | None = None) -> dict[str, Any]:
         job = self.job(ref)
@@ -112,14 +158,15 @@ class Orchestrator(BrowseMixin):
     def approve(self, ref: str | int, executors: int = 1) -> dict[str, Any]:
         job = self.job(ref)
         self._check_executors(executors)
-        self._expect(job, {"TESTING"}, "approve", "approve applies to a TESTING job (after `abp start`)")
+        job = self.settle_test(job)
+        self._expect(job, {"TESTING"}, "approve", _approve_hint(job))
         if job.test_unit_id:  # a failed test unit gets another chance in the real run
             self.store.set_units_status(job.id, ["FAILED"], "PENDING", unit_ids=[job.test_unit_id], reset=True)
         return self._run(job, expect=["TESTING"], executors=executors)
 
     def reject(self, ref: str | int) -> dict[str, Any]:
-        job = self.job(ref)
-        self._expect(job, {"TESTING"}, "reject", "reject applies to a TESTING job (after `abp start`)")
+        job = self.settle_test(self.job(ref))
+        self._expect(job, {"TESTING"}, "reject", _approve_hint(job).replace("approve", "reject", 1))
         if job.test_unit_id:
             self.store.reset_unit(job.test_unit_id)
         self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
@@ -129,6 +176,7 @@ class Orchestrator(BrowseMixin):
         """CREATED: run the test unit (or, skipping it, start the executor). Returns status or test report."""
         job = self.job(ref)
         self._check_executors(executors)
+        job = self.settle_test(job)  # a lost test run makes the job CREATED again: it is tested anew
         if job.status == "TESTING":
             raise IllegalState(f"job {job.id} is TESTING: its test result is waiting for you",
                                hint=f"`abp start {job.id} --approve` or `--reject`")
@@ -243,7 +291,7 @@ class Orchestrator(BrowseMixin):
 
     def edit_prompt(self, ref: str | int, template: str) -> dict[str, Any]:
         """Replace the prompt template; units not yet completed will use it."""
-        job = self.job(ref)
+        job = self.settle_test(self.job(ref))
         self._expect(job, {"CREATED", "TESTING", "PAUSED", "FAILED"}, "edit the prompt of",
                      "stop the job first (`abp stop`)")
         if not template.strip():
@@ -365,6 +413,12 @@ def _event_dict(event: Any) -> dict[str, Any]:
 def _start_hint(job: JobRecord) -> str:
     return {"RUNNING": "it is already running; see `abp status`", "PAUSED": f"use `abp resume {job.id}`",
             "FAILED": f"use `abp retry {job.id}` to run failed units again"}.get(job.status, "")
+
+
+def _approve_hint(job: JobRecord) -> str:
+    if job.status == "CREATED":
+        return f"run the test first: `abp start {job.id}`"
+    return "approve applies to a TESTING job (after `abp start`)"
 
 
 def _resume_hint(job: JobRecord) -> str:

@@ -1,60 +1,226 @@
-"""Test first: run the job's first unit synchronously, in this process, before any money is spent
-on the rest. The unit goes through the same runner as in the executor (same prompt rendering,
-timeout, process cleanup, retry decision) and its conversation is streamed to the store as it runs.
+"""Test first: run the job's first unit, before any money is spent on the rest.
+
+The unit goes through the same runner as in the executor (same prompt rendering, timeout, process
+cleanup, retry decision) and its conversation is streamed to the store as it runs.
+
+A test run is owned like an executor's unit: its owner is registered in the executors table (state
+`testing`, with host, pid and pid start time), holds a lease on the unit and heartbeats. So when the
+process running it dies (the MCP client shut its server down, Claude Code was killed), the next
+`start` sees a dead pid (or, from another host, an expired lease) and runs the test again instead of
+reporting a test that never finished. SIGTERM/SIGINT during the test give the unit back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine.executor import close_worker
+from agentic_batch.engine.procs import hostname, pid_start_token, process_alive
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.runner import UnitRunner
-from agentic_batch.errors import IllegalState
+from agentic_batch.errors import AbpError, IllegalState
 from agentic_batch.store import JobRecord, Store
 from agentic_batch.workers import get_worker_kind
 
+#: The executors-table state of a test run's owner (executors proper are running/stopping/stopped/dead).
+TESTING_STATE = "testing"
+
+
+class TestInterrupted(BaseException):
+    """The test run got SIGTERM or SIGINT; its unit is PENDING again. A BaseException, like
+    KeyboardInterrupt, so that nothing on the way out mistakes it for the unit's own error."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@dataclass(frozen=True)
+class TestOwner:
+    """Who runs a job's test unit right now: enough to say so and to know whether it still lives."""
+
+    __test__ = False
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    alive: bool
+
 
 def run_test_unit(store: Store, settings: Settings, job: JobRecord) -> int:
-    """Run the first pending unit; the job must already be TESTING. Returns the unit id."""
+    """Run the first pending unit; the job must already be TESTING. Returns the unit id.
+
+    Raises TestInterrupted (after giving the unit back) when SIGTERM or SIGINT arrives meanwhile.
+    """
     unit = store.first_unit(job.id)
     if unit is None:
         raise IllegalState(f"job {job.id} has no pending unit to test")
-    owner = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    owner = f"test-{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store.register_executor(owner, job.id, hostname(), os.getpid(), pid_start_token(os.getpid()))
+    store.set_executor_state(owner, TESTING_STATE)
     claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
     if claimed is None:
+        store.set_executor_state(owner, "stopped")
         raise IllegalState(f"unit {unit.id} of job {job.id} is no longer pending")
     store.update_job(job.id, test_unit_id=unit.id)
     worker = get_worker_kind(job.worker).build(job.worker_options)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-test-store")
+    interrupted: list[str] = []
 
     async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*args, **kwargs))
 
+    async def heartbeat() -> None:
+        """Like an executor's: keep the lease and tell other processes (other hosts) that we live."""
+        while True:
+            await asyncio.sleep(max(0.2, settings.lease_seconds / 3))
+            try:
+                await db(store.renew_leases, owner, settings.lease_seconds)
+                await db(store.beat_executor, owner)
+            except Exception:  # a busy store must not end the test; the lease is long
+                pass
+
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        if on_main_thread:  # a server calls this from a worker thread: its own shutdown handles signals
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda name=sig.name: (interrupted.append(name), task.cancel()))
         recorder = Recorder(store, db, owner=owner)
         reaper = Reaper()
         reaper.start()
-        flusher = asyncio.create_task(recorder.run())
+        background = [asyncio.create_task(recorder.run()), asyncio.create_task(heartbeat())]
         try:
-            recorder.log(job.id, "info", f"test run of unit {unit.id} ({unit.key})", unit_id=unit.id)
+            recorder.log(job.id, "info", f"test run of unit {unit.id} ({unit.key}) by pid {os.getpid()} "
+                                         f"on {hostname()}", unit_id=unit.id)
             await UnitRunner(job, worker, recorder, settings, reaper=reaper, executor_id=owner).run_unit(claimed)
+        except asyncio.CancelledError:
+            if not interrupted:
+                raise
+            recorder.log(job.id, "warning", f"test run of unit {unit.id} interrupted by {interrupted[0]}; the "
+                                            f"unit is PENDING again and the next start tests it anew",
+                         unit_id=unit.id)
         finally:
             await close_worker(worker)
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            for bg in background:
+                bg.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await recorder.flush()
             reaper.close()
+            if on_main_thread:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
 
     try:
         asyncio.run(main())
     finally:
-        store.release_units(owner)  # interrupted (Ctrl-C): the unit goes back to PENDING
+        store.release_units(owner)  # interrupted: the unit goes back to PENDING
+        store.set_executor_state(owner, "stopped")
         pool.shutdown(wait=True)
+    if interrupted:
+        raise TestInterrupted(interrupted[0])
     return unit.id
+
+
+def find_test_owner(store: Store, settings: Settings, job: JobRecord) -> TestOwner | None:
+    """Who holds the job's test unit, if it is RUNNING, and whether that owner still lives.
+
+    Alive means: its pid runs (same host; pid and start time name one process) or its heartbeat is
+    fresh (another host), and its lease on the unit has not expired (a stopped process loses it).
+    """
+    if job.status != "TESTING" or job.test_unit_id is None:
+        return None
+    unit = store.get_unit(job.test_unit_id)
+    if unit is None or unit.status != "RUNNING" or not unit.lease_owner:
+        return None
+    now = time.time()
+    record = next((r for r in store.list_executors(job.id) if r.id == unit.lease_owner), None)
+    if record is None:  # a test run from before owners were registered: the lease alone decides
+        return TestOwner(unit.lease_owner, "?", 0, unit.started_at or now,
+                         alive=bool(unit.lease_expires_at and unit.lease_expires_at > now))
+    alive = record.state == TESTING_STATE and bool(unit.lease_expires_at and unit.lease_expires_at > now)
+    if alive:
+        if record.host == hostname():
+            alive = process_alive(record.pid, record.pid_start)
+        else:
+            alive = now - record.heartbeat_at < settings.lease_seconds
+    return TestOwner(record.id, record.host, record.pid, unit.started_at or record.started_at, alive)
+
+
+def reclaim_lost_test(store: Store, settings: Settings, job: JobRecord) -> bool:
+    """A TESTING job whose test run died (dead pid, expired lease): unit back to PENDING, job back to
+    CREATED, with a log line saying why. True if it did so."""
+    owner = find_test_owner(store, settings, job)
+    if owner is None or owner.alive:
+        return False
+    with contextlib.suppress(Exception):
+        store.set_executor_state(owner.id, "dead")
+    store.release_units(owner.id)
+    if not store.update_job(job.id, expect=["TESTING"], status="CREATED"):
+        return False
+    store.append_logs([{"job_id": job.id, "unit_id": job.test_unit_id, "level": "warning",
+                        "message": f"the test run of unit {job.test_unit_id} (pid {owner.pid} on {owner.host}) "
+                                   "ended without a result; the unit is PENDING again"}])
+    return True
+
+
+class TestRunning(IllegalState):
+    """The job's test unit is being run right now by a live process (this or another one)."""
+
+    __test__ = False
+
+    def __init__(self, job_id: int, unit_id: int | None, owner: TestOwner) -> None:
+        elapsed = max(0.0, time.time() - owner.started_at)
+        super().__init__(f"job {job_id} is being tested right now (unit {unit_id}, pid {owner.pid} on {owner.host}, "
+                         f"{elapsed:.0f}s so far)",
+                         hint=f"wait for it; `abp start {job_id}` shows the result once it is done")
+        self.owner = owner
+
+
+def detached_test_log(settings: Settings, job_id: int) -> Path:
+    path = settings.job_dir(job_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "test.log"
+
+
+def launch_detached_test(store: Store, settings: Settings, job: JobRecord, wait_seconds: float = 20.0) -> int:
+    """Run the job's test in `python -m agentic_batch.service.test_process JOB`, in a session of its own
+    (so neither the caller's exit nor a kill of its process group reaches it). Returns once the test
+    has taken the job (TESTING) or already finished; raises with the log's tail if it could not start."""
+    log_path = detached_test_log(settings, job.id)
+    argv = [sys.executable, "-m", "agentic_batch.service.test_process", str(job.id)]
+    cwd = job.workdir if job.workdir and os.path.isdir(job.workdir) else None
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
+    threading.Thread(target=proc.wait, name=f"abp-reap-test-{proc.pid}", daemon=True).start()
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        current = store.get_job(job.id)
+        if current is None or current.status != "CREATED":
+            return proc.pid  # ours took it, or another caller's test did: either way it is under way
+        if proc.poll() is not None:
+            detail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
+            raise AbpError(f"the test run of job {job.id} exited at once (code {proc.returncode})"
+                           + (f": {detail}" if detail else ""), hint=f"see {log_path}")
+        time.sleep(0.05)
+    raise AbpError(f"the test run of job {job.id} did not start within {wait_seconds:g}s", hint=f"see {log_path}")
