@@ -36,8 +36,9 @@ from agentic_batch.errors import AbpError, IllegalState
 from agentic_batch.store import JobRecord, Store
 from agentic_batch.workers import get_worker_kind
 
-#: The executors-table state of a test run's owner (executors proper are running/stopping/stopped/dead).
-TESTING_STATE = "testing"
+#: The executors-table states of a test run's owner (executors proper are running/stopping/stopped/dead):
+#: testing while it runs, then tested (it ended, or was interrupted) or test-lost (it died; reclaimed).
+TESTING_STATE, TESTED_STATE, LOST_STATE = "testing", "tested", "test-lost"
 
 
 class TestInterrupted(BaseException):
@@ -77,7 +78,7 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord) -> int:
     store.set_executor_state(owner, TESTING_STATE)
     claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
     if claimed is None:
-        store.set_executor_state(owner, "stopped")
+        store.set_executor_state(owner, TESTED_STATE)
         raise IllegalState(f"unit {unit.id} of job {job.id} is no longer pending")
     store.update_job(job.id, test_unit_id=unit.id)
     worker = get_worker_kind(job.worker).build(job.worker_options)
@@ -134,7 +135,7 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord) -> int:
         asyncio.run(main())
     finally:
         store.release_units(owner)  # interrupted: the unit goes back to PENDING
-        store.set_executor_state(owner, "stopped")
+        store.set_executor_state(owner, TESTED_STATE)
         pool.shutdown(wait=True)
     if interrupted:
         raise TestInterrupted(interrupted[0])
@@ -173,7 +174,7 @@ def reclaim_lost_test(store: Store, settings: Settings, job: JobRecord) -> bool:
     if owner is None or owner.alive:
         return False
     with contextlib.suppress(Exception):
-        store.set_executor_state(owner.id, "dead")
+        store.set_executor_state(owner.id, LOST_STATE)
     store.release_units(owner.id)
     if not store.update_job(job.id, expect=["TESTING"], status="CREATED"):
         return False

@@ -18,7 +18,8 @@ _PRIORITY_NAMES = {p.rank: p.value for p in Priority}
 
 
 def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:
-    records = store.list_executors(job_id)
+    # A test run's owner counts while it runs (a TESTING job shows who tests it), not once it is over.
+    records = [r for r in store.list_executors(job_id) if r.state not in ("tested", "test-lost")]
     if not records:
         return {"state": "not_started", "pid": None, "host": None, "heartbeat_at": None, "id": None,
                 "executors": []}
