@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from agentic_batch.errors import SourceError
 from agentic_batch.spec import Priority, SourceSpec
 
@@ -256,17 +259,37 @@ def _split_static_prefix(glob: str) -> tuple[str, str]:
 
 
 def _absolute_sqlite_url(db_url: str, base: str) -> str:
-    """Make the file of a `sqlite:///relative.db` URL absolute; other URLs are returned unchanged."""
-    match = re.match(r"^(sqlite(?:\+\w+)?:///)(?!/)(file:)?([^?]+)(\?.*)?$", db_url)
-    if not match or match.group(3) == ":memory:":
+    """Make the file of a `sqlite:///relative.db` URL absolute; other URLs are returned unchanged.
+
+    Parsed with SQLAlchemy's own URL parser (the one that will open it), so `file:` prefixes, query
+    strings and percent-escapes are read the same way here and there. A `file:` URI prefix is
+    dropped: the sql source opens every SQLite file as its own read-only URI anyway.
+    """
+    try:
+        url = make_url(db_url)
+    except (ArgumentError, ValueError):
+        return db_url  # the sql source reports an invalid URL in its own words
+    database = (url.database or "").removeprefix("file:")
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
         return db_url
-    prefix, file_prefix, path, query = match.groups()
-    return f"{prefix}{file_prefix or ''}{_absolute(path, base)}{query or ''}"
+    return url.set(database=_absolute(database, base)).render_as_string(hide_password=False)
 
 
 def hide_password(url: str) -> str:
-    """The URL as it may be shown in messages and listings."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """The URL as it may be shown in messages and listings (password replaced by ***)."""
+    try:
+        parsed = make_url(url)
+        if "@" not in (parsed.host or ""):  # an unescaped '@' in a password ends up in the host
+            return parsed.render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        pass
+    # Not parseable (a bad port, say): mask everything between '://user:' and the last '@' anyway.
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 def describe_source(spec: SourceSpec) -> str:

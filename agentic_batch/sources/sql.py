@@ -2,7 +2,10 @@
 
 The connection is read-only at the database level, not by inspecting the query: SQLite opens the
 file with `mode=ro` (and a missing file is an error, not a new empty database), PostgreSQL starts
-every transaction with `default_transaction_read_only=on`. Rows are streamed (a server-side cursor on
+every transaction with `default_transaction_read_only=on`. `mode=ro` does not cover files a query
+names itself: `ATTACH 'x.db'` (or `'file:x.db?mode=rwc'`) and `VACUUM INTO 'x.db'` would create them,
+so SQLite connections also get an authorizer that refuses ATTACH, DETACH and PRAGMA assignments
+while the statement is prepared, before anything runs. Rows are streamed (a server-side cursor on
 PostgreSQL) in batches of 1000. The query goes to the driver as written (`exec_driver_sql` with no
 parameters), so `%` and `:name` in it are plain SQL, not placeholders.
 """
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import URL, create_engine, make_url
+from sqlalchemy import URL, create_engine, event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -29,6 +33,11 @@ YIELD_PER = 1000
 #: First words of statements that read; anything else failing gets the "only reads" hint.
 _PG_READ_ONLY = "-c default_transaction_read_only=on"
 _READING_WORDS = frozenset({"select", "with", "values", "table", "show", "explain", "pragma"})
+#: PRAGMAs that take an argument and only read (`PRAGMA table_info(t)`); any other with one is a write.
+_READING_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
+})
 
 
 def iter_sql(spec: SourceSpec) -> Iterator[RawItem]:
@@ -55,7 +64,7 @@ def iter_sql(spec: SourceSpec) -> Iterator[RawItem]:
                         {column: to_jsonable(value) for column, value in zip(columns, row, strict=True)},
                     )
             except SQLAlchemyError as exc:
-                raise _query_error(exc, query, label) from None
+                raise _query_error(exc, query, label, _refusal(conn)) from None
     finally:
         engine.dispose()
 
@@ -66,7 +75,7 @@ def _connect(engine: Engine, label: str) -> Connection:
     except SQLAlchemyError as exc:
         raise SourceError(
             f"cannot connect to {label}: {_first_line(exc)}",
-            hint="check --db-url (host, port, database, user) and that the server is up",
+            hint="check the database URL (host, port, database, user) and that the server is up",
         ) from None
 
 
@@ -107,7 +116,7 @@ def _read_only_engine(db_url: str, label: str) -> Engine:
             hint="a sql source reads SQLite (sqlite:///file.db) or PostgreSQL (postgresql+psycopg://...)",
         )
     try:
-        return create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except ImportError as exc:
         raise SourceError(
             f"the database driver for {label} is not installed ({exc})",
@@ -115,6 +124,46 @@ def _read_only_engine(db_url: str, label: str) -> Engine:
         ) from None
     except (ArgumentError, SQLAlchemyError) as exc:
         raise SourceError(f"invalid database URL {label!r}: {_first_line(exc)}") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _forbid_sqlite_side_effects)
+    return engine
+
+
+class _Refused:
+    """What the authorizer last refused on a connection, to name it instead of 'not authorized'."""
+
+    def __init__(self) -> None:
+        self.what: str | None = None
+
+
+def _refusal(conn: Connection) -> _Refused | None:
+    try:
+        return conn.connection.info.get("abp_refused")
+    except SQLAlchemyError:
+        return None
+
+
+def _forbid_sqlite_side_effects(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+    """Refuse, at prepare time, statements that reach beyond the read-only main file.
+
+    ATTACH (and VACUUM INTO, which SQLite authorizes as an ATTACH) would create the file it names;
+    DETACH and PRAGMA assignments change the connection. No database may be attached at all.
+    """
+    refused = record.info["abp_refused"] = _Refused()
+    dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+        if action == sqlite3.SQLITE_ATTACH:
+            refused.what = f"opening another database file ({arg1!r}, by ATTACH or VACUUM INTO)"
+        elif action == sqlite3.SQLITE_DETACH:
+            refused.what = "DETACH"
+        elif action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in _READING_PRAGMAS:
+            refused.what = f"PRAGMA {arg1} = {arg2}"
+        else:
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+
+    dbapi_connection.set_authorizer(authorize)
 
 
 def _sqlite_read_only_url(url: URL, label: str) -> URL:
@@ -131,7 +180,7 @@ def _sqlite_read_only_url(url: URL, label: str) -> URL:
         what = "is not a file" if os.path.exists(path) else "does not exist"
         raise SourceError(
             f"sqlite database {path} {what}",
-            hint="check --db-url; sqlite:///relative.db resolves against the working directory",
+            hint="check the database URL; sqlite:///relative.db resolves against the working directory",
         )
     return URL.create(
         "sqlite+pysqlite",
@@ -147,7 +196,12 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(original).__name__
 
 
-def _query_error(exc: SQLAlchemyError, query: str, label: str) -> SourceError:
+def _query_error(exc: SQLAlchemyError, query: str, label: str, refused: _Refused | None = None) -> SourceError:
+    if refused is not None and refused.what:
+        return SourceError(
+            f"sql query refused on {label}: {refused.what} is not allowed",
+            hint="a sql source only reads the database it is given; it cannot attach, create or change files",
+        )
     words = re.findall(r"[A-Za-z]+", re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.DOTALL))
     first_word = words[0].lower() if words else ""
     if first_word and first_word not in _READING_WORDS:

@@ -19,7 +19,7 @@ import pytest
 
 from agentic_batch.errors import SourceError
 from agentic_batch.sources import Item, iter_items
-from agentic_batch.sources.base import to_jsonable
+from agentic_batch.sources.base import hide_password, resolve_spec, to_jsonable
 from agentic_batch.spec import SourceSpec
 
 
@@ -89,6 +89,68 @@ def test_sqlite_missing_file_is_refused_and_not_created(tmp_path: Path) -> None:
     message = sql_error(tmp_path, "sqlite:///missing.db", "SELECT 1")
     assert f"sqlite database {tmp_path / 'missing.db'} does not exist" in message
     assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "needle", "created"),
+    [
+        ("ATTACH DATABASE 'x.db' AS x", "opening another database file ('x.db'", "x.db"),
+        ("ATTACH DATABASE 'file:y.db?mode=rwc' AS y", "'file:y.db?mode=rwc'", "y.db"),
+        ("VACUUM INTO 'copy.db'", "by ATTACH or VACUUM INTO", "copy.db"),
+        ("DETACH DATABASE x", "DETACH is not allowed", None),
+        ("PRAGMA user_version = 7", "PRAGMA user_version = 7 is not allowed", None),
+    ],
+)
+def test_sqlite_refuses_statements_that_reach_past_the_file(
+    tmp_path: Path, sqlite_db: Path, monkeypatch: pytest.MonkeyPatch, query: str, needle: str, created: str | None
+) -> None:
+    """`mode=ro` covers the main file only: ATTACH / VACUUM INTO would create the file they name."""
+    monkeypatch.chdir(tmp_path)  # SQLite resolves ATTACH paths against the process's cwd
+    message = sql_error(tmp_path, "sqlite:///data.db", query)
+    assert needle in message and "sql query refused" in message, message
+    if created:
+        assert not (tmp_path / created).exists()
+    with sqlite3.connect(sqlite_db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+    conn.close()
+
+
+def test_sqlite_reading_pragmas_and_table_functions_still_work(tmp_path: Path, sqlite_db: Path) -> None:
+    assert [i.payload["name"] for i in rows(tmp_path, "sqlite:///data.db", "PRAGMA table_info(t)")][:2] == [
+        "id", "name"
+    ]
+    assert rows(tmp_path, "sqlite:///data.db", "SELECT * FROM pragma_user_version")[0].payload == {"user_version": 0}
+    assert len(rows(tmp_path, "sqlite:///data.db", "SELECT value FROM json_each('[1, 2, 3]')")) == 3
+
+
+def test_sqlite_file_uri_with_mode_rwc_does_not_create_the_file(tmp_path: Path) -> None:
+    message = sql_error(tmp_path, "sqlite:///file:new.db?mode=rwc", "SELECT 1")
+    assert "does not exist" in message
+    assert not (tmp_path / "new.db").exists() and not (tmp_path / "file:new.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://me:s3cret@db.example:5432/app", "postgresql+psycopg://me:***@db.example:5432/app"),
+        ("postgresql://me:p%40ss@h/app", "postgresql://me:***@h/app"),
+        ("postgresql://me:pw@host:notaport/app", "postgresql://me:***@host:notaport/app"),
+        ("postgresql://me:a@b@host/app", "postgresql://me:***@host/app"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_hide_password(url: str, shown: str) -> None:
+    assert hide_password(url) == shown
+
+
+def test_relative_sqlite_urls_become_absolute(tmp_path: Path) -> None:
+    for url in ("sqlite:///d.db", "sqlite:///file:d.db", "sqlite+pysqlite:///sub/../d.db"):
+        resolved = resolve_spec(SourceSpec(kind="sql", db_url=url, query="SELECT 1"), tmp_path)
+        assert resolved.db_url is not None and resolved.db_url.endswith(f"//{tmp_path}/d.db"), resolved.db_url
+        assert resolve_spec(resolved, tmp_path).db_url == resolved.db_url  # idempotent
+    for url in ("sqlite:////abs/d.db", "sqlite://", "postgresql://u@h/db"):
+        assert resolve_spec(SourceSpec(kind="sql", db_url=url, query="SELECT 1"), tmp_path).db_url == url
 
 
 @pytest.mark.parametrize(
