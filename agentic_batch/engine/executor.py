@@ -244,7 +244,7 @@ class Executor:
         listener = self.store.listen(self._notified)
         self._listening = listener is not None
         recorder = self._recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
-        reaper = Reaper()
+        reaper = Reaper(subreaper=True)  # orphans of agents re-parent to us, where no cgroup holds them
         reaper.start()
         background = [asyncio.create_task(t) for t in (recorder.run(), self._heartbeat(), self._watch_control())]
         recorder.log(self.job_id, "info", f"executor started (pid {os.getpid()}, host {hostname()})",

@@ -1,57 +1,99 @@
-"""Making sure no agent outlives its executor, even after `kill -9`.
+"""Making sure no agent process outlives its unit or its executor, even after `kill -9`, even if it
+leaves its session (`setsid()`), double-forks, or both.
 
-Agents run in their own sessions (so a timeout can kill each one's whole process group) and carry
-PR_SET_PDEATHSIG, which only reaches the direct child. Grandchildren (a shell's `sleep`, a tool's
-subprocess) would be orphaned. So each executor starts a tiny watchdog process that holds the read
-end of a pipe and is told every agent process group as it starts and ends. When the executor dies
-by any means, the kernel closes the pipe; the watchdog reads EOF and SIGKILLs every group it knows.
+Agents run in sessions of their own (a timeout kills each one's process group at once) and carry
+PR_SET_PDEATHSIG, which only reaches the direct child. Everything else is tracked two ways:
+
+* **cgroup v2 per unit** (engine/cgroups.py), where the host allows it: every process a unit starts
+  joins the unit's cgroup before it execs, and nothing it does (setsid, double fork, clearing its
+  environment) takes it out. The unit's end writes `cgroup.kill`.
+* **Fallback** (no cgroup2, no delegation, `ABP_PROCESS_CGROUPS=0`): the executor becomes a child
+  subreaper, so orphans re-parent to it rather than to init, and every agent carries
+  `ABP_UNIT_TOKEN=<executor token>.<n>` in its environment. The unit's end freezes and kills the
+  process trees below its agents plus every orphan of ours that carries its token. A background
+  sweep reaps the zombies of orphans we adopted and tells the watchdog about them.
+
+Each executor starts a tiny watchdog process (engine/watchdog.py) that holds the read end of a pipe
+and learns the token, the cgroup, every agent group and every adopted orphan. When the executor dies
+by any means, the kernel closes the pipe; the watchdog reads EOF and kills them all.
+
+Out of reach: in the fallback, a process that both detaches from its parents *and* clears its
+environment is killed when the executor exits (it is our orphan) or, after a `kill -9`, only if a
+sweep saw it first; a root agent can move itself out of its cgroup.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import subprocess
 import sys
 import threading
+import uuid
+from pathlib import Path
 
+from agentic_batch.engine import cgroups, procs
 from agentic_batch.workers.process import kill_group
 
-_WATCHDOG = r"""
-import os, signal, sys
-for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-    signal.signal(s, signal.SIG_IGN)
-groups = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line[:1] == "+":
-        groups.add(int(line[1:]))
-    elif line[:1] == "-":
-        groups.discard(int(line[1:]))
-for g in groups:
-    try:
-        os.killpg(g, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+log = logging.getLogger(__name__)
+
+_WATCHDOG = Path(__file__).with_name("watchdog.py")
+#: How often the fallback sweeps for adopted orphans (reaping zombies, telling the watchdog).
+SWEEP_SECONDS = 2.0
 
 
 class Reaper:
-    """The executor's side of the watchdog: a set of live process groups, mirrored to the watchdog."""
+    """The executor's side of the watchdog, and the owner of the per-unit containers."""
 
-    def __init__(self) -> None:
+    def __init__(self, subreaper: bool = False) -> None:
         self._lock = threading.Lock()
         self._groups: set[int] = set()
         self._proc: subprocess.Popen[bytes] | None = None
+        self.token = uuid.uuid4().hex[:12]
+        self._units = 0
+        self.cgroups: cgroups.CgroupTree | None = None
+        #: Whether orphans of our agents re-parent to us (asked for by the executor, fallback only).
+        self._want_subreaper = subreaper
+        self.subreaper = False
+        self._leaders: set[int] = set()  # direct children we spawned: their waiters reap them, not us
+        self._adopted: dict[int, str] = {}  # orphans we adopted: pid -> start token
+        self._zombies: set[int] = set()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _WATCHDOG],
+            [sys.executable, "-I", str(_WATCHDOG)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # terminal signals aimed at the executor must not reach it
             close_fds=True,
         )
+        self._send(f"T {self.token}")
+        self.cgroups = cgroups.CgroupTree.create(self.token, self._proc.pid)
+        if self.cgroups is not None:
+            self._send(f"C {self.cgroups.base}")
+        elif self._want_subreaper and procs.set_child_subreaper():
+            self.subreaper = True
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="abp-orphans", daemon=True)
+            self._sweeper.start()
+        log.info("agent processes tracked by %s", {"cgroup": f"cgroup {self.cgroups.base}" if self.cgroups else "",
+                                                    "subreaper": "subreaper and unit tokens",
+                                                    "token": "unit tokens"}[self.mode])
+
+    @property
+    def mode(self) -> str:
+        """How descendants are tracked: "cgroup", "subreaper" or "token"."""
+        return "cgroup" if self.cgroups else ("subreaper" if self.subreaper else "token")
+
+    def new_unit(self) -> tuple[str, Path | None]:
+        """A token and (cgroup mode) an empty cgroup for one unit attempt."""
+        with self._lock:
+            self._units += 1
+            token = f"{self.token}.{self._units}"
+        return token, (self.cgroups.unit() if self.cgroups is not None else None)
 
     def _send(self, line: str) -> None:
         proc = self._proc
@@ -64,12 +106,82 @@ class Reaper:
     def add(self, pgid: int) -> None:
         with self._lock:
             self._groups.add(pgid)
+            self._leaders.add(pgid)
             self._send(f"+{pgid}")
 
     def discard(self, pgid: int) -> None:
         with self._lock:
             self._groups.discard(pgid)
             self._send(f"-{pgid}")
+
+    def release_cgroup(self, cgroup: Path) -> None:
+        if self.cgroups is not None:
+            self.cgroups.release(cgroup)
+
+    def kill_unit_tree(self, token: str, leaders: set[int]) -> None:
+        """Kill the processes below `leaders` and every process of ours carrying `token` (with theirs)."""
+        table = procs.process_table()
+        me = os.getpid()
+        if self.subreaper:  # orphans re-parented to us: only our children need their environment read
+            candidates = [pid for pid, (ppid, _, state) in table.items() if ppid == me and state != "Z"]
+        else:
+            candidates = [pid for pid, (_, _, state) in table.items() if state != "Z" and pid != me]
+        roots = set(leaders) | {pid for pid in candidates if procs.unit_token_of(pid) == token}
+        found = procs.descendants(table, roots)
+        if found:
+            procs.freeze_and_kill(found)
+            with self._lock:
+                adopted = {pid for pid in found if table[pid][0] == me and pid not in self._leaders}
+            self._zombies |= adopted  # reaped by the sweep once they are zombies
+
+    # -- the fallback's sweep ------------------------------------------------------------------
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(SWEEP_SECONDS):
+            try:
+                self.sweep()
+            except Exception:  # never let the sweep take anything down
+                log.debug("orphan sweep failed", exc_info=True)
+
+    def sweep(self) -> None:
+        """Reap zombies of orphans we adopted (seen twice, so never one a waiter of ours is about to
+        collect) and tell the watchdog about live ones, so a `kill -9` of ours still reaches them."""
+        me = os.getpid()
+        table = procs.process_table()
+        with self._lock:
+            self._leaders &= set(table)
+            leaders = set(self._leaders)
+            watchdog = self._proc.pid if self._proc else -1
+        zombies = {pid for pid, (ppid, _, state) in table.items()
+                   if ppid == me and state == "Z" and pid not in leaders and pid != watchdog}
+        for pid in zombies & self._zombies:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+        self._zombies = zombies
+        for pid, (ppid, _, state) in table.items():
+            if ppid == me and state != "Z" and pid not in leaders and pid != watchdog and pid not in self._adopted:
+                start = procs.pid_start_token(pid)
+                if start is not None:
+                    self._adopted[pid] = start
+                    self._send(f"P {pid} {start}")
+        self._adopted = {pid: start for pid, start in self._adopted.items() if pid in table}
+
+    def _kill_adopted(self) -> None:
+        """At the end: every orphan we adopted, tokened or not, dies with the executor."""
+        me = os.getpid()
+        table = procs.process_table()
+        with self._lock:
+            leaders = set(self._leaders)
+        watchdog = self._proc.pid if self._proc else -1
+        orphans = {pid for pid, (ppid, _, state) in table.items()
+                   if ppid == me and state != "Z" and pid not in leaders and pid != watchdog}
+        if orphans:
+            procs.freeze_and_kill(procs.descendants(table, orphans))
+            for pid in orphans:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, 0)
+
+    # -- the end -------------------------------------------------------------------------------
 
     def kill_all(self) -> None:
         with self._lock:
@@ -79,8 +191,11 @@ class Reaper:
             self.discard(pgid)
 
     def close(self) -> None:
-        """Kill what is left, then let the watchdog exit (EOF with an empty set)."""
+        """Kill what is left, then let the watchdog clean up (cgroups) and exit (EOF)."""
+        self._stop.set()
         self.kill_all()
+        if self.subreaper:
+            self._kill_adopted()
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(Exception):
@@ -90,17 +205,49 @@ class Reaper:
 
 
 class UnitProcesses:
-    """The tracker one unit's worker sees: registers groups with the reaper and remembers its own,
-    so whatever the agent left behind is killed when the unit ends."""
+    """The tracker one unit's worker sees (a `ProcessTracker`): registers groups with the reaper,
+    gives every process the unit's token and cgroup, and kills all of it when the unit ends."""
 
     def __init__(self, reaper: Reaper | None) -> None:
         self._reaper = reaper
         self._groups: set[int] = set()
+        self._leaders: set[int] = set()
+        self._token: str | None = None
+        self._cgroup: Path | None = None
+        self._outside = False  # some process of ours is not in the unit's cgroup: trace it by token
+        self._released = False
+
+    def _ensure(self) -> None:
+        if self._token is None and self._reaper is not None:
+            self._token, self._cgroup = self._reaper.new_unit()
+
+    def child_env(self) -> dict[str, str]:
+        self._ensure()
+        return {procs.UNIT_TOKEN_ENV: self._token} if self._token else {}
+
+    def cgroup_procs(self) -> str | None:
+        self._ensure()
+        return str(self._cgroup / "cgroup.procs") if self._cgroup is not None else None
 
     def add(self, pgid: int) -> None:
         self._groups.add(pgid)
+        self._leaders.add(pgid)
         if self._reaper is not None:
             self._reaper.add(pgid)
+            self._adopt_into_cgroup(pgid)
+
+    def _adopt_into_cgroup(self, pid: int) -> None:
+        """A process started by someone else (the Claude SDK): move it into the unit's cgroup now."""
+        self._ensure()
+        if self._cgroup is None:
+            self._outside = True
+            return
+        if pid in cgroups.members(self._cgroup):
+            return
+        try:
+            (self._cgroup / "cgroup.procs").write_text(str(pid))
+        except OSError:
+            self._outside = True
 
     def discard(self, pgid: int) -> None:
         self._groups.discard(pgid)
@@ -108,6 +255,12 @@ class UnitProcesses:
             self._reaper.discard(pgid)
 
     def kill_all(self) -> None:
+        if self._reaper is not None and self._token is not None and not self._released:
+            self._released = True
+            if self._cgroup is not None:
+                self._reaper.release_cgroup(self._cgroup)
+            if self._cgroup is None or self._outside:
+                self._reaper.kill_unit_tree(self._token, {pid for pid in self._leaders if procs.process_alive(pid)})
         for pgid in list(self._groups):
             kill_group(pgid)
             self.discard(pgid)

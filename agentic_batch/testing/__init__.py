@@ -30,3 +30,9 @@ class SetTracker:
     def discard(self, pgid: int) -> None:
         with self._lock:
             self.active.discard(pgid)
+
+    def child_env(self) -> dict[str, str]:
+        return {}
+
+    def cgroup_procs(self) -> str | None:
+        return None

@@ -60,11 +60,23 @@ class OpenGate:
 
 
 class ProcessTracker(Protocol):
-    """Where workers register the process groups they start (killed on timeout, cancel, death)."""
+    """Where workers register the process groups they start (killed on timeout, cancel, death).
+
+    A worker that starts processes itself (not through `workers.process.spawn`) adds `child_env()` to
+    their environment: the engine finds a process that left its session by that marker.
+    """
 
     def add(self, pgid: int) -> None: ...
 
     def discard(self, pgid: int) -> None: ...
+
+    def child_env(self) -> dict[str, str]:
+        """Variables every process of the unit must carry (its marker); may be empty."""
+        ...
+
+    def cgroup_procs(self) -> str | None:
+        """The `cgroup.procs` file a new process writes "0" to before it execs, or None."""
+        ...
 
 
 @dataclass

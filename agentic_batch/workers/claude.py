@@ -308,6 +308,7 @@ class ClaudeWorker:
             return UnitOutcome.failure(f"Claude Code CLI not found; {INSTALL_HINT} or set cli_path",
                                        ErrorClass.permanent)
         env = {k: v for k, v in _CLI_ENV_DEFAULTS.items() if k not in os.environ}
+        env.update(ctx.processes.child_env())  # the unit's marker: traces tools that leave the CLI's session
         run_dir = load_settings().run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         group = CliProcessGroup(run_dir, ctx.processes)

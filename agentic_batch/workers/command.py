@@ -20,10 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.prompts import compile_template, referenced_fields, render
 from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
-from agentic_batch.workers.process import spawn, terminate
+from agentic_batch.workers.process import exited, kill_group, spawn, terminate
 
 _MAX_EVENT_LINES = 200
 _STDERR_TAIL = 4000
+#: stderr kept in memory (its tail goes into the error message).
+_STDERR_KEEP = 1 << 20
+_CHUNK = 1 << 16
+#: An event shows at most this many bytes of one output line.
+_EVENT_TEXT = 4000
+#: After the command exits, how long its leftovers may keep its stdout/stderr open before they are killed.
+DRAIN_GRACE_SECONDS = 1.5
 
 
 class CommandOptions(BaseModel):
@@ -119,12 +126,23 @@ class CommandWorker:
             return UnitOutcome.failure(f"permission denied running {argv[0]}", ErrorClass.permanent)
         except OSError as exc:
             return UnitOutcome.failure(f"cannot run {argv[0]}: {exc}", ErrorClass.permanent)
+        cap = getattr(ctx, "max_output_bytes", None)  # set by the engine (--max-output-bytes)
+        out, err = OutputCapture(cap), OutputCapture(_STDERR_KEEP)
+        readers = asyncio.ensure_future(asyncio.gather(_read(proc.stdout, ctx, "stdout", out),
+                                                       _read(proc.stderr, ctx, "stderr", err)))
         try:
-            stdout, stderr = await asyncio.gather(self._read(proc.stdout, ctx, "stdout"),
-                                                  self._read(proc.stderr, ctx, "stderr"))
-            code = await proc.wait()
+            code = await exited(proc)
+            if not await _settle(readers, DRAIN_GRACE_SECONDS):
+                # The command is done but something it started still holds its stdout/stderr open
+                # (`sleep 100 & echo done`): kill the group, keep what was read.
+                ctx.emit("warning", {"message": f"the command exited but its background processes kept its "
+                                                f"output open; they were killed after {DRAIN_GRACE_SECONDS:g}s"})
+                kill_group(proc.pid)
+                await _settle(readers, 0.5)  # a process that left the group may hold the pipe: give up
         finally:
+            readers.cancel()
             await terminate(proc, ctx.processes)
+        stdout, stderr = out.text(), err.text()
         ctx.emit("exit", {"code": code})
         if code == 0:
             return UnitOutcome(output=stdout.removesuffix("\n"))
@@ -137,19 +155,77 @@ class CommandWorker:
         return UnitOutcome.failure(f"exit code {code}" + (f": {tail}" if tail else ""), error_class,
                                    output=stdout or None)
 
-    @staticmethod
-    async def _read(stream: asyncio.StreamReader | None, ctx: UnitContext, kind: str) -> str:
-        """Collect a stream, emitting its first lines as events so a slow command shows progress."""
-        if stream is None:
-            return ""
-        chunks: list[bytes] = []
-        lines = 0
-        while line := await stream.readline():
-            chunks.append(line)
-            if lines < _MAX_EVENT_LINES:
-                ctx.emit(kind, {"text": line.decode(errors="replace").rstrip("\n")})
-            lines += 1
-        return b"".join(chunks).decode(errors="replace")
+
+async def _settle(task: asyncio.Future[object], timeout: float) -> bool:
+    """Wait up to `timeout` for `task` without cancelling it; True if it finished."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    return bool(done)
+
+
+class OutputCapture:
+    """A stream's bytes with bounded memory: under a cap, the first and last halves and a count of the
+    bytes in between, which `text()` replaces with a marker. No cap: everything."""
+
+    def __init__(self, cap: int | None) -> None:
+        self.cap = cap if cap is None or cap > 0 else None
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.cap is None:
+            self.head += data
+            return
+        room = self.cap - self.cap // 2 - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            excess = len(self.tail) - self.cap // 2
+            if excess > 0:
+                del self.tail[:excess]
+
+    def text(self) -> str:
+        omitted = self.total - len(self.head) - len(self.tail)
+        if omitted <= 0:
+            return (self.head + self.tail).decode(errors="replace")
+        return (self.head.decode(errors="replace") + f"\n[... {omitted} bytes omitted ...]\n"
+                + self.tail.decode(errors="replace"))
+
+
+async def _read(stream: asyncio.StreamReader | None, ctx: UnitContext, kind: str, capture: OutputCapture) -> None:
+    """Collect a stream in chunks (a line may be any length), emitting its first lines as events so a
+    slow command shows progress; an event shows at most the first `_EVENT_TEXT` bytes of a line."""
+    if stream is None:
+        return
+    lines = 0
+    pending = bytearray()
+    skipping = False  # inside a line already emitted (cut): drop bytes up to its newline
+
+    def emit(raw: bytes, cut: bool = False) -> None:
+        ctx.emit(kind, {"text": raw.decode(errors="replace").rstrip("\r") + (" …" if cut else "")})
+
+    while chunk := await stream.read(_CHUNK):
+        capture.add(chunk)
+        if lines >= _MAX_EVENT_LINES:
+            continue
+        pending += chunk
+        while lines < _MAX_EVENT_LINES and (newline := pending.find(b"\n")) >= 0:
+            if not skipping:
+                emit(pending[:min(newline, _EVENT_TEXT)], cut=newline > _EVENT_TEXT)
+                lines += 1
+            skipping = False
+            del pending[:newline + 1]
+        if len(pending) > _EVENT_TEXT:
+            if not skipping and lines < _MAX_EVENT_LINES:
+                emit(pending[:_EVENT_TEXT], cut=True)
+                lines += 1
+                skipping = True
+            pending.clear()
+    if pending and not skipping and lines < _MAX_EVENT_LINES:
+        emit(pending)
 
 
 KIND = WorkerKind(

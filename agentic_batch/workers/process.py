@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -32,6 +33,21 @@ def pdeathsig_preexec() -> None:
     _set_parent_death_signal()
 
 
+def _child_setup(cgroup_procs: str | None) -> None:
+    """Between fork and exec: die with the parent, and join the unit's cgroup (if it has one) so
+    nothing this process starts can leave it. Joining is best effort: the unit token still traces it."""
+    _set_parent_death_signal()
+    if cgroup_procs:
+        try:
+            fd = os.open(cgroup_procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
 async def spawn(
     argv: Sequence[str],
     *,
@@ -43,16 +59,19 @@ async def spawn(
     stderr: int | None = asyncio.subprocess.PIPE,
     limit: int = 2**20,
 ) -> asyncio.subprocess.Process:
-    """Start `argv` (never through a shell) in its own session and register its group."""
+    """Start `argv` (never through a shell) in its own session, in the unit's cgroup and with its
+    marker in the environment, and register its group."""
+    marker = tracker.child_env()
+    cgroup_procs = tracker.cgroup_procs()
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
-        env=dict(env) if env is not None else None,
+        env={**(os.environ if env is None else env), **marker} if marker or env is not None else None,
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
-        preexec_fn=pdeathsig_preexec,
+        preexec_fn=functools.partial(_child_setup, cgroup_procs),
         limit=limit,
     )
     tracker.add(proc.pid)  # session leader: its pid is the process group id
@@ -63,6 +82,34 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     """Signal a whole process group, ignoring one that is already gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+async def exited(proc: asyncio.subprocess.Process, poll: float = 0.05) -> int:
+    """Wait until the process itself has exited and return its code.
+
+    Not `proc.wait()`: on Python 3.11 that also waits for every pipe to close, so a background child
+    holding stdout (`sleep 100 & echo done`) would keep a finished command "running". A pidfd tells
+    us the moment the process exits (Linux 5.3+); elsewhere we poll. The exit code appears once
+    asyncio's child watcher has reaped it, a moment later.
+    """
+    if proc.returncode is None and hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:
+            pidfd = -1  # already gone (reaped), or no pidfd support: poll below
+        if pidfd >= 0:
+            loop = asyncio.get_running_loop()
+            ready = loop.create_future()
+            loop.add_reader(pidfd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+            poll = min(poll, 0.005)
+    while proc.returncode is None:
+        await asyncio.sleep(poll)
+    return proc.returncode
 
 
 async def terminate(proc: asyncio.subprocess.Process, tracker: ProcessTracker) -> None:

@@ -1,0 +1,131 @@
+"""Agents that misbehave around their unit, with real executors and real processes: a grandchild
+that leaves its session, a child that keeps the command's stdout open, a 2 MiB output line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentic_batch.engine import cgroups
+from agentic_batch.spec import JobSpec
+from tests.fixtures.abp import processes_with, wait_status, wait_until
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+ESCAPER = FIXTURES / "escaper.py"
+
+
+def _cgroups_work() -> bool:
+    parent = cgroups.own_cgroup()
+    if parent is None:
+        return False
+    probe = parent / f"abp-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
+
+
+@pytest.fixture(params=["cgroup", "subreaper"])
+def tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of tracking descendants: a cgroup per unit (where the host lets us) and the fallback."""
+    if request.param == "cgroup":
+        if not _cgroups_work():
+            pytest.skip("this host does not let us create a cgroup v2 below our own")
+        monkeypatch.setenv("ABP_PROCESS_CGROUPS", "1")
+    else:
+        monkeypatch.setenv("ABP_PROCESS_CGROUPS", "0")
+    return str(request.param)
+
+
+def command_job(orch, workdir: Path, command: str, n: int = 1, **kw) -> int:  # type: ignore[no-untyped-def]
+    data = workdir / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+    spec = JobSpec(name="runaway", source={"kind": "jsonl", "path": str(data), "key": "id"}, worker="command",
+                   worker_options={"command": command}, **kw)
+    return orch.create(spec, cwd=workdir).job_id
+
+
+def leftover_cgroups() -> list[Path]:
+    parent = cgroups.own_cgroup()
+    return sorted(parent.glob("abp-*")) if parent is not None else []
+
+
+def test_a_grandchild_that_leaves_its_session_dies_with_its_unit(orch, workdir: Path, tracking: str) -> None:
+    marker = f"abp-esc-{uuid.uuid4().hex[:8]}"
+    before = leftover_cgroups()
+    job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker} {workdir}/out-{{{{ row.id }}}} 2",
+                      n=3, concurrency=3)
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final["status"] == "COMPLETED" and final["completed"] == 3
+    assert sorted(r["output"] for r in orch.results(job)) == ["done"] * 3
+    wait_until(lambda: not processes_with(marker), timeout=10, what="the escaped grandchildren to be killed")
+    time.sleep(3)  # past the moment they would have written their files
+    assert not list(workdir.glob("out-*"))
+    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    wait_until(lambda: leftover_cgroups() == before, timeout=10, what="the executor's cgroups removed")
+
+
+def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, workdir: Path,
+                                                                          tracking: str) -> None:
+    marker = f"abp-esc9-{uuid.uuid4().hex[:8]}"
+    before = leftover_cgroups()
+    job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker} {workdir}/out-{{{{ row.id }}}} 3 60",
+                      n=2, concurrency=2)
+    orch.start(job, skip_test=True)
+    wait_until(lambda: len(processes_with(f"{marker}-escapee")) == 2, timeout=30, what="two escaped grandchildren")
+    pid = orch.status(job)["executor"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not processes_with(marker), timeout=10, what="every agent process killed by the watchdog")
+    time.sleep(3.5)
+    assert not list(workdir.glob("out-*"))
+    wait_until(lambda: leftover_cgroups() == before, timeout=10, what="the watchdog removed the cgroups")
+
+
+def test_a_command_whose_child_keeps_stdout_open_completes_when_the_command_exits(orch, workdir: Path) -> None:
+    marker = f"abp-open-{uuid.uuid4().hex[:8]}"
+    script = workdir / "bg.sh"
+    script.write_text(f"{sys.executable} -c 'import time; time.sleep(100)' {marker} &\necho done\n")
+    job = command_job(orch, workdir, f"sh {script}", n=2, timeout_s=20, max_retries=0)
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    rows = orch.results(job)
+    assert final["status"] == "COMPLETED", rows
+    assert [(r["output"], r["attempts"]) for r in rows] == [("done", 1), ("done", 1)]
+    assert not processes_with(marker)  # the background child was killed after the drain grace
+    warnings = [e for e in orch.events(job, rows[0]["unit_id"]) if e["kind"] == "warning"]
+    assert warnings and "kept its output open" in warnings[0]["data"]["message"]
+
+
+def test_a_2_mib_output_line_completes_with_the_whole_line(orch, workdir: Path) -> None:
+    size = 2 * 1024 * 1024
+    job = command_job(orch, workdir, f"{sys.executable} -c \"import sys; sys.stdout.write('x' * {size} + '\\n')\"")
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    [row] = orch.results(job)
+    assert final["status"] == "COMPLETED", row["error"]
+    assert row["output"] == "x" * size
+    stdout_events = [e for e in orch.events(job, row["unit_id"]) if e["kind"] == "stdout"]
+    assert len(stdout_events) == 1 and len(stdout_events[0]["data"]["text"]) < 5000  # the event shows its start
+
+
+def test_output_capture_keeps_head_and_tail_under_a_cap() -> None:
+    from agentic_batch.workers.command import OutputCapture
+
+    capture = OutputCapture(10)
+    for chunk in (b"abc", b"defghij", b"klmnopqrstu", b"vwxyz"):
+        capture.add(chunk)
+    assert capture.total == 26 and len(capture.head) + len(capture.tail) == 10
+    assert capture.text() == "abcde\n[... 16 bytes omitted ...]\nvwxyz"
+    whole = OutputCapture(None)
+    whole.add(b"x" * 100)
+    assert whole.text() == "x" * 100
