@@ -25,9 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from agentic_batch.errors import SourceError
 from agentic_batch.spec import Priority, SourceSpec
 
@@ -265,6 +262,9 @@ def _absolute_sqlite_url(db_url: str, base: str) -> str:
     strings and percent-escapes are read the same way here and there. A `file:` URI prefix is
     dropped: the sql source opens every SQLite file as its own read-only URI anyway.
     """
+    from sqlalchemy.engine import make_url  # lazily: a csv job never imports SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(db_url)
     except (ArgumentError, ValueError):
@@ -277,6 +277,9 @@ def _absolute_sqlite_url(db_url: str, base: str) -> str:
 
 def hide_password(url: str) -> str:
     """The URL as it may be shown in messages and listings (password replaced by ***)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
         if "@" not in (parsed.host or ""):  # an unescaped '@' in a password ends up in the host

@@ -139,7 +139,8 @@ def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
     except OSError as exc:
         raise SourceError(f"cannot read files root {root}: {exc.strerror}") from None
     found = 0
-    for entry, relative_path in _walk(root, "", matcher.start(), matcher):
+    unreadable: list[tuple[str, str]] = []
+    for entry, relative_path in _walk(root, "", matcher.start(), matcher, unreadable):
         try:
             size = entry.stat().st_size
         except OSError:
@@ -156,6 +157,8 @@ def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
                 "size": size,
             },
         )
+    if not found and unreadable:
+        raise _unreadable_error(glob, root, unreadable)
     if not found:
         raise SourceError(
             f"no files match {glob!r} under {root}",
@@ -164,17 +167,36 @@ def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
         )
 
 
+def _unreadable_error(glob: str, root: str, unreadable: list[tuple[str, str]]) -> SourceError:
+    """'no files match' would blame the glob; say which directories could not be listed and why."""
+    first, reason = unreadable[0]
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    return SourceError(
+        f"no files match {glob!r} under {root}: cannot read directory {first} ({reason}){more}",
+        hint=f"give your user read and search permission on it (ls -ld {os.path.join(root, first)}), "
+        "or point the glob elsewhere",
+    )
+
+
 def _walk(
-    directory: str, prefix: str, states: frozenset[int], matcher: GlobMatcher
+    directory: str,
+    prefix: str,
+    states: frozenset[int],
+    matcher: GlobMatcher,
+    unreadable: list[tuple[str, str]],
 ) -> Iterator[tuple[os.DirEntry[str], str]]:
     """Depth first, entries sorted by name; symlinked directories are not entered (no loops).
 
-    An unreadable or vanished subdirectory is skipped: its files could not be processed anyway.
+    An unreadable subdirectory the glob could enter is skipped and noted in `unreadable` (with the
+    reason), so that a glob that finds nothing can say why; one that vanished is just skipped.
     """
     try:
         with os.scandir(directory) as listing:
             entries = sorted(listing, key=lambda e: e.name)
-    except OSError:
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        unreadable.append((prefix.rstrip("/") or ".", exc.strerror or type(exc).__name__))
         return
     for entry in entries:
         relative_path = prefix + entry.name
@@ -182,7 +204,7 @@ def _walk(
             if entry.is_dir(follow_symlinks=False):
                 inner = matcher.enter(states, entry.name)
                 if inner:
-                    yield from _walk(entry.path, relative_path + "/", inner, matcher)
+                    yield from _walk(entry.path, relative_path + "/", inner, matcher, unreadable)
                 continue
             if matcher.matches(relative_path) and entry.is_file():
                 yield entry, relative_path

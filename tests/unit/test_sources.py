@@ -164,6 +164,77 @@ def test_files_root_missing(tmp_path: Path) -> None:
     assert "does not exist" in error(tmp_path, kind="files", glob="*.py", root="nope")
 
 
+NOBODY = 65534
+
+
+def outcome_as_nobody(func: Any) -> str:
+    """`ok: <result>` or `error: <one line>` of func() run without root's power to read anything.
+
+    Root bypasses permission bits, so as root the call runs in a forked child that has become
+    `nobody` (modules are already imported; the child only reads the test's own directory).
+    """
+    if os.geteuid() != 0:
+        try:
+            return f"ok: {func()!r}"
+        except SourceError as exc:
+            return f"error: {exc.one_line()}"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                text = f"ok: {func()!r}"
+            except SourceError as exc:
+                text = f"error: {exc.one_line()}"
+            except BaseException as exc:
+                text = f"crash: {exc!r}"
+            os.write(write_end, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+@pytest.fixture
+def closed_tree() -> Iterator[Path]:
+    """open/b.md readable by all; closed/a.txt inside a directory nobody but its owner (root) can list."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="abp-closed-"))  # not under pytest's 0700 tmp dir
+    base.chmod(0o755)
+    write(base / "open" / "b.md", "readable")
+    write(base / "closed" / "a.txt", "secret")
+    (base / "open").chmod(0o755)
+    (base / "open" / "b.md").chmod(0o644)
+    (base / "closed").chmod(0o000)
+    if os.geteuid() != 0 and os.access(base / "closed", os.R_OK):
+        pytest.skip("this user can read a mode-000 directory")
+    yield base
+    (base / "closed").chmod(0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("glob", ["closed/*", "**/*.txt"])
+def test_files_unreadable_directory_is_named(closed_tree: Path, glob: str) -> None:
+    """Not 'no files match': the glob was right, the directory could not be listed."""
+    outcome = outcome_as_nobody(lambda: len(items(closed_tree, kind="files", glob=glob)))
+    assert outcome.startswith("error: "), outcome
+    assert f"no files match {glob!r}" in outcome
+    assert "cannot read directory closed (Permission denied)" in outcome and "ls -ld" in outcome
+
+
+def test_files_an_unreadable_directory_beside_matches_is_skipped(closed_tree: Path) -> None:
+    assert outcome_as_nobody(lambda: rels(items(closed_tree, kind="files", glob="**/*"))) == "ok: ['open/b.md']"
+
+
 # ----------------------------------------------------------------------------------------------- csv
 
 
