@@ -10,6 +10,9 @@ from pathlib import Path
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3847
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: Shortest token accepted for a bind other than loopback (a token_urlsafe(32) is 43).
+MIN_TOKEN_CHARS = 16
+TOKEN_RECIPE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def is_loopback(host: str) -> bool:
@@ -21,6 +24,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def token_problem(token: str | None, host: str) -> str | None:
+    """What is wrong with this token for a server bound to `host` ("is blank", ...), or None.
+
+    A token must be sendable as `Authorization: Bearer TOKEN` (printable, no spaces: a blank one
+    could never match) and, off loopback where anyone on the network may guess, long enough that
+    guessing is hopeless. No token at all is fine on loopback only ("is missing").
+    """
+    if token is None:
+        return None if is_loopback(host) else "is missing"
+    if not token.strip():
+        return "is blank"
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        return "contains spaces or control characters (it could not be sent in a header)"
+    if not is_loopback(host) and len(token) < MIN_TOKEN_CHARS:
+        plural = "s" if len(token) != 1 else ""
+        return f"is {len(token)} character{plural} long; off loopback it needs at least {MIN_TOKEN_CHARS}"
+    return None
 
 
 @dataclass(frozen=True)

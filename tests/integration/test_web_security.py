@@ -28,6 +28,26 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path) -> None:  # ty
     assert abp("serve", "--port", "70000").returncode == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--host", "0.0.0.0", "--token", "a"], {}, "the token from --token is 1 character long"),
+        (["--host", "0.0.0.0", "--token", "fifteen-chars-x"], {}, "is 15 characters long"),
+        (["--host", "0.0.0.0", "--token", " "], {}, "the token from --token is blank"),
+        (["--host", "::", "--token", "a token with spaces in it"], {}, "contains spaces"),
+        (["--host", "0.0.0.0"], {"ABP_API_TOKEN": "short"}, "the token from ABP_API_TOKEN is 5 characters"),
+        (["--token", "  "], {}, "refusing to serve on 127.0.0.1: the token from --token is blank"),
+    ],
+)
+def test_serve_refuses_a_weak_token(args: list[str], env: dict[str, str], needle: str) -> None:
+    """A token anyone could guess (or could never send) is as good as none off loopback."""
+    result = abp("serve", *args, "--port", "39999", timeout=60, env=env)
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "secrets.token_urlsafe(32)" in lines[0]
+
+
 def test_the_cli_does_not_import_the_web_stack_and_names_the_extra() -> None:
     probe = ("import sys\nfrom agentic_batch.cli import main\nsys.argv = ['abp', 'list', '--json']\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
