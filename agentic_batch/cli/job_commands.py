@@ -197,6 +197,13 @@ def register(app: typer.Typer) -> None:
             print_json(result)
         else:
             out.print(f"{result['added']} new unit(s) added; {result['existing']} item(s) were already there.")
+            if result.get("next"):
+                job_id = result["job_id"]
+                command = {"resume": f"abp resume {job_id}", "retry": f"abp retry {job_id}",
+                           "start": f"abp start {job_id}", "approve": f"abp start {job_id} --approve"}[result["next"]]
+                out.print(f"Job {job_id} is {result['status']}: `{command}` runs them.")
+            elif result["added"] and result["status"] == "RUNNING":
+                out.print(f"Job {result['job_id']} is RUNNING: its executor picks them up.")
 
 
 def _run_test(orch: Any, job_id: int) -> dict[str, Any]:

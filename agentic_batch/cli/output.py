@@ -194,6 +194,6 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         table.add_row(str(r["id"]), Text(r["name"]), status_text(r["status"]), f"{r['progress']:.1f}%",
-                      f"{r['completed']}/{r['total']}", str(r["failed"]), money(r["cost_usd"]), r["worker"],
+                      f"{r['done']}/{r['total']}", str(r["failed"]), money(r["cost_usd"]), r["worker"],
                       age(r["created_at"]))
     return table

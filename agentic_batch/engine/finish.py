@@ -54,15 +54,39 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
         return
     counts = await ex.db(store.count_units, job.id)
     if counts["FAILED"]:
-        await ex.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=now,
-                    error=f"{counts['FAILED']} unit(s) failed after retries")
-        recorder.log(job.id, "error", f"job failed: {counts['FAILED']} unit(s) failed", executor_id=ex.id)
+        by_class = await ex.db(store.failed_by_class, job.id)
+        error = failure_message(by_class, job.max_retries)
+        await ex.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=now, error=error)
+        recorder.log(job.id, "error", f"job failed: {error}", executor_id=ex.id)
+        return
+    if counts["CANCELLED"]:
+        # A job is COMPLETED only when every unit is; units a user cancelled (or left cancelled when
+        # retrying some of a cancelled job) make it CANCELLED, and say how to run them.
+        error = (f"{counts['CANCELLED']} unit(s) cancelled, {counts['COMPLETED']} completed (a retry that "
+                 "includes cancelled units runs them)")
+        if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="CANCELLED", finished_at=now,
+                       error=error):
+            recorder.log(job.id, "info", f"job ended: {error}", executor_id=ex.id)
         return
     if job.reduce_prompt and not await _reduce_as_leader(ex, job, runner, recorder):
         return
     if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="COMPLETED", finished_at=time.time(),
                    error=None):
         recorder.log(job.id, "info", f"job completed: {counts['COMPLETED']} unit(s)", executor_id=ex.id)
+
+
+def failure_message(by_class: dict[str | None, int], max_retries: int) -> str:
+    """Why units failed, as the retry rules decided: at once (a permanent error, never retried) or
+    with every retry spent. `by_class` counts FAILED units by their last error class."""
+    total = sum(by_class.values())
+    permanent = by_class.get("permanent", 0)
+    spent = total - permanent
+    after = f"after {max_retries + 1} attempt(s), retries spent" if max_retries else "on their only attempt"
+    if not spent:
+        return f"{total} unit(s) failed permanently (errors that are not retried)"
+    if not permanent:
+        return f"{total} unit(s) failed {after}"
+    return f"{total} unit(s) failed: {permanent} permanently (errors that are not retried), {spent} {after}"
 
 
 async def _reduce_as_leader(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> bool:

@@ -80,9 +80,11 @@ def next_step(s: dict[str, Any]) -> str:
         "PAUSED": f"Resume with resume_job(job_id={job}).",
         "COMPLETED": f"Fetch results with get_results(job_id={job}) or write them to a file with "
                      f"export_results(job_id={job}, path=...).",
-        "FAILED": f"Some units failed after their retries: see get_results(job_id={job}, status='failed'); "
+        "FAILED": f"Some units failed (the error says why): see get_results(job_id={job}, status='failed'); "
                   f"retry_failed(job_id={job}) runs them again.",
-        "CANCELLED": f"The job was cancelled; completed results remain available via get_results(job_id={job}).",
+        "CANCELLED": f"The job or some of its units were cancelled; completed results remain available via "
+                     f"get_results(job_id={job}); retry_failed(job_id={job}, include_cancelled=true) runs the "
+                     f"cancelled units.",
     }.get(s["status"], "")
 
 
@@ -93,7 +95,7 @@ def status_view(s: dict[str, Any]) -> dict[str, Any]:
     executor.pop("executors", None)  # one executor's details are enough for a model
     view["executor"] = executor
     step = next_step(s)
-    if s["status"] == "RUNNING" and executor.get("state") == "stopped" and (s["pending"] or s["running"]):
+    if s["status"] == "RUNNING" and executor.get("state") in ("stopped", "lost") and (s["pending"] or s["running"]):
         step = (f"No executor is working on this RUNNING job (it died or was stopped); call "
                 f"resume_job(job_id={s['id']}) to reclaim its units and start one.")
     return {"summary": status_summary(s), **view, "next_step": step}

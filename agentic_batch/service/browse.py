@@ -53,19 +53,12 @@ class BrowseMixin:
                 "limit": limit, "offset": offset}
 
     def _job_row(self, job: JobRecord) -> dict[str, Any]:
-        """A running job gets the full status (live rate, executor); others the cheap summary."""
+        """A running job gets the full status (executor state); others the cheap summary. Both carry the
+        same words (`Progress`): counts, done, progress, rate, ETA, elapsed."""
         if job.status == JobStatus.RUNNING.value:
             full = job_status(self.store, self.settings, job)
             return {**full, "executor_state": full["executor"]["state"], "executor": None}
-        row = job_summary(self.store, job)
-        end = job.finished_at or time.time()
-        elapsed = (end - job.started_at) if job.started_at else 0.0
-        finished = row["completed"] + row["failed"]
-        row.update(done=finished + row["cancelled"], elapsed_seconds=round(elapsed, 3),
-                   rate=round(finished / elapsed, 4) if elapsed > 0 else 0.0, eta_seconds=None,
-                   executor_state=None, pause_reason=job.pause_reason if job.status == "PAUSED" else None,
-                   error=job.error)
-        return row
+        return {**job_summary(self.store, job), "executor_state": None}
 
     def stats(self) -> dict[str, Any]:
         """Totals across every job: jobs and units per status, cost, tokens, overall rate."""

@@ -86,7 +86,9 @@ class Orchestrator(BrowseMixin):
         if added and job.status == "COMPLETED":
             self.store.update_job(job.id, expect=["COMPLETED"], status="PAUSED", pause_reason="new items",
                                   finished_at=None)
-        return {"added": added, "existing": existing}
+        status = self.job(job.id).status
+        return {"job_id": job.id, "added": added, "existing": existing, "status": status,
+                "next": _sync_next(status) if added else None}
 
     # -- test first -----------------------------------------------------------------------------
 
@@ -292,8 +294,7 @@ class Orchestrator(BrowseMixin):
     def edit_prompt(self, ref: str | int, template: str) -> dict[str, Any]:
         """Replace the prompt template; units not yet completed will use it."""
         job = self.settle_test(self.job(ref))
-        self._expect(job, {"CREATED", "TESTING", "PAUSED", "FAILED"}, "edit the prompt of",
-                     "stop the job first (`abp stop`)")
+        self._expect(job, {"CREATED", "TESTING", "PAUSED", "FAILED"}, "edit the prompt of", _edit_hint(job))
         if not template.strip():
             raise InvalidSpec("the prompt template is empty")
         compile_template(template)
@@ -419,6 +420,17 @@ def _approve_hint(job: JobRecord) -> str:
     if job.status == "CREATED":
         return f"run the test first: `abp start {job.id}`"
     return "approve applies to a TESTING job (after `abp start`)"
+
+
+def _edit_hint(job: JobRecord) -> str:
+    return {RUNNING: f"stop it first (`abp stop {job.id}`), edit, then `abp resume {job.id}`",
+            "COMPLETED": "every unit has completed with it; to run the items with another prompt, create a new job",
+            "CANCELLED": "to run the items with another prompt, create a new job"}.get(job.status, "")
+
+
+def _sync_next(status: str) -> str | None:
+    """What runs the new units, as an action name every interface renders in its own words."""
+    return {"PAUSED": "resume", "FAILED": "retry", "CREATED": "start", "TESTING": "approve"}.get(status)
 
 
 def _resume_hint(job: JobRecord) -> str:

@@ -1,11 +1,12 @@
 """Read models: job status (counts, progress, rate, ETA, cost, executor) and unit detail.
 
-Everything is derived on read from unit statuses and timestamps; nothing here is stored.
+Everything is derived on read from unit statuses and the job's working clock; nothing here is stored.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from agentic_batch.config import Settings
@@ -13,11 +14,70 @@ from agentic_batch.engine.recovery import executor_alive
 from agentic_batch.spec import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
 
+#: The window of the all-jobs throughput on the dashboard (`stats`).
 RATE_WINDOW_S = 60.0
 _PRIORITY_NAMES = {p.rank: p.value for p in Priority}
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The words users see, defined once (README "Words"); every view of a job reads them from here.
+
+    `running`: an agent works on the unit now (the claim keeps it at or below the job's concurrency).
+    `done`: completed + failed + cancelled, the units that will not run again unless retried.
+    `elapsed`: the job's working time, seconds spent RUNNING (paused and idle time left out).
+    `rate`: completed units per second of working time. `eta`: the units left over the pace at
+    which units leave the queue (completed or failed), while the job runs.
+    """
+
+    status: str
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    elapsed: float
+
+    @classmethod
+    def of(cls, job: JobRecord, counts: dict[str, int], now: float) -> Progress:
+        return cls(status=job.status, pending=counts["PENDING"], running=counts["RUNNING"],
+                   completed=counts["COMPLETED"], failed=counts["FAILED"], cancelled=counts["CANCELLED"],
+                   elapsed=job.working_seconds(now))
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.running + self.completed + self.failed + self.cancelled
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.done / self.total, 2) if self.total else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        left = self.pending + self.running
+        pace = (self.completed + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
+        return left / pace if self.status == "RUNNING" and left and pace > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        eta = self.eta
+        return {"total": self.total, "pending": self.pending, "running": self.running,
+                "completed": self.completed, "failed": self.failed, "cancelled": self.cancelled,
+                "done": self.done, "progress": self.percent, "rate": round(self.rate, 4),
+                "eta_seconds": round(eta, 1) if eta is not None else None,
+                "elapsed_seconds": round(self.elapsed, 3)}
+
+
 def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:
+    """The job's executors: `running`, `stopped` (it left cleanly) or `lost` (its process is gone or
+    its heartbeat is older than a lease, without it having stopped)."""
     # A test run's owner counts while it runs (a TESTING job shows who tests it), not once it is over.
     records = [r for r in store.list_executors(job_id) if r.state not in ("tested", "test-lost")]
     if not records:
@@ -27,7 +87,8 @@ def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, An
     listed = []
     for rec in records[:20]:
         alive = executor_alive(rec, settings, now)
-        listed.append({"id": rec.id, "host": rec.host, "pid": rec.pid, "state": "running" if alive else "stopped",
+        state = "running" if alive else "stopped" if rec.state == "stopped" else "lost"
+        listed.append({"id": rec.id, "host": rec.host, "pid": rec.pid, "state": state,
                        "started_at": rec.started_at, "heartbeat_at": rec.heartbeat_at,
                        "units_done": store.owner_counts(rec.id).get("COMPLETED", 0) if alive else None})
     live = [e for e in listed if e["state"] == "running"]
@@ -37,36 +98,18 @@ def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, An
 
 
 def job_status(store: Store, settings: Settings, job: JobRecord) -> dict[str, Any]:
+    """Everything about one job: the summary plus cost projection, options and executors."""
     now = time.time()
-    counts = store.count_units(job.id)
-    total = sum(counts.values())
-    done = counts["COMPLETED"] + counts["FAILED"] + counts["CANCELLED"]
-    remaining = counts["PENDING"] + counts["RUNNING"]
-    end = job.finished_at or now
-    elapsed = (end - job.started_at) if job.started_at else 0.0
-    if job.status == "RUNNING" and job.started_at:
-        window = min(RATE_WINDOW_S, max(elapsed, 1e-9))
-        rate = store.finished_since(job.id, now - window) / window if window > 0 else 0.0
-    else:
-        rate = (counts["COMPLETED"] + counts["FAILED"]) / elapsed if elapsed > 0 else 0.0
-    eta = remaining / rate if rate > 0 and remaining and job.status == "RUNNING" else None
-    totals = store.unit_totals(job.id)
-    finished = counts["COMPLETED"] + counts["FAILED"]
-    per_unit = totals["cost_usd"] / finished if finished else None
+    row, totals = _summary(store, job, now)
+    total, finished = row["total"], row["completed"] + row["failed"]
+    per_unit = row["cost_usd"] / finished if finished else None
     projected = round(per_unit * total, 6) if per_unit is not None else None
     return {
-        "id": job.id, "job_id": job.id, "name": job.name, "status": job.status,
-        "total": total, "pending": counts["PENDING"], "running": counts["RUNNING"],
-        "completed": counts["COMPLETED"], "failed": counts["FAILED"], "cancelled": counts["CANCELLED"],
-        "done": done, "progress": round(100.0 * done / total, 2) if total else 0.0,
-        "rate": round(rate, 4), "eta_seconds": round(eta, 1) if eta is not None else None,
-        "elapsed_seconds": round(elapsed, 3),
-        "cost_usd": round(totals["cost_usd"], 6), "projected_cost_usd": projected,
+        **row,
+        "projected_cost_usd": projected,
         "budget_usd": job.budget_usd, "tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"],
-        "worker": job.worker, "concurrency": job.concurrency, "max_retries": job.max_retries,
+        "concurrency": job.concurrency, "max_retries": job.max_retries,
         "timeout_s": job.timeout_s, "priority": _PRIORITY_NAMES.get(job.priority, job.priority),
-        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-        "error": job.error, "pause_reason": job.pause_reason if job.status == "PAUSED" else None,
         "hold_until": job.hold_until if job.hold_until and job.hold_until > now else None,
         "test_unit_id": job.test_unit_id,
         "reduce": ({"status": job.reduce_status, "output": job.reduce_output, "error": job.reduce_error}
@@ -75,17 +118,18 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> dict[str, An
     }
 
 
-def job_summary(store: Store, job: JobRecord) -> dict[str, Any]:
-    """The cheap per-row view for `list`: counts and cost, no executor probing."""
-    counts = store.count_units(job.id)
-    total = sum(counts.values())
-    done = counts["COMPLETED"] + counts["FAILED"] + counts["CANCELLED"]
+def job_summary(store: Store, job: JobRecord, now: float | None = None) -> dict[str, Any]:
+    """The cheap per-row view for lists: counts, progress, rate, elapsed, cost; no executor probing."""
+    return _summary(store, job, time.time() if now is None else now)[0]
+
+
+def _summary(store: Store, job: JobRecord, now: float) -> tuple[dict[str, Any], dict[str, float]]:
+    progress = Progress.of(job, store.count_units(job.id), now)
+    totals = store.unit_totals(job.id)
     return {"id": job.id, "job_id": job.id, "name": job.name, "status": job.status, "worker": job.worker,
-            "total": total, "completed": counts["COMPLETED"], "failed": counts["FAILED"],
-            "running": counts["RUNNING"], "pending": counts["PENDING"], "cancelled": counts["CANCELLED"],
-            "progress": round(100.0 * done / total, 2) if total else 0.0,
-            "cost_usd": round(store.unit_totals(job.id)["cost_usd"], 6), "created_at": job.created_at,
-            "started_at": job.started_at, "finished_at": job.finished_at}
+            **progress.as_dict(), "cost_usd": round(totals["cost_usd"], 6), "created_at": job.created_at,
+            "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
+            "pause_reason": job.pause_reason if job.status == "PAUSED" else None}, totals
 
 
 def unit_view(unit: UnitRecord) -> dict[str, Any]:

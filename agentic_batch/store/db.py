@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from agentic_batch.errors import StoreError
 
 #: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _WRITE_OPTION = "abp_write"
 

@@ -62,7 +62,13 @@ class JobQueries:
             return int(conn.execute(query).scalar_one())
 
     def update_job(self, job_id: int, *, expect: Iterable[str] | None = None, **fields: Any) -> bool:
-        """Set fields; with `expect`, only if the job's status is one of those. True if it changed."""
+        """Set fields; with `expect`, only if the job's status is one of those. True if it changed.
+
+        A status change also runs the job's working clock (`active_seconds`, `running_since`), in the
+        same statement, so no transition anywhere can forget it: entering RUNNING starts a stretch
+        (unless one runs), leaving RUNNING adds it to `active_seconds`."""
+        if "status" in fields:
+            fields.update(_clock_fields(fields["status"], time.time()))
         query = sa.update(jobs).where(jobs.c.id == job_id).values(**fields)
         if expect is not None:
             query = query.where(jobs.c.status.in_(list(expect)))
@@ -85,3 +91,13 @@ class JobQueries:
                 sa.select(jobs).where(jobs.c.status == "CREATING", jobs.c.creator_host == host)
             ).mappings()
             return [from_mapping(JobRecord, r) for r in rows]
+
+
+def _clock_fields(status: str, now: float) -> dict[str, Any]:
+    """SET clauses for the working clock; column references read the row's values before the update."""
+    stamp = sa.literal(now, sa.Float)
+    if status == "RUNNING":
+        running = sa.and_(jobs.c.status == "RUNNING", jobs.c.running_since.is_not(None))
+        return {"running_since": sa.case((running, jobs.c.running_since), else_=stamp)}
+    stretch = sa.case((jobs.c.running_since.is_not(None), stamp - jobs.c.running_since), else_=sa.literal(0.0))
+    return {"active_seconds": jobs.c.active_seconds + stretch, "running_since": None}

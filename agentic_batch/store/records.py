@@ -48,6 +48,13 @@ class JobRecord:
     creator_host: str | None = None
     output_schema: dict[str, Any] | None = None
     quota_wait_s: float | None = None
+    active_seconds: float = 0.0
+    running_since: float | None = None
+
+    def working_seconds(self, now: float) -> float:
+        """Seconds this job has spent RUNNING (paused, idle and finished time left out)."""
+        current = max(0.0, now - self.running_since) if self.running_since is not None else 0.0
+        return (self.active_seconds or 0.0) + current
 
 
 @dataclass(slots=True)

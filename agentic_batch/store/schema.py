@@ -51,6 +51,10 @@ jobs = sa.Table(
     sa.Column("output_schema", sa.JSON),
     # How long a quota pause lasts when the provider does not say when the quota resets.
     sa.Column("quota_wait_s", sa.Float),
+    # The working clock (rate and elapsed exclude paused and idle time): seconds of every RUNNING
+    # stretch that ended, and when the current one began (NULL unless RUNNING). Kept by update_job.
+    sa.Column("active_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("running_since", sa.Float),
     sa.Index("ix_jobs_status", "status"),
 )
 

@@ -246,6 +246,15 @@ class UnitQueries:
         counts.update({status: int(n) for status, n in rows})
         return counts
 
+    def failed_by_class(self, job_id: int) -> dict[str | None, int]:
+        """FAILED units by their last error class (permanent, retryable, ...): why a job failed."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(units.c.error_class, sa.func.count())
+                .where(units.c.job_id == job_id, units.c.status == FAILED).group_by(units.c.error_class)
+            ).all()
+        return {error_class: int(n) for error_class, n in rows}
+
     def unit_totals(self, job_id: int) -> dict[str, float]:
         """Cost and tokens spent so far (a SUM over the job's units)."""
         with self.read() as conn:  # type: ignore[attr-defined]

@@ -141,8 +141,9 @@ def test_sync_adds_only_new_items(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "echo", n=3)
     path = workdir / "items.jsonl"
     path.write_text(path.read_text() + json.dumps({"id": 3, "name": "n3"}) + "\n")
-    assert orch.sync(job) == {"added": 1, "existing": 3}
-    assert orch.sync(job) == {"added": 0, "existing": 4}
+    first, again = orch.sync(job), orch.sync(job)
+    assert (first["added"], first["existing"], first["status"], first["next"]) == (1, 3, "CREATED", "start")
+    assert (again["added"], again["existing"], again["next"]) == (0, 4, None)
     assert orch.status(job)["total"] == 4
 
 
