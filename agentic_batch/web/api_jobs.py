@@ -133,7 +133,7 @@ def edit_prompt(job: str, body: PromptRequest, orch: Orch) -> dict[str, Any]:
 
 
 @router.post("/jobs/{job}/sync", summary="Add new items from the source")
-def sync_job(job: str, orch: Orch) -> dict[str, int]:
+def sync_job(job: str, orch: Orch) -> dict[str, Any]:
     return orch.sync(job)
 
 

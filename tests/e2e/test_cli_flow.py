@@ -385,14 +385,16 @@ def test_key_field_and_sync_add_only_new_items(workdir: Path, orch: Orchestrator
     source = workdir / "tickets.csv"
     source.write_text("id,name\n10,ann\n11,bob\n12,cat\n")
     job = str(create(workdir, "--csv", "tickets.csv", "--key", "id", "--command", UPPER))
-    assert ok_json("sync", job, cwd=workdir) == {"added": 0, "existing": 3}
+    assert ok_json("sync", job, cwd=workdir) == {"job_id": int(job), "added": 0, "existing": 3,
+                                                 "status": "CREATED", "next": None}
     ok("start", job, "--skip-test", cwd=workdir)
     assert [r["output"] for r in finish(orch, int(job))] == ["ANN", "BOB", "CAT"]
 
     # rows appended, an existing row edited (same key): only the new keys become units
     source.write_text("id,name\n10,ann-edited\n11,bob\n12,cat\n13,dan\n14,eve\n")
-    assert ok_json("sync", job, cwd=workdir) == {"added": 2, "existing": 3}
-    assert ok_json("sync", job, cwd=workdir) == {"added": 0, "existing": 5}
+    assert ok_json("sync", job, cwd=workdir) == {"job_id": int(job), "added": 2, "existing": 3,
+                                                 "status": "PAUSED", "next": "resume"}
+    assert ok_json("sync", job, cwd=workdir)["added"] == 0
     shown = ok_json("show", job, "13", cwd=workdir)  # a unit by its key
     assert shown["payload"] == {"id": "13", "name": "dan"}
 

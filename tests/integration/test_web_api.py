@@ -67,7 +67,8 @@ def test_create_test_approve_and_read_everything(web: Web) -> None:  # noqa: F81
 
     with (web.workdir / "items.jsonl").open("a") as items:  # the source grew: sync adds only the new item
         items.write(json.dumps({"id": 9, "name": "item-9"}) + "\n")
-    assert web.ok("POST", f"/api/jobs/{job}/sync") == {"added": 1, "existing": 4}
+    assert web.ok("POST", f"/api/jobs/{job}/sync") == {"job_id": job, "added": 1, "existing": 4, "status": "PAUSED",
+                                                       "next": "resume"}
     assert web.ok("GET", f"/api/jobs/{job}")["pending"] == 1
 
 
