@@ -49,6 +49,12 @@ class IllegalState(AbpError):
 
 
 class StoreError(AbpError):
-    """The store cannot be opened or migrated."""
+    """The store cannot be opened or migrated, or a store call failed (said without SQL or data)."""
 
     http_status = 500
+
+
+class StoreFault(StoreError):
+    """The store is unavailable for now: unreachable, locked, read-only or out of disk space."""
+
+    http_status = 503

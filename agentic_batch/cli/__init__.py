@@ -74,6 +74,13 @@ def _main(args: list[str]) -> None:
     except Exception as exc:
         if os.environ.get("ABP_DEBUG"):
             raise
+        from agentic_batch.store.faults import store_error_for
+
+        store_error = store_error_for(exc)  # a store fault: one line saying what to free or fix, no SQL
+        if store_error is not None:
+            hint = f" [dim]({_escape(store_error.hint)})[/dim]" if store_error.hint else ""
+            err.print(f"[red]error:[/red] {_escape(store_error.message)}{hint}")
+            sys.exit(1)
         err.print(f"[red]internal error:[/red] {_escape(type(exc).__name__)}: {_escape(str(exc))} "
                   "[dim](set ABP_DEBUG=1 for the traceback)[/dim]")
         sys.exit(70)
@@ -92,10 +99,18 @@ def _run_executor(job_id: int, join: bool) -> int:
     from agentic_batch.engine.executor import Executor
     from agentic_batch.errors import AbpError
 
+    from agentic_batch.store.faults import store_error_for
+
     try:
         return Executor(job_id, join=join).run()
     except AbpError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        store_error = store_error_for(exc)
+        if store_error is None:
+            raise
+        print(f"error: {store_error.one_line()}", file=sys.stderr)
         return 1
 
 

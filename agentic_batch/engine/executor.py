@@ -35,7 +35,7 @@ from agentic_batch.engine.recovery import live_executors, reclaim_dead_executors
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.errors import AbpError, InvalidSpec
 from agentic_batch.store import JobRecord, Store, open_store
-from agentic_batch.store.faults import describe
+from agentic_batch.store.faults import describe, fault_kind
 from agentic_batch.workers import get_worker_kind
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class Executor:
         #: Set when the store stayed unavailable past the outage window.
         self.store_lost: StoreUnavailable | None = None
         self.outage = OutageGuard(self.settings.store_outage_seconds, on_back=self._store_back,
-                                  on_give_up=self._store_gone, prepare=self._renew_leases)
+                                  on_give_up=self._store_gone, prepare=self._renew_leases,
+                                  classify=lambda exc: fault_kind(exc, self.store.url))
 
     async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a store call on the single store thread (SQLite wants one writer; the loop stays free).

@@ -115,7 +115,7 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
     grace; if the store is still gone, executor.log says so and `abp resume` later reclaims the units
     of this (then dead) executor."""
     ex.left_job = True  # never restart after this
-    message = give_up_message(exc, job.id)
+    message = give_up_message(exc, job.id, ex.store.url)
     log.error("%s", message)
     recorder.log(job.id, "error", message, executor_id=ex.id)
     ex.outage.restart(PAUSE_GRACE_SECONDS)

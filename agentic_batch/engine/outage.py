@@ -45,8 +45,10 @@ class OutageGuard:
 
     def __init__(self, window: float, on_back: Callable[[str, float], None] | None = None,
                  on_give_up: Callable[[StoreUnavailable], None] | None = None,
-                 prepare: Callable[[], Any] | None = None) -> None:
+                 prepare: Callable[[], Any] | None = None,
+                 classify: Callable[[BaseException], str | None] = fault_kind) -> None:
         self.window = window
+        self.classify = classify
         self.on_back = on_back
         self.on_give_up = on_give_up
         self.prepare = prepare
@@ -99,7 +101,7 @@ class OutageGuard:
             try:
                 result = await run(_with_prepare(prepare, job) if prepare is not None else job)
             except Exception as exc:
-                kind = fault_kind(exc)
+                kind = self.classify(exc)
                 if kind is None:
                     raise
                 self._failed(exc, kind)
@@ -131,7 +133,7 @@ def _with_prepare(prepare: Callable[[], Any], job: Callable[[], Any]) -> Callabl
     return both
 
 
-def give_up_message(exc: StoreUnavailable, job_id: int) -> str:
+def give_up_message(exc: StoreUnavailable, job_id: int, url: object = None) -> str:
     """The job-log line past the window: what happened and how to continue."""
     return (f"store {exc.kind} for {exc.seconds:.0f} s ({exc.detail}); job paused (reason: store). "
-            f"To continue: {remedy(exc.kind)}, then run `abp resume {job_id}`")
+            f"To continue: {remedy(exc.kind, url)}, then run `abp resume {job_id}`")

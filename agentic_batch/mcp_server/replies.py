@@ -23,6 +23,7 @@ import anyio.to_thread
 from mcp.types import CallToolResult, TextContent
 
 from agentic_batch.errors import AbpError
+from agentic_batch.store.faults import store_error_for
 
 log = logging.getLogger("agentic_batch.mcp")
 T = TypeVar("T")
@@ -54,6 +55,10 @@ async def respond(fn: Callable[[], dict[str, Any]]) -> CallToolResult:
     except AbpError as exc:
         return failure(exc.one_line())
     except Exception as exc:  # a bug: say so in one line, keep the traceback in the server's log
+        store_error = store_error_for(exc)  # a store fault: one line, no SQL, no item data
+        if store_error is not None:
+            log.warning("tool call failed: %s", store_error.message)
+            return failure(store_error.one_line())
         log.exception("tool call failed")
         if os.environ.get("ABP_DEBUG"):
             raise

@@ -113,7 +113,10 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
         store.update_job(job_id, expect=[JobStatus.CREATING.value], status=JobStatus.CREATED.value,
                          creator_pid=None)
     except BaseException:
-        store.delete_job(job_id)
+        try:
+            store.delete_job(job_id)
+        except Exception:  # the store itself is failing (a full disk): the job stays CREATING, which no
+            pass           # listing shows, and the next create removes it (cleanup_abandoned)
         raise
     return CreateResult(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
                         source=describe_source(source), prompt_template=template, synthesized=synthesized,

@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from agentic_batch.errors import StoreError
+from agentic_batch.store.faults import user_error
 
 #: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
 SCHEMA_REVISION = "0005"
@@ -43,7 +44,10 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise (user_error(exc, parsed) or exc) from None
         busy = _busy_seconds()
         engine = sa.create_engine(parsed, connect_args={"timeout": busy, "check_same_thread": False},
                                   hide_parameters=True)
@@ -127,9 +131,11 @@ class StoreBase:
                     with self._exclusive_migration():
                         if self._current_revision() != SCHEMA_REVISION:
                             self._run_alembic()
-            except sa.exc.OperationalError as exc:
-                raise StoreError(f"cannot open the store at {self.engine.url!r}: {_first_line(exc)}",
-                                 hint="check ABP_DB_URL / ABP_HOME") from None
+            except (sa.exc.DBAPIError, OSError) as exc:
+                error = user_error(exc, self.engine.url)
+                if error is None:
+                    raise
+                raise error from None
             self._migrated = True
 
     def _current_revision(self) -> str | None:
@@ -171,7 +177,3 @@ class StoreBase:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

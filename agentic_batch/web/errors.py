@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from agentic_batch.errors import AbpError
+from agentic_batch.store.faults import store_error_for
 
 log = logging.getLogger("agentic_batch.web")
 
@@ -86,6 +87,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:
+        store_error = store_error_for(exc)  # a store fault: one line, no SQL, no item data
+        if store_error is not None:
+            log.warning("store error on %s %s: %s", request.method, request.url.path, store_error.message)
+            return error_response(request, store_error.http_status, store_error.message, store_error.hint)
         log.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}",
                              "hint": "this is a bug; the server log has the traceback"}, status_code=500)
