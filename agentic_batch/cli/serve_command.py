@@ -45,9 +45,10 @@ def register(app: typer.Typer) -> None:
         if not 0 < port < 65536:
             raise InvalidSpec(f"--port {port} is not a TCP port")
         try:
-            import uvicorn
+            import uvicorn  # noqa: F401  (the extra's marker: say which to install)
 
             from agentic_batch.web.app import create_app
+            from agentic_batch.web.server import make_server
         except ModuleNotFoundError as exc:
             raise MissingExtra(f"abp serve needs {exc.name}",
                                hint="pip install 'agentic-batch[web]'") from None
@@ -59,4 +60,4 @@ def register(app: typer.Typer) -> None:
         shown = f"[{host}]" if ":" in host else host
         err.print(f"abp dashboard on http://{shown}:{port}/  (API reference: /docs"
                   + (", token required)" if token else ")"))
-        uvicorn.run(web_app, host=host, port=port, log_level="warning", access_log=False)
+        make_server(web_app, host=host, port=port).run()  # Ctrl-C ends live streams, then exits

@@ -34,6 +34,15 @@ The REST API of agentic-batch: every call goes through the same service layer as
 """
 
 
+def _routed_methods(routers: Any) -> frozenset[str]:
+    """The HTTP methods some route answers (GET implies HEAD); the static files are GET/HEAD too."""
+    methods = {"GET", "HEAD"}
+    for router in routers:
+        for route in router.routes:
+            methods.update(getattr(route, "methods", None) or ())
+    return frozenset(methods)
+
+
 def create_app(orch: Orchestrator | None = None, config: WebConfig | None = None) -> FastAPI:
     """Build the app; `orch` defaults to one over the store named by the environment."""
     config = config or WebConfig()
@@ -43,14 +52,16 @@ def create_app(orch: Orchestrator | None = None, config: WebConfig | None = None
     app.state.config = config
     app.state.sessions = Sessions()
     app.state.open_streams = 0
+    app.state.stream_stop = sse.StreamStop()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["version"] = __version__
     app.state.templates = templates
     errors.install(app)
-    for router in (api_jobs.router, api_units.router, api_misc.router, sse.router, pages.router):
+    routers = (api_jobs.router, api_units.router, api_misc.router, sse.router, pages.router)
+    for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.add_middleware(Guard, config=config, sessions=app.state.sessions)
+    app.add_middleware(Guard, config=config, sessions=app.state.sessions, methods=_routed_methods(routers))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -101,10 +101,14 @@ def _refuse(request: Request, status: int, message: str, hint: str | None = None
 class Guard:
     """ASGI middleware applying the rules in this module's docstring, and the security headers."""
 
-    def __init__(self, app: ASGIApp, config: WebConfig, sessions: Sessions) -> None:
+    def __init__(self, app: ASGIApp, config: WebConfig, sessions: Sessions,
+                 methods: frozenset[str] | None = None) -> None:
         self.app = app
         self.config = config
         self.sessions = sessions
+        #: Every method some route answers: anything else (TRACE, CONNECT, ...) is a 405 here, not a
+        #: CSRF 403 (this guard runs before routing, so it must not pass judgement on such requests).
+        self.methods = methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,6 +136,10 @@ class Guard:
         if self.config.loopback_only and not is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host):
             return _refuse(request, 421, f"this server answers only to a loopback host name, not {host!r}",
                            "open it as http://127.0.0.1:PORT")
+        if self.methods is not None and request.method not in self.methods:
+            allowed = ", ".join(sorted(self.methods))
+            return JSONResponse({"error": f"method {request.method} is not allowed", "hint": f"use {allowed}"},
+                                status_code=405, headers={**SECURITY_HEADERS, "allow": allowed})
         path = request.url.path
         public = path.startswith(_PUBLIC_PREFIXES)
         bearer = _bearer(request)

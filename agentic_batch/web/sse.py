@@ -4,15 +4,16 @@ conversation events, active agents) and one for the job list.
 The store is the only channel between executors and this server, so a stream polls it with cheap
 indexed reads and sends only what changed since its last poll: on SQLite every `poll_interval`
 (default 1 s), on PostgreSQL when a NOTIFY says the job changed (see `changes`). A comment line keeps
-idle connections open through proxies; the stream ends when the client
-goes away. Each poll runs in the thread pool, as one hop, so the event loop never waits on the store.
+idle connections open through proxies; the stream ends when the client goes away or the server
+shuts down (`StreamStop`). Each poll runs in the thread pool, as one hop, so the event loop never waits on the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -128,15 +129,58 @@ class JobListWatch:
         return out
 
 
+class StreamStop:
+    """Ends every live stream when the server shuts down.
+
+    uvicorn stops by waiting for each open response to finish, and a stream never finishes on its
+    own: Ctrl-C on `abp serve` with a dashboard tab open waited forever. The server calls `stop()`
+    when it is asked to exit (web/server.py); each stream races its wait against this and returns.
+    `stop()` may be called from a signal handler or another thread.
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def event(self) -> asyncio.Event:
+        """The event streams wait on, made in the serving loop on first use."""
+        if self._event is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+            if self.stopped:
+                self._event.set()
+        return self._event
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._event is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+
+async def _wait_unless_stopped(wait: Awaitable[None], stop: asyncio.Event) -> None:
+    """Await `wait`, giving up as soon as the server stops."""
+    waiting = asyncio.ensure_future(wait)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        stopping.cancel()
+    if waiting.done() and not waiting.cancelled() and waiting.exception() is not None:
+        raise waiting.exception()  # type: ignore[misc]
+
+
 async def _stream(request: Request, poll: Callable[[], list[str]], job_id: int | None) -> AsyncIterator[str]:
     config = web_config(request)
     state = request.app.state
     hub = hub_for(state)
+    stop = state.stream_stop.event()
     state.open_streams += 1
     try:
         yield "retry: 2000\n\n"
         quiet_since = time.monotonic()
-        while not await request.is_disconnected():
+        while not stop.is_set() and not await request.is_disconnected():
             messages = await run_in_threadpool(poll)
             if messages:
                 yield "".join(messages)
@@ -144,7 +188,7 @@ async def _stream(request: Request, poll: Callable[[], list[str]], job_id: int |
             elif time.monotonic() - quiet_since >= config.keepalive_s:
                 yield ": keep-alive\n\n"
                 quiet_since = time.monotonic()
-            await hub.wait(job_id, config.poll_interval, idle=config.keepalive_s)
+            await _wait_unless_stopped(hub.wait(job_id, config.poll_interval, idle=config.keepalive_s), stop)
     finally:
         state.open_streams -= 1
 

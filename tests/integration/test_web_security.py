@@ -129,3 +129,14 @@ def test_a_token_guards_every_request(guarded: httpx.Client, workdir) -> None:  
     assert done.status_code == 200 and done.json()["status"] == "CANCELLED"
     assert guarded.post("/logout", headers={"x-abp-csrf": csrf}).status_code == 303
     assert guarded.get("/api/jobs").status_code == 401  # the session is gone
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND", "OPTIONS"])
+def test_a_method_no_route_has_is_405_not_a_csrf_refusal(web: Web, method: str) -> None:  # noqa: F811
+    """The guard runs before routing; it used to call a TRACE a cross-site request (403)."""
+    for path in ("/api/jobs", "/api/stats", "/"):
+        response = web.client.request(method, path)
+        assert response.status_code == 405, (method, path, response.status_code, response.text)
+        assert response.json()["error"] == f"method {method} is not allowed"
+        assert "POST" in response.headers["allow"] and "TRACE" not in response.headers["allow"]
+    assert web.client.request("PATCH", "/api/jobs").status_code == 405  # no route has PATCH either
