@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES, MIN_MAX_OUTPUT_BYTES
+
 
 class JobStatus(StrEnum):
     CREATING = "CREATING"  # units still being inserted; hidden, deleted if creation fails
@@ -141,6 +143,10 @@ class JobSpec(BaseModel):
     quota_wait_s: float = Field(default=900.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     #: Directory commands run in and relative paths resolve against (the caller's cwd by default).
     workdir: str | None = None
+    #: Bytes of a unit's output kept in the store; beyond it the head and tail are kept around a
+    #: marker and the whole output goes to a file under the job's directory.
+    max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=MIN_MAX_OUTPUT_BYTES,
+                                  le=MAX_MAX_OUTPUT_BYTES)
 
     @field_validator("name")
     @classmethod

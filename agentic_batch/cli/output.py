@@ -163,6 +163,19 @@ def conversation(events: list[dict[str, Any]]) -> list[Any]:
     return lines
 
 
+#: Characters of one text (prompt, output, error) `abp show` draws; a terminal panel of megabytes takes
+#: minutes to wrap and nobody reads it there (`--json` and `abp results` give the whole text).
+SHOWN_CHARS = 40_000
+
+
+def _shown(text: str) -> Text:
+    if len(text) <= SHOWN_CHARS:
+        return Text(text)
+    half = SHOWN_CHARS // 2
+    note = f"\n… [{len(text) - SHOWN_CHARS:,} characters not shown here; `abp show --json` has them all] …\n"
+    return Text.assemble(text[:half], (note, "yellow"), text[-half:])
+
+
 def unit_report(u: dict[str, Any], title: str, console: Console | None = None) -> None:
     """Payload, prompt, attempts, conversation and output of one unit."""
     out = console or globals()["out"]
@@ -173,16 +186,16 @@ def unit_report(u: dict[str, Any], title: str, console: Console | None = None) -
     out.print(Panel(Text(json.dumps(u["payload"], indent=2, ensure_ascii=False, default=str)), title="payload",
                     title_align="left"))
     if u.get("prompt"):
-        out.print(Panel(Text(u["prompt"]), title="prompt", title_align="left"))
+        out.print(Panel(_shown(u["prompt"]), title="prompt", title_align="left"))
     if u.get("events"):
         out.print(Panel(Group(*conversation(u["events"])), title="conversation", title_align="left"))
     if u.get("output") is not None:
-        out.print(Panel(Text(u["output"]), title="output", title_align="left", border_style="green"))
+        out.print(Panel(_shown(u["output"]), title="output", title_align="left", border_style="green"))
     if u.get("data") is not None:
         out.print(Panel(Text(json.dumps(u["data"], indent=2, ensure_ascii=False, default=str)), title="data",
                         title_align="left"))
     if u.get("error"):
-        out.print(Panel(Text(u["error"]), title=f"error ({u.get('error_class')})", title_align="left",
+        out.print(Panel(_shown(u["error"]), title=f"error ({u.get('error_class')})", title_align="left",
                         border_style="red"))
 
 

@@ -17,6 +17,7 @@ import typer
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.spec import JobSpec, Priority
+from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
 SOURCE_PANEL, PROMPT_PANEL, RUN_PANEL, WORKER_PANEL = "Source", "Prompt", "Execution", "Worker options"
@@ -81,6 +82,9 @@ JOB_PARAMS: list[inspect.Parameter] = [
          "(validated; invalid answers are retried with the error fed back).", panel=PROMPT_PANEL),
     _opt(float, 900.0, "--quota-wait", help="Seconds to pause the job on a usage-quota error that gives no "
          "reset time.", panel=RUN_PANEL),
+    _opt(int, DEFAULT_MAX_OUTPUT_BYTES, "--max-output-bytes", help="Bytes of each unit's output kept in the "
+         "store; longer output keeps its head and tail, and the whole text goes to a file under the job's "
+         "directory.", panel=RUN_PANEL),
     _opt(bool, False, JSON_OUTPUT_FLAG, help="Print the result as JSON.", panel=RUN_PANEL, hidden=True),
 ]
 
@@ -226,6 +230,7 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
         "budget_usd": values.get("budget_usd"), "rpm": values.get("rpm"), "tpm": values.get("tpm"),
         "reduce_prompt": values.get("reduce_prompt"), "workdir": str(Path.cwd()),
         "quota_wait_s": values.get("quota_wait", 900.0),
+        "max_output_bytes": values.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES),
         "output_schema": _load_schema(values["output_schema"]) if values.get("output_schema") else None,
     }
     from pydantic import ValidationError
@@ -240,7 +245,8 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
 
 def _flagify(message: str) -> str:
     for field, flag in (("timeout-s", "--timeout"), ("concurrency", "--concurrency"),
-                        ("max-retries", "--max-retries"), ("budget-usd", "--budget-usd")):
+                        ("max-retries", "--max-retries"), ("budget-usd", "--budget-usd"),
+                        ("max-output-bytes", "--max-output-bytes")):
         message = message.replace(f"{field}:", f"{flag}:")
     return message
 
@@ -248,11 +254,15 @@ def _flagify(message: str) -> str:
 def _load_schema(path: str) -> Any:
     import json
 
+    from agentic_batch.engine.structured import check_schema
+
     text = read_text_file(path, "--output-schema")
     try:
-        return json.loads(text)
+        schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidSpec(f"--output-schema {path} is not JSON: line {exc.lineno}: {exc.msg}") from None
+    check_schema(schema, "--output-schema")
+    return schema
 
 
 def _kv_pairs(pairs: list[str]) -> dict[str, str]:

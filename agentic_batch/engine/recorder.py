@@ -21,14 +21,20 @@ log = logging.getLogger(__name__)
 DbCall = Callable[..., Awaitable[Any]]
 
 
-def _clip(data: dict[str, Any]) -> dict[str, Any]:
-    """Keep a runaway tool output from bloating the store: long strings are cut with a note."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, str) and len(value) > _MAX_EVENT_TEXT:
-            value = value[:_MAX_EVENT_TEXT] + f"\n… [{len(value) - _MAX_EVENT_TEXT} more characters cut]"
-        out[key] = value
-    return out
+def _clip(data: Any, depth: int = 0) -> Any:
+    """Keep a runaway tool output from bloating the store: long strings, at any depth (a tool call's
+    input, a list of content blocks), are cut with a note."""
+    if isinstance(data, str):
+        if len(data) > _MAX_EVENT_TEXT:
+            return data[:_MAX_EVENT_TEXT] + f"\n… [{len(data) - _MAX_EVENT_TEXT} more characters cut]"
+        return data
+    if depth > 20:
+        return data
+    if isinstance(data, dict):
+        return {key: _clip(value, depth + 1) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_clip(value, depth + 1) for value in data]
+    return data
 
 
 class Recorder:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine import structured
+from agentic_batch.engine.outcome import bound_outcome, crash_outcome, output_file, short_traceback
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.reaper import Reaper, UnitProcesses
 from agentic_batch.engine.retry import decide
 from agentic_batch.errors import AbpError
 from agentic_batch.prompts import render
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
+from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers.base import CallGate, ErrorClass, OpenGate, UnitContext, UnitOutcome, Worker
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,38 @@ class UnitRunner:
             self._shared_workspace = job_workspace(self.settings, self.job.id)
         return self._shared_workspace
 
+    @property
+    def max_output_bytes(self) -> int:
+        return self.job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES
+
     async def attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
                       template: str | None, feedback: str | None = None,
                       extra_vars: dict[str, Any] | None = None) -> tuple[UnitOutcome, str | None]:
-        """Run one attempt; never raises except CancelledError (after killing its processes)."""
+        """Run one attempt; never raises except CancelledError (after killing its processes).
+
+        Whatever else goes wrong inside (a template, a worker, a schema, building the result) is this
+        unit's error, logged with its id and a short traceback; the executor carries on.
+        """
+        phase = ["rendering the prompt"]
         try:
             return await self._attempt(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=payload,
-                                       template=template, feedback=feedback, extra_vars=extra_vars)
+                                       template=template, feedback=feedback, extra_vars=extra_vars, phase=phase)
+        except asyncio.CancelledError:
+            raise
+        except (Exception, SystemExit) as exc:  # a function calling sys.exit() must not end the executor
+            outcome = crash_outcome(exc, phase[0])
+            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit_id, attempt, outcome.error,
+                      short_traceback(exc))
+            emit = self.recorder.emitter(self.job.id, unit_id, attempt)
+            emit("error", {"error": outcome.error, "error_class": outcome.error_class,
+                           "traceback": short_traceback(exc)})
+            return outcome, None
         finally:
             self.recorder.forget(self.job.id, unit_id, attempt)  # the attempt's event numbering is done
 
     async def _attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
-                       template: str | None, feedback: str | None,
-                       extra_vars: dict[str, Any] | None) -> tuple[UnitOutcome, str | None]:
+                       template: str | None, feedback: str | None, extra_vars: dict[str, Any] | None,
+                       phase: list[str]) -> tuple[UnitOutcome, str | None]:
         emit = self.recorder.emitter(self.job.id, unit_id, attempt)
         unit_vars = {"id": unit_id, "key": key, "seq": seq, "attempt": attempt}
         try:
@@ -93,6 +113,7 @@ class UnitRunner:
         except AbpError as exc:
             emit("error", {"error": exc.one_line(), "error_class": "permanent"})
             return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent), None
+        phase[0] = "preparing the attempt"
         schema = self.job.output_schema if unit_id is not None else None
         if schema is not None and prompt is not None:
             schema_feedback = feedback if feedback and feedback.startswith(structured.SCHEMA_ERROR) else None
@@ -106,27 +127,39 @@ class UnitRunner:
             feedback=feedback, gate=self.gate, workdir=Path(self.job.workdir),
             template_vars={"prompt": prompt, "unit": unit_vars, "job": {"id": self.job.id, "name": self.job.name},
                            **(extra_vars or {})},
+            max_output_bytes=self.max_output_bytes,
         )
         if self._prepared is not None and not self._prepared.done():
             await asyncio.wait({self._prepared})
         emit("start", {"attempt": attempt, "worker": self.worker.kind, "executor": self.executor_id})
         started = time.monotonic()
+        phase[0] = f"the {self.worker.kind} worker"
         try:
-            outcome = await asyncio.wait_for(self.worker.run(ctx), timeout=self.job.timeout_s)
+            async with asyncio.timeout(self.job.timeout_s):  # in this task: what the worker raises lands here
+                outcome = await self.worker.run(ctx)
         except TimeoutError:
             outcome = UnitOutcome.failure(f"timed out after {self.job.timeout_s:g}s (agent killed)",
                                           ErrorClass.retryable)
         except asyncio.CancelledError:
             processes.kill_all()
             raise
-        except Exception as exc:  # a bug in a worker must not take the executor down
-            log.debug("worker crashed", exc_info=True)
-            emit("stderr", {"text": traceback.format_exc(limit=8)})
-            outcome = UnitOutcome.failure(f"worker crashed: {type(exc).__name__}: {exc}", ErrorClass.retryable)
+        except (Exception, SystemExit) as exc:  # a bug in a worker must not take the executor down
+            outcome = crash_outcome(exc, phase[0])
+            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit_id, attempt, outcome.error,
+                      short_traceback(exc))
+            emit("stderr", {"text": short_traceback(exc)})
         finally:
             processes.kill_all()
         if schema is not None:
+            phase[0] = "validating the output against output_schema"
             outcome = structured.apply_schema(outcome, schema)
+        phase[0] = "building the result"
+        outcome, notes = bound_outcome(outcome, self.max_output_bytes,
+                                       output_file(self.settings.job_dir(self.job.id), unit_id, attempt))
+        for note in notes:
+            emit("note", {"text": note})
+            self.recorder.log(self.job.id, "warning", f"unit {unit_id} ({key}): {note}", unit_id=unit_id,
+                              executor_id=self.executor_id, attempt=attempt)
         if outcome.error:
             emit("error", {"error": outcome.error, "error_class": (outcome.error_class or "retryable"),
                            "duration_s": round(time.monotonic() - started, 3)})
@@ -135,14 +168,18 @@ class UnitRunner:
         return outcome, prompt
 
     async def run_unit(self, unit: UnitRecord) -> UnitResult:
-        """Attempt a claimed unit and queue its result (fenced by lease) for writing."""
+        """Attempt a claimed unit and queue its result (fenced by lease) for writing. Never raises
+        except CancelledError: a unit whose result cannot even be built fails on its own."""
         outcome, prompt = await self.attempt(
             unit_id=unit.id, key=unit.key, seq=unit.seq, attempt=unit.attempt, payload=unit.payload,
             template=self.job.prompt_template, feedback=unit.error if unit.attempt > 1 else None)
-        result = decide(outcome, unit_id=unit.id, attempt=unit.attempt, error_count=unit.error_count,
-                        max_retries=self.job.max_retries, prompt=prompt,
-                        retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds,
-                        quota_wait=self.job.quota_wait_s or 900.0)
+        try:
+            result = self._decide(unit, outcome, prompt)
+        except Exception as exc:  # e.g. a worker's outcome with values of the wrong type
+            outcome = crash_outcome(exc, "building the result")
+            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit.id, unit.attempt, outcome.error,
+                      short_traceback(exc))
+            result = self._decide(unit, outcome, prompt)
         self.recorder.result(result)
         if result.status != "COMPLETED":
             level = "error" if result.status == "FAILED" else "warning"
@@ -150,4 +187,15 @@ class UnitRunner:
             self.recorder.log(self.job.id, level, f"unit {unit.id} ({unit.key}) {verb}: {outcome.error}",
                               unit_id=unit.id, executor_id=self.executor_id, attempt=unit.attempt,
                               error_class=result.error_class)
+        return result
+
+    def _decide(self, unit: UnitRecord, outcome: UnitOutcome, prompt: str | None) -> UnitResult:
+        result = decide(outcome, unit_id=unit.id, attempt=unit.attempt, error_count=unit.error_count,
+                        max_retries=self.job.max_retries, prompt=prompt,
+                        retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds,
+                        quota_wait=self.job.quota_wait_s or 900.0)
+        # the pool and the store add these up: a worker's wrong type must fail this unit here, not later
+        result.cost_usd = float(result.cost_usd or 0.0)
+        result.tokens_in, result.tokens_out = int(result.tokens_in or 0), int(result.tokens_out or 0)
+        result.turns = int(result.turns or 0)
         return result

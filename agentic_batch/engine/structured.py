@@ -28,16 +28,61 @@ def _validator(schema: dict[str, Any]) -> Any:
     return cls(schema)
 
 
-def check_schema(schema: Any) -> None:
-    """Create time: the schema must itself be a valid JSON Schema."""
+def check_schema(schema: Any, field: str = "output_schema") -> None:
+    """Create time: the schema must be a valid JSON Schema whose every `$ref` resolves.
+
+    `field` names it in the caller's words (`--output-schema` on the CLI, `output_schema` over REST
+    and MCP). jsonschema resolves references lazily, so an unresolvable one would otherwise surface
+    only when the first unit's answer is validated.
+    """
     if not isinstance(schema, dict):
-        raise InvalidSpec("--output-schema must hold a JSON object (a JSON Schema)")
+        raise InvalidSpec(f"{field} must hold a JSON object (a JSON Schema)")
+    validator = _validator(schema)
     import jsonschema
 
     try:
-        _validator(schema).check_schema(schema)
+        validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise InvalidSpec(f"--output-schema is not a valid JSON Schema: {exc.message}") from None
+        raise InvalidSpec(f"{field} is not a valid JSON Schema: {exc.message}") from None
+    from referencing.exceptions import Unresolvable
+
+    try:
+        _resolve_refs(schema, validator)
+    except Unresolvable as exc:
+        raise InvalidSpec(f"{field} has a $ref that does not resolve: {_ref_text(exc)!r}",
+                          hint="refer to '#/$defs/NAME' inside the schema; remote references are not fetched") from None
+    except RecursionError:
+        raise InvalidSpec(f"{field} is nested too deeply") from None
+
+
+def _ref_text(exc: Exception) -> str:
+    ref = str(getattr(exc, "ref", exc))
+    return "#" + ref if ref.startswith("/") else ref
+
+
+def _resolve_refs(schema: dict[str, Any], validator: Any) -> None:
+    """Look up every `$ref` of the schema the way validation would, raising Unresolvable."""
+    from jsonschema_specifications import REGISTRY
+    from referencing.jsonschema import specification_with
+
+    specification = specification_with(validator.META_SCHEMA.get("$schema", ""))
+    root = REGISTRY.resolver_with_root(specification.create_resource(schema))
+
+    def walk(node: Any, resolver: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$id"), str) and node is not schema:
+                resolver = resolver.in_subresource(specification.create_resource(node))
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                resolver.lookup(ref)
+            for key, value in node.items():
+                if key not in ("enum", "const", "examples", "default"):
+                    walk(value, resolver)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, resolver)
+
+    walk(schema, root)
 
 
 def instructions(schema: dict[str, Any], feedback: str | None) -> str:

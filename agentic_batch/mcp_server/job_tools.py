@@ -95,6 +95,9 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         workdir: Annotated[str | None, Field(description="Absolute directory that relative paths resolve "
                                                          "against and commands run in (default: the MCP "
                                                          "server's working directory).")] = None,
+        max_output_bytes: Annotated[int | None, Field(description="Bytes of each unit's output kept (default "
+                                                                  "4 MiB); longer output keeps its head and "
+                                                                  "tail, the whole text goes to a file.")] = None,
     ) -> CallToolResult:
         """Create a batch job: one unit per item of a source (files, CSV/JSON/JSONL rows, SQL rows, a Python
         generator), each processed by a worker with a prompt rendered from the item.
@@ -115,7 +118,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
             optional = {"prompt": prompt, "intent": intent, "concurrency": concurrency,
                         "max_retries": max_retries, "timeout_s": timeout_s, "budget_usd": budget_usd,
                         "priority": priority, "reduce_prompt": reduce_prompt, "output_schema": output_schema,
-                        "workdir": workdir}
+                        "workdir": workdir, "max_output_bytes": max_output_bytes}
             spec.update({k: v for k, v in optional.items() if v is not None})
             return created_view(orch.create(spec, cwd=Path.cwd()), worker)
 

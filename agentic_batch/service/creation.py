@@ -21,6 +21,7 @@ from agentic_batch.prompts import compile_template, synthesize, validate
 from agentic_batch.sources import describe_source, iter_items, resolve_spec
 from agentic_batch.spec import JobSpec, JobStatus, SourceSpec
 from agentic_batch.store import NewUnit, Store
+from agentic_batch.store.storable import storable_json, storable_text, unstorable_count
 from agentic_batch.workers import get_worker_kind
 
 BATCH = 5000
@@ -92,7 +93,7 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
     if spec.reduce_prompt is not None:
         validate(spec.reduce_prompt, [REDUCE_SAMPLE], what="reduce prompt", unit={}, job={"id": 0, "name": spec.name})
     if spec.output_schema is not None:
-        check_schema(spec.output_schema)
+        check_schema(spec.output_schema, "output_schema")
     if kind.check is not None:
         kind.check(options, template, workdir)
     if kind.sample_check is not None:
@@ -105,11 +106,14 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
         worker_options=options.model_dump(mode="json", exclude_none=True), concurrency=spec.concurrency,
         max_retries=spec.max_retries, timeout_s=spec.timeout_s, priority=spec.priority.rank,
         budget_usd=spec.budget_usd, rpm=spec.rpm, tpm=spec.tpm, reduce_prompt=spec.reduce_prompt,
-        output_schema=spec.output_schema, quota_wait_s=spec.quota_wait_s,
+        output_schema=spec.output_schema, quota_wait_s=spec.quota_wait_s, max_output_bytes=spec.max_output_bytes,
         workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
     )
     try:
-        inserted, seen = _insert_all(store, job_id, itertools.chain(head, items))
+        cleaned = _Cleaned()
+        inserted, seen = _insert_all(store, job_id, itertools.chain(head, items), cleaned)
+        if cleaned.items:
+            store.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
         store.update_job(job_id, expect=[JobStatus.CREATING.value], status=JobStatus.CREATED.value,
                          creator_pid=None)
     except BaseException:
@@ -123,12 +127,37 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
                         previews=previews)
 
 
-def _insert_all(store: Store, job_id: int, items: Any) -> tuple[int, int]:
+@dataclass
+class _Cleaned:
+    """Items whose fields held text the store cannot keep (NUL bytes, lone surrogates)."""
+
+    items: int = 0
+    chars: int = 0
+    keys: list[str] = field(default_factory=list)
+
+    def unit(self, seq: int, item: Any) -> NewUnit:
+        payload, n_payload = storable_json(item.payload)
+        n_key = unstorable_count(item.key)
+        key = storable_text(item.key) if n_key else item.key
+        if n_payload or n_key:
+            self.items += 1
+            self.chars += n_payload + n_key
+            if len(self.keys) < 5:
+                self.keys.append(key)
+        return NewUnit(seq=seq, key=key, payload=payload, priority=item.priority or 0)
+
+    def message(self) -> str:
+        more = ", …" if self.items > len(self.keys) else ""
+        return (f"{self.items} item(s) held {self.chars} NUL byte(s) or invalid character(s) the store cannot "
+                f"keep; each was replaced with U+FFFD (keys: {', '.join(self.keys)}{more})")
+
+
+def _insert_all(store: Store, job_id: int, items: Any, cleaned: _Cleaned) -> tuple[int, int]:
     """Insert in batches of BATCH; returns (units inserted, items seen)."""
     inserted = seen = 0
     batch: list[NewUnit] = []
     for item in items:
-        batch.append(NewUnit(seq=seen, key=item.key, payload=item.payload, priority=item.priority or 0))
+        batch.append(cleaned.unit(seen, item))
         seen += 1
         if len(batch) >= BATCH:
             inserted += store.insert_units(job_id, batch)
@@ -143,11 +172,14 @@ def sync_job(store: Store, job_id: int, source_dict: dict[str, Any], workdir: st
     start = store.max_seq(job_id) + 1
     added = seen = 0
     batch: list[NewUnit] = []
+    cleaned = _Cleaned()
     for item in iter_items(source, cwd=Path(workdir)):
-        batch.append(NewUnit(seq=start + seen, key=item.key, payload=item.payload, priority=item.priority or 0))
+        batch.append(cleaned.unit(start + seen, item))
         seen += 1
         if len(batch) >= BATCH:
             added += store.insert_units(job_id, batch)
             batch = []
     added += store.insert_units(job_id, batch)
+    if cleaned.items:
+        store.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
     return added, seen - added

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from agentic_batch.store.records import EventRecord, LogRecord, NewEvent, from_mapping
 from agentic_batch.store.schema import events, logs
+from agentic_batch.store.storable import is_transient, rejection_reason, storable_text
+
+log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -18,12 +22,12 @@ class EventQueries:
     """Mixin for `Store`; relies on `read()`/`write()` from `StoreBase`."""
 
     def append_events(self, batch: Sequence[NewEvent]) -> None:
+        """Insert events; an event the store refuses is kept as an error note in its place."""
         if not batch:
             return
         rows = [{"job_id": e.job_id, "unit_id": e.unit_id, "attempt": e.attempt, "seq": e.seq, "ts": e.ts,
-                 "kind": e.kind, "data": e.data} for e in batch]
-        with self.write() as conn:  # type: ignore[attr-defined]
-            conn.execute(sa.insert(events), rows)
+                 "kind": storable_text(e.kind), "data": e.data} for e in batch]
+        self._insert_rows(events, rows, lambda row, why: {**row, "data": {"error": f"event not storable: {why}"}})
 
     def list_events(self, *, job_id: int | None = None, unit_id: int | None = None, after: int = 0,
                     limit: int = 500, attempt: int | None = None, reduce: bool = False) -> list[EventRecord]:
@@ -59,8 +63,38 @@ class EventQueries:
             return
         now = time.time()
         rows = [{"unit_id": None, "executor_id": None, "extra": None, "ts": now, **row} for row in batch]
-        with self.write() as conn:  # type: ignore[attr-defined]
-            conn.execute(sa.insert(logs), rows)
+        for row in rows:
+            row["message"] = storable_text(str(row["message"]))
+        self._insert_rows(logs, rows, lambda row, why: {**row, "extra": None,
+                                                        "message": f"log line not storable: {why}"})
+
+    def _insert_rows(self, table: sa.Table, rows: list[dict[str, Any]],
+                     stand_in: Callable[[dict[str, Any], str], dict[str, Any]]) -> None:
+        """Insert in one transaction; if the store refuses a row (not an outage), insert row by row
+        and put `stand_in(row, reason)` in place of each refused one (dropped if refused too)."""
+        try:
+            with self.write() as conn:  # type: ignore[attr-defined]
+                conn.execute(sa.insert(table), rows)
+            return
+        except Exception as exc:
+            if is_transient(exc) or len(rows) == 0:
+                raise
+        for row in rows:
+            try:
+                with self.write() as conn:  # type: ignore[attr-defined]
+                    conn.execute(sa.insert(table), [row])
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                why = rejection_reason(exc)
+            log.warning("the store refused a %s row (%s); storing a note instead", table.name, why)
+            try:
+                with self.write() as conn:  # type: ignore[attr-defined]
+                    conn.execute(sa.insert(table), [stand_in(row, why)])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
 
     def list_logs(self, job_id: int, *, min_level: str = "debug", after: int = 0, limit: int = 500,
                   unit_id: int | None = None, text: str | None = None, newest_first: bool = False) -> list[LogRecord]:

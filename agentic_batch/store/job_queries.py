@@ -11,12 +11,14 @@ import sqlalchemy as sa
 
 from agentic_batch.store.records import JobRecord, from_mapping
 from agentic_batch.store.schema import jobs
+from agentic_batch.store.storable import storable
 
 
 class JobQueries:
     """Mixin for `Store`; relies on `read()`/`write()` from `StoreBase`."""
 
     def insert_job(self, **fields: Any) -> int:
+        fields = {name: storable(value) for name, value in fields.items()}
         fields.setdefault("created_at", time.time())
         with self.write() as conn:  # type: ignore[attr-defined]
             return int(conn.execute(sa.insert(jobs).values(**fields).returning(jobs.c.id)).scalar_one())
@@ -69,6 +71,7 @@ class JobQueries:
         (unless one runs), leaving RUNNING adds it to `active_seconds`."""
         if "status" in fields:
             fields.update(_clock_fields(fields["status"], time.time()))
+        fields = {name: storable(value) for name, value in fields.items()}
         query = sa.update(jobs).where(jobs.c.id == job_id).values(**fields)
         if expect is not None:
             query = query.where(jobs.c.status.in_(list(expect)))

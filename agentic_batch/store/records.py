@@ -50,6 +50,7 @@ class JobRecord:
     quota_wait_s: float | None = None
     active_seconds: float = 0.0
     running_since: float | None = None
+    max_output_bytes: int | None = None
 
     def working_seconds(self, now: float) -> float:
         """Seconds this job has spent RUNNING (paused, idle and finished time left out)."""

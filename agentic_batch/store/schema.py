@@ -55,6 +55,8 @@ jobs = sa.Table(
     # stretch that ended, and when the current one began (NULL unless RUNNING). Kept by update_job.
     sa.Column("active_seconds", sa.Float, nullable=False, server_default="0"),
     sa.Column("running_since", sa.Float),
+    # Bytes of a unit's output kept in the store (NULL: the default, for jobs made before the cap).
+    sa.Column("max_output_bytes", sa.Integer),
     sa.Index("ix_jobs_status", "status"),
 )
 

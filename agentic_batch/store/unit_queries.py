@@ -8,6 +8,8 @@ cannot overwrite the unit, so a unit is COMPLETED exactly once even if its agent
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -16,13 +18,26 @@ import sqlalchemy as sa
 
 from agentic_batch.refs import parse_id
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
-from agentic_batch.store.schema import jobs, units
+from agentic_batch.store.schema import jobs, logs, units
+from agentic_batch.store.storable import is_transient, rejection_reason, storable, storable_text
+
+log = logging.getLogger(__name__)
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
 UNIT_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 
 _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.priority, units.c.key, units.c.payload,
                   units.c.status, units.c.attempt, units.c.error_count, units.c.error)
+_SESSION_ID_LENGTH = units.c.session_id.type.length or 128
+
+
+def _storable_result(r: UnitResult) -> UnitResult:
+    """The result with its text columns made storable on every dialect (see store.storable)."""
+    session = storable(r.session_id)
+    if isinstance(session, str) and len(session) > _SESSION_ID_LENGTH:
+        session = session[:_SESSION_ID_LENGTH]
+    return dataclasses.replace(r, prompt=storable(r.prompt), output=storable(r.output), error=storable(r.error),
+                               session_id=session)
 
 
 def _result_params(r: UnitResult, now: float) -> dict[str, Any]:
@@ -69,7 +84,7 @@ class UnitQueries:
         """Insert a batch, skipping keys the job already has. Returns how many were new."""
         if not batch:
             return 0
-        rows = [{"job_id": job_id, "seq": u.seq, "key": u.key, "payload": u.payload,
+        rows = [{"job_id": job_id, "seq": u.seq, "key": storable_text(u.key), "payload": u.payload,
                  "priority": u.priority, "status": PENDING} for u in batch]
         if self.dialect == "postgresql":  # type: ignore[attr-defined]
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -86,7 +101,8 @@ class UnitQueries:
 
     def existing_keys(self, job_id: int, keys: Sequence[str]) -> set[str]:
         with self.read() as conn:  # type: ignore[attr-defined]
-            rows = conn.execute(sa.select(units.c.key).where(units.c.job_id == job_id, units.c.key.in_(keys)))
+            rows = conn.execute(sa.select(units.c.key).where(units.c.job_id == job_id,
+                                                             units.c.key.in_([storable_text(k) for k in keys])))
             return {r[0] for r in rows}
 
     def max_seq(self, job_id: int) -> int:
@@ -168,14 +184,31 @@ class UnitQueries:
             ).rowcount
 
     def apply_results(self, owner: str, results: Sequence[UnitResult]) -> list[int]:
-        """Write attempt results in one transaction; returns ids whose lease still held.
+        """Write attempt results; returns ids whose lease still held.
 
-        The rows still leased by `owner` for that attempt are locked first (FOR UPDATE on PostgreSQL;
-        BEGIN IMMEDIATE already serialises SQLite), then written with two executemany UPDATEs (finished
-        units, units to retry) that repeat the fence in their WHERE clause.
+        Text is made storable first (NUL bytes, lone surrogates). A batch the store still refuses
+        for a reason of its rows (not an outage) is split in halves until the bad row is alone;
+        that row fails its own unit with the store's reason and every other row lands.
         """
         if not results:
             return []
+        return self._apply_or_split(owner, [_storable_result(r) for r in results])
+
+    def _apply_or_split(self, owner: str, results: list[UnitResult]) -> list[int]:
+        try:
+            return self._apply_results_once(owner, results)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(results) == 1:
+                return self._reject_result(owner, results[0], exc)
+        mid = len(results) // 2
+        return self._apply_or_split(owner, results[:mid]) + self._apply_or_split(owner, results[mid:])
+
+    def _apply_results_once(self, owner: str, results: Sequence[UnitResult]) -> list[int]:
+        """One transaction. The rows still leased by `owner` for that attempt are locked first (FOR
+        UPDATE on PostgreSQL; BEGIN IMMEDIATE already serialises SQLite), then written with two
+        executemany UPDATEs (finished units, units to retry) that repeat the fence in their WHERE."""
         now = time.time()
         with self.write() as conn:  # type: ignore[attr-defined]
             held_query = sa.select(units.c.id, units.c.attempt).where(
@@ -195,6 +228,29 @@ class UnitQueries:
             if retried:
                 conn.execute(_RETRY, [{**p, "b_owner": owner} for p in retried])
         return list(applied)
+
+    def _reject_result(self, owner: str, result: UnitResult, exc: BaseException) -> list[int]:
+        """The store refused this one result: fail its unit (fenced) with the reason, output dropped."""
+        reason = rejection_reason(exc)
+        message = f"the store refused this unit's result ({reason}); its output was not kept"
+        log.error("unit %s attempt %s: %s", result.unit_id, result.attempt, message)
+        now = time.time()
+        with self.write() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(
+                sa.update(units)
+                .where(units.c.id == result.unit_id, units.c.lease_owner == owner,
+                       units.c.attempt == result.attempt, units.c.status == RUNNING)
+                .values(status=FAILED, output=None, data=None, error=message, error_class="permanent",
+                        error_count=units.c.error_count + 1, lease_expires_at=None, not_before=None,
+                        finished_at=now)
+                .returning(units.c.job_id)
+            ).first()
+            if row is None:
+                return []
+            conn.execute(sa.insert(logs).values(job_id=row.job_id, unit_id=result.unit_id, level="error",
+                                                message=f"unit {result.unit_id} failed: {message}", ts=now,
+                                                extra={"attempt": result.attempt}))
+        return [result.unit_id]
 
     def still_leased(self, owner: str, unit_ids: Sequence[int]) -> set[int]:
         """Which of these units this owner still holds (RUNNING under its lease)."""

@@ -107,6 +107,9 @@ class UnitContext:
     gate: CallGate = field(default_factory=OpenGate)
     #: The directory the job was created from: commands run here, relative paths resolve here.
     workdir: Path | None = None
+    #: The job's cap on stored output (bytes). The engine cuts longer output to head + tail and keeps
+    #: the whole text in a file; a worker may use it to bound what it buffers (see agentic_batch.textcap).
+    max_output_bytes: int | None = None
 
 
 @dataclass

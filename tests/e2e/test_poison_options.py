@@ -1,0 +1,88 @@
+"""Create-time checks and the output cap, through every interface a user has: the real CLI, the REST
+API on a real server, the MCP server over stdio; and a real command printing 50 MB."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentic_batch.service import Orchestrator
+from tests.e2e.test_cli_errors import assert_nothing_written, assert_one_line_error
+from tests.fixtures.abp import abp, wait_status, wait_until
+from tests.fixtures.mcp_client import call_error, mcp_session
+from tests.fixtures.web import Web, spec, web  # noqa: F401  (fixture)
+
+UNRESOLVABLE = {"type": "object", "properties": {"label": {"$ref": "#/$defs/label"}}}
+
+
+def items(workdir: Path, n: int = 2) -> Path:
+    path = workdir / "items.jsonl"
+    path.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+    return path
+
+
+def test_cli_refuses_an_output_schema_whose_ref_does_not_resolve(workdir: Path, orch: Orchestrator) -> None:
+    items(workdir)
+    (workdir / "schema.json").write_text(json.dumps(UNRESOLVABLE))
+    result = abp("create", "--name", "bad", "--jsonl", "items.jsonl", "--command", "echo {{ row.id }}",
+                 "--output-schema", "schema.json", cwd=workdir)
+    assert_one_line_error(result, "--output-schema", "$ref", "#/$defs/label")
+    assert_nothing_written(orch, workdir)
+
+
+def test_cli_bounds_max_output_bytes(workdir: Path, orch: Orchestrator) -> None:
+    items(workdir)
+    result = abp("create", "--name", "bad", "--jsonl", "items.jsonl", "--command", "echo {{ row.id }}",
+                 "--max-output-bytes", "10", cwd=workdir)
+    assert_one_line_error(result, "--max-output-bytes", "1024")
+    assert_nothing_written(orch, workdir)
+
+
+def test_rest_refuses_an_unresolvable_schema_naming_the_field(web: Web) -> None:  # noqa: F811
+    response = web.post("/api/jobs", spec(web.workdir, "echo", output_schema=UNRESOLVABLE))
+    assert response.status_code == 422, response.text
+    assert "output_schema" in response.json()["error"] and "$ref" in response.json()["error"]
+    assert web.orch.store.list_jobs() == []
+
+
+@pytest.mark.asyncio
+async def test_mcp_refuses_an_unresolvable_schema_naming_the_field(workdir: Path, orch: Orchestrator) -> None:
+    path = items(workdir)
+    async with mcp_session(workdir) as session:
+        text = await call_error(session, "create_job", name="bad", source={"kind": "jsonl", "path": str(path)},
+                                worker="command", worker_options={"command": "echo {{ row.id }}"},
+                                output_schema=UNRESOLVABLE)
+    assert "output_schema" in text and "$ref" in text
+    assert orch.store.list_jobs() == []
+
+
+@pytest.mark.slow
+def test_a_50_mb_stdout_is_capped_kept_whole_in_a_file_and_shown_promptly(workdir: Path, orch: Orchestrator) -> None:
+    items(workdir, n=2)
+    # 50,000,008 bytes in lines of 100 (one 50 MB line is the reader's own problem, tested with it)
+    program = "import sys; sys.stdout.write('HEAD' + ('x' * 99 + chr(10)) * 500_000 + 'TAIL')"
+    result = abp("create", "--name", "big", "--jsonl", "items.jsonl", "--key", "id", "--concurrency", "1",
+                 "--command", f"{sys.executable} -c \"{program}\"", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)["job_id"]
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=240)
+    assert final["status"] == "COMPLETED", final
+    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=30, what="the executor to exit")
+
+    unit = orch.store.find_unit(job, "1")
+    output = unit.output
+    assert len(output.encode()) <= 4 * 1024 * 1024
+    assert output.startswith("HEADxxx") and output.endswith("xxx\nTAIL")
+    spilled = Path(output.split("full output in ", 1)[1].split("]", 1)[0])
+    assert spilled.stat().st_size == 50_000_008
+    with spilled.open() as handle:
+        assert handle.read(4) == "HEAD"
+
+    for args in (["--json"], []):  # the timeout is a hang guard (on main this took over 11 min), not a limit
+        shown = abp("show", str(job), str(unit.id), *args, cwd=workdir, timeout=300)
+        assert shown.returncode == 0, shown.stderr
+        assert "TAIL" in shown.stdout and len(shown.stdout) < 12 * 1024 * 1024
