@@ -40,6 +40,12 @@ def short_traceback(exc: BaseException, limit: int = 6) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)).rstrip()
 
 
+def worker_output_cap(max_output_bytes: int) -> int:
+    """The cap a worker bounds its buffer to: the job's, less room for the worker's own marker, so
+    that output a worker already cut is not cut again here."""
+    return max_output_bytes - min(1024, max_output_bytes // 4)
+
+
 def output_file(job_dir: Path, unit_id: int | None, attempt: int) -> Path:
     """Where an attempt's whole output goes when it is longer than the cap."""
     return job_dir / "outputs" / f"{unit_id if unit_id is not None else 'reduce'}-{attempt}.txt"

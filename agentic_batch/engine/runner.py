@@ -15,7 +15,8 @@ from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine import structured
-from agentic_batch.engine.outcome import bound_outcome, crash_outcome, output_file, short_traceback
+from agentic_batch.engine.outcome import (bound_outcome, crash_outcome, output_file, short_traceback,
+                                          worker_output_cap)
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.reaper import Reaper, UnitProcesses
 from agentic_batch.engine.retry import decide
@@ -120,6 +121,7 @@ class UnitRunner:
             prompt += structured.instructions(schema, schema_feedback)
         workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
+        spill_path = output_file(self.settings.job_dir(self.job.id), unit_id, attempt)
         ctx = UnitContext(
             job_id=self.job.id, job_name=self.job.name, unit_id=unit_id, key=key, seq=seq, attempt=attempt,
             prompt=prompt, payload=payload, source_kind=str(self.job.source.get("kind")), workspace=workspace,
@@ -127,7 +129,7 @@ class UnitRunner:
             feedback=feedback, gate=self.gate, workdir=Path(self.job.workdir),
             template_vars={"prompt": prompt, "unit": unit_vars, "job": {"id": self.job.id, "name": self.job.name},
                            **(extra_vars or {})},
-            max_output_bytes=self.max_output_bytes,
+            max_output_bytes=worker_output_cap(self.max_output_bytes), full_output_path=spill_path,
         )
         if self._prepared is not None and not self._prepared.done():
             await asyncio.wait({self._prepared})
@@ -154,8 +156,7 @@ class UnitRunner:
             phase[0] = "validating the output against output_schema"
             outcome = structured.apply_schema(outcome, schema)
         phase[0] = "building the result"
-        outcome, notes = bound_outcome(outcome, self.max_output_bytes,
-                                       output_file(self.settings.job_dir(self.job.id), unit_id, attempt))
+        outcome, notes = bound_outcome(outcome, self.max_output_bytes, spill_path)
         for note in notes:
             emit("note", {"text": note})
             self.recorder.log(self.job.id, "warning", f"unit {unit_id} ({key}): {note}", unit_id=unit_id,

@@ -107,9 +107,12 @@ class UnitContext:
     gate: CallGate = field(default_factory=OpenGate)
     #: The directory the job was created from: commands run here, relative paths resolve here.
     workdir: Path | None = None
-    #: The job's cap on stored output (bytes). The engine cuts longer output to head + tail and keeps
-    #: the whole text in a file; a worker may use it to bound what it buffers (see agentic_batch.textcap).
+    #: Bytes of output a worker needs to hold (the job's --max-output-bytes, less room for a marker).
+    #: The engine cuts longer output to head + tail and writes the whole text to `full_output_path`;
+    #: a worker that bounds its own buffer should write the whole output there itself and name it.
     max_output_bytes: int | None = None
+    #: Where this attempt's whole output belongs when it is longer than the cap.
+    full_output_path: Path | None = None
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """Create-time checks and the output cap, through every interface a user has: the real CLI, the REST
-API on a real server, the MCP server over stdio; and a real command printing 50 MB."""
+API on a real server, the MCP server over stdio; and a real command printing 50 MB (the engine's
+generic cap, whole text in a file, is tested with a python worker in test_poison_units)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,30 +61,44 @@ async def test_mcp_refuses_an_unresolvable_schema_naming_the_field(workdir: Path
     assert orch.store.list_jobs() == []
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's resident high-water mark (VmHWM), 0 once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 @pytest.mark.slow
-def test_a_50_mb_stdout_is_capped_kept_whole_in_a_file_and_shown_promptly(workdir: Path, orch: Orchestrator) -> None:
+def test_a_50_mb_stdout_is_capped_and_shown_promptly_with_modest_executor_memory(workdir: Path,
+                                                                                 orch: Orchestrator) -> None:
     items(workdir, n=2)
-    # 50,000,008 bytes in lines of 100 (one 50 MB line is the reader's own problem, tested with it)
+    # 50,000,008 bytes in lines of 100
     program = "import sys; sys.stdout.write('HEAD' + ('x' * 99 + chr(10)) * 500_000 + 'TAIL')"
     result = abp("create", "--name", "big", "--jsonl", "items.jsonl", "--key", "id", "--concurrency", "1",
                  "--command", f"{sys.executable} -c \"{program}\"", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)["job_id"]
-    orch.start(job, skip_test=True)
+    pid = orch.start(job, skip_test=True)["executor"]["pid"]
+    peak = 0.0
+    while orch.status(job)["status"] == "RUNNING":
+        peak = max(peak, peak_rss_mb(pid))
+        time.sleep(0.05)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=240)
     assert final["status"] == "COMPLETED", final
     wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=30, what="the executor to exit")
+    print(f"executor peak RSS {peak:.0f} MB")  # 222 MB before the cap; a loose bound, not a benchmark
+    assert peak < 200
 
     unit = orch.store.find_unit(job, "1")
     output = unit.output
     assert len(output.encode()) <= 4 * 1024 * 1024
-    assert output.startswith("HEADxxx") and output.endswith("xxx\nTAIL")
-    spilled = Path(output.split("full output in ", 1)[1].split("]", 1)[0])
-    assert spilled.stat().st_size == 50_000_008
-    with spilled.open() as handle:
-        assert handle.read(4) == "HEAD"
+    assert output.startswith("HEADxxx") and output.endswith("xxx\nTAIL") and "bytes" in output[2_000_000:2_200_000]
 
-    for args in (["--json"], []):  # the timeout is a hang guard (on main this took over 11 min), not a limit
+    for args in (["--json"], []):  # the timeout is a hang guard (this took over 11 min before), not a limit
         shown = abp("show", str(job), str(unit.id), *args, cwd=workdir, timeout=300)
         assert shown.returncode == 0, shown.stderr
         assert "TAIL" in shown.stdout and len(shown.stdout) < 12 * 1024 * 1024
