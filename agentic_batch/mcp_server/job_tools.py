@@ -9,15 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
 
 from agentic_batch.errors import InvalidSpec
-from agentic_batch.mcp_server.replies import respond
+from agentic_batch.mcp_server.replies import in_thread, respond, respond_async
 from agentic_batch.mcp_server.schemas import (IntentArg, JobRef, Priority, PromptArg, SourceArg, WorkerArg,
                                               WorkerOptionsArg)
 from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
+from agentic_batch.mcp_server.test_wait import follow_test, lost_view, still_running_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import capabilities
@@ -132,19 +133,22 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                                                   "change the prompt.")] = False,
         skip_test: Annotated[bool, Field(description="Start all units without a test run. Only when the user "
                                                      "explicitly asked to skip the test.")] = False,
+        ctx: Context | None = None,  # type: ignore[type-arg]  # injected by the SDK, not an argument
     ) -> CallToolResult:
         """Start a job, test first.
 
-        On a CREATED job this runs the FIRST unit now (it may take as long as one agent run) and returns
-        its output, error, cost and a conversation summary; the job is then TESTING. Show that output to
-        the user and ask them to approve. Do not approve on the user's behalf.
+        On a CREATED job this runs the FIRST unit as a test and returns its output, error, cost and a
+        conversation summary; the job is then TESTING. Show that output to the user and ask them to
+        approve. Do not approve on the user's behalf. A long test unit keeps running in the background:
+        if it is not done within about 50 s this returns test_running=true; call start_job again to wait
+        for it (progress notifications are sent meanwhile).
         With approve=true (after the user agreed) it starts the remaining units in a detached background
         executor and returns at once; poll get_job_status for progress. The job keeps running if this
         conversation or the MCP server ends. With reject=true the job goes back to CREATED: call
         edit_prompt, then start_job again to re-test. skip_test=true starts everything without a test.
         Calling it again on a TESTING job returns the waiting test result.
         """
-        def call() -> dict[str, Any]:
+        def steer() -> dict[str, Any]:
             if approve and reject:
                 raise InvalidSpec("give approve or reject, not both")
             if approve:
@@ -154,15 +158,20 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                 view["next_step"] = (f"Change the prompt with edit_prompt(job_id={view['id']}, prompt=...), then "
                                      f"call start_job(job_id={view['id']}) to test again.")
                 return view
-            job = orch.job(job_id)
-            if job.status == "TESTING":
-                return tested_view(orch.test_report(job.id), orch.status(job.id))
-            result = orch.start(job.id, skip_test=skip_test)
-            if "executor" in result:  # started without a test (skip_test or ABP_SKIP_TEST)
-                return started_view(result, "started without a test")
-            return tested_view(result, orch.status(job.id))
+            return started_view(orch.start(job_id, skip_test=True), "started without a test")
 
-        return await respond(call)
+        async def test() -> dict[str, Any]:
+            progress = await follow_test(orch, job_id, ctx)
+            if progress["state"] == "running":
+                return still_running_view(progress)
+            if progress["state"] == "none":
+                return lost_view(progress)
+            job = progress["job_id"]
+            return tested_view(await in_thread(orch.test_report, job), await in_thread(orch.status, job))
+
+        if approve or reject or skip_test or orch.settings.skip_test:
+            return await respond(steer)
+        return await respond_async(test)
 
     async def edit_prompt(
         job_id: JobRef,

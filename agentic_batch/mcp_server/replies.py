@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -50,8 +50,13 @@ async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 async def respond(fn: Callable[[], dict[str, Any]]) -> CallToolResult:
     """Run `fn` (which calls the service and shapes its answer) in a thread; errors become tool errors."""
+    return await respond_async(lambda: in_thread(fn))
+
+
+async def respond_async(fn: Callable[[], Awaitable[dict[str, Any]]]) -> CallToolResult:
+    """Await `fn` (async: it runs its service calls in threads itself); errors become tool errors."""
     try:
-        return ok(await in_thread(fn))
+        return ok(await fn())
     except AbpError as exc:
         return failure(exc.one_line())
     except Exception as exc:  # a bug: say so in one line, keep the traceback in the server's log

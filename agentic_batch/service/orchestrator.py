@@ -19,8 +19,8 @@ from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
-from agentic_batch.service.test_run import (TestRunning, launch_detached_test, reclaim_lost_test, run_test_unit,
-                                            find_test_owner)
+from agentic_batch.service.test_run import (TESTED_STATE, TestRunning, find_test_owner, launch_detached_test,
+                                            reclaim_lost_test, register_test_owner, run_test_unit)
 from agentic_batch.service.views import job_status, job_summary, unit_view
 from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
                                 describe_validation_error)
@@ -98,10 +98,12 @@ class Orchestrator(BrowseMixin):
         SIGTERM/SIGINT meanwhile raise TestInterrupted with the unit PENDING and the job CREATED again."""
         job = self.job(ref)
         self._expect(job, {"CREATED"}, "test", "only a CREATED job can be tested; reject a TESTING job first")
+        owner = register_test_owner(self.store, job.id)
         if not self.store.update_job(job.id, expect=["CREATED"], status="TESTING"):
+            self.store.set_executor_state(owner, TESTED_STATE)
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         try:
-            unit_id = run_test_unit(self.store, self.settings, job)
+            unit_id = run_test_unit(self.store, self.settings, job, owner)
         except BaseException:
             # Back to CREATED, unless another start took the unit over meanwhile (our lease had expired).
             fresh = self.store.get_job(job.id)

@@ -65,22 +65,32 @@ class TestOwner:
     alive: bool
 
 
-def run_test_unit(store: Store, settings: Settings, job: JobRecord) -> int:
-    """Run the first pending unit; the job must already be TESTING. Returns the unit id.
+def register_test_owner(store: Store, job_id: int) -> str:
+    """Enter this process in the executors table as the job's tester, before the job turns TESTING:
+    whoever sees a TESTING job can then tell a test that is starting from one that died."""
+    owner = f"test-{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store.register_executor(owner, job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
+    store.set_executor_state(owner, TESTING_STATE)
+    return owner
+
+
+def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) -> int:
+    """Run the first pending unit as `owner` (see register_test_owner); the job must already be
+    TESTING. Returns the unit id.
 
     Raises TestInterrupted (after giving the unit back) when SIGTERM or SIGINT arrives meanwhile.
     """
-    unit = store.first_unit(job.id)
-    if unit is None:
-        raise IllegalState(f"job {job.id} has no pending unit to test")
-    owner = f"test-{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    store.register_executor(owner, job.id, hostname(), os.getpid(), pid_start_token(os.getpid()))
-    store.set_executor_state(owner, TESTING_STATE)
-    claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
-    if claimed is None:
+    try:
+        unit = store.first_unit(job.id)
+        if unit is None:
+            raise IllegalState(f"job {job.id} has no pending unit to test")
+        claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
+        if claimed is None:
+            raise IllegalState(f"unit {unit.id} of job {job.id} is no longer pending")
+        store.update_job(job.id, test_unit_id=unit.id)
+    except BaseException:
         store.set_executor_state(owner, TESTED_STATE)
-        raise IllegalState(f"unit {unit.id} of job {job.id} is no longer pending")
-    store.update_job(job.id, test_unit_id=unit.id)
+        raise
     worker = get_worker_kind(job.worker).build(job.worker_options)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-test-store")
     interrupted: list[str] = []
@@ -143,28 +153,38 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord) -> int:
 
 
 def find_test_owner(store: Store, settings: Settings, job: JobRecord) -> TestOwner | None:
-    """Who holds the job's test unit, if it is RUNNING, and whether that owner still lives.
+    """Who runs the job's test, if a test run is under way (or was, and died), and whether it lives.
 
-    Alive means: its pid runs (same host; pid and start time name one process) or its heartbeat is
-    fresh (another host), and its lease on the unit has not expired (a stopped process loses it).
+    Under way: the test unit is RUNNING (its lease owner), or no result is there yet and a tester is
+    registered (it is starting). Alive means: its pid runs (same host; pid and start time name one
+    process) or its heartbeat is fresh (another host), and its lease on the unit, if it has one, has
+    not expired (a stopped process loses it).
     """
-    if job.status != "TESTING" or job.test_unit_id is None:
+    if job.status != "TESTING":
         return None
-    unit = store.get_unit(job.test_unit_id)
-    if unit is None or unit.status != "RUNNING" or not unit.lease_owner:
-        return None
+    unit = store.get_unit(job.test_unit_id) if job.test_unit_id is not None else None
+    records = store.list_executors(job.id)
     now = time.time()
-    record = next((r for r in store.list_executors(job.id) if r.id == unit.lease_owner), None)
-    if record is None:  # a test run from before owners were registered: the lease alone decides
-        return TestOwner(unit.lease_owner, "?", 0, unit.started_at or now,
-                         alive=bool(unit.lease_expires_at and unit.lease_expires_at > now))
-    alive = record.state == TESTING_STATE and bool(unit.lease_expires_at and unit.lease_expires_at > now)
+    if unit is not None and unit.status == "RUNNING" and unit.lease_owner:
+        record = next((r for r in records if r.id == unit.lease_owner), None)
+        leased = bool(unit.lease_expires_at and unit.lease_expires_at > now)
+        if record is None:  # a test run from before owners were registered: the lease alone decides
+            return TestOwner(unit.lease_owner, "?", 0, unit.started_at or now, alive=leased)
+        started = unit.started_at or record.started_at
+    else:
+        if unit is not None and (unit.status != "PENDING" or unit.error):
+            return None  # a result (or a retryable error) waits for the user
+        record = next((r for r in records if r.state == TESTING_STATE), None)  # newest first
+        if record is None:
+            return None
+        leased, started = True, record.started_at
+    alive = record.state == TESTING_STATE and leased
     if alive:
         if record.host == hostname():
             alive = process_alive(record.pid, record.pid_start)
         else:
             alive = now - record.heartbeat_at < settings.lease_seconds
-    return TestOwner(record.id, record.host, record.pid, unit.started_at or record.started_at, alive)
+    return TestOwner(record.id, record.host, record.pid, started, alive)
 
 
 def reclaim_lost_test(store: Store, settings: Settings, job: JobRecord) -> bool:
@@ -179,8 +199,8 @@ def reclaim_lost_test(store: Store, settings: Settings, job: JobRecord) -> bool:
     if not store.update_job(job.id, expect=["TESTING"], status="CREATED"):
         return False
     store.append_logs([{"job_id": job.id, "unit_id": job.test_unit_id, "level": "warning",
-                        "message": f"the test run of unit {job.test_unit_id} (pid {owner.pid} on {owner.host}) "
-                                   "ended without a result; the unit is PENDING again"}])
+                        "message": f"the test run of job {job.id} (pid {owner.pid} on {owner.host}) ended without "
+                                   "a result; its unit is PENDING again"}])
     return True
 
 
