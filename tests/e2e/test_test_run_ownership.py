@@ -7,6 +7,7 @@ test knows when the unit is mid-run, and the next start's run of it finishes at 
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_an_expired_lease_is_reclaimed_and_the_stale_owner_cannot_undo_it(workdi
     monkeypatch.setenv("ABP_LEASE_SECONDS", "1")
     job = make_job(workdir, orch)
     first = start_in_background(workdir, job)
-    first.send_signal(signal.SIGSTOP)  # alive, but no heartbeat: its lease runs out
+    stop_outside_a_write(first, orch)  # alive, but no heartbeat: its lease runs out
     try:
         time.sleep(1.5)
         (workdir / "go").touch()
@@ -115,6 +116,23 @@ def test_an_expired_lease_is_reclaimed_and_the_stale_owner_cannot_undo_it(workdi
     assert (status["status"], status["completed"], status["pending"]) == ("TESTING", 1, 1)
     for pid in agents():
         subprocess.run(["kill", "-9", str(pid)], check=False)
+
+
+def stop_outside_a_write(proc: subprocess.Popen[str], orch: Orchestrator) -> None:
+    """SIGSTOP the process, but not while it holds SQLite's write lock (a heartbeat): a stopped lock
+    holder would block every other process, which is SQLite's limit, not what this test is about."""
+    db = orch.settings.db_url.removeprefix("sqlite:///")
+    for _ in range(50):
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            with sqlite3.connect(db, timeout=0.2) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.rollback()
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+    raise AssertionError("could not stop the test run outside a write")
 
 
 def test_start_on_a_failed_test_exits_non_zero_and_says_so(workdir: Path, orch: Orchestrator) -> None:
