@@ -129,3 +129,80 @@ def test_output_capture_keeps_head_and_tail_under_a_cap() -> None:
     whole = OutputCapture(None)
     whole.add(b"x" * 100)
     assert whole.text() == "x" * 100
+
+
+def python_job(orch, workdir: Path, function: str, rows: list[dict], **kw) -> int:  # type: ignore[no-untyped-def, type-arg]
+    from tests.fixtures.funcs import ref
+
+    data = workdir / "items.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    isolate = kw.pop("isolate", False)
+    spec = JobSpec(name="python", source={"kind": "jsonl", "path": str(data), "key": "id"}, worker="python",
+                   worker_options={"function": ref(function), "isolate_python": isolate}, **kw)
+    return orch.create(spec, cwd=workdir).job_id
+
+
+def runlog(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_sync_function_past_its_timeout_is_abandoned_and_the_executor_still_exits(
+        orch, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentic_batch.engine.procs import process_alive
+    from agentic_batch.workers.python_fn import ABANDONED
+
+    monkeypatch.setenv("ABP_TEST_FLAG", str(workdir / "woke"))
+    job = python_job(orch, workdir, "stubborn", [{"id": 0, "sleep": 120}], timeout_s=1, max_retries=1)
+    orch.start(job, skip_test=True)
+    first = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    [row] = orch.results(job)
+    assert final["status"] == "FAILED" and row["attempts"] == 2
+    assert row["error"] == ABANDONED and row["error_class"] == "retryable"
+    # its two threads still sleep, but the executor wrote the final status, released the host lock and left
+    wait_until(lambda: not process_alive(first), timeout=60, what="the executor to exit")
+    assert orch.status(job)["executor"]["state"] == "stopped"
+
+    orch.retry(job)  # a new executor takes the unit: nothing holds the host lock
+    wait_until(lambda: orch.status(job)["executor"]["pid"] not in (None, first), timeout=30, what="a new executor")
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    [row] = orch.results(job)
+    assert final["status"] == "FAILED" and row["attempts"] == 4 and row["error"] == ABANDONED
+    assert not (workdir / "woke").exists()
+
+
+def test_isolate_python_kills_the_function_and_what_it_started_on_timeout(
+        orch, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentic_batch.engine.procs import process_alive
+
+    marker = f"abp-iso-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("ABP_TEST_RUNLOG", str(workdir / "runlog"))
+    job = python_job(orch, workdir, "stubborn_with_child", [{"id": 0, "sleep": 120, "marker": marker}],
+                     timeout_s=3, max_retries=0, isolate=True)
+    orch.start(job, skip_test=True)
+    executor = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    [row] = orch.results(job)
+    assert final["status"] == "FAILED" and "timed out after 3s" in row["error"]
+    [started] = runlog(workdir / "runlog")
+    assert started["pid"] != executor  # it ran in a host process ...
+    wait_until(lambda: not process_alive(started["pid"]), timeout=10, what="the host process killed")
+    wait_until(lambda: not processes_with(marker), timeout=10, what="the process it started killed")
+
+
+def test_isolate_python_runs_calls_in_reused_host_processes(orch, workdir: Path) -> None:
+    rows = [{"id": i} for i in range(6)] + [{"id": 6, "fail": True}]
+    job = python_job(orch, workdir, "pid_and_emit", rows, concurrency=2, isolate=True, max_retries=0,
+                     prompt="p{{ row.id }}")
+    orch.start(job, skip_test=True)
+    executor = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    results = {r["key"]: r for r in orch.results(job)}
+    assert final["status"] == "FAILED" and final["completed"] == 6
+    assert results["6"]["error"] == "asked to fail" and results["6"]["error_class"] == "permanent"
+    data = [json.loads(results[str(i)]["output"]) for i in range(6)]
+    assert [(d["key"], d["prompt"]) for d in data] == [(str(i), f"p{i}") for i in range(6)]
+    pids = {d["pid"] for d in data}
+    assert executor not in pids and len(pids) <= 3  # a small pool, reused
+    events = orch.events(job, results["0"]["unit_id"])
+    assert any(e["kind"] == "progress" and e["data"] == {"unit": "0"} for e in events)
