@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -54,17 +55,25 @@ def command_job(orch, workdir: Path, command: str, n: int = 1, **kw) -> int:  # 
     return orch.create(spec, cwd=workdir).job_id
 
 
-def leftover_cgroups() -> list[Path]:
-    parent = cgroups.own_cgroup()
-    return sorted(parent.glob("abp-*")) if parent is not None else []
+def executor_cgroup(job_id: int, tracking: str) -> Path | None:
+    """The cgroup the job's executor made (from its log line), None in the fallback."""
+    if tracking != "cgroup":
+        return None
+    from agentic_batch.config import load_settings
+    from agentic_batch.engine.launch import executor_log_path
+
+    log = executor_log_path(load_settings(), job_id)
+    found = wait_until(lambda: re.search(r"tracked by cgroup (\S+)", log.read_text() if log.exists() else ""),
+                       timeout=30, what="the executor's cgroup in its log")
+    return Path(found.group(1))
 
 
 def test_a_grandchild_that_leaves_its_session_dies_with_its_unit(orch, workdir: Path, tracking: str) -> None:
     marker = f"abp-esc-{uuid.uuid4().hex[:8]}"
-    before = leftover_cgroups()
     job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker} {workdir}/out-{{{{ row.id }}}} 2",
                       n=3, concurrency=3)
     orch.start(job, skip_test=True)
+    cgroup = executor_cgroup(job, tracking)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     assert final["status"] == "COMPLETED" and final["completed"] == 3
     assert sorted(r["output"] for r in orch.results(job)) == ["done"] * 3
@@ -72,23 +81,25 @@ def test_a_grandchild_that_leaves_its_session_dies_with_its_unit(orch, workdir: 
     time.sleep(3)  # past the moment they would have written their files
     assert not list(workdir.glob("out-*"))
     wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
-    wait_until(lambda: leftover_cgroups() == before, timeout=10, what="the executor's cgroups removed")
+    if cgroup is not None:
+        wait_until(lambda: not cgroup.exists(), timeout=10, what="the executor's cgroups removed")
 
 
 def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, workdir: Path,
                                                                           tracking: str) -> None:
     marker = f"abp-esc9-{uuid.uuid4().hex[:8]}"
-    before = leftover_cgroups()
     job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker} {workdir}/out-{{{{ row.id }}}} 3 60",
                       n=2, concurrency=2)
     orch.start(job, skip_test=True)
+    cgroup = executor_cgroup(job, tracking)
     wait_until(lambda: len(processes_with(f"{marker}-escapee")) == 2, timeout=30, what="two escaped grandchildren")
     pid = orch.status(job)["executor"]["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not processes_with(marker), timeout=10, what="every agent process killed by the watchdog")
     time.sleep(3.5)
     assert not list(workdir.glob("out-*"))
-    wait_until(lambda: leftover_cgroups() == before, timeout=10, what="the watchdog removed the cgroups")
+    if cgroup is not None:
+        wait_until(lambda: not cgroup.exists(), timeout=10, what="the watchdog removed the cgroups")
 
 
 def test_a_command_whose_child_keeps_stdout_open_completes_when_the_command_exits(orch, workdir: Path) -> None:
