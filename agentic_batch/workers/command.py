@@ -141,6 +141,9 @@ class CommandWorker:
                 await _settle(readers, 0.5)  # a process that left the group may hold the pipe: give up
         finally:
             readers.cancel()
+            # Retrieve its outcome (a CancelledError when the unit itself is cancelled), or asyncio
+            # prints "_GatheringFuture exception was never retrieved" with a traceback on stderr.
+            readers.add_done_callback(lambda done: done.cancelled() or done.exception())
             await terminate(proc, ctx.processes)
         stdout, stderr = out.text(), err.text()
         ctx.emit("exit", {"code": code})
