@@ -79,7 +79,7 @@ def test_kill_9_mid_test_is_reclaimed_by_the_next_start(workdir: Path, orch: Orc
     first.wait(timeout=10)
     status = orch.status(job)  # nobody gave it back: what a killed client leaves behind
     assert (status["status"], status["running"]) == ("TESTING", 1)
-    assert status["executor"]["state"] == "stopped"
+    assert status["executor"]["state"] != "running"
 
     (workdir / "go").touch()
     again = abp("start", str(job), cwd=workdir)
