@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentic_batch.engine import cgroups
+from agentic_batch.engine.procs import process_table
 from agentic_batch.spec import JobSpec
 from tests.fixtures.abp import processes_with, wait_status, wait_until
 
@@ -100,6 +101,25 @@ def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, 
     assert not list(workdir.glob("out-*"))
     if cgroup is not None:
         wait_until(lambda: not cgroup.exists(), timeout=10, what="the watchdog removed the cgroups")
+
+
+def test_the_fallback_reaps_orphans_it_adopted(orch, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without cgroups the executor is a subreaper: orphans that exit by themselves must not pile up
+    as its zombies (each would hold a pid until the executor exits)."""
+    monkeypatch.setenv("ABP_PROCESS_CGROUPS", "0")
+    script = workdir / "orphan.sh"
+    script.write_text('(sleep 0.1) >/dev/null 2>&1 &\nif [ "$1" = 7 ]; then sleep 30; fi\necho ok\n')
+    job = command_job(orch, workdir, f"sh {script} {{{{ row.id }}}}", n=8, concurrency=4)
+    orch.start(job, skip_test=True)
+    pid = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    wait_until(lambda: orch.status(job)["completed"] == 7, timeout=60, what="seven short units")
+
+    def zombies() -> list[int]:
+        table = process_table()
+        return [p for p, (ppid, _, state) in table.items() if ppid == pid and state == "Z"]
+
+    wait_until(lambda: not zombies(), timeout=20, what="the adopted orphans reaped")
+    orch.cancel(job)
 
 
 def test_a_command_whose_child_keeps_stdout_open_completes_when_the_command_exits(orch, workdir: Path) -> None:
