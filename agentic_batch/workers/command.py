@@ -8,6 +8,7 @@ a non-zero exit is an error with stderr kept, retryable only for exit codes the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.prompts import compile_template, referenced_fields, render
+from agentic_batch.textcap import cut_marker
 from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
 from agentic_batch.workers.process import exited, kill_group, spawn, terminate
 
@@ -126,8 +128,7 @@ class CommandWorker:
             return UnitOutcome.failure(f"permission denied running {argv[0]}", ErrorClass.permanent)
         except OSError as exc:
             return UnitOutcome.failure(f"cannot run {argv[0]}: {exc}", ErrorClass.permanent)
-        cap = getattr(ctx, "max_output_bytes", None)  # set by the engine (--max-output-bytes)
-        out, err = OutputCapture(cap), OutputCapture(_STDERR_KEEP)
+        out, err = OutputCapture(ctx.max_output_bytes, ctx.full_output_path), OutputCapture(_STDERR_KEEP)
         readers = asyncio.ensure_future(asyncio.gather(_read(proc.stdout, ctx, "stdout", out),
                                                        _read(proc.stderr, ctx, "stderr", err)))
         try:
@@ -144,6 +145,7 @@ class CommandWorker:
             # Retrieve its outcome (a CancelledError when the unit itself is cancelled), or asyncio
             # prints "_GatheringFuture exception was never retrieved" with a traceback on stderr.
             readers.add_done_callback(lambda done: done.cancelled() or done.exception())
+            out.close()
             await terminate(proc, ctx.processes)
         stdout, stderr = out.text(), err.text()
         ctx.emit("exit", {"code": code})
@@ -167,19 +169,28 @@ async def _settle(task: asyncio.Future[object], timeout: float) -> bool:
 
 class OutputCapture:
     """A stream's bytes with bounded memory: under a cap, the first and last halves and a count of the
-    bytes in between, which `text()` replaces with a marker. No cap: everything."""
+    bytes in between, which `text()` replaces with the engine's marker. Once the stream outgrows the
+    cap, every byte also goes to `spill` (the attempt's full-output file) as it arrives, so nothing is
+    lost and nothing large is held. No cap: everything, in memory."""
 
-    def __init__(self, cap: int | None) -> None:
+    def __init__(self, cap: int | None, spill: Path | None = None) -> None:
         self.cap = cap if cap is None or cap > 0 else None
+        self.spill = spill
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
+        self._file: Any = None
+        self._spill_failed = False
 
     def add(self, data: bytes) -> None:
-        self.total += len(data)
         if self.cap is None:
+            self.total += len(data)
             self.head += data
             return
+        if self.total + len(data) > self.cap and self.total <= self.cap:
+            self._open_spill()  # first overflow: head + tail are still everything read so far
+        self.total += len(data)
+        self._write(data)
         room = self.cap - self.cap // 2 - len(self.head)
         if room > 0:
             self.head += data[:room]
@@ -190,12 +201,39 @@ class OutputCapture:
             if excess > 0:
                 del self.tail[:excess]
 
+    def _open_spill(self) -> None:
+        if self.spill is None:
+            return
+        try:
+            self.spill.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.spill, "wb")  # noqa: SIM115 (closed in close())
+            self._file.write(bytes(self.head) + bytes(self.tail))
+        except OSError:
+            self._spill_failed = True
+            self.close()
+
+    def _write(self, data: bytes) -> None:
+        if self._file is not None:
+            try:
+                self._file.write(data)
+            except OSError:
+                self._spill_failed = True
+                self.close()
+
+    def close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
     def text(self) -> str:
+        self.close()
         omitted = self.total - len(self.head) - len(self.tail)
         if omitted <= 0:
             return (self.head + self.tail).decode(errors="replace")
-        return (self.head.decode(errors="replace") + f"\n[... {omitted} bytes omitted ...]\n"
-                + self.tail.decode(errors="replace"))
+        kept = self.spill if self.spill is not None and not self._spill_failed else None
+        return (self.head.decode(errors="ignore") + cut_marker(omitted, kept)
+                + self.tail.decode(errors="ignore"))
 
 
 async def _read(stream: asyncio.StreamReader | None, ctx: UnitContext, kind: str, capture: OutputCapture) -> None:

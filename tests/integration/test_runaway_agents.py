@@ -149,14 +149,19 @@ def test_a_2_mib_output_line_completes_with_the_whole_line(orch, workdir: Path) 
     assert len(stdout_events) == 1 and len(stdout_events[0]["data"]["text"]) < 5000  # the event shows its start
 
 
-def test_output_capture_keeps_head_and_tail_under_a_cap() -> None:
+def test_output_capture_keeps_head_and_tail_under_a_cap_and_spills_the_rest(tmp_path: Path) -> None:
     from agentic_batch.workers.command import OutputCapture
 
-    capture = OutputCapture(10)
+    spill = tmp_path / "outputs" / "1-1.txt"
+    capture = OutputCapture(10, spill)
     for chunk in (b"abc", b"defghij", b"klmnopqrstu", b"vwxyz"):
         capture.add(chunk)
     assert capture.total == 26 and len(capture.head) + len(capture.tail) == 10
-    assert capture.text() == "abcde\n[... 16 bytes omitted ...]\nvwxyz"
+    assert capture.text() == f"abcde\n… [16 bytes cut; full output in {spill}] …\nvwxyz"
+    assert spill.read_bytes() == b"abcdefghijklmnopqrstuvwxyz"
+    small = OutputCapture(10, tmp_path / "never.txt")
+    small.add(b"0123456789")
+    assert small.text() == "0123456789" and not (tmp_path / "never.txt").exists()
     whole = OutputCapture(None)
     whole.add(b"x" * 100)
     assert whole.text() == "x" * 100
