@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
-from agentic_batch.service.browse import MAX_PAGE
+from agentic_batch.service.browse import JOB_STATUSES, MAX_PAGE
 from agentic_batch.spec import JobSpec
 from agentic_batch.web.deps import orchestrator, web_config
 from agentic_batch.web.errors import read_json
+from agentic_batch.web.openapi_doc import word_list
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 Orch = Annotated[Orchestrator, Depends(orchestrator)]
@@ -28,7 +29,9 @@ JOB_DOC = "Job id, its name when unique, or `last`."
 class StartRequest(BaseModel):
     """Like `abp start JOB [--skip-test] [--approve | --reject]`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # approve and reject exclude each other (the schema says so, for clients and fuzzers alike)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
+        "required": ["approve", "reject"], "properties": {"approve": {"const": True}, "reject": {"const": True}}}})
     skip_test: bool = Field(False, description="Start the executor without running the first unit as a test.")
     approve: bool = Field(False, description="Approve a TESTING job: start its executor.")
     reject: bool = Field(False, description="Reject a TESTING job: back to CREATED, to edit the prompt.")
@@ -52,7 +55,8 @@ def spec_openapi() -> dict[str, Any]:
 
 @router.get("/jobs", summary="List jobs")
 def list_jobs(orch: Orch,
-              status: Annotated[str | None, Query(description="Comma list of job statuses: running,paused")] = None,
+              status: Annotated[str | None, Query(description="Comma list of job statuses: running,paused",
+                                                  json_schema_extra=word_list(JOB_STATUSES))] = None,
               q: Annotated[str | None, Query(description="Only jobs whose name contains this")] = None,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
               offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> dict[str, Any]:
@@ -152,7 +156,8 @@ def active_units(job: str, orch: Orch,
 
 @router.get("/jobs/{job}/timeseries", summary="Throughput and cost over time")
 def timeseries(job: str, orch: Orch,
-               buckets: Annotated[int, Query(ge=1, le=1000, description="About how many points")] = 60) -> dict[str, Any]:
+               buckets: Annotated[int, Query(ge=1, le=1000, description="About how many points")] = 60
+               ) -> dict[str, Any]:
     return orch.timeseries(job, buckets=buckets)
 
 

@@ -13,7 +13,9 @@ from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import MAX_PAGE
+from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
 from agentic_batch.web.deps import orchestrator
+from agentic_batch.web.openapi_doc import one_of, word_list
 
 router = APIRouter(prefix="/api", tags=["results, logs, stats"])
 Orch = Annotated[Orchestrator, Depends(orchestrator)]
@@ -24,7 +26,8 @@ CHUNK_CHARS = 64 * 1024
 
 @router.get("/jobs/{job}/logs", summary="A job's logs")
 def job_logs(job: str, orch: Orch,
-             level: Annotated[str, Query(description="Minimum level: debug, info, warning, error")] = "info",
+             level: Annotated[str, Query(description="Minimum level: debug, info, warning, error",
+                                         json_schema_extra=one_of(LOG_LEVELS))] = "info",
              unit: Annotated[str | None, Query(description="Only this unit's logs: its number, or "
                                                             "`key:KEY`")] = None,
              q: Annotated[str | None, Query(description="Only messages containing this")] = None,
@@ -60,8 +63,10 @@ def _chunked(parts: Iterable[str], size: int = CHUNK_CHARS) -> Iterator[bytes]:
 @router.get("/jobs/{job}/results", summary="Export results (streamed)",
             responses={200: {"content": {t: {} for t in EXPORT_TYPES.values()}}})
 def export_results(job: str, orch: Orch,
-                   format: Annotated[str, Query(description="csv, json or jsonl")] = "jsonl",
-                   status: Annotated[str | None, Query(description="Only units in these statuses")] = None
+                   format: Annotated[str, Query(description="csv, json or jsonl",
+                                                json_schema_extra=one_of(EXPORT_TYPES))] = "jsonl",
+                   status: Annotated[str | None, Query(description="Only units in these statuses (comma list)",
+                                                       json_schema_extra=word_list(UNIT_STATUSES))] = None
                    ) -> StreamingResponse:
     """One row per unit (unit_id, key, item fields, status, output, error, cost, tokens, attempts),
     streamed in unit order without holding the job in memory, like `abp results`."""

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from agentic_batch import __version__
 from agentic_batch.service import Orchestrator
-from agentic_batch.web import api_jobs, api_misc, api_units, errors, pages, sse
+from agentic_batch.web import api_jobs, api_misc, api_units, errors, openapi_doc, pages, sse
 from agentic_batch.web.config import WebConfig
 from agentic_batch.web.security import Guard, Sessions
 
@@ -32,15 +32,6 @@ The REST API of agentic-batch: every call goes through the same service layer as
   `Content-Type: application/json` (or a Bearer token, or the dashboard's `X-ABP-CSRF` header).
 * Live updates: `GET /api/jobs/{job}/stream` and `GET /api/stream` are Server-Sent Events.
 """
-
-
-def _routed_methods(routers: Any) -> frozenset[str]:
-    """The HTTP methods some route answers (GET implies HEAD); the static files are GET/HEAD too."""
-    methods = {"GET", "HEAD"}
-    for router in routers:
-        for route in router.routes:
-            methods.update(getattr(route, "methods", None) or ())
-    return frozenset(methods)
 
 
 def create_app(orch: Orchestrator | None = None, config: WebConfig | None = None) -> FastAPI:
@@ -61,13 +52,15 @@ def create_app(orch: Orchestrator | None = None, config: WebConfig | None = None
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.add_middleware(Guard, config=config, sessions=app.state.sessions, methods=_routed_methods(routers))
+    app.add_middleware(Guard, config=config, sessions=app.state.sessions,
+                       routes=[route for router in routers for route in router.routes])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             api_jobs.register_schemas(schema)
+            openapi_doc.document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentic_batch.web.config import WebConfig, is_loopback
@@ -28,6 +29,7 @@ SESSION_COOKIE = "abp_session"
 CSRF_HEADER = "x-abp-csrf"
 SESSION_SECONDS = 7 * 24 * 3600
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC_PREFIXES = ("/static/", "/login", "/favicon.ico")
 SECURITY_HEADERS = {
     # Defence in depth behind the escaping: no inline script, nothing from another origin.
@@ -102,13 +104,25 @@ class Guard:
     """ASGI middleware applying the rules in this module's docstring, and the security headers."""
 
     def __init__(self, app: ASGIApp, config: WebConfig, sessions: Sessions,
-                 methods: frozenset[str] | None = None) -> None:
+                 routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.config = config
         self.sessions = sessions
-        #: Every method some route answers: anything else (TRACE, CONNECT, ...) is a 405 here, not a
-        #: CSRF 403 (this guard runs before routing, so it must not pass judgement on such requests).
-        self.methods = methods
+        #: The app's routes, to answer a method the path does not take with 405 and the path's full
+        #: Allow list before the CSRF check (this guard runs before routing: it used to call a TRACE
+        #: a cross-site request, 403; and Starlette's own 405 lists only the first matching route).
+        self.routes = list(routes)
+
+    def allowed_methods(self, scope: Scope) -> set[str]:
+        """Methods the routes whose path matches take (GET implies HEAD); empty for an unknown path."""
+        allowed: set[str] = set()
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                allowed.update(getattr(route, "methods", None) or ())
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        return allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,10 +150,6 @@ class Guard:
         if self.config.loopback_only and not is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host):
             return _refuse(request, 421, f"this server answers only to a loopback host name, not {host!r}",
                            "open it as http://127.0.0.1:PORT")
-        if self.methods is not None and request.method not in self.methods:
-            allowed = ", ".join(sorted(self.methods))
-            return JSONResponse({"error": f"method {request.method} is not allowed", "hint": f"use {allowed}"},
-                                status_code=405, headers={**SECURITY_HEADERS, "allow": allowed})
         path = request.url.path
         public = path.startswith(_PUBLIC_PREFIXES)
         bearer = _bearer(request)
@@ -155,8 +165,14 @@ class Guard:
                     return RedirectResponse(f"/login?next={quote(safe_next(request.url.path))}", status_code=303)
                 return _refuse(request, 401, "authentication required",
                                "send 'Authorization: Bearer <token>' (the server's --token / ABP_API_TOKEN)")
-        if request.method in _SAFE_METHODS:
-            return None
+        allowed = self.allowed_methods(request.scope)
+        if allowed and request.method not in allowed:
+            listed = ", ".join(sorted(allowed))
+            return JSONResponse({"error": f"method {request.method} is not allowed here",
+                                 "hint": f"{path} takes {listed}"},
+                                status_code=405, headers={**SECURITY_HEADERS, "allow": listed})
+        if request.method in _SAFE_METHODS or (not allowed and request.method not in _WRITE_METHODS):
+            return None  # a TRACE to an unknown path: no handler takes it, routing answers 404
         return self._check_csrf(request, bearer, session_csrf)
 
     def _check_csrf(self, request: Request, bearer: str | None, session_csrf: str | None) -> Response | None:

@@ -42,7 +42,8 @@ def test_ctrl_c_stops_serve_while_live_streams_are_open(tmp_path: Path) -> None:
 
     try:
         wait_until(lambda: _answers(url), timeout=60, what="abp serve to answer")
-        readers = [threading.Thread(target=tab, args=(path,), daemon=True) for path in ("/api/stream", "/api/stream?limit=5")]
+        paths = ("/api/stream", "/api/stream?limit=5")
+        readers = [threading.Thread(target=tab, args=(path,), daemon=True) for path in paths]
         for reader in readers:
             reader.start()
         wait_until(lambda: len(opened) == len(readers), timeout=30, what="both streams to send their first event")

@@ -1,0 +1,58 @@
+"""schemathesis against a real `abp serve` app: no generated request may get a 5xx.
+
+schemathesis reads `/openapi.json` and sends requests made from it: valid ones, boundary values
+(integers of 2^63, odd unicode in ids, empty and malformed bodies) and random ones, with the
+dashboard's CSRF header so writes get past the cross-site guard. Any 5xx fails the test with
+schemathesis's own report (each failure has a `curl` line that reproduces it).
+
+Runs when schemathesis is installed (the `dev` extra has it) or named by ABP_SCHEMATHESIS (an
+executable, e.g. one in a separate virtualenv); skipped otherwise. Bounded: a few dozen examples per
+operation; bench/schemathesis_run.sh is the long run (hundreds per operation, every check).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures.abp import wait_status
+from tests.fixtures.web import Web, spec, web  # noqa: F401  (fixture)
+
+EXAMPLES = int(os.environ.get("ABP_SCHEMATHESIS_EXAMPLES", "25"))
+
+
+def schemathesis_command() -> list[str] | None:
+    named = os.environ.get("ABP_SCHEMATHESIS")
+    if named:
+        return [named]
+    if importlib.util.find_spec("schemathesis") is not None:
+        entry = "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"
+        return [sys.executable, "-c", entry]
+    found = shutil.which("schemathesis")
+    return [found] if found else None
+
+
+@pytest.mark.slow
+def test_no_generated_request_gets_a_server_error(web: Web, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    command = schemathesis_command()
+    if command is None:
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]', or set ABP_SCHEMATHESIS)")
+    done = web.ok("POST", "/api/jobs", spec(web.workdir, "fail_some", name="done"), status=201)["job_id"]
+    web.ok("POST", f"/api/jobs/{done}/start", {"skip_test": True})
+    wait_status(web.orch, done, {"COMPLETED", "FAILED"})
+    web.ok("POST", "/api/jobs", spec(web.workdir, "fail_some", name="waiting"), status=201)
+    csrf = web.app.state.sessions.anonymous_csrf
+    result = subprocess.run(
+        [*command, "run", f"{web.url}/openapi.json", "--checks", "not_a_server_error",
+         "--header", f"X-ABP-CSRF: {csrf}", "--max-examples", str(EXAMPLES), "--seed", "1",
+         "--phases", "examples,coverage,fuzzing", "--continue-on-failure",
+         "--exclude-path-regex", "/stream$",  # endless by design (SSE): tested in test_web_live
+         "--request-timeout", "60", "--no-color"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
