@@ -130,3 +130,21 @@ def test_broken_numbers_are_still_malformed(tmp_path: Path, monkeypatch: pytest.
         spec = SourceSpec(kind="json", path=str(tmp_path / "d.json"), json_path=json_path)
         with pytest.raises(SourceError, match="malformed JSON|not an object"):
             list(iter_items(spec, cwd=tmp_path))
+
+
+@pytest.mark.parametrize("cut_after", [".", "e", "-"])
+def test_the_reported_file_at_the_real_chunk_size(tmp_path: Path, cut_after: str) -> None:
+    """`{"embedding": [floats...], "items": [...]}` with the first chunk ending right after a '.'/'e'/'-'."""
+    number = {".": "0.25", "e": "1e5", "-": "2e-7"}[cut_after]
+    count = json_stream.CHUNK_CHARS // len(number) + 10
+    body = '"embedding": [' + ", ".join([number] * count) + '], "items": [{"id": 1}, {"id": 2}]}'
+    offset = number.index(cut_after) + 1  # the cut falls just after this character of a number
+    for pad in range(len(number) + 2):
+        text = "{" + " " * pad + body
+        if text[json_stream.CHUNK_CHARS - 1] == cut_after and text[json_stream.CHUNK_CHARS - offset] == number[0]:
+            break
+    else:  # pragma: no cover - the padding loop always finds one
+        pytest.fail("no padding puts the chunk boundary inside a number")
+    (tmp_path / "d.json").write_text(text, encoding="utf-8")
+    spec = SourceSpec(kind="json", path=str(tmp_path / "d.json"), json_path="items")
+    assert [item.payload for item in iter_items(spec, cwd=tmp_path)] == [{"id": 1}, {"id": 2}]
