@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -39,8 +40,12 @@ from agentic_batch.workers.process import kill_group
 log = logging.getLogger(__name__)
 
 _WATCHDOG = Path(__file__).with_name("watchdog.py")
-#: How often the fallback sweeps for adopted orphans (reaping zombies, telling the watchdog).
+#: How often the fallback sweeps for adopted orphans (reaping zombies, telling the watchdog); it
+#: also sweeps as soon as a unit ends, at most every _SWEEP_MIN_SECONDS.
 SWEEP_SECONDS = 2.0
+_SWEEP_MIN_SECONDS = 0.1
+#: A zombie child of ours this old has no waiter but us: reap it.
+_ZOMBIE_AGE_SECONDS = 2.0
 
 
 class Reaper:
@@ -58,8 +63,10 @@ class Reaper:
         self.subreaper = False
         self._leaders: set[int] = set()  # direct children we spawned: their waiters reap them, not us
         self._adopted: dict[int, str] = {}  # orphans we adopted: pid -> start token
-        self._zombies: set[int] = set()
+        self._zombies: dict[int, float] = {}  # zombie children of ours -> when first seen
+        self._live: set[str] = set()  # tokens of unit attempts in flight
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     def start(self) -> None:
@@ -93,6 +100,7 @@ class Reaper:
         with self._lock:
             self._units += 1
             token = f"{self.token}.{self._units}"
+            self._live.add(token)
         return token, (self.cgroups.unit() if self.cgroups is not None else None)
 
     def _send(self, line: str) -> None:
@@ -112,54 +120,75 @@ class Reaper:
     def discard(self, pgid: int) -> None:
         with self._lock:
             self._groups.discard(pgid)
+            self._leaders.discard(pgid)  # reaped by its own waiter by now
             self._send(f"-{pgid}")
 
     def release_cgroup(self, cgroup: Path) -> None:
         if self.cgroups is not None:
             self.cgroups.release(cgroup)
 
+    def unit_ended(self, token: str) -> None:
+        """A unit's attempt is over: what still carries its token is a leftover (the sweep kills it)."""
+        with self._lock:
+            self._live.discard(token)
+        self._wake.set()
+
     def kill_unit_tree(self, token: str, leaders: set[int]) -> None:
-        """Kill the processes below `leaders` and every process of ours carrying `token` (with theirs)."""
+        """Kill, now, the processes below `leaders` and every process carrying `token` (with theirs).
+
+        Used where no sweep runs (no subreaper: orphans went to init, so every environment is read)
+        and for processes that joined a cgroup late. With a subreaper the sweep does it in batches.
+        """
         table = procs.process_table()
         me = os.getpid()
-        if self.subreaper:  # orphans re-parented to us: only our children need their environment read
-            candidates = [pid for pid, (ppid, _, state) in table.items() if ppid == me and state != "Z"]
-        else:
-            candidates = [pid for pid, (_, _, state) in table.items() if state != "Z" and pid != me]
+        candidates = [pid for pid, (_, _, state) in table.items() if state != "Z" and pid != me]
         roots = set(leaders) | {pid for pid in candidates if procs.unit_token_of(pid) == token}
         found = procs.descendants(table, roots)
         if found:
             procs.freeze_and_kill(found)
-            with self._lock:
-                adopted = {pid for pid in found if table[pid][0] == me and pid not in self._leaders}
-            self._zombies |= adopted  # reaped by the sweep once they are zombies
 
     # -- the fallback's sweep ------------------------------------------------------------------
 
     def _sweep_loop(self) -> None:
-        while not self._stop.wait(SWEEP_SECONDS):
+        while not self._stop.is_set():
+            self._wake.wait(SWEEP_SECONDS)
+            self._wake.clear()
             try:
                 self.sweep()
             except Exception:  # never let the sweep take anything down
                 log.debug("orphan sweep failed", exc_info=True)
+            self._stop.wait(_SWEEP_MIN_SECONDS)  # units ending together share one look at /proc
 
     def sweep(self) -> None:
-        """Reap zombies of orphans we adopted (seen twice, so never one a waiter of ours is about to
-        collect) and tell the watchdog about live ones, so a `kill -9` of ours still reaches them."""
+        """Look at the orphans we adopted: kill those whose unit has ended (its token says so), reap
+        their zombies (only ones dead for a while, never one a waiter of ours is about to collect),
+        and tell the watchdog about the live ones, so a `kill -9` of ours still reaches them."""
         me = os.getpid()
+        now = time.monotonic()
         table = procs.process_table()
         with self._lock:
-            self._leaders &= set(table)
+            live = set(self._live)
             leaders = set(self._leaders)
-            watchdog = self._proc.pid if self._proc else -1
-        zombies = {pid for pid, (ppid, _, state) in table.items()
-                   if ppid == me and state == "Z" and pid not in leaders and pid != watchdog}
-        for pid in zombies & self._zombies:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-        self._zombies = zombies
-        for pid, (ppid, _, state) in table.items():
-            if ppid == me and state != "Z" and pid not in leaders and pid != watchdog and pid not in self._adopted:
+        watchdog = self._proc.pid if self._proc else -1
+        ours = {pid: state for pid, (ppid, _, state) in table.items()
+                if ppid == me and pid not in leaders and pid != watchdog}
+        prefix = f"{self.token}."
+        ended = set()
+        for pid, state in ours.items():
+            if state != "Z":
+                token = procs.unit_token_of(pid)
+                if token is not None and token.startswith(prefix) and token not in live:
+                    ended.add(pid)
+        if ended:
+            procs.freeze_and_kill(procs.descendants(table, ended))
+        zombies = {pid for pid, state in ours.items() if state == "Z"}
+        self._zombies = {pid: self._zombies.get(pid, now) for pid in zombies}
+        for pid, since in list(self._zombies.items()):
+            if now - since >= _ZOMBIE_AGE_SECONDS:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)
+        for pid, state in ours.items():
+            if state != "Z" and pid not in ended and pid not in self._adopted:
                 start = procs.pid_start_token(pid)
                 if start is not None:
                     self._adopted[pid] = start
@@ -193,6 +222,7 @@ class Reaper:
     def close(self) -> None:
         """Kill what is left, then let the watchdog clean up (cgroups) and exit (EOF)."""
         self._stop.set()
+        self._wake.set()
         self.kill_all()
         if self.subreaper:
             self._kill_adopted()
@@ -246,6 +276,8 @@ class UnitProcesses:
             return
         try:
             (self._cgroup / "cgroup.procs").write_text(str(pid))
+        except ProcessLookupError:
+            pass  # it has already exited
         except OSError:
             self._outside = True
 
@@ -259,8 +291,12 @@ class UnitProcesses:
             self._released = True
             if self._cgroup is not None:
                 self._reaper.release_cgroup(self._cgroup)
-            if self._cgroup is None or self._outside:
+            if self._reaper.subreaper:
+                self._reaper.unit_ended(self._token)  # its orphans come to us: the sweep kills them
+            elif self._cgroup is None or self._outside:
                 self._reaper.kill_unit_tree(self._token, {pid for pid in self._leaders if procs.process_alive(pid)})
+            else:
+                self._reaper.unit_ended(self._token)
         for pgid in list(self._groups):
             kill_group(pgid)
             self.discard(pgid)

@@ -131,8 +131,12 @@ class CommandWorker:
         out, err = OutputCapture(ctx.max_output_bytes, ctx.full_output_path), OutputCapture(_STDERR_KEEP)
         readers = asyncio.ensure_future(asyncio.gather(_read(proc.stdout, ctx, "stdout", out),
                                                        _read(proc.stderr, ctx, "stderr", err)))
+        exit_code = asyncio.ensure_future(exited(proc))
         try:
-            code = await exited(proc)
+            # Usually the pipes close as the command exits (then plain wait() is cheapest); if the
+            # command exits first, its leftovers hold a pipe: drain for a grace period.
+            await asyncio.wait({readers, exit_code}, return_when=asyncio.FIRST_COMPLETED)
+            code = await proc.wait() if readers.done() else await exit_code
             if not await _settle(readers, DRAIN_GRACE_SECONDS):
                 # The command is done but something it started still holds its stdout/stderr open
                 # (`sleep 100 & echo done`): kill the group, keep what was read.
@@ -141,6 +145,7 @@ class CommandWorker:
                 kill_group(proc.pid)
                 await _settle(readers, 0.5)  # a process that left the group may hold the pipe: give up
         finally:
+            exit_code.cancel()
             readers.cancel()
             # Retrieve its outcome (a CancelledError when the unit itself is cancelled), or asyncio
             # prints "_GatheringFuture exception was never retrieved" with a traceback on stderr.

@@ -95,8 +95,10 @@ async def exited(proc: asyncio.subprocess.Process, poll: float = 0.05) -> int:
     if proc.returncode is None and hasattr(os, "pidfd_open"):
         try:
             pidfd = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            pidfd, poll = -1, 0.002  # already reaped: its code arrives in a moment
         except OSError:
-            pidfd = -1  # already gone (reaped), or no pidfd support: poll below
+            pidfd = -1  # no pidfd support: poll below
         if pidfd >= 0:
             loop = asyncio.get_running_loop()
             ready = loop.create_future()
