@@ -156,7 +156,10 @@ class UnitRunner:
             phase[0] = "validating the output against output_schema"
             outcome = structured.apply_schema(outcome, schema)
         phase[0] = "building the result"
-        outcome, notes = bound_outcome(outcome, self.max_output_bytes, spill_path)
+        if len(outcome.output or "") > self.max_output_bytes // 4:  # may write a big file: not on the loop
+            outcome, notes = await asyncio.to_thread(bound_outcome, outcome, self.max_output_bytes, spill_path)
+        else:
+            outcome, notes = bound_outcome(outcome, self.max_output_bytes, spill_path)
         for note in notes:
             emit("note", {"text": note})
             self.recorder.log(self.job.id, "warning", f"unit {unit_id} ({key}): {note}", unit_id=unit_id,

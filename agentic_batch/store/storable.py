@@ -5,8 +5,9 @@ driver can encode a lone surrogate as UTF-8. Agent output, item fields and error
 either, so every text column written goes through `storable_text`: NUL and lone surrogates become
 U+FFFD. JSON columns need no change (the serializer escapes them as \\u0000 / \\ud800).
 
-`is_transient` separates a store that is down or locked (retry the same write later) from a write
-that failed because of one of its rows (split the batch, fail that row's unit, write the rest).
+`is_transient` (store.faults) separates a store that is down, locked or full (retry the same write
+later) from a write that failed because of one of its rows (split the batch, fail that row's unit,
+write the rest).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import sqlalchemy as sa
+from agentic_batch.store.faults import describe, is_transient
+
+__all__ = ["is_transient", "rejection_reason", "storable", "storable_json", "storable_text", "unstorable_count"]
 
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -66,18 +69,9 @@ def storable_json(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A store that is unreachable, locked, out of space or failing over: not the rows' fault."""
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError,
-                            sa.exc.DisconnectionError, sa.exc.ResourceClosedError))
-
-
 def rejection_reason(exc: BaseException, limit: int = 300) -> str:
     """One line saying why a row was refused, without the SQL or its parameters (item data)."""
     orig = getattr(exc, "orig", None)
-    source = orig if isinstance(orig, BaseException) else exc
-    text = str(source).strip().splitlines()[0] if str(source).strip() else ""
-    if text.startswith("(") and ")" in text:  # SQLAlchemy's "(module.Class) message" prefix
-        text = text.split(")", 1)[1].strip()
-    line = f"{type(source).__name__}: {text}" if text else type(source).__name__
+    name = type(orig if isinstance(orig, BaseException) else exc).__name__
+    line = f"{name}: {describe(exc)}"
     return line if len(line) <= limit else line[:limit] + "…"

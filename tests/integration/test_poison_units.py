@@ -146,3 +146,14 @@ def test_output_beyond_max_output_bytes_keeps_head_and_tail_and_the_whole_text_i
     assert spilled.parent.name == "outputs" and spilled.parent.parent.name == str(job)
     notes = [e for e in unit_events(orch, job, "1") if e["kind"] == "note"]
     assert notes and "max_output_bytes" in notes[0]["text"]
+
+
+def test_a_stored_schema_that_cannot_validate_fails_units_not_the_executor(orch, workdir: Path) -> None:
+    """A job made before $refs were checked at create (so every resume died): its units fail, each
+    on its own, with an error naming output_schema; the executor finishes the job."""
+    job = python_job(orch, workdir, "fine_json", n=3, output_schema={"type": "object"})
+    orch.store.update_job(job, output_schema={"$ref": "#/$defs/missing"})
+    final = run_to_end(orch, job)
+    assert final["status"] == "FAILED" and final["failed"] == 3
+    for row in by_key(orch, job).values():
+        assert "output_schema" in row["error"] and "/$defs/missing" in row["error"] and row["attempts"] == 1
