@@ -21,7 +21,7 @@ from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
 from agentic_batch.mcp_server.test_wait import follow_test, lost_view, still_running_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
-from agentic_batch.service.mcp_support import capabilities
+from agentic_batch.service.mcp_support import capabilities_brief, capability_details
 from agentic_batch.spec import MAX_BUDGET_USD, MAX_SECONDS
 
 PREVIEW_CHARS = 1500
@@ -31,15 +31,19 @@ TEST_OUTPUT_CHARS = 3000
 
 def created_view(result: Any, worker: str) -> dict[str, Any]:
     template, _ = clip(result.prompt_template, TEMPLATE_CHARS)
-    return {
+    view: dict[str, Any] = {
         "job_id": result.job_id, "name": result.name, "status": "CREATED", "units": result.units,
-        "duplicates_skipped": result.duplicates, "source": result.source, "worker": worker,
-        "prompt_template": template, "prompt_synthesized": result.synthesized,
+        "source": result.source, "worker": worker, "prompt_template": template,
         "preview_prompts": [clip(p, PREVIEW_CHARS)[0] for p in result.previews],
         "next_step": (f"Tell the user the job has {result.units} unit(s)"
                       + (" and show them the prompt written from the intent" if result.synthesized else "")
                       + f". Then call start_job(job_id={result.job_id}) to run the first unit as a test."),
     }
+    if result.duplicates:
+        view["duplicates_skipped"] = result.duplicates
+    if result.synthesized:
+        view["prompt_synthesized"] = True
+    return view
 
 
 def tested_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -190,13 +194,18 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
 
         return await respond(call)
 
-    async def list_sources() -> CallToolResult:
+    async def list_sources(
+        kind: Annotated[str | None, Field(description="A source kind (csv, files, ...) or worker kind (command, "
+                                                       "claude, ...): its fields or options in full, with types, "
+                                                       "defaults and descriptions.")] = None,
+    ) -> CallToolResult:
         """List the source kinds (where items come from, and the fields each needs) and the worker kinds
-        (what processes each item, and their options with types, defaults and descriptions).
+        (what processes each item, and their option names), one line each. With kind=..., one kind's
+        fields or options in full.
 
         Use it before create_job when unsure how to describe a source or which worker options exist.
         """
-        return await respond(capabilities)
+        return await respond(lambda: capability_details(kind) if kind else capabilities_brief())
 
     add_tool(server, create_job, title="Create a batch job")
     add_tool(server, start_job, title="Test, approve or start a job")

@@ -14,10 +14,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from agentic_batch.mcp_server.replies import respond
+from agentic_batch.mcp_server.replies import respond, to_json
 from agentic_batch.refs import MAX_ID
 from agentic_batch.mcp_server.schemas import ExportFormat, JobRef, MaxChars, StatusFilter, UnitRef
-from agentic_batch.mcp_server.shaping import clip_values, status_view, unit_view
+from agentic_batch.mcp_server.budget import fit_page, max_result_chars
+from agentic_batch.mcp_server.shaping import hoist_status, result_row, status_view, unit_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import results_page
@@ -57,8 +58,8 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         job id the user refers to by name or time."""
         def call() -> dict[str, Any]:
             jobs = orch.list(status=status, limit=limit, offset=offset)
-            return {"jobs": jobs, "returned": len(jobs), "offset": offset,
-                    "next_offset": offset + len(jobs) if len(jobs) == limit else None}
+            return fit_page({"jobs": jobs, "returned": len(jobs), "offset": offset,
+                             "next_offset": offset + len(jobs) if len(jobs) == limit else None}, "jobs", offset)
 
         return await respond(call)
 
@@ -68,7 +69,9 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         offset: Annotated[int, Field(ge=0, le=MAX_ID, description="Skip this many rows (use next_offset from the "
                                                        "previous page).")] = 0,
         limit: Annotated[int, Field(ge=1, le=200, description="Rows per page.")] = 20,
-        max_chars: MaxChars = 1000,
+        max_chars: MaxChars = 500,
+        item_fields: Annotated[bool, Field(description="Also give each item's own fields (the source row) in "
+                                                       "its result row.")] = False,
     ) -> CallToolResult:
         """One page of a job's results, in item order: per unit its unit_id, key, the item's fields, status,
         output, error, cost, tokens and attempts (structured output fields appear as data.<field>).
@@ -79,11 +82,11 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         """
         def call() -> dict[str, Any]:
             page = results_page(orch, job_id, status=status, limit=limit, offset=offset)
-            page["rows"] = [clip_values(row, max_chars) for row in page["rows"]]
+            page["rows"] = [result_row(row, max_chars, item_fields) for row in page["rows"]]
             if any("truncated" in row for row in page["rows"]):
                 page["note"] = ("Some values were cut (see each row's `truncated`); get_unit(job_id, unit_id, "
                                 "max_chars=...) or export_results has the full text.")
-            return page
+            return fit_page(hoist_status(page), "rows", offset)
 
         return await respond(call)
 
@@ -93,7 +96,13 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         and one short line per event: tool calls, tool results, text, commands, errors), not the whole
         transcript. Use it to explain a failure or inspect an answer."""
         def call() -> dict[str, Any]:
-            return {"job_id": orch.job(job_id).id, **unit_view(orch.unit(job_id, unit_id), max_chars)}
+            unit = orch.unit(job_id, unit_id)
+            limit = max_chars
+            view = unit_view(unit, limit)
+            while len(to_json(view)) > max_result_chars() and limit > 200:  # fit: cut text fields more
+                limit //= 2
+                view = unit_view(unit, limit)
+            return {"job_id": orch.job(job_id).id, **view}
 
         return await respond(call)
 
@@ -104,16 +113,19 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         format: Annotated[ExportFormat | None, Field(description="json, jsonl or csv (default: from the file "
                                                                  "extension, else jsonl).")] = None,
         status: StatusFilter = None,
+        overwrite: Annotated[bool, Field(description="Replace the file if it exists (only when the user "
+                                                     "said so).")] = False,
     ) -> CallToolResult:
         """Write all of a job's results (one row per unit: unit_id, item fields, status, output, error, cost,
         attempts) to a CSV, JSON or JSONL file, untruncated, and return the absolute path and row count.
-        The rows do not pass through the conversation; tell the user where the file is."""
+        The rows do not pass through the conversation; tell the user where the file is. An existing file is
+        refused unless overwrite=true."""
         def call() -> dict[str, Any]:
             job = orch.job(job_id)
             target = Path(path).expanduser()
             if not target.is_absolute():
                 target = Path(job.workdir) / target
-            return orch.export_to(job.id, target.resolve(), fmt=format, status=status)
+            return orch.export_to(job.id, target.resolve(), fmt=format, status=status, overwrite=overwrite)
 
         return await respond(call)
 
@@ -121,4 +133,4 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     add_tool(server, list_jobs, title="List jobs", read_only=True, idempotent=True)
     add_tool(server, get_results, title="Results (paged)", read_only=True, idempotent=True)
     add_tool(server, get_unit, title="One unit in detail", read_only=True, idempotent=True)
-    add_tool(server, export_results, title="Export results to a file", idempotent=True)
+    add_tool(server, export_results, title="Export results to a file")

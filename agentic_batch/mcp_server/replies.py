@@ -23,6 +23,7 @@ import anyio.to_thread
 from mcp.types import CallToolResult, TextContent
 
 from agentic_batch.errors import AbpError
+from agentic_batch.mcp_server.budget import fit_result
 from agentic_batch.store.faults import store_error_for
 
 log = logging.getLogger("agentic_batch.mcp")
@@ -34,8 +35,9 @@ def to_json(data: Any) -> str:
 
 
 def ok(data: dict[str, Any]) -> CallToolResult:
-    """A successful result: the same dict as text (what a model reads) and as structured content."""
-    safe = json.loads(json.dumps(data, default=str))  # structured content must be plain JSON
+    """A successful result: the same dict as text (what a model reads) and as structured content,
+    never over the result budget (see budget.py)."""
+    safe = fit_result(json.loads(json.dumps(data, default=str)))  # structured content must be plain JSON
     return CallToolResult(content=[TextContent(type="text", text=to_json(safe))], structured_content=safe)
 
 

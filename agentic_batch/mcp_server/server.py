@@ -13,7 +13,10 @@ import os
 import sys
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, Tool
+
+from agentic_batch.mcp_server.replies import failure
 
 from agentic_batch.mcp_server import control_tools, job_tools, read_tools, resources
 from agentic_batch.service import Orchestrator
@@ -42,12 +45,47 @@ list_sources describes the source kinds and each worker kind's options.
 """
 
 
+class AbpServer(MCPServer[Any]):
+    """The SDK's server, refusing arguments a tool does not take.
+
+    The SDK validates arguments with a Pydantic model that ignores unknown keys, so a misspelt
+    `concurency=2` or an invented `bogus=1` would be dropped without a word and the job created
+    with defaults. Here it is a tool error naming the argument, and every input schema says
+    `additionalProperties: false`, so clients that validate catch it before the call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Tool name -> its argument names (filled by toolkit.add_tool).
+        self.tool_arguments: dict[str, frozenset[str]] = {}
+
+    async def list_tools(self) -> list[Tool]:
+        tools = await super().list_tools()
+        for tool in tools:
+            if tool.name in self.tool_arguments:
+                tool.input_schema = {**tool.input_schema, "additionalProperties": False}
+        return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context[Any, Any] | None = None) -> Any:
+        known = self.tool_arguments.get(name)
+        unknown = sorted(set(arguments) - known) if known is not None else []
+        if unknown:
+            return _unknown_arguments(name, unknown, known or frozenset())
+        return await super().call_tool(name, arguments, context)
+
+
+def _unknown_arguments(tool: str, unknown: list[str], known: frozenset[str]) -> CallToolResult:
+    names = ", ".join(repr(n) for n in unknown)
+    return failure(f"{tool} has no argument{'s' if len(unknown) > 1 else ''} {names} "
+                   f"(it takes {', '.join(sorted(known))})")
+
+
 def build_server(orch: Orchestrator | None = None) -> MCPServer[Any]:
     """A server with every abp tool and resource bound to `orch` (a new Orchestrator by default)."""
     from agentic_batch import __version__
 
     orch = orch or Orchestrator()
-    server: MCPServer[Any] = MCPServer(
+    server: MCPServer[Any] = AbpServer(
         "abp", title="agentic-batch", version=__version__, instructions=INSTRUCTIONS,
         log_level="DEBUG" if os.environ.get("ABP_DEBUG") else "WARNING",
     )

@@ -11,6 +11,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from agentic_batch.results import RESULT_COLUMNS
+
 #: Events listed in a conversation summary: the first few and the last many.
 HEAD_EVENTS, TAIL_EVENTS = 5, 40
 EVENT_TEXT_CHARS = 160
@@ -88,17 +90,53 @@ def next_step(s: dict[str, Any]) -> str:
     }.get(s["status"], "")
 
 
+#: Status fields a model uses; the rest (timestamps, limits, tokens, options) stays in the service's
+#: dict for the CLI and REST. `get_job_status` is polled: every field here is paid for on each poll.
+STATUS_FIELDS = ("id", "name", "status", "total", "pending", "running", "completed", "failed", "cancelled",
+                 "progress", "eta_seconds", "cost_usd", "projected_cost_usd", "budget_usd", "error", "pause_reason",
+                 "hold_until", "reduce")
+_QUIET_ZERO_STATUS = ("cost_usd", "projected_cost_usd")
+
+
 def status_view(s: dict[str, Any]) -> dict[str, Any]:
-    """The service's status dict, plus a one-line summary and the next step."""
-    view = dict(s)
-    executor = dict(view.get("executor") or {})
-    executor.pop("executors", None)  # one executor's details are enough for a model
-    view["executor"] = executor
+    """The service's status, cut to what a model needs, plus a one-line summary and the next step."""
+    view = {name: s[name] for name in STATUS_FIELDS
+            if s.get(name) not in (None, {}, []) and not (name in _QUIET_ZERO_STATUS and not s[name])}
+    executor = s.get("executor") or {}
+    view["executor"] = {k: executor.get(k) for k in ("state", "pid") if executor.get(k) is not None}
     step = next_step(s)
-    if s["status"] == "RUNNING" and executor.get("state") in ("stopped", "lost") and (s["pending"] or s["running"]):
+    if s["status"] == "RUNNING" and executor.get("state") != "running" and (s["pending"] or s["running"]):
         step = (f"No executor is working on this RUNNING job (it died or was stopped); call "
                 f"resume_job(job_id={s['id']}) to reclaim its units and start one.")
     return {"summary": status_summary(s), **view, "next_step": step}
+
+
+#: Result-row columns that are not the item's own fields (both the unit's number and its old id).
+SYSTEM_COLUMNS = frozenset({"unit", "unit_id", "key", *RESULT_COLUMNS})
+_QUIET_ZERO = ("cost_usd", "tokens_in", "tokens_out", "errors", "turns")
+
+
+def hoist_status(page: dict[str, Any]) -> dict[str, Any]:
+    """Rows that all share one status say it once, at the page level."""
+    statuses = {row.get("status") for row in page["rows"]}
+    if len(statuses) == 1 and page["rows"]:
+        page["status_of_every_row"] = statuses.pop()
+        page["rows"] = [{k: v for k, v in row.items() if k != "status"} for row in page["rows"]]
+    return page
+
+
+def result_row(row: dict[str, Any], max_chars: int, item_fields: bool) -> dict[str, Any]:
+    """A result row for a model: no empty values, no duration; the item's fields only when asked
+    (the assistant named the source; the key says which item a row is); long values cut."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if not item_fields and name not in SYSTEM_COLUMNS and not name.startswith("data"):
+            continue
+        if value is None or name == "duration_s" or (name in _QUIET_ZERO and not value) or \
+                (name == "attempts" and value == 1):
+            continue
+        out[name] = value
+    return clip_values(out, max_chars)
 
 
 def event_text(event: dict[str, Any]) -> str:
@@ -131,8 +169,10 @@ def conversation_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     if len(lines) > HEAD_EVENTS + TAIL_EVENTS:
         omitted = len(lines) - HEAD_EVENTS - TAIL_EVENTS
         lines = lines[:HEAD_EVENTS] + [{"kind": "…", "text": f"{omitted} event(s) omitted"}] + lines[-TAIL_EVENTS:]
-    return {"events": len(events), "by_kind": dict(Counter(e["kind"] for e in events)), "omitted": omitted,
-            "lines": lines}
+    summary: dict[str, Any] = {"events": len(events), "by_kind": dict(Counter(e["kind"] for e in events))}
+    if omitted:
+        summary["omitted"] = omitted
+    return {**summary, "lines": lines}
 
 
 UNIT_FIELDS = ("unit_id", "key", "status", "attempts", "errors", "error", "error_class", "cost_usd", "tokens_in",
@@ -141,7 +181,8 @@ UNIT_FIELDS = ("unit_id", "key", "status", "attempts", "errors", "error", "error
 
 def unit_view(u: dict[str, Any], max_chars: int) -> dict[str, Any]:
     """One unit: payload, prompt, output (each cut to max_chars), error, cost and a conversation summary."""
-    view: dict[str, Any] = {name: u.get(name) for name in UNIT_FIELDS}
+    view: dict[str, Any] = {name: u.get(name) for name in UNIT_FIELDS
+                            if u.get(name) is not None and not (name in _QUIET_ZERO and not u.get(name))}
     cut: dict[str, int] = {}
     payload = u.get("payload") or {}
     payload_text = json.dumps(payload, ensure_ascii=False, default=str)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.types import ToolAnnotations
 
 
@@ -24,3 +25,7 @@ def add_tool(server: MCPServer[Any], fn: Callable[..., Any], *, title: str, read
                                     idempotent_hint=idempotent, open_world_hint=False),
         structured_output=False,
     )
+    known = getattr(server, "tool_arguments", None)
+    if known is not None:  # AbpServer refuses any other argument (the SDK would drop it silently)
+        context = find_context_parameter(fn)
+        known[fn.__name__] = frozenset(name for name in inspect.signature(fn).parameters if name != context)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import typing
 from typing import TYPE_CHECKING, Any
 
+from agentic_batch.errors import InvalidSpec
 from agentic_batch.spec import SourceKind, SourceSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
@@ -108,6 +109,42 @@ def worker_catalog() -> list[dict[str, Any]]:
 
 def capabilities() -> dict[str, Any]:
     return {"sources": source_catalog(), "workers": worker_catalog()}
+
+
+def _option_names(options: dict[str, dict[str, Any]]) -> str:
+    """`command*, retry_exit_codes, cwd`: required options starred, in the model's order."""
+    return ", ".join(name + ("*" if spec.get("required") else "") for name, spec in options.items())
+
+
+def capabilities_brief() -> dict[str, Any]:
+    """One line per source kind and per worker kind: what an assistant needs to pick one, in a few
+    hundred characters of its context. `capability_details(kind)` has a kind's full option docs."""
+    sources = {}
+    for entry in source_catalog():
+        fields = entry["fields"]
+        required = [n for n, f in fields.items() if f["required"]]
+        optional = [n for n, f in fields.items() if not f["required"] and n not in COMMON_SOURCE_FIELDS]
+        line = "needs " + ", ".join(required) + (f" (optional: {', '.join(optional)})" if optional else "")
+        sources[entry["kind"]] = f"{line}; {entry['items']}"
+    workers = {}
+    for entry in worker_catalog():
+        if not entry["available"]:
+            workers[entry["kind"]] = f"unavailable: {entry['error']}"
+            continue
+        workers[entry["kind"]] = f"{entry['summary']}; options: {_option_names(entry['options'])}"
+    return {"sources": sources, "source_fields_for_all": ", ".join(COMMON_SOURCE_FIELDS), "workers": workers,
+            "legend": "* = required", "details": "list_sources(kind=...) gives one kind's fields or options in full"}
+
+
+def capability_details(kind: str) -> dict[str, Any]:
+    """The full entry of one source kind or worker kind (fields/options with types, defaults, docs)."""
+    sources = {e["kind"]: e for e in source_catalog()}
+    workers = {e["kind"]: e for e in worker_catalog()}
+    found = {"source": sources.get(kind), "worker": workers.get(kind)}  # `python` is both
+    if any(found.values()):
+        return {name: entry for name, entry in found.items() if entry}
+    raise InvalidSpec(f"unknown kind {kind!r}",
+                      hint=f"sources: {', '.join(sources)}; workers: {', '.join(workers)}")
 
 
 def results_page(orch: Orchestrator, ref: str | int, status: str | None = None, limit: int = 20,

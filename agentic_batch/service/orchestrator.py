@@ -374,8 +374,13 @@ class Orchestrator(BrowseMixin):
         return result_rows.iter_export(self.store, job.id, fmt, statuses)
 
     def export_to(self, ref: str | int, path: Path, fmt: str | None = None,
-                  status: str | None = None) -> dict[str, Any]:
+                  status: str | None = None, overwrite: bool = True) -> dict[str, Any]:
+        """Write the results to `path`; an existing file only with `overwrite`, never a directory."""
         job = self.job(ref)
+        if path.is_dir():
+            raise InvalidSpec(f"cannot write {path}: it is a directory", hint="give a file path")
+        if path.exists() and not overwrite:
+            raise InvalidSpec(f"{path} already exists", hint="choose another path, or overwrite it on purpose")
         fmt = fmt or {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "jsonl")
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         if not path.parent.is_dir():

@@ -62,10 +62,10 @@ async def test_create_test_approve_poll_results_export(workdir: Path, tmp_path: 
         assert next(t for t in listed if t.name == "get_job_status").annotations.read_only_hint
 
         catalog = await call(session, "list_sources")
-        workers = {w["kind"]: w for w in catalog["workers"]}
-        assert workers["python"]["options"]["function"]["required"] is True
-        assert "command" in workers["command"]["options"] and {"claude", "openai", "anthropic"} <= set(workers)
-        assert {s["kind"] for s in catalog["sources"]} == {"files", "csv", "json", "jsonl", "sql", "python"}
+        workers = catalog["workers"]
+        assert "function*" in workers["python"] and {"claude", "openai", "anthropic", "command"} <= set(workers)
+        assert (await call(session, "list_sources", kind="command"))["worker"]["options"]["command"]["required"]
+        assert set(catalog["sources"]) == {"files", "csv", "json", "jsonl", "sql", "python"}
 
         created = await call(session, "create_job", **echo_job(data))
         job_id = created["job_id"]
@@ -102,7 +102,8 @@ async def test_create_test_approve_poll_results_export(workdir: Path, tmp_path: 
         assert pages == 3
         assert outputs == [f"{i + 1}:Title: {t}" for i, t in enumerate(titles)]
         assert (await call(session, "get_results", job_id=job_id, status="failed"))["total"] == 0
-        cut = await call(session, "get_results", job_id=job_id, limit=1, max_chars=100, status="completed")
+        cut = await call(session, "get_results", job_id=job_id, limit=1, max_chars=100, status="completed",
+                         item_fields=True)
         assert cut["rows"][0]["title"] == "alpha" and "truncated" not in cut["rows"][0]
 
         unit = await call(session, "get_unit", job_id=job_id, unit_id=cut["rows"][0]["unit_id"])
