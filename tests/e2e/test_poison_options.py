@@ -14,7 +14,7 @@ import pytest
 from agentic_batch.service import Orchestrator
 from tests.e2e.test_cli_errors import assert_nothing_written, assert_one_line_error
 from tests.fixtures.abp import abp, wait_status, wait_until
-from tests.fixtures.mcp_client import call_error, mcp_session
+from tests.fixtures.mcp_client import call, call_error, mcp_session
 from tests.fixtures.web import Web, spec, web  # noqa: F401  (fixture)
 
 UNRESOLVABLE = {"type": "object", "properties": {"label": {"$ref": "#/$defs/label"}}}
@@ -44,10 +44,13 @@ def test_cli_bounds_max_output_bytes(workdir: Path, orch: Orchestrator) -> None:
 
 
 def test_rest_refuses_an_unresolvable_schema_naming_the_field(web: Web) -> None:  # noqa: F811
-    response = web.post("/api/jobs", spec(web.workdir, "echo", output_schema=UNRESOLVABLE))
+    response = web.post("/api/jobs", spec(web.workdir, "nap", output_schema=UNRESOLVABLE))
     assert response.status_code == 422, response.text
     assert "output_schema" in response.json()["error"] and "$ref" in response.json()["error"]
     assert web.orch.store.list_jobs() == []
+    created = web.ok("POST", "/api/jobs", spec(web.workdir, "nap", max_output_bytes=2048), status=201)
+    assert web.orch.store.get_job(created["job_id"]).max_output_bytes == 2048
+    assert web.post("/api/jobs", spec(web.workdir, "nap", max_output_bytes=10)).status_code == 422
 
 
 @pytest.mark.asyncio
@@ -57,8 +60,12 @@ async def test_mcp_refuses_an_unresolvable_schema_naming_the_field(workdir: Path
         text = await call_error(session, "create_job", name="bad", source={"kind": "jsonl", "path": str(path)},
                                 worker="command", worker_options={"command": "echo {{ row.id }}"},
                                 output_schema=UNRESOLVABLE)
-    assert "output_schema" in text and "$ref" in text
-    assert orch.store.list_jobs() == []
+        assert "output_schema" in text and "$ref" in text
+        assert orch.store.list_jobs() == []
+        created = await call(session, "create_job", name="capped", source={"kind": "jsonl", "path": str(path)},
+                             worker="command", worker_options={"command": "echo {{ row.id }}"},
+                             max_output_bytes=2048)
+    assert orch.store.get_job(created["job_id"]).max_output_bytes == 2048
 
 
 def peak_rss_mb(pid: int) -> float:
