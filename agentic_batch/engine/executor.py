@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Exit code of an executor that gave up on an unavailable store (EX_TEMPFAIL: try again later).
 EXIT_STORE_UNAVAILABLE = 75
+#: Giving up on the store: how long to wait for cancelled units to stop before recording the pause.
+UNIT_STOP_WAIT = 10.0
 #: Modes: run; stop = finish in-flight units within the grace period, then PAUSED; abort = stop now
 #: (a second signal), PAUSED; cancel = the job was cancelled, kill everything now.
 RUN, STOP, ABORT, CANCEL = "run", "stop", "abort", "cancel"
@@ -301,7 +303,11 @@ class Executor:
             # (cancelling a unit kills its process group); their units go back to PENDING on pause
             for task in pool.inflight:
                 task.cancel()
-            await asyncio.gather(*pool.inflight, return_exceptions=True)
+            if pool.inflight:  # bounded: a unit slow to die must not keep the pause from being recorded
+                _, stuck = await asyncio.wait(pool.inflight, timeout=UNIT_STOP_WAIT)
+                if stuck:
+                    log.warning("%d unit task(s) still stopping after %.0f s; recording the pause anyway",
+                                len(stuck), UNIT_STOP_WAIT)
             raise
         finally:
             self._pool = None

@@ -89,27 +89,33 @@ def test_running_job_on_a_full_disk_pauses_with_reason_store_and_resumes(
         job = orch.create(JobSpec(name="full", source={"kind": "jsonl", "path": str(data), "key": "id"},
                                   worker="command", concurrency=4, max_retries=0,
                                   worker_options={"command": f"{sys.executable} {SLEEPER} {{{{ row.id }}}} 0 "
-                                                             "{{ row.gate }}"}), cwd=workdir).job_id
+                                                             "{{ row.gate }} 1000000"}), cwd=workdir).job_id
         orch.start(job, skip_test=True)
-        wait_until(lambda: orch.status(job)["running"] == 4, timeout=60, what="four units in flight")
+        wait_until(lambda: len(processes_with(str(second))) == 2, timeout=60, what="units 2 and 3 waiting")
         filler = fill(small_home.parent / "filler")
-        first.touch()  # units 0 and 1 finish: their results cannot be written
+        first.touch()  # units 0 and 1 finish: their results (1 MB each) cannot be written
         # past the window the executor gives up and stops the agents still waiting (units 2 and 3)
         wait_until(lambda: not processes_with(str(second)), timeout=60, what="the executor to stop its agents")
         filler.unlink()  # space is back while the executor tries to record the pause
-        paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
+        try:
+            paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
+        except AssertionError:
+            log = small_home / "jobs" / str(job) / "executor.log"
+            raise AssertionError((log.read_text() if log.exists() else "no executor.log") + "\n" + "\n".join(
+                f"{line['level']} {line['message']}" for line in orch.logs(job))) from None
         assert paused["pause_reason"] == "store" and paused["running"] == 0
         errors = [line["message"] for line in orch.logs(job, level="error")]
         assert any("store disk full" in m and "free space" in m and f"abp resume {job}" in m for m in errors), errors
         done = {r["key"]: r for r in orch.results(job)}
-        assert done["0"]["output"] == "0" and done["1"]["output"] == "1"  # kept in memory, written on recovery
+        # kept in memory, written on recovery
+        assert done["0"]["output"].startswith("0\n") and done["1"]["output"].startswith("1\n")
 
         second.touch()
         orch.resume(job)
         final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
         assert final["status"] == "COMPLETED"
         rows = orch.results(job)
-        assert sorted(r["output"] for r in rows) == ["0", "1", "2", "3"]
+        assert sorted(r["output"].split()[0] for r in rows) == ["0", "1", "2", "3"]
         assert [r["attempts"] for r in sorted(rows, key=lambda r: r["key"])][:2] == [1, 1]
     finally:
         orch.store.close()
