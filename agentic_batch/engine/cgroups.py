@@ -95,13 +95,15 @@ def kill(cgroup: Path) -> None:
 
 
 def remove(cgroup: Path) -> bool:
-    """rmdir the cgroup; False while killed members are still exiting (try again later)."""
-    try:
-        cgroup.rmdir()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
+    """rmdir the cgroup, and first any below it (an agent that ran abp itself made some); False while
+    killed members are still exiting (try again later)."""
+    for below, _, _ in sorted(os.walk(cgroup), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(below)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
     return True
 
 

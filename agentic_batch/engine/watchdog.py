@@ -67,12 +67,13 @@ def _kill_cgroups(base: str) -> None:
             except OSError:
                 for line in open(os.path.join(entry.path, "cgroup.procs")).read().split():  # noqa: SIM115
                     _kill(int(line))
-            try:
-                os.rmdir(entry.path)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                busy = True
+            for below, _, _ in sorted(os.walk(entry.path), key=lambda e: -len(e[0])):  # deepest first
+                try:
+                    os.rmdir(below)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    busy = True
         if not busy:
             return
         time.sleep(0.02)

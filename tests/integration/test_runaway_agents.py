@@ -103,6 +103,17 @@ def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, 
         wait_until(lambda: not cgroup.exists(), timeout=10, what="the watchdog removed the cgroups")
 
 
+def test_a_grandchild_that_leaves_its_session_dies_with_the_test_unit(orch, workdir: Path, tracking: str) -> None:
+    """The test-first run goes through the same tracking, in the calling process (no subreaper there)."""
+    marker = f"abp-esct-{uuid.uuid4().hex[:8]}"
+    job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker} {workdir}/out-{{{{ row.id }}}} 2")
+    report = orch.test(job)
+    assert report["output"] == "done", report
+    wait_until(lambda: not processes_with(marker), timeout=10, what="the escaped grandchild to be killed")
+    time.sleep(2.5)
+    assert not list(workdir.glob("out-*"))
+
+
 def test_the_fallback_reaps_orphans_it_adopted(orch, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without cgroups the executor is a subreaper: orphans that exit by themselves must not pile up
     as its zombies (each would hold a pid until the executor exits)."""
