@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,12 @@ RESULT_COLUMNS = ("status", "output", "error", "error_class", "cost_usd", "token
                   "attempts", "duration_s")
 
 
+def usd(value: float) -> float:
+    """A cost as a clean number: sums of float prices carry noise (0.00028000000000000003); nine
+    decimals keep a fraction of a micro-dollar (a few tokens of a cheap model) and drop the noise."""
+    return round(value, 9)
+
+
 def unit_row(unit: UnitRecord) -> dict[str, Any]:
     row: dict[str, Any] = {"unit_id": unit.id, "key": unit.key}
     for name, value in unit.payload.items():
@@ -27,7 +34,7 @@ def unit_row(unit: UnitRecord) -> dict[str, Any]:
         row[column] = value
     duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
     row.update(status=unit.status, output=unit.output, error=unit.error, error_class=unit.error_class,
-               cost_usd=round(unit.cost_usd, 6), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
+               cost_usd=usd(unit.cost_usd), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
                attempts=unit.attempt, duration_s=round(duration, 3) if duration is not None else None)
     if isinstance(unit.data, dict):
         for name, value in unit.data.items():
@@ -44,15 +51,6 @@ def iter_rows(store: Store, job_id: int, statuses: Iterable[str] | None = None,
         if counter is not None:
             counter[0] += 1
         yield unit_row(unit)
-
-
-def csv_columns(store: Store, job_id: int, statuses: Iterable[str] | None = None) -> list[str]:
-    """Column order for CSV: a first pass over the rows (constant memory: only names are kept)."""
-    seen: dict[str, None] = {}
-    for row in iter_rows(store, job_id, statuses):
-        for name in row:
-            seen.setdefault(name, None)
-    return list(seen)
 
 
 def _cell(value: Any) -> Any:
@@ -80,17 +78,52 @@ def iter_export(store: Store, job_id: int, fmt: str, statuses: Iterable[str] | N
             first = False
         yield "\n]\n"
     elif fmt == "csv":
-        columns = csv_columns(store, job_id, statuses)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in iter_rows(store, job_id, statuses, counter):
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-            if buffer.tell() > 65536:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+        yield from _iter_csv(iter_rows(store, job_id, statuses, counter))
+
+
+def _iter_csv(rows: Iterable[dict[str, Any]], chunk: int = 65536) -> Iterator[str]:
+    """CSV in one pass over the rows, in constant memory.
+
+    The header is the union of every row's fields (item fields and `data.*` vary by row), known only
+    at the end; reading the units twice (once for the names) doubled an export's store reads. So each
+    row is written at once to a temporary file, with the columns known so far, as a record
+    `<bytes> <columns>\n<csv line>`. Columns are only ever appended (first-seen order), so a row
+    written before a later column appeared is completed by padding empty cells when the file is
+    copied out after the header: the same bytes a two-pass DictWriter writes.
+    """
+    columns: dict[str, int] = {}
+    line = io.StringIO()
+    writer = csv.writer(line)
+    with tempfile.TemporaryFile() as spool:
+        for row in rows:
+            for name in row:
+                if name not in columns:
+                    columns[name] = len(columns)
+            cells = [""] * len(columns)
+            for name, value in row.items():
+                cells[columns[name]] = _cell(value)
+            line.seek(0)
+            line.truncate()
+            writer.writerow(cells)
+            data = line.getvalue().encode("utf-8")
+            spool.write(b"%d %d\n" % (len(data), len(cells)))
+            spool.write(data)
+        spool.seek(0)
+        line.seek(0)
+        line.truncate()
+        writer.writerow(list(columns))
+        parts, size, total = [line.getvalue()], 0, len(columns)
+        while header := spool.readline():
+            length, count = map(int, header.split())
+            text = spool.read(length).decode("utf-8")
+            if count < total:  # ends with the writer's "\r\n"
+                text = text[:-2] + "," * (total - count) + "\r\n"
+            parts.append(text)
+            size += len(text)
+            if size >= chunk:
+                yield "".join(parts)
+                parts, size = [], 0
+        yield "".join(parts)
 
 
 def write_export(store: Store, job_id: int, fmt: str, path: Path, statuses: Iterable[str] | None = None) -> int:

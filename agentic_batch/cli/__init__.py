@@ -115,6 +115,7 @@ def _run_executor(job_id: int, join: bool) -> int:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
+    """A message that may quote user data (a job name, a key): control characters escaped, markup inert."""
+    from agentic_batch.cli.output import markup_safe
 
-    return escape(text)
+    return markup_safe(text)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
-from agentic_batch.cli.output import err, out, print_json
+from agentic_batch.cli.output import err, money, out, print_json, shows_usage
 from agentic_batch.errors import InvalidSpec
 
 FINAL = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 1, "PAUSED": 1}
@@ -94,8 +95,10 @@ def register(app: typer.Typer) -> None:
 
 
 def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False,
-             console: Console | None = None) -> int:
-    """Poll until a final state. A RUNNING job whose executor is gone for a few seconds counts as stuck."""
+             console: Console | None = None, tick: Callable[[dict], None] | None = None) -> int:
+    """Poll until a final state. A RUNNING job whose executor is gone for a few seconds counts as stuck.
+
+    `tick(status)` (if given) sees every status polled before the final one (progress lines)."""
     orch = orchestrator()
     deadline = None if timeout is None else time.monotonic() + timeout
     gone_since: float | None = None
@@ -104,6 +107,8 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
         state = status["status"]
         if state in FINAL:
             break
+        if tick is not None:
+            tick(status)
         if state == "RUNNING" and status["executor"]["state"] != "running":
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > 5:
@@ -124,7 +129,8 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
     if as_json:
         print_json(status)
     elif not quiet:
+        cost = (f", cost {money(status['cost_usd'])}"
+                if shows_usage(status.get("worker"), status["cost_usd"], status["tokens_in"]) else "")
         (console or out).print(f"Job {status['id']} {state}: {status['completed']} completed, "
-                               f"{status['failed']} failed, "
-                  f"{status['cancelled']} cancelled, cost ${status['cost_usd']:.4f}")
+                               f"{status['failed']} failed, {status['cancelled']} cancelled{cost}")
     return FINAL[state]

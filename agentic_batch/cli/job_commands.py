@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
-from agentic_batch.cli.output import err, out, print_json, unit_report
+from agentic_batch.cli.output import err, out, print_json, safe, unit_report
 from agentic_batch.cli.spec_options import build_signature, read_text_file, spec_from_options
 from agentic_batch.errors import InvalidSpec
 
@@ -35,15 +35,17 @@ the job ends and exits 0 (COMPLETED) or 1.
 
 
 def _describe_created(result: Any, spec_worker: str) -> None:
-    err.print(Text(f"Created job {result.job_id} “{result.name}”: {result.units} unit(s) from {result.source} "
+    err.print(safe(f"Created job {result.job_id} “{result.name}”: {result.units} unit(s) from {result.source} "
                    f"(worker: {spec_worker})", style="bold"))
     if result.duplicates:
         err.print(Text(f"{result.duplicates} duplicate item(s) skipped (same key)", style="yellow"))
     if result.synthesized and result.prompt_template:
-        err.print(Panel(Text(result.prompt_template), title="prompt written from --intent", title_align="left"),
+        err.print(Panel(safe(result.prompt_template, multiline=True), title="prompt written from --intent",
+                        title_align="left"),
                   soft_wrap=False)  # the console soft-wraps (one-line errors); a panel must wrap, not crop
     if result.previews:
-        err.print(Panel(Text(result.previews[0]), title="first prompt, rendered", title_align="left", style="dim"),
+        err.print(Panel(safe(result.previews[0], multiline=True), title="first prompt, rendered", title_align="left",
+                        style="dim"),
                   soft_wrap=False)
 
 
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
         else:
             err.print(f"Testing job {job_id} on its first item…")
             report = _run_test(orch, job_id)
-            unit_report(report, "test run", console=err)
+            unit_report(report, "test run", console=err, worker=spec.worker)
             ok = report["status"] == "COMPLETED"
             if not values["yes"]:
                 if not sys.stdin.isatty():
@@ -113,7 +115,12 @@ def register(app: typer.Typer) -> None:
             orch.approve(job_id)
         from agentic_batch.cli.view_commands import follow_job
 
-        print(job_id, flush=True)  # stdout carries only the job id: JOB=$(abp run ... --yes)
+        if values["wait"]:
+            # stdout carries what was asked: nothing, so `abp run ... --wait && abp results last -f csv > out.csv`
+            # writes a clean CSV (the id is in the lines on stderr)
+            err.print(f"Job {job_id} started.")
+        else:
+            print(job_id, flush=True)  # stdout carries only the job id: JOB=$(abp run ... --yes)
         if values["wait"] or sys.stdout.isatty():
             code = follow_job(job_id, live=sys.stdout.isatty(), exit_code=values["wait"], console=err)
             raise typer.Exit(code or 0)
@@ -155,7 +162,7 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json(report)
             else:
-                unit_report(report, "test run (waiting for approval)")
+                unit_report(report, "test run (waiting for approval)", worker=target.worker)
                 _after_test(report, target.id)
             raise typer.Exit(0 if report["status"] == "COMPLETED" else 1)
         testing = target.status == "CREATED" and not (skip_test or orch.settings.skip_test)
@@ -168,7 +175,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"Job {result['id']} started without a test: executor pid {result['executor']['pid']}. "
                       f"Follow it with `abp watch {result['id']}`.")
         else:
-            unit_report(result, "test run")
+            unit_report(result, "test run", worker=target.worker)
             _after_test(result, target.id)
         if "executor" not in result and result["status"] != "COMPLETED":
             raise typer.Exit(1)
@@ -220,7 +227,7 @@ def _run_test(orch: Any, job_id: int) -> dict[str, Any]:
 
 def _test_failed(report: dict[str, Any], job_id: int) -> None:
     reason = " ".join(str(report.get("error") or "it did not complete").split())
-    err.print(Text(f"The test unit of job {job_id} failed ({report['status']}): {reason[:300]}", style="red"))
+    err.print(safe(f"The test unit of job {job_id} failed ({report['status']}): {reason[:300]}", style="red"))
 
 
 def _after_test(report: dict[str, Any], job_id: int) -> None:

@@ -1,29 +1,71 @@
 """Terminal presentation: status panels, conversations, test reports.
 
-Agent output is untrusted text: it is always wrapped in `rich.text.Text` (never parsed as markup),
-so a model writing `[bold]` or `[/]` cannot restyle or break the terminal output.
+Job names, unit keys, payloads and agent output are untrusted text. Every view shows them through
+`safe()` (or `clean()` for plain strings): never parsed as Rich markup (a name `[bold]` prints as
+`[bold]`), and control characters shown as escapes (`\x1b[31m` prints as the 8 characters
+`\x1b[31m`, not as red), so nothing a model or a data file writes can restyle, move or clear the
+user's terminal. Off a terminal (a pipe, a file) nothing is cut: content is printed whole.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 import time
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-# Piped output (grep, files) must not be wrapped or cut at 80 columns.
-out = Console(highlight=False, soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 200)
+#: Off a terminal, tables and panels may be as wide as their content: a pipe has no width, and a
+#: width of 200 cut a 507-character output. (Panels that would fill this width are not used there.)
+PIPE_WIDTH = 100_000
+_STDOUT_TTY = sys.stdout.isatty()
+out = Console(highlight=False, soft_wrap=not _STDOUT_TTY, width=None if _STDOUT_TTY else PIPE_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "FAILED": "red", "CANCELLED": "magenta",
                 "PAUSED": "yellow", "TESTING": "blue", "CREATED": "white", "PENDING": "white"}
+#: Worker kinds that run no model: they have no cost, tokens or turns to show.
+NON_MODEL_WORKERS = frozenset({"command", "python"})
+
+# C0 controls, DEL, C1 controls (ESC, CSI, OSC, BEL, backspace, carriage return, ...) and the bidi
+# overrides that reorder what a line appears to say. \n and \t are kept in multi-line content only.
+_UNSAFE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_BLOCK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def clean(value: Any, multiline: bool = False) -> str:
+    """`value` as printable text: control characters as escapes (`\x1b`, `\r`, `\u202e`).
+
+    One line (names, keys, table cells) escapes newlines and tabs too; `multiline=True` (an output,
+    a prompt, a payload) keeps them, as they are the content's own layout.
+    """
+    text = value if isinstance(value, str) else str(value)
+    return (_UNSAFE_BLOCK if multiline else _UNSAFE_LINE).sub(_escape_char, text)
+
+
+def safe(value: Any, style: str = "", multiline: bool = False) -> Text:
+    """Untrusted text for a Rich renderable: escaped by `clean`, never parsed as markup."""
+    return Text(clean(value, multiline), style=style)
+
+
+def markup_safe(value: Any) -> str:
+    """Untrusted text inside a markup string (`err.print(f"... {markup_safe(x)}")`)."""
+    from rich.markup import escape
+
+    return escape(clean(value))
 
 
 def print_json(value: Any) -> None:
@@ -48,6 +90,12 @@ def money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
+def shows_usage(worker: str | None, cost: float | None, *counts: int | None) -> bool:
+    """Cost, tokens and turns mean something for a model worker, or once anything was spent; a
+    `command` or `python` unit showing `$0.0000 · 0/0 tokens · 0 turn(s)` is noise."""
+    return worker not in NON_MODEL_WORKERS or bool(cost) or any(counts)
+
+
 def age(ts: float | None) -> str:
     return "-" if ts is None else duration(time.time() - ts) + " ago"
 
@@ -68,43 +116,44 @@ def status_panel(s: dict[str, Any], active: list[dict[str, Any]] | None = None) 
                           f"{s['pending']} pending · {s['cancelled']} cancelled")
     grid.add_row("rate", f"{s['rate']:.2f} units/s   ETA {duration(s['eta_seconds'])}   "
                          f"elapsed {duration(s['elapsed_seconds'])}")
-    cost = f"{money(s['cost_usd'])} spent"
-    if s.get("projected_cost_usd") is not None and s["status"] in ("RUNNING", "PAUSED", "TESTING"):
-        cost += f" · {money(s['projected_cost_usd'])} projected"
-    if s.get("budget_usd"):
-        cost += f" · budget {money(s['budget_usd'])}"
-    grid.add_row("cost", f"{cost} · {s['tokens_in']:,} tokens in / {s['tokens_out']:,} out")
+    if shows_usage(s.get("worker"), s["cost_usd"], s["tokens_in"], s["tokens_out"]) or s.get("budget_usd"):
+        cost = f"{money(s['cost_usd'])} spent"
+        if s.get("projected_cost_usd") is not None and s["status"] in ("RUNNING", "PAUSED", "TESTING"):
+            cost += f" · {money(s['projected_cost_usd'])} projected"
+        if s.get("budget_usd"):
+            cost += f" · budget {money(s['budget_usd'])}"
+        grid.add_row("cost", f"{cost} · {s['tokens_in']:,} tokens in / {s['tokens_out']:,} out")
     ex = s["executor"]
     exec_line = ex["state"]
     if ex["pid"]:
-        exec_line += f" (pid {ex['pid']} on {ex['host']}, heartbeat {age(ex['heartbeat_at'])})"
+        exec_line += f" (pid {ex['pid']} on {clean(ex['host'])}, heartbeat {age(ex['heartbeat_at'])})"
     grid.add_row("executor", exec_line)
     if len(ex.get("executors") or []) > 1:
         for e in ex["executors"]:
-            grid.add_row("", f"{e['host']} pid {e['pid']} · {e['state']} · heartbeat {age(e['heartbeat_at'])} · "
-                             f"{e['units_done'] or 0} unit(s) done")
+            grid.add_row("", safe(f"{e['host']} pid {e['pid']} · {e['state']} · heartbeat {age(e['heartbeat_at'])}"
+                                  f" · {e['units_done'] or 0} unit(s) done"))
     grid.add_row("worker", f"{s['worker']} · concurrency {s['concurrency']} · retries {s['max_retries']} · "
                            f"timeout {duration(s['timeout_s'])} · priority {s['priority']}")
     if s.get("pause_reason"):
-        grid.add_row("paused", Text(str(s["pause_reason"]), style="yellow"))
+        grid.add_row("paused", safe(s["pause_reason"], style="yellow"))
     if s.get("hold_until"):
         until = time.strftime("%H:%M:%S", time.localtime(s["hold_until"]))
         grid.add_row("holding", f"quota: no new units until {until}")
     if s.get("error"):
-        grid.add_row("error", Text(str(s["error"]), style="red"))
+        grid.add_row("error", safe(s["error"], style="red"))
     if s.get("reduce"):
         r = s["reduce"]
-        grid.add_row("reduce", Text(f"{r['status'] or 'not run'}" + (f": {r['error']}" if r.get("error") else "")))
+        grid.add_row("reduce", safe(f"{r['status'] or 'not run'}" + (f": {r['error']}" if r.get("error") else "")))
     parts: list[Any] = [head, grid]
     if active:
         table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
         for col in ("unit", "key", "try", "time", "doing"):
             table.add_column(col)
         for a in active[:10]:
-            table.add_row(str(a["unit_id"]), Text(_short(a["key"], 40)), str(a["attempt"]), duration(a["elapsed_s"]),
-                          Text(_short(event_line(a["last_event"]) if a["last_event"] else "", 60)))
+            table.add_row(str(a["unit_id"]), safe(_short(a["key"], 40)), str(a["attempt"]), duration(a["elapsed_s"]),
+                          safe(_short(event_line(a["last_event"]) if a["last_event"] else "", 60)))
         parts.append(table)
-    return Panel(Group(*parts), title=Text(f"job {s['id']} · {s['name']}"), title_align="left", expand=False)
+    return Panel(Group(*parts), title=safe(f"job {s['id']} · {s['name']}"), title_align="left", expand=False)
 
 
 def _short(text: str, width: int) -> str:
@@ -131,72 +180,98 @@ def event_line(event: dict[str, Any]) -> str:
     return kind
 
 
-def conversation(events: list[dict[str, Any]]) -> list[Any]:
-    """Render a unit's events as a readable transcript."""
-    lines: list[Any] = []
+def conversation(events: list[dict[str, Any]]) -> list[Text]:
+    """Render a unit's events as a readable transcript (every line escaped by `safe`)."""
+    lines: list[Text] = []
     for e in events:
         kind, data = e["kind"], e.get("data") or {}
         if kind == "start":
-            lines.append(Text(f"── attempt {data.get('attempt')} ({data.get('worker')}) ──", style="bold dim"))
-        elif kind in ("assistant",):
-            lines.append(Text(str(data.get("text", ""))))
+            lines.append(safe(f"── attempt {data.get('attempt')} ({data.get('worker')}) ──", style="bold dim"))
+        elif kind in ("assistant", "stdout"):
+            lines.append(safe(data.get("text", ""), multiline=True))
         elif kind == "thinking":
-            lines.append(Text(str(data.get("text", "")), style="dim italic"))
+            lines.append(safe(data.get("text", ""), style="dim italic", multiline=True))
         elif kind in ("tool_use", "command"):
-            lines.append(Text(event_line(e), style="cyan"))
+            lines.append(safe(event_line(e), style="cyan"))
         elif kind == "tool_result":
             style = "red" if data.get("is_error") else "dim"
-            lines.append(Text(("✗ " if data.get("is_error") else "← ") + _short(str(data.get("content", "")), 500),
+            lines.append(safe(("✗ " if data.get("is_error") else "← ") + _short(str(data.get("content", "")), 500),
                               style=style))
-        elif kind == "stdout":
-            lines.append(Text(str(data.get("text", ""))))
         elif kind == "stderr":
-            lines.append(Text(str(data.get("text", "")), style="yellow"))
+            lines.append(safe(data.get("text", ""), style="yellow", multiline=True))
         elif kind == "error":
-            lines.append(Text(f"error ({data.get('error_class')}): {data.get('error')}", style="red"))
+            lines.append(safe(f"error ({data.get('error_class')}): {data.get('error')}", style="red",
+                              multiline=True))
         elif kind == "end":
             lines.append(Text(f"done in {duration(data.get('duration_s'))}", style="green dim"))
-        elif kind in ("exit", "result", "system", "usage", "warning", "timeout"):
-            lines.append(Text(f"{kind}: {_short(json.dumps(data, ensure_ascii=False, default=str), 200)}", style="dim"))
         else:
-            lines.append(Text(f"{kind}: {_short(json.dumps(data, ensure_ascii=False, default=str), 200)}", style="dim"))
+            lines.append(safe(f"{kind}: {_short(json.dumps(data, ensure_ascii=False, default=str), 200)}",
+                              style="dim"))
     return lines
 
 
-#: Characters of one text (prompt, output, error) `abp show` draws; a terminal panel of megabytes takes
-#: minutes to wrap and nobody reads it there (`--json` and `abp results` give the whole text).
+#: Characters of one text (prompt, output, error) `abp show` draws on a terminal; a terminal panel of
+#: megabytes takes minutes to wrap and nobody reads it there (`--json` and `abp results` give the whole
+#: text). Off a terminal nothing is cut: the text is printed whole, unwrapped, which is fast.
 SHOWN_CHARS = 40_000
 
 
-def _shown(text: str) -> Text:
-    if len(text) <= SHOWN_CHARS:
-        return Text(text)
+def _shown(text: str, whole: bool) -> Text:
+    if whole or len(text) <= SHOWN_CHARS:
+        return safe(text, multiline=True)
     half = SHOWN_CHARS // 2
     note = f"\n… [{len(text) - SHOWN_CHARS:,} characters not shown here; `abp show --json` has them all] …\n"
-    return Text.assemble(text[:half], (note, "yellow"), text[-half:])
+    return Text.assemble(safe(text[:half], multiline=True), (note, "yellow"), safe(text[-half:], multiline=True))
 
 
-def unit_report(u: dict[str, Any], title: str, console: Console | None = None) -> None:
-    """Payload, prompt, attempts, conversation and output of one unit."""
-    out = console or globals()["out"]
-    out.print(Text(f"{title}: unit {u['id']} ({u['key']})", style="bold"))
-    out.print(Text.assemble("status ", status_text(u["status"]),
-                            f" · attempts {u['attempts']} · {duration(u['duration_s'])} · {money(u['cost_usd'])}"
-                            f" · {u['tokens_in']:,}/{u['tokens_out']:,} tokens · {u['turns']} turn(s)"))
-    out.print(Panel(Text(json.dumps(u["payload"], indent=2, ensure_ascii=False, default=str)), title="payload",
-                    title_align="left"))
+def _json_text(value: Any) -> Text:
+    return safe(json.dumps(value, indent=2, ensure_ascii=False, default=str), multiline=True)
+
+
+def unit_report(u: dict[str, Any], title: str, console: Console | None = None, worker: str | None = None) -> None:
+    """Payload, prompt, attempts, conversation and output of one unit.
+
+    On a terminal each part is a panel; off a terminal (a pipe, a file, `less`) each part is a
+    heading and its content printed whole, never wrapped into a box or cut at a width.
+    """
+    console = console or out
+    whole = not console.is_terminal
+    console.print(safe(f"{title}: unit {u['id']} ({u['key']})", style="bold"))
+    line = Text.assemble("status ", status_text(u["status"]),
+                         f" · attempts {u['attempts']} · {duration(u['duration_s'])}")
+    if shows_usage(worker, u["cost_usd"], u["tokens_in"], u["tokens_out"], u["turns"]):
+        line.append(f" · {money(u['cost_usd'])} · {u['tokens_in']:,}/{u['tokens_out']:,} tokens"
+                    f" · {u['turns']} turn(s)")
+    console.print(line)
+    sections: list[tuple[str, RenderableType, str]] = [("payload", _json_text(u["payload"]), "")]
     if u.get("prompt"):
-        out.print(Panel(_shown(u["prompt"]), title="prompt", title_align="left"))
+        sections.append(("prompt", _shown(u["prompt"], whole), ""))
     if u.get("events"):
-        out.print(Panel(Group(*conversation(u["events"])), title="conversation", title_align="left"))
+        sections.append(("conversation", Group(*conversation(u["events"])), ""))
     if u.get("output") is not None:
-        out.print(Panel(_shown(u["output"]), title="output", title_align="left", border_style="green"))
+        sections.append(("output", _shown(u["output"], whole), "green"))
     if u.get("data") is not None:
-        out.print(Panel(Text(json.dumps(u["data"], indent=2, ensure_ascii=False, default=str)), title="data",
-                        title_align="left"))
+        sections.append(("data", _json_text(u["data"]), ""))
     if u.get("error"):
-        out.print(Panel(_shown(u["error"]), title=f"error ({u.get('error_class')})", title_align="left",
-                        border_style="red"))
+        sections.append((clean(f"error ({u.get('error_class')})"), _shown(u["error"], whole), "red"))
+    for name, body, border in sections:
+        if console.is_terminal:
+            console.print(Panel(body, title=name, title_align="left", border_style=border or "none"))
+        else:
+            console.print(Text(f"── {name} ──", style=border or "bold"), soft_wrap=True)
+            console.print(body, soft_wrap=True)
+
+
+def progress_line(s: dict[str, Any]) -> Text:
+    """One line of a job's progress, for logs and pipes (`abp watch` off a terminal)."""
+    line = (f"job {s['id']} {s['status']}: {s['done']}/{s['total']} done ({s['progress']:.1f}%) · "
+            f"{s['completed']} completed · {s['failed']} failed · {s['running']} running · "
+            f"{s['pending']} pending · {s['rate']:.2f} units/s")
+    if s.get("eta_seconds") is not None:
+        line += f" · ETA {duration(s['eta_seconds'])}"
+    if shows_usage(s.get("worker"), s.get("cost_usd"), s.get("tokens_in"), s.get("tokens_out")):
+        line += f" · {money(s.get('cost_usd'))}"
+    return safe(line)
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
@@ -206,7 +281,8 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
                          ("created", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(str(r["id"]), Text(r["name"]), status_text(r["status"]), f"{r['progress']:.1f}%",
-                      f"{r['done']}/{r['total']}", str(r["failed"]), money(r["cost_usd"]), r["worker"],
+        cost = money(r["cost_usd"]) if shows_usage(r["worker"], r["cost_usd"]) else "-"
+        table.add_row(str(r["id"]), safe(r["name"]), status_text(r["status"]), f"{r['progress']:.1f}%",
+                      f"{r['done']}/{r['total']}", str(r["failed"]), cost, safe(r["worker"]),
                       age(r["created_at"]))
     return table

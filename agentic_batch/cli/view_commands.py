@@ -14,30 +14,68 @@ from rich.text import Text
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
 from agentic_batch.cli.control_commands import FINAL, wait_for
-from agentic_batch.cli.output import err, jobs_table, out, print_json, status_panel, unit_report
+from agentic_batch.cli.output import (
+    err,
+    jobs_table,
+    out,
+    print_json,
+    progress_line,
+    safe,
+    status_panel,
+    unit_report,
+)
 from agentic_batch.errors import InvalidSpec
 
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
 
 
-def follow_job(job: str | int, live: bool, exit_code: bool, console: Console | None = None) -> int | None:
-    """Show live progress until the job ends (Ctrl-C detaches; the job keeps running)."""
-    if not live:
-        code = wait_for(job, None, as_json=False, console=console)
-        return code if exit_code else None
+#: Seconds between progress lines when the output is not a terminal (`abp watch --interval`).
+PROGRESS_INTERVAL_S = 5.0
+
+
+def follow_job(job: str | int, live: bool, exit_code: bool, console: Console | None = None,
+               interval: float = PROGRESS_INTERVAL_S) -> int | None:
+    """Show progress until the job ends (Ctrl-C detaches; the job keeps running).
+
+    On a terminal (and `live`): a Rich live panel. Off a terminal a live panel prints nothing until
+    the end, so a log or a CI job sees one progress line every `interval` seconds and a final one.
+    """
+    console = console or out
     orch = orchestrator()
     status = orch.status(job)
     try:
-        with Live(status_panel(status), console=console or out, refresh_per_second=4, transient=False) as view:
-            while status["status"] not in FINAL:
-                time.sleep(0.5)
+        if live and console.is_terminal:
+            with Live(status_panel(status), console=console, refresh_per_second=4, transient=False) as view:
+                while status["status"] not in FINAL:
+                    time.sleep(0.5)
+                    status = orch.status(job)
+                    view.update(status_panel(status, orch.active_units(job)))
+                view.update(status_panel(status))
+        else:
+            code = 0
+            if status["status"] not in FINAL:
+                console.print(progress_line(status), soft_wrap=True)
+                code = wait_for(job, None, as_json=False, quiet=True, tick=_Ticker(console, interval))
                 status = orch.status(job)
-                view.update(status_panel(status, orch.active_units(job)))
-            view.update(status_panel(status))
+            console.print(progress_line(status), soft_wrap=True)
+            if status["status"] not in FINAL:  # no executor left: wait_for said so and how to resume
+                return code if exit_code else None
     except KeyboardInterrupt:
         err.print(f"detached; job {status['id']} keeps running (`abp watch {status['id']}` to follow again)")
         return 130 if exit_code else None
     return FINAL[status["status"]] if exit_code else None
+
+
+class _Ticker:
+    """A progress line when `interval` seconds have passed since the last one."""
+
+    def __init__(self, console: Console, interval: float) -> None:
+        self.console, self.interval, self.last = console, interval, time.monotonic()
+
+    def __call__(self, status: dict) -> None:
+        if time.monotonic() - self.last >= self.interval:
+            self.console.print(progress_line(status), soft_wrap=True)
+            self.last = time.monotonic()
 
 
 def register(app: typer.Typer) -> None:
@@ -73,9 +111,13 @@ def register(app: typer.Typer) -> None:
             out.print(jobs_table(rows))
 
     @app.command("watch")
-    def watch(job: JobArg) -> None:
-        """Live progress: bar, counts, rate, ETA, cost and what each active agent is doing. Ctrl-C detaches."""
-        follow_job(job, live=True, exit_code=False)
+    def watch(job: JobArg,
+              interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between progress "
+                                                      "lines when the output is not a terminal.")]
+              = PROGRESS_INTERVAL_S) -> None:
+        """Live progress: bar, counts, rate, ETA, cost and what each active agent is doing. Ctrl-C detaches.
+        Off a terminal (a pipe, a log): one progress line every few seconds and a final one."""
+        follow_job(job, live=True, exit_code=False, interval=interval)
 
     @app.command("results")
     def results(job: JobArg,
@@ -101,8 +143,12 @@ def register(app: typer.Typer) -> None:
              unit: Annotated[str, typer.Argument(metavar="UNIT", help="Unit id or key.")],
              as_json: JsonFlag = False) -> None:
         """One unit: payload, prompt, attempts, conversation (every agent turn) and output."""
-        view = orchestrator().unit(job, unit)
-        print_json(view) if as_json else unit_report(view, "job " + str(view["job_id"]))
+        orch = orchestrator()
+        view = orch.unit(job, unit)
+        if as_json:
+            print_json(view)
+        else:
+            unit_report(view, "job " + str(view["job_id"]), worker=orch.job(view["job_id"]).worker)
 
     @app.command("logs")
     def logs(job: JobArg,
@@ -126,7 +172,7 @@ def register(app: typer.Typer) -> None:
                         continue
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line["ts"]))
                     out.print(Text.assemble((stamp + " ", "dim"), (f"{line['level']:<7} ", LEVEL_STYLE[line["level"]]),
-                                            Text(line["message"])))
+                                            safe(line["message"], multiline=True)))
                 if not follow:
                     if len(lines) == limit:
                         continue

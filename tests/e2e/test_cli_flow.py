@@ -280,7 +280,8 @@ def test_run_yes_wait_end_to_end(workdir: Path, orch: Orchestrator, names_csv: P
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     [job] = orch.list()
-    assert result.stdout.strip() == str(job["id"])  # JOB=$(abp run ... --yes --wait) works
+    assert result.stdout == ""  # `abp run ... --wait && abp results last -f csv > out.csv` writes only the CSV
+    assert f"Job {job['id']} started" in result.stderr and f"job {job['id']} COMPLETED: 3/3 done" in result.stderr
     assert job["status"] == "COMPLETED" and job["completed"] == job["total"] == 3
     rows = orch.results(job["id"])
     assert [(r["status"], r["output"]) for r in rows] == [("COMPLETED", "ANN"), ("COMPLETED", "BOB"),

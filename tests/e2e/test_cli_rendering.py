@@ -3,11 +3,15 @@ terminal, progress off a terminal, figures without noise. Every command runs as 
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import typing
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from tests.fixtures.abp import abp
+from agentic_batch.service import Orchestrator
+from tests.fixtures.abp import ABP, abp, wait_status
 
 WIDE = {"COLUMNS": "1000"}  # so no help line wraps and a help text can be found verbatim
 
@@ -63,3 +67,73 @@ def test_create_help_labels_worker_flags_by_their_type() -> None:
     assert labels["--temperature"] == "<float>" and labels["--price-in"] == "<float>"
     assert labels["--concurrency"] == "<int>" and labels["--model"] == "<str>"
     assert labels["--allow-commands"] is None and labels["--permission-mode"] == "<choice>"
+
+
+# -- untrusted text, content off a terminal ------------------------------------------------------
+
+EVIL_NAME = "evil\x1b[2J\x1b]0;pwned\x07[bold]name[/bold]\u202e"
+LONG = "x" * 500 + "-END"
+PRINTER = ("python3 -c 'import sys; print(sys.argv[1]); print(\"\\x1b[31mred\\x1b[0m\\tafter tab\")' "
+           "{{ text }}")
+
+
+def _run_to_completion(orch: Orchestrator, workdir: Path, *args: str) -> int:
+    created = abp("create", *args, cwd=workdir)
+    assert created.returncode == 0, created.stderr
+    job_id = int(created.stdout)
+    assert abp("start", str(job_id), "--skip-test", cwd=workdir).returncode == 0
+    wait_status(orch, job_id, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"})
+    return job_id
+
+
+def test_views_escape_control_characters_and_print_content_whole(workdir: Path, orch: Orchestrator) -> None:
+    (workdir / "items.jsonl").write_text(json.dumps({"id": "key\x1b[31m\r[red]k", "text": LONG}) + "\n")
+    job_id = _run_to_completion(orch, workdir, "--name", EVIL_NAME, "--jsonl", "items.jsonl", "--key", "id",
+                                "--command", PRINTER)
+    unit = str(orch.results(job_id)[0]["unit_id"])
+    views = {what: abp(*args, cwd=workdir) for what, args in {
+        "list": ["list"], "status-all": ["status"], "status": ["status", str(job_id)],
+        "show": ["show", str(job_id), unit], "watch": ["watch", str(job_id)], "logs": ["logs", str(job_id)],
+        "results": ["results", str(job_id), "--format", "csv"]}.items()}
+    for what, result in views.items():
+        assert result.returncode == 0, (what, result.stderr)
+        if what != "results":  # an export is data, not a view: it carries the bytes as they are
+            for raw in ("\x1b", "\x07", "\r", "\u202e"):
+                assert raw not in result.stdout + result.stderr, (what, raw)
+    for what in ("list", "status-all", "status", "show"):
+        assert "\\x1b[2J\\x1b]0;pwned\\x07[bold]name[/bold]\\u202e" in views[what].stdout or what == "show", what
+    show = views["show"].stdout
+    assert "key\\x1b[31m\\r[red]k" in show  # the key, escaped, markup shown as written
+    assert LONG in show  # a 504-character output line, whole (it was cut at 200 columns)
+    assert re.search(r"\\x1b\[31mred\\x1b\[0m(\t| +)after tab", show)  # the escape shown, the tab kept (as spaces)
+    # a command worker has no cost, tokens or turns to show
+    for what in ("show", "status", "watch"):
+        assert "$0.0000" not in views[what].stdout and "0/0 tokens" not in views[what].stdout, what
+    assert "turn(s)" not in show
+
+
+def test_watch_off_a_terminal_prints_progress_lines(workdir: Path, orch: Orchestrator) -> None:
+    """A live panel off a terminal printed nothing until the end: now a line at once, one every
+    --interval seconds while the job runs, and a final one."""
+    go = workdir / "go"
+    (workdir / "two.csv").write_text("name\nann\nbob\n")
+    blocked = (f"python3 -c 'import os, time; [time.sleep(0.05) for _ in iter(lambda: os.path.exists(\"{go}\"), "
+               "True)]; print(1)'")
+    created = abp("create", "--name", "blocked", "--csv", "two.csv", "--command", blocked, cwd=workdir)
+    job_id = int(created.stdout)
+    assert abp("start", str(job_id), "--skip-test", cwd=workdir).returncode == 0
+    watch = subprocess.Popen([*ABP, "watch", str(job_id), "--interval", "0.2"], cwd=workdir, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert watch.stdout is not None
+        lines = [watch.stdout.readline(), watch.stdout.readline()]  # printed while the job runs
+        go.touch()
+        rest, errors = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+    lines += rest.splitlines()
+    assert watch.returncode == 0, errors
+    assert all(line.startswith(f"job {job_id} RUNNING: 0/2 done") for line in lines[:2]), lines
+    assert lines[-1].startswith(f"job {job_id} COMPLETED: 2/2 done (100.0%)"), lines
+    # a job already over: one line, the final one
+    assert abp("watch", str(job_id), cwd=workdir).stdout.splitlines() == [lines[-1].strip()]
