@@ -69,7 +69,8 @@ def test_run_creates_and_runs_through_the_warm_executor(workdir: Path, abp_home:
     result = abp("run", "--name", "warm-run", "--files", "*.txt", "--command", "cat {{ path }}", "--yes", "--wait",
                  cwd=workdir)
     assert result.returncode == 0, result.stderr
-    job_id = result.stdout.split()[0]
+    assert result.stdout == ""  # with --wait stdout stays clean for `abp results last`
+    job_id = "last"
     assert abp("results", job_id, "--format", "csv").stdout.count("item ") == 3
     assert "executor started" in abp("logs", job_id).stdout
     wait_until(lambda: warm_processes(abp_home) == [], timeout=15, what="the executor exited")
