@@ -16,15 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.store import Store, UnitRecord
+from agentic_batch.workers.pricing import usd
 
 RESULT_COLUMNS = ("status", "output", "error", "error_class", "cost_usd", "tokens_in", "tokens_out",
                   "attempts", "duration_s")
-
-
-def usd(value: float) -> float:
-    """A cost as a clean number: sums of float prices carry noise (0.00028000000000000003); nine
-    decimals keep a fraction of a micro-dollar (a few tokens of a cheap model) and drop the noise."""
-    return round(value, 9)
 
 
 def unit_row(unit: UnitRecord) -> dict[str, Any]:

@@ -13,6 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+def usd(value: float) -> float:
+    """A cost as a clean number: float prices and sums carry noise (0.0001 + 0.00018 is
+    0.00028000000000000003); nine decimals keep a fraction of a micro-dollar (a few tokens of a cheap
+    model) and drop the noise. Every cost a user or an export sees goes through here."""
+    return round(value, 9)
+
+
 #: (model-name prefix, USD per 1M input tokens, USD per 1M output tokens). Longest prefix wins.
 PRICES: tuple[tuple[str, float, float], ...] = (
     # OpenAI
@@ -76,7 +83,7 @@ class Pricing:
         self._warned = False
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
+        return usd((tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000)
 
     def warn_if_unknown(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
         """Emit one `warning` event (per worker) when the cost of this model cannot be known."""

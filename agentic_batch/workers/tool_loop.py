@@ -32,7 +32,7 @@ from agentic_batch.workers.classify import (
     quota_reset_in,
 )
 from agentic_batch.workers.mcp_tools import MCPStartError, load_mcp_config, mcp_tools
-from agentic_batch.workers.pricing import Pricing
+from agentic_batch.workers.pricing import Pricing, usd
 from agentic_batch.workers.tools import Toolbox, ToolResult, builtin_tools
 
 EVENT_TEXT_LIMIT = 20_000
@@ -137,7 +137,7 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
         ctx.gate.after_call(turn.tokens_in + turn.tokens_out)
         turns += 1
         call_cost = pricing.cost(turn.tokens_in, turn.tokens_out)
-        tokens_in, tokens_out, cost = tokens_in + turn.tokens_in, tokens_out + turn.tokens_out, cost + call_cost
+        tokens_in, tokens_out, cost = tokens_in + turn.tokens_in, tokens_out + turn.tokens_out, usd(cost + call_cost)
         ctx.emit("usage", {"model": adapter.model, "turn": turns, "tokens_in": turn.tokens_in,
                            "tokens_out": turn.tokens_out, "cost": call_cost, "stop_reason": turn.stop_reason})
         if turn.text:

@@ -130,6 +130,14 @@ def test_tokens_and_cost_add_up_with_a_price_override(server: ScriptedOpenAIServ
     assert unit.gate.after == [1500, 2100] and len(unit.gate.before) == 2 and unit.gate.before[0] > 0
 
 
+def test_cost_sums_carry_no_float_noise(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    """0.0001 + 0.00018 is 0.00028000000000000003 in floats; that noise reached events and exports."""
+    script(server, Reply.tool_calls([("list_dir", {})], usage=(100, 0)), Reply.text("ok", usage=(180, 0)))
+    unit = Unit(tmp_path)
+    outcome = run(server.url, unit, model="my-local-model", price_in=1.0, price_out=0.0)
+    assert repr(outcome.cost_usd) == "0.00028" and repr(unit.of("result")[0]["cost"]) == "0.00028"
+
+
 def test_table_price_and_unknown_model_warns_once(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     assert table_price("gpt-4o-mini-2024-07-18") == (0.15, 0.60)
     assert table_price("openai/gpt-4o") == (2.50, 10.00)
