@@ -106,6 +106,10 @@ def test_views_escape_control_characters_and_print_content_whole(workdir: Path, 
     assert "key\\x1b[31m\\r[red]k" in show  # the key, escaped, markup shown as written
     assert LONG in show  # a 504-character output line, whole (it was cut at 200 columns)
     assert re.search(r"\\x1b\[31mred\\x1b\[0m(\t| +)after tab", show)  # the escape shown, the tab kept (as spaces)
+    # an error message quoting what the user typed escapes it too
+    missing = abp("status", "no\x1b[2Jsuch[bold]job", cwd=workdir)
+    assert missing.returncode == 1 and "\x1b" not in missing.stderr
+    assert "no\\x1b[2Jsuch[bold]job" in missing.stderr
     # a command worker has no cost, tokens or turns to show
     for what in ("show", "status", "watch"):
         assert "$0.0000" not in views[what].stdout and "0/0 tokens" not in views[what].stdout, what
