@@ -91,11 +91,11 @@ class PythonWorker:
     async def run(self, ctx: UnitContext) -> UnitOutcome:
         if self.options.isolate_python:
             return await self._run_isolated(ctx)
+        started = time.monotonic()  # the engine's timeout runs from (about) here
         func = self._load(ctx)
         npos, wants_ctx = self._plan
         args = [ctx.payload, ctx.prompt][:npos]
         kwargs = {"ctx": ctx} if wants_ctx else {}
-        started = time.monotonic()
         try:
             if inspect.iscoroutinefunction(func):
                 value = await func(*args, **kwargs)
@@ -103,7 +103,7 @@ class PythonWorker:
                 try:
                     value = await self._threads.run(func, *args, **kwargs)
                 except asyncio.CancelledError:
-                    if time.monotonic() - started >= ctx.timeout * 0.99:
+                    if time.monotonic() - started >= ctx.timeout * 0.95:
                         # The engine's timeout: the thread runs on, abandoned. Say so as the unit's
                         # error (retryable, like any timeout) instead of "agent killed".
                         ctx.emit("warning", {"message": ABANDONED})
