@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
 
 log = logging.getLogger(__name__)
-#: After the outage window: how long the executor keeps trying to record the pause before it exits.
-PAUSE_GRACE_SECONDS = 30.0
+#: After the outage window: how long the executor keeps trying to record the pause before it exits
+#: (as long as the window itself, within these bounds).
+PAUSE_GRACE_SECONDS = (5.0, 30.0)
 
 
 async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
@@ -118,7 +119,8 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
     message = give_up_message(exc, job.id, ex.store.url)
     log.error("%s", message)
     recorder.log(job.id, "error", message, executor_id=ex.id)
-    ex.outage.restart(PAUSE_GRACE_SECONDS)
+    low, high = PAUSE_GRACE_SECONDS
+    ex.outage.restart(min(high, max(low, ex.settings.store_outage_seconds)))
     try:
         await recorder.flush()
         await ex.db(ex.store.release_units, ex.id)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from agentic_batch.store.faults import describe
+
 CHANNEL = "abp_changes"
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,14 @@ class Listener:
     def _run(self) -> None:
         import psycopg
 
+        lost = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if lost:
+                        log.info("LISTEN connection back")
+                        lost = False
                     self.ready.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
@@ -68,7 +74,9 @@ class Listener:
                             with contextlib.suppress(ValueError):
                                 self._callback(int(job), what)
             except Exception as exc:  # a dropped connection: listen again shortly; polls cover the gap
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                if not lost:  # once per outage, not every retry
+                    log.warning("LISTEN connection lost (%s); reconnecting", describe(exc))
+                    lost = True
                 self.ready.set()
                 self._stop.wait(2.0)
 

@@ -68,17 +68,26 @@ def pg_orch(pg_cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
     orchestrator.store.close()
 
 
+def running_executors(orch: Any, job: int, n: int) -> list[int]:
+    def pids() -> list[int] | None:
+        found = [e["pid"] for e in orch.status(job)["executor"]["executors"] if e["state"] == "running"]
+        return found if len(found) == n else None
+
+    return wait_until(pids, timeout=60, what=f"{n} running executors")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("executors", [1, 3])
 def test_postgres_outage_mid_run_is_waited_out_and_every_unit_completes_once(
-        pg_cluster: PgCluster, pg_orch: Any, workdir: Path, abp_home: Path) -> None:  # noqa: F811
+        pg_cluster: PgCluster, pg_orch: Any, workdir: Path, abp_home: Path, executors: int) -> None:  # noqa: F811
     orch = pg_orch
     job = sleeper_job(orch, workdir, n=60, seconds=0.3, concurrency=4)
-    orch.start(job, skip_test=True)
-    pid = running_executor(orch, job)
+    orch.start(job, skip_test=True, executors=executors)
+    pids = running_executors(orch, job, executors)
     wait_until(lambda: orch.status(job)["completed"] >= 8, timeout=60, what="some units done")
     pg_cluster.stop()
-    time.sleep(9)  # the executor used to die within ~5 s of the first failed store call
-    assert alive(pid), f"the executor died during the outage:\n{executor_log(abp_home, job)}"
+    time.sleep(9)  # executors used to die within ~5 s of their first failed store call
+    assert all(alive(pid) for pid in pids), f"an executor died during the outage:\n{executor_log(abp_home, job)}"
     pg_cluster.start()
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
     assert final["status"] == "COMPLETED", executor_log(abp_home, job)
@@ -131,6 +140,31 @@ def test_postgres_outage_past_the_window_pauses_the_job_with_reason_store(
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
     assert final["status"] == "COMPLETED"
     assert_each_unit_completed_once(orch, job, 12, reruns_allowed=True)
+
+
+@pytest.mark.slow
+def test_postgres_still_down_after_giving_up_the_executor_exits_and_resume_finishes(
+        pg_cluster: PgCluster, pg_orch: Any, workdir: Path, abp_home: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_STORE_OUTAGE_SECONDS", "2")
+    orch = pg_orch
+    gate = workdir / "gate"
+    job = sleeper_job(orch, workdir, n=6, seconds=0.1, concurrency=3, gate=gate)
+    orch.start(job, skip_test=True)
+    pid = running_executor(orch, job)
+    wait_until(lambda: orch.status(job)["running"] == 3, timeout=60, what="three units in flight")
+    pg_cluster.stop()
+    wait_until(lambda: not alive(pid), timeout=60, what="the executor to give up and exit")
+    text = executor_log(abp_home, job)
+    assert "giving up" in text and "could not record the pause either" in text and f"abp resume {job}" in text
+    pg_cluster.start()
+    status = orch.status(job)
+    assert status["status"] == "RUNNING" and status["running"] == 3  # nobody works it: resume takes it back
+    gate.touch()
+    orch.resume(job)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
+    assert final["status"] == "COMPLETED"
+    assert_each_unit_completed_once(orch, job, 6, reruns_allowed=True)
 
 
 HOLD_LOCK = """
