@@ -103,6 +103,26 @@ def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, 
         wait_until(lambda: not cgroup.exists(), timeout=10, what="the watchdog removed the cgroups")
 
 
+def test_a_grandchild_that_also_clears_its_environment(orch, workdir: Path, tracking: str) -> None:
+    """What the README says is out of reach: with a cgroup it dies with its unit; in the fallback
+    (no token to trace) it dies when the executor exits, not later."""
+    marker = f"abp-escenv-{uuid.uuid4().hex[:8]}"
+    job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker}-{{{{ row.id }}}} "
+                                     f"{workdir}/out-{{{{ row.id }}}} 20 {{{{ 0 if row.id == 0 else 6 }}}} clearenv",
+                      n=2, concurrency=2)
+    orch.start(job, skip_test=True)
+    wait_until(lambda: orch.status(job)["completed"] >= 1, timeout=30, what="unit 0 completed")
+    if tracking == "cgroup":  # while unit 1 still runs, unit 0's escapee is already gone
+        wait_until(lambda: not processes_with(f"{marker}-0-escapee"), timeout=10, what="its escapee killed")
+        assert orch.status(job)["status"] == "RUNNING"
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final["status"] == "COMPLETED"
+    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    wait_until(lambda: not processes_with(marker), timeout=10, what="no escapee once the executor is gone")
+    time.sleep(1)
+    assert not list(workdir.glob("out-*"))
+
+
 def test_a_grandchild_that_leaves_its_session_dies_with_the_test_unit(orch, workdir: Path, tracking: str) -> None:
     """The test-first run goes through the same tracking, in the calling process (no subreaper there)."""
     marker = f"abp-esct-{uuid.uuid4().hex[:8]}"
