@@ -171,7 +171,7 @@ def event_line(event: dict[str, Any]) -> str:
         return ("✗ " if data.get("is_error") else "← ") + _short(str(data.get("content", "")), 100)
     if kind == "command":
         return "$ " + shlex.join(str(a) for a in data.get("argv", []))
-    if kind in ("assistant", "thinking", "stdout", "stderr"):
+    if kind in ("assistant", "thinking", "stdout", "stderr", "note"):
         return f"{kind}: " + _short(str(data.get("text", "")), 100)
     if kind == "error":
         return f"error: {data.get('error')}"
@@ -199,6 +199,8 @@ def conversation(events: list[dict[str, Any]]) -> list[Text]:
                               style=style))
         elif kind == "stderr":
             lines.append(safe(data.get("text", ""), style="yellow", multiline=True))
+        elif kind == "note":  # the engine changed the unit's text (cut to max_output_bytes, NUL replaced)
+            lines.append(safe(f"note: {data.get('text', '')}", style="yellow"))
         elif kind == "error":
             lines.append(safe(f"error ({data.get('error_class')}): {data.get('error')}", style="red",
                               multiline=True))

@@ -78,6 +78,7 @@
       case "start": return el("span", { class: "muted" }, `attempt ${d.attempt ?? event.attempt} started (${d.worker || ""} worker)`);
       case "end": return el("span", { class: "muted" }, `finished in ${ABP.duration(d.duration_s)}, ${ABP.money(d.cost_usd)}`);
       case "exit": return el("span", { class: "muted" }, `exit code ${d.code}`);
+      case "note": return el("span", { class: "muted" }, `note: ${d.text ?? ""}`);
       case "error": return el("pre", { class: "block error-text" }, `${d.error ?? ""}${d.error_class ? ` (${d.error_class})` : ""}`);
       case "result": return el("span", { class: "muted" }, `result: ${d.turns ?? "?"} turns, ${ABP.money(d.cost)}${d.is_error ? ", error" : ""}`);
       default: return fold([event.kind], json(d));
