@@ -22,13 +22,16 @@ def _help(*command: str) -> str:
     return result.stdout
 
 
-def _commands() -> list[str]:
+def _commands() -> dict[str, list[str]]:
+    """Each command and the help texts of its parameters, as declared."""
     import typer
 
     from agentic_batch import cli
 
     cli._register()
-    return sorted(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
+    commands = typer.main.get_command(cli.app).commands  # type: ignore[attr-defined]
+    return {name: [p.help for p in command.params if getattr(p, "help", None) and not getattr(p, "hidden", False)]
+            for name, command in sorted(commands.items())}
 
 
 def test_help_has_no_type_label_on_flags_and_plain_usage() -> None:
@@ -40,6 +43,9 @@ def test_help_has_no_type_label_on_flags_and_plain_usage() -> None:
         assert "<bool>" not in text, command
         assert "[[" not in text and "{JOB}" not in text, command
         assert re.search(r"Usage: abp", text), command
+        flat = " ".join(text.split())
+        for help_text in commands.get(command, []):  # Markdown ate nothing (a `*`, a `_`, a `[...]`)
+            assert " ".join(help_text.replace("`", "").split()) in flat, (command, help_text)
     assert "Usage: abp status [OPTIONS] [JOB]" in pages["status"]
     assert "Usage: abp show [OPTIONS] JOB UNIT" in pages["show"]
     assert re.search(r"--json\s+Print JSON", pages["status"])
