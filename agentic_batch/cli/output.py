@@ -68,8 +68,15 @@ def markup_safe(value: Any) -> str:
     return escape(clean(value))
 
 
+# What JSON itself leaves raw with ensure_ascii=False: DEL, C1 controls (U+009B is a CSI to some
+# terminals) and bidi overrides. Outside strings JSON is ASCII, so these are always inside a string.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+    """JSON on stdout, still valid JSON, with every control character escaped (`\\u009b`)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
     sys.stdout.flush()
 
 

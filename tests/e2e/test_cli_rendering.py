@@ -100,6 +100,7 @@ def test_views_escape_control_characters_and_print_content_whole(workdir: Path, 
     views = {what: abp(*args, cwd=workdir) for what, args in {
         "list": ["list"], "status-all": ["status"], "status": ["status", str(job_id)],
         "show": ["show", str(job_id), unit], "watch": ["watch", str(job_id)], "logs": ["logs", str(job_id)],
+        "status-json": ["status", str(job_id), "--json"], "show-json": ["show", str(job_id), unit, "--json"],
         "results": ["results", str(job_id), "--format", "csv"]}.items()}
     for what, result in views.items():
         assert result.returncode == 0, (what, result.stderr)
@@ -108,6 +109,8 @@ def test_views_escape_control_characters_and_print_content_whole(workdir: Path, 
                 assert raw not in result.stdout + result.stderr, (what, raw)
     for what in ("list", "status-all", "status", "show"):
         assert "\\x1b[2J\\x1b]0;pwned\\x07[bold]name[/bold]\\u202e" in views[what].stdout or what == "show", what
+    assert json.loads(views["status-json"].stdout)["name"] == EVIL_NAME  # escaped, still the same JSON value
+    assert json.loads(views["show-json"].stdout)["key"] == "key\x1b[31m\r[red]k"
     show = views["show"].stdout
     assert "key\\x1b[31m\\r[red]k" in show  # the key, escaped, markup shown as written
     assert LONG in show  # a 504-character output line, whole (it was cut at 200 columns)
