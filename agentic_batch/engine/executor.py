@@ -218,8 +218,12 @@ class Executor:
                 await self._pool.refresh_budget()
                 await self._pool.stop_lost_units()
             beats += 1
-            if beats % 5 == 1 and (job and (job.rpm or job.tpm)):
-                self.gate.set_share(len(await self.db(live_executors, self.store, self.settings, self.job_id)))
+            if beats % 5 == 1 and job is not None:  # limits are job-wide: each executor takes its share
+                live = max(1, len(await self.db(live_executors, self.store, self.settings, self.job_id)))
+                if job.rpm or job.tpm:
+                    self.gate.set_share(live)
+                if self._pool is not None:
+                    self._pool.share = live
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)

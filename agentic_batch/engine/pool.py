@@ -5,6 +5,7 @@ for their results (budget, adaptive limit, quota hold), and drain on stop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ class Pool:
         self.runner = runner
         self.recorder = recorder
         self.limit = AdaptiveLimit(job.concurrency)
+        #: Live executors on the job: each takes at most its share of the job-wide concurrency, so
+        #: one executor cannot keep every slot (the claim itself caps the job's total).
+        self.share = 1
         self.budget = Budget(job.budget_usd, 0.0, 0)
         self.inflight: dict[asyncio.Task[Any], int] = {}
 
@@ -63,9 +67,13 @@ class Pool:
         await self.refresh_budget()
         while ex.mode == RUN:
             held = ex.hold_until is not None and ex.hold_until > time.time()
-            free = self.budget.how_many(len(self.inflight), self.limit.value() - len(self.inflight))
+            free = self.budget.how_many(len(self.inflight), self.slots() - len(self.inflight))
             if free > 0 and not held:
-                claimed = await ex.db(ex.store.claim_units, ex.id, [self.job.id], free, ex.settings.lease_seconds)
+                # A finished unit stays RUNNING in the store until its result is written, and the claim
+                # caps the job's RUNNING units at its concurrency: the buffered results are written and
+                # the freed slots claimed in one transaction.
+                claim = functools.partial(ex.store.claim_units, ex.id, [self.job.id], free, ex.settings.lease_seconds)
+                claimed = await self.recorder.flush(then=claim) or []
                 for unit in claimed:
                     self.inflight[asyncio.create_task(self.runner.run_unit(unit))] = unit.id
             if not self.inflight:
@@ -87,6 +95,10 @@ class Pool:
                 if task is not waiter:
                     await self._collect(task)
         await self._drain()
+
+    def slots(self) -> int:
+        """How many units this executor may run at once: the adaptive limit, within its fair share."""
+        return min(self.limit.value(), -(-self.job.concurrency // max(1, self.share)))
 
     async def _account(self, result: UnitResult) -> None:
         """Feed an attempt's result to the budget, the adaptive limit and the quota hold."""

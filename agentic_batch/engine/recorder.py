@@ -84,14 +84,18 @@ class Recorder:
 
     @property
     def pending_results(self) -> int:
+        """Results not yet in the store (buffered or being written): their units are still RUNNING
+        there, so the pool keeps their slots until they are written."""
         return len(self._results)
 
     def describe_pending(self) -> str:
         return (f"{len(self._results)} result(s), {len(self._events)} event(s) and {len(self._logs)} log "
                 "line(s)")
 
-    async def flush(self) -> None:
-        """Write everything buffered. Events first, so a result never lands before its conversation.
+    async def flush(self, then: Callable[[], Any] | None = None) -> Any:
+        """Write everything buffered, in one transaction; events first, so a result never lands before
+        its conversation. `then` (a store call: the pool's claim) runs in that same transaction, and
+        what it returns is returned.
 
         A buffer is emptied only after its write succeeded (what was appended meanwhile stays), so a
         failed write (the store is down: the executor's `db` gave up) loses nothing and a later flush
@@ -99,18 +103,16 @@ class Recorder:
         """
         async with self._lock:
             events, results, logs = list(self._events), list(self._results), list(self._logs)
-            if events:
-                await self._db(self._store.append_events, events)
-                del self._events[:len(events)]
-            if results:
-                applied = set(await self._db(self._store.apply_results, self._owner, results))
-                del self._results[:len(results)]
-                self._refused([r for r in results if r.unit_id not in applied])
-            if logs:
-                await self._db(self._store.append_logs, logs)
-                del self._logs[:len(logs)]
-            if self._job_id is not None and (events or results or logs) and self._store.can_listen:
+            if not (events or results or logs):
+                return await self._db(then) if then is not None else None
+            applied, answer = await self._db(self._store.write_batch, self._owner, events, results, logs, then)
+            del self._events[:len(events)]
+            del self._results[:len(results)]
+            del self._logs[:len(logs)]
+            self._refused([r for r in results if r.unit_id not in set(applied)])
+            if self._job_id is not None and self._store.can_listen:
                 await self._db(self._store.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
+            return answer
 
     def _refused(self, results: list[UnitResult]) -> None:
         """The fence refused these results: the unit is no longer leased to us for that attempt (its

@@ -6,6 +6,9 @@ connection handling. `open_store()` applies migrations on first use.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
 from agentic_batch.store.browse_queries import BrowseQueries
 from agentic_batch.store.db import SCHEMA_REVISION, StoreBase, make_engine
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries
@@ -24,9 +27,26 @@ from agentic_batch.store.records import (
 )
 from agentic_batch.store.unit_queries import UNIT_STATUSES, UnitQueries
 
+T = TypeVar("T")
+
 
 class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, BrowseQueries, NotifyQueries, StoreBase):
     """All store queries behind one object. Thread-safe: each call takes its own connection."""
+
+    def write_batch(self, owner: str, events: Sequence[NewEvent], results: Sequence[UnitResult],
+                    logs: Sequence[dict[str, Any]], then: Callable[[], T] | None = None) -> tuple[list[int], T | None]:
+        """An executor's buffered writes in ONE transaction: events (before the results they explain),
+        results (fenced, as `apply_results`), logs, then `then()` (the pool's claim). A finished unit
+        leaves RUNNING in the same transaction that claims a unit for its slot, so the job's RUNNING
+        count never exceeds its concurrency, at the cost of one transaction, not two.
+        Returns the ids whose result was applied and what `then` returned."""
+        with self.write():
+            if events:
+                self.append_events(events)
+            applied = self.apply_results(owner, results) if results else []
+            if logs:
+                self.append_logs(logs)
+            return applied, then() if then is not None else None
 
 
 def open_store(url: str | None = None) -> Store:

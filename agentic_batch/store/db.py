@@ -100,6 +100,7 @@ class StoreBase:
         self.dialect = self.engine.dialect.name
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self._local = threading.local()  # the write transaction open on this thread, if any
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,9 +113,21 @@ class StoreBase:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success.
+
+        Nested on one thread, the inner `write()` joins the outer transaction, so several store calls
+        can be made atomic together (`Store.write_batch`: a flush of results and the claim of the
+        slots they free, in one transaction)."""
+        outer = getattr(self._local, "conn", None)
+        if outer is not None:
+            yield outer
+            return
         with self._writer.begin() as conn:
-            yield conn
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -120,7 +120,11 @@ class UnitQueries:
                     now: float | None = None) -> list[UnitRecord]:
         """Lease up to `limit` runnable units, highest job then unit priority first.
 
-        Expired leases (an executor that died or stalled) are taken back in the same transaction.
+        Never more than a job's concurrency RUNNING at once, whichever executors hold them: the claim
+        counts the job's RUNNING units and takes at most the difference, in the same transaction
+        (SQLite's BEGIN IMMEDIATE serialises writers; on PostgreSQL the job rows are locked first, so
+        two executors claiming together count one after the other). Expired leases (an executor that
+        died or stalled) are taken back in the same transaction.
         """
         if limit <= 0 or not job_ids:
             return []
@@ -131,29 +135,42 @@ class UnitQueries:
                 .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING, units.c.lease_expires_at < now)
                 .values(status=PENDING, lease_owner=None, lease_expires_at=None)
             )
-            job_rank = {job_ids[0]: 0}
-            if len(job_ids) > 1:
-                job_rank = dict(conn.execute(sa.select(jobs.c.id, jobs.c.priority).where(jobs.c.id.in_(job_ids))).all())
-            pick = sa.select(units.c.id).where(
-                units.c.job_id.in_(job_ids),
-                units.c.status == PENDING,
-                sa.or_(units.c.not_before.is_(None), units.c.not_before <= now),
-            )
-            if len(job_ids) > 1:
-                pick = pick.join(jobs, jobs.c.id == units.c.job_id).order_by(jobs.c.priority.desc())
-            pick = pick.order_by(units.c.priority.desc(), units.c.seq).limit(limit)
+            job_rows = sa.select(jobs.c.id, jobs.c.priority, jobs.c.concurrency).where(jobs.c.id.in_(job_ids))
             if self.dialect == "postgresql":  # type: ignore[attr-defined]
-                pick = pick.with_for_update(skip_locked=True, of=units)
-            claimed = conn.execute(
-                sa.update(units)
-                .where(units.c.id.in_(pick.scalar_subquery()))
-                .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
-                        attempt=units.c.attempt + 1, started_at=now, not_before=None)
-                .returning(*_CLAIM_COLUMNS)
-            ).mappings().all()
+                # FOR NO KEY UPDATE: claimers queue on it, while the FOR KEY SHARE locks that inserting
+                # events and logs (foreign keys to jobs) take in the same transaction do not conflict.
+                job_rows = job_rows.order_by(jobs.c.id).with_for_update(of=jobs, key_share=True)
+            slots = {row.id: row for row in conn.execute(job_rows)}
+            running = dict(conn.execute(
+                sa.select(units.c.job_id, sa.func.count())
+                .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING).group_by(units.c.job_id)
+            ).all())
+            claimed: list[Any] = []
+            for job_id in sorted(slots, key=lambda j: (-slots[j].priority, j)):
+                want = min(limit - len(claimed), slots[job_id].concurrency - int(running.get(job_id, 0)))
+                if want > 0:
+                    claimed.extend(self._claim_from(conn, job_id, owner, want, lease_seconds, now))
+        rank = {job_id: row.priority for job_id, row in slots.items()}
         records = [from_mapping(UnitRecord, r) for r in claimed]
-        records.sort(key=lambda u: (-job_rank.get(u.job_id, 0), -u.priority, u.seq))
+        records.sort(key=lambda u: (-rank.get(u.job_id, 0), -u.priority, u.seq))
         return records
+
+    def _claim_from(self, conn: sa.Connection, job_id: int, owner: str, limit: int, lease_seconds: float,
+                    now: float) -> list[Any]:
+        """One UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING over one job's runnable units."""
+        pick = (sa.select(units.c.id)
+                .where(units.c.job_id == job_id, units.c.status == PENDING,
+                       sa.or_(units.c.not_before.is_(None), units.c.not_before <= now))
+                .order_by(units.c.priority.desc(), units.c.seq).limit(limit))
+        if self.dialect == "postgresql":  # type: ignore[attr-defined]
+            pick = pick.with_for_update(skip_locked=True, of=units)
+        return list(conn.execute(
+            sa.update(units)
+            .where(units.c.id.in_(pick.scalar_subquery()))
+            .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
+                    attempt=units.c.attempt + 1, started_at=now, not_before=None)
+            .returning(*_CLAIM_COLUMNS)
+        ).mappings().all())
 
     def claim_unit(self, owner: str, unit_id: int, lease_seconds: float) -> UnitRecord | None:
         """Lease one specific PENDING unit (the test run), or None if it is not pending."""

@@ -40,7 +40,7 @@ def finish(store: Store, job: int, results: dict[int, tuple[str, float, float, f
 @pytest.fixture
 def job(store: Store) -> int:
     job_id = store.insert_job(name="browse", status="RUNNING", source={"kind": "jsonl"}, worker="python",
-                              worker_options={}, concurrency=4, max_retries=0, timeout_s=10, workdir="/tmp")
+                              worker_options={}, concurrency=10_000, max_retries=0, timeout_s=10, workdir="/tmp")
     store.insert_units(job_id, [NewUnit(seq=i, key=f"file_{i:03d}.txt", payload={"i": i}) for i in range(30)])
     # seq 0-9 completed (cost and duration grow with seq), 10-11 failed, the rest pending.
     done = {i: ("COMPLETED", 0.01 * i, T0 + i, T0 + i + 1 + i) for i in range(10)}

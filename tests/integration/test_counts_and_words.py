@@ -24,6 +24,33 @@ def make_job(orch: Any, workdir: Path, rows: list[dict[str, Any]], **kw: Any) ->
     return orch.create(spec, cwd=workdir).job_id
 
 
+def sample_running(orch: Any, job: int, until: set[str], timeout: float = 120) -> tuple[list[int], dict[str, Any]]:
+    """The job's RUNNING count, read as fast as the store answers until the job reaches `until`."""
+    samples: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        samples.append(orch.store.count_units(job)["RUNNING"])
+        job_record = orch.store.get_job(job)
+        if job_record.status in until:
+            return samples, orch.status(job)
+    raise AssertionError(f"job {job} did not reach {until} in {timeout}s")
+
+
+def test_running_never_exceeds_the_concurrency(orch, workdir: Path) -> None:
+    """Results buffered in the executor but not yet written used to count as RUNNING next to the units
+    claimed for their slots (9-10 at --concurrency 8)."""
+    path = workdir / "items.jsonl"
+    path.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(3000)))
+    spec = JobSpec(name="fast", source={"kind": "jsonl", "path": str(path), "key": "id"}, worker="python",
+                   worker_options={"function": ref("anoop")}, concurrency=8)
+    job = orch.create(spec, cwd=workdir).job_id
+    orch.start(job, skip_test=True)
+    samples, final = sample_running(orch, job, {"COMPLETED", "FAILED", "PAUSED"})
+    assert final["status"] == "COMPLETED" and final["completed"] == 3000
+    assert max(samples) <= 8, sorted(samples)[-10:]
+    assert max(samples) >= 2  # the sampler did see the job at work
+
+
 def test_every_view_counts_done_the_same_and_the_error_says_how_units_failed(orch, workdir: Path) -> None:
     rows = [{"id": 0}, {"id": 1}, {"id": 2, "fail": "permanent"}, {"id": 3, "fail": "retryable"}, {"id": 4}]
     job = make_job(orch, workdir, rows, max_retries=1)

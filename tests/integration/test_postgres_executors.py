@@ -146,3 +146,20 @@ def test_listen_notify_delivers_changes(pg_orch: Orchestrator) -> None:
         wait_until(lambda: (7, "stop") in got, timeout=10, what="the notification")
     finally:
         listener.stop()
+
+
+def test_concurrency_is_job_wide_across_executors(pg_orch: Orchestrator, workdir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--concurrency 4 with three executors: never more than 4 units RUNNING for the job (it was 4 per
+    executor, 12 in all), sampled from the store throughout the run."""
+    monkeypatch.setenv("ABP_TEST_SLEEP", "0.02")
+    job = job_of(pg_orch, workdir, 600, concurrency=4)
+    pg_orch.start(job, skip_test=True, executors=3)
+    samples: list[int] = []
+    while (record := pg_orch.store.get_job(job)).status == "RUNNING":
+        samples.append(pg_orch.store.count_units(job)["RUNNING"])
+    final = pg_orch.status(job)
+    assert record.status == "COMPLETED" and final["completed"] == 600, final
+    assert 2 <= max(samples) <= 4, sorted(samples)[-10:]
+    writers = {r["output"] for r in pg_orch.results(job)}
+    assert len(writers) >= 2  # the executors shared the job's four slots

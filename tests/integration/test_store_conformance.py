@@ -19,10 +19,10 @@ def store(store_url: str):  # noqa: F811
     s.close()
 
 
-def make_job(store: Store, name: str = "j", priority: int = 1, units: int = 0) -> int:
+def make_job(store: Store, name: str = "j", priority: int = 1, units: int = 0, concurrency: int = 1000) -> int:
     job_id = store.insert_job(name=name, status="RUNNING", source={"kind": "jsonl"}, worker="python",
-                              worker_options={}, concurrency=4, max_retries=2, timeout_s=10, workdir="/tmp",
-                              priority=priority)
+                              worker_options={}, concurrency=concurrency, max_retries=2, timeout_s=10,
+                              workdir="/tmp", priority=priority)
     if units:
         store.insert_units(job_id, [NewUnit(seq=i, key=f"k{i}", payload={"i": i}) for i in range(units)])
     return job_id
@@ -61,6 +61,40 @@ def test_claim_respects_limit_and_leases(store: Store) -> None:
     assert not {u.id for u in first} & {u.id for u in second}
     assert all(u.attempt == 1 and u.status == "RUNNING" for u in first + second)
     assert store.claim_units("c", [job], 5, lease_seconds=60) == []
+
+
+def test_the_claim_caps_running_units_at_the_job_concurrency(store: Store) -> None:
+    """Concurrency is job-wide: whoever claims, a job never has more RUNNING units than its concurrency."""
+    job = make_job(store, units=20, concurrency=5)
+    assert len(store.claim_units("a", [job], 3, 60)) == 3
+    assert len(store.claim_units("b", [job], 10, 60)) == 2  # 5 - 3 running
+    assert store.claim_units("c", [job], 10, 60) == []
+    done = store.claim_units("x", [job], 0, 60)
+    assert done == [] and store.count_units(job)["RUNNING"] == 5
+    [unit] = [u for u in store.running_units(job) if u.lease_owner == "b"][:1]
+    store.apply_results("b", [UnitResult(unit_id=unit.id, attempt=1, status="COMPLETED", output="ok")])
+    assert len(store.claim_units("c", [job], 10, 60)) == 1  # its slot is free again
+
+
+def test_simultaneous_claims_stay_within_the_job_concurrency(store: Store) -> None:
+    """Eight claimers at once (on PostgreSQL, eight transactions that would each count 0 RUNNING without
+    the job-row lock) still leave exactly the job's concurrency RUNNING."""
+    job = make_job(store, units=200, concurrency=6)
+    start = threading.Barrier(8)
+    got: list[int] = []
+
+    def claimer(name: str) -> None:
+        own = Store(store.url)
+        start.wait()
+        got.append(len(own.claim_units(name, [job], 4, 60)))
+        own.close()
+
+    threads = [threading.Thread(target=claimer, args=(f"t{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(got) == 6 and store.count_units(job)["RUNNING"] == 6
 
 
 def test_claim_order_honours_job_then_unit_priority(store: Store) -> None:
