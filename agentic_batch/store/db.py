@@ -117,10 +117,12 @@ class StoreBase:
 
         Nested on one thread, the inner `write()` joins the outer transaction, so several store calls
         can be made atomic together (`Store.write_batch`: a flush of results and the claim of the
-        slots they free, in one transaction)."""
+        slots they free, in one transaction). It runs under a SAVEPOINT: an inner write that fails
+        (a poison row, which the caller then retries in smaller pieces) is undone alone."""
         outer = getattr(self._local, "conn", None)
         if outer is not None:
-            yield outer
+            with outer.begin_nested():
+                yield outer
             return
         with self._writer.begin() as conn:
             self._local.conn = conn

@@ -19,7 +19,7 @@ def store(store_url: str):  # noqa: F811
 
 def make_job(store: Store, units: int) -> int:
     job_id = store.insert_job(name="poison\x00job", status="RUNNING", source={"kind": "jsonl"}, worker="python",
-                              worker_options={}, concurrency=4, max_retries=2, timeout_s=10, workdir="/tmp",
+                              worker_options={}, concurrency=100, max_retries=2, timeout_s=10, workdir="/tmp",
                               prompt_template="say {{ x }}\x00")
     store.insert_units(job_id, [NewUnit(seq=i, key=f"k{i}\x00", payload={"text": f"a\x00b{i}"})
                                 for i in range(units)])
