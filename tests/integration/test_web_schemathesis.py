@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,7 @@ def config_with_real_ids(jobs: list[str], units: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_no_generated_request_gets_a_server_error(web: Web, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_no_generated_request_gets_a_server_error(web: Web, tmp_path: Path) -> None:  # noqa: F811
     command = schemathesis_command()
     if command is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[dev]', or set ABP_SCHEMATHESIS)")
