@@ -13,6 +13,7 @@ from agentic_batch.config import Settings
 from agentic_batch.engine.recovery import executor_alive
 from agentic_batch.spec import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
+from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 
 #: The window of the all-jobs throughput on the dashboard (`stats`).
 RATE_WINDOW_S = 60.0
@@ -110,6 +111,7 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> dict[str, An
         "budget_usd": job.budget_usd, "tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"],
         "concurrency": job.concurrency, "max_retries": job.max_retries,
         "timeout_s": job.timeout_s, "priority": _PRIORITY_NAMES.get(job.priority, job.priority),
+        "max_output_bytes": job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES,
         "hold_until": job.hold_until if job.hold_until and job.hold_until > now else None,
         "test_unit_id": job.test_unit_id,
         "reduce": ({"status": job.reduce_status, "output": job.reduce_output, "error": job.reduce_error}

@@ -50,6 +50,7 @@ def test_rest_refuses_an_unresolvable_schema_naming_the_field(web: Web) -> None:
     assert web.orch.store.list_jobs() == []
     created = web.ok("POST", "/api/jobs", spec(web.workdir, "nap", max_output_bytes=2048), status=201)
     assert web.orch.store.get_job(created["job_id"]).max_output_bytes == 2048
+    assert web.ok("GET", f"/api/jobs/{created['job_id']}")["max_output_bytes"] == 2048
     assert web.post("/api/jobs", spec(web.workdir, "nap", max_output_bytes=10)).status_code == 422
 
 
