@@ -57,7 +57,11 @@ def make_engine(url: str) -> Engine:
         try:
             # pool_pre_ping: after a server restart a pooled connection is tested and replaced on checkout
             # (and a disconnect error invalidates the whole pool), so the executor recovers on its own.
-            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
+            # connect_timeout: an unreachable host (no answer at all) fails a call in seconds rather than
+            # after the kernel's TCP retries, so the executor's outage window keeps time
+            connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
+                                    connect_args=connect_args)
         except ModuleNotFoundError as exc:
             raise StoreError(f"the PostgreSQL store needs {exc.name}",
                              hint="pip install 'agentic-batch[postgres]'") from None

@@ -4,11 +4,13 @@ the executor's retry wrapper waits out a real SQLite lock. Real drivers, real fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from agentic_batch.store import make_engine
 from agentic_batch.store.faults import LOCKED, fault_kind, is_transient, user_error
 from tests.fixtures.abp import abp
 from tests.fixtures.stores import pg_available
+from tests.fixtures.web import Web, spec, web  # noqa: F401 (fixture)
 
 SECRET = "TOPSECRET-item-value"
 
@@ -57,24 +60,46 @@ def test_postgres_driver_errors_never_show_values() -> None:
     assert "invalid input syntax for type integer" in line and SECRET not in line and "[SQL" not in line
 
 
-def test_cli_on_a_locked_store_prints_one_line_without_sql(tmp_path: Path, abp_home: Path, workdir: Path) -> None:
-    (workdir / "items.jsonl").write_text('{"id": 1}\n')
-    assert abp("list", cwd=workdir).returncode == 0  # creates the store
+@contextlib.contextmanager
+def sqlite_locked(path: Path) -> Iterator[None]:
+    """Another process holds BEGIN EXCLUSIVE on the store while the block runs."""
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sqlite3, sys, time\n"
         "c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE')\n"
-        "print('locked', flush=True); time.sleep(20)\n"), str(abp_home / "batch.db")], stdout=subprocess.PIPE, text=True)
+        "print('locked', flush=True); time.sleep(60)\n"), str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        result = abp("create", "--name", SECRET, "--jsonl", "items.jsonl", "--key", "id", "--worker", "command",
-                     "--command", "echo {{ row.id }}", cwd=workdir, env={"ABP_SQLITE_BUSY_SECONDS": "0.2"})
+        yield
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_cli_on_a_locked_store_prints_one_line_without_sql(tmp_path: Path, abp_home: Path, workdir: Path) -> None:
+    (workdir / "items.jsonl").write_text('{"id": 1}\n')
+    assert abp("list", cwd=workdir).returncode == 0  # creates the store
+    with sqlite_locked(abp_home / "batch.db"):
+        result = abp("create", "--name", SECRET, "--jsonl", "items.jsonl", "--key", "id", "--worker", "command",
+                     "--command", "echo {{ row.id }}", cwd=workdir, env={"ABP_SQLITE_BUSY_SECONDS": "0.2"})
     assert result.returncode == 1, result
     line = result.stderr.strip()
     assert "\n" not in line and "is locked" in line and "internal error" not in line
     assert SECRET not in line and "[SQL" not in line and "parameters" not in line and "Background" not in line
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_SQLITE_BUSY_SECONDS", "0.2")
+
+
+def test_rest_on_a_locked_store_answers_503_in_one_line(short_busy_timeout: None, web: Web,  # noqa: F811
+                                                        abp_home: Path) -> None:
+    with sqlite_locked(abp_home / "batch.db"):
+        response = web.post("/api/jobs", spec(web.workdir, "chatty", name=SECRET))
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert "is locked" in body["error"] and "lock" in body["hint"]
+    assert SECRET not in response.text and "[SQL" not in response.text and "Background" not in response.text
 
 
 def test_outage_guard_waits_out_a_real_sqlite_lock_and_gives_up_past_the_window(tmp_path: Path) -> None:
