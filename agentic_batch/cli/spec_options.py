@@ -54,7 +54,7 @@ JOB_PARAMS: list[inspect.Parameter] = [
     _opt(OptStr, None, "--python", help="module:function (or file.py:function) returning or yielding dicts.",
          panel=SOURCE_PANEL),
     _opt(list[str] | None, None, "--source-arg", help="k=v keyword argument for --python (repeatable).",
-         panel=SOURCE_PANEL),
+         panel=SOURCE_PANEL, metavar="<k=v>"),
     _opt(OptStr, None, "--key", help="Item field that identifies an item (default: path for files, else a "
          "hash of the item).", panel=SOURCE_PANEL),
     _opt(OptStr, None, "--priority-field", help="Item field holding a unit priority (low..critical or a number).",

@@ -73,6 +73,7 @@ def test_create_help_labels_worker_flags_by_their_type() -> None:
     assert labels["--temperature"] == "<float>" and labels["--price-in"] == "<float>"
     assert labels["--concurrency"] == "<int>" and labels["--model"] == "<str>"
     assert labels["--allow-commands"] is None and labels["--permission-mode"] == "<choice>"
+    assert labels["--source-arg"] == "<k=v>" and "list[" not in text
 
 
 # -- untrusted text, content off a terminal ------------------------------------------------------
