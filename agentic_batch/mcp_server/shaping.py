@@ -192,6 +192,8 @@ def unit_view(u: dict[str, Any], max_chars: int) -> dict[str, Any]:
     else:
         view["payload"] = payload
     for name in ("prompt", "output"):
+        if u.get(name) is None and name == "prompt":
+            continue  # a command or python worker without a template: nothing to show
         view[name], full = clip(u.get(name), max_chars)
         if full is not None:
             cut[name] = full
