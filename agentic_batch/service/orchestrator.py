@@ -19,8 +19,7 @@ from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
-from agentic_batch.service.test_run import (TESTED_STATE, TestRunning, find_test_owner, launch_detached_test,
-                                            reclaim_lost_test, register_test_owner, run_test_unit)
+from agentic_batch.service.test_flow import TestFlowMixin, start_hint
 from agentic_batch.service.views import job_status, job_summary, unit_view
 from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
                                 describe_validation_error)
@@ -32,7 +31,7 @@ MAX_EVENTS = 10_000
 MAX_EXECUTORS = 64
 
 
-class Orchestrator(BrowseMixin):
+class Orchestrator(TestFlowMixin, BrowseMixin):
     def __init__(self, store: Store | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings.db_url)
@@ -90,67 +89,7 @@ class Orchestrator(BrowseMixin):
         return {"job_id": job.id, "added": added, "existing": existing, "status": status,
                 "next": _sync_next(status) if added else None}
 
-    # -- test first -----------------------------------------------------------------------------
-
-    def test(self, ref: str | int) -> dict[str, Any]:
-        """Run the first unit now, in this process (CREATED -> TESTING), and return it with its conversation.
-
-        SIGTERM/SIGINT meanwhile raise TestInterrupted with the unit PENDING and the job CREATED again."""
-        job = self.job(ref)
-        self._expect(job, {"CREATED"}, "test", "only a CREATED job can be tested; reject a TESTING job first")
-        owner = register_test_owner(self.store, job.id)
-        if not self.store.update_job(job.id, expect=["CREATED"], status="TESTING"):
-            self.store.set_executor_state(owner, TESTED_STATE)
-            raise IllegalState(f"job {job.id} changed state meanwhile; try again")
-        try:
-            unit_id = run_test_unit(self.store, self.settings, job, owner)
-        except BaseException:
-            # Back to CREATED, unless another start took the unit over meanwhile (our lease had expired).
-            fresh = self.store.get_job(job.id)
-            unit = self.store.get_unit(fresh.test_unit_id) if fresh and fresh.test_unit_id else None
-            if unit is None or unit.status == "PENDING":
-                self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
-            raise
-        return self.test_report(job.id, unit_id)
-
-    def settle_test(self, job: JobRecord) -> JobRecord:
-        """A TESTING job: a lost test run (dead owner, expired lease) is reclaimed, so the job is CREATED
-        again; a live one raises TestRunning. Returns the job as it is now."""
-        if job.status != "TESTING":
-            return job
-        if reclaim_lost_test(self.store, self.settings, job):
-            return self.job(job.id)
-        owner = find_test_owner(self.store, self.settings, job)
-        if owner is not None and owner.alive:
-            raise TestRunning(job.id, job.test_unit_id, owner)
-        return job
-
-    def test_progress(self, ref: str | int) -> dict[str, Any]:
-        """Where the job's test run stands: `running` (with pid, host, elapsed_s), `done` (the job is
-        TESTING with a result waiting) or `none` (no test run: the job is CREATED or past testing)."""
-        job = self.job(ref)
-        try:
-            job = self.settle_test(job)
-        except TestRunning as exc:
-            return {"state": "running", "job_id": job.id, "unit_id": job.test_unit_id, "pid": exc.owner.pid,
-                    "host": exc.owner.host, "elapsed_s": round(time.time() - exc.owner.started_at, 1)}
-        return {"state": "done" if job.status == "TESTING" else "none", "job_id": job.id, "status": job.status,
-                "unit_id": job.test_unit_id}
-
-    def begin_test(self, ref: str | int) -> dict[str, Any]:
-        """Start the test run in a detached process and return its progress without waiting for the unit.
-
-        For callers that cannot block for a whole agent run (an MCP request times out at 60 s, and the
-        client may shut the server down): the test outlives them, and `test_progress` follows it. A
-        test already running or waiting is reported as it is, not started twice."""
-        job = self.job(ref)
-        progress = self.test_progress(job.id)
-        if progress["state"] != "none":
-            return progress
-        job = self.job(job.id)
-        self._expect(job, {"CREATED"}, "start", _start_hint(job))
-        launch_detached_test(self.store, self.settings, job)
-        return self.test_progress(job.id)
+    # -- test first (the test run itself: TestFlowMixin) --------------------------------------------
 
     def test_report(self, ref: str | int, unit_id: int | None = None) -> dict[str, Any]:
         job = self.job(ref)
@@ -184,7 +123,7 @@ class Orchestrator(BrowseMixin):
         if job.status == "TESTING":
             raise IllegalState(f"job {job.id} is TESTING: its test result is waiting for you",
                                hint=f"`abp start {job.id} --approve` or `--reject`")
-        self._expect(job, {"CREATED"}, "start", _start_hint(job))
+        self._expect(job, {"CREATED"}, "start", start_hint(job))
         if skip_test or self.settings.skip_test:
             return self._run(job, expect=["CREATED"], executors=executors)
         return self.test(job.id)
@@ -416,11 +355,6 @@ class Orchestrator(BrowseMixin):
 def _event_dict(event: Any) -> dict[str, Any]:
     return {"id": event.id, "unit_id": event.unit_id, "attempt": event.attempt, "seq": event.seq, "ts": event.ts,
             "kind": event.kind, "data": event.data}
-
-
-def _start_hint(job: JobRecord) -> str:
-    return {"RUNNING": "it is already running; see `abp status`", "PAUSED": f"use `abp resume {job.id}`",
-            "FAILED": f"use `abp retry {job.id}` to run failed units again"}.get(job.status, "")
 
 
 def _approve_hint(job: JobRecord) -> str:
