@@ -108,7 +108,8 @@ def register(app: typer.Typer) -> None:
                 _test_failed(report, job_id)
                 err.print(f"Not started (--yes stops after a failed test; --force starts anyway). Job {job_id} is "
                           f"TESTING: `abp start {job_id} --approve` starts the rest, `--reject` to edit the prompt.")
-                print(job_id)
+                if not values["wait"]:
+                    print(job_id)
                 raise typer.Exit(1)
             elif not ok:
                 err.print(Text("the test unit did not complete; starting anyway (--force)", style="yellow"))

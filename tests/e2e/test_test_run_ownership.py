@@ -150,10 +150,8 @@ def test_start_on_a_failed_test_exits_non_zero_and_says_so(workdir: Path, orch: 
                   "--command", "sh -c 'exit 3'", "--yes", cwd=workdir)
     assert stopped.returncode == 1, stopped.stderr
     assert "--force" in stopped.stderr
-    second = int(stopped.stdout.split()[-1])
-    assert orch.status(second)["status"] == "TESTING"
+    assert orch.status("fails2")["status"] == "TESTING" and stopped.stdout.strip() == str(orch.job("fails2").id)
 
     forced = abp("run", "--name", "fails3", "--csv", "rows.csv", "--key", "id", "--max-retries", "0",
                  "--command", "sh -c 'exit 3'", "--yes", "--force", "--wait", cwd=workdir)
-    third = int(forced.stdout.split()[0])
-    assert orch.status(third)["status"] == "FAILED" and forced.returncode == 1
+    assert orch.status("fails3")["status"] == "FAILED" and forced.returncode == 1
