@@ -118,13 +118,13 @@ class Pool:
     async def _nothing_left(self) -> bool:
         await self.recorder.flush()
         counts = await self.ex.db(self.ex.store.count_units, self.job.id)
-        if counts["RUNNING"] and self.ex.outage.outages and not self.inflight:
-            # A claim committed just as the store went away, its answer lost: those units are leased to
-            # us but nothing runs them (and heartbeats would renew them forever). Give them back.
-            if released := await self.ex.db(self.ex.store.release_units, self.ex.id):
-                self.recorder.log(self.job.id, "warning", f"{released} unit(s) claimed during a store outage "
-                                  "were never started; returned to PENDING", executor_id=self.ex.id)
-                return False
+        # After a store outage: a claim may have committed just as the store went away, its answer lost;
+        # those units are leased to us but nothing runs them (and heartbeats would renew them forever).
+        lost_claims = counts["RUNNING"] and self.ex.outage.outages and not self.inflight
+        if lost_claims and (released := await self.ex.db(self.ex.store.release_units, self.ex.id)):
+            self.recorder.log(self.job.id, "warning", f"{released} unit(s) claimed during a store outage "
+                              "were never started; returned to PENDING", executor_id=self.ex.id)
+            return False
         return counts["PENDING"] == 0 and counts["RUNNING"] == 0
 
     async def _idle_wait(self, held: bool) -> None:

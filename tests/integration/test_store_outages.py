@@ -5,7 +5,6 @@ real command units, a real server; nothing is mocked."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -59,7 +58,7 @@ def assert_each_unit_completed_once(orch: Any, job: int, n: int, reruns_allowed:
 
 
 @pytest.fixture
-def pg_orch(pg_cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def pg_orch(pg_cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # noqa: F811
     from agentic_batch.service import Orchestrator
 
     monkeypatch.setenv("ABP_DB_URL", pg_cluster_url)
