@@ -77,6 +77,12 @@ def process_table() -> dict[int, tuple[int, int, str]]:
     return table
 
 
+def session_of(pid: int) -> int | None:
+    """The session id of a process (readable for zombies too)."""
+    fields = _stat_fields(pid)
+    return int(fields[3]) if fields and len(fields) > 3 else None
+
+
 def unit_token_of(pid: int) -> str | None:
     """The unit token in a process's environment (None if absent, unreadable, or a zombie)."""
     try:

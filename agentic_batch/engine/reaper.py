@@ -181,7 +181,10 @@ class Reaper:
                     ended.add(pid)
         if ended:
             procs.freeze_and_kill(procs.descendants(table, ended))
-        zombies = {pid for pid, state in ours.items() if state == "Z"}
+        # Only zombies from other sessions: a child our own code started (a python worker's
+        # subprocess.run) stays in our session and is its caller's to collect.
+        own_session = os.getsid(0)
+        zombies = {pid for pid, state in ours.items() if state == "Z" and procs.session_of(pid) != own_session}
         self._zombies = {pid: self._zombies.get(pid, now) for pid in zombies}
         for pid, since in list(self._zombies.items()):
             if now - since >= _ZOMBIE_AGE_SECONDS:
@@ -192,7 +195,8 @@ class Reaper:
                 start = procs.pid_start_token(pid)
                 if start is not None:
                     self._adopted[pid] = start
-                    self._send(f"P {pid} {start}")
+                    with self._lock:
+                        self._send(f"P {pid} {start}")
         self._adopted = {pid: start for pid, start in self._adopted.items() if pid in table}
 
     def _kill_adopted(self) -> None:
@@ -206,9 +210,16 @@ class Reaper:
                    if ppid == me and state != "Z" and pid not in leaders and pid != watchdog}
         if orphans:
             procs.freeze_and_kill(procs.descendants(table, orphans))
-            for pid in orphans:
-                with contextlib.suppress(ChildProcessError, OSError):
-                    os.waitpid(pid, 0)
+            deadline = time.monotonic() + 2  # bounded: one stuck in the kernel must not hold us
+            while orphans and time.monotonic() < deadline:
+                for pid in list(orphans):
+                    try:
+                        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                            orphans.discard(pid)
+                    except (ChildProcessError, OSError):
+                        orphans.discard(pid)
+                if orphans:
+                    time.sleep(0.01)
 
     # -- the end -------------------------------------------------------------------------------
 
