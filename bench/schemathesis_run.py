@@ -85,7 +85,7 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "agentic_batch", "serve", "--port", str(port)], cwd=work)
         try:
             page = wait_for(f"{url}/")
-            token = re.search(r'name="csrf" content="([^"]+)"', page)
+            token = re.search(r'name="abp-csrf" content="([^"]+)"', page)
             if token is None:
                 raise SystemExit("no CSRF token on the dashboard page")
             config = data / "schemathesis.toml"
