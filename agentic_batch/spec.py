@@ -129,7 +129,8 @@ class JobSpec(BaseModel):
     worker_options: dict[str, Any] = Field(default_factory=dict)
     # Every number has a finite range the store and the engine can hold (no inf/nan, nothing past
     # the store's INTEGER): one bad number is a one-line error on every interface, never an overflow.
-    concurrency: int = Field(default=4, ge=1, le=10_000)
+    concurrency: int = Field(default=4, ge=1, le=10_000,
+                             description="Units running at once for the whole job, shared by all its executors.")
     max_retries: int = Field(default=3, ge=0, le=100)
     timeout_s: float = Field(default=600.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     priority: Priority = Priority.normal

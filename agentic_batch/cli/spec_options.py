@@ -68,7 +68,8 @@ JOB_PARAMS: list[inspect.Parameter] = [
          "{{ results_path }} (a JSONL of all results), {{ total }}, {{ completed }}.", panel=PROMPT_PANEL),
     _opt(OptStr, None, "--worker", help="Worker kind: " + ", ".join(worker_kinds()) + " (default: command "
          "when --command is given, python when --function is).", panel=RUN_PANEL),
-    _opt(int, 4, "--concurrency", help="Units running at once.", panel=RUN_PANEL),
+    _opt(int, 4, "--concurrency", help="Units running at once for the whole job, shared by all its executors "
+         "(--executors N does not multiply it).", panel=RUN_PANEL),
     _opt(int, 3, "--max-retries", help="Retries per unit for retryable errors (backoff with jitter).",
          panel=RUN_PANEL),
     _opt(float, 600.0, "--timeout", help="Seconds per unit attempt; the agent and its children are killed after.",

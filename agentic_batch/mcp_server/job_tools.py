@@ -82,8 +82,8 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         worker_options: WorkerOptionsArg = None,
         prompt: PromptArg = None,
         intent: IntentArg = None,
-        concurrency: Annotated[int | None, Field(ge=1, le=10_000, description="Units running at once "
-                                                 "(default 4).")] = None,
+        concurrency: Annotated[int | None, Field(ge=1, le=10_000, description="Units running at once for "
+                                                 "the whole job, shared by all its executors (default 4).")] = None,
         max_retries: Annotated[int | None, Field(ge=0, le=100, description="Retries per unit for transient "
                                                  "errors, with backoff (default 3).")] = None,
         timeout_s: Annotated[float | None, Field(gt=0, le=MAX_SECONDS, description="Seconds per unit attempt; "
