@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentic_batch.errors import field_ref
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES, MIN_MAX_OUTPUT_BYTES
 
 
@@ -107,12 +108,10 @@ class SourceSpec(BaseModel):
         }[self.kind]
         missing = [name for name in needs if not getattr(self, name)]
         if missing:
-            flag_of = {"glob": "--files", "path": f"--{self.kind}", "query": "--sql", "db_url": "--sql-db",
-                       "function": "--python"}
-            flags = ", ".join(flag_of[name] for name in missing)
-            raise ValueError(f"a {self.kind} source needs {flags}")
+            names = ", ".join(field_ref(f"source.{name}") for name in missing)
+            raise ValueError(f"a {self.kind} source needs {names}")
         if self.kind == "csv" and len(self.delimiter) != 1:
-            raise ValueError(f"--delimiter must be one character, got {self.delimiter!r}")
+            raise ValueError(f"{field_ref('source.delimiter')} must be one character, got {self.delimiter!r}")
         return self
 
 
@@ -160,23 +159,22 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _one_prompt(self) -> JobSpec:
         if self.prompt is not None and self.intent is not None:
-            raise ValueError("give either a prompt template or an intent, not both")
+            raise ValueError(f"give either {field_ref('prompt')} or {field_ref('intent')}, not both")
         return self
 
 
-def describe_validation_error(exc: Exception) -> str:
-    """One line out of a Pydantic ValidationError, naming the flag-like field path."""
+def describe_validation_error(exc: Exception, prefix: str = "") -> str:
+    """One line out of a Pydantic ValidationError; each field is a `field_ref()` reference (its path under
+    `prefix`), so every interface names it in its caller's vocabulary."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):
         return str(exc)
     parts = []
     for err in errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        msg = err.get("msg", "invalid")
-        msg = msg.removeprefix("Value error, ")
-        field = loc.split(".")[-1] if loc else ""
-        if field in {"", "source"} or field.startswith("_"):
-            parts.append(msg)
+        path = ".".join(str(p) for p in (prefix, *err.get("loc", ())) if p not in ("", "__root__"))
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if path in {"", "source"} or path.split(".")[-1].startswith("_"):
+            parts.append(msg)  # a model-level rule: its message names its fields itself
         else:
-            parts.append(f"{field.replace('_', '-')}: {msg}")
+            parts.append(f"{field_ref(path)}: {msg}")
     return "; ".join(parts)

@@ -65,8 +65,11 @@ def _main(args: list[str]) -> None:
     try:
         app(args=args, prog_name="abp")  # standalone: click handles usage errors (exit 2) and typer.Exit
     except AbpError as exc:
-        hint = f" [dim]({_escape(exc.hint)})[/dim]" if exc.hint else ""
-        err.print(f"[red]error:[/red] {_escape(exc.message)}{hint}")
+        from agentic_batch.cli.spec_options import flag_for
+
+        message, hint_text = exc.in_words(flag_for)  # spec fields as flags: `--timeout`, not `timeout_s`
+        hint = f" [dim]({_escape(hint_text)})[/dim]" if hint_text else ""
+        err.print(f"[red]error:[/red] {_escape(message)}{hint}")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

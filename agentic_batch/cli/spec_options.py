@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.errors import InvalidSpec, name_fields
 from agentic_batch.spec import JobSpec, Priority
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers import get_worker_kind, worker_kinds
@@ -241,15 +241,24 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
     try:
         return JobSpec.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidSpec(_flagify(describe_validation_error(exc))) from None
+        message = name_fields(describe_validation_error(exc), lambda path: flag_for(path, kind))
+        raise InvalidSpec(message) from None
 
 
-def _flagify(message: str) -> str:
-    for field, flag in (("timeout-s", "--timeout"), ("concurrency", "--concurrency"),
-                        ("max-retries", "--max-retries"), ("budget-usd", "--budget-usd"),
-                        ("max-output-bytes", "--max-output-bytes")):
-        message = message.replace(f"{field}:", f"{flag}:")
-    return message
+#: Job spec fields whose flag is not `--` + the field name with dashes.
+_FLAG_OF_FIELD = {"timeout_s": "--timeout", "quota_wait_s": "--quota-wait", "source.glob": "--files",
+                  "source.query": "--sql", "source.db_url": "--sql-db", "source.function": "--python",
+                  "source.args": "--source-arg", "source.kind": "the source flag",
+                  "workdir": "the current directory"}
+
+
+def flag_for(path: str, source_kind: str | None = None) -> str:
+    """The CLI's name for a job spec field (errors name fields by path; see `errors.field`)."""
+    if path == "source.path":
+        return f"--{source_kind}" if source_kind else "--csv/--json/--jsonl"
+    if path in _FLAG_OF_FIELD:
+        return _FLAG_OF_FIELD[path]
+    return "--" + path.split(".")[-1].replace("_", "-")
 
 
 def _load_schema(path: str) -> Any:

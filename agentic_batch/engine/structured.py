@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.workers.base import ErrorClass, UnitOutcome
 
 SCHEMA_ERROR = "output does not match the schema"
@@ -22,7 +22,7 @@ def _validator(schema: dict[str, Any]) -> Any:
     try:
         import jsonschema
     except ModuleNotFoundError:
-        raise InvalidSpec("--output-schema needs the jsonschema package",
+        raise InvalidSpec(f"{field_ref('output_schema')} needs the jsonschema package",
                           hint="pip install 'agentic-batch[schema]'") from None
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)

@@ -14,12 +14,16 @@ import sys
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, Tool
+from pydantic import ValidationError
 
+from agentic_batch.errors import name_fields
 from agentic_batch.mcp_server.replies import failure
 
 from agentic_batch.mcp_server import control_tools, job_tools, read_tools, resources
 from agentic_batch.service import Orchestrator
+from agentic_batch.spec import describe_validation_error
 
 DEFAULT_HTTP_PORT = 8766
 HTTP_HOST = "127.0.0.1"
@@ -71,7 +75,14 @@ class AbpServer(MCPServer[Any]):
         unknown = sorted(set(arguments) - known) if known is not None else []
         if unknown:
             return _unknown_arguments(name, unknown, known or frozenset())
-        return await super().call_tool(name, arguments, context)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                # An argument outside its bounds (`concurrency=0`): the same one line the service gives
+                # for the same field (REST's words), not the SDK's multi-line Pydantic dump.
+                return failure(name_fields(describe_validation_error(exc.__cause__)))
+            raise
 
 
 def _unknown_arguments(tool: str, unknown: list[str], known: frozenset[str]) -> CallToolResult:

@@ -16,7 +16,7 @@ from typing import Any
 
 from agentic_batch.engine.procs import hostname, process_alive
 from agentic_batch.engine.structured import check_schema
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.prompts import compile_template, synthesize, validate
 from agentic_batch.sources import describe_source, iter_items, resolve_spec
 from agentic_batch.spec import JobSpec, JobStatus, SourceSpec
@@ -60,7 +60,7 @@ def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None,
         return synthesize(spec.intent, spec.source.kind, fields), True
     if prompt_required:
         raise InvalidSpec(f"the {spec.worker} worker needs a prompt",
-                          hint="give --prompt TEMPLATE, --prompt-file PATH or --intent TEXT")
+                          hint=f"give {field_ref('prompt')} (a template) or {field_ref('intent')} (plain words)")
     return None, False
 
 
@@ -93,7 +93,7 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
     if spec.reduce_prompt is not None:
         validate(spec.reduce_prompt, [REDUCE_SAMPLE], what="reduce prompt", unit={}, job={"id": 0, "name": spec.name})
     if spec.output_schema is not None:
-        check_schema(spec.output_schema, "output_schema")
+        check_schema(spec.output_schema, field_ref("output_schema"))
     if kind.check is not None:
         kind.check(options, template, workdir)
     if kind.sample_check is not None:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from agentic_batch import results as result_rows
 from agentic_batch.config import Settings, load_settings
-from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
+from agentic_batch.errors import IllegalState, InvalidSpec, NotFound, field_ref
 from agentic_batch.prompts import compile_template, validate
 from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
@@ -130,7 +130,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
     def _check_executors(self, executors: int) -> None:
         if not 1 <= executors <= MAX_EXECUTORS:
-            raise InvalidSpec(f"--executors must be between 1 and {MAX_EXECUTORS}")
+            raise InvalidSpec(f"{field_ref('executors')} must be between 1 and {MAX_EXECUTORS}")
         if executors > 1 and self.store.is_sqlite:
             from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES
 
@@ -187,7 +187,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         self._check_executors(executors)
         if budget_usd is not None:
             if not 0 < budget_usd <= MAX_BUDGET_USD:  # also refuses nan
-                raise InvalidSpec(f"--budget-usd must be greater than 0 and at most {MAX_BUDGET_USD:g}")
+                raise InvalidSpec(f"{field_ref('budget_usd')} must be greater than 0 and at most {MAX_BUDGET_USD:g}")
             self.store.update_job(job.id, budget_usd=budget_usd)
             job = self.job(job.id)
         if job.status == "PAUSED":

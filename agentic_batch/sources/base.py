@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from agentic_batch.errors import SourceError
+from agentic_batch.errors import SourceError, field_ref
 from agentic_batch.spec import Priority, SourceSpec
 
 #: What a source kind yields: a human name for the item's place, and its payload.
@@ -100,13 +100,13 @@ def item_key(spec: SourceSpec, where: str, payload: dict[str, Any]) -> str:
         if spec.key not in payload:
             raise SourceError(
                 f"{where} has no field {spec.key!r} to use as the key; its fields are {_fields(payload)}",
-                hint="--key must name a field every item has, or leave it out to key by content",
+                hint=f"{field_ref('source.key')} must name a field every item has, or leave it out to key by content",
             )
         value = payload[spec.key]
         if value is None or str(value).strip() == "":
             raise SourceError(
                 f"{where} has an empty key field {spec.key!r}",
-                hint="every item needs a non-empty key; leave --key out to key by content",
+                hint=f"every item needs a non-empty key; leave {field_ref('source.key')} out to key by content",
             )
         return str(value)
     if spec.kind == "files":
@@ -122,7 +122,7 @@ def item_priority(spec: SourceSpec, where: str, payload: dict[str, Any]) -> int 
     if field not in payload:
         raise SourceError(
             f"{where} has no field {field!r} for the priority; its fields are {_fields(payload)}",
-            hint="--priority-field must name a field every item has",
+            hint=f"{field_ref('source.priority_field')} must name a field every item has",
         )
     try:
         return Priority.parse_rank(payload[field])

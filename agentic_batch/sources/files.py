@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
-from agentic_batch.errors import SourceError
+from agentic_batch.errors import SourceError, field_ref
 from agentic_batch.sources.base import RawItem
 from agentic_batch.spec import SourceSpec
 
@@ -129,9 +129,11 @@ def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
     root = spec.root or os.getcwd()
     glob = spec.glob or ""
     if not os.path.exists(root):
-        raise SourceError(f"files root {root} does not exist", hint="check --root or the glob's directory")
+        raise SourceError(f"files root {root} does not exist",
+                          hint=f"check {field_ref('source.root')} or the glob's directory")
     if not os.path.isdir(root):
-        raise SourceError(f"files root {root} is not a directory", hint="--root must be a directory")
+        raise SourceError(f"files root {root} is not a directory",
+                          hint=f"{field_ref('source.root')} must be a directory")
     matcher = GlobMatcher(glob)
     try:
         with os.scandir(root):
@@ -163,7 +165,7 @@ def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
         raise SourceError(
             f"no files match {glob!r} under {root}",
             hint="'**/' matches any depth; names starting with '.' match only a pattern part that "
-            "starts with '.'; check --root",
+            f"starts with '.'; check {field_ref('source.root')}",
         )
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from agentic_batch.errors import SourceError
+from agentic_batch.errors import SourceError, field_ref
 from agentic_batch.sources.base import RawItem, open_source_file
 from agentic_batch.spec import SourceSpec
 
@@ -222,7 +222,7 @@ def _enter_key(cursor: _Cursor, steps: list[str], depth: int, json_path: str) ->
             raise cursor.error(f"malformed JSON: expected ',' or '}}' but found {_kind_of(found)}")
     raise SourceError(
         f"json_path {json_path!r}: key {key!r} not found in {where} of {cursor.path}",
-        hint="check the spelling and nesting of --json-path",
+        hint=f"check the spelling and nesting of {field_ref('source.json_path')}",
     )
 
 
@@ -246,7 +246,8 @@ def iter_json(spec: SourceSpec) -> Iterator[RawItem]:
         first = cursor.peek()
         if first != "[":
             where = f"json_path {spec.json_path!r} in {path}" if steps else f"json file {path}"
-            hint = "point --json-path at an array" if steps else "give --json-path to the array inside it"
+            name = field_ref("source.json_path")
+            hint = f"point {name} at an array" if steps else f"give {name} to the array inside it"
             raise cursor.error(f"{where} holds {_kind_of(first)}, not an array", hint=hint)
         cursor.pos += 1
         index = 0

@@ -175,7 +175,7 @@ class WorkerKind:
         try:
             return self.options_model.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidSpec(f"{self.kind} worker: {describe_validation_error(exc)}") from None
+            raise InvalidSpec(f"{self.kind} worker: {describe_validation_error(exc, 'worker_options')}") from None
 
     def build(self, raw: dict[str, Any]) -> Worker:
         return self.factory(self.parse_options(raw))

@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.prompts import compile_template, referenced_fields, render
 from agentic_batch.textcap import cut_marker
 from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
 from agentic_batch.workers.process import exited, kill_group, spawn, terminate
+
+_COMMAND = "worker_options.command"
 
 _MAX_EVENT_LINES = 200
 _STDERR_TAIL = 4000
@@ -78,9 +80,10 @@ def split_command(command: str) -> list[str]:
     try:
         tokens = shlex.split(_TEMPLATE_EXPR.sub(hide, command))
     except ValueError as exc:
-        raise InvalidSpec(f"--command {command!r} cannot be split: {exc}", hint="balance the quotes") from None
+        raise InvalidSpec(f"{field_ref(_COMMAND)} {command!r} cannot be split: {exc}",
+                          hint="balance the quotes") from None
     if not tokens:
-        raise InvalidSpec("--command is empty")
+        raise InvalidSpec(f"{field_ref(_COMMAND)} is empty")
     return [re.sub(r"\x00(\d+)\x00", lambda m: expressions[int(m.group(1))], token) for token in tokens]
 
 
@@ -89,8 +92,8 @@ def _check(options: Any, prompt: str | None, _workdir: Path) -> None:
     for token in opts.tokens():
         compile_template(token, what="--command")
         if prompt is None and "prompt" in referenced_fields(token):
-            raise InvalidSpec("--command uses {{ prompt }} but the job has no prompt",
-                              hint="add --prompt, --prompt-file or --intent")
+            raise InvalidSpec(f"{field_ref(_COMMAND)} uses {{{{ prompt }}}} but the job has no prompt",
+                              hint=f"add {field_ref('prompt')} or {field_ref('intent')}")
 
 
 def _sample_check(options: Any, payloads: list[dict[str, Any]], prompts: list[str | None]) -> None:
