@@ -103,6 +103,7 @@ def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, 
         wait_until(lambda: not cgroup.exists(), timeout=10, what="the watchdog removed the cgroups")
 
 
+@pytest.mark.slow
 def test_a_grandchild_that_also_clears_its_environment(orch, workdir: Path, tracking: str) -> None:
     """What the README says is out of reach: with a cgroup it dies with its unit; in the fallback
     (no token to trace) it dies when the executor exits, not later."""
@@ -213,6 +214,7 @@ def runlog(path: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow
 def test_a_sync_function_past_its_timeout_is_abandoned_and_the_executor_still_exits(
         orch, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agentic_batch.engine.procs import process_alive
