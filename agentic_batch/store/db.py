@@ -116,15 +116,20 @@ class StoreBase:
             yield conn
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, savepoint: bool = True) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success.
 
         Nested on one thread, the inner `write()` joins the outer transaction, so several store calls
         can be made atomic together (`Store.write_batch`: a flush of results and the claim of the
-        slots they free, in one transaction). It runs under a SAVEPOINT: an inner write that fails
-        (a poison row, which the caller then retries in smaller pieces) is undone alone."""
+        slots they free, in one transaction). It runs under a SAVEPOINT, so an inner write that fails
+        (a poison row, which the caller then retries in smaller pieces) is undone alone; a caller
+        that never retries part of its work (the claim) passes `savepoint=False` and saves the round
+        trips."""
         outer = getattr(self._local, "conn", None)
         if outer is not None:
+            if not savepoint:
+                yield outer
+                return
             with outer.begin_nested():
                 yield outer
             return

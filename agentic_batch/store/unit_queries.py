@@ -129,7 +129,7 @@ class UnitQueries:
         if limit <= 0 or not job_ids:
             return []
         now = time.time() if now is None else now
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.write(savepoint=False) as conn:  # type: ignore[attr-defined]
             conn.execute(
                 sa.update(units)
                 .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING, units.c.lease_expires_at < now)
