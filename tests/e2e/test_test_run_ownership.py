@@ -42,8 +42,9 @@ def agents() -> list[int]:
     return processes_with("sleep 36007")
 
 
-def test_sigterm_mid_test_gives_the_unit_back_and_the_next_start_tests_again(workdir: Path,
-                                                                           orch: Orchestrator) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_test_gives_the_unit_back_and_the_next_start_tests_again(sig: signal.Signals, workdir: Path,
+                                                                            orch: Orchestrator) -> None:
     job = make_job(workdir, orch)
     first = start_in_background(workdir, job)
     assert orch.status(job)["status"] == "TESTING" and agents()
@@ -55,10 +56,10 @@ def test_sigterm_mid_test_gives_the_unit_back_and_the_next_start_tests_again(wor
     status = orch.status(job)
     assert status["executor"]["pid"] == first.pid and status["executor"]["state"] == "running"
 
-    first.send_signal(signal.SIGTERM)
+    first.send_signal(sig)  # SIGTERM: Claude Code or a supervisor ending it; SIGINT: Ctrl-C
     _, stderr = first.communicate(timeout=30)
-    assert first.returncode == 143, stderr
-    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    assert first.returncode == (143 if sig == signal.SIGTERM else 130), stderr
+    assert f"interrupted by {sig.name}" in stderr and "Traceback" not in stderr
     status = orch.status(job)
     assert (status["status"], status["running"], status["pending"]) == ("CREATED", 0, 2)
     wait_until(lambda: not agents(), timeout=10, what="the test unit's agent to be killed")
@@ -69,7 +70,7 @@ def test_sigterm_mid_test_gives_the_unit_back_and_the_next_start_tests_again(wor
     assert "done 1" in again.stdout and "Approve the full run" in again.stderr
     report = orch.test_report(job)
     assert (report["status"], report["attempts"]) == ("COMPLETED", 2)
-    assert any("interrupted by SIGTERM" in r["message"] for r in orch.logs(job, level="warning"))
+    assert any(f"interrupted by {sig.name}" in r["message"] for r in orch.logs(job, level="warning"))
 
 
 def test_kill_9_mid_test_is_reclaimed_by_the_next_start(workdir: Path, orch: Orchestrator) -> None:
