@@ -81,7 +81,8 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
     Raises TestInterrupted (after giving the unit back) when SIGTERM or SIGINT arrives meanwhile.
     """
     try:
-        unit = store.first_unit(job.id)
+        worker = get_worker_kind(job.worker).build(job.worker_options)  # before the claim: a bad worker
+        unit = store.first_unit(job.id)                                 # leaves the unit untouched
         if unit is None:
             raise IllegalState(f"job {job.id} has no pending unit to test")
         claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
@@ -91,7 +92,6 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
     except BaseException:
         store.set_executor_state(owner, TESTED_STATE)
         raise
-    worker = get_worker_kind(job.worker).build(job.worker_options)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-test-store")
     interrupted: list[str] = []
 
