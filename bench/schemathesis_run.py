@@ -101,8 +101,10 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=60)
-        summary = result.stdout[result.stdout.find("SUMMARY") - 40:] if "SUMMARY" in result.stdout else result.stdout
-        print(summary.strip())
+        start = result.stdout.find("FAILURES")  # each failure with a curl line that reproduces it
+        if start < 0:
+            start = result.stdout.find("SUMMARY")
+        print(result.stdout[max(start - 40, 0):].strip())
         server_errors = len(re.findall(r"^\[5\d\d\]", result.stdout, flags=re.MULTILINE))
         print(f"\nschemathesis exit {result.returncode} after {seconds:.0f} s; responses shown with a 5xx: "
               f"{server_errors}")

@@ -28,9 +28,13 @@ def _any_case(word: str) -> str:
 
 
 def word_list(words: Iterable[str]) -> dict[str, Any]:
-    """Query-parameter schema extras for a comma list of these words, any case (`running,paused`)."""
-    word = "(?:" + "|".join(_any_case(w) for w in words) + ")"
-    return {"pattern": rf"^ *{word} *(?:, *{word} *)*$", "examples": [",".join(list(words)[:2]).lower()]}
+    """Query-parameter schema extras for a comma list of these words, any case (`running,paused`).
+
+    Exactly what `service.browse.parse_statuses` accepts: entries split on commas, each stripped,
+    empty ones ignored (so '' and 'running,' are fine).
+    """
+    entry = r"\s*(?:" + "|".join(_any_case(w) for w in words) + r")?\s*"
+    return {"pattern": rf"^{entry}(?:,{entry})*$", "examples": [",".join(list(words)[:2]).lower()]}
 
 
 def one_of(words: Iterable[str]) -> dict[str, Any]:
@@ -58,8 +62,8 @@ def document_errors(schema: dict[str, Any]) -> None:
                 extra["400"] = "The body is not JSON."
             if "{job}" in path:
                 extra["404"] = "No such job (or unit)."
-                if method in _WRITES:
-                    extra["409"] = "The job's status does not allow this now."
+                if method in _WRITES or path.endswith("/test"):
+                    extra["409"] = "The job's status does not allow this now (or has no test run yet)."
             if operation.get("parameters") or "requestBody" in operation:
                 extra["422"] = "A parameter or the body is invalid."
             for status, description in extra.items():

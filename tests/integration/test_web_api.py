@@ -198,3 +198,34 @@ def test_pages_docs_and_openapi(web: Web) -> None:  # noqa: F811
     assert "SourceSpec" in schema["components"]["schemas"]
     docs = web.get("/docs").text
     assert "/api/jobs/{job}/results" in docs and "workdir" in docs
+
+
+def test_openapi_names_every_error_and_the_words_filters_accept(web: Web) -> None:  # noqa: F811
+    """A client (or schemathesis) reading /openapi.json meets no undocumented answer, and the status
+    filter's pattern accepts exactly what the service does."""
+    import re
+
+    from agentic_batch.errors import InvalidSpec
+    from agentic_batch.service.browse import JOB_STATUSES, parse_statuses
+
+    document = web.ok("GET", "/openapi.json")
+    assert set(document["components"]["schemas"]["Error"]["properties"]) == {"error", "hint"}
+    start = document["paths"]["/api/jobs/{job}/start"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "409", "422"} <= set(start)
+    assert start["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert "409" in document["paths"]["/api/jobs/{job}/test"]["get"]["responses"]
+    status = next(p for p in document["paths"]["/api/jobs"]["get"]["parameters"] if p["name"] == "status")
+    pattern = status["schema"]["pattern"]
+    for value in ["", "running", "Running, PAUSED", "running,", " , ", "bogus", "running paused", "run"]:
+        try:
+            parse_statuses(value, JOB_STATUSES, "job")
+            accepted = True
+        except InvalidSpec:
+            accepted = False
+        assert bool(re.match(pattern, value)) == accepted, value
+    level = next(p for p in document["paths"]["/api/jobs/{job}/logs"]["get"]["parameters"] if p["name"] == "level")
+    assert level["schema"]["enum"] == ["debug", "info", "warning", "error"]
+    for word in ("created", "bogus"):  # the service still answers in its own words
+        response = web.get("/api/jobs", params={"status": word})
+        assert response.status_code == (200 if word == "created" else 422)
+    assert "unknown job status 'bogus'" in web.get("/api/jobs", params={"status": "bogus"}).json()["error"]
