@@ -35,7 +35,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     ) -> CallToolResult:
         """Progress of one job: status, unit counts (total, pending, running, completed, failed, cancelled),
         percent done, rate (units/s), ETA, elapsed time, cost and tokens so far, and the executor's state
-        (running / stopped / not_started, pid, last heartbeat). Includes a one-line summary to relay to the
+        (running / stopped / lost / not_started, pid, last heartbeat). Includes a one-line summary to relay to the
         user and the next step. Poll it while a job is RUNNING (use wait_seconds rather than rapid calls).
         """
         def call() -> dict[str, Any]:
