@@ -92,7 +92,7 @@ class _BoundedEnvironment(SandboxedEnvironment):
         limits.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         limits.check_call(__obj, args, kwargs)
         return limits.check_after_call(__obj, super().call(__context, __obj, *args, **kwargs))
 

@@ -16,6 +16,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
