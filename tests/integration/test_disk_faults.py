@@ -97,12 +97,7 @@ def test_running_job_on_a_full_disk_pauses_with_reason_store_and_resumes(
         # past the window the executor gives up and stops the agents still waiting (units 2 and 3)
         wait_until(lambda: not processes_with(str(second)), timeout=60, what="the executor to stop its agents")
         filler.unlink()  # space is back while the executor tries to record the pause
-        try:
-            paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
-        except AssertionError:
-            log = small_home / "jobs" / str(job) / "executor.log"
-            raise AssertionError((log.read_text() if log.exists() else "no executor.log") + "\n" + "\n".join(
-                f"{line['level']} {line['message']}" for line in orch.logs(job))) from None
+        paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
         assert paused["pause_reason"] == "store" and paused["running"] == 0
         errors = [line["message"] for line in orch.logs(job, level="error")]
         assert any("store disk full" in m and "free space" in m and f"abp resume {job}" in m for m in errors), errors
@@ -117,5 +112,9 @@ def test_running_job_on_a_full_disk_pauses_with_reason_store_and_resumes(
         rows = orch.results(job)
         assert sorted(r["output"].split()[0] for r in rows) == ["0", "1", "2", "3"]
         assert [r["attempts"] for r in sorted(rows, key=lambda r: r["key"])][:2] == [1, 1]
+    except AssertionError as exc:  # say what the executor did (its log may be cut: it lives on the full disk)
+        log = small_home / "jobs" / str(job) / "executor.log"
+        raise AssertionError(f"{exc}\n--- executor.log:\n{log.read_text() if log.exists() else ''}\n--- job log:\n"
+                             + "\n".join(f"{line['level']} {line['message']}" for line in orch.logs(job))) from exc
     finally:
         orch.store.close()
