@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: After the outage window: how long the executor keeps trying to record the pause before it exits
 #: (as long as the window itself, within these bounds).
-PAUSE_GRACE_SECONDS = (5.0, 30.0)
+PAUSE_GRACE_SECONDS = (10.0, 30.0)
 
 
 async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
