@@ -1,6 +1,6 @@
 """Result rows: one flat dict per unit, shared by exports, the reduce step and every interface.
 
-A row is the unit id, the item's fields, then status, output, error, cost and attempts; structured
+A row is the unit's number in the job (`unit`), its key, the item's fields, then status, output, error, cost and attempts; structured
 output fields (a dict in `data`) become `data.<field>` columns. An item field whose name clashes
 with a result column is kept as `item.<name>`.
 """
@@ -23,9 +23,9 @@ RESULT_COLUMNS = ("status", "output", "error", "error_class", "cost_usd", "token
 
 
 def unit_row(unit: UnitRecord) -> dict[str, Any]:
-    row: dict[str, Any] = {"unit_id": unit.id, "key": unit.key}
+    row: dict[str, Any] = {"unit": unit.number, "key": unit.key}
     for name, value in unit.payload.items():
-        column = f"item.{name}" if name in RESULT_COLUMNS or name in ("unit_id", "key") else name
+        column = f"item.{name}" if name in RESULT_COLUMNS or name in ("unit", "key") else name
         row[column] = value
     duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
     row.update(status=unit.status, output=unit.output, error=unit.error, error_class=unit.error_class,

@@ -157,7 +157,7 @@ def status_panel(s: dict[str, Any], active: list[dict[str, Any]] | None = None) 
         for col in ("unit", "key", "try", "time", "doing"):
             table.add_column(col)
         for a in active[:10]:
-            table.add_row(str(a["unit_id"]), safe(_short(a["key"], 40)), str(a["attempt"]), duration(a["elapsed_s"]),
+            table.add_row(str(a["number"]), safe(_short(a["key"], 40)), str(a["attempt"]), duration(a["elapsed_s"]),
                           safe(_short(event_line(a["last_event"]) if a["last_event"] else "", 60)))
         parts.append(table)
     return Panel(Group(*parts), title=safe(f"job {s['id']} · {s['name']}"), title_align="left", expand=False)
@@ -245,7 +245,7 @@ def unit_report(u: dict[str, Any], title: str, console: Console | None = None, w
     """
     console = console or out
     whole = not console.is_terminal
-    console.print(safe(f"{title}: unit {u['id']} ({u['key']})", style="bold"))
+    console.print(safe(f"{title}: unit {u['number']} ({u['key']})", style="bold"))
     line = Text.assemble("status ", status_text(u["status"]),
                          f" · attempts {u['attempts']} · {duration(u['duration_s'])}")
     if shows_usage(worker, u["cost_usd"], u["tokens_in"], u["tokens_out"], u["turns"]):

@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
                                                                "instead of stdout.")] = None,
                 status: Annotated[str | None, typer.Option("--status", help="Only units in these states "
                                                               "(comma list: completed,failed).")] = None) -> None:
-        """Export results: one row per unit (unit_id, item fields, status, output, error, cost, attempts)."""
+        """Export results: one row per unit (unit number, key, item fields, status, output, error, cost, attempts)."""
         if fmt not in ("json", "jsonl", "csv"):
             raise InvalidSpec(f"unknown format {fmt!r}", hint="use json, jsonl or csv")
         orch = orchestrator()
@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("show")
     def show(job: JobArg,
-             unit: Annotated[str, typer.Argument(metavar="UNIT", help="Unit id or key.")],
+             unit: Annotated[str, typer.Argument(metavar="UNIT", help="The unit's number in the job (1, 2, ...), "
+                                                 "or key:KEY.")],
              as_json: JsonFlag = False) -> None:
         """One unit: payload, prompt, attempts, conversation (every agent turn) and output."""
         orch = orchestrator()

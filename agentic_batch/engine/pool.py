@@ -50,11 +50,15 @@ class Pool:
         if not running:
             return
         held = await self.ex.db(self.ex.store.still_leased, self.ex.id, list(running.values()))
-        for task, uid in running.items():
-            if uid not in held and not task.done():
-                task.cancel()
-                self.recorder.log(self.job.id, "info", f"unit {uid} was cancelled or taken over; its agent "
-                                  "was stopped", unit_id=uid, executor_id=self.ex.id)
+        lost = {task: uid for task, uid in running.items() if uid not in held and not task.done()}
+        for task in lost:
+            task.cancel()
+        if not lost:
+            return
+        numbers = await self.ex.db(self.ex.store.unit_numbers, list(lost.values()))  # what users call them
+        for uid in lost.values():
+            self.recorder.log(self.job.id, "info", f"unit {numbers.get(uid, '?')} was cancelled or taken over; "
+                              "its agent was stopped", unit_id=uid, executor_id=self.ex.id)
 
     async def _collect(self, task: asyncio.Task[Any]) -> None:
         self.inflight.pop(task, None)

@@ -188,7 +188,7 @@ class UnitRunner:
         if result.status != "COMPLETED":
             level = "error" if result.status == "FAILED" else "warning"
             verb = "failed" if result.status == "FAILED" else "will retry"
-            self.recorder.log(self.job.id, level, f"unit {unit.id} ({unit.key}) {verb}: {outcome.error}",
+            self.recorder.log(self.job.id, level, f"unit {unit.number} ({unit.key}) {verb}: {outcome.error}",
                               unit_id=unit.id, executor_id=self.executor_id, attempt=unit.attempt,
                               error_class=result.error_class)
         return result

@@ -73,7 +73,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         item_fields: Annotated[bool, Field(description="Also give each item's own fields (the source row) in "
                                                        "its result row.")] = False,
     ) -> CallToolResult:
-        """One page of a job's results, in item order: per unit its unit_id, key, the item's fields, status,
+        """One page of a job's results, in item order: per unit its number (`unit`), key, the item's fields, status,
         output, error, cost, tokens and attempts (structured output fields appear as data.<field>).
 
         Long values are cut to max_chars and listed under `truncated`; get_unit or export_results give the
@@ -84,24 +84,24 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
             page = results_page(orch, job_id, status=status, limit=limit, offset=offset)
             page["rows"] = [result_row(row, max_chars, item_fields) for row in page["rows"]]
             if any("truncated" in row for row in page["rows"]):
-                page["note"] = ("Some values were cut (see each row's `truncated`); get_unit(job_id, unit_id, "
+                page["note"] = ("Some values were cut (see each row's `truncated`); get_unit(job_id, unit, "
                                 "max_chars=...) or export_results has the full text.")
             return fit_page(hoist_status(page), "rows", offset)
 
         return await respond(call)
 
-    async def get_unit(job_id: JobRef, unit_id: UnitRef, max_chars: MaxChars = 4000) -> CallToolResult:
+    async def get_unit(job_id: JobRef, unit: UnitRef, max_chars: MaxChars = 4000) -> CallToolResult:
         """One unit in detail: the item (payload), the rendered prompt, output, structured data, error and its
         class, attempts, cost, tokens, turns, and a summary of the agent's conversation (event counts by kind
         and one short line per event: tool calls, tool results, text, commands, errors), not the whole
         transcript. Use it to explain a failure or inspect an answer."""
         def call() -> dict[str, Any]:
-            unit = orch.unit(job_id, unit_id)
+            detail = orch.unit(job_id, unit)
             limit = max_chars
-            view = unit_view(unit, limit)
+            view = unit_view(detail, limit)
             while len(to_json(view)) > max_result_chars() and limit > 200:  # fit: cut text fields more
                 limit //= 2
-                view = unit_view(unit, limit)
+                view = unit_view(detail, limit)
             return {"job_id": orch.job(job_id).id, **view}
 
         return await respond(call)
@@ -116,7 +116,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         overwrite: Annotated[bool, Field(description="Replace the file if it exists (only when the user "
                                                      "said so).")] = False,
     ) -> CallToolResult:
-        """Write all of a job's results (one row per unit: unit_id, item fields, status, output, error, cost,
+        """Write all of a job's results (one row per unit: unit number, key, item fields, status, output, error, cost,
         attempts) to a CSV, JSON or JSONL file, untruncated, and return the absolute path and row count.
         The rows do not pass through the conversation; tell the user where the file is. An existing file is
         refused unless overwrite=true."""

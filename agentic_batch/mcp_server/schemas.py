@@ -37,7 +37,9 @@ def source_schema() -> dict[str, Any]:
 
 JobRef = Annotated[int | str, Field(
     description="The job id returned by create_job (a unique job name, or \"last\" for the newest job, also works).")]
-UnitRef = Annotated[int | str, Field(description="The unit id (unit_id in results), or the unit's key.")]
+UnitRef = Annotated[int | str, Field(
+    description="The unit's number in the job (1, 2, ...: `unit` in results, `number` in get_unit), or "
+                "\"key:KEY\" for the unit whose key is KEY.")]
 StatusFilter = Annotated[str | None, Field(
     description="Only units with this status: pending, running, completed, failed or cancelled "
                 "(comma-separate several: \"failed,cancelled\"). Default: all.")]

@@ -112,7 +112,7 @@ def status_view(s: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Result-row columns that are not the item's own fields (both the unit's number and its old id).
-SYSTEM_COLUMNS = frozenset({"unit", "unit_id", "key", *RESULT_COLUMNS})
+SYSTEM_COLUMNS = frozenset({"unit", "key", *RESULT_COLUMNS})
 _QUIET_ZERO = ("cost_usd", "tokens_in", "tokens_out", "errors", "turns")
 
 
@@ -175,7 +175,7 @@ def conversation_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {**summary, "lines": lines}
 
 
-UNIT_FIELDS = ("unit_id", "key", "status", "attempts", "errors", "error", "error_class", "cost_usd", "tokens_in",
+UNIT_FIELDS = ("number", "key", "status", "attempts", "errors", "error", "error_class", "cost_usd", "tokens_in",
                "tokens_out", "turns", "duration_s", "session_id")
 
 

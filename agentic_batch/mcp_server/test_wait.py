@@ -60,7 +60,7 @@ async def _progress(ctx: Context[Any, Any], progress: dict[str, Any]) -> None:
     """One progress notification; elapsed seconds only ever grow, as the protocol asks of `progress`."""
     try:
         await ctx.report_progress(progress["elapsed_s"], None,
-                                  f"test unit {progress['unit_id']} of job {progress['job_id']} running for "
+                                  f"test unit {progress['unit']} of job {progress['job_id']} running for "
                                   f"{progress['elapsed_s']:.0f}s")
     except Exception:  # a client that went away: the test goes on regardless
         pass
@@ -69,7 +69,7 @@ async def _progress(ctx: Context[Any, Any], progress: dict[str, Any]) -> None:
 def still_running_view(progress: dict[str, Any]) -> dict[str, Any]:
     job = progress["job_id"]
     return {
-        "job_id": job, "job_status": "TESTING", "test_running": True, "test_unit_id": progress["unit_id"],
+        "job_id": job, "job_status": "TESTING", "test_running": True, "test_unit": progress["unit"],
         "elapsed_s": progress["elapsed_s"],
         "message": (f"The test unit is still running ({progress['elapsed_s']:.0f}s so far) in a process of its own; "
                     "it goes on if this call or the MCP server ends."),

@@ -13,9 +13,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
-from agentic_batch.refs import MAX_ID
+from agentic_batch.refs import MAX_ID, parse_unit_ref
 from agentic_batch.service import control
-from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, unit_view
+from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, log_rows, unit_view
 from agentic_batch.spec import JobStatus
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
 from agentic_batch.store.browse_queries import UNIT_SORTS
@@ -103,7 +103,8 @@ class BrowseMixin:
     # -- units ----------------------------------------------------------------------------------
 
     def units_page(self, ref: str | int, status: str | None = None, search: str | None = None,
-                   sort: str = "seq", order: str = "asc", limit: int = 50, offset: int = 0) -> dict[str, Any]:
+                   sort: str = "number", order: str = "asc", limit: int = 50, offset: int = 0,
+                   key: str | None = None) -> dict[str, Any]:
         """One page of a job's units: filter by status, search key/output/error, sort, page."""
         check_page(limit, offset)
         if sort not in UNIT_SORTS:
@@ -113,7 +114,8 @@ class BrowseMixin:
         job = self.job(ref)
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         items, total = self.store.browse_units(job.id, statuses=statuses, search=(search or "").strip() or None,
-                                               sort=sort, descending=order == "desc", limit=limit, offset=offset)
+                                               key=key, sort=sort, descending=order == "desc", limit=limit,
+                                               offset=offset)
         return {"job_id": job.id, "items": items, "total": total, "limit": limit, "offset": offset,
                 "sort": sort, "order": order}
 
@@ -128,12 +130,12 @@ class BrowseMixin:
             raise IllegalState(f"cannot retry a unit of job {job.id}: it is {job.status}",
                                hint="start the job first")
         if unit.status not in ("FAILED", "CANCELLED"):
-            raise IllegalState(f"cannot retry unit {unit.id}: it is {unit.status}",
+            raise IllegalState(f"cannot retry unit {unit.number}: it is {unit.status}",
                                hint="only failed or cancelled units can be retried")
         if not self.store.set_units_status(job.id, [unit.status], "PENDING", unit_ids=[unit.id], reset=True):
-            raise IllegalState(f"unit {unit.id} changed state meanwhile; try again")
+            raise IllegalState(f"unit {unit.number} changed state meanwhile; try again")
         self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
-                                 "message": f"unit {unit.id} queued for retry"}])
+                                 "message": f"unit {unit.number} queued for retry"}])
         if job.status == JobStatus.RUNNING.value:
             control.spawn(self.store, self.settings, job)
         elif job.status != JobStatus.PAUSED.value:
@@ -146,17 +148,26 @@ class BrowseMixin:
         job = self.job(ref)
         unit = self._unit_record(job, unit_ref)
         if unit.status not in ("PENDING", "RUNNING"):
-            raise IllegalState(f"cannot cancel unit {unit.id}: it is already {unit.status}")
+            raise IllegalState(f"cannot cancel unit {unit.number}: it is already {unit.status}")
         if not self.store.set_units_status(job.id, [unit.status], "CANCELLED", unit_ids=[unit.id]):
-            raise IllegalState(f"unit {unit.id} changed state meanwhile; try again")
+            raise IllegalState(f"unit {unit.number} changed state meanwhile; try again")
         self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
-                                 "message": f"unit {unit.id} cancelled"}])
+                                 "message": f"unit {unit.number} cancelled"}])
         return self._unit_and_job(job, unit.id)
 
     def _unit_record(self, job: JobRecord, unit_ref: str | int) -> UnitRecord:
-        unit = self.store.find_unit(job.id, str(unit_ref))
+        """A unit by reference: a number is always the unit's number within the job (1..N); a key is
+        `key:KEY` (or a bare reference that is not a number). Never the global id, never a guess."""
+        kind, value = parse_unit_ref(unit_ref)
+        unit = None
+        if kind == "key":
+            unit = self.store.unit_by_key(job.id, str(value))
+        elif value is not None:
+            unit = self.store.unit_by_number(job.id, int(value))
         if unit is None:
-            raise NotFound(f"job {job.id} has no unit {unit_ref!r}")
+            what = f"key {value!r}" if kind == "key" else str(unit_ref).strip()
+            raise NotFound(f"job {job.id} has no unit {what}",
+                           hint="a unit is its number in the job (1, 2, ...) or key:KEY")
         return unit
 
     def _unit_and_job(self, job: JobRecord, unit_id: int) -> dict[str, Any]:
@@ -172,8 +183,8 @@ class BrowseMixin:
         return {"running": self.store.running_unit_states(job.id),
                 "finished": self.store.finished_unit_states(job.id, since)}
 
-    def unit_states(self, ref: str | int, unit_ids: list[int]) -> list[dict[str, Any]]:
-        return self.store.unit_states(self.job(ref).id, unit_ids[:MAX_PAGE])
+    def unit_states(self, ref: str | int, numbers: list[int]) -> list[dict[str, Any]]:
+        return self.store.unit_states(self.job(ref).id, numbers[:MAX_PAGE])
 
     def last_event_id(self, ref: str | int, unit_ref: str | int | None = None) -> int:
         job = self.job(ref)
@@ -191,8 +202,7 @@ class BrowseMixin:
         unit_id = self._unit_record(job, unit).id if unit is not None else None
         records = self.store.browse_logs(job.id, min_level=level, unit_id=unit_id, text=(text or "").strip() or None,
                                          before=before, limit=limit)
-        items = [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message, "unit_id": r.unit_id,
-                  "executor_id": r.executor_id, "extra": r.extra} for r in records]
+        items = log_rows(self.store, records)
         return {"job_id": job.id, "items": items,
                 "next_before": items[-1]["id"] if len(items) == limit else None}
 

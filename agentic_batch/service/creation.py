@@ -40,11 +40,13 @@ class CreateResult:
     prompt_template: str | None
     synthesized: bool
     previews: list[str] = field(default_factory=list)
+    #: Other jobs with the same name: names may repeat (re-runs), but then only ids name the jobs.
+    same_name_jobs: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "name": self.name, "units": self.units, "duplicates": self.duplicates,
                 "source": self.source, "prompt_template": self.prompt_template, "synthesized": self.synthesized,
-                "previews": self.previews}
+                "previews": self.previews, "same_name_jobs": self.same_name_jobs}
 
 
 def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None,
@@ -124,7 +126,8 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
         raise
     return CreateResult(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
                         source=describe_source(source), prompt_template=template, synthesized=synthesized,
-                        previews=previews)
+                        previews=previews,
+                        same_name_jobs=[j.id for j in store.find_jobs_by_name(spec.name) if j.id != job_id])
 
 
 @dataclass

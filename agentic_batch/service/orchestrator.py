@@ -20,10 +20,10 @@ from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import CreateResult, create_job, sync_job
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
-from agentic_batch.service.views import job_status, job_summary, unit_view
+from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows, unit_view
 from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
                                 describe_validation_error)
-from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, open_store
+from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
 
 RUNNING = JobStatus.RUNNING.value
 #: Events or log lines in one read; executors one command may start on a host.
@@ -94,9 +94,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def test_report(self, ref: str | int, unit_id: int | None = None) -> dict[str, Any]:
         job = self.job(ref)
         unit_id = unit_id or job.test_unit_id
-        if unit_id is None:
+        record = self.store.get_unit(unit_id) if unit_id is not None else None
+        if record is None:
             raise IllegalState(f"job {job.id} has no test run yet", hint=f"run `abp start {job.id}`")
-        return {"job_id": job.id, "status": job.status, **self.unit(job.id, unit_id)}
+        return {"job_id": job.id, "status": job.status, **self._unit_detail(job, record)}
 
     def approve(self, ref: str | int, executors: int = 1) -> dict[str, Any]:
         job = self.job(ref)
@@ -261,17 +262,19 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
 
     def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> dict[str, Any]:
+        """One unit by its number in the job, or by `key:KEY` (see `_unit_record`)."""
         job = self.job(ref)
-        unit = self.store.find_unit(job.id, str(unit_ref))
-        if unit is None:
-            raise NotFound(f"job {job.id} has no unit {unit_ref!r}", hint=f"see `abp results {job.id}`")
+        return self._unit_detail(job, self._unit_record(job, unit_ref), events_limit)
+
+    def _unit_detail(self, job: JobRecord, unit: UnitRecord, events_limit: int = 2000) -> dict[str, Any]:
         view = unit_view(unit)
         if view["prompt"] is None and job.prompt_template:
             try:
                 view["prompt"] = self._render_preview(job, unit.payload, unit.key, unit.seq)
             except InvalidSpec:
                 pass
-        view["events"] = [_event_dict(e) for e in self.store.list_events(unit_id=unit.id, limit=events_limit)]
+        view["events"] = event_rows(self.store, self.store.list_events(unit_id=unit.id, limit=events_limit),
+                                    unit.number)
         return view
 
     def _render_preview(self, job: JobRecord, payload: dict[str, Any], key: str, seq: int) -> str:
@@ -286,14 +289,9 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         check_cursor("after", after)
         if not 1 <= limit <= MAX_EVENTS:
             raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
-        unit_id = None
-        if unit_ref is not None:
-            unit = self.store.find_unit(job.id, str(unit_ref))
-            if unit is None:
-                raise NotFound(f"job {job.id} has no unit {unit_ref!r}")
-            unit_id = unit.id
-        return [_event_dict(e) for e in self.store.list_events(job_id=job.id, unit_id=unit_id, after=after,
-                                                               limit=limit)]
+        unit = self._unit_record(job, unit_ref) if unit_ref is not None else None
+        records = self.store.list_events(job_id=job.id, unit_id=unit.id if unit else None, after=after, limit=limit)
+        return event_rows(self.store, records, unit.number if unit else None)
 
     def results(self, ref: str | int, status: str | None = None, limit: int | None = None,
                 offset: int = 0) -> list[dict[str, Any]]:
@@ -336,10 +334,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if not 1 <= limit <= MAX_EVENTS:
             raise InvalidSpec(f"limit {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
         unit_id = self._unit_record(job, unit).id if unit is not None else None
-        return [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message, "unit_id": r.unit_id,
-                 "executor_id": r.executor_id, "extra": r.extra}
-                for r in self.store.list_logs(job.id, min_level=level, after=after, limit=limit, unit_id=unit_id,
-                                              text=text)]
+        return log_rows(self.store, self.store.list_logs(job.id, min_level=level, after=after, limit=limit,
+                                                         unit_id=unit_id, text=text))
 
     def active_units(self, ref: str | int, limit: int = 20) -> list[dict[str, Any]]:
         """Units running now, each with its newest event (what the agent is doing)."""
@@ -347,14 +343,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         running = self.store.running_units(job.id, limit)
         latest = self.store.latest_events([u.id for u in running])
         now = time.time()
-        return [{"unit_id": u.id, "key": u.key, "attempt": u.attempt,
+        return [{"number": u.number, "key": u.key, "attempt": u.attempt,
                  "elapsed_s": round(now - u.started_at, 1) if u.started_at else None,
-                 "last_event": _event_dict(latest[u.id]) if u.id in latest else None} for u in running]
-
-
-def _event_dict(event: Any) -> dict[str, Any]:
-    return {"id": event.id, "unit_id": event.unit_id, "attempt": event.attempt, "seq": event.seq, "ts": event.ts,
-            "kind": event.kind, "data": event.data}
+                 "last_event": event_rows(self.store, [latest[u.id]], u.number)[0] if u.id in latest else None}
+                for u in running]
 
 
 def _approve_hint(job: JobRecord) -> str:

@@ -67,7 +67,7 @@ class TestFlowMixin:
             return self.job(job.id)
         owner = find_test_owner(self.store, self.settings, job)
         if owner is not None and owner.alive:
-            raise TestRunning(job.id, job.test_unit_id, owner)
+            raise TestRunning(job.id, self._test_unit_number(job), owner)
         return job
 
     def test_progress(self, ref: str | int) -> dict[str, Any]:
@@ -77,10 +77,16 @@ class TestFlowMixin:
         try:
             job = self.settle_test(job)
         except TestRunning as exc:
-            return {"state": "running", "job_id": job.id, "unit_id": job.test_unit_id, "pid": exc.owner.pid,
+            return {"state": "running", "job_id": job.id, "unit": self._test_unit_number(job), "pid": exc.owner.pid,
                     "host": exc.owner.host, "elapsed_s": round(time.time() - exc.owner.started_at, 1)}
         return {"state": "done" if job.status == "TESTING" else "none", "job_id": job.id, "status": job.status,
-                "unit_id": job.test_unit_id}
+                "unit": self._test_unit_number(job)}
+
+    def _test_unit_number(self, job: JobRecord) -> int | None:
+        """The number users know the test unit by (the job records its id)."""
+        if job.test_unit_id is None:
+            return None
+        return self.store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
     def begin_test(self, ref: str | int) -> dict[str, Any]:
         """Start the test run in a detached process and return its progress without waiting for the unit.

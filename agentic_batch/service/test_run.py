@@ -87,7 +87,7 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
             raise IllegalState(f"job {job.id} has no pending unit to test")
         claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
         if claimed is None:
-            raise IllegalState(f"unit {unit.id} of job {job.id} is no longer pending")
+            raise IllegalState(f"unit {unit.number} of job {job.id} is no longer pending")
         store.update_job(job.id, test_unit_id=unit.id)
     except BaseException:
         store.set_executor_state(owner, TESTED_STATE)
@@ -121,13 +121,13 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
         reaper.start()
         background = [asyncio.create_task(recorder.run()), asyncio.create_task(heartbeat())]
         try:
-            recorder.log(job.id, "info", f"test run of unit {unit.id} ({unit.key}) by pid {os.getpid()} "
+            recorder.log(job.id, "info", f"test run of unit {unit.number} ({unit.key}) by pid {os.getpid()} "
                                          f"on {hostname()}", unit_id=unit.id)
             await UnitRunner(job, worker, recorder, settings, reaper=reaper, executor_id=owner).run_unit(claimed)
         except asyncio.CancelledError:
             if not interrupted:
                 raise
-            recorder.log(job.id, "warning", f"test run of unit {unit.id} interrupted by {interrupted[0]}; the "
+            recorder.log(job.id, "warning", f"test run of unit {unit.number} interrupted by {interrupted[0]}; the "
                                             f"unit is PENDING again and the next start tests it anew",
                          unit_id=unit.id)
         finally:
@@ -209,9 +209,9 @@ class TestRunning(IllegalState):
 
     __test__ = False
 
-    def __init__(self, job_id: int, unit_id: int | None, owner: TestOwner) -> None:
+    def __init__(self, job_id: int, unit: int | None, owner: TestOwner) -> None:
         elapsed = max(0.0, time.time() - owner.started_at)
-        super().__init__(f"job {job_id} is being tested right now (unit {unit_id}, pid {owner.pid} on {owner.host}, "
+        super().__init__(f"job {job_id} is being tested right now (unit {unit}, pid {owner.pid} on {owner.host}, "
                          f"{elapsed:.0f}s so far)",
                          hint=f"wait for it; `abp start {job_id}` shows the result once it is done")
         self.owner = owner

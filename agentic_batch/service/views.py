@@ -6,6 +6,7 @@ Everything is derived on read from unit statuses and the job's working clock; no
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from agentic_batch.engine.recovery import executor_alive
 from agentic_batch.spec import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
+from agentic_batch.store.records import EventRecord, LogRecord
 
 #: The window of the all-jobs throughput on the dashboard (`stats`).
 RATE_WINDOW_S = 60.0
@@ -113,7 +115,7 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> dict[str, An
         "timeout_s": job.timeout_s, "priority": _PRIORITY_NAMES.get(job.priority, job.priority),
         "max_output_bytes": job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES,
         "hold_until": job.hold_until if job.hold_until and job.hold_until > now else None,
-        "test_unit_id": job.test_unit_id,
+        "test_unit": _test_unit_number(store, job),
         "reduce": ({"status": job.reduce_status, "output": job.reduce_output, "error": job.reduce_error}
                    if job.reduce_prompt else None),
         "executor": executor_view(store, settings, job.id),
@@ -135,8 +137,9 @@ def _summary(store: Store, job: JobRecord, now: float) -> tuple[dict[str, Any], 
 
 
 def unit_view(unit: UnitRecord) -> dict[str, Any]:
+    """A unit as users see it: named by its number within the job (the global id stays internal)."""
     duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
-    return {"id": unit.id, "unit_id": unit.id, "job_id": unit.job_id, "seq": unit.seq, "key": unit.key,
+    return {"number": unit.number, "job_id": unit.job_id, "key": unit.key,
             "priority": unit.priority, "status": unit.status, "attempts": unit.attempt, "errors": unit.error_count,
             "payload": unit.payload, "prompt": unit.prompt, "output": unit.output, "data": unit.data,
             "error": unit.error, "error_class": unit.error_class, "cost_usd": round(unit.cost_usd, 6),
@@ -144,3 +147,25 @@ def unit_view(unit: UnitRecord) -> dict[str, Any]:
             "session_id": unit.session_id, "started_at": unit.started_at, "finished_at": unit.finished_at,
             "duration_s": round(duration, 3) if duration is not None else None,
             "not_before": unit.not_before, "lease_owner": unit.lease_owner}
+
+
+def _test_unit_number(store: Store, job: JobRecord) -> int | None:
+    if job.test_unit_id is None:
+        return None
+    return store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
+
+
+def event_rows(store: Store, events: Sequence[EventRecord], number: int | None = None) -> list[dict[str, Any]]:
+    """Conversation events as users see them: `unit` is the unit's number (None for the job's reduce
+    step). `number` is given when every event is one unit's; else the numbers are looked up at once."""
+    numbers = {} if number is not None else store.unit_numbers(e.unit_id for e in events if e.unit_id is not None)
+    return [{"id": e.id, "unit": number if number is not None else numbers.get(e.unit_id),  # type: ignore[arg-type]
+             "attempt": e.attempt, "seq": e.seq, "ts": e.ts, "kind": e.kind, "data": e.data} for e in events]
+
+
+def log_rows(store: Store, records: Sequence[LogRecord]) -> list[dict[str, Any]]:
+    """Log lines as users see them: the logs table keeps unit ids; a line shows its unit's number."""
+    numbers = store.unit_numbers(r.unit_id for r in records if r.unit_id is not None)
+    return [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message,
+             "unit": numbers.get(r.unit_id) if r.unit_id is not None else None,
+             "executor_id": r.executor_id, "extra": r.extra} for r in records]

@@ -21,15 +21,17 @@ from agentic_batch.store.schema import UNIT_DURATION, events, jobs, logs, units
 
 #: Sort keys of the units table and the indexed expression each one orders by.
 UNIT_SORTS: dict[str, Any] = {
-    "seq": units.c.seq,
+    "number": units.c.number,
+    "seq": units.c.seq,  # the same order as number (kept for old links)
     "key": units.c.key,
     "cost": units.c.cost_usd,
     "duration": UNIT_DURATION,
 }
 PREVIEW_CHARS = 200
 
+#: A row names its unit by number: the global id stays inside the store.
 _LIGHT_COLUMNS = (
-    units.c.id, units.c.job_id, units.c.seq, units.c.key, units.c.priority, units.c.status, units.c.attempt,
+    units.c.number, units.c.job_id, units.c.seq, units.c.key, units.c.priority, units.c.status, units.c.attempt,
     units.c.error_count, units.c.error_class, units.c.cost_usd, units.c.tokens_in, units.c.tokens_out,
     units.c.turns, units.c.started_at, units.c.finished_at,
     sa.func.substr(units.c.output, 1, PREVIEW_CHARS).label("output_preview"),
@@ -52,10 +54,12 @@ class BrowseQueries:
     # -- the units table ------------------------------------------------------------------------
 
     def browse_units(self, job_id: int, *, statuses: Sequence[str] | None = None, search: str | None = None,
-                     sort: str = "seq", descending: bool = False, limit: int = 50,
+                     key: str | None = None, sort: str = "number", descending: bool = False, limit: int = 50,
                      offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """One page of a job's units (light rows) and how many match in all."""
+        """One page of a job's units (light rows) and how many match in all; `key` matches exactly."""
         conditions: list[Any] = [units.c.job_id == job_id]
+        if key is not None:
+            conditions.append(units.c.key == key)
         if statuses:
             conditions.append(units.c.status.in_(list(statuses)))
         if search:
@@ -70,13 +74,13 @@ class BrowseQueries:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(units).where(*conditions)).scalar_one())
         return [light_unit(r) for r in rows], total
 
-    def unit_states(self, job_id: int, unit_ids: Sequence[int]) -> list[dict[str, Any]]:
-        """Light rows of these units (a live view asking what became of units it saw running)."""
-        if not unit_ids:
+    def unit_states(self, job_id: int, numbers: Sequence[int]) -> list[dict[str, Any]]:
+        """Light rows of these units, by number (a live view asking what became of units it saw running)."""
+        if not numbers:
             return []
         with self.read() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(
-                units.c.job_id == job_id, units.c.id.in_(list(unit_ids)))).mappings().all()
+                units.c.job_id == job_id, units.c.number.in_(list(numbers)))).mappings().all()
         return [light_unit(r) for r in rows]
 
     def running_unit_states(self, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
@@ -166,7 +170,7 @@ class BrowseQueries:
 
 
 def _search_condition(text: str, dialect: str) -> Any:
-    """Case-insensitive substring match on key, output and error; a number also matches the unit id.
+    """Case-insensitive substring match on key, output and error; a number also matches the unit number.
 
     SQLite's LIKE already ignores ASCII case (lower() would only slow the scan); PostgreSQL has ILIKE.
     """
@@ -179,5 +183,5 @@ def _search_condition(text: str, dialect: str) -> Any:
 
     cond = sa.or_(match(units.c.key), match(units.c.output), match(units.c.error))
     if (number := parse_id(needle)) is not None:
-        cond = sa.or_(units.c.id == number, cond)
+        cond = sa.or_(units.c.number == number, cond)
     return cond

@@ -69,6 +69,8 @@ class UnitRecord:
     status: str
     attempt: int
     error_count: int
+    #: The unit's number within its job (1..N): what every interface shows and accepts.
+    number: int = 0
     prompt: str | None = None
     not_before: float | None = None
     lease_owner: str | None = None

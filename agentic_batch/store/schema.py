@@ -66,6 +66,9 @@ units = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
+    # What users call the unit: 1..N within its job, dense, in source order (ids are global, and seq
+    # has gaps where duplicate keys were skipped). Always set on insert (the default only serves the migration).
+    sa.Column("number", sa.Integer, nullable=False, server_default="0"),
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
@@ -90,6 +93,7 @@ units = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
+    sa.Index("ux_units_job_number", "job_id", "number", unique=True),
     sa.Index("ix_units_job_finished", "job_id", "finished_at"),
     sa.Index("ix_units_lease_owner", "lease_owner"),
     sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id"),

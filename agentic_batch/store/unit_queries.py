@@ -16,7 +16,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentic_batch.refs import parse_id
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, logs, units
 from agentic_batch.store.storable import is_transient, rejection_reason, storable, storable_text
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
 UNIT_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 
-_CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.priority, units.c.key, units.c.payload,
+_CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key, units.c.payload,
                   units.c.status, units.c.attempt, units.c.error_count, units.c.error)
 _SESSION_ID_LENGTH = units.c.session_id.type.length or 128
 
@@ -81,23 +80,41 @@ class UnitQueries:
     # -- create ---------------------------------------------------------------------------------
 
     def insert_units(self, job_id: int, batch: Sequence[NewUnit]) -> int:
-        """Insert a batch, skipping keys the job already has. Returns how many were new."""
+        """Insert a batch, skipping keys the job already has (the first of a repeated key wins), and
+        number the new units on from the job's highest number. Returns how many were new.
+
+        Numbers stay dense (1..N) because only new keys get one: the skipped keys are known before
+        the insert, inside the same write transaction (SQLite's BEGIN IMMEDIATE; on PostgreSQL the
+        job's row is locked, so two `abp sync` runs number one after the other)."""
         if not batch:
             return 0
-        rows = [{"job_id": job_id, "seq": u.seq, "key": storable_text(u.key), "payload": u.payload,
-                 "priority": u.priority, "status": PENDING} for u in batch]
-        if self.dialect == "postgresql":  # type: ignore[attr-defined]
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(units).on_conflict_do_nothing(index_elements=["job_id", "key"])
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(units).on_conflict_do_nothing(index_elements=["job_id", "key"])
+        keyed = [(storable_text(u.key), u) for u in batch]
         with self.write() as conn:  # type: ignore[attr-defined]
-            before = self._count(conn, job_id)
-            conn.execute(stmt, rows)
-            return self._count(conn, job_id) - before
+            if self.dialect == "postgresql":  # type: ignore[attr-defined]
+                conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+            top = conn.execute(sa.select(sa.func.max(units.c.number)).where(units.c.job_id == job_id)).scalar()
+            taken = self._taken_keys(conn, job_id, [key for key, _ in keyed]) if top is not None else set()
+            rows: list[dict[str, Any]] = []
+            number = int(top or 0)
+            for key, u in keyed:
+                if key in taken:
+                    continue
+                taken.add(key)
+                number += 1
+                rows.append({"job_id": job_id, "seq": u.seq, "number": number, "key": key, "payload": u.payload,
+                             "priority": u.priority, "status": PENDING})
+            if rows:
+                conn.execute(sa.insert(units), rows)
+            return len(rows)
+
+    @staticmethod
+    def _taken_keys(conn: sa.Connection, job_id: int, keys: Sequence[str]) -> set[str]:
+        taken: set[str] = set()
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start:start + 1000]
+            taken.update(r[0] for r in conn.execute(
+                sa.select(units.c.key).where(units.c.job_id == job_id, units.c.key.in_(chunk))))
+        return taken
 
     def existing_keys(self, job_id: int, keys: Sequence[str]) -> set[str]:
         with self.read() as conn:  # type: ignore[attr-defined]
@@ -109,10 +126,6 @@ class UnitQueries:
         with self.read() as conn:  # type: ignore[attr-defined]
             value = conn.execute(sa.select(sa.func.max(units.c.seq)).where(units.c.job_id == job_id)).scalar()
         return int(value) if value is not None else -1
-
-    @staticmethod
-    def _count(conn: sa.Connection, job_id: int) -> int:
-        return int(conn.execute(sa.select(sa.func.count()).where(units.c.job_id == job_id)).scalar_one())
 
     # -- claim / heartbeat / ack ----------------------------------------------------------------
 
@@ -351,15 +364,28 @@ class UnitQueries:
             row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
 
-    def find_unit(self, job_id: int, ref: str) -> UnitRecord | None:
-        """A unit of this job by id or by key."""
-        query = sa.select(units).where(units.c.job_id == job_id)
-        cond = units.c.key == ref
-        if (unit_id := parse_id(ref)) is not None:
-            cond = sa.or_(units.c.id == unit_id, cond)
+    def unit_by_number(self, job_id: int, number: int) -> UnitRecord | None:
+        """A unit of this job by its number (1..N), never by id or key."""
         with self.read() as conn:  # type: ignore[attr-defined]
-            row = conn.execute(query.where(cond).order_by(units.c.id)).mappings().first()
+            row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.number == number)
+                               ).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
+
+    def unit_by_key(self, job_id: int, key: str) -> UnitRecord | None:
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.key == key)
+                               ).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def unit_numbers(self, unit_ids: Iterable[int]) -> dict[int, int]:
+        """unit id -> its number, to show users the number of units that rows name by id (events, logs)."""
+        wanted = sorted({u for u in unit_ids if u is not None})
+        found: dict[int, int] = {}
+        with self.read() as conn:  # type: ignore[attr-defined]
+            for start in range(0, len(wanted), 1000):
+                found.update((int(i), int(n)) for i, n in conn.execute(
+                    sa.select(units.c.id, units.c.number).where(units.c.id.in_(wanted[start:start + 1000]))))
+        return found
 
     def first_unit(self, job_id: int, statuses: Sequence[str] = (PENDING,)) -> UnitRecord | None:
         with self.read() as conn:  # type: ignore[attr-defined]

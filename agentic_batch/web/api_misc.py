@@ -68,7 +68,7 @@ def export_results(job: str, orch: Orch,
                    status: Annotated[str | None, Query(description="Only units in these statuses (comma list)",
                                                        json_schema_extra=word_list(UNIT_STATUSES))] = None
                    ) -> StreamingResponse:
-    """One row per unit (unit_id, key, item fields, status, output, error, cost, tokens, attempts),
+    """One row per unit (unit: its number in the job, key, item fields, status, output, error, cost, tokens, attempts),
     streamed in unit order without holding the job in memory, like `abp results`."""
     if format not in EXPORT_TYPES:
         raise InvalidSpec(f"unknown export format {format!r}", hint="use csv, json or jsonl")

@@ -1,5 +1,6 @@
 """REST: a job's units (the paged table, one unit, its conversation), per-unit retry and cancel,
-and the job-wide event feed. A unit is named by its id (or its key, when the key has no slash)."""
+and the job-wide event feed. A unit is named by its number in the job (1..N), or `key:KEY` when the key
+has no slash; `GET .../units?key=KEY` finds any key."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ EventsLimit = Annotated[int, Query(ge=1, le=MAX_EVENTS, description="Page size")
 def list_units(job: str, orch: Orch,
                status: Annotated[str | None, Query(description="Comma list: pending,running,completed,failed,"
                                                                  "cancelled")] = None,
-               q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit id")] = None,
-               sort: Annotated[str, Query(description="seq, key, cost or duration")] = "seq",
+               q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit number")] = None,
+               key: Annotated[str | None, Query(description="Only the unit with exactly this key")] = None,
+               sort: Annotated[str, Query(description="number (source order), key, cost or duration")] = "number",
                order: Annotated[str, Query(description="asc or desc")] = "asc",
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
                offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> dict[str, Any]:
     """One page of light rows (output and error cut to a preview) and the `total` that match.
     Every sort walks an index, so pages stay fast on jobs of 100,000 units and more."""
-    return orch.units_page(job, status=status, search=q, sort=sort, order=order, limit=limit, offset=offset)
+    return orch.units_page(job, status=status, search=q, key=key, sort=sort, order=order, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job}/units/{unit}", summary="One unit")

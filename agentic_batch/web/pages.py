@@ -73,7 +73,7 @@ async def unit_page(request: Request, job: str, unit: str) -> Response:
         record = orch.job(job)
         view = orch.unit(record.id, unit, events_limit=0)
         view.pop("events", None)
-        events = orch.events(record.id, view["id"], limit=2000)
+        events = orch.events(record.id, view["number"], limit=2000)
         return {"record": record, "unit": view, "events": events, "job_status": record.status}
 
     data = await run_in_threadpool(load)

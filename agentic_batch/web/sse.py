@@ -46,7 +46,7 @@ class JobWatch:
         self.orch, self.job_id, self.unit, self.after, self.events = orch, job_id, unit, after, events
         self.progress: dict[str, Any] | None = None
         self.active: list[dict[str, Any]] | None = None
-        self.sent: dict[int, tuple[str, int, float]] = {}  # unit id -> (status, attempt, finished_at)
+        self.sent: dict[int, tuple[str, int, float]] = {}  # unit number -> (status, attempt, finished_at)
         self.running: set[int] = set()
 
     def poll(self) -> list[str]:
@@ -67,9 +67,9 @@ class JobWatch:
 
     def _changed(self, row: dict[str, Any]) -> bool:
         mark = (row["status"], row["attempt"], row.get("finished_at") or time.time())
-        if self.sent.get(row["id"], (None, None))[:2] == mark[:2]:
+        if self.sent.get(row["number"], (None, None))[:2] == mark[:2]:
             return False
-        self.sent[row["id"]] = mark
+        self.sent[row["number"]] = mark
         return True
 
     def _unit_changes(self, ids: list[int]) -> list[str]:
@@ -80,11 +80,11 @@ class JobWatch:
         feed = self.orch.unit_feed(self.job_id, since)
         rows = feed["running"] + feed["finished"]
         out = [sse("unit", row) for row in rows if self._changed(row)]
-        seen = {row["id"] for row in rows}
+        seen = {row["number"] for row in rows}
         vanished = [uid for uid in self.running if uid not in seen]  # back to PENDING, or finished long ago
         if vanished:
             out += self._unit_changes(vanished)
-        self.running = {row["id"] for row in feed["running"]}
+        self.running = {row["number"] for row in feed["running"]}
         self.sent = {uid: mark for uid, mark in self.sent.items() if mark[2] >= since - 1 or uid in self.running}
         return out
 
@@ -217,9 +217,9 @@ async def job_stream(request: Request, job: str,
 
     def prepare() -> JobWatch:
         record = orch.job(job)
-        unit_id = orch.unit(record.id, unit, events_limit=0)["id"] if unit is not None else None
-        start = after if after is not None else (0 if unit_id is not None else orch.last_event_id(record.id))
-        return JobWatch(orch, record.id, unit_id, start, events)
+        number = orch.unit(record.id, unit, events_limit=0)["number"] if unit is not None else None
+        start = after if after is not None else (0 if number is not None else orch.last_event_id(record.id))
+        return JobWatch(orch, record.id, number, start, events)
 
     watch = await run_in_threadpool(prepare)  # an unknown job or unit is a 404 before the stream starts
     return _response(request, watch.poll, watch.job_id)

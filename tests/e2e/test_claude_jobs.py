@@ -74,8 +74,8 @@ def test_file_job_writes_real_files_and_streams_the_conversation(orch, workdir: 
     # while units run, their tool_use and tool_result are already in the store
     def live_tool_events() -> bool:
         for active in orch.active_units(job):
-            kinds = [e["kind"] for e in orch.events(job, active["unit_id"])]
-            still_running = orch.unit(job, active["unit_id"])["status"] == "RUNNING"
+            kinds = [e["kind"] for e in orch.events(job, active["number"])]
+            still_running = orch.unit(job, active["number"])["status"] == "RUNNING"
             if "tool_use" in kinds and "tool_result" in kinds and still_running:
                 return True
         return False
@@ -89,7 +89,7 @@ def test_file_job_writes_real_files_and_streams_the_conversation(orch, workdir: 
     assert all(r["output"].startswith("Wrote doc") for r in rows)
     assert final["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows), rel=1e-6)
     assert final["cost_usd"] > 0 and final["tokens_in"] > 0 and final["tokens_out"] > 0
-    unit = orch.unit(job, rows[1]["unit_id"])
+    unit = orch.unit(job, rows[1]["unit"])
     kinds = [e["kind"] for e in unit["events"]]
     for kind in ("start", "system", "tool_use", "tool_result", "assistant", "result", "end"):
         assert kind in kinds, kinds

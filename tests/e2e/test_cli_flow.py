@@ -124,7 +124,7 @@ def test_test_first_reject_edit_approve(workdir: Path, orch: Orchestrator, names
     assert status["status"] == "TESTING"
     assert (status["completed"], status["pending"]) == (1, 2)
     assert status["executor"]["state"] == "not_started"
-    test_unit = status["test_unit_id"]
+    test_unit = status["test_unit"]
 
     again = ok("start", job, cwd=workdir)  # a TESTING job: shows the waiting result, runs nothing
     assert "Hello ann" in again.stdout
@@ -188,19 +188,19 @@ def test_completed_job_views(workdir: Path, orch: Orchestrator, names_csv: Path)
         ("cat", "5", "COMPLETED", "CAT", 1)]
     text = ok("results", job, "--format", "csv", cwd=workdir).stdout
     reader = csv.DictReader(io.StringIO(text))
-    columns = {"unit_id", "name", "age", "status", "output", "error", "cost_usd", "attempts"}
+    columns = {"unit", "name", "age", "status", "output", "error", "cost_usd", "attempts"}
     assert columns <= set(reader.fieldnames or [])
     rows = list(reader)
     assert [(r["name"], r["output"], r["status"], r["error"], r["attempts"]) for r in rows] == [
         ("ann", "ANN", "COMPLETED", "", "1"), ("bob", "BOB", "COMPLETED", "", "1"),
         ("cat", "CAT", "COMPLETED", "", "1")]
-    assert [int(r["unit_id"]) for r in rows] == [r["unit_id"] for r in as_json]
+    assert [int(r["unit"]) for r in rows] == [r["unit"] for r in as_json] == [1, 2, 3]
 
     written = ok("results", job, "--format", "csv", "-o", "out.csv", cwd=workdir)
     assert written.stdout == "" and "3 row(s)" in written.stderr
     assert (workdir / "out.csv").read_text() == text
 
-    unit_id = str(as_json[1]["unit_id"])
+    unit_id = str(as_json[1]["unit"])
     shown = ok("show", job, unit_id, cwd=workdir).stdout
     for part in ("payload", "prompt", "conversation", "output", "Shout bob", "BOB", '"age": "4"'):
         assert part in shown, part
@@ -226,7 +226,7 @@ def test_wait_exits_1_for_a_failed_job(workdir: Path, orch: Orchestrator, names_
     waited = abp("wait", job, "--timeout", "60", cwd=workdir)
     assert waited.returncode == 1, (waited.stdout, waited.stderr)
     status = ok_json("status", job, cwd=workdir)
-    assert status["status"] == "FAILED" and status["failed"] == 3 and status["test_unit_id"] is None
+    assert status["status"] == "FAILED" and status["failed"] == 3 and status["test_unit"] is None
     rows = orch.results(job)
     assert {r["status"] for r in rows} == {"FAILED"}
     assert all("exit code 3" in r["error"] and "boom" in r["error"] for r in rows)
@@ -267,7 +267,7 @@ def test_skip_test_by_flag_and_by_environment(workdir: Path, orch: Orchestrator,
     for job_id in (by_flag, by_env):
         finish(orch, job_id)
         status = orch.status(job_id)
-        assert status["test_unit_id"] is None and status["completed"] == 3
+        assert status["test_unit"] is None and status["completed"] == 3
         assert [r["output"] for r in orch.results(job_id)] == ["ANN", "BOB", "CAT"]
 
 
@@ -396,7 +396,9 @@ def test_key_field_and_sync_add_only_new_items(workdir: Path, orch: Orchestrator
     assert ok_json("sync", job, cwd=workdir) == {"job_id": int(job), "added": 2, "existing": 3,
                                                  "status": "PAUSED", "next": "resume"}
     assert ok_json("sync", job, cwd=workdir)["added"] == 0
-    shown = ok_json("show", job, "13", cwd=workdir)  # a unit by its key
+    shown = ok_json("show", job, "key:13", cwd=workdir)  # a unit by its key
+    assert shown["number"] == 4  # keys 10..12, then the first synced item
+    assert ok_json("show", job, "4", cwd=workdir)["key"] == "13"  # a bare number is the number
     assert shown["payload"] == {"id": "13", "name": "dan"}
 
     assert orch.status(job)["status"] == "PAUSED"  # new work for a finished job; resume runs only that
@@ -420,7 +422,7 @@ def test_intent_prompt_is_shown_at_create_time(workdir: Path, orch: Orchestrator
     assert "ann" in shown and "age" in shown  # the first item's fields, rendered
 
     ok("start", str(job_id), cwd=workdir)
-    unit = orch.unit(job_id, orch.status(job_id)["test_unit_id"])
+    unit = orch.unit(job_id, orch.status(job_id)["test_unit"])
     assert intent in unit["output"] and "ann" in unit["output"]
 
 

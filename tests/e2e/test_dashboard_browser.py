@@ -141,7 +141,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
 
     unit = orch.units_page(job, status="completed", limit=1)["items"][0]
     unit_page = open_page(browser, problems)
-    unit_page.goto(f"{server}/jobs/{job}/units/{unit['id']}")
+    unit_page.goto(f"{server}/jobs/{job}/units/{unit['number']}")
     timeline = unit_page.locator("#timeline")
     timeline.locator("li.kind-tool_use", has_text="Bash").wait_for()
     assert timeline.locator("li.kind-assistant .md strong").first.inner_text() == unit["key"]  # markdown rendered
@@ -152,7 +152,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
 
     upcoming = orch.units_page(job, status="pending", limit=1, offset=12)["items"][0]  # starts in a few seconds
     live_unit = open_page(browser, problems)
-    live_unit.goto(f"{server}/jobs/{job}/units/{upcoming['id']}")
+    live_unit.goto(f"{server}/jobs/{job}/units/{upcoming['number']}")
     assert live_unit.locator("#unit-status").inner_text() in ("PENDING", "RUNNING")
     live_unit.locator('#unit-status[data-status="COMPLETED"]').wait_for(timeout=60_000)  # no reload: live
     live_unit.locator("#timeline li.kind-tool_result").wait_for()  # its conversation arrived as it ran
@@ -185,12 +185,12 @@ def test_agent_output_never_runs_as_script(server: str, browser: Browser, orch: 
     unit = orch.units_page(job)["items"][0]
     problems: list[str] = []
     page = open_page(browser, problems)
-    for path in (f"/jobs/{job}/units/{unit['id']}", f"/jobs/{job}", "/"):
+    for path in (f"/jobs/{job}/units/{unit['number']}", f"/jobs/{job}", "/"):
         page.goto(server + path)
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned") is None, path
         assert page.title() != "pwned"
-    page.goto(f"{server}/jobs/{job}/units/{unit['id']}")
+    page.goto(f"{server}/jobs/{job}/units/{unit['number']}")
     page.locator("#timeline li.kind-assistant").wait_for()
     text = page.locator("body").inner_text()
     assert "<script>window.__pwned = 'script'" in text and "<img src=x onerror=" in text  # shown, escaped

@@ -78,18 +78,19 @@ def test_units_search_is_case_insensitive_and_literal(store: Store, job: int) ->
     assert store.browse_units(job, search="Boom")[1] == 2  # errors match
     assert store.browse_units(job, search="%")[1] == 0  # LIKE wildcards are literal
     assert store.browse_units(job, search="file_0_1")[1] == 0
-    unit_id = store.browse_units(job, limit=1, offset=4)[0][0]["id"]
-    assert unit_id in [r["id"] for r in store.browse_units(job, search=str(unit_id))[0]]
+    number = store.browse_units(job, limit=1, offset=4)[0][0]["number"]
+    assert number == 5 and number in [r["number"] for r in store.browse_units(job, search=str(number))[0]]
 
 
 def test_change_feed_and_states(store: Store, job: int) -> None:
     running = store.claim_units("w2", [job], 2, lease_seconds=60)
     states = store.running_unit_states(job)
-    assert [s["id"] for s in states] == [u.id for u in running] and states[0]["status"] == "RUNNING"
+    assert [s["number"] for s in states] == [u.number for u in running] and states[0]["status"] == "RUNNING"
+    assert all("id" not in s for s in states)  # rows name units by number
     finished = store.finished_unit_states(job, since=T0 + 10, limit=2)  # the newest two, oldest first
     assert [s["seq"] for s in finished] == [10, 11]
     assert len(store.finished_unit_states(job, since=0)) == 12
-    assert {s["status"] for s in store.unit_states(job, [running[0].id, 999_999])} == {"RUNNING"}
+    assert {s["status"] for s in store.unit_states(job, [running[0].number, 999_999])} == {"RUNNING"}
 
 
 def test_buckets_stats_logs_and_last_event(store: Store, job: int) -> None:

@@ -194,7 +194,7 @@ def test_cancelling_one_running_unit_kills_its_agent(orch, workdir: Path) -> Non
     orch.start(job, skip_test=True)
     wait_until(lambda: processes_with(f"{marker}-0"), timeout=30, what="the long unit's agent")
     unit = next(u for u in orch.results(job) if u["key"] == "0")
-    orch.cancel_unit(job, unit["unit_id"])
+    orch.cancel_unit(job, unit["unit"])
     wait_until(lambda: not processes_with(f"{marker}-0"), timeout=15, what="its agent to be killed")
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=60)
     assert final["completed"] == 2 and final["cancelled"] == 1

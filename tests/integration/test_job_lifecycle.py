@@ -37,7 +37,7 @@ def test_test_first_then_approve_runs_the_rest_once(orch, workdir: Path) -> None
     orch.approve(job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"})
     assert final["status"] == "COMPLETED" and final["completed"] == 4
-    test_unit = orch.unit(job, report["id"])
+    test_unit = orch.unit(job, report["number"])
     assert test_unit["attempts"] == 1  # approved test result kept, not run again
 
 
@@ -46,10 +46,10 @@ def test_reject_edit_and_test_again(orch, workdir: Path) -> None:
     first = orch.start(job)
     orch.reject(job)
     assert orch.status(job)["status"] == "CREATED"
-    assert orch.unit(job, first["id"])["status"] == "PENDING"
+    assert orch.unit(job, first["number"])["status"] == "PENDING"
     orch.edit_prompt(job, "v2 {{ row.name }}")
     second = orch.start(job)
-    assert second["id"] == first["id"] and second["output"] == "0:v2 n0"
+    assert second["number"] == first["number"] == 1 and second["output"] == "0:v2 n0"
 
 
 def test_edit_prompt_rejects_missing_fields_and_running_jobs(orch, workdir: Path) -> None:
@@ -133,7 +133,7 @@ def test_unit_priorities_decide_the_order(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "echo", rows=rows, concurrency=1, source={"priority_field": "p"})
     orch.start(job, skip_test=True)
     wait_status(orch, job, {"COMPLETED"})
-    units = sorted((orch.unit(job, str(r["unit_id"])) for r in orch.results(job)), key=lambda u: u["started_at"])
+    units = sorted((orch.unit(job, r["unit"]) for r in orch.results(job)), key=lambda u: u["started_at"])
     assert [u["payload"]["p"] for u in units] == ["critical", "high", "normal", "low"]
 
 

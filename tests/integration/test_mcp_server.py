@@ -80,7 +80,7 @@ async def test_create_test_approve_poll_results_export(workdir: Path, tmp_path: 
         assert tested["remaining_units"] == 4 and "approve=true" in tested["next_step"]
         assert tested["test_unit"]["conversation"]["events"] >= 1
         again = await call(session, "start_job", job_id=job_id)  # a TESTING job: the waiting result again
-        assert again["test_unit"]["unit_id"] == tested["test_unit"]["unit_id"]
+        assert again["test_unit"]["number"] == tested["test_unit"]["number"] == 1
 
         started = await call(session, "start_job", job_id=job_id, approve=True)
         assert started["status"] in ("RUNNING", "COMPLETED") and started["executor"]["pid"]
@@ -106,7 +106,7 @@ async def test_create_test_approve_poll_results_export(workdir: Path, tmp_path: 
                          item_fields=True)
         assert cut["rows"][0]["title"] == "alpha" and "truncated" not in cut["rows"][0]
 
-        unit = await call(session, "get_unit", job_id=job_id, unit_id=cut["rows"][0]["unit_id"])
+        unit = await call(session, "get_unit", job_id=job_id, unit=cut["rows"][0]["unit"])
         assert unit["payload"] == {"id": "1", "title": "alpha"} and unit["prompt"] == "Title: alpha"
         assert unit["conversation"]["lines"] and unit["status"] == "COMPLETED"
 
@@ -156,7 +156,7 @@ async def test_errors_are_tool_errors_with_the_cli_words(workdir: Path, orch: Or
         assert await call_error(session, "start_job", job_id=created["job_id"], approve=True, reject=True) == \
             "give approve or reject, not both"
         assert "status 'done'" in await call_error(session, "get_results", job_id=created["job_id"], status="done")
-        assert "has no unit" in await call_error(session, "get_unit", job_id=created["job_id"], unit_id=999)
+        assert "has no unit" in await call_error(session, "get_unit", job_id=created["job_id"], unit=999)
         with pytest.raises(Exception, match="no job '4242'"):
             await session.read_resource("abp://jobs/4242")
         # Nothing was written for the bad calls: only the one good job exists.
@@ -214,9 +214,9 @@ async def test_large_outputs_are_cut_with_a_note(workdir: Path) -> None:
         row = page["rows"][0]
         assert row["truncated"] == {"output": full} and len(row["output"]) < 300
         assert row["output"].endswith(f"[truncated: {full} characters in all]") and "export_results" in page["note"]
-        short = await call(session, "get_unit", job_id=job, unit_id=row["unit_id"], max_chars=200)
+        short = await call(session, "get_unit", job_id=job, unit=row["unit"], max_chars=200)
         assert short["truncated"] == {"prompt": full - 2, "output": full} and "max_chars" in short["note"]
-        whole = await call(session, "get_unit", job_id=job, unit_id=row["unit_id"], max_chars=10_000)
+        whole = await call(session, "get_unit", job_id=job, unit=row["unit"], max_chars=10_000)
         assert "truncated" not in whole and len(whole["output"]) == full
 
 

@@ -77,12 +77,12 @@ def test_chaos_three_executors_one_killed_one_terminated(pg_orch: Orchestrator, 
     assert final["status"] == "COMPLETED", final
     assert final["completed"] == 2000 and final["running"] == final["pending"] == final["failed"] == 0
     rows = pg_orch.results(job)
-    assert len(rows) == 2000 and len({r["unit_id"] for r in rows}) == 2000
+    assert len(rows) == 2000 and {r["unit"] for r in rows} == set(range(1, 2001))
     writers = {int(r["output"]) for r in rows}
     assert pids[0] in writers and writers <= set(pids)  # only executors of this job wrote results
     # every result was written by the executor that held the unit's lease at the end
     for row in rows[:2000:50]:
-        unit = pg_orch.store.get_unit(row["unit_id"])
+        unit = pg_orch.store.unit_by_number(final["id"], row["unit"])
         assert unit.lease_owner and unit.lease_owner.split("-")[-2] == row["output"]
     assert any("is gone" in line["message"] for line in pg_orch.logs(job, level="warning"))
 

@@ -22,7 +22,7 @@ def test_create_test_approve_and_read_everything(web: Web) -> None:  # noqa: F81
     report = web.ok("POST", f"/api/jobs/{job}/start")  # test first: the first unit runs now
     assert report["status"] == "COMPLETED" and "42" in report["output"]
     assert web.ok("GET", f"/api/jobs/{job}")["status"] == "TESTING"
-    assert web.ok("GET", f"/api/jobs/{job}/test")["id"] == report["id"]
+    assert web.ok("GET", f"/api/jobs/{job}/test")["number"] == report["number"] == 1
     assert web.ok("POST", f"/api/jobs/{job}/reject")["status"] == "CREATED"
     web.ok("POST", f"/api/jobs/{job}/start")
     assert web.ok("POST", f"/api/jobs/{job}/start", {"reject": True})["status"] == "CREATED"
@@ -36,17 +36,17 @@ def test_create_test_approve_and_read_everything(web: Web) -> None:  # noqa: F81
     assert status["executor"]["state"] in ("running", "stopped")
     page = web.ok("GET", f"/api/jobs/{job}/units?limit=2&sort=cost&order=desc")
     assert page["total"] == 4 and len(page["items"]) == 2 and page["items"][0]["cost_usd"] == 0.03  # the test unit
-    unit = web.ok("GET", f"/api/jobs/{job}/units/{page['items'][0]['id']}")
+    unit = web.ok("GET", f"/api/jobs/{job}/units/{page['items'][0]['number']}")
     assert unit["prompt"] == "count item-0" and unit["tokens_in"] == 360 and "events" not in unit
-    by_key = web.ok("GET", f"/api/jobs/{job}/units/{unit['key']}")
-    assert by_key["id"] == unit["id"]
+    by_key = web.ok("GET", f"/api/jobs/{job}/units/key:{unit['key']}")
+    assert by_key["number"] == unit["number"]
 
-    events = web.ok("GET", f"/api/jobs/{job}/units/{unit['id']}/events?limit=2")
+    events = web.ok("GET", f"/api/jobs/{job}/units/{unit['number']}/events?limit=2")
     assert [e["kind"] for e in events["items"]] == ["start", "assistant"] and events["more"]
-    rest = web.ok("GET", f"/api/jobs/{job}/units/{unit['id']}/events?after={events['next_after']}")
+    rest = web.ok("GET", f"/api/jobs/{job}/units/{unit['number']}/events?after={events['next_after']}")
     assert [e["kind"] for e in rest["items"]][:2] == ["tool_use", "tool_result"] and not rest["more"]
     job_events = web.ok("GET", f"/api/jobs/{job}/events?limit=1000")["items"]
-    assert {e["unit_id"] for e in job_events} == {u["id"] for u in web.ok("GET", f"/api/jobs/{job}/units")["items"]}
+    assert {e["unit"] for e in job_events} == {u["number"] for u in web.ok("GET", f"/api/jobs/{job}/units")["items"]}
 
     logs = web.ok("GET", f"/api/jobs/{job}/logs?limit=2")
     assert len(logs["items"]) == 2 and logs["items"][0]["id"] > logs["items"][1]["id"]  # newest first
@@ -114,13 +114,13 @@ def test_steer_a_running_job_stop_resume_cancel_retry(web: Web) -> None:  # noqa
     done = wait_status(web.orch, job, {"COMPLETED"})
     assert done["completed"] == 8
     later = web.ok("GET", f"/api/jobs/{job}/units?status=completed&sort=seq&order=desc&limit=1")["items"][0]
-    assert web.ok("GET", f"/api/jobs/{job}/units/{later['id']}")["prompt"] == "now n7"
+    assert web.ok("GET", f"/api/jobs/{job}/units/{later['number']}")["prompt"] == "now n7"
 
 
 def test_retry_and_cancel_one_unit(web: Web) -> None:  # noqa: F811
     rows = [{"id": 0}, {"id": 1, "fail": True}, {"id": 2}]
     job = web.ok("POST", "/api/jobs", spec(web.workdir, "fail_some", rows=rows), status=201)["job_id"]
-    units = {u["key"]: u["id"] for u in web.ok("GET", f"/api/jobs/{job}/units")["items"]}
+    units = {u["key"]: u["number"] for u in web.ok("GET", f"/api/jobs/{job}/units")["items"]}
     assert web.post(f"/api/jobs/{job}/units/{units['1']}/retry").status_code == 409  # job not started
     cancelled = web.ok("POST", f"/api/jobs/{job}/units/{units['2']}/cancel")
     assert cancelled["unit"]["status"] == "CANCELLED" and cancelled["job"]["cancelled"] == 1
@@ -182,7 +182,7 @@ def test_errors_are_json_with_the_right_status(web: Web) -> None:  # noqa: F811
 
 def test_pages_docs_and_openapi(web: Web) -> None:  # noqa: F811
     job = web.ok("POST", "/api/jobs", spec(web.workdir, "fail_some", n=2), status=201)["job_id"]
-    unit = web.ok("GET", f"/api/jobs/{job}/units")["items"][0]["id"]
+    unit = web.ok("GET", f"/api/jobs/{job}/units")["items"][0]["number"]
     for path in ("/", "/?status=created&q=web", f"/jobs/{job}", f"/jobs/{job}/units/{unit}", "/docs"):
         page = web.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path

@@ -69,20 +69,20 @@ def test_job_stream_follows_a_running_job_then_a_unit(web: Web) -> None:  # noqa
     assert progress[0]["id"] == job and progress[-1]["done"] >= progress[0]["done"]
     assert all(p1 != p2 for p1, p2 in zip(progress, progress[1:], strict=False))  # only changes are sent
     busy = next(a for snap in named(messages, "active") for a in snap if a["last_event"])
-    assert busy["key"] in {str(r["id"]) for r in rows} and busy["last_event"]["unit_id"] == busy["unit_id"]
+    assert busy["key"] in {str(r["id"]) for r in rows} and busy["last_event"]["unit"] == busy["number"]
     event_ids = [e["id"] for batch in named(messages, "events") for e in batch]
     assert event_ids == sorted(set(event_ids))  # in order, no duplicates
     wait_until(lambda: streams_closed(web), 10, "the server to end the stream after the client left")
 
     wait_status(web.orch, job, {"COMPLETED"})
     unit = web.ok("GET", f"/api/jobs/{job}/units?limit=1")["items"][0]
-    own = read_stream(web, f"/api/jobs/{job}/stream?unit={unit['id']}&after=0",
+    own = read_stream(web, f"/api/jobs/{job}/stream?unit={unit['number']}&after=0",
                       lambda m: bool(named(m, "events")) and bool(named(m, "unit")))
     events = [e for batch in named(own, "events") for e in batch]
-    assert {e["unit_id"] for e in events} == {unit["id"]} and events[0]["kind"] == "start"
+    assert {e["unit"] for e in events} == {unit["number"]} and events[0]["kind"] == "start"
     assert named(own, "unit")[0]["status"] == "COMPLETED" and not named(own, "progress")
     # A reconnecting browser sends Last-Event-ID: the stream resumes after it.
-    resumed = read_stream(web, f"/api/jobs/{job}/stream?unit={unit['id']}&after=0",
+    resumed = read_stream(web, f"/api/jobs/{job}/stream?unit={unit['number']}&after=0",
                           lambda m: bool(named(m, "events")), headers={"Last-Event-ID": str(events[1]["id"])})
     assert named(resumed, "events")[0][0]["id"] == events[2]["id"]
     wait_until(lambda: streams_closed(web), 10, "streams to close")

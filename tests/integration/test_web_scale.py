@@ -59,8 +59,8 @@ def test_paging_sorting_filtering_100k_units(web: Web) -> None:  # noqa: F811
     by_cost = timed(web, f"{base}?sort=cost&order=desc&limit=100")["items"]
     costs = [u["cost_usd"] for u in by_cost]
     assert costs[0] == 0.996 and costs == sorted(costs, reverse=True)
-    same = [u["id"] for u in by_cost if u["cost_usd"] == 0.996]
-    assert same == sorted(same, reverse=True)  # ties broken by id, in the same direction
+    same = [u["number"] for u in by_cost if u["cost_usd"] == 0.996]
+    assert same == sorted(same, reverse=True)  # ties broken by id (number order), in the same direction
     cheap_deep = timed(web, f"{base}?sort=cost&limit=5&offset=60000")["items"]
     assert [u["cost_usd"] for u in cheap_deep] == sorted(u["cost_usd"] for u in cheap_deep)
 

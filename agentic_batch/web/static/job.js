@@ -72,7 +72,7 @@
     const unit = report || await api("GET", `${base}/test`);
     const body = document.getElementById("test-body");
     body.replaceChildren(...[
-      el("p", {}, ABP.badge(unit.status), " ", el("a", { href: `/jobs/${jobId}/units/${unit.id}` }, `unit ${unit.key}`),
+      el("p", {}, ABP.badge(unit.status), " ", el("a", { href: `/jobs/${jobId}/units/${unit.number}` }, `unit ${unit.number} · ${unit.key}`),
         el("span", { class: "muted" }, ` · ${ABP.duration(unit.duration_s)} · ${ABP.money(unit.cost_usd)} · ${unit.events ? unit.events.length : 0} events`)),
       unit.output ? ABP.markdown(unit.output) : el("p", { class: "muted" }, "(no output)"),
       unit.error ? el("pre", { class: "block error-text" }, unit.error) : null,
@@ -87,7 +87,7 @@
 
   function renderActive(list) {
     document.getElementById("active-body").replaceChildren(...list.map((a) => el("tr", {},
-      el("td", {}, el("a", { href: `/jobs/${jobId}/units/${a.unit_id}` }, a.key)),
+      el("td", {}, el("a", { href: `/jobs/${jobId}/units/${a.number}` }, a.key)),
       el("td", { class: "num" }, a.attempt), el("td", { class: "num" }, ABP.duration(a.elapsed_s)),
       el("td", { class: "latest" }, ABP.describeEvent(a.last_event)))));
     document.getElementById("active-empty").hidden = list.length > 0;
@@ -106,15 +106,15 @@
 
   // -- units ------------------------------------------------------------------------------------
 
-  const query = { status: "", q: "", sort: "seq", order: "asc", limit: 50, offset: 0 };
+  const query = { status: "", q: "", sort: "number", order: "asc", limit: 50, offset: 0 };
   let page = data.units;
   let unitsDirty = false;
 
   function unitRow(u) {
     const preview = u.error_preview || u.output_preview || "";
-    return el("tr", { dataset: { unitId: u.id } },
-      el("td", { class: "num" }, u.seq),
-      el("td", { class: "key" }, el("a", { href: `/jobs/${jobId}/units/${u.id}` }, u.key)),
+    return el("tr", { dataset: { unit: u.number } },
+      el("td", { class: "num" }, u.number),
+      el("td", { class: "key" }, el("a", { href: `/jobs/${jobId}/units/${u.number}` }, u.key)),
       el("td", {}, ABP.badge(u.status)), el("td", { class: "num" }, u.attempt),
       el("td", { class: "num" }, ABP.duration(u.duration_s)), el("td", { class: "num" }, ABP.money(u.cost_usd)),
       el("td", { class: "num" }, ABP.int(u.tokens_in + u.tokens_out)),
@@ -140,7 +140,7 @@
   }
 
   function onUnit(unit) {
-    const row = document.querySelector(`#units-body tr[data-unit-id="${unit.id}"]`);
+    const row = document.querySelector(`#units-body tr[data-unit="${unit.number}"]`);
     if (row) row.replaceWith(unitRow(unit));
     unitsDirty = true;
   }
@@ -167,7 +167,7 @@
     return el("li", { class: `log level-${entry.level}` },
       el("time", { title: ABP.time(entry.ts) }, new Date(entry.ts * 1000).toLocaleTimeString()),
       el("span", { class: "level" }, entry.level),
-      entry.unit_id ? el("a", { href: `/jobs/${jobId}/units/${entry.unit_id}`, class: "log-unit" }, `unit ${entry.unit_id}`) : null,
+      entry.unit ? el("a", { href: `/jobs/${jobId}/units/${entry.unit}`, class: "log-unit" }, `unit ${entry.unit}`) : null,
       el("span", { class: "message" }, entry.message));
   }
 

@@ -7,7 +7,7 @@
   const data = ABP.initial();
   const jobId = data.job.id;
   let unit = data.unit;
-  const base = `/api/jobs/${jobId}/units/${unit.id}`;
+  const base = `/api/jobs/${jobId}/units/${unit.number}`;
   const timeline = document.getElementById("timeline");
   const rawToggle = document.getElementById("conv-raw");
   let events = [];
@@ -135,5 +135,5 @@
   renderUnit(unit);
   append(data.events);
   const after = events.length ? events[events.length - 1].id : 0;
-  ABP.stream(`/api/jobs/${jobId}/stream?unit=${unit.id}&after=${after}`, { events: append, unit: onUnit });
+  ABP.stream(`/api/jobs/${jobId}/stream?unit=${unit.number}&after=${after}`, { events: append, unit: onUnit });
 })();
