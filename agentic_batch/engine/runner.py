@@ -81,7 +81,8 @@ class UnitRunner:
 
     async def attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
                       template: str | None, feedback: str | None = None,
-                      extra_vars: dict[str, Any] | None = None) -> tuple[UnitOutcome, str | None]:
+                      extra_vars: dict[str, Any] | None = None,
+                      number: int | None = None) -> tuple[UnitOutcome, str | None]:
         """Run one attempt; never raises except CancelledError (after killing its processes).
 
         Whatever else goes wrong inside (a template, a worker, a schema, building the result) is this
@@ -90,12 +91,14 @@ class UnitRunner:
         phase = ["rendering the prompt"]
         try:
             return await self._attempt(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=payload,
-                                       template=template, feedback=feedback, extra_vars=extra_vars, phase=phase)
+                                       template=template, feedback=feedback, extra_vars=extra_vars, phase=phase,
+                                       number=number)
         except asyncio.CancelledError:
             raise
         except (Exception, SystemExit) as exc:  # a function calling sys.exit() must not end the executor
             outcome = crash_outcome(exc, phase[0])
-            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit_id, attempt, outcome.error,
+            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, number if number is not None else unit_id,
+                      attempt, outcome.error,
                       short_traceback(exc))
             emit = self.recorder.emitter(self.job.id, unit_id, attempt)
             emit("error", {"error": outcome.error, "error_class": outcome.error_class,
@@ -106,7 +109,7 @@ class UnitRunner:
 
     async def _attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
                        template: str | None, feedback: str | None, extra_vars: dict[str, Any] | None,
-                       phase: list[str]) -> tuple[UnitOutcome, str | None]:
+                       phase: list[str], number: int | None = None) -> tuple[UnitOutcome, str | None]:
         emit = self.recorder.emitter(self.job.id, unit_id, attempt)
         unit_vars = {"id": unit_id, "key": key, "seq": seq, "attempt": attempt}
         try:
@@ -147,7 +150,8 @@ class UnitRunner:
             raise
         except (Exception, SystemExit) as exc:  # a bug in a worker must not take the executor down
             outcome = crash_outcome(exc, phase[0])
-            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit_id, attempt, outcome.error,
+            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, number if number is not None else unit_id,
+                      attempt, outcome.error,
                       short_traceback(exc))
             emit("stderr", {"text": short_traceback(exc)})
         finally:
@@ -162,7 +166,7 @@ class UnitRunner:
             outcome, notes = bound_outcome(outcome, self.max_output_bytes, spill_path)
         for note in notes:
             emit("note", {"text": note})
-            self.recorder.log(self.job.id, "warning", f"unit {unit_id} ({key}): {note}", unit_id=unit_id,
+            self.recorder.log(self.job.id, "warning", f"unit {number if number is not None else unit_id} ({key}): {note}", unit_id=unit_id,
                               executor_id=self.executor_id, attempt=attempt)
         if outcome.error:
             emit("error", {"error": outcome.error, "error_class": (outcome.error_class or "retryable"),
@@ -176,12 +180,12 @@ class UnitRunner:
         except CancelledError: a unit whose result cannot even be built fails on its own."""
         outcome, prompt = await self.attempt(
             unit_id=unit.id, key=unit.key, seq=unit.seq, attempt=unit.attempt, payload=unit.payload,
-            template=self.job.prompt_template, feedback=unit.error if unit.attempt > 1 else None)
+            template=self.job.prompt_template, feedback=unit.error if unit.attempt > 1 else None, number=unit.number)
         try:
             result = self._decide(unit, outcome, prompt)
         except Exception as exc:  # e.g. a worker's outcome with values of the wrong type
             outcome = crash_outcome(exc, "building the result")
-            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit.id, unit.attempt, outcome.error,
+            log.error("job %s unit %s attempt %s: %s\n%s", self.job.id, unit.number, unit.attempt, outcome.error,
                       short_traceback(exc))
             result = self._decide(unit, outcome, prompt)
         self.recorder.result(result)

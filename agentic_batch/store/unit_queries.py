@@ -273,12 +273,12 @@ class UnitQueries:
                 .values(status=FAILED, output=None, data=None, error=message, error_class="permanent",
                         error_count=units.c.error_count + 1, lease_expires_at=None, not_before=None,
                         finished_at=now)
-                .returning(units.c.job_id)
+                .returning(units.c.job_id, units.c.number)
             ).first()
             if row is None:
                 return []
             conn.execute(sa.insert(logs).values(job_id=row.job_id, unit_id=result.unit_id, level="error",
-                                                message=f"unit {result.unit_id} failed: {message}", ts=now,
+                                                message=f"unit {row.number} failed: {message}", ts=now,
                                                 extra={"attempt": result.attempt}))
         return [result.unit_id]
 

@@ -54,7 +54,7 @@ def test_running_never_exceeds_the_concurrency(orch, workdir: Path) -> None:
 def test_every_view_counts_done_the_same_and_the_error_says_how_units_failed(orch, workdir: Path) -> None:
     rows = [{"id": 0}, {"id": 1}, {"id": 2, "fail": "permanent"}, {"id": 3, "fail": "retryable"}, {"id": 4}]
     job = make_job(orch, workdir, rows, max_retries=1)
-    orch.cancel_unit(job, next(r["unit_id"] for r in orch.results(job) if r["key"] == "4"))
+    orch.cancel_unit(job, next(r["unit"] for r in orch.results(job) if r["key"] == "4"))
     orch.start(job, skip_test=True)
     status = wait_status(orch, job, {"FAILED", "COMPLETED", "CANCELLED"})
 
@@ -84,7 +84,7 @@ def test_a_job_with_cancelled_units_does_not_end_completed(orch, workdir: Path) 
     wait_until(lambda: orch.status(job)["executor"]["state"] != "running", what="the executor to exit")
     cancelled = [r for r in orch.results(job) if r["status"] == "CANCELLED"]
     assert len(cancelled) >= 2
-    orch.retry_unit(job, cancelled[0]["unit_id"])  # one unit again; the others stay CANCELLED
+    orch.retry_unit(job, cancelled[0]["unit"])  # one unit again; the others stay CANCELLED
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=30)
     assert final["status"] == "CANCELLED", final  # was COMPLETED with units still cancelled
     assert final["cancelled"] == len(cancelled) - 1 and final["done"] == 6

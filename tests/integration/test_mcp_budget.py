@@ -80,11 +80,11 @@ async def test_every_result_is_capped_and_says_how_to_get_the_rest(workdir: Path
             assert size <= RESULT_CAP + 500, size
             if page["next_offset"] is not None:
                 assert f"offset={page['next_offset']}" in page["note"] and "truncated" in page["note"]
-            seen += [row["unit_id"] for row in page["rows"]]
+            seen += [row["unit"] for row in page["rows"]]
             offset, calls = page["next_offset"], calls + 1
         assert len(seen) == len(set(seen)) == 200 and calls > 1  # every row once, over several pages
 
-        unit, size = await text_of(session, "get_unit", job_id=job, unit_id=seen[0], max_chars=100_000)
+        unit, size = await text_of(session, "get_unit", job_id=job, unit=seen[0], max_chars=100_000)
         assert size <= RESULT_CAP + 500
         listed, size = await text_of(session, "list_jobs", limit=200)
         assert size <= RESULT_CAP + 500 and listed["jobs"][0]["id"] == job

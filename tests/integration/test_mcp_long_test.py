@@ -63,7 +63,7 @@ async def test_a_long_test_unit_sends_progress_returns_still_running_and_survive
 
     async with mcp_session(workdir, env=SHORT_WAIT) as session:
         again = await call(session, "start_job", job_id=job)  # still running: picked up, not started twice
-        assert again.get("test_running") is True and again["test_unit_id"] == first["test_unit_id"], again
+        assert again.get("test_running") is True and again["test_unit"] == first["test_unit"] == 1, again
         (workdir / "go").touch()
         done = await call(session, "start_job", job_id=job)
         deadline = time.monotonic() + 30

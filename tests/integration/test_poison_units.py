@@ -50,8 +50,8 @@ def by_key(orch, job: int) -> dict[str, dict[str, Any]]:  # type: ignore[no-unty
 
 
 def unit_events(orch, job: int, key: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    unit_id = by_key(orch, job)[key]["unit_id"]  # (find_unit would take "1" for a unit id)
-    return [{"kind": e.kind, **e.data} for e in orch.store.list_events(unit_id=unit_id)]
+    unit = orch.store.unit_by_key(job, key)
+    return [{"kind": e.kind, **e.data} for e in orch.store.list_events(unit_id=unit.id)]
 
 
 def test_a_result_the_store_refuses_fails_only_its_unit(orch, workdir: Path) -> None:
@@ -114,8 +114,7 @@ def test_a_function_calling_sys_exit_fails_its_unit_not_the_executor(orch, workd
     bad = by_key(orch, job)["1"]
     assert bad["status"] == "FAILED" and "SystemExit" in bad["error"] and bad["attempts"] == 1  # permanent
     log_text = executor_log_path(load_settings(), job).read_text()
-    unit_id = bad["unit_id"]
-    assert f"unit {unit_id} attempt 1: the python worker raised SystemExit: 3" in log_text
+    assert f"unit {bad['unit']} attempt 1: the python worker raised SystemExit: 3" in log_text
     assert "Traceback" in log_text and "sys.exit(3)" in log_text
 
 

@@ -165,7 +165,7 @@ def test_a_command_whose_child_keeps_stdout_open_completes_when_the_command_exit
     assert final["status"] == "COMPLETED", rows
     assert [(r["output"], r["attempts"]) for r in rows] == [("done", 1), ("done", 1)]
     assert not processes_with(marker)  # the background child was killed after the drain grace
-    warnings = [e for e in orch.events(job, rows[0]["unit_id"]) if e["kind"] == "warning"]
+    warnings = [e for e in orch.events(job, rows[0]["unit"]) if e["kind"] == "warning"]
     assert warnings and "kept its output open" in warnings[0]["data"]["message"]
 
 
@@ -177,7 +177,7 @@ def test_a_2_mib_output_line_completes_with_the_whole_line(orch, workdir: Path) 
     [row] = orch.results(job)
     assert final["status"] == "COMPLETED", row["error"]
     assert row["output"] == "x" * size
-    stdout_events = [e for e in orch.events(job, row["unit_id"]) if e["kind"] == "stdout"]
+    stdout_events = [e for e in orch.events(job, row["unit"]) if e["kind"] == "stdout"]
     assert len(stdout_events) == 1 and len(stdout_events[0]["data"]["text"]) < 5000  # the event shows its start
 
 
@@ -273,5 +273,5 @@ def test_isolate_python_runs_calls_in_reused_host_processes(orch, workdir: Path)
     assert [(d["key"], d["prompt"]) for d in data] == [(str(i), f"p{i}") for i in range(6)]
     pids = {d["pid"] for d in data}
     assert executor not in pids and len(pids) <= 3  # a small pool, reused
-    events = orch.events(job, results["0"]["unit_id"])
+    events = orch.events(job, results["0"]["unit"])
     assert any(e["kind"] == "progress" and e["data"] == {"unit": "0"} for e in events)
