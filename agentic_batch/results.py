@@ -1,8 +1,8 @@
 """Result rows: one flat dict per unit, shared by exports, the reduce step and every interface.
 
-A row is the unit's number in the job (`unit`), its key, the item's fields, then status, output, error, cost and attempts; structured
-output fields (a dict in `data`) become `data.<field>` columns. An item field whose name clashes
-with a result column is kept as `item.<name>`.
+A row is the unit's number in the job (`unit`), its key, the item's fields, then status, output,
+error, cost and attempts; structured output fields (a dict in `data`) become `data.<field>` columns.
+An item field whose name clashes with a result column is kept as `item.<name>`.
 """
 
 from __future__ import annotations

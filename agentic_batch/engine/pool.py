@@ -33,6 +33,7 @@ class Pool:
         self.share = 1
         self.budget = Budget(job.budget_usd, 0.0, 0)
         self.inflight: dict[asyncio.Task[Any], int] = {}
+        self.numbers: dict[int, int] = {}  # unit id -> its number in the job, what log lines show
 
     async def refresh_budget(self) -> None:
         """Job-wide spend and in-flight units from the store (all executors of the job count)."""
@@ -50,18 +51,14 @@ class Pool:
         if not running:
             return
         held = await self.ex.db(self.ex.store.still_leased, self.ex.id, list(running.values()))
-        lost = {task: uid for task, uid in running.items() if uid not in held and not task.done()}
-        for task in lost:
-            task.cancel()
-        if not lost:
-            return
-        numbers = await self.ex.db(self.ex.store.unit_numbers, list(lost.values()))  # what users call them
-        for uid in lost.values():
-            self.recorder.log(self.job.id, "info", f"unit {numbers.get(uid, '?')} was cancelled or taken over; "
-                              "its agent was stopped", unit_id=uid, executor_id=self.ex.id)
+        for task, uid in running.items():
+            if uid not in held and not task.done():
+                task.cancel()
+                self.recorder.log(self.job.id, "info", f"unit {self.numbers.get(uid, uid)} was cancelled or taken "
+                                  "over; its agent was stopped", unit_id=uid, executor_id=self.ex.id)
 
     async def _collect(self, task: asyncio.Task[Any]) -> None:
-        self.inflight.pop(task, None)
+        self.numbers.pop(self.inflight.pop(task, -1), None)
         if not task.cancelled():
             await self._account(task.result())
 
@@ -80,6 +77,7 @@ class Pool:
                 claimed = await self.recorder.flush(then=claim) or []
                 for unit in claimed:
                     self.inflight[asyncio.create_task(self.runner.run_unit(unit))] = unit.id
+                    self.numbers[unit.id] = unit.number
             if not self.inflight:
                 if self.budget.how_many(0, 1) == 0:
                     self.recorder.log(self.job.id, "warning", f"budget reached: ${self.budget.spent:.4f} of "

@@ -166,7 +166,8 @@ class UnitRunner:
             outcome, notes = bound_outcome(outcome, self.max_output_bytes, spill_path)
         for note in notes:
             emit("note", {"text": note})
-            self.recorder.log(self.job.id, "warning", f"unit {number if number is not None else unit_id} ({key}): {note}", unit_id=unit_id,
+            named = number if number is not None else unit_id
+            self.recorder.log(self.job.id, "warning", f"unit {named} ({key}): {note}", unit_id=unit_id,
                               executor_id=self.executor_id, attempt=attempt)
         if outcome.error:
             emit("error", {"error": outcome.error, "error_class": (outcome.error_class or "retryable"),

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
 UNIT_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 
-_CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key, units.c.payload,
-                  units.c.status, units.c.attempt, units.c.error_count, units.c.error)
+_CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key,
+                  units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error)
 _SESSION_ID_LENGTH = units.c.session_id.type.length or 128
 
 

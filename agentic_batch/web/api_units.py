@@ -25,7 +25,8 @@ EventsLimit = Annotated[int, Query(ge=1, le=MAX_EVENTS, description="Page size")
 def list_units(job: str, orch: Orch,
                status: Annotated[str | None, Query(description="Comma list: pending,running,completed,failed,"
                                                                  "cancelled")] = None,
-               q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit number")] = None,
+               q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit "
+                                                          "number")] = None,
                key: Annotated[str | None, Query(description="Only the unit with exactly this key")] = None,
                sort: Annotated[str, Query(description="number (source order), key, cost or duration")] = "number",
                order: Annotated[str, Query(description="asc or desc")] = "asc",

@@ -104,7 +104,7 @@ def test_nul_bytes_in_csv_fields_reach_prompt_and_key_storably(orch, workdir: Pa
     rows = by_key(orch, job)
     assert set(rows) == {"a\ufffd", "b", "c"}
     assert rows["b"]["output"] == "hello bo\ufffdb" and rows["b"]["name"] == "bo\ufffdb"
-    assert orch.store.find_unit(job, "b").prompt == "hello bo\ufffdb"
+    assert orch.store.unit_by_key(job, "b").prompt == "hello bo\ufffdb"
 
 
 def test_a_function_calling_sys_exit_fails_its_unit_not_the_executor(orch, workdir: Path) -> None:

@@ -244,5 +244,5 @@ def test_sync_numbers_new_items_on(workdir: Path, orch: Orchestrator) -> None:
     (job,) = make_jobs(orch, workdir, ["grow"], n=2)
     with (workdir / "items.jsonl").open("a") as items:  # one known key again, two new ones
         items.write("".join(json.dumps({"id": k}) + "\n" for k in ("1", "7", "8")))
-    assert orch.sync(job) == {"added": 2, "existing": 3}
+    assert {k: v for k, v in orch.sync(job).items() if k in ("added", "existing")} == {"added": 2, "existing": 3}
     assert [(r["unit"], r["key"]) for r in orch.results(job)] == [(1, "1"), (2, "2"), (3, "7"), (4, "8")]
