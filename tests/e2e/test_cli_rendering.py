@@ -97,7 +97,7 @@ def test_views_escape_control_characters_and_print_content_whole(workdir: Path, 
     (workdir / "items.jsonl").write_text(json.dumps({"id": "key\x1b[31m\r[red]k", "text": LONG}) + "\n")
     job_id = _run_to_completion(orch, workdir, "--name", EVIL_NAME, "--jsonl", "items.jsonl", "--key", "id",
                                 "--command", PRINTER)
-    unit = str(orch.results(job_id)[0]["unit_id"])
+    unit = str(orch.results(job_id)[0]["unit"])
     views = {what: abp(*args, cwd=workdir) for what, args in {
         "list": ["list"], "status-all": ["status"], "status": ["status", str(job_id)],
         "show": ["show", str(job_id), unit], "watch": ["watch", str(job_id)], "logs": ["logs", str(job_id)],

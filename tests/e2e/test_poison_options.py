@@ -101,12 +101,12 @@ def test_a_50_mb_stdout_is_capped_and_shown_promptly_with_modest_executor_memory
     print(f"executor peak RSS {peak:.0f} MB")  # 222 MB before the cap; a loose bound, not a benchmark
     assert peak < 200
 
-    unit = orch.store.find_unit(job, "1")
+    unit = orch.store.unit_by_key(job, "1")
     output = unit.output
     assert len(output.encode()) <= 4 * 1024 * 1024
     assert output.startswith("HEADxxx") and output.endswith("xxx\nTAIL") and "bytes" in output[2_000_000:2_200_000]
 
     for args in (["--json"], []):  # the timeout is a hang guard (this took over 11 min before), not a limit
-        shown = abp("show", str(job), str(unit.id), *args, cwd=workdir, timeout=300)
+        shown = abp("show", str(job), str(unit.number), *args, cwd=workdir, timeout=300)
         assert shown.returncode == 0, shown.stderr
         assert "TAIL" in shown.stdout and len(shown.stdout) < 12 * 1024 * 1024
