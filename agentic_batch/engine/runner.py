@@ -124,7 +124,8 @@ class UnitRunner:
             prompt += structured.instructions(schema, schema_feedback)
         workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
-        spill_path = output_file(self.settings.job_dir(self.job.id), unit_id, attempt)
+        spill_path = output_file(self.settings.job_dir(self.job.id), number if number is not None else unit_id,
+                                 attempt)  # named as users know the unit
         ctx = UnitContext(
             job_id=self.job.id, job_name=self.job.name, unit_id=unit_id, key=key, seq=seq, attempt=attempt,
             prompt=prompt, payload=payload, source_kind=str(self.job.source.get("kind")), workspace=workspace,
