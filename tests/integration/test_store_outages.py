@@ -98,6 +98,29 @@ def test_postgres_outage_mid_run_is_waited_out_and_every_unit_completes_once(
                for line in orch.logs(job, level="warning"))
 
 
+@pytest.mark.slow
+def test_postgres_outage_longer_than_the_lease_with_three_executors(
+        pg_cluster: PgCluster, pg_orch: Any, workdir: Path, abp_home: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases expire during the outage; on recovery each executor renews its own first, and any result
+    whose lease another executor took meanwhile is refused by the fence (and logged): still no unit is
+    lost or completed twice."""
+    monkeypatch.setenv("ABP_LEASE_SECONDS", "2")
+    orch = pg_orch
+    job = sleeper_job(orch, workdir, n=40, seconds=0.5, concurrency=6)
+    orch.start(job, skip_test=True, executors=3)
+    pids = running_executors(orch, job, 3)
+    wait_until(lambda: orch.status(job)["completed"] >= 6, timeout=60, what="some units done")
+    pg_cluster.stop()
+    time.sleep(6)  # three leases long
+    assert all(alive(pid) for pid in pids), executor_log(abp_home, job)
+    pg_cluster.start()
+    final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
+    assert final["status"] == "COMPLETED", executor_log(abp_home, job)
+    assert final["completed"] == 40 and final["running"] == 0
+    assert_each_unit_completed_once(orch, job, 40, reruns_allowed=True)
+
+
 def test_postgres_quick_restarts_under_a_running_job(pg_cluster: PgCluster, pg_orch: Any,  # noqa: F811
                                                      workdir: Path, abp_home: Path) -> None:
     orch = pg_orch
