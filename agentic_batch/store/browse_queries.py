@@ -1,5 +1,6 @@
-"""Read queries for browsing: a job's units table (filter, search, sort, page), time series, stats
-across jobs, newest-first logs, and the light change feed that live views poll.
+"""Read queries for browsing: units by the number or key users give, a job's units table (filter,
+search, sort, page), time series, stats across jobs, newest-first logs, and the light change feed
+that live views poll.
 
 These serve the interfaces (dashboard, REST, MCP), not the engine, and must stay fast on a
 100,000-unit job while an executor writes. A page first picks its unit ids through an index that
@@ -9,15 +10,16 @@ then fetches only those rows, and only the light columns (output and error cut t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from agentic_batch.refs import parse_id
 from agentic_batch.store.event_queries import LOG_LEVELS
-from agentic_batch.store.records import LogRecord, from_mapping
+from agentic_batch.store.records import LogRecord, UnitRecord, from_mapping
 from agentic_batch.store.schema import UNIT_DURATION, events, jobs, logs, units
+from agentic_batch.store.storable import storable_text
 
 #: Sort keys of the units table and the indexed expression each one orders by.
 UNIT_SORTS: dict[str, Any] = {
@@ -50,6 +52,32 @@ def light_unit(row: Any) -> dict[str, Any]:
 
 class BrowseQueries:
     """Mixin for `Store`; relies on `read()` and `dialect` from `StoreBase`."""
+
+    # -- units by what users call them ------------------------------------------------------------
+
+    def unit_by_number(self, job_id: int, number: int) -> UnitRecord | None:
+        """A unit of this job by its number (1..N), never by id or key."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.number == number)
+                               ).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def unit_by_key(self, job_id: int, key: str) -> UnitRecord | None:
+        """A unit of this job by its key, as the key was stored (see `storable_text`)."""
+        with self.read() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.key == storable_text(key))
+                               ).mappings().first()
+        return from_mapping(UnitRecord, row) if row else None
+
+    def unit_numbers(self, unit_ids: Iterable[int]) -> dict[int, int]:
+        """unit id -> its number, to show users the number of units that rows name by id (events, logs)."""
+        wanted = sorted({u for u in unit_ids if u is not None})
+        found: dict[int, int] = {}
+        with self.read() as conn:  # type: ignore[attr-defined]
+            for start in range(0, len(wanted), 1000):
+                found.update((int(i), int(n)) for i, n in conn.execute(
+                    sa.select(units.c.id, units.c.number).where(units.c.id.in_(wanted[start:start + 1000]))))
+        return found
 
     # -- the units table ------------------------------------------------------------------------
 

@@ -364,29 +364,6 @@ class UnitQueries:
             row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
 
-    def unit_by_number(self, job_id: int, number: int) -> UnitRecord | None:
-        """A unit of this job by its number (1..N), never by id or key."""
-        with self.read() as conn:  # type: ignore[attr-defined]
-            row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.number == number)
-                               ).mappings().first()
-        return from_mapping(UnitRecord, row) if row else None
-
-    def unit_by_key(self, job_id: int, key: str) -> UnitRecord | None:
-        with self.read() as conn:  # type: ignore[attr-defined]
-            row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.key == key)
-                               ).mappings().first()
-        return from_mapping(UnitRecord, row) if row else None
-
-    def unit_numbers(self, unit_ids: Iterable[int]) -> dict[int, int]:
-        """unit id -> its number, to show users the number of units that rows name by id (events, logs)."""
-        wanted = sorted({u for u in unit_ids if u is not None})
-        found: dict[int, int] = {}
-        with self.read() as conn:  # type: ignore[attr-defined]
-            for start in range(0, len(wanted), 1000):
-                found.update((int(i), int(n)) for i, n in conn.execute(
-                    sa.select(units.c.id, units.c.number).where(units.c.id.in_(wanted[start:start + 1000]))))
-        return found
-
     def first_unit(self, job_id: int, statuses: Sequence[str] = (PENDING,)) -> UnitRecord | None:
         with self.read() as conn:  # type: ignore[attr-defined]
             row = conn.execute(
