@@ -156,6 +156,8 @@ class Executor:
                         return code
                     job, self.mode, self._signals, self.pause_reason = again, RUN, 0, "stopped"
                     self.left_job = False
+                    self.store_lost = None  # resumed after a store pause: a fresh outage window
+                    self.outage.restart(self.settings.store_outage_seconds)
             finally:
                 try:
                     self.store.set_executor_state(self.id, "stopped")

@@ -114,8 +114,8 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
     be recorded: results of units that finished, the reason, our units back to PENDING, the job PAUSED
     with reason "store" (on every executor's behalf: the others see it and stop). Tried for a short
     grace; if the store is still gone, executor.log says so and `abp resume` later reclaims the units
-    of this (then dead) executor."""
-    ex.left_job = True  # never restart after this
+    of this (then dead) executor. When the pause is recorded the executor leaves the usual way, so a
+    `resume` racing its exit is seen (`Executor._still_wanted`) and it carries on instead."""
     message = give_up_message(exc, job.id, ex.store.url)
     log.error("%s", message)
     recorder.log(job.id, "error", message, executor_id=ex.id)
@@ -128,6 +128,7 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
                     pause_reason="store")
         await ex.db(ex.store.set_executor_state, ex.id, "stopped")
     except StoreUnavailable as again:
+        ex.left_job = True  # the store is gone: exit (a resume later reclaims this executor's units)
         log.error("could not record the pause either (store %s: %s). The job still shows RUNNING with no "
                   "executor; once the store is back, run `abp resume %d`: it takes back this executor's "
                   "units", again.kind, again.detail, job.id)
