@@ -39,6 +39,8 @@ class Settings:
     lease_seconds: float
     #: How long a stopping executor lets in-flight units finish before cancelling them.
     stop_grace_seconds: float
+    #: How long a cancelled attempt may take to clean up before its unit is released anyway.
+    cancel_grace_seconds: float
     #: Base and cap of the exponential retry backoff (full jitter).
     retry_base_seconds: float
     retry_max_seconds: float
@@ -63,6 +65,7 @@ def load_settings() -> Settings:
         skip_test=env_flag("ABP_SKIP_TEST"),
         lease_seconds=float_env("ABP_LEASE_SECONDS", 60.0),
         stop_grace_seconds=float_env("ABP_STOP_GRACE_SECONDS", 30.0),
+        cancel_grace_seconds=float_env("ABP_CANCEL_GRACE_SECONDS", 30.0),
         retry_base_seconds=float_env("ABP_RETRY_BASE_SECONDS", 2.0),
         retry_max_seconds=float_env("ABP_RETRY_MAX_SECONDS", 300.0),
         store_outage_seconds=float_env("ABP_STORE_OUTAGE_SECONDS", 300.0),

@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from agentic_batch.aio import wait_event
+from agentic_batch.aio import run_bounded, wait_event
 from agentic_batch.config import Settings, load_settings
 from agentic_batch.engine.finish import finish, pause_for_store
 from agentic_batch.engine.hostlock import HostLock, spawn_guard
@@ -150,7 +150,7 @@ class Executor:
             lock.publish()
             try:
                 while True:
-                    code = asyncio.run(self._main(job))
+                    code = run_bounded(self._main(job), self.settings.cancel_grace_seconds)
                     again = self._still_wanted(lock)
                     if again is None:
                         return code
@@ -210,22 +210,33 @@ class Executor:
         while True:
             await wait_event(self._control_now, self.idle_poll if self._listening else 1.0)
             self._control_now.clear()
-            job = await self.db(self.store.get_job, self.job_id)
-            if job is None or job.status == "CANCELLED" or job.control == CANCEL:
-                self.request(CANCEL, "job cancelled")
-            elif job.control == STOP or job.status != "RUNNING":
-                self.request(STOP, "stop requested")
-            self.hold_until = job.hold_until if job else None
+            try:
+                beats = await self._read_control(beats)
+            except StoreUnavailable:
+                return  # the executor is giving up; see _main
+            except Exception as exc:  # never stop reading stop/cancel requests over one odd failure
+                log.warning("reading the job's control state failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _read_control(self, beats: int) -> int:
+        """One pass of `_watch_control`; returns the updated beat count."""
+        job = await self.db(self.store.get_job, self.job_id)
+        if job is None or job.status == "CANCELLED" or job.control == CANCEL:
+            self.request(CANCEL, "job cancelled")
+        elif job.control == STOP or job.status != "RUNNING":
+            self.request(STOP, "stop requested")
+        self.hold_until = job.hold_until if job else None
+        if self._pool is not None:
+            await self._pool.refresh_budget()
+            await self._pool.stop_lost_units()
+        beats += 1
+        if beats % 5 == 1 and job is not None:  # limits are job-wide: each executor takes its share
+            live = max(1, len(await self.db(live_executors, self.store, self.settings, self.job_id)))
+            if job.rpm or job.tpm:
+                self.gate.set_share(live)
             if self._pool is not None:
-                await self._pool.refresh_budget()
-                await self._pool.stop_lost_units()
-            beats += 1
-            if beats % 5 == 1 and job is not None:  # limits are job-wide: each executor takes its share
-                live = max(1, len(await self.db(live_executors, self.store, self.settings, self.job_id)))
-                if job.rpm or job.tpm:
-                    self.gate.set_share(live)
-                if self._pool is not None:
-                    self._pool.share = live
+                self._pool.share = live
+        return beats
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)

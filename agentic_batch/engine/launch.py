@@ -33,6 +33,17 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
+def spawn_detached(argv: list[str], log_path: Path, cwd: str | None) -> subprocess.Popen[bytes]:
+    """Start `argv` in a session of its own (neither the caller's exit nor a signal to its process group
+    reaches it), output appended to `log_path`. A thread reaps it if this process lives long (a
+    server); otherwise init adopts it."""
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
+    threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
+    return proc
+
+
 def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
                     wait_seconds: float = 20.0, join: bool = False) -> tuple[int, bool]:
     """Start an executor for the job on this host.
@@ -52,11 +63,7 @@ def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
         proc = warm.take(job_id, join, cwd, log_path)  # the CLI's head start, if it made one
         if proc is None:
             argv = [sys.executable, "-m", "agentic_batch", "executor", str(job_id)] + (["--join"] if join else [])
-            with open(log_path, "ab") as log_file:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
-            # Reap it if this process lives long (a server); otherwise init adopts it.
-            threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
+            proc = spawn_detached(argv, log_path, cwd)
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if proc.pid in live_slots(settings.run_dir, job_id).values():

@@ -160,7 +160,12 @@ class Pool:
         if inflight:
             for task in inflight:
                 task.cancel()
-            await asyncio.gather(*inflight, return_exceptions=True)
+            # Bounded: an agent that ignores its cancellation must not keep the executor (and its job) alive.
+            _, stuck = await asyncio.wait(set(inflight), timeout=ex.settings.cancel_grace_seconds)
+            for task in stuck:
+                self.recorder.log(self.job.id, "warning", f"unit {inflight[task]}'s attempt did not stop within "
+                                  f"{ex.settings.cancel_grace_seconds:g}s of its cancellation; released anyway",
+                                  unit_id=inflight[task], executor_id=ex.id)
             await self.recorder.flush()
             released = await ex.db(ex.store.release_units, ex.id, list(inflight.values()))
             self.recorder.log(self.job.id, "info", f"released {released} unfinished unit(s) back to PENDING",

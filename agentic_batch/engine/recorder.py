@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentic_batch.engine.outage import StoreUnavailable
 from agentic_batch.store import NewEvent, Store, UnitResult
 
 _MAX_EVENT_TEXT = 100_000
@@ -132,5 +133,12 @@ class Recorder:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except StoreUnavailable:
+                return  # the executor is giving up; its final flush says what could not be written
+            except Exception as exc:  # the buffers are kept; a later flush (or the final one) writes them
+                log.warning("writing buffered events/results failed, will retry: %s", exc)
+                self._wake.set()
+                await asyncio.sleep(1.0)
             await asyncio.sleep(self._interval)

@@ -17,7 +17,6 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine.executor import close_worker
+from agentic_batch.engine.launch import spawn_detached
 from agentic_batch.engine.procs import hostname, pid_start_token, process_alive
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
@@ -230,10 +230,7 @@ def launch_detached_test(store: Store, settings: Settings, job: JobRecord, wait_
     log_path = detached_test_log(settings, job.id)
     argv = [sys.executable, "-m", "agentic_batch.service.test_process", str(job.id)]
     cwd = job.workdir if job.workdir and os.path.isdir(job.workdir) else None
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
-    threading.Thread(target=proc.wait, name=f"abp-reap-test-{proc.pid}", daemon=True).start()
+    proc = spawn_detached(argv, log_path, cwd)
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         current = store.get_job(job.id)

@@ -17,6 +17,7 @@ import pytest
 
 from agentic_batch.spec import JobSpec
 from tests.fixtures.abp import ABP, processes_with, wait_status, wait_until
+from tests.fixtures.funcs import ref
 
 SPAWNER = Path(__file__).resolve().parents[1] / "fixtures" / "spawner.py"
 
@@ -199,3 +200,26 @@ def test_cancelling_one_running_unit_kills_its_agent(orch, workdir: Path) -> Non
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=60)
     assert final["completed"] == 2 and final["cancelled"] == 1
     assert final["status"] == "CANCELLED"  # COMPLETED means every unit completed
+
+
+def test_an_attempt_that_ignores_its_cancellation_does_not_keep_the_job_running(
+        orch, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop with agents that swallow every cancellation: past the grace periods their units are released,
+    the job is PAUSED and the executor exits (it used to wait for them forever, job RUNNING)."""
+    from agentic_batch.engine.procs import process_alive
+
+    monkeypatch.setenv("ABP_STOP_GRACE_SECONDS", "0.5")
+    monkeypatch.setenv("ABP_CANCEL_GRACE_SECONDS", "1")
+    data = write_jsonl(workdir / "items.jsonl", 4)
+    spec = JobSpec(name="deaf", source={"kind": "jsonl", "path": str(data), "key": "id"}, worker="python",
+                   worker_options={"function": ref("deaf")}, concurrency=2)
+    job = orch.create(spec, cwd=workdir).job_id
+    orch.start(job, skip_test=True)
+    pid = executor_pid(orch, job)
+    wait_until(lambda: orch.status(job)["running"] == 2, timeout=60, what="two deaf units in flight")
+    orch.stop(job)
+    paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
+    assert paused["running"] == 0 and paused["pending"] == 4
+    wait_until(lambda: not process_alive(pid), timeout=60, what="the executor to exit")
+    logs = " ".join(row["message"] for row in orch.logs(job, level="debug"))
+    assert "did not stop within 1s of its cancellation" in logs
