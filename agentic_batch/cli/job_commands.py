@@ -99,8 +99,12 @@ def register(app: typer.Typer) -> None:
             ok = report["status"] == "COMPLETED"
             if not values["yes"]:
                 if not sys.stdin.isatty():
+                    if not ok:
+                        _test_failed(report, job_id)
                     err.print(f"Job {job_id} is waiting for approval: abp start {job_id} --approve (or --reject)")
                     print(job_id)
+                    if not ok:
+                        raise typer.Exit(1)
                     return None
                 if not typer.confirm(f"Start the remaining {max(result.units - 1, 0)} unit(s)?", default=ok):
                     orch.reject(job_id)

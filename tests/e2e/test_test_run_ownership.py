@@ -153,6 +153,11 @@ def test_start_on_a_failed_test_exits_non_zero_and_says_so(workdir: Path, orch: 
     assert "--force" in stopped.stderr
     assert orch.status("fails2")["status"] == "TESTING" and stopped.stdout.strip() == str(orch.job("fails2").id)
 
+    asked = abp("run", "--name", "fails4", "--csv", "rows.csv", "--key", "id", "--max-retries", "0",
+                "--command", "sh -c 'exit 3'", cwd=workdir)  # no --yes, no terminal to ask on
+    assert asked.returncode == 1 and "failed" in asked.stderr, asked.stderr
+    assert orch.status("fails4")["status"] == "TESTING"
+
     forced = abp("run", "--name", "fails3", "--csv", "rows.csv", "--key", "id", "--max-retries", "0",
                  "--command", "sh -c 'exit 3'", "--yes", "--force", "--wait", cwd=workdir)
     assert orch.status("fails3")["status"] == "FAILED" and forced.returncode == 1
