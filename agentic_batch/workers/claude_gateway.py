@@ -5,7 +5,9 @@ through our code. So when a job sets a rate limit, the worker points the CLI's `
 at this gateway: a small HTTP/1.1 forwarder on 127.0.0.1 inside the executor that awaits the job's
 `CallGate` before each `POST …/v1/messages`, forwards the request unchanged (headers, key, body) to
 the real endpoint (the user's `ANTHROPIC_BASE_URL`, else the Anthropic API), streams the answer back
-as it arrives, and reports the tokens the answer's `usage` says were used to the gate.
+as it arrives, and reports the tokens the answer's `usage` says were used to the gate. h11 reads and
+frames the CLI's side of HTTP/1.1 (chunked bodies, trailers, 100-continue, keep-alive), httpx the
+endpoint's.
 
 Only then is it in the path: without --rpm/--tpm, or with Bedrock/Vertex/Foundry (which do not use
 ANTHROPIC_BASE_URL), the CLI talks to its endpoint directly and the gate is applied once per unit.
@@ -23,6 +25,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import h11
+
 from agentic_batch.workers.base import CallGate
 from agentic_batch.workers.claude import AUTH_VARS
 
@@ -31,9 +35,10 @@ log = logging.getLogger(__name__)
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 #: Variables that make the CLI use another provider than ANTHROPIC_BASE_URL.
 _OTHER_PROVIDERS = tuple(name for name in AUTH_VARS if name.startswith("CLAUDE_CODE_USE_"))
-#: Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library sets itself.
+#: Hop-by-hop headers (RFC 9110 7.6.1), Expect (the gateway answers the 100 Continue itself) and the
+#: ones the client library sets itself.
 _DROP_REQUEST = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-                 "proxy-connection", "proxy-authorization", "accept-encoding"}
+                 "proxy-connection", "proxy-authorization", "accept-encoding", "expect", "trailer"}
 _DROP_RESPONSE = {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding", "upgrade"}
 
 
@@ -87,19 +92,40 @@ class UsageCounter:
             self.output_tokens = max(self.output_tokens, int(usage.get("output_tokens") or 0))
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readline()).strip():  # trailers
-                    pass
-                return b"".join(parts)
-            parts.append(await reader.readexactly(size))
-            await reader.readline()
-    length = int(headers.get("content-length") or 0)
-    return await reader.readexactly(length) if length else b""
+#: Bytes read from the CLI's socket at a time; h11 buffers what it has not parsed yet.
+_READ_SIZE = 65536
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    """The next HTTP event from the CLI, reading its socket as h11 needs (b"" tells h11 it closed)."""
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        conn.receive_data(await reader.read(_READ_SIZE))
+    return event
+
+
+async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: Any) -> None:
+    data = conn.send(event)
+    if data:
+        writer.write(data)
+        await writer.drain()
+
+
+async def _read_body(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """The whole request body, however it is framed (length, chunked with trailers, after a 100 Continue)."""
+    if conn.they_are_waiting_for_100_continue:
+        await _send(conn, writer, h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+    parts = []
+    while not isinstance(event := await _next_event(conn, reader), h11.EndOfMessage):  # its trailers: dropped
+        if isinstance(event, h11.ConnectionClosed):
+            raise ConnectionError("the client closed the connection in the middle of a request")
+        parts.append(bytes(event.data))
+    return b"".join(parts)
+
+
+def _error(status: int, message: str) -> tuple[h11.Response, bytes]:
+    payload = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
+    headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+    return h11.Response(status_code=status, headers=headers), payload
 
 
 class ModelCallGateway:
@@ -138,9 +164,18 @@ class ModelCallGateway:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        conn = h11.Connection(h11.SERVER)
         try:
-            while await self._one_request(reader, writer):  # keep-alive: requests one after another
-                pass
+            # keep-alive: requests one after another, while both sides leave the connection open
+            while await self._one_request(conn, reader, writer):
+                conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:  # not HTTP/1.1 as h11 reads it: say so if we still can
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                response, payload = _error(exc.error_status_hint, f"agentic-batch gateway: bad request: {exc}")
+                with contextlib.suppress(Exception):
+                    await _send(conn, writer, response)
+                    await _send(conn, writer, h11.Data(data=payload))
+                    await _send(conn, writer, h11.EndOfMessage())
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the CLI went away (finished, or killed at a timeout)
         except Exception as exc:  # never take the executor down for one connection
@@ -151,21 +186,17 @@ class ModelCallGateway:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        request_line = await reader.readline()
-        if not request_line.strip():
+    async def _one_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> bool:
+        """Forward one request and its answer; whether the connection can carry the next one."""
+        request = await _next_event(conn, reader)
+        if not isinstance(request, h11.Request):  # ConnectionClosed: the CLI is done with this connection
             return False
-        method, target, _version = request_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        headers: dict[str, str] = {}
-        forward: list[tuple[str, str]] = []
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-            if name.strip().lower() not in _DROP_REQUEST:
-                forward.append((name.strip(), value.strip()))
-        if headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await _read_body(reader, headers)
+        method = request.method.decode("ascii")
+        target = request.target.decode("latin-1")
+        forward = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
+                   if name.decode("latin-1") not in _DROP_REQUEST]  # h11 gives names lower-cased
+        body = await _read_body(conn, reader, writer)
         model_call = is_model_call(method, target)
         if model_call:
             self.model_calls += 1
@@ -177,31 +208,28 @@ class ModelCallGateway:
         answered = False
         try:
             async with self._client.stream(method, self.upstream + target, headers=forward, content=body) as resp:
-                head = [f"HTTP/1.1 {resp.status_code} {resp.reason_phrase or 'OK'}\r\n"]
-                head += [f"{k}: {v}\r\n" for k, v in resp.headers.multi_items() if k.lower() not in _DROP_RESPONSE]
-                bodyless = method == "HEAD" or resp.status_code in (204, 304)
-                head.append("\r\n" if bodyless else "transfer-encoding: chunked\r\n\r\n")
-                writer.write("".join(head).encode("latin-1"))
+                headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _DROP_RESPONSE]
+                # No framing header: h11 chunks the body (or closes after it for an HTTP/1.0 client),
+                # and sends none for HEAD, 204 and 304.
+                await _send(conn, writer, h11.Response(status_code=resp.status_code, headers=headers,
+                                                       reason=resp.reason_phrase or ""))
                 answered = True
-                if not bodyless:
-                    async for chunk in resp.aiter_bytes():
-                        if chunk:
-                            counter.feed(chunk)
-                            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                            await writer.drain()
-                    writer.write(b"0\r\n\r\n")
-                await writer.drain()
+                async for chunk in resp.aiter_bytes():
+                    if chunk and method != "HEAD":
+                        counter.feed(chunk)
+                        await _send(conn, writer, h11.Data(data=chunk))
+                await _send(conn, writer, h11.EndOfMessage())
         except ConnectionError:
             raise
         except Exception as exc:  # the endpoint: refused, reset, TLS, DNS, or a cut stream
             if answered:  # too late for an error answer: cut the connection, the CLI sees a broken stream
                 raise ConnectionError(str(exc)) from exc
-            message = f"agentic-batch gateway could not reach {self.upstream}: {type(exc).__name__}: {exc}"
-            payload = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
-            writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
-            await writer.drain()
+            response, payload = _error(502, f"agentic-batch gateway could not reach {self.upstream}: "
+                                            f"{type(exc).__name__}: {exc}")
+            await _send(conn, writer, response)
+            await _send(conn, writer, h11.Data(data=payload))
+            await _send(conn, writer, h11.EndOfMessage())
         finally:
             if model_call:
                 self.gate.after_call(counter.finish())
-        return headers.get("connection", "").lower() != "close"
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
