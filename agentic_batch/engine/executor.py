@@ -178,7 +178,9 @@ class Executor:
             return None
         with spawn_guard(self.settings.run_dir, self.job_id):
             job = self.store.get_job(self.job_id)
-            if job is not None and job.status == "RUNNING" and job.control is None:
+            # A stop that arrived as we ended is honoured by working again: the next pass sees it and
+            # pauses the job (leaving now would strand it RUNNING with nobody to pause it).
+            if job is not None and job.status == "RUNNING" and job.control in (None, STOP):
                 return job
             lock.release()
             return None

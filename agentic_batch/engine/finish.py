@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 #: After the outage window: how long the executor keeps trying to record the pause before it exits
 #: (as long as the window itself, within these bounds).
 PAUSE_GRACE_SECONDS = (10.0, 30.0)
+#: A final status is written only while no unit is in these: it describes every unit, and a retry
+#: racing the end (units back to PENDING, job RUNNING again) must win over counts read before it.
+UNFINISHED = ("PENDING", "RUNNING")
 
 
 async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
@@ -47,18 +50,29 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
             recorder.log(job.id, "info", f"executor left; {len(others)} other executor(s) still on the job",
                          executor_id=ex.id)
             return
-        changed = await ex.db(store.update_job, job.id, expect=["RUNNING"], status="PAUSED", control=None,
-                              pause_reason=ex.pause_reason)
-        if not changed:  # already paused (or cancelled): just clear the request
-            await ex.db(store.update_job, job.id, control=None)
+        # A stop request pauses the job only while it stands: a `resume` clearing it between our look
+        # above and this write must win (guarded in the update itself).
+        by_request = ex._signals == 0 and ex.pause_reason == "stopped"
+        changed = await ex.db(store.update_job, job.id, expect=["RUNNING"], expect_control="stop" if by_request
+                              else None, status="PAUSED", control=None, pause_reason=ex.pause_reason)
+        if not changed:
+            current = await ex.db(store.get_job, job.id)
+            if current is not None and current.status == "RUNNING":
+                return  # resumed meanwhile: `Executor.run` finds it RUNNING and works on
+            await ex.db(store.update_job, job.id, control=None)  # already paused (or cancelled)
         recorder.log(job.id, "info", "executor stopped: job paused", executor_id=ex.id)
         return
     counts = await ex.db(store.count_units, job.id)
+    if counts["PENDING"] or counts["RUNNING"]:
+        # A retry put units back while the pool was ending (e.g. cancel then retry before we saw the
+        # cancel): not the end. `Executor.run` finds the job RUNNING again and works on.
+        return
     if counts["FAILED"]:
         by_class = await ex.db(store.failed_by_class, job.id)
         error = failure_message(by_class, job.max_retries)
-        await ex.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=now, error=error)
-        recorder.log(job.id, "error", f"job failed: {error}", executor_id=ex.id)
+        if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=now, error=error,
+                       no_units_in=UNFINISHED):
+            recorder.log(job.id, "error", f"job failed: {error}", executor_id=ex.id)
         return
     if counts["CANCELLED"]:
         # A job is COMPLETED only when every unit is; units a user cancelled (or left cancelled when
@@ -66,13 +80,13 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
         error = (f"{counts['CANCELLED']} unit(s) cancelled, {counts['COMPLETED']} completed (a retry that "
                  "includes cancelled units runs them)")
         if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="CANCELLED", finished_at=now,
-                       error=error):
+                       error=error, no_units_in=UNFINISHED):
             recorder.log(job.id, "info", f"job ended: {error}", executor_id=ex.id)
         return
     if job.reduce_prompt and not await _reduce_as_leader(ex, job, runner, recorder):
         return
     if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="COMPLETED", finished_at=time.time(),
-                   error=None):
+                   error=None, no_units_in=UNFINISHED):
         recorder.log(job.id, "info", f"job completed: {counts['COMPLETED']} unit(s)", executor_id=ex.id)
 
 
@@ -129,6 +143,7 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
         await ex.db(ex.store.set_executor_state, ex.id, "stopped")
     except StoreUnavailable as again:
         ex.left_job = True  # the store is gone: exit (a resume later reclaims this executor's units)
+        ex.stranded = True  # and stay "running" in the store, so `abp status` shows this executor lost
         log.error("could not record the pause either (store %s: %s). The job still shows RUNNING with no "
                   "executor; once the store is back, run `abp resume %d`: it takes back this executor's "
                   "units", again.kind, again.detail, job.id)

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentic_batch.store.records import JobRecord, from_mapping
-from agentic_batch.store.schema import jobs
+from agentic_batch.store.schema import jobs, units
 from agentic_batch.store.storable import storable
 
 
@@ -63,8 +63,13 @@ class JobQueries:
         with self.read() as conn:  # type: ignore[attr-defined]
             return int(conn.execute(query).scalar_one())
 
-    def update_job(self, job_id: int, *, expect: Iterable[str] | None = None, **fields: Any) -> bool:
-        """Set fields; with `expect`, only if the job's status is one of those. True if it changed.
+    def update_job(self, job_id: int, *, expect: Iterable[str] | None = None,
+                   no_units_in: Iterable[str] | None = None, expect_control: str | None = None,
+                   **fields: Any) -> bool:
+        """Set fields; with `expect`, only if the job's status is one of those; with `expect_control`,
+        only if its `control` request is that one (still stands); with `no_units_in`, only
+        if none of its units is in one of those statuses (checked in the same statement: a final status
+        computed from counts must not land after a retry put units back to PENDING). True if it changed.
 
         A status change also runs the job's working clock (`active_seconds`, `running_since`), in the
         same statement, so no transition anywhere can forget it: entering RUNNING starts a stretch
@@ -75,12 +80,17 @@ class JobQueries:
         query = sa.update(jobs).where(jobs.c.id == job_id).values(**fields)
         if expect is not None:
             query = query.where(jobs.c.status.in_(list(expect)))
+        if expect_control is not None:
+            query = query.where(jobs.c.control == expect_control)
+        if no_units_in is not None:
+            left = sa.select(units.c.id).where(units.c.job_id == job_id, units.c.status.in_(list(no_units_in)))
+            query = query.where(~sa.exists(left))
         with self.write() as conn:  # type: ignore[attr-defined]
             return conn.execute(query).rowcount > 0
 
     def delete_job(self, job_id: int) -> None:
         """Remove a job and everything that belongs to it (a failed create, or `abp delete`)."""
-        from agentic_batch.store.schema import events, executors, logs, units
+        from agentic_batch.store.schema import events, executors, logs
 
         with self.write() as conn:  # type: ignore[attr-defined]
             for table in (events, logs, executors, units):

@@ -217,3 +217,34 @@ def test_retry_right_after_cancel_and_resume_right_after_stop_keep_the_job_runni
     orch.resume(job2)
     done = wait_status(orch, job2, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=60)
     assert done["status"] == "COMPLETED" and done["completed"] == 8, done
+
+
+def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(orch, workdir: Path) -> None:
+    """The race behind "COMPLETED with 0 completed": the pool saw no unit left (a cancel had just
+    cancelled them all, before the executor read the cancel), then a retry put them back to PENDING and
+    the job back to RUNNING, then the executor's `finish` ran. It must leave the job RUNNING for the
+    next pass, whatever counts it may have read before the retry landed."""
+    import asyncio
+
+    from agentic_batch.engine.executor import Executor
+    from agentic_batch.engine.finish import finish
+    from agentic_batch.engine.recorder import Recorder
+
+    job_id = python_job(orch, workdir, "echo", n=3)
+    store = orch.store
+    assert store.update_job(job_id, expect=["CREATED"], status="RUNNING")  # as the retry left it: all PENDING
+    ex = Executor(job_id, store=store, settings=orch.settings)
+    try:
+        recorder = Recorder(store, ex.db, owner=ex.id, job_id=job_id)
+        asyncio.run(finish(ex, store.get_job(job_id), None, recorder))  # type: ignore[arg-type]
+    finally:
+        ex._pool_thread.shutdown()
+    status = orch.status(job_id)
+    assert status["status"] == "RUNNING" and status["pending"] == 3, status
+    # counts read before the retry landed (all cancelled) cannot win either: the guard is in the update
+    from agentic_batch.engine.finish import UNFINISHED
+
+    assert not store.update_job(job_id, expect=["RUNNING"], status="CANCELLED", no_units_in=UNFINISHED)
+    # nor a pause for a stop request that a `resume` has cleared meanwhile
+    assert not store.update_job(job_id, expect=["RUNNING"], expect_control="stop", status="PAUSED")
+    assert orch.status(job_id)["status"] == "RUNNING"
