@@ -93,6 +93,8 @@ class Executor:
         self._recorder: Recorder | None = None
         #: Set when the store stayed unavailable past the outage window.
         self.store_lost: StoreUnavailable | None = None
+        #: Set when even the pause could not be recorded: the job still shows RUNNING (see `_leave`).
+        self.stranded = False
         self.outage = OutageGuard(self.settings.store_outage_seconds, on_back=self._store_back,
                                   on_give_up=self._store_gone, prepare=self._renew_leases,
                                   classify=lambda exc: fault_kind(exc, self.store.url))
@@ -148,24 +150,37 @@ class Executor:
                 return 1 if job.status in ("CREATED", "TESTING") else 0
             self.store.register_executor(self.id, self.job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
             lock.publish()
+            left_cleanly = False
             try:
                 while True:
                     code = run_bounded(self._main(job), self.settings.cancel_grace_seconds)
                     again = self._still_wanted(lock)
                     if again is None:
+                        left_cleanly = not self.stranded
                         return code
                     job, self.mode, self._signals, self.pause_reason = again, RUN, 0, "stopped"
                     self.left_job = False
                     self.store_lost = None  # resumed after a store pause: a fresh outage window
                     self.outage.restart(self.settings.store_outage_seconds)
             finally:
-                try:
-                    self.store.set_executor_state(self.id, "stopped")
-                except Exception as exc:  # the store is gone: a resume finds this pid dead anyway
-                    log.error("could not mark executor %s stopped: %s", self.id, describe(exc))
+                self._leave(left_cleanly)
         finally:
             lock.release()
             self._pool_thread.shutdown(wait=False)
+
+    def _leave(self, cleanly: bool) -> None:
+        """Say "stopped" only when the job's status already tells how we left it. An executor that could
+        not record the pause (or crashed) stays "running" in the store: its pid is gone, so `abp status`
+        shows it lost and `abp resume` takes back its units, instead of a "stopped" beside a job that
+        still shows RUNNING with nobody working on it."""
+        if not cleanly:
+            log.error("executor %s leaves job %d without recording how it stopped: `abp status` will show it "
+                      "lost; run `abp resume %d`", self.id, self.job_id, self.job_id)
+            return
+        try:
+            self.store.set_executor_state(self.id, "stopped")
+        except Exception as exc:  # the store is gone: a resume finds this pid dead anyway
+            log.error("could not mark executor %s stopped: %s", self.id, describe(exc))
 
     def _still_wanted(self, lock: HostLock) -> JobRecord | None:
         """At the end: is the job RUNNING again (a retry or resume raced our exit)? Then keep working.

@@ -182,6 +182,7 @@ def test_postgres_still_down_after_giving_up_the_executor_exits_and_resume_finis
     pg_cluster.start()
     status = orch.status(job)
     assert status["status"] == "RUNNING" and status["running"] == 3  # nobody works it: resume takes it back
+    assert status["executor"]["state"] == "lost"  # not "stopped": its exit recorded nothing the user can act on
     gate.touch()
     orch.resume(job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
