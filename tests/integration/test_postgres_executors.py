@@ -27,9 +27,10 @@ def pg_orch(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         yield orch
 
 
-def job_of(orch: Orchestrator, workdir: Path, n: int, func: str = "whoami", **kw) -> int:  # type: ignore[no-untyped-def]
+def job_of(orch: Orchestrator, workdir: Path, n: int, func: str = "whoami", rows: list | None = None,  # type: ignore[type-arg]
+           **kw) -> int:  # type: ignore[no-untyped-def]
     path = workdir / "items.jsonl"
-    path.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows or [{"id": i} for i in range(n)]))
     spec = JobSpec(name="multi", source={"kind": "jsonl", "path": str(path), "key": "id"}, worker="python",
                    worker_options={"function": ref(func)}, **kw)
     return orch.create(spec, cwd=workdir).job_id
@@ -123,7 +124,11 @@ def test_budget_holds_for_the_job_as_a_whole(pg_orch: Orchestrator, workdir: Pat
 
 def test_status_lists_every_executor(pg_orch: Orchestrator, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABP_TEST_SLEEP", "0.5")
-    job = job_of(pg_orch, workdir, 40, concurrency=2)
+    monkeypatch.setenv("ABP_STOP_GRACE_SECONDS", "1")  # the gated units never finish: stop them soon
+    # units 30.. wait for a gate nobody opens, so the job is still RUNNING when the test stops it (30 units
+    # of 0.5 s leave both executors time to complete some, however slow the machine)
+    job = job_of(pg_orch, workdir, 40, func="whoami_gated", concurrency=2,
+                 rows=[{"id": i, "gate": str(workdir / "never") if i >= 30 else None} for i in range(40)])
     pg_orch.start(job, skip_test=True, executors=2)
     executors = wait_until(lambda: len(live_pids(pg_orch, job)) == 2 and pg_orch.status(job)["executor"]["executors"],
                            timeout=30, what="two executors")
