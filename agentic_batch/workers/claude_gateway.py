@@ -178,6 +178,10 @@ class ModelCallGateway:
                     await _send(conn, writer, h11.EndOfMessage())
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the CLI went away (finished, or killed at a timeout)
+        except asyncio.CancelledError:
+            # Only close() cancels a handler. Ending normally keeps asyncio 3.11's stream callback from
+            # logging a traceback for every connection still open at the end of a job.
+            pass
         except Exception as exc:  # never take the executor down for one connection
             log.warning("model-call gateway: %s: %s", type(exc).__name__, exc)
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -135,3 +136,20 @@ async def test_a_request_that_is_not_http_gets_a_400_and_the_gateway_lives_on(ga
     status, _, _ = await _read_response(reader)
     writer.close()
     assert status == b"HTTP/1.1 200 OK" and len(gate.before) == 1
+
+
+@pytest.mark.asyncio
+async def test_closing_with_a_keep_alive_connection_open_logs_no_error(
+        gateway, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = gateway
+    reader, writer = await _connect(gw)
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    status, _, _ = await _read_response(reader)
+    assert status == b"HTTP/1.1 200 OK"
+    with caplog.at_level(logging.WARNING):
+        await gw.close()  # the connection is idle, waiting for the CLI's next request
+        await asyncio.sleep(0.1)
+    writer.close()
+    assert await asyncio.wait_for(reader.read(), 10) == b"", "close() ends the open connection"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
