@@ -67,7 +67,7 @@ class TestFlowMixin:
             return self.job(job.id)
         owner = find_test_owner(self.store, self.settings, job)
         if owner is not None and owner.alive:
-            raise TestRunning(job.id, self._test_unit_number(job), owner)
+            raise TestRunning(job.id, self._test_unit_number(job, starting=True), owner)
         return job
 
     def test_progress(self, ref: str | int) -> dict[str, Any]:
@@ -77,15 +77,19 @@ class TestFlowMixin:
         try:
             job = self.settle_test(job)
         except TestRunning as exc:
-            return {"state": "running", "job_id": job.id, "unit": self._test_unit_number(job), "pid": exc.owner.pid,
+            return {"state": "running", "job_id": job.id, "unit": exc.unit, "pid": exc.owner.pid,
                     "host": exc.owner.host, "elapsed_s": round(time.time() - exc.owner.started_at, 1)}
         return {"state": "done" if job.status == "TESTING" else "none", "job_id": job.id, "status": job.status,
                 "unit": self._test_unit_number(job)}
 
-    def _test_unit_number(self, job: JobRecord) -> int | None:
-        """The number users know the test unit by (the job records its id)."""
+    def _test_unit_number(self, job: JobRecord, starting: bool = False) -> int | None:
+        """The number users know the test unit by (the job records its id once the test run claimed it).
+        A test run still `starting` (its process is up, the claim not yet made: on a loaded host that can
+        outlast a client's short wait) takes the first pending unit, so it is named from the start (in a
+        TESTING job only the test unit runs: if the claim landed since `job` was read, it is that one)."""
         if job.test_unit_id is None:
-            return None
+            first = self.store.first_unit(job.id, ("PENDING", "RUNNING")) if starting else None
+            return first.number if first is not None else None
         return self.store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
     def begin_test(self, ref: str | int) -> dict[str, Any]:

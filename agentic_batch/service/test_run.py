@@ -215,6 +215,7 @@ class TestRunning(IllegalState):
                          f"{elapsed:.0f}s so far)",
                          hint=f"wait for it; `abp start {job_id}` shows the result once it is done")
         self.owner = owner
+        self.unit = unit
 
 
 def detached_test_log(settings: Settings, job_id: int) -> Path:

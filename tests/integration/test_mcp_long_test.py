@@ -57,6 +57,8 @@ async def test_a_long_test_unit_sends_progress_returns_still_running_and_survive
         assert [p for p, _, _ in notes] == sorted(p for p, _, _ in notes)  # progress only grows
         test_pid = orch.status(job)["executor"]["pid"]
         assert test_pid != server_pid and os.getsid(test_pid) == test_pid  # detached from the server
+        # the short wait may run out before the test process has started the agent (a loaded host)
+        wait_until(agent_pids, timeout=60, what="the test unit's agent to run")
         os.kill(server_pid, signal.SIGKILL)  # the client shuts the server down, as the Inspector CLI does
     assert agent_pids(), "the test unit died with the MCP server"
     assert orch.status(job)["status"] == "TESTING"
