@@ -12,19 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentic_batch.errors import field_ref
+from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus  # noqa: F401 (re-exported)
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES, MIN_MAX_OUTPUT_BYTES
-
-
-class JobStatus(StrEnum):
-    CREATING = "CREATING"  # units still being inserted; hidden, deleted if creation fails
-    CREATED = "CREATED"
-    TESTING = "TESTING"
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
 
 #: Upper bounds of the job's numbers: a week per attempt or quota pause, a million dollars, a million
 #: requests and two billion tokens a minute (the store's INTEGER holds it).
@@ -32,16 +21,6 @@ MAX_SECONDS = 7 * 24 * 3600.0
 MAX_BUDGET_USD = 1_000_000.0
 MAX_RPM = 1_000_000
 MAX_TPM = 2**31 - 1
-
-TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-class UnitStatus(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
 
 
 class Priority(StrEnum):

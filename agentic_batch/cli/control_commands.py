@@ -12,8 +12,9 @@ from rich.console import Console
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
 from agentic_batch.cli.output import err, money, out, print_json, shows_usage
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.states import JobStatus
 
-FINAL = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 1, "PAUSED": 1}
+FINAL = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 1, JobStatus.PAUSED: 1}
 
 
 def _report(status: dict, as_json: bool, message: str) -> None:
@@ -32,14 +33,14 @@ def register(app: typer.Typer) -> None:
         """Pause a running job: in-flight units finish (within a grace period), the rest stay PENDING."""
         orch = orchestrator()
         status = orch.stop(job)
-        if not no_wait and status["status"] == "RUNNING":
+        if not no_wait and status["status"] == JobStatus.RUNNING:
             deadline = time.monotonic() + orch.settings.stop_grace_seconds + 15
             with err.status(f"stopping job {status['id']} (in-flight units may finish first)…"):
-                while status["status"] == "RUNNING" and time.monotonic() < deadline:
+                while status["status"] == JobStatus.RUNNING and time.monotonic() < deadline:
                     time.sleep(0.3)
                     status = orch.status(status["id"])
         _report(status, as_json, f"Job {status['id']} is {status['status']}"
-                + (f"; resume with `abp resume {status['id']}`" if status["status"] == "PAUSED" else ""))
+                + (f"; resume with `abp resume {status['id']}`" if status["status"] == JobStatus.PAUSED else ""))
 
     @app.command("resume")
     def resume(job: JobArg,
@@ -109,7 +110,7 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
             break
         if tick is not None:
             tick(status)
-        if state == "RUNNING" and status["executor"]["state"] != "running":
+        if state == JobStatus.RUNNING and status["executor"]["state"] != "running":
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > 5:
                 err.print(f"[yellow]job {status['id']} is RUNNING but no executor is alive[/yellow] "

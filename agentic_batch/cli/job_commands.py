@@ -14,6 +14,7 @@ from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
 from agentic_batch.cli.output import err, out, print_json, safe, unit_report
 from agentic_batch.cli.spec_options import build_signature, read_text_file, spec_from_options
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.states import JobStatus, UnitStatus
 
 CREATE_HELP = """Create a job: one unit per item of the source, and a prompt per unit.
 
@@ -96,7 +97,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"Testing job {job_id} on its first item…")
             report = _run_test(orch, job_id)
             unit_report(report, "test run", console=err, worker=spec.worker)
-            ok = report["status"] == "COMPLETED"
+            ok = report["status"] == UnitStatus.COMPLETED
             if not values["yes"]:
                 if not sys.stdin.isatty():
                     if not ok:
@@ -166,15 +167,15 @@ def register(app: typer.Typer) -> None:
                           f"`abp edit {status['id']} --prompt ...`, then `abp start {status['id']}`.")
             return
         target = orch.settle_test(orch.job(job))  # a live test run: one line; a lost one: tested anew
-        if target.status == "TESTING":
+        if target.status == JobStatus.TESTING:
             report = orch.test_report(target.id)
             if as_json:
                 print_json(report)
             else:
                 unit_report(report, "test run (waiting for approval)", worker=target.worker)
                 _after_test(report, target.id)
-            raise typer.Exit(0 if report["status"] == "COMPLETED" else 1)
-        testing = target.status == "CREATED" and not (skip_test or orch.settings.skip_test)
+            raise typer.Exit(0 if report["status"] == UnitStatus.COMPLETED else 1)
+        testing = target.status == JobStatus.CREATED and not (skip_test or orch.settings.skip_test)
         if not as_json and testing:
             err.print(f"Testing job {target.id} on its first item…")
         result = _run_test(orch, target.id) if testing else orch.start(job, skip_test=skip_test, executors=executors)
@@ -186,7 +187,7 @@ def register(app: typer.Typer) -> None:
         else:
             unit_report(result, "test run", worker=target.worker)
             _after_test(result, target.id)
-        if "executor" not in result and result["status"] != "COMPLETED":
+        if "executor" not in result and result["status"] != JobStatus.COMPLETED:
             raise typer.Exit(1)
 
     @app.command("edit")
@@ -218,7 +219,7 @@ def register(app: typer.Typer) -> None:
                 command = {"resume": f"abp resume {job_id}", "retry": f"abp retry {job_id}",
                            "start": f"abp start {job_id}", "approve": f"abp start {job_id} --approve"}[result["next"]]
                 out.print(f"Job {job_id} is {result['status']}: `{command}` runs them.")
-            elif result["added"] and result["status"] == "RUNNING":
+            elif result["added"] and result["status"] == JobStatus.RUNNING:
                 out.print(f"Job {result['job_id']} is RUNNING: its executor picks them up.")
 
 
@@ -241,7 +242,7 @@ def _test_failed(report: dict[str, Any], job_id: int) -> None:
 
 def _after_test(report: dict[str, Any], job_id: int) -> None:
     """Say whether the test passed; approve/reject hints either way (a failed test exits non-zero)."""
-    if report["status"] != "COMPLETED":
+    if report["status"] != UnitStatus.COMPLETED:
         _test_failed(report, job_id)
         err.print(f"Fix the prompt or worker and test again: [bold]abp start {job_id} --reject[/bold], "
                   f"`abp edit {job_id} --prompt ...`, `abp start {job_id}`   ·   run the rest anyway: "

@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+from agentic_batch.states import JobStatus, UnitStatus
 
 #: Off a terminal, tables and panels may be as wide as their content: a pipe has no width, and a
 #: width of 200 cut a 507-character output. (Panels that would fill this width are not used there.)
@@ -29,8 +30,9 @@ _STDOUT_TTY = sys.stdout.isatty()
 out = Console(highlight=False, soft_wrap=not _STDOUT_TTY, width=None if _STDOUT_TTY else PIPE_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-STATUS_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "FAILED": "red", "CANCELLED": "magenta",
-                "PAUSED": "yellow", "TESTING": "blue", "CREATED": "white", "PENDING": "white"}
+STATUS_STYLE = {JobStatus.COMPLETED: "green", JobStatus.RUNNING: "cyan", JobStatus.FAILED: "red",
+                JobStatus.CANCELLED: "magenta", JobStatus.PAUSED: "yellow", JobStatus.TESTING: "blue",
+                JobStatus.CREATED: "white", UnitStatus.PENDING: "white"}
 #: Worker kinds that run no model: they have no cost, tokens or turns to show.
 NON_MODEL_WORKERS = frozenset({"command", "python"})
 
@@ -125,7 +127,8 @@ def status_panel(s: dict[str, Any], active: list[dict[str, Any]] | None = None) 
                          f"elapsed {duration(s['elapsed_seconds'])}")
     if shows_usage(s.get("worker"), s["cost_usd"], s["tokens_in"], s["tokens_out"]) or s.get("budget_usd"):
         cost = f"{money(s['cost_usd'])} spent"
-        if s.get("projected_cost_usd") is not None and s["status"] in ("RUNNING", "PAUSED", "TESTING"):
+        if s.get("projected_cost_usd") is not None and s["status"] in (JobStatus.RUNNING, JobStatus.PAUSED,
+                                                                       JobStatus.TESTING):
             cost += f" · {money(s['projected_cost_usd'])} projected"
         if s.get("budget_usd"):
             cost += f" · budget {money(s['budget_usd'])}"

@@ -25,6 +25,7 @@ from agentic_batch.cli.output import (
     unit_report,
 )
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.states import JobStatus
 
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
 
@@ -86,7 +87,7 @@ def register(app: typer.Typer) -> None:
         """Progress of one job (counts, rate, ETA, cost, executor), or a table of all jobs."""
         orch = orchestrator()
         if job is None:
-            rows = orch.list()
+            rows = orch.list_jobs()
             print_json(rows) if as_json else out.print(jobs_table(rows))
             return
         s = orch.status(job)
@@ -94,7 +95,7 @@ def register(app: typer.Typer) -> None:
             print_json(s)
             return
         out.print(status_panel(s, orch.active_units(job) if s["running"] else None))
-        if s["status"] == "RUNNING" and s["executor"]["state"] != "running":
+        if s["status"] == JobStatus.RUNNING and s["executor"]["state"] != "running":
             err.print(f"[yellow]no executor is running this job[/yellow]: `abp resume {s['id']}`")
 
     @app.command("list")
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
                                                                  "(comma list: running,paused).")] = None,
                   as_json: JsonFlag = False) -> None:
         """All jobs, newest first."""
-        rows = orchestrator().list(status=status)
+        rows = orchestrator().list_jobs(status=status)
         if as_json:
             print_json(rows)
         elif not rows:

@@ -37,6 +37,7 @@ from agentic_batch.errors import AbpError, InvalidSpec
 from agentic_batch.store import JobRecord, Store, open_store
 from agentic_batch.store.faults import describe, fault_kind
 from agentic_batch.workers import get_worker_kind
+from agentic_batch.states import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,10 @@ class Executor:
             if job is None:
                 print(f"abp: no job {self.job_id}", flush=True)
                 return 1
-            if job.status != "RUNNING":
+            if job.status != JobStatus.RUNNING:
                 print(f"abp: job {self.job_id} is {job.status}, not RUNNING; executor exits", flush=True)
                 # already paused or finished (e.g. a joiner arriving late): nothing to do, not an error
-                return 1 if job.status in ("CREATED", "TESTING") else 0
+                return 1 if job.status in (JobStatus.CREATED, JobStatus.TESTING) else 0
             self.store.register_executor(self.id, self.job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
             lock.publish()
             left_cleanly = False
@@ -195,7 +196,7 @@ class Executor:
             job = self.store.get_job(self.job_id)
             # A stop that arrived as we ended is honoured by working again: the next pass sees it and
             # pauses the job (leaving now would strand it RUNNING with nobody to pause it).
-            if job is not None and job.status == "RUNNING" and job.control in (None, STOP):
+            if job is not None and job.status == JobStatus.RUNNING and job.control in (None, STOP):
                 return job
             lock.release()
             return None
@@ -238,9 +239,9 @@ class Executor:
     async def _read_control(self, beats: int) -> int:
         """One pass of `_watch_control`; returns the updated beat count."""
         job = await self.db(self.store.get_job, self.job_id)
-        if job is None or job.status == "CANCELLED" or job.control == CANCEL:
+        if job is None or job.status == JobStatus.CANCELLED or job.control == CANCEL:
             self.request(CANCEL, "job cancelled")
-        elif job.control == STOP or job.status != "RUNNING":
+        elif job.control == STOP or job.status != JobStatus.RUNNING:
             self.request(STOP, "stop requested")
         self.hold_until = job.hold_until if job else None
         if self._pool is not None:
@@ -317,7 +318,7 @@ class Executor:
             recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
                          executor_id=self.id)
             await recorder.flush()
-            await self.db(self.store.update_job, self.job_id, expect=["RUNNING"], status="FAILED",
+            await self.db(self.store.update_job, self.job_id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
                           error=exc.one_line(), finished_at=time.time())
             return 1
         self.gate = RateGate(job.rpm, job.tpm)

@@ -13,6 +13,7 @@ from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.recovery import live_executors
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.store import JobRecord
+from agentic_batch.states import JobStatus, UnitStatus
 
 if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 PAUSE_GRACE_SECONDS = (10.0, 30.0)
 #: A final status is written only while no unit is in these: it describes every unit, and a retry
 #: racing the end (units back to PENDING, job RUNNING again) must win over counts read before it.
-UNFINISHED = ("PENDING", "RUNNING")
+UNFINISHED = (UnitStatus.PENDING, UnitStatus.RUNNING)
 
 
 async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
@@ -33,7 +34,7 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
     if ex.mode == "cancel":
         # The service already marked the job and its units CANCELLED; a retry may even have revived
         # the job since. Only the request flag is ours to clear.
-        await ex.db(store.update_job, job.id, expect=["CANCELLED"], control=None)
+        await ex.db(store.update_job, job.id, expect=[JobStatus.CANCELLED], control=None)
         recorder.log(job.id, "info", "executor stopped: job cancelled", executor_id=ex.id)
         return
     if ex.mode in ("stop", "abort"):
@@ -41,7 +42,7 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
         # here sees nobody left and pauses the job; a signalled executor among busy ones just leaves.
         current = await ex.db(store.get_job, job.id)
         if (ex._signals == 0 and ex.pause_reason == "stopped" and current is not None
-                and current.status == "RUNNING" and current.control is None):
+                and current.status == JobStatus.RUNNING and current.control is None):
             return  # a `resume` cleared the stop request while we drained: keep the job running
         await ex.db(store.set_executor_state, ex.id, "stopped")
         others = [e for e in await ex.db(live_executors, store, ex.settings, job.id) if e.id != ex.id]
@@ -53,41 +54,42 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
         # A stop request pauses the job only while it stands: a `resume` clearing it between our look
         # above and this write must win (guarded in the update itself).
         by_request = ex._signals == 0 and ex.pause_reason == "stopped"
-        changed = await ex.db(store.update_job, job.id, expect=["RUNNING"], expect_control="stop" if by_request
-                              else None, status="PAUSED", control=None, pause_reason=ex.pause_reason)
+        changed = await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING],
+                              expect_control="stop" if by_request else None, status=JobStatus.PAUSED, control=None,
+                              pause_reason=ex.pause_reason)
         if not changed:
             current = await ex.db(store.get_job, job.id)
-            if current is not None and current.status == "RUNNING":
+            if current is not None and current.status == JobStatus.RUNNING:
                 return  # resumed meanwhile: `Executor.run` finds it RUNNING and works on
             await ex.db(store.update_job, job.id, control=None)  # already paused (or cancelled)
         recorder.log(job.id, "info", "executor stopped: job paused", executor_id=ex.id)
         return
     counts = await ex.db(store.count_units, job.id)
-    if counts["PENDING"] or counts["RUNNING"]:
+    if counts[UnitStatus.PENDING] or counts[UnitStatus.RUNNING]:
         # A retry put units back while the pool was ending (e.g. cancel then retry before we saw the
         # cancel): not the end. `Executor.run` finds the job RUNNING again and works on.
         return
-    if counts["FAILED"]:
+    if counts[UnitStatus.FAILED]:
         by_class = await ex.db(store.failed_by_class, job.id)
         error = failure_message(by_class, job.max_retries)
-        if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=now, error=error,
-                       no_units_in=UNFINISHED):
+        if await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED, finished_at=now,
+                       error=error, no_units_in=UNFINISHED):
             recorder.log(job.id, "error", f"job failed: {error}", executor_id=ex.id)
         return
-    if counts["CANCELLED"]:
+    if counts[UnitStatus.CANCELLED]:
         # A job is COMPLETED only when every unit is; units a user cancelled (or left cancelled when
         # retrying some of a cancelled job) make it CANCELLED, and say how to run them.
-        error = (f"{counts['CANCELLED']} unit(s) cancelled, {counts['COMPLETED']} completed (a retry that "
-                 "includes cancelled units runs them)")
-        if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="CANCELLED", finished_at=now,
-                       error=error, no_units_in=UNFINISHED):
+        error = (f"{counts[UnitStatus.CANCELLED]} unit(s) cancelled, {counts[UnitStatus.COMPLETED]} completed "
+                 "(a retry that includes cancelled units runs them)")
+        if await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.CANCELLED,
+                       finished_at=now, error=error, no_units_in=UNFINISHED):
             recorder.log(job.id, "info", f"job ended: {error}", executor_id=ex.id)
         return
     if job.reduce_prompt and not await _reduce_as_leader(ex, job, runner, recorder):
         return
-    if await ex.db(store.update_job, job.id, expect=["RUNNING"], status="COMPLETED", finished_at=time.time(),
-                   error=None, no_units_in=UNFINISHED):
-        recorder.log(job.id, "info", f"job completed: {counts['COMPLETED']} unit(s)", executor_id=ex.id)
+    if await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.COMPLETED,
+                   finished_at=time.time(), error=None, no_units_in=UNFINISHED):
+        recorder.log(job.id, "info", f"job completed: {counts[UnitStatus.COMPLETED]} unit(s)", executor_id=ex.id)
 
 
 def failure_message(by_class: dict[str | None, int], max_retries: int) -> str:
@@ -111,9 +113,9 @@ async def _reduce_as_leader(ex: Executor, job: JobRecord, runner: UnitRunner, re
 
     while ex.mode == "run":
         current = await ex.db(ex.store.get_job, job.id)
-        if current is None or current.status != "RUNNING":
+        if current is None or current.status != JobStatus.RUNNING:
             return False
-        if current.reduce_status == "COMPLETED":
+        if current.reduce_status == UnitStatus.COMPLETED:
             return True
         leaders = sorted(await ex.db(live_executors, ex.store, ex.settings, job.id),
                          key=lambda e: (e.started_at, e.id))
@@ -138,7 +140,7 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
     try:
         await recorder.flush()
         await ex.db(ex.store.release_units, ex.id)
-        await ex.db(ex.store.update_job, job.id, expect=["RUNNING"], status="PAUSED", control=None,
+        await ex.db(ex.store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.PAUSED, control=None,
                     pause_reason="store")
         await ex.db(ex.store.set_executor_state, ex.id, "stopped")
     except StoreUnavailable as again:

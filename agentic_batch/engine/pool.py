@@ -14,6 +14,7 @@ from agentic_batch.engine.limits import AdaptiveLimit, Budget, is_rate_limit
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.store import JobRecord, UnitResult
+from agentic_batch.states import UnitStatus
 
 if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
@@ -41,8 +42,8 @@ class Pool:
             return
         totals = await self.ex.db(self.ex.store.unit_totals, self.job.id)
         counts = await self.ex.db(self.ex.store.count_units, self.job.id)
-        self.budget.refresh(totals["cost_usd"], counts["COMPLETED"] + counts["FAILED"],
-                            counts["RUNNING"] - len(self.inflight))
+        self.budget.refresh(totals["cost_usd"], counts[UnitStatus.COMPLETED] + counts[UnitStatus.FAILED],
+                            counts[UnitStatus.RUNNING] - len(self.inflight))
 
     async def stop_lost_units(self) -> None:
         """Kill the agents of units that are no longer ours: cancelled one by one by a user, or taken
@@ -105,7 +106,7 @@ class Pool:
     async def _account(self, result: UnitResult) -> None:
         """Feed an attempt's result to the budget, the adaptive limit and the quota hold."""
         ex = self.ex
-        self.budget.record(result.cost_usd, result.status in ("COMPLETED", "FAILED"))
+        self.budget.record(result.cost_usd, result.status in (UnitStatus.COMPLETED, UnitStatus.FAILED))
         if result.error and is_rate_limit(result.error) and self.limit.rate_limited():
             self.recorder.log(self.job.id, "warning", f"rate limited: in-flight limit lowered to "
                               f"{self.limit.current}", executor_id=ex.id)
@@ -122,12 +123,12 @@ class Pool:
         counts = await self.ex.db(self.ex.store.count_units, self.job.id)
         # After a store outage: a claim may have committed just as the store went away, its answer lost;
         # those units are leased to us but nothing runs them (and heartbeats would renew them forever).
-        lost_claims = counts["RUNNING"] and self.ex.outage.outages and not self.inflight
+        lost_claims = counts[UnitStatus.RUNNING] and self.ex.outage.outages and not self.inflight
         if lost_claims and (released := await self.ex.db(self.ex.store.release_units, self.ex.id)):
             self.recorder.log(self.job.id, "warning", f"{released} unit(s) claimed during a store outage "
                               "were never started; returned to PENDING", executor_id=self.ex.id)
             return False
-        return counts["PENDING"] == 0 and counts["RUNNING"] == 0
+        return counts[UnitStatus.PENDING] == 0 and counts[UnitStatus.RUNNING] == 0
 
     async def _idle_wait(self, held: bool) -> None:
         """Nothing to run now: units back off, a quota holds, or other executors hold the leases."""

@@ -17,6 +17,7 @@ from agentic_batch.engine.runner import UnitRunner, job_workspace
 from agentic_batch.results import write_export
 from agentic_batch.store import JobRecord
 from agentic_batch.workers.base import ErrorClass
+from agentic_batch.states import JobStatus, UnitStatus
 
 if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
@@ -29,16 +30,17 @@ async def run_reduce(executor: Executor, job: JobRecord, runner: UnitRunner, rec
     await executor.db(write_export, store, job.id, "jsonl", results_path)
     counts = await executor.db(store.count_units, job.id)
     variables = {"results_path": str(results_path), "total": sum(counts.values()),
-                 "completed": counts["COMPLETED"], "failed": counts["FAILED"], "job_name": job.name}
-    await executor.db(store.update_job, job.id, reduce_status="RUNNING", reduce_error=None)
-    recorder.log(job.id, "info", f"reduce step started over {counts['COMPLETED']} result(s)",
+                 "completed": counts[UnitStatus.COMPLETED], "failed": counts[UnitStatus.FAILED], "job_name": job.name}
+    await executor.db(store.update_job, job.id, reduce_status=UnitStatus.RUNNING, reduce_error=None)
+    recorder.log(job.id, "info", f"reduce step started over {counts[UnitStatus.COMPLETED]} result(s)",
                  executor_id=executor.id)
     error = "reduce step did not run"
     for attempt in range(1, job.max_retries + 2):
         outcome, _prompt = await runner.attempt(unit_id=None, key="reduce", seq=-1, attempt=attempt,
                                                 payload=variables, template=job.reduce_prompt)
         if outcome.ok:
-            await executor.db(store.update_job, job.id, reduce_status="COMPLETED", reduce_output=outcome.output)
+            await executor.db(store.update_job, job.id, reduce_status=UnitStatus.COMPLETED,
+                              reduce_output=outcome.output)
             recorder.log(job.id, "info", "reduce step completed", executor_id=executor.id)
             return True
         error = outcome.error or "unknown error"
@@ -48,8 +50,8 @@ async def run_reduce(executor: Executor, job: JobRecord, runner: UnitRunner, rec
         await asyncio.sleep(max(outcome.retry_after or 0.0,
                                 backoff_delay(attempt, executor.settings.retry_base_seconds,
                                               executor.settings.retry_max_seconds)))
-    await executor.db(store.update_job, job.id, reduce_status="FAILED", reduce_error=error)
-    await executor.db(store.update_job, job.id, expect=["RUNNING"], status="FAILED", finished_at=time.time(),
-                      error=f"reduce step failed: {error}")
+    await executor.db(store.update_job, job.id, reduce_status=UnitStatus.FAILED, reduce_error=error)
+    await executor.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
+                      finished_at=time.time(), error=f"reduce step failed: {error}")
     recorder.log(job.id, "error", f"reduce step failed: {error}", executor_id=executor.id)
     return False

@@ -7,6 +7,7 @@ import time
 
 from agentic_batch.store import UnitResult
 from agentic_batch.workers.base import ErrorClass, UnitOutcome
+from agentic_batch.states import UnitStatus
 
 
 def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -29,18 +30,18 @@ def decide(outcome: UnitOutcome, *, unit_id: int, attempt: int, error_count: int
                   cost_usd=outcome.cost_usd, tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out,
                   turns=outcome.turns, session_id=outcome.session_id)
     if outcome.ok:
-        return UnitResult(status="COMPLETED", **common)
+        return UnitResult(status=UnitStatus.COMPLETED, **common)
     error_class = outcome.error_class or ErrorClass.retryable
     failed = dict(error=outcome.error, error_class=error_class.value, **common)
     if error_class is ErrorClass.permanent:
-        return UnitResult(status="FAILED", count_error=True, **failed)
+        return UnitResult(status=UnitStatus.FAILED, count_error=True, **failed)
     if error_class is ErrorClass.quota:
         wait = outcome.retry_after if outcome.retry_after else (quota_wait if quota_wait is not None else retry_cap)
-        return UnitResult(status="PENDING", not_before=now + wait, **failed)
+        return UnitResult(status=UnitStatus.PENDING, not_before=now + wait, **failed)
     errors = error_count + 1
     if errors > max_retries:
-        return UnitResult(status="FAILED", count_error=True, **failed)
+        return UnitResult(status=UnitStatus.FAILED, count_error=True, **failed)
     delay = backoff_delay(errors, retry_base, retry_cap)
     if outcome.retry_after is not None:
         delay = max(delay, outcome.retry_after)
-    return UnitResult(status="PENDING", not_before=now + delay, count_error=True, **failed)
+    return UnitResult(status=UnitStatus.PENDING, not_before=now + delay, count_error=True, **failed)

@@ -25,6 +25,7 @@ from agentic_batch.prompts import render
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers.base import CallGate, ErrorClass, OpenGate, UnitContext, UnitOutcome, Worker
+from agentic_batch.states import UnitStatus
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +192,9 @@ class UnitRunner:
                       short_traceback(exc))
             result = self._decide(unit, outcome, prompt)
         self.recorder.result(result)
-        if result.status != "COMPLETED":
-            level = "error" if result.status == "FAILED" else "warning"
-            verb = "failed" if result.status == "FAILED" else "will retry"
+        if result.status != UnitStatus.COMPLETED:
+            level = "error" if result.status == UnitStatus.FAILED else "warning"
+            verb = "failed" if result.status == UnitStatus.FAILED else "will retry"
             self.recorder.log(self.job.id, level, f"unit {unit.number} ({unit.key}) {verb}: {outcome.error}",
                               unit_id=unit.id, executor_id=self.executor_id, attempt=unit.attempt,
                               error_class=result.error_class)

@@ -23,6 +23,7 @@ from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import capabilities_brief, capability_details
 from agentic_batch.spec import MAX_BUDGET_USD, MAX_SECONDS
+from agentic_batch.states import JobStatus, UnitStatus
 
 PREVIEW_CHARS = 1500
 TEMPLATE_CHARS = 6000
@@ -32,7 +33,7 @@ TEST_OUTPUT_CHARS = 3000
 def created_view(result: Any, worker: str) -> dict[str, Any]:
     template, _ = clip(result.prompt_template, TEMPLATE_CHARS)
     view: dict[str, Any] = {
-        "job_id": result.job_id, "name": result.name, "status": "CREATED", "units": result.units,
+        "job_id": result.job_id, "name": result.name, "status": JobStatus.CREATED, "units": result.units,
         "source": result.source, "worker": worker, "prompt_template": template,
         "preview_prompts": [clip(p, PREVIEW_CHARS)[0] for p in result.previews],
         "next_step": (f"Tell the user the job has {result.units} unit(s)"
@@ -49,7 +50,7 @@ def created_view(result: Any, worker: str) -> dict[str, Any]:
 def tested_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     job_id, total = status["id"], status["total"]
     unit = unit_view(report, TEST_OUTPUT_CHARS)
-    passed = report["status"] == "COMPLETED"
+    passed = report["status"] == UnitStatus.COMPLETED
     view: dict[str, Any] = {
         "job_id": job_id, "job_status": status["status"], "test_passed": passed, "test_unit": unit,
         "remaining_units": max(total - 1, 0),

@@ -22,6 +22,7 @@ from agentic_batch.mcp_server.shaping import hoist_status, result_row, status_vi
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import results_page
+from agentic_batch.states import JobStatus
 
 POLL_SECONDS = 0.5
 
@@ -41,7 +42,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         def call() -> dict[str, Any]:
             status = orch.status(job_id)
             deadline = time.monotonic() + wait_seconds
-            while status["status"] == "RUNNING" and time.monotonic() < deadline:
+            while status["status"] == JobStatus.RUNNING and time.monotonic() < deadline:
                 time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
                 status = orch.status(status["id"])
             return status_view(status)
@@ -57,7 +58,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         """List jobs, newest first: id, name, status, worker, unit counts, progress and cost. Use it to find a
         job id the user refers to by name or time."""
         def call() -> dict[str, Any]:
-            jobs = orch.list(status=status, limit=limit, offset=offset)
+            jobs = orch.list_jobs(status=status, limit=limit, offset=offset)
             return fit_page({"jobs": jobs, "returned": len(jobs), "offset": offset,
                              "next_offset": offset + len(jobs) if len(jobs) == limit else None}, "jobs", offset)
 

@@ -34,7 +34,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                      description=f"The newest {JOBS_LISTED} batch jobs: id, name, status, unit counts, progress, "
                                  "cost.")
     async def jobs() -> str:
-        return await _read(lambda: {"jobs": orch.list(limit=JOBS_LISTED)})
+        return await _read(lambda: {"jobs": orch.list_jobs(limit=JOBS_LISTED)})
 
     @server.resource("abp://jobs/{job_id}", name="job", title="abp job status", mime_type="application/json",
                      description="One job's status: counts, progress, rate, ETA, cost, executor, next step.")

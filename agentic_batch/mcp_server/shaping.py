@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 from agentic_batch.results import RESULT_COLUMNS
+from agentic_batch.states import JobStatus
 
 #: Events listed in a conversation summary: the first few and the last many.
 HEAD_EVENTS, TAIL_EVENTS = 5, 40
@@ -74,17 +75,17 @@ def next_step(s: dict[str, Any]) -> str:
     """What the caller should do next, by job status."""
     job = s["id"]
     return {
-        "CREATED": f"Call start_job(job_id={job}) to run the test unit and show its output to the user.",
-        "TESTING": f"The test output is waiting for the user's decision: start_job(job_id={job}, approve=true) "
+        JobStatus.CREATED: f"Call start_job(job_id={job}) to run the test unit and show its output to the user.",
+        JobStatus.TESTING: f"The test output is waiting for the user's decision: start_job(job_id={job}, approve=true) "
                    f"starts the rest; start_job(job_id={job}, reject=true) then edit_prompt changes the prompt.",
-        "RUNNING": f"The job runs in a detached executor (it keeps going if this conversation ends). Check "
+        JobStatus.RUNNING: f"The job runs in a detached executor (it keeps going if this conversation ends). Check "
                    f"again later with get_job_status(job_id={job}, wait_seconds=30).",
-        "PAUSED": f"Resume with resume_job(job_id={job}).",
-        "COMPLETED": f"Fetch results with get_results(job_id={job}) or write them to a file with "
+        JobStatus.PAUSED: f"Resume with resume_job(job_id={job}).",
+        JobStatus.COMPLETED: f"Fetch results with get_results(job_id={job}) or write them to a file with "
                      f"export_results(job_id={job}, path=...).",
-        "FAILED": f"Some units failed (the error says why): see get_results(job_id={job}, status='failed'); "
+        JobStatus.FAILED: f"Some units failed (the error says why): see get_results(job_id={job}, status='failed'); "
                   f"retry_failed(job_id={job}) runs them again.",
-        "CANCELLED": f"The job or some of its units were cancelled; completed results remain available via "
+        JobStatus.CANCELLED: f"The job or some of its units were cancelled; completed results remain available via "
                      f"get_results(job_id={job}); retry_failed(job_id={job}, include_cancelled=true) runs the "
                      f"cancelled units.",
     }.get(s["status"], "")
@@ -105,7 +106,7 @@ def status_view(s: dict[str, Any]) -> dict[str, Any]:
     executor = s.get("executor") or {}
     view["executor"] = {k: executor.get(k) for k in ("state", "pid") if executor.get(k) is not None}
     step = next_step(s)
-    if s["status"] == "RUNNING" and executor.get("state") != "running" and (s["pending"] or s["running"]):
+    if s["status"] == JobStatus.RUNNING and executor.get("state") != "running" and (s["pending"] or s["running"]):
         step = (f"No executor is working on this RUNNING job (it died or was stopped); call "
                 f"resume_job(job_id={s['id']}) to reclaim its units and start one.")
     return {"summary": status_summary(s), **view, "next_step": step}

@@ -20,6 +20,7 @@ from mcp.server.mcpserver import Context
 
 from agentic_batch.mcp_server.replies import in_thread
 from agentic_batch.service import Orchestrator
+from agentic_batch.states import JobStatus
 
 WAIT_ENV = "ABP_MCP_TEST_WAIT_SECONDS"
 DEFAULT_WAIT_SECONDS = 50.0
@@ -69,7 +70,7 @@ async def _progress(ctx: Context[Any, Any], progress: dict[str, Any]) -> None:
 def still_running_view(progress: dict[str, Any]) -> dict[str, Any]:
     job = progress["job_id"]
     return {
-        "job_id": job, "job_status": "TESTING", "test_running": True, "test_unit": progress["unit"],
+        "job_id": job, "job_status": JobStatus.TESTING, "test_running": True, "test_unit": progress["unit"],
         "elapsed_s": progress["elapsed_s"],
         "message": (f"The test unit is still running ({progress['elapsed_s']:.0f}s so far) in a process of its own; "
                     "it goes on if this call or the MCP server ends."),

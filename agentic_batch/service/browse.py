@@ -19,6 +19,7 @@ from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, 
 from agentic_batch.spec import JobStatus
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
 from agentic_batch.store.browse_queries import UNIT_SORTS
+from agentic_batch.states import UnitStatus
 
 if TYPE_CHECKING:
     from agentic_batch.config import Settings
@@ -129,10 +130,10 @@ class BrowseMixin:
         if job.status in (JobStatus.CREATED.value, JobStatus.TESTING.value):
             raise IllegalState(f"cannot retry a unit of job {job.id}: it is {job.status}",
                                hint="start the job first")
-        if unit.status not in ("FAILED", "CANCELLED"):
+        if unit.status not in (UnitStatus.FAILED, UnitStatus.CANCELLED):
             raise IllegalState(f"cannot retry unit {unit.number}: it is {unit.status}",
                                hint="only failed or cancelled units can be retried")
-        if not self.store.set_units_status(job.id, [unit.status], "PENDING", unit_ids=[unit.id], reset=True):
+        if not self.store.set_units_status(job.id, [unit.status], UnitStatus.PENDING, unit_ids=[unit.id], reset=True):
             raise IllegalState(f"unit {unit.number} changed state meanwhile; try again")
         self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
                                  "message": f"unit {unit.number} queued for retry"}])
@@ -147,9 +148,9 @@ class BrowseMixin:
         within a second (it checks its units' leases), and results are fenced by status anyway."""
         job = self.job(ref)
         unit = self._unit_record(job, unit_ref)
-        if unit.status not in ("PENDING", "RUNNING"):
+        if unit.status not in (UnitStatus.PENDING, UnitStatus.RUNNING):
             raise IllegalState(f"cannot cancel unit {unit.number}: it is already {unit.status}")
-        if not self.store.set_units_status(job.id, [unit.status], "CANCELLED", unit_ids=[unit.id]):
+        if not self.store.set_units_status(job.id, [unit.status], UnitStatus.CANCELLED, unit_ids=[unit.id]):
             raise IllegalState(f"unit {unit.number} changed state meanwhile; try again")
         self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
                                  "message": f"unit {unit.number} cancelled"}])

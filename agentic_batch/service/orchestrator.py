@@ -24,8 +24,8 @@ from agentic_batch.service.views import event_rows, job_status, job_summary, log
 from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
                                 describe_validation_error)
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
+from agentic_batch.states import UnitStatus
 
-RUNNING = JobStatus.RUNNING.value
 #: Events or log lines in one read; executors one command may start on a host.
 MAX_EVENTS = 10_000
 MAX_EXECUTORS = 64
@@ -80,11 +80,12 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def sync(self, ref: str | int) -> dict[str, int]:
         """Add the items that appeared in the source since the job was created (keys already there are skipped)."""
         job = self.job(ref)
-        self._expect(job, {"CREATED", "TESTING", "PAUSED", "COMPLETED", "FAILED", RUNNING}, "sync")
+        self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.COMPLETED,
+                           JobStatus.FAILED, JobStatus.RUNNING}, "sync")
         added, existing = sync_job(self.store, job.id, job.source, job.workdir)
-        if added and job.status == "COMPLETED":
-            self.store.update_job(job.id, expect=["COMPLETED"], status="PAUSED", pause_reason="new items",
-                                  finished_at=None)
+        if added and job.status == JobStatus.COMPLETED:
+            self.store.update_job(job.id, expect=[JobStatus.COMPLETED], status=JobStatus.PAUSED,
+                                  pause_reason="new items", finished_at=None)
         status = self.job(job.id).status
         return {"job_id": job.id, "added": added, "existing": existing, "status": status,
                 "next": _sync_next(status) if added else None}
@@ -103,17 +104,18 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         job = self.job(ref)
         self._check_executors(executors)
         job = self.settle_test(job)
-        self._expect(job, {"TESTING"}, "approve", _approve_hint(job))
+        self._expect(job, {JobStatus.TESTING}, "approve", _approve_hint(job))
         if job.test_unit_id:  # a failed test unit gets another chance in the real run
-            self.store.set_units_status(job.id, ["FAILED"], "PENDING", unit_ids=[job.test_unit_id], reset=True)
-        return self._run(job, expect=["TESTING"], executors=executors)
+            self.store.set_units_status(job.id, [UnitStatus.FAILED], UnitStatus.PENDING, unit_ids=[job.test_unit_id],
+                                        reset=True)
+        return self._run(job, expect=[JobStatus.TESTING], executors=executors)
 
     def reject(self, ref: str | int) -> dict[str, Any]:
         job = self.settle_test(self.job(ref))
-        self._expect(job, {"TESTING"}, "reject", _approve_hint(job).replace("approve", "reject", 1))
+        self._expect(job, {JobStatus.TESTING}, "reject", _approve_hint(job).replace("approve", "reject", 1))
         if job.test_unit_id:
             self.store.reset_unit(job.test_unit_id)
-        self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+        self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
         return self.status(job.id)
 
     def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> dict[str, Any]:
@@ -121,12 +123,12 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         job = self.job(ref)
         self._check_executors(executors)
         job = self.settle_test(job)  # a lost test run makes the job CREATED again: it is tested anew
-        if job.status == "TESTING":
+        if job.status == JobStatus.TESTING:
             raise IllegalState(f"job {job.id} is TESTING: its test result is waiting for you",
                                hint=f"`abp start {job.id} --approve` or `--reject`")
-        self._expect(job, {"CREATED"}, "start", start_hint(job))
+        self._expect(job, {JobStatus.CREATED}, "start", start_hint(job))
         if skip_test or self.settings.skip_test:
-            return self._run(job, expect=["CREATED"], executors=executors)
+            return self._run(job, expect=[JobStatus.CREATED], executors=executors)
         return self.test(job.id)
 
     def _check_executors(self, executors: int) -> None:
@@ -140,7 +142,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def add_executors(self, ref: str | int, count: int) -> dict[str, Any]:
         """Start `count` more executors on this host for a RUNNING job (PostgreSQL store)."""
         job = self.job(ref)
-        self._expect(job, {RUNNING}, "add executors to")
+        self._expect(job, {JobStatus.RUNNING}, "add executors to")
         self._check_executors(count + 1)
         for _ in range(count):
             control.join(self.settings, job)
@@ -148,8 +150,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
     def _run(self, job: JobRecord, expect: list[str], executors: int = 1) -> dict[str, Any]:
         now = time.time()
-        fields: dict[str, Any] = {"status": RUNNING, "control": None, "pause_reason": None, "finished_at": None,
-                                  "error": None}
+        fields: dict[str, Any] = {"status": JobStatus.RUNNING, "control": None, "pause_reason": None,
+                                  "finished_at": None, "error": None}
         if job.started_at is None:
             fields["started_at"] = now
         if not self.store.update_job(job.id, expect=expect, **fields):
@@ -169,14 +171,15 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def stop(self, ref: str | int) -> dict[str, Any]:
         """Ask the executors to pause: in-flight units finish (within a grace period), the rest wait."""
         job = self.job(ref)
-        self._expect(job, {RUNNING}, "stop", "only a RUNNING job can be stopped")
+        self._expect(job, {JobStatus.RUNNING}, "stop", "only a RUNNING job can be stopped")
         # Through the store, not a signal: every executor on every host reads `control` within a second
         # (at once on PostgreSQL), and a `resume` arriving while they drain can simply clear it.
-        self.store.update_job(job.id, expect=[RUNNING], control="stop")
+        self.store.update_job(job.id, expect=[JobStatus.RUNNING], control="stop")
         self.store.notify(job.id, "stop")
         if not control.any_live_executor(self.store, self.settings, job.id):
             control.reclaim_dead_executors(self.store, self.settings, job.id)
-            self.store.update_job(job.id, expect=[RUNNING], status="PAUSED", control=None, pause_reason="stopped")
+            self.store.update_job(job.id, expect=[JobStatus.RUNNING], status=JobStatus.PAUSED, control=None,
+                                  pause_reason="stopped")
         return self.status(job.id)
 
     def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> dict[str, Any]:
@@ -184,23 +187,23 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
         `budget_usd` replaces the job's budget (e.g. after it paused with reason "budget")."""
         job = self.job(ref)
-        self._expect(job, {"PAUSED", RUNNING}, "resume", _resume_hint(job))
+        self._expect(job, {JobStatus.PAUSED, JobStatus.RUNNING}, "resume", _resume_hint(job))
         self._check_executors(executors)
         if budget_usd is not None:
             if not 0 < budget_usd <= MAX_BUDGET_USD:  # also refuses nan
                 raise InvalidSpec(f"{field_ref('budget_usd')} must be greater than 0 and at most {MAX_BUDGET_USD:g}")
             self.store.update_job(job.id, budget_usd=budget_usd)
             job = self.job(job.id)
-        if job.status == "PAUSED":
+        if job.status == JobStatus.PAUSED:
             try:
-                return self._run(job, expect=["PAUSED"], executors=executors)
+                return self._run(job, expect=[JobStatus.PAUSED], executors=executors)
             except IllegalState:
                 # Another resume (or the dashboard) won the race and it is RUNNING now: resuming a
                 # running job is "make sure an executor works on it", which the branch below does.
                 job = self.job(job.id)
-                if job.status != RUNNING:
+                if job.status != JobStatus.RUNNING:
                     raise
-        self.store.update_job(job.id, expect=[RUNNING], control=None)
+        self.store.update_job(job.id, expect=[JobStatus.RUNNING], control=None)
         control.spawn(self.store, self.settings, job)
         for _ in range(executors - 1):
             control.join(self.settings, job)
@@ -210,10 +213,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         job = self.job(ref)
         if job.status in TERMINAL_JOB_STATUSES:
             raise IllegalState(f"cannot cancel job {job.id}: it is already {job.status}")
-        if not self.store.update_job(job.id, expect=[job.status], status="CANCELLED", control="cancel",
+        if not self.store.update_job(job.id, expect=[job.status], status=JobStatus.CANCELLED, control="cancel",
                                      finished_at=time.time()):
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
-        self.store.set_units_status(job.id, ["PENDING", "RUNNING"], "CANCELLED")
+        self.store.set_units_status(job.id, [UnitStatus.PENDING, UnitStatus.RUNNING], UnitStatus.CANCELLED)
         self.store.notify(job.id, "cancel")  # executors see the CANCELLED status within a second
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
         return self.status(job.id)
@@ -221,13 +224,14 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def retry(self, ref: str | int, include_cancelled: bool = False) -> dict[str, Any]:
         """Failed units (and, if asked, cancelled ones) back to PENDING with fresh retries; run again."""
         job = self.job(ref)
-        self._expect(job, {"FAILED", "PAUSED", "COMPLETED", "CANCELLED", RUNNING}, "retry")
-        statuses = ["FAILED", "CANCELLED"] if include_cancelled else ["FAILED"]
-        count = self.store.set_units_status(job.id, statuses, "PENDING", reset=True)
+        self._expect(job, {JobStatus.FAILED, JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED,
+                           JobStatus.RUNNING}, "retry")
+        statuses = [UnitStatus.FAILED, UnitStatus.CANCELLED] if include_cancelled else [UnitStatus.FAILED]
+        count = self.store.set_units_status(job.id, statuses, UnitStatus.PENDING, reset=True)
         if count == 0:
             raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry")
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": f"{count} unit(s) queued for retry"}])
-        if job.status == RUNNING:
+        if job.status == JobStatus.RUNNING:
             self.store.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)
             return {**self.status(job.id), "retried": count}
@@ -236,17 +240,18 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def edit_prompt(self, ref: str | int, template: str) -> dict[str, Any]:
         """Replace the prompt template; units not yet completed will use it."""
         job = self.settle_test(self.job(ref))
-        self._expect(job, {"CREATED", "TESTING", "PAUSED", "FAILED"}, "edit the prompt of", _edit_hint(job))
+        self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.FAILED},
+                     "edit the prompt of", _edit_hint(job))
         if not template.strip():
             raise InvalidSpec("the prompt template is empty")
         compile_template(template)
         sample = [u.payload for u in itertools.islice(self.store.iter_units(job.id, batch_size=3), 3)]
         validate(template, sample, unit={"id": 0, "key": "", "seq": 0, "attempt": 1},
                  job={"id": job.id, "name": job.name})
-        if job.status == "TESTING":
+        if job.status == JobStatus.TESTING:
             if job.test_unit_id:
                 self.store.reset_unit(job.test_unit_id)
-            self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+            self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
         self.store.update_job(job.id, prompt_template=template, intent=None)
         return self.status(job.id)
 
@@ -255,8 +260,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def status(self, ref: str | int) -> dict[str, Any]:
         return job_status(self.store, self.settings, self.job(ref))
 
-    def list(self, status: str | None = None, name: str | None = None, limit: int | None = None,
-             offset: int = 0) -> list[dict[str, Any]]:
+    def list_jobs(self, status: str | None = None, name: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> list[dict[str, Any]]:
         statuses = parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
         check_cursor("offset", offset)
         return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
@@ -350,23 +355,25 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
 
 def _approve_hint(job: JobRecord) -> str:
-    if job.status == "CREATED":
+    if job.status == JobStatus.CREATED:
         return f"run the test first: `abp start {job.id}`"
     return "approve applies to a TESTING job (after `abp start`)"
 
 
 def _edit_hint(job: JobRecord) -> str:
-    return {RUNNING: f"stop it first (`abp stop {job.id}`), edit, then `abp resume {job.id}`",
-            "COMPLETED": "every unit has completed with it; to run the items with another prompt, create a new job",
-            "CANCELLED": "to run the items with another prompt, create a new job"}.get(job.status, "")
+    return {JobStatus.RUNNING: f"stop it first (`abp stop {job.id}`), edit, then `abp resume {job.id}`",
+            JobStatus.COMPLETED: "every unit has completed with it; to run the items with another prompt, "
+                                 "create a new job",
+            JobStatus.CANCELLED: "to run the items with another prompt, create a new job"}.get(job.status, "")
 
 
 def _sync_next(status: str) -> str | None:
     """What runs the new units, as an action name every interface renders in its own words."""
-    return {"PAUSED": "resume", "FAILED": "retry", "CREATED": "start", "TESTING": "approve"}.get(status)
+    return {JobStatus.PAUSED: "resume", JobStatus.FAILED: "retry", JobStatus.CREATED: "start",
+            JobStatus.TESTING: "approve"}.get(status)
 
 
 def _resume_hint(job: JobRecord) -> str:
-    return {"CREATED": f"use `abp start {job.id}`", "TESTING": f"use `abp start {job.id} --approve`",
-            "FAILED": f"use `abp retry {job.id}`", "COMPLETED": "it has finished; nothing to resume",
-            "CANCELLED": "a cancelled job cannot be resumed"}.get(job.status, "")
+    return {JobStatus.CREATED: f"use `abp start {job.id}`", JobStatus.TESTING: f"use `abp start {job.id} --approve`",
+            JobStatus.FAILED: f"use `abp retry {job.id}`", JobStatus.COMPLETED: "it has finished; nothing to resume",
+            JobStatus.CANCELLED: "a cancelled job cannot be resumed"}.get(job.status, "")

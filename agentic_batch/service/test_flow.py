@@ -14,6 +14,7 @@ from agentic_batch.errors import IllegalState
 from agentic_batch.service.test_run import (TESTED_STATE, TestRunning, find_test_owner, launch_detached_test,
                                             reclaim_lost_test, register_test_owner, run_test_unit)
 from agentic_batch.store import JobRecord
+from agentic_batch.states import JobStatus, UnitStatus
 
 if TYPE_CHECKING:
     from agentic_batch.config import Settings
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 
 
 def start_hint(job: JobRecord) -> str:
-    return {"RUNNING": "it is already running; see `abp status`", "PAUSED": f"use `abp resume {job.id}`",
-            "FAILED": f"use `abp retry {job.id}` to run failed units again"}.get(job.status, "")
+    return {JobStatus.RUNNING: "it is already running; see `abp status`",
+            JobStatus.PAUSED: f"use `abp resume {job.id}`",
+            JobStatus.FAILED: f"use `abp retry {job.id}` to run failed units again"}.get(job.status, "")
 
 
 class TestFlowMixin:
@@ -42,9 +44,9 @@ class TestFlowMixin:
 
         SIGTERM/SIGINT meanwhile raise TestInterrupted with the unit PENDING and the job CREATED again."""
         job = self.job(ref)
-        self._expect(job, {"CREATED"}, "test", "only a CREATED job can be tested; reject a TESTING job first")
+        self._expect(job, {JobStatus.CREATED}, "test", "only a CREATED job can be tested; reject a TESTING job first")
         owner = register_test_owner(self.store, job.id)
-        if not self.store.update_job(job.id, expect=["CREATED"], status="TESTING"):
+        if not self.store.update_job(job.id, expect=[JobStatus.CREATED], status=JobStatus.TESTING):
             self.store.set_executor_state(owner, TESTED_STATE)
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         try:
@@ -53,15 +55,15 @@ class TestFlowMixin:
             # Back to CREATED, unless another start took the unit over meanwhile (our lease had expired).
             fresh = self.store.get_job(job.id)
             unit = self.store.get_unit(fresh.test_unit_id) if fresh and fresh.test_unit_id else None
-            if unit is None or unit.status == "PENDING":
-                self.store.update_job(job.id, expect=["TESTING"], status="CREATED")
+            if unit is None or unit.status == UnitStatus.PENDING:
+                self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
             raise
         return self.test_report(job.id, unit_id)
 
     def settle_test(self, job: JobRecord) -> JobRecord:
         """A TESTING job: a lost test run (dead owner, expired lease) is reclaimed, so the job is CREATED
         again; a live one raises TestRunning. Returns the job as it is now."""
-        if job.status != "TESTING":
+        if job.status != JobStatus.TESTING:
             return job
         if reclaim_lost_test(self.store, self.settings, job):
             return self.job(job.id)
@@ -79,7 +81,7 @@ class TestFlowMixin:
         except TestRunning as exc:
             return {"state": "running", "job_id": job.id, "unit": exc.unit, "pid": exc.owner.pid,
                     "host": exc.owner.host, "elapsed_s": round(time.time() - exc.owner.started_at, 1)}
-        return {"state": "done" if job.status == "TESTING" else "none", "job_id": job.id, "status": job.status,
+        return {"state": "done" if job.status == JobStatus.TESTING else "none", "job_id": job.id, "status": job.status,
                 "unit": self._test_unit_number(job)}
 
     def _test_unit_number(self, job: JobRecord, starting: bool = False) -> int | None:
@@ -103,6 +105,6 @@ class TestFlowMixin:
         if progress["state"] != "none":
             return progress
         job = self.job(job.id)
-        self._expect(job, {"CREATED"}, "start", start_hint(job))
+        self._expect(job, {JobStatus.CREATED}, "start", start_hint(job))
         launch_detached_test(self.store, self.settings, job)
         return self.test_progress(job.id)

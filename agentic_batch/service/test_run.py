@@ -35,6 +35,7 @@ from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.errors import AbpError, IllegalState
 from agentic_batch.store import JobRecord, Store
 from agentic_batch.workers import get_worker_kind
+from agentic_batch.states import JobStatus, UnitStatus
 
 #: The executors-table states of a test run's owner (executors proper are running/stopping/stopped/dead):
 #: testing while it runs, then tested (it ended, or was interrupted) or test-lost (it died; reclaimed).
@@ -160,19 +161,19 @@ def find_test_owner(store: Store, settings: Settings, job: JobRecord) -> TestOwn
     process) or its heartbeat is fresh (another host), and its lease on the unit, if it has one, has
     not expired (a stopped process loses it).
     """
-    if job.status != "TESTING":
+    if job.status != JobStatus.TESTING:
         return None
     unit = store.get_unit(job.test_unit_id) if job.test_unit_id is not None else None
     records = store.list_executors(job.id)
     now = time.time()
-    if unit is not None and unit.status == "RUNNING" and unit.lease_owner:
+    if unit is not None and unit.status == UnitStatus.RUNNING and unit.lease_owner:
         record = next((r for r in records if r.id == unit.lease_owner), None)
         leased = bool(unit.lease_expires_at and unit.lease_expires_at > now)
         if record is None:  # a test run from before owners were registered: the lease alone decides
             return TestOwner(unit.lease_owner, "?", 0, unit.started_at or now, alive=leased)
         started = unit.started_at or record.started_at
     else:
-        if unit is not None and (unit.status != "PENDING" or unit.error):
+        if unit is not None and (unit.status != UnitStatus.PENDING or unit.error):
             return None  # a result (or a retryable error) waits for the user
         record = next((r for r in records if r.state == TESTING_STATE), None)  # newest first
         if record is None:
@@ -196,7 +197,7 @@ def reclaim_lost_test(store: Store, settings: Settings, job: JobRecord) -> bool:
     with contextlib.suppress(Exception):
         store.set_executor_state(owner.id, LOST_STATE)
     store.release_units(owner.id)
-    if not store.update_job(job.id, expect=["TESTING"], status="CREATED"):
+    if not store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED):
         return False
     store.append_logs([{"job_id": job.id, "unit_id": job.test_unit_id, "level": "warning",
                         "message": f"the test run of job {job.id} (pid {owner.pid} on {owner.host}) ended without "
@@ -235,7 +236,7 @@ def launch_detached_test(store: Store, settings: Settings, job: JobRecord, wait_
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         current = store.get_job(job.id)
-        if current is None or current.status != "CREATED":
+        if current is None or current.status != JobStatus.CREATED:
             return proc.pid  # ours took it, or another caller's test did: either way it is under way
         if proc.poll() is not None:
             detail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])

@@ -16,6 +16,7 @@ from agentic_batch.spec import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.store.records import EventRecord, LogRecord
+from agentic_batch.states import JobStatus, UnitStatus
 
 #: The window of the all-jobs throughput on the dashboard (`stats`).
 RATE_WINDOW_S = 60.0
@@ -43,8 +44,9 @@ class Progress:
 
     @classmethod
     def of(cls, job: JobRecord, counts: dict[str, int], now: float) -> Progress:
-        return cls(status=job.status, pending=counts["PENDING"], running=counts["RUNNING"],
-                   completed=counts["COMPLETED"], failed=counts["FAILED"], cancelled=counts["CANCELLED"],
+        return cls(status=job.status, pending=counts[UnitStatus.PENDING], running=counts[UnitStatus.RUNNING],
+                   completed=counts[UnitStatus.COMPLETED], failed=counts[UnitStatus.FAILED],
+                   cancelled=counts[UnitStatus.CANCELLED],
                    elapsed=job.working_seconds(now))
 
     @property
@@ -67,7 +69,7 @@ class Progress:
     def eta(self) -> float | None:
         left = self.pending + self.running
         pace = (self.completed + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
-        return left / pace if self.status == "RUNNING" and left and pace > 0 else None
+        return left / pace if self.status == JobStatus.RUNNING and left and pace > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         eta = self.eta
@@ -93,7 +95,7 @@ def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, An
         state = "running" if alive else "stopped" if rec.state == "stopped" else "lost"
         listed.append({"id": rec.id, "host": rec.host, "pid": rec.pid, "state": state,
                        "started_at": rec.started_at, "heartbeat_at": rec.heartbeat_at,
-                       "units_done": store.owner_counts(rec.id).get("COMPLETED", 0) if alive else None})
+                       "units_done": store.owner_counts(rec.id).get(UnitStatus.COMPLETED, 0) if alive else None})
     live = [e for e in listed if e["state"] == "running"]
     head = live[0] if live else listed[0]
     return {"state": head["state"], "pid": head["pid"], "host": head["host"], "heartbeat_at": head["heartbeat_at"],
@@ -133,7 +135,7 @@ def _summary(store: Store, job: JobRecord, now: float) -> tuple[dict[str, Any], 
     return {"id": job.id, "job_id": job.id, "name": job.name, "status": job.status, "worker": job.worker,
             **progress.as_dict(), "cost_usd": round(totals["cost_usd"], 6), "created_at": job.created_at,
             "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
-            "pause_reason": job.pause_reason if job.status == "PAUSED" else None}, totals
+            "pause_reason": job.pause_reason if job.status == JobStatus.PAUSED else None}, totals
 
 
 def unit_view(unit: UnitRecord) -> dict[str, Any]:

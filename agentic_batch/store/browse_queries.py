@@ -20,6 +20,7 @@ from agentic_batch.store.event_queries import LOG_LEVELS
 from agentic_batch.store.records import LogRecord, UnitRecord, from_mapping
 from agentic_batch.store.schema import UNIT_DURATION, events, jobs, logs, units
 from agentic_batch.store.storable import storable_text
+from agentic_batch.states import JobStatus, UnitStatus
 
 #: Sort keys of the units table and the indexed expression each one orders by.
 UNIT_SORTS: dict[str, Any] = {
@@ -113,7 +114,8 @@ class BrowseQueries:
 
     def running_unit_states(self, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
         with self.read() as conn:  # type: ignore[attr-defined]
-            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id, units.c.status == "RUNNING")
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id,
+                                                                 units.c.status == UnitStatus.RUNNING)
                                 .order_by(units.c.started_at).limit(limit)).mappings().all()
         return [light_unit(r) for r in rows]
 
@@ -147,9 +149,9 @@ class BrowseQueries:
 
     def global_counts(self) -> dict[str, Any]:
         """Jobs per status, units per status, and cost/tokens summed over every visible job."""
-        visible = sa.select(jobs.c.id).where(jobs.c.status != "CREATING").scalar_subquery()
+        visible = sa.select(jobs.c.id).where(jobs.c.status != JobStatus.CREATING).scalar_subquery()
         with self.read() as conn:  # type: ignore[attr-defined]
-            job_rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).where(jobs.c.status != "CREATING")
+            job_rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).where(jobs.c.status != JobStatus.CREATING)
                                     .group_by(jobs.c.status)).all()
             unit_rows = conn.execute(
                 sa.select(units.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(units.c.cost_usd), 0.0),
@@ -168,7 +170,8 @@ class BrowseQueries:
         """Units of any job that completed or failed since `since` (the overall rate)."""
         with self.read() as conn:  # type: ignore[attr-defined]
             return int(conn.execute(sa.select(sa.func.count()).where(
-                units.c.finished_at >= since, units.c.status.in_(["COMPLETED", "FAILED"]))).scalar_one())
+                units.c.finished_at >= since, units.c.status.in_([UnitStatus.COMPLETED,
+                                                                  UnitStatus.FAILED]))).scalar_one())
 
     # -- events and logs ------------------------------------------------------------------------
 

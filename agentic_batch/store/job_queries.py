@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from agentic_batch.store.records import JobRecord, from_mapping
 from agentic_batch.store.schema import jobs, units
 from agentic_batch.store.storable import storable
+from agentic_batch.states import JobStatus
 
 
 class JobQueries:
@@ -31,7 +32,7 @@ class JobQueries:
     def find_jobs_by_name(self, name: str) -> list[JobRecord]:
         with self.read() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
-                sa.select(jobs).where(jobs.c.name == name, jobs.c.status != "CREATING").order_by(jobs.c.id)
+                sa.select(jobs).where(jobs.c.name == name, jobs.c.status != JobStatus.CREATING).order_by(jobs.c.id)
             ).mappings()
             return [from_mapping(JobRecord, r) for r in rows]
 
@@ -42,7 +43,7 @@ class JobQueries:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[JobRecord]:
-        query = sa.select(jobs).where(jobs.c.status != "CREATING").order_by(jobs.c.id.desc())
+        query = sa.select(jobs).where(jobs.c.status != JobStatus.CREATING).order_by(jobs.c.id.desc())
         statuses = list(statuses or [])
         if statuses:
             query = query.where(jobs.c.status.in_(statuses))
@@ -54,7 +55,7 @@ class JobQueries:
             return [from_mapping(JobRecord, r) for r in conn.execute(query).mappings()]
 
     def count_jobs(self, statuses: Iterable[str] | None = None, name_contains: str | None = None) -> int:
-        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status != "CREATING")
+        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status != JobStatus.CREATING)
         statuses = list(statuses or [])
         if statuses:
             query = query.where(jobs.c.status.in_(statuses))
@@ -101,7 +102,7 @@ class JobQueries:
         """Jobs left in CREATING by a process on this host (the caller checks the pid is dead)."""
         with self.read() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
-                sa.select(jobs).where(jobs.c.status == "CREATING", jobs.c.creator_host == host)
+                sa.select(jobs).where(jobs.c.status == JobStatus.CREATING, jobs.c.creator_host == host)
             ).mappings()
             return [from_mapping(JobRecord, r) for r in rows]
 
@@ -109,8 +110,8 @@ class JobQueries:
 def _clock_fields(status: str, now: float) -> dict[str, Any]:
     """SET clauses for the working clock; column references read the row's values before the update."""
     stamp = sa.literal(now, sa.Float)
-    if status == "RUNNING":
-        running = sa.and_(jobs.c.status == "RUNNING", jobs.c.running_since.is_not(None))
+    if status == JobStatus.RUNNING:
+        running = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.running_since.is_not(None))
         return {"running_since": sa.case((running, jobs.c.running_since), else_=stamp)}
     stretch = sa.case((jobs.c.running_since.is_not(None), stamp - jobs.c.running_since), else_=sa.literal(0.0))
     return {"active_seconds": jobs.c.active_seconds + stretch, "running_since": None}

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, logs, units
 from agentic_batch.store.storable import is_transient, rejection_reason, storable, storable_text
+from agentic_batch.states import UnitStatus
 
 log = logging.getLogger(__name__)
 
-PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
-UNIT_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+UNIT_STATUSES = tuple(UnitStatus)
 
 _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key,
                   units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error)
@@ -66,7 +66,7 @@ def _result_update(finished: bool) -> sa.Update:
         values.update(not_before=sa.bindparam("b_not_before", type_=sa.Float), lease_owner=None)
     return (sa.update(units)
             .where(units.c.id == sa.bindparam("b_id"), units.c.lease_owner == sa.bindparam("b_owner"),
-                   units.c.attempt == sa.bindparam("b_attempt"), units.c.status == RUNNING)
+                   units.c.attempt == sa.bindparam("b_attempt"), units.c.status == UnitStatus.RUNNING)
             .values(**values))
 
 
@@ -102,7 +102,7 @@ class UnitQueries:
                 taken.add(key)
                 number += 1
                 rows.append({"job_id": job_id, "seq": u.seq, "number": number, "key": key, "payload": u.payload,
-                             "priority": u.priority, "status": PENDING})
+                             "priority": u.priority, "status": UnitStatus.PENDING})
             if rows:
                 conn.execute(sa.insert(units), rows)
             return len(rows)
@@ -145,8 +145,9 @@ class UnitQueries:
         with self.write(savepoint=False) as conn:  # type: ignore[attr-defined]
             conn.execute(
                 sa.update(units)
-                .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING, units.c.lease_expires_at < now)
-                .values(status=PENDING, lease_owner=None, lease_expires_at=None)
+                .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING,
+                       units.c.lease_expires_at < now)
+                .values(status=UnitStatus.PENDING, lease_owner=None, lease_expires_at=None)
             )
             job_rows = sa.select(jobs.c.id, jobs.c.priority, jobs.c.concurrency).where(jobs.c.id.in_(job_ids))
             if self.dialect == "postgresql":  # type: ignore[attr-defined]
@@ -156,7 +157,7 @@ class UnitQueries:
             slots = {row.id: row for row in conn.execute(job_rows)}
             running = dict(conn.execute(
                 sa.select(units.c.job_id, sa.func.count())
-                .where(units.c.job_id.in_(job_ids), units.c.status == RUNNING).group_by(units.c.job_id)
+                .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING).group_by(units.c.job_id)
             ).all())
             claimed: list[Any] = []
             for job_id in sorted(slots, key=lambda j: (-slots[j].priority, j)):
@@ -172,7 +173,7 @@ class UnitQueries:
                     now: float) -> list[Any]:
         """One UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING over one job's runnable units."""
         pick = (sa.select(units.c.id)
-                .where(units.c.job_id == job_id, units.c.status == PENDING,
+                .where(units.c.job_id == job_id, units.c.status == UnitStatus.PENDING,
                        sa.or_(units.c.not_before.is_(None), units.c.not_before <= now))
                 .order_by(units.c.priority.desc(), units.c.seq).limit(limit))
         if self.dialect == "postgresql":  # type: ignore[attr-defined]
@@ -180,7 +181,7 @@ class UnitQueries:
         return list(conn.execute(
             sa.update(units)
             .where(units.c.id.in_(pick.scalar_subquery()))
-            .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
+            .values(status=UnitStatus.RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
                     attempt=units.c.attempt + 1, started_at=now, not_before=None)
             .returning(*_CLAIM_COLUMNS)
         ).mappings().all())
@@ -190,8 +191,8 @@ class UnitQueries:
         now = time.time()
         with self.write() as conn:  # type: ignore[attr-defined]
             row = conn.execute(
-                sa.update(units).where(units.c.id == unit_id, units.c.status == PENDING)
-                .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
+                sa.update(units).where(units.c.id == unit_id, units.c.status == UnitStatus.PENDING)
+                .values(status=UnitStatus.RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
                         attempt=units.c.attempt + 1, started_at=now, not_before=None)
                 .returning(*_CLAIM_COLUMNS)
             ).mappings().first()
@@ -201,7 +202,7 @@ class UnitQueries:
         """Back to a fresh PENDING unit (a rejected test): output and error cleared, cost kept."""
         with self.write() as conn:  # type: ignore[attr-defined]
             conn.execute(sa.update(units).where(units.c.id == unit_id).values(
-                status=PENDING, output=None, data=None, error=None, error_class=None, error_count=0,
+                status=UnitStatus.PENDING, output=None, data=None, error=None, error_class=None, error_count=0,
                 not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None))
 
     def renew_leases(self, owner: str, lease_seconds: float, now: float | None = None) -> int:
@@ -209,7 +210,7 @@ class UnitQueries:
         now = time.time() if now is None else now
         with self.write() as conn:  # type: ignore[attr-defined]
             return conn.execute(
-                sa.update(units).where(units.c.lease_owner == owner, units.c.status == RUNNING)
+                sa.update(units).where(units.c.lease_owner == owner, units.c.status == UnitStatus.RUNNING)
                 .values(lease_expires_at=now + lease_seconds)
             ).rowcount
 
@@ -243,7 +244,7 @@ class UnitQueries:
         with self.write() as conn:  # type: ignore[attr-defined]
             held_query = sa.select(units.c.id, units.c.attempt).where(
                 units.c.id.in_([r.unit_id for r in results]), units.c.lease_owner == owner,
-                units.c.status == RUNNING)
+                units.c.status == UnitStatus.RUNNING)
             if self.dialect == "postgresql":  # type: ignore[attr-defined]
                 held_query = held_query.with_for_update()
             held = {(row.id, row.attempt) for row in conn.execute(held_query)}
@@ -251,8 +252,8 @@ class UnitQueries:
             for r in results:
                 if (r.unit_id, r.attempt) in held and r.unit_id not in applied:
                     applied[r.unit_id] = r
-            finished = [_result_params(r, now) for r in applied.values() if r.status != PENDING]
-            retried = [_result_params(r, now) for r in applied.values() if r.status == PENDING]
+            finished = [_result_params(r, now) for r in applied.values() if r.status != UnitStatus.PENDING]
+            retried = [_result_params(r, now) for r in applied.values() if r.status == UnitStatus.PENDING]
             if finished:
                 conn.execute(_FINISH, [{**p, "b_owner": owner} for p in finished])
             if retried:
@@ -269,8 +270,8 @@ class UnitQueries:
             row = conn.execute(
                 sa.update(units)
                 .where(units.c.id == result.unit_id, units.c.lease_owner == owner,
-                       units.c.attempt == result.attempt, units.c.status == RUNNING)
-                .values(status=FAILED, output=None, data=None, error=message, error_class="permanent",
+                       units.c.attempt == result.attempt, units.c.status == UnitStatus.RUNNING)
+                .values(status=UnitStatus.FAILED, output=None, data=None, error=message, error_class="permanent",
                         error_count=units.c.error_count + 1, lease_expires_at=None, not_before=None,
                         finished_at=now)
                 .returning(units.c.job_id, units.c.number)
@@ -287,20 +288,21 @@ class UnitQueries:
         if not unit_ids:
             return set()
         with self.read() as conn:  # type: ignore[attr-defined]
-            rows = conn.execute(sa.select(units.c.id).where(units.c.id.in_(list(unit_ids)),
-                                                            units.c.lease_owner == owner, units.c.status == RUNNING))
+            owned = sa.and_(units.c.id.in_(list(unit_ids)), units.c.lease_owner == owner,
+                            units.c.status == UnitStatus.RUNNING)
+            rows = conn.execute(sa.select(units.c.id).where(owned))
             return {r[0] for r in rows}
 
     def release_units(self, owner: str, unit_ids: Iterable[int] | None = None) -> int:
         """Give leased units back (stop, lost executor): RUNNING -> PENDING, runnable at once."""
-        query = sa.update(units).where(units.c.lease_owner == owner, units.c.status == RUNNING)
+        query = sa.update(units).where(units.c.lease_owner == owner, units.c.status == UnitStatus.RUNNING)
         ids = list(unit_ids) if unit_ids is not None else None
         if ids is not None:
             if not ids:
                 return 0
             query = query.where(units.c.id.in_(ids))
         with self.write() as conn:  # type: ignore[attr-defined]
-            return conn.execute(query.values(status=PENDING, lease_owner=None, lease_expires_at=None,
+            return conn.execute(query.values(status=UnitStatus.PENDING, lease_owner=None, lease_expires_at=None,
                                              not_before=None)).rowcount
 
     # -- bulk status changes --------------------------------------------------------------------
@@ -309,9 +311,9 @@ class UnitQueries:
                          unit_ids: Sequence[int] | None = None, reset: bool = False) -> int:
         """Move units between statuses (cancel, retry failed); `reset` clears the last error."""
         values: dict[str, Any] = {"status": to_status}
-        if to_status == PENDING:
+        if to_status == UnitStatus.PENDING:
             values.update(lease_owner=None, lease_expires_at=None, not_before=None, finished_at=None)
-        if to_status == CANCELLED:
+        if to_status == UnitStatus.CANCELLED:
             values.update(finished_at=time.time(), lease_expires_at=None)
         if reset:
             values.update(error_count=0, error=None, error_class=None)
@@ -337,7 +339,7 @@ class UnitQueries:
         with self.read() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
                 sa.select(units.c.error_class, sa.func.count())
-                .where(units.c.job_id == job_id, units.c.status == FAILED).group_by(units.c.error_class)
+                .where(units.c.job_id == job_id, units.c.status == UnitStatus.FAILED).group_by(units.c.error_class)
             ).all()
         return {error_class: int(n) for error_class, n in rows}
 
@@ -356,7 +358,7 @@ class UnitQueries:
         with self.read() as conn:  # type: ignore[attr-defined]
             return int(conn.execute(
                 sa.select(sa.func.count()).where(units.c.job_id == job_id, units.c.finished_at >= since,
-                                                 units.c.status.in_([COMPLETED, FAILED]))
+                                                 units.c.status.in_([UnitStatus.COMPLETED, UnitStatus.FAILED]))
             ).scalar_one())
 
     def get_unit(self, unit_id: int) -> UnitRecord | None:
@@ -364,7 +366,7 @@ class UnitQueries:
             row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
 
-    def first_unit(self, job_id: int, statuses: Sequence[str] = (PENDING,)) -> UnitRecord | None:
+    def first_unit(self, job_id: int, statuses: Sequence[str] = (UnitStatus.PENDING,)) -> UnitRecord | None:
         with self.read() as conn:  # type: ignore[attr-defined]
             row = conn.execute(
                 sa.select(units).where(units.c.job_id == job_id, units.c.status.in_(list(statuses)))
@@ -375,7 +377,7 @@ class UnitQueries:
     def running_units(self, job_id: int, limit: int = 50) -> list[UnitRecord]:
         with self.read() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
-                sa.select(units).where(units.c.job_id == job_id, units.c.status == RUNNING)
+                sa.select(units).where(units.c.job_id == job_id, units.c.status == UnitStatus.RUNNING)
                 .order_by(units.c.started_at).limit(limit)
             ).mappings()
             return [from_mapping(UnitRecord, r) for r in rows]
@@ -384,7 +386,8 @@ class UnitQueries:
         """When the earliest backed-off unit becomes runnable (the executor sleeps until then)."""
         with self.read() as conn:  # type: ignore[attr-defined]
             return conn.execute(
-                sa.select(sa.func.min(units.c.not_before)).where(units.c.job_id == job_id, units.c.status == PENDING)
+                sa.select(sa.func.min(units.c.not_before)).where(units.c.job_id == job_id,
+                                                                 units.c.status == UnitStatus.PENDING)
             ).scalar()
 
     def iter_units(self, job_id: int, statuses: Sequence[str] | None = None,

@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from agentic_batch.web.deps import orchestrator, web_config
 from agentic_batch.web.security import SESSION_COOKIE, SESSION_SECONDS, safe_next, same_secret
+from agentic_batch.states import JobStatus
 
 router = APIRouter(include_in_schema=False)
 UNITS_PAGE = 50
@@ -51,7 +52,7 @@ async def job_page(request: Request, job: str) -> Response:
     def load() -> dict[str, Any]:
         record = orch.job(job)
         status = orch.status(record.id)
-        test = orch.test_report(record.id) if record.status == "TESTING" and record.test_unit_id else None
+        test = orch.test_report(record.id) if record.status == JobStatus.TESTING and record.test_unit_id else None
         return {"record": record, "status": status, "test": test,
                 "units": orch.units_page(record.id, limit=UNITS_PAGE), "active": orch.active_units(record.id),
                 "logs": orch.logs_page(record.id, limit=50), "series": orch.timeseries(record.id)}

@@ -38,9 +38,12 @@ class PermanentError(Exception):
 class CallGate(Protocol):
     """The engine's rate limiter (--rpm/--tpm), awaited by a worker before each model call."""
 
-    #: True when some limit is set (a worker whose agent makes its own calls must then route them
-    #: through something that calls `before_call` per call; see claude_gateway).
-    active: bool
+    @property
+    def active(self) -> bool:
+        """True when some limit is set (a worker whose agent makes its own calls must then route them
+        through something that calls `before_call` per call; see claude_gateway). Read-only: a
+        property in `RateGate`, a class attribute in `OpenGate`."""
+        ...
 
     async def before_call(self, estimated_tokens: int = 0) -> None: ...
 

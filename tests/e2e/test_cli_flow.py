@@ -94,7 +94,7 @@ def test_create_prints_only_the_job_id(workdir: Path, orch: Orchestrator, names_
 
     created = ok_json("create", "--name", "as-json", "--csv", "names.csv", "--command", UPPER, cwd=workdir)
     assert created["job_id"] == job_id + 2 and created["units"] == 3
-    assert [j["name"] for j in orch.list()] == ["as-json", "shell", "ids"]
+    assert [j["name"] for j in orch.list_jobs()] == ["as-json", "shell", "ids"]
 
 
 def test_json_source_with_trailing_json_flag(workdir: Path, orch: Orchestrator) -> None:
@@ -279,7 +279,7 @@ def test_run_yes_wait_end_to_end(workdir: Path, orch: Orchestrator, names_csv: P
                  "--yes", "--wait", cwd=workdir, input="")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    [job] = orch.list()
+    [job] = orch.list_jobs()
     assert result.stdout == ""  # `abp run ... --wait && abp results last -f csv > out.csv` writes only the CSV
     assert f"Job {job['id']} started" in result.stderr and f"job {job['id']} COMPLETED: 3/3 done" in result.stderr
     assert job["status"] == "COMPLETED" and job["completed"] == job["total"] == 3
@@ -293,7 +293,7 @@ def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch: Orch
     result = abp("run", "--name", "careful", "--csv", "names.csv", "--command", UPPER, cwd=workdir, input="")
     assert result.returncode == 0, result.stderr
     assert "ANN" in result.stderr  # the test unit ran and was shown
-    [job] = orch.list()
+    [job] = orch.list_jobs()
     assert result.stdout.strip() == str(job["id"])  # stdout carries only the job id
     assert "--approve" in result.stderr and str(job["id"]) in result.stderr
     status = orch.status(job["id"])

@@ -64,7 +64,7 @@ def test_every_view_counts_done_the_same_and_the_error_says_how_units_failed(orc
     # Unit 2 failed at once (a permanent error); unit 3 spent its retry: not "5 failed after retries".
     assert status["error"] == ("2 unit(s) failed: 1 permanently (errors that are not retried), "
                                "1 after 2 attempt(s), retries spent")
-    listed = next(r for r in orch.list() if r["id"] == job)
+    listed = next(r for r in orch.list_jobs() if r["id"] == job)
     page = next(r for r in orch.jobs_page()["items"] if r["id"] == job)  # REST /api/jobs and the dashboard
     for row in (listed, page):
         assert (row["done"], row["total"], row["progress"]) == (5, 5, 100.0), row

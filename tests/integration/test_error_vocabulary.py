@@ -58,4 +58,4 @@ async def test_the_same_bad_input_gives_the_same_message_in_each_callers_words(w
             mcp = await call_error(session, "create_job", name="bad", **body)
             assert mcp == as_path, (body, mcp)
             assert "--" not in mcp and "--" not in rest.json()["error"]  # no CLI flag outside the CLI
-    assert web.orch.list() == []  # nothing half-created
+    assert web.orch.list_jobs() == []  # nothing half-created

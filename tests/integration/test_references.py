@@ -163,7 +163,7 @@ def test_cli_ids_numbers_and_names(workdir: Path, orch: Orchestrator) -> None:
     assert_cli_error(created, "timeout")
     limit = abp("logs", "3", "--limit", HUGE, cwd=workdir)
     assert limit.returncode == 2 and "Traceback" not in limit.stderr and "--limit" in limit.stderr
-    assert len(orch.list()) == 3  # nothing half-created
+    assert len(orch.list_jobs()) == 3  # nothing half-created
     three = json.loads(abp("status", "three", "--json", cwd=workdir).stdout)
     assert three["id"] == 3
     rerun = abp("create", "--name", "three", "--jsonl", "items.jsonl", "--command", "echo {{ id }}", cwd=workdir)

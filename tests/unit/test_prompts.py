@@ -344,4 +344,4 @@ def test_abp_create_refuses_a_huge_template_in_one_line(tmp_path, orch) -> None:
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "100,000,000 characters" in lines[0], result.stderr
-    assert orch.list() == []
+    assert orch.list_jobs() == []
