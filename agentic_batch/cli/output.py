@@ -30,9 +30,9 @@ _STDOUT_TTY = sys.stdout.isatty()
 out = Console(highlight=False, soft_wrap=not _STDOUT_TTY, width=None if _STDOUT_TTY else PIPE_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-STATUS_STYLE = {JobStatus.COMPLETED: "green", JobStatus.RUNNING: "cyan", JobStatus.FAILED: "red",
-                JobStatus.CANCELLED: "magenta", JobStatus.PAUSED: "yellow", JobStatus.TESTING: "blue",
-                JobStatus.CREATED: "white", UnitStatus.PENDING: "white"}
+STATUS_STYLE: dict[str, str] = {JobStatus.COMPLETED: "green", JobStatus.RUNNING: "cyan", JobStatus.FAILED: "red",
+                                  JobStatus.CANCELLED: "magenta", JobStatus.PAUSED: "yellow", JobStatus.TESTING: "blue",
+                                  JobStatus.CREATED: "white", UnitStatus.PENDING: "white"}
 #: Worker kinds that run no model: they have no cost, tokens or turns to show.
 NON_MODEL_WORKERS = frozenset({"command", "python"})
 

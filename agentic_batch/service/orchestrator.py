@@ -361,19 +361,23 @@ def _approve_hint(job: JobRecord) -> str:
 
 
 def _edit_hint(job: JobRecord) -> str:
-    return {JobStatus.RUNNING: f"stop it first (`abp stop {job.id}`), edit, then `abp resume {job.id}`",
-            JobStatus.COMPLETED: "every unit has completed with it; to run the items with another prompt, "
-                                 "create a new job",
-            JobStatus.CANCELLED: "to run the items with another prompt, create a new job"}.get(job.status, "")
+    hints: dict[str, str] = {
+        JobStatus.RUNNING: f"stop it first (`abp stop {job.id}`), edit, then `abp resume {job.id}`",
+        JobStatus.COMPLETED: "every unit has completed with it; to run the items with another prompt, create a new job",
+        JobStatus.CANCELLED: "to run the items with another prompt, create a new job"}
+    return hints.get(job.status, "")
 
 
 def _sync_next(status: str) -> str | None:
     """What runs the new units, as an action name every interface renders in its own words."""
-    return {JobStatus.PAUSED: "resume", JobStatus.FAILED: "retry", JobStatus.CREATED: "start",
-            JobStatus.TESTING: "approve"}.get(status)
+    actions: dict[str, str] = {JobStatus.PAUSED: "resume", JobStatus.FAILED: "retry", JobStatus.CREATED: "start",
+                               JobStatus.TESTING: "approve"}
+    return actions.get(status)
 
 
 def _resume_hint(job: JobRecord) -> str:
-    return {JobStatus.CREATED: f"use `abp start {job.id}`", JobStatus.TESTING: f"use `abp start {job.id} --approve`",
-            JobStatus.FAILED: f"use `abp retry {job.id}`", JobStatus.COMPLETED: "it has finished; nothing to resume",
-            JobStatus.CANCELLED: "a cancelled job cannot be resumed"}.get(job.status, "")
+    hints: dict[str, str] = {
+        JobStatus.CREATED: f"use `abp start {job.id}`", JobStatus.TESTING: f"use `abp start {job.id} --approve`",
+        JobStatus.FAILED: f"use `abp retry {job.id}`", JobStatus.COMPLETED: "it has finished; nothing to resume",
+        JobStatus.CANCELLED: "a cancelled job cannot be resumed"}
+    return hints.get(job.status, "")

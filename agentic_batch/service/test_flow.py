@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 
 def start_hint(job: JobRecord) -> str:
-    return {JobStatus.RUNNING: "it is already running; see `abp status`",
-            JobStatus.PAUSED: f"use `abp resume {job.id}`",
-            JobStatus.FAILED: f"use `abp retry {job.id}` to run failed units again"}.get(job.status, "")
+    hints: dict[str, str] = {JobStatus.RUNNING: "it is already running; see `abp status`",
+                             JobStatus.PAUSED: f"use `abp resume {job.id}`",
+                             JobStatus.FAILED: f"use `abp retry {job.id}` to run failed units again"}
+    return hints.get(job.status, "")
 
 
 class TestFlowMixin:

@@ -330,7 +330,7 @@ class UnitQueries:
             rows = conn.execute(
                 sa.select(units.c.status, sa.func.count()).where(units.c.job_id == job_id).group_by(units.c.status)
             ).all()
-        counts = dict.fromkeys(UNIT_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(UNIT_STATUSES, 0)
         counts.update({status: int(n) for status, n in rows})
         return counts
 
