@@ -91,7 +91,7 @@ class TestFlowMixin:
         outlast a client's short wait) takes the first pending unit, so it is named from the start (in a
         TESTING job only the test unit runs: if the claim landed since `job` was read, it is that one)."""
         if job.test_unit_id is None:
-            first = self.store.first_unit(job.id, ("PENDING", "RUNNING")) if starting else None
+            first = self.store.first_unit(job.id, (UnitStatus.PENDING, UnitStatus.RUNNING)) if starting else None
             return first.number if first is not None else None
         return self.store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
