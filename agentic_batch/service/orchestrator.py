@@ -203,7 +203,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                 job = self.job(job.id)
                 if job.status != JobStatus.RUNNING:
                     raise
-        self.store.update_job(job.id, expect=[JobStatus.RUNNING], control=None)
+        if not self.store.update_job(job.id, expect=[JobStatus.RUNNING], control=None):
+            # It left RUNNING since we looked (its executor just finished draining a stop and paused
+            # it): resume it from there, rather than rely on an executor that is leaving.
+            return self.resume(job.id, executors=executors)
         control.spawn(self.store, self.settings, job)
         for _ in range(executors - 1):
             control.join(self.settings, job)
