@@ -251,9 +251,10 @@ def test_options_accept_comma_strings_and_single_dirs() -> None:
 
 @needs_claude_cli
 @pytest.mark.parametrize("raw, words", [
-    ({"max_turns": 0}, "max-turns"),
-    ({"max_budget_usd": 0}, "max-budget-usd"),
-    ({"permission_mode": "yolo"}, "permission-mode"),
+    # the service speaks in field names; the CLI renders them as its flags (test_error_vocabulary)
+    ({"max_turns": 0}, "worker_options.max_turns"),
+    ({"max_budget_usd": 0}, "worker_options.max_budget_usd"),
+    ({"permission_mode": "yolo"}, "worker_options.permission_mode"),
     ({"colour": "red"}, "colour"),
     ({"mcp_config": "/nonexistent/mcp.json"}, "cannot read"),
 ])
