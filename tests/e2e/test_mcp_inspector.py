@@ -99,9 +99,10 @@ def run_flow(client: Inspector, workdir: Path) -> None:
 
 
 def test_inspector_cli_drives_the_flow_over_stdio(inspector: None, workdir: Path, abp_home: Path) -> None:
-    target = ["-e", f"ABP_HOME={abp_home}", "-e", "ABP_MCP_TEST_WAIT_SECONDS=2",
-              "-e", f"PYTHONPATH={os.environ.get('PYTHONPATH', '')}", "--cwd", str(workdir),
-              sys.executable, "-m", "agentic_batch", "mcp"]
+    # The Inspector refuses an empty `-e KEY=` (a fresh clone has no PYTHONPATH: the editable install serves)
+    pythonpath = ["-e", f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    target = ["-e", f"ABP_HOME={abp_home}", "-e", "ABP_MCP_TEST_WAIT_SECONDS=2", *pythonpath,
+              "--cwd", str(workdir), sys.executable, "-m", "agentic_batch", "mcp"]
     run_flow(Inspector(target, workdir), workdir)
 
 
