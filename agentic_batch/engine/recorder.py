@@ -53,6 +53,11 @@ class Recorder:
         self._seq: dict[tuple[int, int | None, int], int] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        #: A batch write under way and how much of each buffer it holds. It runs to its end even when
+        #: the flush that started it is cancelled (its thread cannot be stopped), so the next flush first
+        #: waits for it and drops what it wrote: nothing is written twice.
+        self._write: asyncio.Future[Any] | None = None
+        self._writing: tuple[int, int, int, list[UnitResult]] = (0, 0, 0, [])
         self.lost: list[int] = []  # results rejected because the lease was gone
 
     def emitter(self, job_id: int, unit_id: int | None, attempt: int) -> Callable[[str, dict[str, Any]], None]:
@@ -103,17 +108,36 @@ class Recorder:
         writes it, still events before results.
         """
         async with self._lock:
+            if self._write is not None:  # a write whose flush was cancelled: let it land, account for it
+                await asyncio.wait({self._write})
+                self._settle(raise_error=False)
             events, results, logs = list(self._events), list(self._results), list(self._logs)
             if not (events or results or logs):
                 return await self._db(then) if then is not None else None
-            applied, answer = await self._db(self._store.write_batch, self._owner, events, results, logs, then)
-            del self._events[:len(events)]
-            del self._results[:len(results)]
-            del self._logs[:len(logs)]
-            self._refused([r for r in results if r.unit_id not in set(applied)])
+            self._write = asyncio.ensure_future(
+                self._db(self._store.write_batch, self._owner, events, results, logs, then))
+            self._writing = (len(events), len(results), len(logs), results)
+            await asyncio.wait({self._write})  # a cancellation here leaves the write running (see _write)
+            answer = self._settle(raise_error=True)
             if self._job_id is not None and self._store.can_listen:
                 await self._db(self._store.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
             return answer
+
+    def _settle(self, raise_error: bool) -> Any:
+        """The finished write: drop what it wrote from the buffers; a failed one leaves them whole."""
+        write, self._write = self._write, None
+        assert write is not None and write.done()
+        if write.cancelled() or write.exception() is not None:
+            if raise_error:
+                return write.result()  # raises
+            return None
+        n_events, n_results, n_logs, results = self._writing
+        del self._events[:n_events]
+        del self._results[:n_results]
+        del self._logs[:n_logs]
+        applied, answer = write.result()
+        self._refused([r for r in results if r.unit_id not in set(applied)])
+        return answer
 
     def _refused(self, results: list[UnitResult]) -> None:
         """The fence refused these results: the unit is no longer leased to us for that attempt (its

@@ -39,6 +39,8 @@ def test_test_first_then_approve_runs_the_rest_once(orch, workdir: Path) -> None
     assert final["status"] == "COMPLETED" and final["completed"] == 4
     test_unit = orch.unit(job, report["number"])
     assert test_unit["attempts"] == 1  # approved test result kept, not run again
+    steps = [(e["attempt"], e["seq"]) for e in test_unit["events"]]
+    assert len(steps) == len(set(steps)), steps  # the test run's last write is not repeated by its final flush
 
 
 def test_reject_edit_and_test_again(orch, workdir: Path) -> None:
