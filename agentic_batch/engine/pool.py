@@ -13,7 +13,7 @@ from agentic_batch.aio import wait_event
 from agentic_batch.engine.limits import AdaptiveLimit, Budget, is_rate_limit
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.runner import UnitRunner
-from agentic_batch.store import JobRecord, UnitResult
+from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.states import UnitStatus
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ class Pool:
         #: one executor cannot keep every slot (the claim itself caps the job's total).
         self.share = 1
         self.budget = Budget(job.budget_usd, 0.0, 0)
-        self.inflight: dict[asyncio.Task[Any], int] = {}
-        self.numbers: dict[int, int] = {}  # unit id -> its number in the job, what log lines show
+        #: Running attempts and their units (the unit's number is what log lines show users).
+        self.inflight: dict[asyncio.Task[Any], UnitRecord] = {}
 
     async def refresh_budget(self) -> None:
         """Job-wide spend and in-flight units from the store (all executors of the job count)."""
@@ -48,18 +48,18 @@ class Pool:
     async def stop_lost_units(self) -> None:
         """Kill the agents of units that are no longer ours: cancelled one by one by a user, or taken
         over by another executor after our lease lapsed. Their results could not be written anyway."""
-        running = {task: uid for task, uid in self.inflight.items() if not task.done()}
+        running = {task: unit for task, unit in self.inflight.items() if not task.done()}
         if not running:
             return
-        held = await self.ex.db(self.ex.store.still_leased, self.ex.id, list(running.values()))
-        for task, uid in running.items():
-            if uid not in held and not task.done():
+        held = await self.ex.db(self.ex.store.still_leased, self.ex.id, [unit.id for unit in running.values()])
+        for task, unit in running.items():
+            if unit.id not in held and not task.done():
                 task.cancel()
-                self.recorder.log(self.job.id, "info", f"unit {self.numbers.get(uid, uid)} was cancelled or taken "
-                                  "over; its agent was stopped", unit_id=uid, executor_id=self.ex.id)
+                self.recorder.log(self.job.id, "info", f"unit {unit.number} was cancelled or taken "
+                                  "over; its agent was stopped", unit_id=unit.id, executor_id=self.ex.id)
 
     async def _collect(self, task: asyncio.Task[Any]) -> None:
-        self.numbers.pop(self.inflight.pop(task, -1), None)
+        self.inflight.pop(task, None)
         if not task.cancelled():
             await self._account(task.result())
 
@@ -77,8 +77,7 @@ class Pool:
                 claim = functools.partial(ex.store.claim_units, ex.id, [self.job.id], free, ex.settings.lease_seconds)
                 claimed = await self.recorder.flush(then=claim) or []
                 for unit in claimed:
-                    self.inflight[asyncio.create_task(self.runner.run_unit(unit))] = unit.id
-                    self.numbers[unit.id] = unit.number
+                    self.inflight[asyncio.create_task(self.runner.run_unit(unit))] = unit
             if not self.inflight:
                 if self.budget.how_many(0, 1) == 0:
                     self.recorder.log(self.job.id, "warning", f"budget reached: ${self.budget.spent:.4f} of "
@@ -164,10 +163,10 @@ class Pool:
             # Bounded: an agent that ignores its cancellation must not keep the executor (and its job) alive.
             _, stuck = await asyncio.wait(set(inflight), timeout=ex.settings.cancel_grace_seconds)
             for task in stuck:
-                self.recorder.log(self.job.id, "warning", f"unit {inflight[task]}'s attempt did not stop within "
+                self.recorder.log(self.job.id, "warning", f"unit {inflight[task].number}'s attempt did not stop within "
                                   f"{ex.settings.cancel_grace_seconds:g}s of its cancellation; released anyway",
-                                  unit_id=inflight[task], executor_id=ex.id)
+                                  unit_id=inflight[task].id, executor_id=ex.id)
             await self.recorder.flush()
-            released = await ex.db(ex.store.release_units, ex.id, list(inflight.values()))
+            released = await ex.db(ex.store.release_units, ex.id, [unit.id for unit in inflight.values()])
             self.recorder.log(self.job.id, "info", f"released {released} unfinished unit(s) back to PENDING",
                               executor_id=ex.id)
