@@ -336,13 +336,10 @@ class Executor:
         except StoreUnavailable:
             # the store call that gave up may have come from anywhere in the pool: stop every agent now
             # (cancelling a unit kills its process group); their units go back to PENDING on pause
-            for task in pool.inflight:
-                task.cancel()
-            if pool.inflight:  # bounded: a unit slow to die must not keep the pause from being recorded
-                _, stuck = await asyncio.wait(pool.inflight, timeout=UNIT_STOP_WAIT)
-                if stuck:
-                    log.warning("%d unit task(s) still stopping after %.0f s; recording the pause anyway",
-                                len(stuck), UNIT_STOP_WAIT)
+            # bounded: a unit slow to die must not keep the pause from being recorded
+            if stuck := await pool.cancel_inflight(UNIT_STOP_WAIT):
+                log.warning("%d unit task(s) still stopping after %.0f s; recording the pause anyway",
+                            len(stuck), UNIT_STOP_WAIT)
             raise
         finally:
             self._pool = None

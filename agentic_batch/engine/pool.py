@@ -141,6 +141,17 @@ class Pool:
         self.ex.wake.clear()
         await wait_event(self.ex.wake, delay)
 
+    async def cancel_inflight(self, timeout: float) -> set[asyncio.Task[Any]]:
+        """Cancel every running attempt (which kills its processes) and wait at most `timeout` for them:
+        an agent that ignores its cancellation must not keep the executor (and its job) alive. Returns
+        the attempts still not done."""
+        for task in self.inflight:
+            task.cancel()
+        if not self.inflight:
+            return set()
+        _, stuck = await asyncio.wait(set(self.inflight), timeout=timeout)
+        return stuck
+
     async def _drain(self) -> None:
         """Stopping: let in-flight units finish within the grace period, then cancel and release them."""
         ex, inflight = self.ex, self.inflight
@@ -158,10 +169,7 @@ class Pool:
                     if task is not waiter:
                         await self._collect(task)
         if inflight:
-            for task in inflight:
-                task.cancel()
-            # Bounded: an agent that ignores its cancellation must not keep the executor (and its job) alive.
-            _, stuck = await asyncio.wait(set(inflight), timeout=ex.settings.cancel_grace_seconds)
+            stuck = await self.cancel_inflight(ex.settings.cancel_grace_seconds)
             for task in stuck:
                 self.recorder.log(self.job.id, "warning", f"unit {inflight[task].number}'s attempt did not stop within "
                                   f"{ex.settings.cancel_grace_seconds:g}s of its cancellation; released anyway",
