@@ -32,6 +32,7 @@ from agentic_batch.engine.procs import hostname, pid_start_token
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.recovery import live_executors, reclaim_dead_executors
+from agentic_batch.engine.run_state import Mode, RunState, StopReason
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.errors import AbpError, InvalidSpec
 from agentic_batch.store import JobRecord, Store, open_store
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 EXIT_STORE_UNAVAILABLE = 75
 #: Giving up on the store: how long to wait for cancelled units to stop before recording the pause.
 UNIT_STOP_WAIT = 10.0
-#: Modes: run; stop = finish in-flight units within the grace period, then PAUSED; abort = stop now
-#: (a second signal), PAUSED; cancel = the job was cancelled, kill everything now.
-RUN, STOP, ABORT, CANCEL = "run", "stop", "abort", "cancel"
-_SEVERITY = {RUN: 0, STOP: 1, ABORT: 2, CANCEL: 3}
 MULTI_EXECUTOR_NEEDS_POSTGRES = ("several executors on one job need the PostgreSQL store (SQLite is one host, "
                                  "one writer)")
 
@@ -80,13 +77,10 @@ class Executor:
         self.job_id = job_id
         self.join = join
         self.id = f"{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.mode = RUN
-        self.pause_reason = "stopped"
-        self.hold_until: float | None = None
+        #: The run's mode, stop reason, quota hold and signals: see `run_state`.
+        self.state = RunState(name=f"executor {self.id}")
         self.gate = RateGate(None, None)
-        self.wake = asyncio.Event()
         self._pool_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-store")
-        self._signals = 0
         #: Set when this executor stopped while others kept working on the job (it must not restart).
         self.left_job = False
         self._listening = False
@@ -122,7 +116,7 @@ class Executor:
 
     def _store_gone(self, exc: StoreUnavailable) -> None:
         self.store_lost = exc
-        self.request(ABORT, f"store {exc.kind} past the outage window")
+        self.state.request(Mode.ABORT, StopReason.STORE_LOST, f"store {exc.kind} past the outage window")
 
     @property
     def idle_poll(self) -> float:
@@ -159,7 +153,8 @@ class Executor:
                     if again is None:
                         left_cleanly = not self.stranded
                         return code
-                    job, self.mode, self._signals, self.pause_reason = again, RUN, 0, "stopped"
+                    job = again
+                    self.state.reset()
                     self.left_job = False
                     self.store_lost = None  # resumed after a store pause: a fresh outage window
                     self.outage.restart(self.settings.store_outage_seconds)
@@ -196,30 +191,18 @@ class Executor:
             job = self.store.get_job(self.job_id)
             # A stop that arrived as we ended is honoured by working again: the next pass sees it and
             # pauses the job (leaving now would strand it RUNNING with nobody to pause it).
-            if job is not None and job.status == JobStatus.RUNNING and job.control in (None, STOP):
+            if job is not None and job.status == JobStatus.RUNNING and job.control in (None, Mode.STOP):
                 return job
             lock.release()
             return None
 
     # -- signals and control --------------------------------------------------------------------
 
-    def _on_signal(self, signame: str) -> None:
-        self._signals += 1
-        self.pause_reason = "stopped"
-        self.request(STOP if self._signals == 1 else ABORT, f"{signame} received")
-
-    def request(self, mode: str, why: str) -> None:
-        """Ask the pool loop to stop, abort or cancel; a more severe request wins over a milder one."""
-        if _SEVERITY[mode] > _SEVERITY[self.mode]:
-            log.info("executor %s: %s -> %s", self.id, why, mode)
-            self.mode = mode
-        self.wake.set()
-
     def _notified(self, job_id: int, _what: str) -> None:
         """From the LISTEN thread: something changed for some job; wake if it is ours."""
         if job_id == self.job_id:
             self._loop.call_soon_threadsafe(self._control_now.set)
-            self._loop.call_soon_threadsafe(self.wake.set)
+            self._loop.call_soon_threadsafe(self.state.wake.set)
 
     async def _watch_control(self) -> None:
         """Read the job row: stop/cancel requests from any host, quota holds, the job-wide budget and the
@@ -239,11 +222,11 @@ class Executor:
     async def _read_control(self, beats: int) -> int:
         """One pass of `_watch_control`; returns the updated beat count."""
         job = await self.db(self.store.get_job, self.job_id)
-        if job is None or job.status == JobStatus.CANCELLED or job.control == CANCEL:
-            self.request(CANCEL, "job cancelled")
-        elif job.control == STOP or job.status != JobStatus.RUNNING:
-            self.request(STOP, "stop requested")
-        self.hold_until = job.hold_until if job else None
+        if job is None or job.status == JobStatus.CANCELLED or job.control == Mode.CANCEL:
+            self.state.request(Mode.CANCEL, StopReason.CANCELLED, "job cancelled")
+        elif job.control == Mode.STOP or job.status != JobStatus.RUNNING:
+            self.state.request(Mode.STOP, StopReason.REQUESTED, "stop requested")
+        self.state.hold_until = job.hold_until if job else None
         if self._pool is not None:
             await self._pool.refresh_budget()
             await self._pool.stop_lost_units()
@@ -264,7 +247,7 @@ class Executor:
                 await self.db(self.store.renew_leases, self.id, self.settings.lease_seconds)
                 await self.db(self.store.beat_executor, self.id)
                 if await self.db(reclaim_dead_executors, self.store, self.settings, self.job_id, self.id):
-                    self.wake.set()
+                    self.state.wake.set()
             except StoreUnavailable:
                 return  # the executor is giving up; see _main
             except Exception as exc:  # a busy store must not kill the executor; leases are long
@@ -274,11 +257,11 @@ class Executor:
 
     async def _main(self, job: JobRecord) -> int:
         self._loop = asyncio.get_running_loop()
-        self.wake = asyncio.Event()
+        self.state.new_wake()
         self._control_now = asyncio.Event()
-        self.hold_until = job.hold_until
+        self.state.hold_until = job.hold_until
         for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
-            self._loop.add_signal_handler(sig, self._on_signal, name)
+            self._loop.add_signal_handler(sig, self.state.signal, name)
         listener = self.store.listen(self._notified)
         self._listening = listener is not None
         recorder = self._recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
@@ -327,11 +310,12 @@ class Executor:
         runner.start_preparing()
         self._pool = pool = Pool(self, job, runner, recorder)
         try:
-            await pool.run()
+            stopped = await pool.run()
             await recorder.flush()
             if self.store_lost is not None:  # gave up while draining: never "finish" such a run
                 raise self.store_lost
-            await finish(self, job, runner, recorder)
+            # a request that arrived after the pool ended (a cancel read during the last flush) counts too
+            await finish(self, job, runner, recorder, self.state.reason or stopped)
             await recorder.flush()
         except StoreUnavailable:
             # the store call that gave up may have come from anywhere in the pool: stop every agent now

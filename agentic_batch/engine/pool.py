@@ -1,5 +1,8 @@
 """The asyncio pool of one executor: claim as many units as there are free slots, run them, account
 for their results (budget, adaptive limit, quota hold), and drain on stop.
+
+The pool obeys the executor's `RunState` (its mode and quota hold) and reports to it (the budget
+stop, a quota hold); `run()` returns why it stopped, which is what `finish` decides the job's status from.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agentic_batch.aio import wait_event
 from agentic_batch.engine.limits import AdaptiveLimit, Budget, is_rate_limit
 from agentic_batch.engine.recorder import Recorder
+from agentic_batch.engine.run_state import Mode, StopReason
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.states import UnitStatus
@@ -19,12 +23,11 @@ from agentic_batch.states import UnitStatus
 if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
 
-RUN, STOP = "run", "stop"
-
 
 class Pool:
     def __init__(self, ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
         self.ex = ex
+        self.state = ex.state
         self.job = job
         self.runner = runner
         self.recorder = recorder
@@ -63,12 +66,12 @@ class Pool:
         if not task.cancelled():
             await self._account(task.result())
 
-    async def run(self) -> None:
-        """Work until nothing is left or a stop is requested; then drain."""
-        ex, wake = self.ex, self.ex.wake
+    async def run(self) -> StopReason:
+        """Work until nothing is left or a stop is requested; then drain. Returns why it stopped."""
+        ex, state = self.ex, self.state
         await self.refresh_budget()
-        while ex.mode == RUN:
-            held = ex.hold_until is not None and ex.hold_until > time.time()
+        while state.running:
+            held = state.held()
             free = self.budget.how_many(len(self.inflight), self.slots() - len(self.inflight))
             if free > 0 and not held:
                 # A finished unit stays RUNNING in the store until its result is written, and the claim
@@ -82,21 +85,22 @@ class Pool:
                 if self.budget.how_many(0, 1) == 0:
                     self.recorder.log(self.job.id, "warning", f"budget reached: ${self.budget.spent:.4f} of "
                                       f"${self.budget.limit:.4f} spent; job paused", executor_id=ex.id)
-                    ex.pause_reason = "budget"
-                    ex.request(STOP, "budget reached")
+                    state.request(Mode.STOP, StopReason.BUDGET, "budget reached")
                     break
                 if await self._nothing_left():
-                    return
+                    return StopReason.FINISHED
                 await self._idle_wait(held)
                 continue
-            wake.clear()
-            waiter = asyncio.create_task(wake.wait())
+            state.wake.clear()
+            waiter = asyncio.create_task(state.wake.wait())
             done, _ = await asyncio.wait({*self.inflight, waiter}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in done:
                 if task is not waiter:
                     await self._collect(task)
         await self._drain()
+        assert state.reason is not None  # only a request (which records its reason) leaves the loop
+        return state.reason
 
     def slots(self) -> int:
         """How many units this executor may run at once: the adaptive limit, within its fair share."""
@@ -110,8 +114,7 @@ class Pool:
             self.recorder.log(self.job.id, "warning", f"rate limited: in-flight limit lowered to "
                               f"{self.limit.current}", executor_id=ex.id)
         if result.error_class == "quota" and result.not_before:
-            until = max(result.not_before, ex.hold_until or 0.0)
-            ex.hold_until = until
+            until = self.state.hold(result.not_before)
             await ex.db(ex.store.update_job, self.job.id, hold_until=until)
             self.recorder.log(self.job.id, "warning", "quota reached: no new units until "
                               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))} ({result.error})",
@@ -136,10 +139,10 @@ class Pool:
             nb = await self.ex.db(self.ex.store.next_not_before, self.job.id)
             if nb is not None:
                 delay = min(delay, max(0.01, nb - time.time()))
-        elif self.ex.hold_until:
-            delay = min(delay, max(0.01, self.ex.hold_until - time.time()))
-        self.ex.wake.clear()
-        await wait_event(self.ex.wake, delay)
+        elif self.state.hold_until:
+            delay = min(delay, max(0.01, self.state.hold_until - time.time()))
+        self.state.wake.clear()
+        await wait_event(self.state.wake, delay)
 
     async def cancel_inflight(self, timeout: float) -> set[asyncio.Task[Any]]:
         """Cancel every running attempt (which kills its processes) and wait at most `timeout` for them:
@@ -154,14 +157,14 @@ class Pool:
 
     async def _drain(self) -> None:
         """Stopping: let in-flight units finish within the grace period, then cancel and release them."""
-        ex, inflight = self.ex, self.inflight
-        if inflight and ex.mode == STOP:
+        ex, inflight, state = self.ex, self.inflight, self.state
+        if inflight and state.mode is Mode.STOP:
             self.recorder.log(self.job.id, "info", f"stopping: waiting up to {ex.settings.stop_grace_seconds:g}s "
                               f"for {len(inflight)} running unit(s)", executor_id=ex.id)
             deadline = time.monotonic() + ex.settings.stop_grace_seconds
-            while inflight and ex.mode == STOP and time.monotonic() < deadline:
-                ex.wake.clear()
-                waiter = asyncio.create_task(ex.wake.wait())
+            while inflight and state.mode is Mode.STOP and time.monotonic() < deadline:
+                state.wake.clear()
+                waiter = asyncio.create_task(state.wake.wait())
                 done, _ = await asyncio.wait({*inflight, waiter}, timeout=deadline - time.monotonic(),
                                              return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()

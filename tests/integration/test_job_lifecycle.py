@@ -231,6 +231,7 @@ def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(o
     from agentic_batch.engine.executor import Executor
     from agentic_batch.engine.finish import finish
     from agentic_batch.engine.recorder import Recorder
+    from agentic_batch.engine.run_state import StopReason
 
     job_id = python_job(orch, workdir, "echo", n=3)
     store = orch.store
@@ -238,7 +239,7 @@ def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(o
     ex = Executor(job_id, store=store, settings=orch.settings)
     try:
         recorder = Recorder(store, ex.db, owner=ex.id, job_id=job_id)
-        asyncio.run(finish(ex, store.get_job(job_id), None, recorder))  # type: ignore[arg-type]
+        asyncio.run(finish(ex, store.get_job(job_id), None, recorder, StopReason.FINISHED))  # type: ignore[arg-type]
     finally:
         ex._pool_thread.shutdown()
     status = orch.status(job_id)
