@@ -38,6 +38,7 @@ from agentic_batch.errors import AbpError, InvalidSpec
 from agentic_batch.store import JobRecord, Store, open_store
 from agentic_batch.store.faults import describe, fault_kind
 from agentic_batch.workers import get_worker_kind
+from agentic_batch.workers.base import Worker
 from agentic_batch.states import JobStatus
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,16 @@ async def close_worker(worker: object) -> None:
 
 class Executor:
     def __init__(self, job_id: int, store: Store | None = None, settings: Settings | None = None,
-                 join: bool = False) -> None:
+                 join: bool = False, worker: Worker | None = None, track_processes: bool = True) -> None:
+        """`worker` replaces the one the job names, and `track_processes=False` starts no reaper (nor its
+        watchdog process): both for running a job in-process with a worker that starts no process, as
+        the engine's millisecond tests do (tests/unit/test_engine_*.py)."""
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings.db_url)
         self.job_id = job_id
         self.join = join
+        self._worker = worker
+        self._track_processes = track_processes
         self.id = f"{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         #: The run's mode, stop reason, quota hold and signals: see `run_state`.
         self.state = RunState(name=f"executor {self.id}")
@@ -265,8 +271,9 @@ class Executor:
         listener = self.store.listen(self._notified)
         self._listening = listener is not None
         recorder = self._recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
-        reaper = Reaper(subreaper=True)  # orphans of agents re-parent to us, where no cgroup holds them
-        reaper.start()
+        reaper = Reaper(subreaper=True) if self._track_processes else None
+        if reaper is not None:  # orphans of agents re-parent to us, where no cgroup holds them
+            reaper.start()
         background = [asyncio.create_task(t) for t in (recorder.run(), self._heartbeat(), self._watch_control())]
         recorder.log(self.job_id, "info", f"executor started (pid {os.getpid()}, host {hostname()})",
                      executor_id=self.id)
@@ -281,7 +288,8 @@ class Executor:
                 task.cancel()
             await asyncio.wait(background, timeout=10)  # bounded: a stuck helper must not keep us alive
             await self._last_flush(recorder)
-            reaper.close()
+            if reaper is not None:
+                reaper.close()
             if listener is not None:
                 listener.stop()
 
@@ -293,10 +301,10 @@ class Executor:
         except Exception as exc:
             log.error("could not write %s to the store (%s)", recorder.describe_pending(), describe(exc))
 
-    async def _work(self, job: JobRecord, recorder: Recorder, reaper: Reaper) -> int:
+    async def _work(self, job: JobRecord, recorder: Recorder, reaper: Reaper | None) -> int:
         """Build the worker, run the pool, set the job's final status."""
         try:
-            worker = get_worker_kind(job.worker).build(job.worker_options)
+            worker = self._worker or get_worker_kind(job.worker).build(job.worker_options)
         except AbpError as exc:
             recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
                          executor_id=self.id)

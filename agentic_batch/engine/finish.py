@@ -33,6 +33,8 @@ PAUSE_GRACE_SECONDS = (10.0, 30.0)
 #: A final status is written only while no unit is in these: it describes every unit, and a retry
 #: racing the end (units back to PENDING, job RUNNING again) must win over counts read before it.
 UNFINISHED = (UnitStatus.PENDING, UnitStatus.RUNNING)
+#: How often an executor waiting for the reduce step's leader looks again.
+LEADER_POLL_SECONDS = 1.0
 
 
 class Ending(StrEnum):
@@ -195,7 +197,7 @@ async def _reduce_as_leader(ex: Executor, job: JobRecord, runner: UnitRunner, re
                          key=lambda e: (e.started_at, e.id))
         if not leaders or leaders[0].id == ex.id:
             return await run_reduce(ex, job, runner, recorder)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(LEADER_POLL_SECONDS)
     return False
 
 
