@@ -7,11 +7,12 @@ words. Paths are made absolute at create time because the executor runs elsewher
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentic_batch.errors import field_ref
+from agentic_batch.flags import PROMPT_PANEL, RUN_PANEL, Flag
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus  # noqa: F401 (re-exported)
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES, MIN_MAX_OUTPUT_BYTES
 
@@ -95,37 +96,77 @@ class SourceSpec(BaseModel):
 
 
 class JobSpec(BaseModel):
-    """Everything needed to create a job. Worker options are validated by the worker kind."""
+    """Everything needed to create a job. Worker options are validated by the worker kind.
+
+    Each field is a job option, declared once: REST takes it as is, MCP `create_job` publishes it as an
+    argument (see mcp_server/job_tools.py), the CLI makes a flag of every field with a `Flag` (see
+    cli/spec_options.py), and creation stores each in the jobs column of the same name.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Flag(RUN_PANEL, help="A name for the job (shown in lists; `abp status NAME` works when "
+                                              "unique).")] = Field(
+        min_length=1, max_length=200,
+        description="Short name for the job, shown in job lists (a unique name also stands for its id).")
     source: SourceSpec
-    prompt: str | None = None
-    intent: str | None = None
-    worker: str = "command"
-    worker_options: dict[str, Any] = Field(default_factory=dict)
+    prompt: Annotated[str | None, Flag(PROMPT_PANEL, help="Jinja2 template per item: 'Summarise {{ path }}', "
+                                                          "'{{ row.title }}'.")] = Field(
+        default=None,
+        description="Jinja2 template rendered per item: item fields are variables ({{ title }}, {{ row.title }}, "
+                    "{{ path }} for files). A misspelt field is an error at create time. Give this or `intent`.")
+    intent: Annotated[str | None, Flag(PROMPT_PANEL, help="Say what to do in plain words; abp writes the full "
+                                                          "worker prompt (shown before anything runs).")] = Field(
+        default=None,
+        description="Instead of a template: what to do with each item, in plain words; abp writes the full prompt "
+                    "(returned as prompt_template, to show to the user).")
+    worker: str = Field(
+        default="command",
+        description="Worker kind that processes each item: command (run a program per item), python (call a "
+                    "function per item), claude (Claude Code agent), openai / anthropic (API model with file "
+                    "tools).")
+    worker_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the chosen worker kind, e.g. command: {\"command\": \"wc -w {{ path }}\"}; python: "
+                    "{\"function\": \"/abs/path/mod.py:func\"}; claude: {\"model\": \"sonnet\", \"allowed_tools\": "
+                    "[\"Read\", \"Write\"]}.")
     # Every number has a finite range the store and the engine can hold (no inf/nan, nothing past
     # the store's INTEGER): one bad number is a one-line error on every interface, never an overflow.
-    concurrency: int = Field(default=4, ge=1, le=10_000,
-                             description="Units running at once for the whole job, shared by all its executors.")
-    max_retries: int = Field(default=3, ge=0, le=100)
-    timeout_s: float = Field(default=600.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
-    priority: Priority = Priority.normal
-    budget_usd: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
-    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM)
-    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM)
-    reduce_prompt: str | None = None
-    #: JSON Schema every unit's output must match (asked for in the prompt, validated, retried).
-    output_schema: dict[str, Any] | None = None
-    #: Seconds a quota pause lasts when the provider gives no reset time.
-    quota_wait_s: float = Field(default=900.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
-    #: Directory commands run in and relative paths resolve against (the caller's cwd by default).
-    workdir: str | None = None
-    #: Bytes of a unit's output kept in the store; beyond it the head and tail are kept around a
-    #: marker and the whole output goes to a file under the job's directory.
-    max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=MIN_MAX_OUTPUT_BYTES,
-                                  le=MAX_MAX_OUTPUT_BYTES)
+    concurrency: Annotated[int, Flag(RUN_PANEL, help="Units running at once for the whole job, shared by all its "
+                                                     "executors (--executors N does not multiply it).")] = Field(
+        default=4, ge=1, le=10_000, description="Units running at once for the whole job, shared by all its executors.")
+    max_retries: Annotated[int, Flag(RUN_PANEL)] = Field(
+        default=3, ge=0, le=100, description="Retries per unit for retryable errors (backoff with jitter).")
+    timeout_s: Annotated[float, Flag(RUN_PANEL, name="--timeout")] = Field(
+        default=600.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="Seconds per unit attempt; the agent and its children are killed after.")
+    priority: Annotated[Priority, Flag(RUN_PANEL)] = Field(
+        default=Priority.normal, description="Job priority when executors choose work.")
+    budget_usd: Annotated[float | None, Flag(RUN_PANEL)] = Field(
+        default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False,
+        description="Stop (PAUSED, reason budget) when the job's cost reaches this.")
+    rpm: Annotated[int | None, Flag(RUN_PANEL)] = Field(
+        default=None, ge=1, le=MAX_RPM, description="Model requests per minute, for the whole job.")
+    tpm: Annotated[int | None, Flag(RUN_PANEL)] = Field(
+        default=None, ge=1, le=MAX_TPM, description="Model tokens per minute, for the whole job.")
+    reduce_prompt: Annotated[str | None, Flag(PROMPT_PANEL)] = Field(
+        default=None, description="Template run once after all units complete; gets {{ results_path }} (a JSONL "
+                                  "of all results), {{ total }}, {{ completed }}.")
+    output_schema: Annotated[dict[str, Any] | None, Flag(
+        PROMPT_PANEL, file=True, help="JSON Schema file: each unit must answer with matching JSON (validated; "
+                                      "invalid answers are retried with the error fed back).")] = Field(
+        default=None, description="JSON Schema every unit's answer must match (asked for in the prompt, "
+                                  "validated; invalid answers are retried with the error fed back).")
+    quota_wait_s: Annotated[float, Flag(RUN_PANEL, name="--quota-wait")] = Field(
+        default=900.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="Seconds to pause the job on a usage-quota error that gives no reset time.")
+    workdir: str | None = Field(
+        default=None, description="Absolute directory that relative paths resolve against and commands run in "
+                                  "(default: the working directory of the process that creates the job).")
+    max_output_bytes: Annotated[int, Flag(RUN_PANEL)] = Field(
+        default=DEFAULT_MAX_OUTPUT_BYTES, ge=MIN_MAX_OUTPUT_BYTES, le=MAX_MAX_OUTPUT_BYTES,
+        description="Bytes of each unit's output kept in the store; longer output keeps its head and tail, and "
+                    "the whole text goes to a file under the job's directory.")
 
     @field_validator("name")
     @classmethod
@@ -140,6 +181,11 @@ class JobSpec(BaseModel):
         if self.prompt is not None and self.intent is not None:
             raise ValueError(f"give either {field_ref('prompt')} or {field_ref('intent')}, not both")
         return self
+
+
+def job_default(name: str) -> Any:
+    """The default of a job option, for jobs stored before the option existed (their column is NULL)."""
+    return JobSpec.model_fields[name].get_default(call_default_factory=True)
 
 
 def describe_validation_error(exc: Exception, prefix: str = "") -> str:

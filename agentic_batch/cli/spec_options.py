@@ -15,12 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
+from pydantic.fields import FieldInfo
+
 from agentic_batch.errors import InvalidSpec, name_fields
-from agentic_batch.spec import JobSpec, Priority
-from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
+from agentic_batch.flags import PROMPT_PANEL, RUN_PANEL, SOURCE_PANEL, Flag, flag_of
+from agentic_batch.spec import JobSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
-SOURCE_PANEL, PROMPT_PANEL, RUN_PANEL, WORKER_PANEL = "Source", "Prompt", "Execution", "Worker options"
+WORKER_PANEL = "Worker options"
 #: A bare `--json` (output as JSON) is rewritten to this before parsing; `--json PATH` is a source.
 JSON_OUTPUT_FLAG = "--json-output"
 
@@ -32,10 +34,26 @@ def _opt(annotation: Any, default: Any, *decls: str, help: str, panel: str, **kw
                              annotation=Annotated[annotation, info])
 
 
+def _param_name(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def field_param(field_name: str, field: FieldInfo, flag: Flag) -> inspect.Parameter:
+    """The flag of a spec field: its type (a file's path for `Flag(file=True)`), its default (shown in
+    --help), the flag's help or else the field's description."""
+    annotation = str | None if flag.file else field.annotation
+    if field.is_required():
+        default: Any = ...
+    else:
+        default = None if flag.file else field.get_default(call_default_factory=True)
+    extra = {"metavar": flag.metavar} if flag.metavar else {}
+    return _opt(annotation, default, flag.flag(field_name), help=flag.help or field.description or "",
+                panel=flag.panel, **extra)
+
+
 OptStr = str | None
-JOB_PARAMS: list[inspect.Parameter] = [
-    _opt(str, ..., "--name", help="A name for the job (shown in lists; `abp status NAME` works when unique).",
-         panel=RUN_PANEL),
+#: Source flags (until sources declare their own).
+SOURCE_PARAMS: list[inspect.Parameter] = [
     _opt(OptStr, None, "--files", help="Glob of files, relative to --root: `'**/*.py'`, `'docs/*.md'`.",
          panel=SOURCE_PANEL),
     _opt(OptStr, None, "--root", help="Directory the --files glob starts from (default: current directory).",
@@ -59,35 +77,36 @@ JOB_PARAMS: list[inspect.Parameter] = [
          "hash of the item).", panel=SOURCE_PANEL),
     _opt(OptStr, None, "--priority-field", help="Item field holding a unit priority (low..critical or a number).",
          panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--prompt", help="Jinja2 template per item: 'Summarise {{ path }}', '{{ row.title }}'.",
-         panel=PROMPT_PANEL),
-    _opt(OptStr, None, "--prompt-file", help="File holding the prompt template.", panel=PROMPT_PANEL),
-    _opt(OptStr, None, "--intent", help="Say what to do in plain words; abp writes the full worker prompt "
-         "(shown before anything runs).", panel=PROMPT_PANEL),
-    _opt(OptStr, None, "--reduce-prompt", help="Template run once after all units complete; gets "
-         "{{ results_path }} (a JSONL of all results), {{ total }}, {{ completed }}.", panel=PROMPT_PANEL),
-    _opt(OptStr, None, "--worker", help="Worker kind: " + ", ".join(worker_kinds()) + " (default: command "
-         "when --command is given, python when --function is).", panel=RUN_PANEL),
-    _opt(int, 4, "--concurrency", help="Units running at once for the whole job, shared by all its executors "
-         "(--executors N does not multiply it).", panel=RUN_PANEL),
-    _opt(int, 3, "--max-retries", help="Retries per unit for retryable errors (backoff with jitter).",
-         panel=RUN_PANEL),
-    _opt(float, 600.0, "--timeout", help="Seconds per unit attempt; the agent and its children are killed after.",
-         panel=RUN_PANEL),
-    _opt(Priority, Priority.normal, "--priority", help="Job priority when executors choose work.", panel=RUN_PANEL),
-    _opt(float | None, None, "--budget-usd", help="Stop (PAUSED, reason budget) when the job's cost reaches this.",
-         panel=RUN_PANEL),
-    _opt(int | None, None, "--rpm", help="Model requests per minute, for the whole job.", panel=RUN_PANEL),
-    _opt(int | None, None, "--tpm", help="Model tokens per minute, for the whole job.", panel=RUN_PANEL),
-    _opt(OptStr, None, "--output-schema", help="JSON Schema file: each unit must answer with matching JSON "
-         "(validated; invalid answers are retried with the error fed back).", panel=PROMPT_PANEL),
-    _opt(float, 900.0, "--quota-wait", help="Seconds to pause the job on a usage-quota error that gives no "
-         "reset time.", panel=RUN_PANEL),
-    _opt(int, DEFAULT_MAX_OUTPUT_BYTES, "--max-output-bytes", help="Bytes of each unit's output kept in the "
-         "store; longer output keeps its head and tail, and the whole text goes to a file under the job's "
-         "directory.", panel=RUN_PANEL),
-    _opt(bool, False, JSON_OUTPUT_FLAG, help="Print the result as JSON.", panel=RUN_PANEL, hidden=True),
 ]
+
+#: Flags of the CLI's own, each listed after the job spec field it belongs with.
+_HAND_MADE: dict[str, list[inspect.Parameter]] = {
+    "source": SOURCE_PARAMS,
+    "prompt": [_opt(OptStr, None, "--prompt-file", help="File holding the prompt template.", panel=PROMPT_PANEL)],
+    "worker": [_opt(OptStr, None, "--worker", help="Worker kind: " + ", ".join(worker_kinds()) + " (default: "
+                    "command when --command is given, python when --function is).", panel=RUN_PANEL)],
+}
+
+
+def _job_params() -> tuple[list[inspect.Parameter], dict[str, str]]:
+    """The job's flags, in JobSpec's field order: one per field with a `Flag`, the hand-made ones beside
+    their field; and which JobSpec field each generated flag's parameter fills."""
+    params: list[inspect.Parameter] = []
+    fields: dict[str, str] = {}
+    for name, field in JobSpec.model_fields.items():
+        flag = flag_of(field)
+        if flag is not None:
+            param = field_param(name, field, flag)
+            params.append(param)
+            fields[param.name] = name
+        params.extend(_HAND_MADE.get(name, []))
+    params.append(_opt(bool, False, JSON_OUTPUT_FLAG, help="Print the result as JSON.", panel=RUN_PANEL,
+                       hidden=True))
+    return params, fields
+
+
+#: The job's flags, and the JobSpec field behind each generated one (`timeout` -> `timeout_s`).
+JOB_PARAMS, JOB_FLAG_FIELDS = _job_params()
 
 
 #: Help for worker flags, shared by every worker kind that has the flag (the models' descriptions
@@ -224,16 +243,12 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
         flag = "--" + stray[0].replace("_", "-")
         raise InvalidSpec(f"{flag} does not apply to the {worker} worker",
                           hint=f"it belongs to: {', '.join(owners[stray[0]])}")
-    payload = {
-        "name": values["name"], "source": source, "prompt": prompt, "intent": values.get("intent"),
-        "worker": worker, "worker_options": worker_values, "concurrency": values["concurrency"],
-        "max_retries": values["max_retries"], "timeout_s": values["timeout"], "priority": values["priority"],
-        "budget_usd": values.get("budget_usd"), "rpm": values.get("rpm"), "tpm": values.get("tpm"),
-        "reduce_prompt": values.get("reduce_prompt"), "workdir": str(Path.cwd()),
-        "quota_wait_s": values.get("quota_wait", 900.0),
-        "max_output_bytes": values.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES),
-        "output_schema": _load_schema(values["output_schema"]) if values.get("output_schema") else None,
-    }
+    payload: dict[str, Any] = {name: values[param] for param, name in JOB_FLAG_FIELDS.items() if param in values}
+    payload.update(source=source, prompt=prompt, worker=worker, worker_options=worker_values, workdir=str(Path.cwd()))
+    for param, name in JOB_FLAG_FIELDS.items():
+        job_flag = flag_of(JobSpec.model_fields[name])
+        if job_flag is not None and job_flag.file and values.get(param):
+            payload[name] = _read_field_file(values[param], JobSpec.model_fields[name], job_flag.flag(name))
     from pydantic import ValidationError
 
     from agentic_batch.spec import describe_validation_error
@@ -245,8 +260,8 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
         raise InvalidSpec(message) from None
 
 
-#: Job spec fields whose flag is not `--` + the field name with dashes.
-_FLAG_OF_FIELD = {"timeout_s": "--timeout", "quota_wait_s": "--quota-wait", "source.glob": "--files",
+#: Source fields whose flag is not `--` + the field name with dashes.
+_FLAG_OF_FIELD = {"source.glob": "--files",
                   "source.query": "--sql", "source.db_url": "--sql-db", "source.function": "--python",
                   "source.args": "--source-arg", "source.kind": "the source flag",
                   "workdir": "the current directory"}
@@ -258,21 +273,24 @@ def flag_for(path: str, source_kind: str | None = None) -> str:
         return f"--{source_kind}" if source_kind else "--csv/--json/--jsonl"
     if path in _FLAG_OF_FIELD:
         return _FLAG_OF_FIELD[path]
+    field = JobSpec.model_fields.get(path)
+    flag = flag_of(field) if field is not None else None
+    if flag is not None:
+        return flag.flag(path)
     return "--" + path.split(".")[-1].replace("_", "-")
 
 
-def _load_schema(path: str) -> Any:
+def _read_field_file(path: str, field: FieldInfo, flag: str) -> Any:
+    """The value a `Flag(file=True)` names: the file's text, or its JSON when the field is not text."""
     import json
 
-    from agentic_batch.engine.structured import check_schema
-
-    text = read_text_file(path, "--output-schema")
+    text = read_text_file(path, flag)
+    if field.annotation in (str, str | None):
+        return text
     try:
-        schema = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidSpec(f"--output-schema {path} is not JSON: line {exc.lineno}: {exc.msg}") from None
-    check_schema(schema, "--output-schema")
-    return schema
+        raise InvalidSpec(f"{flag} {path} is not JSON: line {exc.lineno}: {exc.msg}") from None
 
 
 def _kv_pairs(pairs: list[str]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from agentic_batch.engine.reaper import Reaper, UnitProcesses
 from agentic_batch.engine.retry import decide
 from agentic_batch.errors import AbpError
 from agentic_batch.prompts import render
+from agentic_batch.spec import job_default
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers.base import CallGate, ErrorClass, OpenGate, UnitContext, UnitOutcome, Worker
@@ -204,7 +205,7 @@ class UnitRunner:
         result = decide(outcome, unit_id=unit.id, attempt=unit.attempt, error_count=unit.error_count,
                         max_retries=self.job.max_retries, prompt=prompt,
                         retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds,
-                        quota_wait=self.job.quota_wait_s or 900.0)
+                        quota_wait=self.job.quota_wait_s or job_default("quota_wait_s"))
         # the pool and the store add these up: a worker's wrong type must fail this unit here, not later
         result.cost_usd = float(result.cost_usd or 0.0)
         result.tokens_in, result.tokens_out = int(result.tokens_in or 0), int(result.tokens_out or 0)

@@ -6,8 +6,10 @@ that approves its own test run would spend the user's money without asking.
 
 from __future__ import annotations
 
+import inspect
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
@@ -15,14 +17,14 @@ from pydantic import Field
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.mcp_server.replies import in_thread, respond, respond_async
-from agentic_batch.mcp_server.schemas import (IntentArg, JobRef, Priority, PromptArg, SourceArg, WorkerArg,
-                                              WorkerOptionsArg)
+from agentic_batch.flags import Flag
+from agentic_batch.mcp_server.schemas import JobRef, SourceArg
 from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
 from agentic_batch.mcp_server.test_wait import follow_test, lost_view, still_running_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import capabilities_brief, capability_details
-from agentic_batch.spec import MAX_BUDGET_USD, MAX_SECONDS
+from agentic_batch.spec import JobSpec, job_default
 from agentic_batch.states import JobStatus, UnitStatus
 
 PREVIEW_CHARS = 1500
@@ -75,60 +77,61 @@ def started_view(status: dict[str, Any], how: str) -> dict[str, Any]:
     return view
 
 
+CREATE_JOB_DOC = """Create a batch job: one unit per item of a source (files, CSV/JSON/JSONL rows, SQL rows, a Python
+generator), each processed by a worker with a prompt rendered from the item.
+
+Use this when the user wants the same task done for many items (tens to hundreds of thousands).
+Pass the source as a path or query; abp reads the items itself, so never put the item list in the
+conversation. Nothing runs yet. Returns the job id, the number of units, the prompt template
+(written for you when you give `intent`) and the first rendered prompts as a preview.
+
+Then follow the test-first protocol: start_job(job_id) runs ONE unit and returns its output; show
+it to the user and ask for approval; start_job(job_id, approve=true) starts the rest in the
+background and returns at once; follow progress with get_job_status. Call list_sources for the
+fields of each source kind and the options of each worker kind.
+"""
+
+
+def create_job_params() -> list[inspect.Parameter]:
+    """create_job's arguments: JobSpec's fields, each with its type, range, default and description.
+
+    Only `source` is published differently: as an object with SourceSpec's schema (and the catalogue's
+    words) that the SDK passes on unchecked, so JobSpec's own validation words every mistake in it.
+    """
+    params = []
+    for name, field in JobSpec.model_fields.items():
+        annotation: Any
+        if name == "source":
+            annotation, default = SourceArg, inspect.Parameter.empty
+        else:
+            kind: Any = field.annotation
+            if isinstance(kind, type) and issubclass(kind, Enum):  # by value, inline: no $defs in the schema
+                kind = Literal[tuple(member.value for member in kind)]
+            constraints = [m for m in field.metadata if not isinstance(m, Flag)]
+            annotation = Annotated[kind, *constraints, Field(description=field.description)]  # type: ignore[valid-type]
+            default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
+            if isinstance(default, Enum):
+                default = default.value
+            elif isinstance(default, dict | list):  # a default_factory: leave it to JobSpec
+                annotation, default = Annotated[kind | None, *constraints,  # type: ignore[valid-type]
+                                                Field(description=field.description)], None
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=annotation))
+    return params
+
+
 def register(server: MCPServer[Any], orch: Orchestrator) -> None:
-    async def create_job(
-        name: Annotated[str, Field(description="Short name for the job (shown in list_jobs).")],
-        source: SourceArg,
-        worker: WorkerArg,
-        worker_options: WorkerOptionsArg = None,
-        prompt: PromptArg = None,
-        intent: IntentArg = None,
-        concurrency: Annotated[int | None, Field(ge=1, le=10_000, description="Units running at once for "
-                                                 "the whole job, shared by all its executors (default 4).")] = None,
-        max_retries: Annotated[int | None, Field(ge=0, le=100, description="Retries per unit for transient "
-                                                 "errors, with backoff (default 3).")] = None,
-        timeout_s: Annotated[float | None, Field(gt=0, le=MAX_SECONDS, description="Seconds per unit attempt; "
-                                                 "the agent is killed after (default 600).")] = None,
-        budget_usd: Annotated[float | None, Field(gt=0, le=MAX_BUDGET_USD, description="Pause the job when its "
-                                                  "cost reaches this.")] = None,
-        priority: Annotated[Priority | None, Field(description="Job priority (default normal).")] = None,
-        reduce_prompt: Annotated[str | None, Field(description="Template run once after all units complete; "
-                                                               "gets {{ results_path }} (JSONL of all results), "
-                                                               "{{ total }}, {{ completed }}.")] = None,
-        output_schema: Annotated[dict[str, Any] | None, Field(description="JSON Schema every unit's answer "
-                                                                          "must match (invalid answers are "
-                                                                          "retried with the error).")] = None,
-        workdir: Annotated[str | None, Field(description="Absolute directory that relative paths resolve "
-                                                         "against and commands run in (default: the MCP "
-                                                         "server's working directory).")] = None,
-        max_output_bytes: Annotated[int | None, Field(description="Bytes of each unit's output kept (default "
-                                                                  "4 MiB); longer output keeps its head and "
-                                                                  "tail, the whole text goes to a file.")] = None,
-    ) -> CallToolResult:
-        """Create a batch job: one unit per item of a source (files, CSV/JSON/JSONL rows, SQL rows, a Python
-        generator), each processed by a worker with a prompt rendered from the item.
-
-        Use this when the user wants the same task done for many items (tens to hundreds of thousands).
-        Pass the source as a path or query; abp reads the items itself, so never put the item list in the
-        conversation. Nothing runs yet. Returns the job id, the number of units, the prompt template
-        (written for you when you give `intent`) and the first rendered prompts as a preview.
-
-        Then follow the test-first protocol: start_job(job_id) runs ONE unit and returns its output; show
-        it to the user and ask for approval; start_job(job_id, approve=true) starts the rest in the
-        background and returns at once; follow progress with get_job_status. Call list_sources for the
-        fields of each source kind and the options of each worker kind.
-        """
+    async def create_job(**arguments: Any) -> CallToolResult:
         def call() -> dict[str, Any]:
-            spec: dict[str, Any] = {"name": name, "source": _source(source), "worker": worker,
-                                    "worker_options": worker_options or {}}
-            optional = {"prompt": prompt, "intent": intent, "concurrency": concurrency,
-                        "max_retries": max_retries, "timeout_s": timeout_s, "budget_usd": budget_usd,
-                        "priority": priority, "reduce_prompt": reduce_prompt, "output_schema": output_schema,
-                        "workdir": workdir, "max_output_bytes": max_output_bytes}
-            spec.update({k: v for k, v in optional.items() if v is not None})
-            return created_view(orch.create(spec, cwd=Path.cwd()), worker)
+            spec = {name: value for name, value in arguments.items() if value is not None}
+            spec["source"] = _source(arguments["source"])
+            return created_view(orch.create(spec, cwd=Path.cwd()), spec.get("worker") or job_default("worker"))
 
         return await respond(call)
+
+    create_job.__signature__ = inspect.Signature(create_job_params(),  # type: ignore[attr-defined]
+                                                 return_annotation=CallToolResult)
+    create_job.__doc__ = CREATE_JOB_DOC
 
     async def start_job(
         job_id: JobRef,

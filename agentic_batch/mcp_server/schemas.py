@@ -47,19 +47,4 @@ MaxChars = Annotated[int, Field(ge=100, le=100_000, description="Cut text values
                                                                 "(the result says what was cut).")]
 
 SourceArg = Annotated[dict[str, Any], WithJsonSchema(source_schema())]
-WorkerArg = Annotated[str, Field(
-    description="Worker kind that processes each item: command (run a program per item), python (call a "
-                "function per item), claude (Claude Code agent), openai / anthropic (API model with file tools). "
-                "list_sources shows each kind's options.")]
-WorkerOptionsArg = Annotated[dict[str, Any] | None, Field(
-    description="Options of the chosen worker kind (see list_sources), e.g. command: {\"command\": \"wc -w "
-                "{{ path }}\"}; python: {\"function\": \"/abs/path/mod.py:func\"}; claude: {\"model\": "
-                "\"sonnet\", \"allowed_tools\": [\"Read\", \"Write\"]}.")]
-PromptArg = Annotated[str | None, Field(
-    description="Jinja2 template rendered per item: item fields are variables ({{ title }}, {{ row.title }}, "
-                "{{ path }} for files). A misspelt field is an error at create time. Give this or `intent`.")]
-IntentArg = Annotated[str | None, Field(
-    description="Instead of a template: what to do with each item, in plain words; abp writes the full prompt "
-                "(returned as prompt_template so you can show it to the user).")]
-Priority = Literal["low", "normal", "high", "critical"]
 ExportFormat = Literal["json", "jsonl", "csv"]

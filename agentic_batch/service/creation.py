@@ -66,6 +66,16 @@ def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None,
     return None, False
 
 
+#: JobSpec fields stored other than as given (each is passed to insert_job by hand, in its stored form).
+_STORED_BY_HAND = frozenset({"source", "prompt", "worker_options", "priority", "workdir"})
+
+
+def stored_options(spec: JobSpec) -> dict[str, Any]:
+    """Every other job option, as given, for the jobs column of the same name: a new option is stored
+    by adding its column, not by listing it here."""
+    return spec.model_dump(mode="json", exclude=set(_STORED_BY_HAND))
+
+
 def cleanup_abandoned(store: Store) -> None:
     """Delete CREATING jobs whose creating process (on this host) died mid-way."""
     for job in store.stale_creating_jobs(hostname()):
@@ -103,13 +113,9 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
 
     cleanup_abandoned(store)
     job_id = store.insert_job(
-        name=spec.name, status=JobStatus.CREATING.value, source=source.model_dump(mode="json"),
-        prompt_template=template, intent=spec.intent, worker=spec.worker,
-        worker_options=options.model_dump(mode="json", exclude_none=True), concurrency=spec.concurrency,
-        max_retries=spec.max_retries, timeout_s=spec.timeout_s, priority=spec.priority.rank,
-        budget_usd=spec.budget_usd, rpm=spec.rpm, tpm=spec.tpm, reduce_prompt=spec.reduce_prompt,
-        output_schema=spec.output_schema, quota_wait_s=spec.quota_wait_s, max_output_bytes=spec.max_output_bytes,
-        workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
+        **stored_options(spec), status=JobStatus.CREATING.value, source=source.model_dump(mode="json"),
+        prompt_template=template, worker_options=options.model_dump(mode="json", exclude_none=True),
+        priority=spec.priority.rank, workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
     )
     try:
         cleaned = _Cleaned()

@@ -22,6 +22,7 @@ def cases(workdir: Path) -> list[tuple[list[str], dict[str, Any], str, str | Non
     """(CLI flags, the same spec as JSON, the message with «field» references, the source kind)."""
     (workdir / "t.csv").write_text("a\n1\n")
     (workdir / "t.jsonl").write_text('{"a": 1}\n')
+    (workdir / "schema.json").write_text('{"type": "nope"}')
     jsonl = {"kind": "jsonl", "path": str(workdir / "t.jsonl")}
     echo = {"worker": "command", "worker_options": {"command": "echo {{ a }}"}}
     return [
@@ -35,6 +36,14 @@ def cases(workdir: Path) -> list[tuple[list[str], dict[str, Any], str, str | Non
         (["--jsonl", "t.jsonl", "--command", "echo", "--concurrency", "0"],
          {"source": jsonl, **echo, "concurrency": 0},
          "«concurrency»: Input should be greater than or equal to 1", "jsonl"),
+        # options MCP's create_job once lacked (it now publishes every JobSpec field)
+        (["--jsonl", "t.jsonl", "--command", "echo", "--rpm", "0"],
+         {"source": jsonl, **echo, "rpm": 0}, "«rpm»: Input should be greater than or equal to 1", "jsonl"),
+        (["--jsonl", "t.jsonl", "--command", "echo", "--quota-wait", "0"],
+         {"source": jsonl, **echo, "quota_wait_s": 0}, "«quota_wait_s»: Input should be greater than 0", "jsonl"),
+        (["--jsonl", "t.jsonl", "--command", "echo", "--output-schema", "schema.json"],
+         {"source": jsonl, **echo, "output_schema": {"type": "nope"}},
+         "«output_schema» is not a valid JSON Schema: 'nope' is not valid under any of the given schemas", "jsonl"),
         (["--jsonl", "t.jsonl", "--worker", "command", "--command", " "],
          {"source": jsonl, "worker": "command", "worker_options": {"command": " "}},
          "«worker_options.command» is empty", "jsonl"),
