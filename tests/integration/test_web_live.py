@@ -52,7 +52,7 @@ def streams_closed(web: Web) -> bool:  # noqa: F811
 
 
 def test_job_stream_follows_a_running_job_then_a_unit(web: Web) -> None:  # noqa: F811
-    rows = [{"id": i, "name": f"doc{i}", "sleep": 0.6} for i in range(6)]
+    rows = [{"id": i, "name": f"doc{i}", "sleep": 1.5} for i in range(6)]
     job = web.ok("POST", "/api/jobs", spec(web.workdir, "chatty", rows=rows, concurrency=2), status=201)["job_id"]
     web.ok("POST", f"/api/jobs/{job}/start", {"skip_test": True})
 
