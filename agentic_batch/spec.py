@@ -55,11 +55,34 @@ class Priority(StrEnum):
 
 SourceKind = Literal["files", "csv", "json", "jsonl", "sql", "python"]
 
+#: The fields each source kind needs (non-empty).
+SOURCE_NEEDS: dict[str, tuple[str, ...]] = {
+    "files": ("glob",),
+    "csv": ("path",),
+    "json": ("path",),
+    "jsonl": ("path",),
+    "sql": ("query", "db_url"),
+    "python": ("function",),
+}
+
+
+def _document_source_needs(schema: dict[str, Any]) -> None:
+    """The JSON Schema says what `_required_fields` checks: per kind, its fields are required and not
+    empty (and a CSV delimiter is one character), so a client or fuzzer reading it knows them."""
+    rules = []
+    for kind, needs in SOURCE_NEEDS.items():
+        then: dict[str, Any] = {"required": list(needs),
+                                "properties": {n: {"type": "string", "minLength": 1} for n in needs}}
+        if kind == "csv":
+            then["properties"]["delimiter"] = {"type": "string", "minLength": 1, "maxLength": 1}
+        rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": then})
+    schema["allOf"] = rules
+
 
 class SourceSpec(BaseModel):
     """Where the items come from. Only the fields of `kind` are used."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_source_needs)
 
     kind: SourceKind
     glob: str | None = None
@@ -78,14 +101,7 @@ class SourceSpec(BaseModel):
 
     @model_validator(mode="after")
     def _required_fields(self) -> SourceSpec:
-        needs = {
-            "files": ("glob",),
-            "csv": ("path",),
-            "json": ("path",),
-            "jsonl": ("path",),
-            "sql": ("query", "db_url"),
-            "python": ("function",),
-        }[self.kind]
+        needs = SOURCE_NEEDS[self.kind]
         missing = [name for name in needs if not getattr(self, name)]
         if missing:
             names = ", ".join(field_ref(f"source.{name}") for name in missing)

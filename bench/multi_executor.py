@@ -53,7 +53,7 @@ def run_one(units: int, concurrency: int, executors: int, pg_url: str | None, sl
             wall = time.perf_counter() - t0
             status = orch.status(job_id)
             orch.store.close()
-            assert job.status == "COMPLETED" and status["completed"] == units, status
+            assert job.status == "COMPLETED" and status.completed == units, status
             return {"store": "postgresql" if pg_url else "sqlite", "executors": executors, "units": units,
                     "wall_s": wall, "units_per_s": units / wall}
         finally:

@@ -94,9 +94,9 @@ def main() -> None:
                         raise SystemExit("abp serve did not start")
                     time.sleep(0.1)
                 c.abp("start", str(job), "--skip-test", cwd=tmp)
-                while orch.status(job)["completed"] < 1000:  # the executor is up and writing
+                while orch.status(job).completed < 1000:  # the executor is up and writing
                     time.sleep(0.2)
-                done_before, t0 = orch.status(job)["done"], time.perf_counter()
+                done_before, t0 = orch.status(job).done, time.perf_counter()
                 timings: dict[str, list[float]] = {name: [] for name, _ in calls(job)}
                 for _ in range(args.rounds):
                     for name, path in calls(job):
@@ -107,17 +107,17 @@ def main() -> None:
                             raise SystemExit(f"GET {path}: {response.status_code} {response.text[:200]}")
                 status = orch.status(job)
                 elapsed = time.perf_counter() - t0
-                writing = (status["done"] - done_before) / elapsed
+                writing = (status.done - done_before) / elapsed
         finally:
             server.terminate()
             server.wait(timeout=15)
-            if orch.status(job)["status"] == "RUNNING":
+            if orch.status(job).status == "RUNNING":
                 orch.stop(job)
                 c.wait_final(orch, job, timeout=120)
 
     print(f"\n{c.machine()}; SQLite store; {args.units:,} units; executor at concurrency {args.concurrency} "
           f"finishing {writing:,.0f} units/s during the {elapsed:.0f}s of measurement "
-          f"({status['done']:,} of {status['total']:,} done at the end)")
+          f"({status.done:,} of {status.total:,} done at the end)")
     print(f"{args.rounds} sequential requests per call, one client, `abp serve` in its own process\n")
     print("| call | p50 ms | p95 ms | max ms |")
     print("|---|---:|---:|---:|")

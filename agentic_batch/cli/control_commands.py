@@ -12,12 +12,13 @@ from rich.console import Console
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
 from agentic_batch.cli.output import err, money, out, print_json, shows_usage
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.service.models import JobView
 from agentic_batch.states import JobStatus
 
 FINAL = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 1, JobStatus.PAUSED: 1}
 
 
-def _report(status: dict, as_json: bool, message: str) -> None:
+def _report(status: JobView, as_json: bool, message: str) -> None:
     if as_json:
         print_json(status)
     else:
@@ -33,14 +34,14 @@ def register(app: typer.Typer) -> None:
         """Pause a running job: in-flight units finish (within a grace period), the rest stay PENDING."""
         orch = orchestrator()
         status = orch.stop(job)
-        if not no_wait and status["status"] == JobStatus.RUNNING:
+        if not no_wait and status.status == JobStatus.RUNNING:
             deadline = time.monotonic() + orch.settings.stop_grace_seconds + 15
-            with err.status(f"stopping job {status['id']} (in-flight units may finish first)…"):
-                while status["status"] == JobStatus.RUNNING and time.monotonic() < deadline:
+            with err.status(f"stopping job {status.id} (in-flight units may finish first)…"):
+                while status.status == JobStatus.RUNNING and time.monotonic() < deadline:
                     time.sleep(0.3)
-                    status = orch.status(status["id"])
-        _report(status, as_json, f"Job {status['id']} is {status['status']}"
-                + (f"; resume with `abp resume {status['id']}`" if status["status"] == JobStatus.PAUSED else ""))
+                    status = orch.status(status.id)
+        _report(status, as_json, f"Job {status.id} is {status.status}"
+                + (f"; resume with `abp resume {status.id}`" if status.status == JobStatus.PAUSED else ""))
 
     @app.command("resume")
     def resume(job: JobArg,
@@ -51,15 +52,15 @@ def register(app: typer.Typer) -> None:
                as_json: JsonFlag = False) -> None:
         """Continue a PAUSED job (or a RUNNING one whose executor died): lost units are reclaimed at once."""
         status = orchestrator().resume(job, budget_usd=budget_usd, executors=executors)
-        ex = status["executor"]
-        _report(status, as_json, f"Job {status['id']} resumed: executor pid {ex['pid']}; "
-                                 f"{status['pending'] + status['running']} unit(s) to go.")
+        ex = status.executor
+        _report(status, as_json, f"Job {status.id} resumed: executor pid {ex.pid}; "
+                                 f"{status.pending + status.running} unit(s) to go.")
 
     @app.command("cancel")
     def cancel(job: JobArg, as_json: JsonFlag = False) -> None:
         """Cancel a job: running agents are killed, pending units are marked CANCELLED."""
         status = orchestrator().cancel(job)
-        _report(status, as_json, f"Job {status['id']} cancelled ({status['completed']} unit(s) had completed).")
+        _report(status, as_json, f"Job {status.id} cancelled ({status.completed} unit(s) had completed).")
 
     @app.command("retry")
     def retry(job: JobArg,
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
         if not failed and not cancelled:
             raise InvalidSpec("nothing to retry: give --failed and/or --cancelled")
         status = orchestrator().retry(job, include_cancelled=cancelled)
-        _report(status, as_json, f"Job {status['id']} is RUNNING again: {status['retried']} unit(s) queued for retry.")
+        _report(status, as_json, f"Job {status.id} is RUNNING again: {status.retried} unit(s) queued for retry.")
 
     @app.command("wait")
     def wait(job: JobArg,
@@ -96,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
 
 def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False,
-             console: Console | None = None, tick: Callable[[dict], None] | None = None) -> int:
+             console: Console | None = None, tick: Callable[[JobView], None] | None = None) -> int:
     """Poll until a final state. A RUNNING job whose executor is gone for a few seconds counts as stuck.
 
     `tick(status)` (if given) sees every status polled before the final one (progress lines)."""
@@ -105,16 +106,16 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
     gone_since: float | None = None
     while True:
         status = orch.status(job)
-        state = status["status"]
+        state = status.status
         if state in FINAL:
             break
         if tick is not None:
             tick(status)
-        if state == JobStatus.RUNNING and status["executor"]["state"] != "running":
+        if state == JobStatus.RUNNING and status.executor.state != "running":
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > 5:
-                err.print(f"[yellow]job {status['id']} is RUNNING but no executor is alive[/yellow] "
-                          f"(resume it with `abp resume {status['id']}`)")
+                err.print(f"[yellow]job {status.id} is RUNNING but no executor is alive[/yellow] "
+                          f"(resume it with `abp resume {status.id}`)")
                 if as_json:
                     print_json(status)
                 return 1
@@ -124,14 +125,14 @@ def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool =
             if as_json:
                 print_json(status)
             elif not quiet:
-                err.print(f"timed out: job {status['id']} is {state} ({status['done']}/{status['total']} done)")
+                err.print(f"timed out: job {status.id} is {state} ({status.done}/{status.total} done)")
             return 2
         time.sleep(0.5)
     if as_json:
         print_json(status)
     elif not quiet:
-        cost = (f", cost {money(status['cost_usd'])}"
-                if shows_usage(status.get("worker"), status["cost_usd"], status["tokens_in"]) else "")
-        (console or out).print(f"Job {status['id']} {state}: {status['completed']} completed, "
-                               f"{status['failed']} failed, {status['cancelled']} cancelled{cost}")
+        cost = (f", cost {money(status.cost_usd)}"
+                if shows_usage(status.worker, status.cost_usd, status.tokens_in) else "")
+        (console or out).print(f"Job {status.id} {state}: {status.completed} completed, "
+                               f"{status.failed} failed, {status.cancelled} cancelled{cost}")
     return FINAL[state]

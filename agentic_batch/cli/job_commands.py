@@ -14,6 +14,8 @@ from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
 from agentic_batch.cli.output import err, out, print_json, safe, unit_report
 from agentic_batch.cli.spec_options import build_signature, read_text_file, spec_from_options
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.service import Orchestrator
+from agentic_batch.service.models import JobView, UnitDetail, UnitView
 from agentic_batch.states import JobStatus, UnitStatus
 
 CREATE_HELP = """Create a job: one unit per item of the source, and a prompt per unit.
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
     def create(**values: Any) -> None:
         spec, result = _create(values, owners)
         if values.get("json_output"):
-            print_json(result.to_dict())
+            print_json(result)
         else:
             _describe_created(result, spec.worker)
             err.print(f"Next: [bold]abp start {result.job_id}[/bold] (runs the first unit as a test)")
@@ -96,8 +98,9 @@ def register(app: typer.Typer) -> None:
         else:
             err.print(f"Testing job {job_id} on its first item…")
             report = _run_test(orch, job_id)
+            assert isinstance(report, UnitDetail)  # not skipping the test (above): start() ran it
             unit_report(report, "test run", console=err, worker=spec.worker)
-            ok = report["status"] == UnitStatus.COMPLETED
+            ok = report.status == UnitStatus.COMPLETED
             if not values["yes"]:
                 if not sys.stdin.isatty():
                     if not ok:
@@ -159,12 +162,12 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json(status)
             elif approve:
-                ex = status["executor"]
-                out.print(f"Job {status['id']} approved: executor running (pid {ex['pid']}). "
-                          f"Follow it with `abp watch {status['id']}`.")
+                ex = status.executor
+                out.print(f"Job {status.id} approved: executor running (pid {ex.pid}). "
+                          f"Follow it with `abp watch {status.id}`.")
             else:
-                out.print(f"Job {status['id']} rejected: CREATED again. Change the prompt with "
-                          f"`abp edit {status['id']} --prompt ...`, then `abp start {status['id']}`.")
+                out.print(f"Job {status.id} rejected: CREATED again. Change the prompt with "
+                          f"`abp edit {status.id} --prompt ...`, then `abp start {status.id}`.")
             return
         target = orch.settle_test(orch.job(job))  # a live test run: one line; a lost one: tested anew
         if target.status == JobStatus.TESTING:
@@ -174,20 +177,20 @@ def register(app: typer.Typer) -> None:
             else:
                 unit_report(report, "test run (waiting for approval)", worker=target.worker)
                 _after_test(report, target.id)
-            raise typer.Exit(0 if report["status"] == UnitStatus.COMPLETED else 1)
+            raise typer.Exit(0 if report.status == UnitStatus.COMPLETED else 1)
         testing = target.status == JobStatus.CREATED and not (skip_test or orch.settings.skip_test)
         if not as_json and testing:
             err.print(f"Testing job {target.id} on its first item…")
         result = _run_test(orch, target.id) if testing else orch.start(job, skip_test=skip_test, executors=executors)
         if as_json:
             print_json(result)
-        elif "executor" in result:
-            out.print(f"Job {result['id']} started without a test: executor pid {result['executor']['pid']}. "
-                      f"Follow it with `abp watch {result['id']}`.")
+        elif isinstance(result, JobView):
+            out.print(f"Job {result.id} started without a test: executor pid {result.executor.pid}. "
+                      f"Follow it with `abp watch {result.id}`.")
         else:
             unit_report(result, "test run", worker=target.worker)
             _after_test(result, target.id)
-        if "executor" not in result and result["status"] != JobStatus.COMPLETED:
+        if isinstance(result, UnitDetail) and result.status != UnitStatus.COMPLETED:
             raise typer.Exit(1)
 
     @app.command("edit")
@@ -204,7 +207,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(status)
         else:
-            out.print(f"Prompt of job {status['id']} updated; job is {status['status']}.")
+            out.print(f"Prompt of job {status.id} updated; job is {status.status}.")
 
     @app.command("sync")
     def sync(job: JobArg, as_json: JsonFlag = False) -> None:
@@ -213,36 +216,36 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result)
         else:
-            out.print(f"{result['added']} new unit(s) added; {result['existing']} item(s) were already there.")
-            if result.get("next"):
-                job_id = result["job_id"]
+            out.print(f"{result.added} new unit(s) added; {result.existing} item(s) were already there.")
+            if result.next:
+                job_id = result.job_id
                 command = {"resume": f"abp resume {job_id}", "retry": f"abp retry {job_id}",
-                           "start": f"abp start {job_id}", "approve": f"abp start {job_id} --approve"}[result["next"]]
-                out.print(f"Job {job_id} is {result['status']}: `{command}` runs them.")
-            elif result["added"] and result["status"] == JobStatus.RUNNING:
-                out.print(f"Job {result['job_id']} is RUNNING: its executor picks them up.")
+                           "start": f"abp start {job_id}", "approve": f"abp start {job_id} --approve"}[result.next]
+                out.print(f"Job {job_id} is {result.status}: `{command}` runs them.")
+            elif result.added and result.status == JobStatus.RUNNING:
+                out.print(f"Job {result.job_id} is RUNNING: its executor picks them up.")
 
 
-def _run_test(orch: Any, job_id: int) -> dict[str, Any]:
+def _run_test(orch: Orchestrator, job_id: int) -> JobView | UnitDetail:
     """The test run in this process; SIGTERM/SIGINT end it with one line (the unit is PENDING again)."""
     from agentic_batch.service.test_run import TestInterrupted
 
     try:
-        return orch.start(job_id)  # type: ignore[no-any-return]
+        return orch.start(job_id)
     except TestInterrupted as exc:
         err.print(f"test run of job {job_id} interrupted by {exc.signame}; nothing was lost: "
                   f"`abp start {job_id}` tests it again")
         raise typer.Exit(143 if exc.signame == "SIGTERM" else 130) from None
 
 
-def _test_failed(report: dict[str, Any], job_id: int) -> None:
-    reason = " ".join(str(report.get("error") or "it did not complete").split())
-    err.print(safe(f"The test unit of job {job_id} failed ({report['status']}): {reason[:300]}", style="red"))
+def _test_failed(report: UnitView, job_id: int) -> None:
+    reason = " ".join(str(report.error or "it did not complete").split())
+    err.print(safe(f"The test unit of job {job_id} failed ({report.status}): {reason[:300]}", style="red"))
 
 
-def _after_test(report: dict[str, Any], job_id: int) -> None:
+def _after_test(report: UnitView, job_id: int) -> None:
     """Say whether the test passed; approve/reject hints either way (a failed test exits non-zero)."""
-    if report["status"] != UnitStatus.COMPLETED:
+    if report.status != UnitStatus.COMPLETED:
         _test_failed(report, job_id)
         err.print(f"Fix the prompt or worker and test again: [bold]abp start {job_id} --reject[/bold], "
                   f"`abp edit {job_id} --prompt ...`, `abp start {job_id}`   ·   run the rest anyway: "

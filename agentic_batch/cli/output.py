@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -21,6 +22,7 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+from agentic_batch.service.models import ActiveUnit, EventView, JobSummary, JobView, UnitDetail, UnitView, plain
 from agentic_batch.states import JobStatus, UnitStatus
 
 #: Off a terminal, tables and panels may be as wide as their content: a pipe has no width, and a
@@ -77,7 +79,7 @@ _UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u
 
 def print_json(value: Any) -> None:
     """JSON on stdout, still valid JSON, with every control character escaped (`\\u009b`)."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    text = json.dumps(plain(value), indent=2, ensure_ascii=False, default=str)
     sys.stdout.write(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
     sys.stdout.flush()
 
@@ -113,57 +115,57 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def status_panel(s: dict[str, Any], active: list[dict[str, Any]] | None = None) -> Panel:
+def status_panel(s: JobView, active: list[ActiveUnit] | None = None) -> Panel:
     """The status of one job: a bar, counts, rate, ETA, cost, executor; optionally active units."""
     head = Table.grid(padding=(0, 2))
-    head.add_row(status_text(s["status"]), ProgressBar(total=max(s["total"], 1), completed=s["done"], width=30),
-                 f"{s['done']}/{s['total']} done ({s['progress']:.1f}%)")
+    head.add_row(status_text(s.status), ProgressBar(total=max(s.total, 1), completed=s.done, width=30),
+                 f"{s.done}/{s.total} done ({s.progress:.1f}%)")
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
-    grid.add_row("units", f"{s['completed']} completed · {s['failed']} failed · {s['running']} running · "
-                          f"{s['pending']} pending · {s['cancelled']} cancelled")
-    grid.add_row("rate", f"{s['rate']:.2f} units/s   ETA {duration(s['eta_seconds'])}   "
-                         f"elapsed {duration(s['elapsed_seconds'])}")
-    if shows_usage(s.get("worker"), s["cost_usd"], s["tokens_in"], s["tokens_out"]) or s.get("budget_usd"):
-        cost = f"{money(s['cost_usd'])} spent"
-        if s.get("projected_cost_usd") is not None and s["status"] in (JobStatus.RUNNING, JobStatus.PAUSED,
+    grid.add_row("units", f"{s.completed} completed · {s.failed} failed · {s.running} running · "
+                          f"{s.pending} pending · {s.cancelled} cancelled")
+    grid.add_row("rate", f"{s.rate:.2f} units/s   ETA {duration(s.eta_seconds)}   "
+                         f"elapsed {duration(s.elapsed_seconds)}")
+    if shows_usage(s.worker, s.cost_usd, s.tokens_in, s.tokens_out) or s.budget_usd:
+        cost = f"{money(s.cost_usd)} spent"
+        if s.projected_cost_usd is not None and s.status in (JobStatus.RUNNING, JobStatus.PAUSED,
                                                                        JobStatus.TESTING):
-            cost += f" · {money(s['projected_cost_usd'])} projected"
-        if s.get("budget_usd"):
-            cost += f" · budget {money(s['budget_usd'])}"
-        grid.add_row("cost", f"{cost} · {s['tokens_in']:,} tokens in / {s['tokens_out']:,} out")
-    ex = s["executor"]
-    exec_line = ex["state"]
-    if ex["pid"]:
-        exec_line += f" (pid {ex['pid']} on {clean(ex['host'])}, heartbeat {age(ex['heartbeat_at'])})"
+            cost += f" · {money(s.projected_cost_usd)} projected"
+        if s.budget_usd:
+            cost += f" · budget {money(s.budget_usd)}"
+        grid.add_row("cost", f"{cost} · {s.tokens_in:,} tokens in / {s.tokens_out:,} out")
+    ex = s.executor
+    exec_line: str = ex.state
+    if ex.pid:
+        exec_line += f" (pid {ex.pid} on {clean(ex.host)}, heartbeat {age(ex.heartbeat_at)})"
     grid.add_row("executor", exec_line)
-    if len(ex.get("executors") or []) > 1:
-        for e in ex["executors"]:
-            grid.add_row("", safe(f"{e['host']} pid {e['pid']} · {e['state']} · heartbeat {age(e['heartbeat_at'])}"
-                                  f" · {e['units_done'] or 0} unit(s) done"))
-    grid.add_row("worker", f"{s['worker']} · concurrency {s['concurrency']} · retries {s['max_retries']} · "
-                           f"timeout {duration(s['timeout_s'])} · priority {s['priority']}")
-    if s.get("pause_reason"):
-        grid.add_row("paused", safe(s["pause_reason"], style="yellow"))
-    if s.get("hold_until"):
-        until = time.strftime("%H:%M:%S", time.localtime(s["hold_until"]))
+    if len(ex.executors) > 1:
+        for e in ex.executors:
+            grid.add_row("", safe(f"{e.host} pid {e.pid} · {e.state} · heartbeat {age(e.heartbeat_at)}"
+                                  f" · {e.units_done or 0} unit(s) done"))
+    grid.add_row("worker", f"{s.worker} · concurrency {s.concurrency} · retries {s.max_retries} · "
+                           f"timeout {duration(s.timeout_s)} · priority {s.priority}")
+    if s.pause_reason:
+        grid.add_row("paused", safe(s.pause_reason, style="yellow"))
+    if s.hold_until:
+        until = time.strftime("%H:%M:%S", time.localtime(s.hold_until))
         grid.add_row("holding", f"quota: no new units until {until}")
-    if s.get("error"):
-        grid.add_row("error", safe(s["error"], style="red"))
-    if s.get("reduce"):
-        r = s["reduce"]
-        grid.add_row("reduce", safe(f"{r['status'] or 'not run'}" + (f": {r['error']}" if r.get("error") else "")))
+    if s.error:
+        grid.add_row("error", safe(s.error, style="red"))
+    if s.reduce:
+        r = s.reduce
+        grid.add_row("reduce", safe(f"{r.status or 'not run'}" + (f": {r.error}" if r.error else "")))
     parts: list[Any] = [head, grid]
     if active:
         table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
         for col in ("unit", "key", "try", "time", "doing"):
             table.add_column(col)
         for a in active[:10]:
-            table.add_row(str(a["number"]), safe(_short(a["key"], 40)), str(a["attempt"]), duration(a["elapsed_s"]),
-                          safe(_short(event_line(a["last_event"]) if a["last_event"] else "", 60)))
+            table.add_row(str(a.number), safe(_short(a.key, 40)), str(a.attempt), duration(a.elapsed_s),
+                          safe(_short(event_line(a.last_event) if a.last_event else "", 60)))
         parts.append(table)
-    return Panel(Group(*parts), title=safe(f"job {s['id']} · {s['name']}"), title_align="left", expand=False)
+    return Panel(Group(*parts), title=safe(f"job {s.id} · {s.name}"), title_align="left", expand=False)
 
 
 def _short(text: str, width: int) -> str:
@@ -171,9 +173,9 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def event_line(event: dict[str, Any]) -> str:
+def event_line(event: EventView) -> str:
     """One line describing an event (for tables and live views)."""
-    kind, data = event["kind"], event.get("data") or {}
+    kind, data = event.kind, event.data or {}
     if kind == "tool_use":
         args = json.dumps(data.get("input", {}), ensure_ascii=False)
         return f"→ {data.get('name')}({_short(args, 80)})"
@@ -190,11 +192,11 @@ def event_line(event: dict[str, Any]) -> str:
     return kind
 
 
-def conversation(events: list[dict[str, Any]]) -> list[Text]:
+def conversation(events: list[EventView]) -> list[Text]:
     """Render a unit's events as a readable transcript (every line escaped by `safe`)."""
     lines: list[Text] = []
     for e in events:
-        kind, data = e["kind"], e.get("data") or {}
+        kind, data = e.kind, e.data or {}
         if kind == "start":
             lines.append(safe(f"── attempt {data.get('attempt')} ({data.get('worker')}) ──", style="bold dim"))
         elif kind in ("assistant", "stdout"):
@@ -240,7 +242,7 @@ def _json_text(value: Any) -> Text:
     return safe(json.dumps(value, indent=2, ensure_ascii=False, default=str), multiline=True)
 
 
-def unit_report(u: dict[str, Any], title: str, console: Console | None = None, worker: str | None = None) -> None:
+def unit_report(u: UnitView, title: str, console: Console | None = None, worker: str | None = None) -> None:
     """Payload, prompt, attempts, conversation and output of one unit.
 
     On a terminal each part is a panel; off a terminal (a pipe, a file, `less`) each part is a
@@ -248,24 +250,24 @@ def unit_report(u: dict[str, Any], title: str, console: Console | None = None, w
     """
     console = console or out
     whole = not console.is_terminal
-    console.print(safe(f"{title}: unit {u['number']} ({u['key']})", style="bold"))
-    line = Text.assemble("status ", status_text(u["status"]),
-                         f" · attempts {u['attempts']} · {duration(u['duration_s'])}")
-    if shows_usage(worker, u["cost_usd"], u["tokens_in"], u["tokens_out"], u["turns"]):
-        line.append(f" · {money(u['cost_usd'])} · {u['tokens_in']:,}/{u['tokens_out']:,} tokens"
-                    f" · {u['turns']} turn(s)")
+    console.print(safe(f"{title}: unit {u.number} ({u.key})", style="bold"))
+    line = Text.assemble("status ", status_text(u.status),
+                         f" · attempts {u.attempts} · {duration(u.duration_s)}")
+    if shows_usage(worker, u.cost_usd, u.tokens_in, u.tokens_out, u.turns):
+        line.append(f" · {money(u.cost_usd)} · {u.tokens_in:,}/{u.tokens_out:,} tokens"
+                    f" · {u.turns} turn(s)")
     console.print(line)
-    sections: list[tuple[str, RenderableType, str]] = [("payload", _json_text(u["payload"]), "")]
-    if u.get("prompt"):
-        sections.append(("prompt", _shown(u["prompt"], whole), ""))
-    if u.get("events"):
-        sections.append(("conversation", Group(*conversation(u["events"])), ""))
-    if u.get("output") is not None:
-        sections.append(("output", _shown(u["output"], whole), "green"))
-    if u.get("data") is not None:
-        sections.append(("data", _json_text(u["data"]), ""))
-    if u.get("error"):
-        sections.append((clean(f"error ({u.get('error_class')})"), _shown(u["error"], whole), "red"))
+    sections: list[tuple[str, RenderableType, str]] = [("payload", _json_text(u.payload), "")]
+    if u.prompt:
+        sections.append(("prompt", _shown(u.prompt, whole), ""))
+    if isinstance(u, UnitDetail) and u.events:
+        sections.append(("conversation", Group(*conversation(u.events)), ""))
+    if u.output is not None:
+        sections.append(("output", _shown(u.output, whole), "green"))
+    if u.data is not None:
+        sections.append(("data", _json_text(u.data), ""))
+    if u.error:
+        sections.append((clean(f"error ({u.error_class})"), _shown(u.error, whole), "red"))
     for name, body, border in sections:
         if console.is_terminal:
             console.print(Panel(body, title=name, title_align="left", border_style=border or "none"))
@@ -274,27 +276,27 @@ def unit_report(u: dict[str, Any], title: str, console: Console | None = None, w
             console.print(body, soft_wrap=True)
 
 
-def progress_line(s: dict[str, Any]) -> Text:
+def progress_line(s: JobView) -> Text:
     """One line of a job's progress, for logs and pipes (`abp watch` off a terminal)."""
-    line = (f"job {s['id']} {s['status']}: {s['done']}/{s['total']} done ({s['progress']:.1f}%) · "
-            f"{s['completed']} completed · {s['failed']} failed · {s['running']} running · "
-            f"{s['pending']} pending · {s['rate']:.2f} units/s")
-    if s.get("eta_seconds") is not None:
-        line += f" · ETA {duration(s['eta_seconds'])}"
-    if shows_usage(s.get("worker"), s.get("cost_usd"), s.get("tokens_in"), s.get("tokens_out")):
-        line += f" · {money(s.get('cost_usd'))}"
+    line = (f"job {s.id} {s.status}: {s.done}/{s.total} done ({s.progress:.1f}%) · "
+            f"{s.completed} completed · {s.failed} failed · {s.running} running · "
+            f"{s.pending} pending · {s.rate:.2f} units/s")
+    if s.eta_seconds is not None:
+        line += f" · ETA {duration(s.eta_seconds)}"
+    if shows_usage(s.worker, s.cost_usd, s.tokens_in, s.tokens_out):
+        line += f" · {money(s.cost_usd)}"
     return safe(line)
 
 
-def jobs_table(rows: list[dict[str, Any]]) -> Table:
+def jobs_table(rows: Sequence[JobSummary]) -> Table:
     table = Table(show_lines=False)
     for col, justify in (("id", "right"), ("name", "left"), ("status", "left"), ("progress", "right"),
                          ("done/total", "right"), ("failed", "right"), ("cost", "right"), ("worker", "left"),
                          ("created", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        cost = money(r["cost_usd"]) if shows_usage(r["worker"], r["cost_usd"]) else "-"
-        table.add_row(str(r["id"]), safe(r["name"]), status_text(r["status"]), f"{r['progress']:.1f}%",
-                      f"{r['done']}/{r['total']}", str(r["failed"]), cost, safe(r["worker"]),
-                      age(r["created_at"]))
+        cost = money(r.cost_usd) if shows_usage(r.worker, r.cost_usd) else "-"
+        table.add_row(str(r.id), safe(r.name), status_text(r.status), f"{r.progress:.1f}%",
+                      f"{r.done}/{r.total}", str(r.failed), cost, safe(r.worker),
+                      age(r.created_at))
     return table

@@ -25,6 +25,7 @@ from agentic_batch.cli.output import (
     unit_report,
 )
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.service.models import JobView
 from agentic_batch.states import JobStatus
 
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
@@ -47,24 +48,24 @@ def follow_job(job: str | int, live: bool, exit_code: bool, console: Console | N
     try:
         if live and console.is_terminal:
             with Live(status_panel(status), console=console, refresh_per_second=4, transient=False) as view:
-                while status["status"] not in FINAL:
+                while status.status not in FINAL:
                     time.sleep(0.5)
                     status = orch.status(job)
                     view.update(status_panel(status, orch.active_units(job)))
                 view.update(status_panel(status))
         else:
             code = 0
-            if status["status"] not in FINAL:
+            if status.status not in FINAL:
                 console.print(progress_line(status), soft_wrap=True)
                 code = wait_for(job, None, as_json=False, quiet=True, tick=_Ticker(console, interval))
                 status = orch.status(job)
             console.print(progress_line(status), soft_wrap=True)
-            if status["status"] not in FINAL:  # no executor left: wait_for said so and how to resume
+            if status.status not in FINAL:  # no executor left: wait_for said so and how to resume
                 return code if exit_code else None
     except KeyboardInterrupt:
-        err.print(f"detached; job {status['id']} keeps running (`abp watch {status['id']}` to follow again)")
+        err.print(f"detached; job {status.id} keeps running (`abp watch {status.id}` to follow again)")
         return 130 if exit_code else None
-    return FINAL[status["status"]] if exit_code else None
+    return FINAL[status.status] if exit_code else None
 
 
 class _Ticker:
@@ -73,7 +74,7 @@ class _Ticker:
     def __init__(self, console: Console, interval: float) -> None:
         self.console, self.interval, self.last = console, interval, time.monotonic()
 
-    def __call__(self, status: dict) -> None:
+    def __call__(self, status: JobView) -> None:
         if time.monotonic() - self.last >= self.interval:
             self.console.print(progress_line(status), soft_wrap=True)
             self.last = time.monotonic()
@@ -94,9 +95,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(s)
             return
-        out.print(status_panel(s, orch.active_units(job) if s["running"] else None))
-        if s["status"] == JobStatus.RUNNING and s["executor"]["state"] != "running":
-            err.print(f"[yellow]no executor is running this job[/yellow]: `abp resume {s['id']}`")
+        out.print(status_panel(s, orch.active_units(job) if s.running else None))
+        if s.status == JobStatus.RUNNING and s.executor.state != "running":
+            err.print(f"[yellow]no executor is running this job[/yellow]: `abp resume {s.id}`")
 
     @app.command("list")
     def list_jobs(status: Annotated[str | None, typer.Option("--status", help="Only jobs in these states "
@@ -133,7 +134,7 @@ def register(app: typer.Typer) -> None:
         orch = orchestrator()
         if output is not None:
             info = orch.export_to(job, output, fmt, status)
-            err.print(f"wrote {info['rows']} row(s) to {info['path']}")
+            err.print(f"wrote {info.rows} row(s) to {info.path}")
             return
         for chunk in orch.export(job, fmt, status):
             sys.stdout.write(chunk)
@@ -150,7 +151,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(view)
         else:
-            unit_report(view, "job " + str(view["job_id"]), worker=orch.job(view["job_id"]).worker)
+            unit_report(view, "job " + str(view.job_id), worker=orch.job(view.job_id).worker)
 
     @app.command("logs")
     def logs(job: JobArg,
@@ -168,19 +169,19 @@ def register(app: typer.Typer) -> None:
             while True:
                 lines = orch.logs(job, level=level, after=after, limit=limit)
                 for line in lines:
-                    after = line["id"]
+                    after = line.id
                     if as_json:
                         print_json(line)
                         continue
-                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line["ts"]))
-                    out.print(Text.assemble((stamp + " ", "dim"), (f"{line['level']:<7} ", LEVEL_STYLE[line["level"]]),
-                                            safe(line["message"], multiline=True)))
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.ts))
+                    out.print(Text.assemble((stamp + " ", "dim"), (f"{line.level:<7} ", LEVEL_STYLE[line.level]),
+                                            safe(line.message, multiline=True)))
                 if not follow:
                     if len(lines) == limit:
                         continue
                     return
                 if not lines:
-                    if orch.status(job)["status"] in FINAL:
+                    if orch.status(job).status in FINAL:
                         return
                     time.sleep(0.5)
         except KeyboardInterrupt:

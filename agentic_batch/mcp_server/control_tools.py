@@ -13,9 +13,10 @@ from agentic_batch.mcp_server.schemas import JobRef
 from agentic_batch.mcp_server.shaping import status_view
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
+from agentic_batch.service.models import JobView
 
 
-def _with_message(status: dict[str, Any], message: str) -> dict[str, Any]:
+def _with_message(status: JobView, message: str) -> dict[str, Any]:
     view = status_view(status)
     view["message"] = message
     return view
@@ -28,7 +29,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         call). Nothing is lost; resume_job continues. Returns the job status."""
         def call() -> dict[str, Any]:
             s = orch.stop(job_id)
-            return _with_message(s, f"Job {s['id']} is stopping: in-flight units finish, then it is PAUSED.")
+            return _with_message(s, f"Job {s.id} is stopping: in-flight units finish, then it is PAUSED.")
 
         return await respond(call)
 
@@ -37,7 +38,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         reclaimed at once and a detached executor starts again. Returns the job status."""
         def call() -> dict[str, Any]:
             s = orch.resume(job_id)
-            return _with_message(s, f"Job {s['id']} resumed: {s['pending'] + s['running']} unit(s) to go.")
+            return _with_message(s, f"Job {s.id} resumed: {s.pending + s.running} unit(s) to go.")
 
         return await respond(call)
 
@@ -47,7 +48,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         cancelled units later). Ask the user before cancelling. Returns the job status."""
         def call() -> dict[str, Any]:
             s = orch.cancel(job_id)
-            return _with_message(s, f"Job {s['id']} cancelled; {s['completed']} unit(s) had completed.")
+            return _with_message(s, f"Job {s.id} cancelled; {s.completed} unit(s) had completed.")
 
         return await respond(call)
 
@@ -59,7 +60,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         fixing the cause (see get_results with status='failed' for the errors). Returns the job status."""
         def call() -> dict[str, Any]:
             s = orch.retry(job_id, include_cancelled=include_cancelled)
-            return _with_message(s, f"Job {s['id']} is running again: {s['pending']} unit(s) queued.")
+            return _with_message(s, f"Job {s.id} is running again: {s.pending} unit(s) queued.")
 
         return await respond(call)
 

@@ -24,6 +24,7 @@ from agentic_batch.mcp_server.test_wait import follow_test, lost_view, still_run
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import capabilities_brief, capability_details
+from agentic_batch.service.models import CreatedJob, JobView, TestUnderWay, UnitDetail
 from agentic_batch.spec import JobSpec, job_default
 from agentic_batch.states import JobStatus, UnitStatus
 
@@ -32,7 +33,7 @@ TEMPLATE_CHARS = 6000
 TEST_OUTPUT_CHARS = 3000
 
 
-def created_view(result: Any, worker: str) -> dict[str, Any]:
+def created_view(result: CreatedJob, worker: str) -> dict[str, Any]:
     template, _ = clip(result.prompt_template, TEMPLATE_CHARS)
     view: dict[str, Any] = {
         "job_id": result.job_id, "name": result.name, "status": JobStatus.CREATED, "units": result.units,
@@ -49,16 +50,16 @@ def created_view(result: Any, worker: str) -> dict[str, Any]:
     return view
 
 
-def tested_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    job_id, total = status["id"], status["total"]
+def tested_view(report: UnitDetail, status: JobView) -> dict[str, Any]:
+    job_id, total = status.id, status.total
     unit = unit_view(report, TEST_OUTPUT_CHARS)
-    passed = report["status"] == UnitStatus.COMPLETED
+    passed = report.status == UnitStatus.COMPLETED
     view: dict[str, Any] = {
-        "job_id": job_id, "job_status": status["status"], "test_passed": passed, "test_unit": unit,
+        "job_id": job_id, "job_status": status.status, "test_passed": passed, "test_unit": unit,
         "remaining_units": max(total - 1, 0),
     }
-    if report.get("cost_usd"):
-        view["estimated_total_cost_usd"] = round(report["cost_usd"] * total, 4)
+    if report.cost_usd:
+        view["estimated_total_cost_usd"] = round(report.cost_usd * total, 4)
     view["next_step"] = (
         f"Show the user this test output{' and error' if not passed else ''} (and its cost), then ASK whether to "
         f"run the remaining {max(total - 1, 0)} unit(s). Only after the user agrees, call start_job(job_id={job_id}, "
@@ -68,11 +69,10 @@ def tested_view(report: dict[str, Any], status: dict[str, Any]) -> dict[str, Any
     return view
 
 
-def started_view(status: dict[str, Any], how: str) -> dict[str, Any]:
-    executor = status.get("executor") or {}
+def started_view(status: JobView, how: str) -> dict[str, Any]:
     view = status_view(status)
-    view["message"] = (f"Job {status['id']} {how}: a detached executor (pid {executor.get('pid')}) works through "
-                       f"{status['pending'] + status['running']} unit(s) in the background. It keeps running if "
+    view["message"] = (f"Job {status.id} {how}: a detached executor (pid {status.executor.pid}) works through "
+                       f"{status.pending + status.running} unit(s) in the background. It keeps running if "
                        "this conversation or the MCP server ends.")
     return view
 
@@ -166,15 +166,17 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                 view["next_step"] = (f"Change the prompt with edit_prompt(job_id={view['id']}, prompt=...), then "
                                      f"call start_job(job_id={view['id']}) to test again.")
                 return view
-            return started_view(orch.start(job_id, skip_test=True), "started without a test")
+            started = orch.start(job_id, skip_test=True)
+            assert isinstance(started, JobView)  # skip_test: no test report
+            return started_view(started, "started without a test")
 
         async def test() -> dict[str, Any]:
             progress = await follow_test(orch, job_id, ctx)
-            if progress["state"] == "running":
+            if isinstance(progress, TestUnderWay):
                 return still_running_view(progress)
-            if progress["state"] == "none":
+            if progress.state == "none":
                 return lost_view(progress)
-            job = progress["job_id"]
+            job = progress.job_id
             return tested_view(await in_thread(orch.test_report, job), await in_thread(orch.status, job))
 
         if approve or reject or skip_test or orch.settings.skip_test:

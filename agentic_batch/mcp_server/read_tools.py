@@ -22,6 +22,7 @@ from agentic_batch.mcp_server.shaping import hoist_status, result_row, status_vi
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import results_page
+from agentic_batch.service.models import ExportResult, plain
 from agentic_batch.states import JobStatus
 
 POLL_SECONDS = 0.5
@@ -42,9 +43,9 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         def call() -> dict[str, Any]:
             status = orch.status(job_id)
             deadline = time.monotonic() + wait_seconds
-            while status["status"] == JobStatus.RUNNING and time.monotonic() < deadline:
+            while status.status == JobStatus.RUNNING and time.monotonic() < deadline:
                 time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
-                status = orch.status(status["id"])
+                status = orch.status(status.id)
             return status_view(status)
 
         return await respond(call)
@@ -58,7 +59,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         """List jobs, newest first: id, name, status, worker, unit counts, progress and cost. Use it to find a
         job id the user refers to by name or time."""
         def call() -> dict[str, Any]:
-            jobs = orch.list_jobs(status=status, limit=limit, offset=offset)
+            jobs = plain(orch.list_jobs(status=status, limit=limit, offset=offset))
             return fit_page({"jobs": jobs, "returned": len(jobs), "offset": offset,
                              "next_offset": offset + len(jobs) if len(jobs) == limit else None}, "jobs", offset)
 
@@ -82,7 +83,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         For more than a few pages, prefer export_results to a file over paging through the conversation.
         """
         def call() -> dict[str, Any]:
-            page = results_page(orch, job_id, status=status, limit=limit, offset=offset)
+            page = plain(results_page(orch, job_id, status=status, limit=limit, offset=offset))
             page["rows"] = [result_row(row, max_chars, item_fields) for row in page["rows"]]
             if any("truncated" in row for row in page["rows"]):
                 page["note"] = ("Some values were cut (see each row's `truncated`); get_unit(job_id, unit, "
@@ -121,7 +122,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         attempts) to a CSV, JSON or JSONL file, untruncated, and return the absolute path and row count.
         The rows do not pass through the conversation; tell the user where the file is. An existing file is
         refused unless overwrite=true."""
-        def call() -> dict[str, Any]:
+        def call() -> ExportResult:
             job = orch.job(job_id)
             target = Path(path).expanduser()
             if not target.is_absolute():

@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel
 
 from agentic_batch.errors import AbpError
 from agentic_batch.mcp_server.budget import fit_result
+from agentic_batch.service.models import plain
 from agentic_batch.store.faults import store_error_for
 
 log = logging.getLogger("agentic_batch.mcp")
@@ -31,13 +33,13 @@ T = TypeVar("T")
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, default=str)
+    return json.dumps(plain(data), ensure_ascii=False, default=str)
 
 
-def ok(data: dict[str, Any]) -> CallToolResult:
-    """A successful result: the same dict as text (what a model reads) and as structured content,
+def ok(data: dict[str, Any] | BaseModel) -> CallToolResult:
+    """A successful result: the same JSON as text (what a model reads) and as structured content,
     never over the result budget (see budget.py)."""
-    safe = fit_result(json.loads(json.dumps(data, default=str)))  # structured content must be plain JSON
+    safe = fit_result(plain(data))  # structured content must be plain JSON
     return CallToolResult(content=[TextContent(type="text", text=to_json(safe))], structured_content=safe)
 
 
@@ -50,12 +52,12 @@ async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
-async def respond(fn: Callable[[], dict[str, Any]]) -> CallToolResult:
+async def respond(fn: Callable[[], dict[str, Any] | BaseModel]) -> CallToolResult:
     """Run `fn` (which calls the service and shapes its answer) in a thread; errors become tool errors."""
     return await respond_async(lambda: in_thread(fn))
 
 
-async def respond_async(fn: Callable[[], Awaitable[dict[str, Any]]]) -> CallToolResult:
+async def respond_async(fn: Callable[[], Awaitable[dict[str, Any] | BaseModel]]) -> CallToolResult:
     """Await `fn` (async: it runs its service calls in threads itself); errors become tool errors."""
     try:
         return ok(await fn())

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from agentic_batch.results import RESULT_COLUMNS
+from agentic_batch.service.models import EventView, JobView, UnitDetail
 from agentic_batch.states import JobStatus
 
 #: Events listed in a conversation summary: the first few and the last many.
@@ -47,33 +49,33 @@ def clip_values(row: dict[str, Any], limit: int) -> dict[str, Any]:
     return out
 
 
-def status_summary(s: dict[str, Any]) -> str:
+def status_summary(s: JobView) -> str:
     """One line a model can repeat to the user."""
-    line = f"job {s['id']} “{s['name']}” is {s['status']}: {s['done']}/{s['total']} done ({s['progress']:.0f}%)"
-    extra = [f"{s['completed']} completed"]
-    if s.get("failed"):
-        extra.append(f"{s['failed']} failed")
-    if s.get("cancelled"):
-        extra.append(f"{s['cancelled']} cancelled")
-    if s.get("running"):
-        extra.append(f"{s['running']} running")
+    line = f"job {s.id} “{s.name}” is {s.status}: {s.done}/{s.total} done ({s.progress:.0f}%)"
+    extra = [f"{s.completed} completed"]
+    if s.failed:
+        extra.append(f"{s.failed} failed")
+    if s.cancelled:
+        extra.append(f"{s.cancelled} cancelled")
+    if s.running:
+        extra.append(f"{s.running} running")
     line += " — " + ", ".join(extra)
-    if s.get("rate"):
-        line += f"; {s['rate']:.2f} units/s"
-    if s.get("eta_seconds") is not None:
-        line += f", about {s['eta_seconds']:.0f}s left"
-    if s.get("cost_usd"):
-        line += f"; cost ${s['cost_usd']:.4f}"
-    if s.get("pause_reason"):
-        line += f"; paused: {s['pause_reason']}"
-    if s.get("error"):
-        line += f"; error: {s['error']}"
+    if s.rate:
+        line += f"; {s.rate:.2f} units/s"
+    if s.eta_seconds is not None:
+        line += f", about {s.eta_seconds:.0f}s left"
+    if s.cost_usd:
+        line += f"; cost ${s.cost_usd:.4f}"
+    if s.pause_reason:
+        line += f"; paused: {s.pause_reason}"
+    if s.error:
+        line += f"; error: {s.error}"
     return line
 
 
-def next_step(s: dict[str, Any]) -> str:
+def next_step(s: JobView) -> str:
     """What the caller should do next, by job status."""
-    job = s["id"]
+    job = s.id
     return {
         JobStatus.CREATED: f"Call start_job(job_id={job}) to run the test unit and show its output to the user.",
         JobStatus.TESTING: f"The test output is waiting for the user's decision: start_job(job_id={job}, approve=true) "
@@ -88,7 +90,7 @@ def next_step(s: dict[str, Any]) -> str:
         JobStatus.CANCELLED: f"The job or some of its units were cancelled; completed results remain available via "
                      f"get_results(job_id={job}); retry_failed(job_id={job}, include_cancelled=true) runs the "
                      f"cancelled units.",
-    }.get(s["status"], "")
+    }.get(s.status, "")
 
 
 #: Status fields a model uses; the rest (timestamps, limits, tokens, options) stays in the service's
@@ -99,16 +101,17 @@ STATUS_FIELDS = ("id", "name", "status", "total", "pending", "running", "complet
 _QUIET_ZERO_STATUS = ("cost_usd", "projected_cost_usd")
 
 
-def status_view(s: dict[str, Any]) -> dict[str, Any]:
+def status_view(s: JobView) -> dict[str, Any]:
     """The service's status, cut to what a model needs, plus a one-line summary and the next step."""
-    view = {name: s[name] for name in STATUS_FIELDS
-            if s.get(name) not in (None, {}, []) and not (name in _QUIET_ZERO_STATUS and not s[name])}
-    executor = s.get("executor") or {}
-    view["executor"] = {k: executor.get(k) for k in ("state", "pid") if executor.get(k) is not None}
+    fields = s.model_dump(mode="json", include=set(STATUS_FIELDS))
+    view = {name: fields[name] for name in STATUS_FIELDS
+            if fields[name] not in (None, {}, []) and not (name in _QUIET_ZERO_STATUS and not fields[name])}
+    executor = s.executor
+    view["executor"] = {k: v for k, v in (("state", executor.state), ("pid", executor.pid)) if v is not None}
     step = next_step(s)
-    if s["status"] == JobStatus.RUNNING and executor.get("state") != "running" and (s["pending"] or s["running"]):
+    if s.status == JobStatus.RUNNING and executor.state != "running" and (s.pending or s.running):
         step = (f"No executor is working on this RUNNING job (it died or was stopped); call "
-                f"resume_job(job_id={s['id']}) to reclaim its units and start one.")
+                f"resume_job(job_id={s.id}) to reclaim its units and start one.")
     return {"summary": status_summary(s), **view, "next_step": step}
 
 
@@ -140,9 +143,9 @@ def result_row(row: dict[str, Any], max_chars: int, item_fields: bool) -> dict[s
     return clip_values(out, max_chars)
 
 
-def event_text(event: dict[str, Any]) -> str:
+def event_text(event: EventView) -> str:
     """A short description of one event (tool call, tool result, text, command, error...)."""
-    kind, data = event["kind"], event.get("data") or {}
+    kind, data = event.kind, event.data or {}
     if kind == "tool_use":
         text = f"{data.get('name')}({json.dumps(data.get('input', {}), ensure_ascii=False, default=str)})"
     elif kind == "tool_result":
@@ -163,14 +166,14 @@ def event_text(event: dict[str, Any]) -> str:
     return text if len(text) <= EVENT_TEXT_CHARS else text[: EVENT_TEXT_CHARS - 1] + "…"
 
 
-def conversation_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+def conversation_summary(events: Sequence[EventView]) -> dict[str, Any]:
     """Event counts by kind and one short line per event (first few and last many), not the transcript."""
-    lines = [{"attempt": e["attempt"], "kind": e["kind"], "text": event_text(e)} for e in events]
+    lines = [{"attempt": e.attempt, "kind": e.kind, "text": event_text(e)} for e in events]
     omitted = 0
     if len(lines) > HEAD_EVENTS + TAIL_EVENTS:
         omitted = len(lines) - HEAD_EVENTS - TAIL_EVENTS
         lines = lines[:HEAD_EVENTS] + [{"kind": "…", "text": f"{omitted} event(s) omitted"}] + lines[-TAIL_EVENTS:]
-    summary: dict[str, Any] = {"events": len(events), "by_kind": dict(Counter(e["kind"] for e in events))}
+    summary: dict[str, Any] = {"events": len(events), "by_kind": dict(Counter(e.kind for e in events))}
     if omitted:
         summary["omitted"] = omitted
     return {**summary, "lines": lines}
@@ -180,31 +183,32 @@ UNIT_FIELDS = ("number", "key", "status", "attempts", "errors", "error", "error_
                "tokens_out", "turns", "duration_s", "session_id")
 
 
-def unit_view(u: dict[str, Any], max_chars: int) -> dict[str, Any]:
+def unit_view(u: UnitDetail, max_chars: int) -> dict[str, Any]:
     """One unit: payload, prompt, output (each cut to max_chars), error, cost and a conversation summary."""
-    view: dict[str, Any] = {name: u.get(name) for name in UNIT_FIELDS
-                            if u.get(name) is not None and not (name in _QUIET_ZERO and not u.get(name))}
+    fields = u.model_dump(mode="json", include=set(UNIT_FIELDS))
+    view: dict[str, Any] = {name: fields[name] for name in UNIT_FIELDS
+                            if fields[name] is not None and not (name in _QUIET_ZERO and not fields[name])}
     cut: dict[str, int] = {}
-    payload = u.get("payload") or {}
+    payload = u.payload or {}
     payload_text = json.dumps(payload, ensure_ascii=False, default=str)
     if len(payload_text) > max_chars:
         view["payload"] = clip_values(payload, max(200, max_chars // max(len(payload), 1)))
         cut["payload"] = len(payload_text)
     else:
         view["payload"] = payload
-    for name in ("prompt", "output"):
-        if u.get(name) is None and name == "prompt":
+    for name, text in (("prompt", u.prompt), ("output", u.output)):
+        if text is None and name == "prompt":
             continue  # a command or python worker without a template: nothing to show
-        view[name], full = clip(u.get(name), max_chars)
+        view[name], full = clip(text, max_chars)
         if full is not None:
             cut[name] = full
-    data = u.get("data")
+    data = u.data
     if data is not None:
         text = json.dumps(data, ensure_ascii=False, default=str)
         view["data"], full = (data, None) if len(text) <= max_chars else clip(text, max_chars)
         if full is not None:
             cut["data"] = full
-    view["conversation"] = conversation_summary(u.get("events") or [])
+    view["conversation"] = conversation_summary(u.events)
     if cut:
         view["truncated"] = cut
         view["note"] = ("Some fields were cut; call get_unit with a larger max_chars, or export_results, "

@@ -20,6 +20,7 @@ from mcp.server.mcpserver import Context
 
 from agentic_batch.mcp_server.replies import in_thread
 from agentic_batch.service import Orchestrator
+from agentic_batch.service.models import TestProgress, TestSettled, TestUnderWay
 from agentic_batch.states import JobStatus
 
 WAIT_ENV = "ABP_MCP_TEST_WAIT_SECONDS"
@@ -37,7 +38,7 @@ def wait_seconds() -> float:
     return value if 0 <= value < 3600 else DEFAULT_WAIT_SECONDS
 
 
-async def follow_test(orch: Orchestrator, job_id: int | str, ctx: Context[Any, Any] | None) -> dict[str, Any]:
+async def follow_test(orch: Orchestrator, job_id: int | str, ctx: Context[Any, Any] | None) -> TestProgress:
     """Start the job's test (or join the one under way) and wait for it, up to `wait_seconds()`.
 
     Returns the service's test progress: state `done` (the result waits), `running` (still going when
@@ -45,7 +46,7 @@ async def follow_test(orch: Orchestrator, job_id: int | str, ctx: Context[Any, A
     progress = await in_thread(orch.begin_test, job_id)
     deadline = time.monotonic() + wait_seconds()
     last_note = 0.0
-    while progress["state"] == "running":
+    while isinstance(progress, TestUnderWay):
         now = time.monotonic()
         if now >= deadline:
             break
@@ -53,34 +54,34 @@ async def follow_test(orch: Orchestrator, job_id: int | str, ctx: Context[Any, A
             last_note = now
             await _progress(ctx, progress)
         await anyio.sleep(min(POLL_SECONDS, max(deadline - now, 0.01)))
-        progress = await in_thread(orch.test_progress, progress["job_id"])
+        progress = await in_thread(orch.test_progress, progress.job_id)
     return progress
 
 
-async def _progress(ctx: Context[Any, Any], progress: dict[str, Any]) -> None:
+async def _progress(ctx: Context[Any, Any], progress: TestUnderWay) -> None:
     """One progress notification; elapsed seconds only ever grow, as the protocol asks of `progress`."""
     try:
-        await ctx.report_progress(progress["elapsed_s"], None,
-                                  f"test unit {progress['unit']} of job {progress['job_id']} running for "
-                                  f"{progress['elapsed_s']:.0f}s")
+        await ctx.report_progress(progress.elapsed_s, None,
+                                  f"test unit {progress.unit} of job {progress.job_id} running for "
+                                  f"{progress.elapsed_s:.0f}s")
     except Exception:  # a client that went away: the test goes on regardless
         pass
 
 
-def still_running_view(progress: dict[str, Any]) -> dict[str, Any]:
-    job = progress["job_id"]
+def still_running_view(progress: TestUnderWay) -> dict[str, Any]:
+    job = progress.job_id
     return {
-        "job_id": job, "job_status": JobStatus.TESTING, "test_running": True, "test_unit": progress["unit"],
-        "elapsed_s": progress["elapsed_s"],
-        "message": (f"The test unit is still running ({progress['elapsed_s']:.0f}s so far) in a process of its own; "
+        "job_id": job, "job_status": JobStatus.TESTING, "test_running": True, "test_unit": progress.unit,
+        "elapsed_s": progress.elapsed_s,
+        "message": (f"The test unit is still running ({progress.elapsed_s:.0f}s so far) in a process of its own; "
                     "it goes on if this call or the MCP server ends."),
         "next_step": f"Call start_job(job_id={job}) again to wait for the test result (each call waits up to "
                      f"{wait_seconds():.0f}s).",
     }
 
 
-def lost_view(progress: dict[str, Any]) -> dict[str, Any]:
-    job = progress["job_id"]
-    return {"job_id": job, "job_status": progress.get("status"), "test_running": False,
+def lost_view(progress: TestSettled) -> dict[str, Any]:
+    job = progress.job_id
+    return {"job_id": job, "job_status": progress.status, "test_running": False,
             "message": "The test run ended without a result (it was interrupted); the job is CREATED again.",
             "next_step": f"Call start_job(job_id={job}) to run the test again."}

@@ -10,11 +10,13 @@ bad page size or sort key is an `InvalidSpec` (HTTP 422), never a database error
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
 from agentic_batch.refs import MAX_ID, parse_unit_ref
 from agentic_batch.service import control
+from agentic_batch.service.models import (JobRow, JobsPage, JobView, LogsPage, RunningJobRow, Stats, TimePoint,
+                                          Timeseries, UnitAndJob, UnitFeed, UnitRow, UnitsPage)
 from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, log_rows, unit_view
 from agentic_batch.spec import JobStatus
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
@@ -38,74 +40,77 @@ class BrowseMixin:
 
     if TYPE_CHECKING:
         def job(self, ref: str | int) -> JobRecord: ...
-        def status(self, ref: str | int) -> dict[str, Any]: ...
-        def _run(self, job: JobRecord, expect: list[str]) -> dict[str, Any]: ...
+        def status(self, ref: str | int) -> JobView: ...
+        def _run(self, job: JobRecord, expect: list[str]) -> JobView: ...
 
     # -- jobs -----------------------------------------------------------------------------------
 
     def jobs_page(self, status: str | None = None, search: str | None = None, limit: int = 50,
-                  offset: int = 0) -> dict[str, Any]:
+                  offset: int = 0) -> JobsPage:
         """Jobs newest first with progress, rate and ETA: one page, and how many match in all."""
         check_page(limit, offset)
         statuses = parse_statuses(status, JOB_STATUSES, "job")
         search = (search or "").strip() or None
         records = self.store.list_jobs(statuses, search, limit, offset)
-        return {"items": [self._job_row(j) for j in records], "total": self.store.count_jobs(statuses, search),
-                "limit": limit, "offset": offset}
+        return JobsPage(items=[self._job_row(j) for j in records], total=self.store.count_jobs(statuses, search),
+                        limit=limit, offset=offset)
 
-    def _job_row(self, job: JobRecord) -> dict[str, Any]:
+    def _job_row(self, job: JobRecord) -> RunningJobRow | JobRow:
         """A running job gets the full status (executor state); others the cheap summary. Both carry the
         same words (`Progress`): counts, done, progress, rate, ETA, elapsed."""
         if job.status == JobStatus.RUNNING.value:
             full = job_status(self.store, self.settings, job)
-            return {**full, "executor_state": full["executor"]["state"], "executor": None}
-        return {**job_summary(self.store, job), "executor_state": None}
+            return RunningJobRow(**full.model_dump(exclude={"executor"}), executor_state=full.executor.state)
+        return JobRow(**job_summary(self.store, job).model_dump())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """Totals across every job: jobs and units per status, cost, tokens, overall rate."""
         counts = self.store.global_counts()
-        jobs = {s: counts["jobs"].get(s, 0) for s in JOB_STATUSES}
-        units = {s: counts["units"].get(s, 0) for s in UNIT_STATUSES}
+        jobs = {JobStatus(s): counts["jobs"].get(s, 0) for s in JOB_STATUSES}
+        units = {UnitStatus(s): counts["units"].get(s, 0) for s in UNIT_STATUSES}
         recent = self.store.finished_since_all(time.time() - RATE_WINDOW_S)
-        return {"jobs": jobs, "jobs_total": sum(jobs.values()), "units": units, "units_total": sum(units.values()),
-                "cost_usd": round(counts["cost_usd"], 6), "tokens_in": counts["tokens_in"],
-                "tokens_out": counts["tokens_out"], "rate": round(recent / RATE_WINDOW_S, 4)}
+        return Stats(jobs=jobs, jobs_total=sum(jobs.values()), units=units, units_total=sum(units.values()),
+                     cost_usd=round(counts["cost_usd"], 6), tokens_in=counts["tokens_in"],
+                     tokens_out=counts["tokens_out"], rate=round(recent / RATE_WINDOW_S, 4))
 
-    def timeseries(self, ref: str | int, buckets: int = 60) -> dict[str, Any]:
+    def timeseries(self, ref: str | int, buckets: int = 60) -> Timeseries:
         """Units finished and cost spent per time bucket since the job started (for charts)."""
         if not 1 <= buckets <= 1000:
             raise InvalidSpec("buckets must be between 1 and 1000")
         job = self.job(ref)
         if job.started_at is None:
-            return {"job_id": job.id, "start": None, "end": None, "width": None, "points": []}
+            return Timeseries(job_id=job.id, start=None, end=None, width=None, points=[])
         start = job.started_at
         end = job.finished_at or time.time()
         span = max(end - start, 1.0)
         width = next((w for w in _NICE_WIDTHS if w >= span / buckets), _NICE_WIDTHS[-1])
         count = int(span // width) + 1
-        points = [{"t": start + i * width, "completed": 0, "failed": 0, "cancelled": 0, "cost_usd": 0.0,
-                   "tokens": 0} for i in range(count)]
+        points = [TimePoint(t=start + i * width) for i in range(count)]
         # Units finished before the start (the test unit) count in the first bucket.
         for row in self.store.finished_buckets(job.id, job.created_at, start, width):
             index = min(max(row["bucket"], 0), count - 1)
             point = points[index]
-            key = row["status"].lower()
-            if key in point:
-                point[key] += row["n"]
-            point["cost_usd"] += row["cost"]
-            point["tokens"] += row["tokens"]
+            status = row["status"]
+            if status == UnitStatus.COMPLETED:
+                point.completed += row["n"]
+            elif status == UnitStatus.FAILED:
+                point.failed += row["n"]
+            elif status == UnitStatus.CANCELLED:
+                point.cancelled += row["n"]
+            point.cost_usd += row["cost"]
+            point.tokens += row["tokens"]
         total = 0.0
         for point in points:
-            point["cost_usd"] = round(point["cost_usd"], 6)
-            total += point["cost_usd"]
-            point["cost_total"] = round(total, 6)
-        return {"job_id": job.id, "start": start, "end": end, "width": width, "points": points}
+            point.cost_usd = round(point.cost_usd, 6)
+            total += point.cost_usd
+            point.cost_total = round(total, 6)
+        return Timeseries(job_id=job.id, start=start, end=end, width=width, points=points)
 
     # -- units ----------------------------------------------------------------------------------
 
     def units_page(self, ref: str | int, status: str | None = None, search: str | None = None,
                    sort: str = "number", order: str = "asc", limit: int = 50, offset: int = 0,
-                   key: str | None = None) -> dict[str, Any]:
+                   key: str | None = None) -> UnitsPage:
         """One page of a job's units: filter by status, search key/output/error, sort, page."""
         check_page(limit, offset)
         if sort not in UNIT_SORTS:
@@ -117,10 +122,10 @@ class BrowseMixin:
         items, total = self.store.browse_units(job.id, statuses=statuses, search=(search or "").strip() or None,
                                                key=key, sort=sort, descending=order == "desc", limit=limit,
                                                offset=offset)
-        return {"job_id": job.id, "items": items, "total": total, "limit": limit, "offset": offset,
-                "sort": sort, "order": order}
+        return UnitsPage(job_id=job.id, items=[UnitRow.model_validate(i) for i in items], total=total, limit=limit,
+                         offset=offset, sort=sort, order="desc" if order == "desc" else "asc")
 
-    def retry_unit(self, ref: str | int, unit_ref: str | int) -> dict[str, Any]:
+    def retry_unit(self, ref: str | int, unit_ref: str | int) -> UnitAndJob:
         """A FAILED or CANCELLED unit back to PENDING with fresh retries, and the job running again.
 
         A PAUSED job stays paused (the unit runs on resume); a finished job runs again for it.
@@ -143,7 +148,7 @@ class BrowseMixin:
             self._run(job, expect=[job.status])
         return self._unit_and_job(job, unit.id)
 
-    def cancel_unit(self, ref: str | int, unit_ref: str | int) -> dict[str, Any]:
+    def cancel_unit(self, ref: str | int, unit_ref: str | int) -> UnitAndJob:
         """A PENDING or RUNNING unit to CANCELLED. A running unit's agent is killed by its executor
         within a second (it checks its units' leases), and results are fenced by status anyway."""
         job = self.job(ref)
@@ -171,21 +176,21 @@ class BrowseMixin:
                            hint="a unit is its number in the job (1, 2, ...) or key:KEY")
         return unit
 
-    def _unit_and_job(self, job: JobRecord, unit_id: int) -> dict[str, Any]:
+    def _unit_and_job(self, job: JobRecord, unit_id: int) -> UnitAndJob:
         record = self.store.get_unit(unit_id)
         assert record is not None
-        return {"unit": unit_view(record), "job": self.status(job.id)}
+        return UnitAndJob(unit=unit_view(record), job=self.status(job.id))
 
     # -- live views -----------------------------------------------------------------------------
 
-    def unit_feed(self, ref: str | int, since: float) -> dict[str, Any]:
+    def unit_feed(self, ref: str | int, since: float) -> UnitFeed:
         """What a live view polls: the running units and the units that finished since `since`."""
         job = self.job(ref)
-        return {"running": self.store.running_unit_states(job.id),
-                "finished": self.store.finished_unit_states(job.id, since)}
+        return UnitFeed(running=[UnitRow.model_validate(u) for u in self.store.running_unit_states(job.id)],
+                        finished=[UnitRow.model_validate(u) for u in self.store.finished_unit_states(job.id, since)])
 
-    def unit_states(self, ref: str | int, numbers: list[int]) -> list[dict[str, Any]]:
-        return self.store.unit_states(self.job(ref).id, numbers[:MAX_PAGE])
+    def unit_states(self, ref: str | int, numbers: list[int]) -> list[UnitRow]:
+        return [UnitRow.model_validate(u) for u in self.store.unit_states(self.job(ref).id, numbers[:MAX_PAGE])]
 
     def last_event_id(self, ref: str | int, unit_ref: str | int | None = None) -> int:
         job = self.job(ref)
@@ -193,7 +198,7 @@ class BrowseMixin:
         return self.store.last_event_id(job.id, unit_id)
 
     def logs_page(self, ref: str | int, level: str = "info", unit: str | int | None = None, text: str | None = None,
-                  before: int | None = None, limit: int = 100) -> dict[str, Any]:
+                  before: int | None = None, limit: int = 100) -> LogsPage:
         """Newest logs first; pass `next_before` back as `before` for the older page."""
         check_page(limit, 0)
         check_cursor("before", before)
@@ -204,8 +209,7 @@ class BrowseMixin:
         records = self.store.browse_logs(job.id, min_level=level, unit_id=unit_id, text=(text or "").strip() or None,
                                          before=before, limit=limit)
         items = log_rows(self.store, records)
-        return {"job_id": job.id, "items": items,
-                "next_before": items[-1]["id"] if len(items) == limit else None}
+        return LogsPage(job_id=job.id, items=items, next_before=items[-1].id if len(items) == limit else None)
 
 
 def check_page(limit: int, offset: int) -> None:

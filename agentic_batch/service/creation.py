@@ -19,6 +19,7 @@ from agentic_batch.engine.structured import check_schema
 from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.prompts import compile_template, synthesize, validate
 from agentic_batch.sources import describe_source, iter_items, resolve_spec
+from agentic_batch.service.models import CreatedJob
 from agentic_batch.spec import JobSpec, JobStatus, SourceSpec
 from agentic_batch.store import NewUnit, Store
 from agentic_batch.store.storable import storable_json, storable_text, unstorable_count
@@ -28,25 +29,6 @@ BATCH = 5000
 PREVIEW_ITEMS = 3
 REDUCE_SAMPLE = {"results_path": "/path/to/results.jsonl", "total": 10, "completed": 10, "failed": 0,
                  "job_name": "job"}
-
-
-@dataclass
-class CreateResult:
-    job_id: int
-    name: str
-    units: int
-    duplicates: int
-    source: str
-    prompt_template: str | None
-    synthesized: bool
-    previews: list[str] = field(default_factory=list)
-    #: Other jobs with the same name: names may repeat (re-runs), but then only ids name the jobs.
-    same_name_jobs: list[int] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "name": self.name, "units": self.units, "duplicates": self.duplicates,
-                "source": self.source, "prompt_template": self.prompt_template, "synthesized": self.synthesized,
-                "previews": self.previews, "same_name_jobs": self.same_name_jobs}
 
 
 def _resolve_template(spec: JobSpec, first_payload: dict[str, Any] | None,
@@ -83,7 +65,7 @@ def cleanup_abandoned(store: Store) -> None:
             store.delete_job(job.id)
 
 
-def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
+def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     kind = get_worker_kind(spec.worker)
     options = kind.parse_options(spec.worker_options)
     workdir = Path(spec.workdir).resolve() if spec.workdir else cwd.resolve()
@@ -130,10 +112,10 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreateResult:
         except Exception:  # the store itself is failing (a full disk): the job stays CREATING, which no
             pass           # listing shows, and the next create removes it (cleanup_abandoned)
         raise
-    return CreateResult(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
-                        source=describe_source(source), prompt_template=template, synthesized=synthesized,
-                        previews=previews,
-                        same_name_jobs=[j.id for j in store.find_jobs_by_name(spec.name) if j.id != job_id])
+    return CreatedJob(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
+                      source=describe_source(source), prompt_template=template, synthesized=synthesized,
+                      previews=previews,
+                      same_name_jobs=[j.id for j in store.find_jobs_by_name(spec.name) if j.id != job_id])
 
 
 @dataclass

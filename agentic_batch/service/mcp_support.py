@@ -16,6 +16,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.errors import InvalidSpec
+from agentic_batch.service.models import ResultsPage
 from agentic_batch.spec import SourceKind, SourceSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
@@ -148,15 +149,15 @@ def capability_details(kind: str) -> dict[str, Any]:
 
 
 def results_page(orch: Orchestrator, ref: str | int, status: str | None = None, limit: int = 20,
-                 offset: int = 0) -> dict[str, Any]:
+                 offset: int = 0) -> ResultsPage:
     """Rows `offset`..`offset+limit` (unit order) and how many rows match the filter in all."""
     rows = orch.results(ref, status=status, limit=limit, offset=offset)  # validates ref and filter
     job_status = orch.status(ref)
     if status:
         wanted = {s.strip().lower() for s in status.split(",") if s.strip()}
-        total = sum(int(job_status.get(s, 0)) for s in wanted)
+        total = sum(int(getattr(job_status, s, 0)) for s in wanted)
     else:
-        total = int(job_status["total"])
+        total = job_status.total
     next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return {"job_id": job_status["id"], "job_status": job_status["status"], "total": total, "offset": offset,
-            "returned": len(rows), "next_offset": next_offset, "rows": rows}
+    return ResultsPage(job_id=job_status.id, job_status=job_status.status, total=total, offset=offset,
+                       returned=len(rows), next_offset=next_offset, rows=rows)

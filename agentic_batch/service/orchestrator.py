@@ -7,7 +7,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -18,9 +18,12 @@ from agentic_batch.prompts import compile_template, validate
 from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
-from agentic_batch.service.creation import CreateResult, create_job, sync_job
+from agentic_batch.service.creation import create_job, sync_job
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
-from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows, unit_view
+from agentic_batch.service import views
+from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
+                                          LogLine, ResultRow, RetriedJob, SyncResult, UnitDetail, UnitView)
+from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows
 from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
                                 describe_validation_error)
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
@@ -69,7 +72,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
     # -- create ---------------------------------------------------------------------------------
 
-    def create(self, spec: JobSpec | dict[str, Any], cwd: Path | None = None) -> CreateResult:
+    def create(self, spec: JobSpec | dict[str, Any], cwd: Path | None = None) -> CreatedJob:
         if not isinstance(spec, JobSpec):
             try:
                 spec = JobSpec.model_validate(spec)
@@ -77,7 +80,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                 raise InvalidSpec(describe_validation_error(exc)) from None
         return create_job(self.store, spec, cwd or Path.cwd())
 
-    def sync(self, ref: str | int) -> dict[str, int]:
+    def sync(self, ref: str | int) -> SyncResult:
         """Add the items that appeared in the source since the job was created (keys already there are skipped)."""
         job = self.job(ref)
         self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.COMPLETED,
@@ -87,20 +90,20 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
             self.store.update_job(job.id, expect=[JobStatus.COMPLETED], status=JobStatus.PAUSED,
                                   pause_reason="new items", finished_at=None)
         status = self.job(job.id).status
-        return {"job_id": job.id, "added": added, "existing": existing, "status": status,
-                "next": _sync_next(status) if added else None}
+        return SyncResult(job_id=job.id, added=added, existing=existing, status=JobStatus(status),
+                          next=_sync_next(status) if added else None)
 
     # -- test first (the test run itself: TestFlowMixin) --------------------------------------------
 
-    def test_report(self, ref: str | int, unit_id: int | None = None) -> dict[str, Any]:
+    def test_report(self, ref: str | int, unit_id: int | None = None) -> UnitDetail:
         job = self.job(ref)
         unit_id = unit_id or job.test_unit_id
         record = self.store.get_unit(unit_id) if unit_id is not None else None
         if record is None:
             raise IllegalState(f"job {job.id} has no test run yet", hint=f"run `abp start {job.id}`")
-        return {"job_id": job.id, "status": job.status, **self._unit_detail(job, record)}
+        return self._unit_detail(job, record)
 
-    def approve(self, ref: str | int, executors: int = 1) -> dict[str, Any]:
+    def approve(self, ref: str | int, executors: int = 1) -> JobView:
         job = self.job(ref)
         self._check_executors(executors)
         job = self.settle_test(job)
@@ -110,7 +113,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                                         reset=True)
         return self._run(job, expect=[JobStatus.TESTING], executors=executors)
 
-    def reject(self, ref: str | int) -> dict[str, Any]:
+    def reject(self, ref: str | int) -> JobView:
         job = self.settle_test(self.job(ref))
         self._expect(job, {JobStatus.TESTING}, "reject", _approve_hint(job).replace("approve", "reject", 1))
         if job.test_unit_id:
@@ -118,7 +121,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
         return self.status(job.id)
 
-    def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> dict[str, Any]:
+    def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> JobView | UnitDetail:
         """CREATED: run the test unit (or, skipping it, start the executor). Returns status or test report."""
         job = self.job(ref)
         self._check_executors(executors)
@@ -139,7 +142,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
             raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
 
-    def add_executors(self, ref: str | int, count: int) -> dict[str, Any]:
+    def add_executors(self, ref: str | int, count: int) -> JobView:
         """Start `count` more executors on this host for a RUNNING job (PostgreSQL store)."""
         job = self.job(ref)
         self._expect(job, {JobStatus.RUNNING}, "add executors to")
@@ -148,7 +151,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
             control.join(self.settings, job)
         return self.status(job.id)
 
-    def _run(self, job: JobRecord, expect: list[str], executors: int = 1) -> dict[str, Any]:
+    def _run(self, job: JobRecord, expect: list[str], executors: int = 1) -> JobView:
         now = time.time()
         fields: dict[str, Any] = {"status": JobStatus.RUNNING, "control": None, "pause_reason": None,
                                   "finished_at": None, "error": None}
@@ -168,7 +171,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
     # -- running jobs ---------------------------------------------------------------------------
 
-    def stop(self, ref: str | int) -> dict[str, Any]:
+    def stop(self, ref: str | int) -> JobView:
         """Ask the executors to pause: in-flight units finish (within a grace period), the rest wait."""
         job = self.job(ref)
         self._expect(job, {JobStatus.RUNNING}, "stop", "only a RUNNING job can be stopped")
@@ -182,7 +185,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                                   pause_reason="stopped")
         return self.status(job.id)
 
-    def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> dict[str, Any]:
+    def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> JobView:
         """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor.
 
         `budget_usd` replaces the job's budget (e.g. after it paused with reason "budget")."""
@@ -212,7 +215,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
             control.join(self.settings, job)
         return self.status(job.id)
 
-    def cancel(self, ref: str | int) -> dict[str, Any]:
+    def cancel(self, ref: str | int) -> JobView:
         job = self.job(ref)
         if job.status in TERMINAL_JOB_STATUSES:
             raise IllegalState(f"cannot cancel job {job.id}: it is already {job.status}")
@@ -224,7 +227,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         self.store.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
         return self.status(job.id)
 
-    def retry(self, ref: str | int, include_cancelled: bool = False) -> dict[str, Any]:
+    def retry(self, ref: str | int, include_cancelled: bool = False) -> RetriedJob:
         """Failed units (and, if asked, cancelled ones) back to PENDING with fresh retries; run again."""
         job = self.job(ref)
         self._expect(job, {JobStatus.FAILED, JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED,
@@ -237,10 +240,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if job.status == JobStatus.RUNNING:
             self.store.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)
-            return {**self.status(job.id), "retried": count}
-        return {**self._run(job, expect=[job.status]), "retried": count}
+            return RetriedJob(**self.status(job.id).model_dump(), retried=count)
+        return RetriedJob(**self._run(job, expect=[job.status]).model_dump(), retried=count)
 
-    def edit_prompt(self, ref: str | int, template: str) -> dict[str, Any]:
+    def edit_prompt(self, ref: str | int, template: str) -> JobView:
         """Replace the prompt template; units not yet completed will use it."""
         job = self.settle_test(self.job(ref))
         self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.FAILED},
@@ -260,30 +263,38 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
 
     # -- reading --------------------------------------------------------------------------------
 
-    def status(self, ref: str | int) -> dict[str, Any]:
+    def status(self, ref: str | int) -> JobView:
         return job_status(self.store, self.settings, self.job(ref))
 
     def list_jobs(self, status: str | None = None, name: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> list[dict[str, Any]]:
+                  offset: int = 0) -> list[JobSummary]:
         statuses = parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
         check_cursor("offset", offset)
         return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
 
-    def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> dict[str, Any]:
-        """One unit by its number in the job, or by `key:KEY` (see `_unit_record`)."""
+    def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> UnitDetail:
+        """One unit by its number in the job, or by `key:KEY` (see `_unit_record`), with its conversation."""
         job = self.job(ref)
         return self._unit_detail(job, self._unit_record(job, unit_ref), events_limit)
 
-    def _unit_detail(self, job: JobRecord, unit: UnitRecord, events_limit: int = 2000) -> dict[str, Any]:
-        view = unit_view(unit)
-        if view["prompt"] is None and job.prompt_template:
+    def unit_view(self, ref: str | int, unit_ref: str | int) -> UnitView:
+        """One unit without its conversation."""
+        job = self.job(ref)
+        return self._unit_view(job, self._unit_record(job, unit_ref))
+
+    def _unit_view(self, job: JobRecord, unit: UnitRecord) -> UnitView:
+        """The unit; a prompt not rendered yet (the unit has not run) is previewed from the template."""
+        view = views.unit_view(unit)
+        if view.prompt is None and job.prompt_template:
             try:
-                view["prompt"] = self._render_preview(job, unit.payload, unit.key, unit.seq)
+                view.prompt = self._render_preview(job, unit.payload, unit.key, unit.seq)
             except InvalidSpec:
                 pass
-        view["events"] = event_rows(self.store, self.store.list_events(unit_id=unit.id, limit=events_limit),
-                                    unit.number)
         return view
+
+    def _unit_detail(self, job: JobRecord, unit: UnitRecord, events_limit: int = 2000) -> UnitDetail:
+        events = event_rows(self.store, self.store.list_events(unit_id=unit.id, limit=events_limit), unit.number)
+        return UnitDetail(**self._unit_view(job, unit).model_dump(), events=events)
 
     def _render_preview(self, job: JobRecord, payload: dict[str, Any], key: str, seq: int) -> str:
         from agentic_batch.prompts import render
@@ -292,7 +303,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                       job={"id": job.id, "name": job.name})
 
     def events(self, ref: str | int, unit_ref: str | int | None = None, after: int = 0,
-               limit: int = 500) -> list[dict[str, Any]]:
+               limit: int = 500) -> list[EventView]:
         job = self.job(ref)
         check_cursor("after", after)
         if not 1 <= limit <= MAX_EVENTS:
@@ -302,7 +313,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         return event_rows(self.store, records, unit.number if unit else None)
 
     def results(self, ref: str | int, status: str | None = None, limit: int | None = None,
-                offset: int = 0) -> list[dict[str, Any]]:
+                offset: int = 0) -> list[ResultRow]:
         job = self.job(ref)
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
         check_cursor("offset", offset)
@@ -319,7 +330,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         return result_rows.iter_export(self.store, job.id, fmt, statuses)
 
     def export_to(self, ref: str | int, path: Path, fmt: str | None = None,
-                  status: str | None = None, overwrite: bool = True) -> dict[str, Any]:
+                  status: str | None = None, overwrite: bool = True) -> ExportResult:
         """Write the results to `path`; an existing file only with `overwrite`, never a directory."""
         job = self.job(ref)
         if path.is_dir():
@@ -331,10 +342,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if not path.parent.is_dir():
             raise InvalidSpec(f"cannot write {path}: directory {path.parent} does not exist")
         rows = result_rows.write_export(self.store, job.id, fmt, path, statuses)
-        return {"job_id": job.id, "path": str(path), "format": fmt, "rows": rows}
+        return ExportResult.model_validate({"job_id": job.id, "path": str(path), "format": fmt, "rows": rows})
 
     def logs(self, ref: str | int, level: str = "info", after: int = 0, limit: int = 500,
-             unit: str | int | None = None, text: str | None = None) -> list[dict[str, Any]]:
+             unit: str | int | None = None, text: str | None = None) -> list[LogLine]:
         job = self.job(ref)
         if level not in LOG_LEVELS:
             raise InvalidSpec(f"unknown log level {level!r}", hint=f"use one of {', '.join(LOG_LEVELS)}")
@@ -345,15 +356,15 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         return log_rows(self.store, self.store.list_logs(job.id, min_level=level, after=after, limit=limit,
                                                          unit_id=unit_id, text=text))
 
-    def active_units(self, ref: str | int, limit: int = 20) -> list[dict[str, Any]]:
+    def active_units(self, ref: str | int, limit: int = 20) -> list[ActiveUnit]:
         """Units running now, each with its newest event (what the agent is doing)."""
         job = self.job(ref)
         running = self.store.running_units(job.id, limit)
         latest = self.store.latest_events([u.id for u in running])
         now = time.time()
-        return [{"number": u.number, "key": u.key, "attempt": u.attempt,
-                 "elapsed_s": round(now - u.started_at, 1) if u.started_at else None,
-                 "last_event": event_rows(self.store, [latest[u.id]], u.number)[0] if u.id in latest else None}
+        return [ActiveUnit(number=u.number, key=u.key, attempt=u.attempt,
+                           elapsed_s=round(now - u.started_at, 1) if u.started_at else None,
+                           last_event=event_rows(self.store, [latest[u.id]], u.number)[0] if u.id in latest else None)
                 for u in running]
 
 
@@ -371,10 +382,10 @@ def _edit_hint(job: JobRecord) -> str:
     return hints.get(job.status, "")
 
 
-def _sync_next(status: str) -> str | None:
+def _sync_next(status: str) -> Literal["resume", "retry", "start", "approve"] | None:
     """What runs the new units, as an action name every interface renders in its own words."""
-    actions: dict[str, str] = {JobStatus.PAUSED: "resume", JobStatus.FAILED: "retry", JobStatus.CREATED: "start",
-                               JobStatus.TESTING: "approve"}
+    actions: dict[str, Literal["resume", "retry", "start", "approve"]] = {
+        JobStatus.PAUSED: "resume", JobStatus.FAILED: "retry", JobStatus.CREATED: "start", JobStatus.TESTING: "approve"}
     return actions.get(status)
 
 

@@ -8,11 +8,12 @@ and `settings`. The ownership mechanics (leases, heartbeat, signals) are in test
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agentic_batch.errors import IllegalState
 from agentic_batch.service.test_run import (TESTED_STATE, TestRunning, find_test_owner, launch_detached_test,
                                             reclaim_lost_test, register_test_owner, run_test_unit)
+from agentic_batch.service.models import TestProgress, TestSettled, TestUnderWay, UnitDetail
 from agentic_batch.store import JobRecord
 from agentic_batch.states import JobStatus, UnitStatus
 
@@ -38,9 +39,9 @@ class TestFlowMixin:
     if TYPE_CHECKING:
         def job(self, ref: str | int) -> JobRecord: ...
         def _expect(self, job: JobRecord, allowed: set[str], action: str, hint: str | None = None) -> None: ...
-        def test_report(self, ref: str | int, unit_id: int | None = None) -> dict[str, Any]: ...
+        def test_report(self, ref: str | int, unit_id: int | None = None) -> UnitDetail: ...
 
-    def test(self, ref: str | int) -> dict[str, Any]:
+    def test(self, ref: str | int) -> UnitDetail:
         """Run the first unit now, in this process (CREATED -> TESTING), and return it with its conversation.
 
         SIGTERM/SIGINT meanwhile raise TestInterrupted with the unit PENDING and the job CREATED again."""
@@ -73,17 +74,17 @@ class TestFlowMixin:
             raise TestRunning(job.id, self._test_unit_number(job, starting=True), owner)
         return job
 
-    def test_progress(self, ref: str | int) -> dict[str, Any]:
+    def test_progress(self, ref: str | int) -> TestProgress:
         """Where the job's test run stands: `running` (with pid, host, elapsed_s), `done` (the job is
         TESTING with a result waiting) or `none` (no test run: the job is CREATED or past testing)."""
         job = self.job(ref)
         try:
             job = self.settle_test(job)
         except TestRunning as exc:
-            return {"state": "running", "job_id": job.id, "unit": exc.unit, "pid": exc.owner.pid,
-                    "host": exc.owner.host, "elapsed_s": round(time.time() - exc.owner.started_at, 1)}
-        return {"state": "done" if job.status == JobStatus.TESTING else "none", "job_id": job.id, "status": job.status,
-                "unit": self._test_unit_number(job)}
+            return TestUnderWay(state="running", job_id=job.id, unit=exc.unit, pid=exc.owner.pid,
+                                host=exc.owner.host, elapsed_s=round(time.time() - exc.owner.started_at, 1))
+        return TestSettled(state="done" if job.status == JobStatus.TESTING else "none", job_id=job.id,
+                           status=JobStatus(job.status), unit=self._test_unit_number(job))
 
     def _test_unit_number(self, job: JobRecord, starting: bool = False) -> int | None:
         """The number users know the test unit by (the job records its id once the test run claimed it).
@@ -95,7 +96,7 @@ class TestFlowMixin:
             return first.number if first is not None else None
         return self.store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
-    def begin_test(self, ref: str | int) -> dict[str, Any]:
+    def begin_test(self, ref: str | int) -> TestProgress:
         """Start the test run in a detached process and return its progress without waiting for the unit.
 
         For callers that cannot block for a whole agent run (an MCP request times out at 60 s, and the
@@ -103,7 +104,7 @@ class TestFlowMixin:
         test already running or waiting is reported as it is, not started twice."""
         job = self.job(ref)
         progress = self.test_progress(job.id)
-        if progress["state"] != "none":
+        if progress.state != "none":
             return progress
         job = self.job(job.id)
         self._expect(job, {JobStatus.CREATED}, "start", start_hint(job))

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     except AbpError as exc:
         print(f"error: {exc.one_line()}", flush=True)
         return 1
-    print(f"test run of job {argv[0]}: unit {report.get('number')} {report.get('status')}", flush=True)
+    print(f"test run of job {argv[0]}: unit {report.number} {report.status}", flush=True)
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agentic_batch.config import Settings
 from agentic_batch.engine.recovery import executor_alive
@@ -16,6 +16,8 @@ from agentic_batch.spec import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.store.records import EventRecord, LogRecord
+from agentic_batch.service.models import (EventView, ExecutorInfo, ExecutorView, JobSummary, JobView, LogLine,
+                                          ReduceView, UnitView)
 from agentic_batch.states import JobStatus, UnitStatus
 
 #: The window of the all-jobs throughput on the dashboard (`stats`).
@@ -80,75 +82,76 @@ class Progress:
                 "elapsed_seconds": round(self.elapsed, 3)}
 
 
-def executor_view(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:
+def executor_view(store: Store, settings: Settings, job_id: int) -> ExecutorView:
     """The job's executors: `running`, `stopped` (it left cleanly) or `lost` (its process is gone or
     its heartbeat is older than a lease, without it having stopped)."""
     # A test run's owner counts while it runs (a TESTING job shows who tests it), not once it is over.
     records = [r for r in store.list_executors(job_id) if r.state not in ("tested", "test-lost")]
     if not records:
-        return {"state": "not_started", "pid": None, "host": None, "heartbeat_at": None, "id": None,
-                "executors": []}
+        return ExecutorView(state="not_started", pid=None, host=None, heartbeat_at=None, id=None, executors=[])
     now = time.time()
     listed = []
     for rec in records[:20]:
         alive = executor_alive(rec, settings, now)
-        state = "running" if alive else "stopped" if rec.state == "stopped" else "lost"
-        listed.append({"id": rec.id, "host": rec.host, "pid": rec.pid, "state": state,
-                       "started_at": rec.started_at, "heartbeat_at": rec.heartbeat_at,
-                       "units_done": store.owner_counts(rec.id).get(UnitStatus.COMPLETED, 0) if alive else None})
-    live = [e for e in listed if e["state"] == "running"]
+        state: Literal["running", "stopped", "lost"] = ("running" if alive else "stopped" if rec.state == "stopped"
+                                                        else "lost")
+        listed.append(ExecutorInfo(
+            id=rec.id, host=rec.host, pid=rec.pid, state=state, started_at=rec.started_at,
+            heartbeat_at=rec.heartbeat_at,
+            units_done=store.owner_counts(rec.id).get(UnitStatus.COMPLETED, 0) if alive else None))
+    live = [e for e in listed if e.state == "running"]
     head = live[0] if live else listed[0]
-    return {"state": head["state"], "pid": head["pid"], "host": head["host"], "heartbeat_at": head["heartbeat_at"],
-            "id": head["id"], "executors": live if live else listed[:1]}
+    return ExecutorView(state=head.state, pid=head.pid, host=head.host, heartbeat_at=head.heartbeat_at, id=head.id,
+                        executors=live if live else listed[:1])
 
 
-def job_status(store: Store, settings: Settings, job: JobRecord) -> dict[str, Any]:
+def job_status(store: Store, settings: Settings, job: JobRecord) -> JobView:
     """Everything about one job: the summary plus cost projection, options and executors."""
     now = time.time()
     row, totals = _summary(store, job, now)
-    total, finished = row["total"], row["completed"] + row["failed"]
-    per_unit = row["cost_usd"] / finished if finished else None
+    total, finished = row.total, row.completed + row.failed
+    per_unit = row.cost_usd / finished if finished else None
     projected = round(per_unit * total, 6) if per_unit is not None else None
-    return {
-        **row,
-        "projected_cost_usd": projected,
-        "budget_usd": job.budget_usd, "tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"],
-        "concurrency": job.concurrency, "max_retries": job.max_retries,
-        "timeout_s": job.timeout_s, "priority": _PRIORITY_NAMES.get(job.priority, job.priority),
-        "max_output_bytes": job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES,
-        "hold_until": job.hold_until if job.hold_until and job.hold_until > now else None,
-        "test_unit": _test_unit_number(store, job),
-        "reduce": ({"status": job.reduce_status, "output": job.reduce_output, "error": job.reduce_error}
-                   if job.reduce_prompt else None),
-        "executor": executor_view(store, settings, job.id),
-    }
+    return JobView(
+        **row.model_dump(),
+        projected_cost_usd=projected,
+        budget_usd=job.budget_usd, tokens_in=int(totals["tokens_in"]), tokens_out=int(totals["tokens_out"]),
+        concurrency=job.concurrency, max_retries=job.max_retries,
+        timeout_s=job.timeout_s, priority=_PRIORITY_NAMES.get(job.priority, job.priority),
+        max_output_bytes=job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES,
+        hold_until=job.hold_until if job.hold_until and job.hold_until > now else None,
+        test_unit=_test_unit_number(store, job),
+        reduce=(ReduceView(status=job.reduce_status, output=job.reduce_output, error=job.reduce_error)
+                if job.reduce_prompt else None),
+        executor=executor_view(store, settings, job.id),
+    )
 
 
-def job_summary(store: Store, job: JobRecord, now: float | None = None) -> dict[str, Any]:
+def job_summary(store: Store, job: JobRecord, now: float | None = None) -> JobSummary:
     """The cheap per-row view for lists: counts, progress, rate, elapsed, cost; no executor probing."""
     return _summary(store, job, time.time() if now is None else now)[0]
 
 
-def _summary(store: Store, job: JobRecord, now: float) -> tuple[dict[str, Any], dict[str, float]]:
+def _summary(store: Store, job: JobRecord, now: float) -> tuple[JobSummary, dict[str, float]]:
     progress = Progress.of(job, store.count_units(job.id), now)
     totals = store.unit_totals(job.id)
-    return {"id": job.id, "job_id": job.id, "name": job.name, "status": job.status, "worker": job.worker,
-            **progress.as_dict(), "cost_usd": round(totals["cost_usd"], 6), "created_at": job.created_at,
-            "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
-            "pause_reason": job.pause_reason if job.status == JobStatus.PAUSED else None}, totals
+    return JobSummary(id=job.id, job_id=job.id, name=job.name, status=JobStatus(job.status), worker=job.worker,
+                      **progress.as_dict(), cost_usd=round(totals["cost_usd"], 6), created_at=job.created_at,
+                      started_at=job.started_at, finished_at=job.finished_at, error=job.error,
+                      pause_reason=job.pause_reason if job.status == JobStatus.PAUSED else None), totals
 
 
-def unit_view(unit: UnitRecord) -> dict[str, Any]:
+def unit_view(unit: UnitRecord) -> UnitView:
     """A unit as users see it: named by its number within the job (the global id stays internal)."""
     duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
-    return {"number": unit.number, "job_id": unit.job_id, "key": unit.key,
-            "priority": unit.priority, "status": unit.status, "attempts": unit.attempt, "errors": unit.error_count,
-            "payload": unit.payload, "prompt": unit.prompt, "output": unit.output, "data": unit.data,
-            "error": unit.error, "error_class": unit.error_class, "cost_usd": round(unit.cost_usd, 6),
-            "tokens_in": unit.tokens_in, "tokens_out": unit.tokens_out, "turns": unit.turns,
-            "session_id": unit.session_id, "started_at": unit.started_at, "finished_at": unit.finished_at,
-            "duration_s": round(duration, 3) if duration is not None else None,
-            "not_before": unit.not_before, "lease_owner": unit.lease_owner}
+    return UnitView(number=unit.number, job_id=unit.job_id, key=unit.key,
+                    priority=unit.priority, status=UnitStatus(unit.status), attempts=unit.attempt,
+                    errors=unit.error_count, payload=unit.payload, prompt=unit.prompt, output=unit.output,
+                    data=unit.data, error=unit.error, error_class=unit.error_class,
+                    cost_usd=round(unit.cost_usd, 6), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
+                    turns=unit.turns, session_id=unit.session_id, started_at=unit.started_at,
+                    finished_at=unit.finished_at, duration_s=round(duration, 3) if duration is not None else None,
+                    not_before=unit.not_before, lease_owner=unit.lease_owner)
 
 
 def _test_unit_number(store: Store, job: JobRecord) -> int | None:
@@ -157,17 +160,17 @@ def _test_unit_number(store: Store, job: JobRecord) -> int | None:
     return store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
 
-def event_rows(store: Store, events: Sequence[EventRecord], number: int | None = None) -> list[dict[str, Any]]:
+def event_rows(store: Store, events: Sequence[EventRecord], number: int | None = None) -> list[EventView]:
     """Conversation events as users see them: `unit` is the unit's number (None for the job's reduce
     step). `number` is given when every event is one unit's; else the numbers are looked up at once."""
     numbers = {} if number is not None else store.unit_numbers(e.unit_id for e in events if e.unit_id is not None)
-    return [{"id": e.id, "unit": number if number is not None else numbers.get(e.unit_id),  # type: ignore[arg-type]
-             "attempt": e.attempt, "seq": e.seq, "ts": e.ts, "kind": e.kind, "data": e.data} for e in events]
+    return [EventView(id=e.id, unit=number if number is not None else numbers.get(e.unit_id)  # type: ignore[arg-type]
+                      , attempt=e.attempt, seq=e.seq, ts=e.ts, kind=e.kind, data=e.data) for e in events]
 
 
-def log_rows(store: Store, records: Sequence[LogRecord]) -> list[dict[str, Any]]:
+def log_rows(store: Store, records: Sequence[LogRecord]) -> list[LogLine]:
     """Log lines as users see them: the logs table keeps unit ids; a line shows its unit's number."""
     numbers = store.unit_numbers(r.unit_id for r in records if r.unit_id is not None)
-    return [{"id": r.id, "ts": r.ts, "level": r.level, "message": r.message,
-             "unit": numbers.get(r.unit_id) if r.unit_id is not None else None,
-             "executor_id": r.executor_id, "extra": r.extra} for r in records]
+    return [LogLine(id=r.id, ts=r.ts, level=r.level, message=r.message,
+                    unit=numbers.get(r.unit_id) if r.unit_id is not None else None,
+                    executor_id=r.executor_id, extra=r.extra) for r in records]

@@ -16,7 +16,10 @@ from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import JOB_STATUSES, MAX_PAGE
+from agentic_batch.service.models import (ActiveUnit, CreatedJob, JobsPage, JobView, RetriedJob, SyncResult, Timeseries,
+                                          UnitDetail)
 from agentic_batch.spec import JobSpec
+from agentic_batch.workers import get_worker_kind, worker_kinds
 from agentic_batch.web.deps import orchestrator, web_config
 from agentic_batch.web.errors import read_json
 from agentic_batch.web.openapi_doc import word_list
@@ -32,14 +35,14 @@ class StartRequest(BaseModel):
     # approve and reject exclude each other (the schema says so, for clients and fuzzers alike)
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
         "required": ["approve", "reject"], "properties": {"approve": {"const": True}, "reject": {"const": True}}}})
-    skip_test: bool = Field(False, description="Start the executor without running the first unit as a test.")
-    approve: bool = Field(False, description="Approve a TESTING job: start its executor.")
-    reject: bool = Field(False, description="Reject a TESTING job: back to CREATED, to edit the prompt.")
+    skip_test: bool = Field(default=False, description="Start the executor without running the first unit as a test.")
+    approve: bool = Field(default=False, description="Approve a TESTING job: start its executor.")
+    reject: bool = Field(default=False, description="Reject a TESTING job: back to CREATED, to edit the prompt.")
 
 
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    include_cancelled: bool = Field(False, description="Also queue CANCELLED units again.")
+    include_cancelled: bool = Field(default=False, description="Also queue CANCELLED units again.")
 
 
 class PromptRequest(BaseModel):
@@ -59,13 +62,13 @@ def list_jobs(orch: Orch,
                                                   json_schema_extra=word_list(JOB_STATUSES))] = None,
               q: Annotated[str | None, Query(description="Only jobs whose name contains this")] = None,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
-              offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> dict[str, Any]:
+              offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> JobsPage:
     """Newest first, each with counts, progress, rate, ETA and cost; `total` counts every match."""
     return orch.jobs_page(status=status, search=q, limit=limit, offset=offset)
 
 
 @router.post("/jobs", status_code=201, summary="Create a job", openapi_extra=spec_openapi())
-async def create_job(request: Request) -> dict[str, Any]:
+async def create_job(request: Request) -> CreatedJob:
     """The same spec as `abp create`, as JSON (see the JobSpec schema). Without `workdir`, the job
     runs in the directory `abp serve` was started from; relative paths resolve against it. The job
     is CREATED: start it with `POST /api/jobs/{job}/start`."""
@@ -74,17 +77,17 @@ async def create_job(request: Request) -> dict[str, Any]:
         raise InvalidSpec("the request body must be a JSON object (a job spec)")
     orch: Orchestrator = orchestrator(request)
     result = await run_in_threadpool(orch.create, body, web_config(request).cwd)
-    return result.to_dict()
+    return result
 
 
 @router.get("/jobs/{job}", summary="Job status")
-def get_job(job: str, orch: Orch) -> dict[str, Any]:
+def get_job(job: str, orch: Orch) -> JobView:
     """Counts per unit status, progress, rate, ETA, elapsed, cost (spent and projected), executor."""
     return orch.status(job)
 
 
 @router.post("/jobs/{job}/start", summary="Start (test first), approve or reject")
-def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> dict[str, Any]:
+def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> JobView | UnitDetail:
     """A CREATED job runs its first unit now as a test (the answer is that unit, the job is then
     TESTING) unless `skip_test`; `approve` / `reject` answer a TESTING job."""
     body = body or StartRequest()
@@ -98,58 +101,58 @@ def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> dict[st
 
 
 @router.post("/jobs/{job}/approve", summary="Approve the test result and run the job")
-def approve_job(job: str, orch: Orch) -> dict[str, Any]:
+def approve_job(job: str, orch: Orch) -> JobView:
     return orch.approve(job)
 
 
 @router.post("/jobs/{job}/reject", summary="Reject the test result (back to CREATED)")
-def reject_job(job: str, orch: Orch) -> dict[str, Any]:
+def reject_job(job: str, orch: Orch) -> JobView:
     return orch.reject(job)
 
 
 @router.post("/jobs/{job}/stop", summary="Pause a running job")
-def stop_job(job: str, orch: Orch) -> dict[str, Any]:
+def stop_job(job: str, orch: Orch) -> JobView:
     """In-flight units finish within the grace period, the rest stay PENDING; the job becomes PAUSED
     (the answer may still say RUNNING while the executor winds down)."""
     return orch.stop(job)
 
 
 @router.post("/jobs/{job}/resume", summary="Resume a paused job")
-def resume_job(job: str, orch: Orch) -> dict[str, Any]:
+def resume_job(job: str, orch: Orch) -> JobView:
     return orch.resume(job)
 
 
 @router.post("/jobs/{job}/cancel", summary="Cancel a job")
-def cancel_job(job: str, orch: Orch) -> dict[str, Any]:
+def cancel_job(job: str, orch: Orch) -> JobView:
     return orch.cancel(job)
 
 
 @router.post("/jobs/{job}/retry", summary="Retry failed units")
-def retry_job(job: str, orch: Orch, body: RetryRequest | None = None) -> dict[str, Any]:
+def retry_job(job: str, orch: Orch, body: RetryRequest | None = None) -> RetriedJob:
     """Failed units (and cancelled ones if asked) go back to PENDING with fresh retries; the job runs."""
     return orch.retry(job, include_cancelled=(body or RetryRequest()).include_cancelled)
 
 
 @router.put("/jobs/{job}/prompt", summary="Edit the prompt template")
-def edit_prompt(job: str, body: PromptRequest, orch: Orch) -> dict[str, Any]:
+def edit_prompt(job: str, body: PromptRequest, orch: Orch) -> JobView:
     """Allowed while CREATED, TESTING (back to CREATED), PAUSED or FAILED; units not yet completed use it."""
     return orch.edit_prompt(job, body.prompt)
 
 
 @router.post("/jobs/{job}/sync", summary="Add new items from the source")
-def sync_job(job: str, orch: Orch) -> dict[str, Any]:
+def sync_job(job: str, orch: Orch) -> SyncResult:
     return orch.sync(job)
 
 
 @router.get("/jobs/{job}/test", summary="The test unit's result")
-def test_report(job: str, orch: Orch) -> dict[str, Any]:
+def test_report(job: str, orch: Orch) -> UnitDetail:
     """The first unit's run (output, conversation, cost) that a TESTING job waits on."""
     return orch.test_report(job)
 
 
 @router.get("/jobs/{job}/active", summary="Units running now")
 def active_units(job: str, orch: Orch,
-                 limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
+                 limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[ActiveUnit]:
     """Each running unit with its attempt, elapsed time and newest event (its latest tool call)."""
     return orch.active_units(job, limit=limit)
 
@@ -157,14 +160,32 @@ def active_units(job: str, orch: Orch,
 @router.get("/jobs/{job}/timeseries", summary="Throughput and cost over time")
 def timeseries(job: str, orch: Orch,
                buckets: Annotated[int, Query(ge=1, le=1000, description="About how many points")] = 60
-               ) -> dict[str, Any]:
+               ) -> Timeseries:
     return orch.timeseries(job, buckets=buckets)
 
 
 def register_schemas(openapi: dict[str, Any]) -> None:
-    """Put JobSpec (and the models it uses) into the OpenAPI document's components."""
-    schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = schema.pop("$defs", {})
+    """Put JobSpec (and the models it uses) into the OpenAPI document's components, with each worker
+    kind's options model as what `worker_options` must be for that `worker` (the default, `command`,
+    applies when `worker` is left out, as it does on create)."""
+    template = "#/components/schemas/{model}"
+    schema = JobSpec.model_json_schema(ref_template=template)
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
-    components.update(defs)
+    components.update(schema.pop("$defs", {}))
+    rules = []
+    for name in worker_kinds():
+        try:
+            model = get_worker_kind(name).options_model
+        except Exception:  # an optional SDK missing: that kind is not documented (create says why)
+            continue
+        options = model.model_json_schema(ref_template=template)
+        components.update(options.pop("$defs", {}))
+        components[model.__name__] = options
+        then: dict[str, Any] = {"properties": {"worker_options": {"$ref": template.format(model=model.__name__)}}}
+        if options.get("required"):  # then worker_options itself cannot be left out
+            then["required"] = ["worker_options"]
+        rules.append({"if": {"properties": {"worker": {"const": name}},
+                             **({} if name == JobSpec.model_fields["worker"].default else {"required": ["worker"]})},
+                      "then": then})
+    schema["allOf"] = rules
     components["JobSpec"] = schema

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import StreamingResponse
@@ -13,6 +13,7 @@ from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import MAX_PAGE
+from agentic_batch.service.models import LogsPage, LogsTail, ReadModel, Stats
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
 from agentic_batch.web.deps import orchestrator
 from agentic_batch.web.openapi_doc import one_of, word_list
@@ -35,7 +36,7 @@ def job_logs(job: str, orch: Orch,
                                                                                "this")] = None,
              after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Oldest-first reading: ids above "
                                                                               "this")] = None,
-             limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100) -> dict[str, Any]:
+             limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100) -> LogsPage | LogsTail:
     """Newest first, paged with `before` (= the previous page's `next_before`); or, with `after`,
     oldest first from that id on (to follow a job like `abp logs --follow`)."""
     if after is None:
@@ -43,7 +44,12 @@ def job_logs(job: str, orch: Orch,
     if not 1 <= limit <= 1000 or after < 0:
         raise InvalidSpec("after must be >= 0 and limit between 1 and 1000")
     items = orch.logs(job, level=level, after=after, limit=limit, unit=unit, text=q)
-    return {"job_id": orch.job(job).id, "items": items, "next_after": items[-1]["id"] if items else after}
+    return LogsTail(job_id=orch.job(job).id, items=items, next_after=items[-1].id if items else after)
+
+
+class Health(ReadModel):
+    ok: bool
+    version: str
 
 
 def _chunked(parts: Iterable[str], size: int = CHUNK_CHARS) -> Iterator[bytes]:
@@ -79,11 +85,11 @@ def export_results(job: str, orch: Orch,
 
 
 @router.get("/stats", summary="Totals across jobs")
-def stats(orch: Orch) -> dict[str, Any]:
+def stats(orch: Orch) -> Stats:
     """Jobs and units per status, total cost and tokens, and the overall rate (units/s, last minute)."""
     return orch.stats()
 
 
 @router.get("/health", summary="Liveness")
-def health() -> dict[str, Any]:
-    return {"ok": True, "version": __version__}
+def health() -> Health:
+    return Health(ok=True, version=__version__)

@@ -4,7 +4,7 @@ has no slash; `GET .../units?key=KEY` finds any key."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
@@ -12,7 +12,11 @@ from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import MAX_PAGE
+from agentic_batch.service.models import EventsPage, EventView, UnitAndJob, UnitsPage, UnitView
+from agentic_batch.store import UNIT_STATUSES
+from agentic_batch.store.browse_queries import UNIT_SORTS
 from agentic_batch.web.deps import orchestrator
+from agentic_batch.web.openapi_doc import one_of, word_list
 
 router = APIRouter(prefix="/api", tags=["units"])
 Orch = Annotated[Orchestrator, Depends(orchestrator)]
@@ -24,30 +28,31 @@ EventsLimit = Annotated[int, Query(ge=1, le=MAX_EVENTS, description="Page size")
 @router.get("/jobs/{job}/units", summary="List a job's units")
 def list_units(job: str, orch: Orch,
                status: Annotated[str | None, Query(description="Comma list: pending,running,completed,failed,"
-                                                                 "cancelled")] = None,
+                                                                 "cancelled",
+                                                     json_schema_extra=word_list(UNIT_STATUSES))] = None,
                q: Annotated[str | None, Query(description="Substring of key, output or error; or a unit "
                                                           "number")] = None,
                key: Annotated[str | None, Query(description="Only the unit with exactly this key")] = None,
-               sort: Annotated[str, Query(description="number (source order), key, cost or duration")] = "number",
-               order: Annotated[str, Query(description="asc or desc")] = "asc",
+               sort: Annotated[str, Query(description="number (source order), key, cost or duration",
+                                          json_schema_extra=one_of(UNIT_SORTS))] = "number",
+               order: Annotated[str, Query(description="asc or desc", json_schema_extra=one_of(("asc", "desc")))]
+               = "asc",
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
-               offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> dict[str, Any]:
+               offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0) -> UnitsPage:
     """One page of light rows (output and error cut to a preview) and the `total` that match.
     Every sort walks an index, so pages stay fast on jobs of 100,000 units and more."""
     return orch.units_page(job, status=status, search=q, key=key, sort=sort, order=order, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job}/units/{unit}", summary="One unit")
-def get_unit(job: str, unit: str, orch: Orch) -> dict[str, Any]:
+def get_unit(job: str, unit: str, orch: Orch) -> UnitView:
     """Payload, rendered prompt, attempts, retries, output, structured data, error, cost, tokens,
     duration. The conversation is at `.../events`."""
-    view = orch.unit(job, unit, events_limit=0)
-    view.pop("events", None)
-    return view
+    return orch.unit_view(job, unit)
 
 
-def _events_page(items: list[dict[str, Any]], after: int, limit: int) -> dict[str, Any]:
-    return {"items": items, "next_after": items[-1]["id"] if items else after, "more": len(items) == limit}
+def _events_page(items: list[EventView], after: int, limit: int) -> EventsPage:
+    return EventsPage(items=items, next_after=items[-1].id if items else after, more=len(items) == limit)
 
 
 def _check_events_page(after: int, limit: int) -> None:
@@ -58,26 +63,26 @@ def _check_events_page(after: int, limit: int) -> None:
 
 
 @router.get("/jobs/{job}/units/{unit}/events", summary="A unit's conversation")
-def unit_events(job: str, unit: str, orch: Orch, after: After = 0, limit: EventsLimit = 500) -> dict[str, Any]:
+def unit_events(job: str, unit: str, orch: Orch, after: After = 0, limit: EventsLimit = 500) -> EventsPage:
     """Every attempt's events in order; pass `next_after` back as `after` to read on incrementally."""
     _check_events_page(after, limit)
     return _events_page(orch.events(job, unit, after=after, limit=limit), after, limit)
 
 
 @router.get("/jobs/{job}/events", summary="A job's events")
-def job_events(job: str, orch: Orch, after: After = 0, limit: EventsLimit = 500) -> dict[str, Any]:
+def job_events(job: str, orch: Orch, after: After = 0, limit: EventsLimit = 500) -> EventsPage:
     _check_events_page(after, limit)
     return _events_page(orch.events(job, after=after, limit=limit), after, limit)
 
 
 @router.post("/jobs/{job}/units/{unit}/retry", summary="Retry one unit")
-def retry_unit(job: str, unit: str, orch: Orch) -> dict[str, Any]:
+def retry_unit(job: str, unit: str, orch: Orch) -> UnitAndJob:
     """A FAILED or CANCELLED unit back to PENDING with fresh retries. A finished job runs again for
     it; a PAUSED job stays paused and runs it on resume."""
     return orch.retry_unit(job, unit)
 
 
 @router.post("/jobs/{job}/units/{unit}/cancel", summary="Cancel one unit")
-def cancel_unit(job: str, unit: str, orch: Orch) -> dict[str, Any]:
+def cancel_unit(job: str, unit: str, orch: Orch) -> UnitAndJob:
     """A PENDING or RUNNING unit becomes CANCELLED; a running agent's result is discarded."""
     return orch.cancel_unit(job, unit)

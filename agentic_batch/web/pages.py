@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from agentic_batch.service.models import plain
 from agentic_batch.web.deps import orchestrator, web_config
 from agentic_batch.web.security import SESSION_COOKIE, SESSION_SECONDS, safe_next, same_secret
 from agentic_batch.states import JobStatus
@@ -38,7 +39,7 @@ async def jobs_page(request: Request, status: str | None = None, q: str | None =
     orch = orchestrator(request)
 
     def load() -> dict[str, Any]:
-        return {"jobs": orch.jobs_page(status=status, search=q, limit=50), "stats": orch.stats(),
+        return {"jobs": plain(orch.jobs_page(status=status, search=q, limit=50)), "stats": plain(orch.stats()),
                 "filter": {"status": status or "", "q": q or ""}}
 
     data = await run_in_threadpool(load)
@@ -53,9 +54,10 @@ async def job_page(request: Request, job: str) -> Response:
         record = orch.job(job)
         status = orch.status(record.id)
         test = orch.test_report(record.id) if record.status == JobStatus.TESTING and record.test_unit_id else None
-        return {"record": record, "status": status, "test": test,
-                "units": orch.units_page(record.id, limit=UNITS_PAGE), "active": orch.active_units(record.id),
-                "logs": orch.logs_page(record.id, limit=50), "series": orch.timeseries(record.id)}
+        return {"record": record, **plain({
+            "status": status, "test": test, "units": orch.units_page(record.id, limit=UNITS_PAGE),
+            "active": orch.active_units(record.id), "logs": orch.logs_page(record.id, limit=50),
+            "series": orch.timeseries(record.id)})}
 
     data = await run_in_threadpool(load)
     record = data.pop("record")
@@ -72,10 +74,9 @@ async def unit_page(request: Request, job: str, unit: str) -> Response:
 
     def load() -> dict[str, Any]:
         record = orch.job(job)
-        view = orch.unit(record.id, unit, events_limit=0)
-        view.pop("events", None)
-        events = orch.events(record.id, view["number"], limit=2000)
-        return {"record": record, "unit": view, "events": events, "job_status": record.status}
+        view = orch.unit_view(record.id, unit)
+        events = orch.events(record.id, view.number, limit=2000)
+        return {"record": record, "unit": plain(view), "events": plain(events), "job_status": record.status}
 
     data = await run_in_threadpool(load)
     record = data.pop("record")

@@ -23,6 +23,7 @@ from starlette.responses import StreamingResponse
 from agentic_batch.refs import MAX_ID, is_ascii_number
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import MAX_PAGE
+from agentic_batch.service.models import ActiveUnit, JobsPage, JobView, Stats, UnitRow, plain
 from agentic_batch.web.changes import hub_for
 from agentic_batch.web.deps import orchestrator, web_config
 
@@ -36,7 +37,7 @@ STATS_EVERY = 5
 
 def sse(event: str, data: Any, event_id: int | None = None) -> str:
     head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
-    return head + f"data: {json.dumps(data, default=str, separators=(',', ':'))}\n\n"
+    return head + f"data: {json.dumps(plain(data), default=str, separators=(',', ':'))}\n\n"
 
 
 class JobWatch:
@@ -44,8 +45,8 @@ class JobWatch:
 
     def __init__(self, orch: Orchestrator, job_id: int, unit: int | None, after: int, events: bool) -> None:
         self.orch, self.job_id, self.unit, self.after, self.events = orch, job_id, unit, after, events
-        self.progress: dict[str, Any] | None = None
-        self.active: list[dict[str, Any]] | None = None
+        self.progress: JobView | None = None
+        self.active: list[ActiveUnit] | None = None
         self.sent: dict[int, tuple[str, int, float]] = {}  # unit number -> (status, attempt, finished_at)
         self.running: set[int] = set()
 
@@ -65,11 +66,11 @@ class JobWatch:
             out.append(sse("active", active))
         return out + self._new_events()
 
-    def _changed(self, row: dict[str, Any]) -> bool:
-        mark = (row["status"], row["attempt"], row.get("finished_at") or time.time())
-        if self.sent.get(row["number"], (None, None))[:2] == mark[:2]:
+    def _changed(self, row: UnitRow) -> bool:
+        mark = (str(row.status), row.attempt, row.finished_at or time.time())
+        if self.sent.get(row.number, (None, None))[:2] == mark[:2]:
             return False
-        self.sent[row["number"]] = mark
+        self.sent[row.number] = mark
         return True
 
     def _unit_changes(self, ids: list[int]) -> list[str]:
@@ -78,13 +79,13 @@ class JobWatch:
     def _feed_changes(self) -> list[str]:
         since = time.time() - LOOKBACK_S
         feed = self.orch.unit_feed(self.job_id, since)
-        rows = feed["running"] + feed["finished"]
+        rows = feed.running + feed.finished
         out = [sse("unit", row) for row in rows if self._changed(row)]
-        seen = {row["number"] for row in rows}
+        seen = {row.number for row in rows}
         vanished = [uid for uid in self.running if uid not in seen]  # back to PENDING, or finished long ago
         if vanished:
             out += self._unit_changes(vanished)
-        self.running = {row["number"] for row in feed["running"]}
+        self.running = {row.number for row in feed.running}
         self.sent = {uid: mark for uid, mark in self.sent.items() if mark[2] >= since - 1 or uid in self.running}
         return out
 
@@ -95,7 +96,7 @@ class JobWatch:
         batch = self.orch.events(self.job_id, self.unit, after=self.after, limit=limit)
         if not batch:
             return []
-        self.after = batch[-1]["id"]
+        self.after = batch[-1].id
         out = [sse("events", batch, event_id=self.after)]
         if self.unit is None and len(batch) == limit:  # a job-wide flood: jump to the newest
             newest = self.orch.last_event_id(self.job_id)
@@ -109,14 +110,14 @@ class JobListWatch:
     """The job list stream's memory: the last page and stats it sent."""
 
     def __init__(self, orch: Orchestrator, status: str | None, q: str | None, limit: int, offset: int) -> None:
-        self.orch, self.args = orch, {"status": status, "search": q, "limit": limit, "offset": offset}
-        self.page: dict[str, Any] | None = None
-        self.stats: dict[str, Any] | None = None
+        self.orch, self.status, self.q, self.limit, self.offset = orch, status, q, limit, offset
+        self.page: JobsPage | None = None
+        self.stats: Stats | None = None
         self.polls = 0
 
     def poll(self) -> list[str]:
         out = []
-        page = self.orch.jobs_page(**self.args)
+        page = self.orch.jobs_page(status=self.status, search=self.q, limit=self.limit, offset=self.offset)
         if page != self.page:
             self.page = page
             out.append(sse("jobs", page))
@@ -217,7 +218,7 @@ async def job_stream(request: Request, job: str,
 
     def prepare() -> JobWatch:
         record = orch.job(job)
-        number = orch.unit(record.id, unit, events_limit=0)["number"] if unit is not None else None
+        number = orch.unit_view(record.id, unit).number if unit is not None else None
         start = after if after is not None else (0 if number is not None else orch.last_event_id(record.id))
         return JobWatch(orch, record.id, number, start, events)
 

@@ -67,33 +67,33 @@ def test_file_job_writes_real_files_and_streams_the_conversation(orch, workdir: 
     offline_claude(summary_writer(latency=2.5))
     job = file_job(orch, workdir, 3, concurrency=3)
     report = orch.start(job)  # test first: the real CLI runs the first file synchronously
-    assert report["status"] == "COMPLETED", report["error"]
+    assert report.status == "COMPLETED", report.error
     assert (workdir / "doc0.md.summary").read_text() == "summary of doc0.md\n"
     orch.approve(job)
 
     # while units run, their tool_use and tool_result are already in the store
     def live_tool_events() -> bool:
         for active in orch.active_units(job):
-            kinds = [e["kind"] for e in orch.events(job, active["number"])]
-            still_running = orch.unit(job, active["number"])["status"] == "RUNNING"
+            kinds = [e.kind for e in orch.events(job, active.number)]
+            still_running = orch.unit(job, active.number).status == "RUNNING"
             if "tool_use" in kinds and "tool_result" in kinds and still_running:
                 return True
         return False
 
     wait_until(live_tool_events, timeout=60, what="tool events of a running unit")
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
-    assert final["status"] == "COMPLETED" and final["completed"] == 3
+    assert final.status == "COMPLETED" and final.completed == 3
     for i in range(3):
         assert (workdir / f"doc{i}.md.summary").read_text() == f"summary of doc{i}.md\n"
     rows = orch.results(job)
     assert all(r["output"].startswith("Wrote doc") for r in rows)
-    assert final["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows), rel=1e-6)
-    assert final["cost_usd"] > 0 and final["tokens_in"] > 0 and final["tokens_out"] > 0
+    assert final.cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows), rel=1e-6)
+    assert final.cost_usd > 0 and final.tokens_in > 0 and final.tokens_out > 0
     unit = orch.unit(job, rows[1]["unit"])
-    kinds = [e["kind"] for e in unit["events"]]
+    kinds = [e.kind for e in unit.events]
     for kind in ("start", "system", "tool_use", "tool_result", "assistant", "result", "end"):
         assert kind in kinds, kinds
-    assert unit["session_id"] and unit["turns"] >= 2
+    assert unit.session_id and unit.turns >= 2
 
 
 def test_a_429_storm_completes_with_no_failed_units(orch, workdir: Path, offline_claude) -> None:  # noqa: F811
@@ -114,9 +114,9 @@ def test_a_429_storm_completes_with_no_failed_units(orch, workdir: Path, offline
     job = file_job(orch, workdir, 4, concurrency=4, max_retries=8)
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=180)
-    assert final["status"] == "COMPLETED" and final["failed"] == 0 and final["completed"] == 4
+    assert final.status == "COMPLETED" and final.failed == 0 and final.completed == 4
     assert sum(r["attempts"] for r in orch.results(job)) > 4  # the storm cost retries, not units
-    assert any("will retry" in line["message"] for line in orch.logs(job, level="warning"))
+    assert any("will retry" in line.message for line in orch.logs(job, level="warning"))
 
 
 def test_a_hung_model_call_is_killed_at_the_timeout(orch, workdir: Path, offline_claude) -> None:  # noqa: F811
@@ -124,7 +124,7 @@ def test_a_hung_model_call_is_killed_at_the_timeout(orch, workdir: Path, offline
     job = file_job(orch, workdir, 1, concurrency=1, timeout_s=4, max_retries=0)
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
-    assert final["status"] == "FAILED"
+    assert final.status == "FAILED"
     [row] = orch.results(job)
     assert "timed out after 4s" in row["error"]
     wait_until(lambda: not claude_processes_in(workdir), timeout=15, what="the CLI to be gone")
@@ -135,9 +135,9 @@ def test_a_budget_stops_the_job_paused(orch, workdir: Path, offline_claude) -> N
     job = file_job(orch, workdir, 4, concurrency=1, budget_usd=0.000001)
     orch.start(job, skip_test=True)
     paused = wait_status(orch, job, {"PAUSED", "COMPLETED", "FAILED"}, timeout=120)
-    assert paused["status"] == "PAUSED" and paused["pause_reason"] == "budget"
-    assert paused["completed"] == 1 and paused["pending"] == 3
-    assert paused["cost_usd"] > 0 and paused["projected_cost_usd"] == pytest.approx(paused["cost_usd"] * 4)
+    assert paused.status == "PAUSED" and paused.pause_reason == "budget"
+    assert paused.completed == 1 and paused.pending == 3
+    assert paused.cost_usd > 0 and paused.projected_cost_usd == pytest.approx(paused.cost_usd * 4)
 
 
 def test_a_quota_error_pauses_the_job_and_it_resumes_by_itself(orch, workdir: Path, offline_claude) -> None:  # noqa: F811
@@ -155,11 +155,11 @@ def test_a_quota_error_pauses_the_job_and_it_resumes_by_itself(orch, workdir: Pa
     offline_claude(respond)
     job = file_job(orch, workdir, 3, concurrency=1, max_retries=0)
     orch.start(job, skip_test=True)
-    held = wait_until(lambda: orch.status(job)["hold_until"], timeout=60, what="a quota hold")
+    held = wait_until(lambda: orch.status(job).hold_until, timeout=60, what="a quota hold")
     assert held > time.time() - 1
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
-    assert final["status"] == "COMPLETED" and final["failed"] == 0  # no retry was spent (max_retries=0)
-    assert any("quota reached" in line["message"] for line in orch.logs(job, level="warning"))
+    assert final.status == "COMPLETED" and final.failed == 0  # no retry was spent (max_retries=0)
+    assert any("quota reached" in line.message for line in orch.logs(job, level="warning"))
 
 
 @pytest.mark.timeout(180)
@@ -179,7 +179,7 @@ def test_rpm_bounds_every_model_call_of_the_cli(orch, workdir: Path, offline_cla
     job = file_job(orch, workdir, 2, concurrency=2, rpm=3)
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=150)
-    assert final["status"] == "COMPLETED" and final["completed"] == 2
+    assert final.status == "COMPLETED" and final.completed == 2
     assert len(arrivals) == 4
     assert arrivals[2] - arrivals[0] < 30, "three calls fit in the first minute"
     assert arrivals[3] - arrivals[0] >= 59, f"the fourth call came {arrivals[3] - arrivals[0]:.1f}s after the first"

@@ -286,7 +286,7 @@ def test_results_unknown_format(workdir: Path, orch: Orchestrator, names_csv: Pa
 def _status_and_units(orch: Orchestrator, job_id: int) -> tuple[str, dict[str, int]]:
     status = orch.status(job_id)
     counts = ("pending", "running", "completed", "failed", "cancelled")
-    return status["status"], {k: status[k] for k in counts}
+    return status.status, {k: getattr(status, k) for k in counts}
 
 
 def test_approve_created_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
@@ -296,7 +296,7 @@ def test_approve_created_job(workdir: Path, orch: Orchestrator, names_csv: Path)
     status, counts = _status_and_units(orch, job_id)
     assert status == "CREATED"
     assert counts == {"pending": 3, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
-    assert orch.status(job_id)["executor"]["state"] == "not_started"
+    assert orch.status(job_id).executor.state == "not_started"
 
 
 def test_approve_completed_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
@@ -317,8 +317,8 @@ def test_approve_and_start_running_job(workdir: Path, orch: Orchestrator, names_
     started = abp("start", str(job_id), "--skip-test", cwd=workdir)
     assert started.returncode == 0, started.stderr
     try:
-        wait_until(lambda: orch.status(job_id)["running"] == 1, what="a running unit")
-        pid = orch.status(job_id)["executor"]["pid"]
+        wait_until(lambda: orch.status(job_id).running == 1, what="a running unit")
+        pid = orch.status(job_id).executor.pid
         for args in (["start", str(job_id), "--approve"], ["start", str(job_id)], ["resume", str(job_id)]):
             result = abp(*args, cwd=workdir)
             if args[0] == "resume":  # RUNNING with a live executor: resume is allowed and a no-op
@@ -328,7 +328,7 @@ def test_approve_and_start_running_job(workdir: Path, orch: Orchestrator, names_
             status, counts = _status_and_units(orch, job_id)
             assert status == "RUNNING"
             assert counts["completed"] == 0 and counts["running"] == 1
-        executors = [e for e in orch.status(job_id)["executor"]["executors"] if e["state"] == "running"]
+        executors = [e for e in orch.status(job_id).executor.executors if e.state == "running"]
         assert [e["pid"] for e in executors] == [pid]  # still the one executor it had
     finally:
         abp("cancel", str(job_id), cwd=workdir)
@@ -339,7 +339,7 @@ def test_reject_created_job(workdir: Path, orch: Orchestrator, names_csv: Path) 
     job_id = create_ok(workdir, "--csv", names_csv.name, "--command", UPPER)
     result = abp("start", str(job_id), "--reject", cwd=workdir)
     assert_one_line_error(result, str(job_id), "CREATED")
-    assert orch.status(job_id)["status"] == "CREATED"
+    assert orch.status(job_id).status == "CREATED"
 
 
 def test_resume_and_stop_created_job(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:

@@ -53,12 +53,12 @@ def results(job_id: int, cwd: Path) -> list[dict[str, Any]]:
 def finish(orch: Orchestrator, job_id: int) -> list[dict[str, Any]]:
     """Wait in-process (cheaper than a CLI call) for COMPLETED; return the result rows."""
     wait_status(orch, job_id, {"COMPLETED", "FAILED", "CANCELLED", "PAUSED"})
-    assert orch.status(job_id)["status"] == "COMPLETED", orch.results(job_id)
+    assert orch.status(job_id).status == "COMPLETED", orch.results(job_id)
     return orch.results(job_id)
 
 
 def executor_exits(orch: Orchestrator, job_id: int) -> None:
-    wait_until(lambda: orch.status(job_id)["executor"]["state"] == "stopped", timeout=20,
+    wait_until(lambda: orch.status(job_id).executor.state == "stopped", timeout=20,
                what="executor exit")
 
 
@@ -94,7 +94,7 @@ def test_create_prints_only_the_job_id(workdir: Path, orch: Orchestrator, names_
 
     created = ok_json("create", "--name", "as-json", "--csv", "names.csv", "--command", UPPER, cwd=workdir)
     assert created["job_id"] == job_id + 2 and created["units"] == 3
-    assert [j["name"] for j in orch.list_jobs()] == ["as-json", "shell", "ids"]
+    assert [j.name for j in orch.list_jobs()] == ["as-json", "shell", "ids"]
 
 
 def test_json_source_with_trailing_json_flag(workdir: Path, orch: Orchestrator) -> None:
@@ -128,19 +128,19 @@ def test_test_first_reject_edit_approve(workdir: Path, orch: Orchestrator, names
 
     again = ok("start", job, cwd=workdir)  # a TESTING job: shows the waiting result, runs nothing
     assert "Hello ann" in again.stdout
-    assert orch.unit(job, test_unit)["attempts"] == 1
+    assert orch.unit(job, test_unit).attempts == 1
 
     ok("start", job, "--reject", cwd=workdir)
-    assert orch.status(job)["status"] == "CREATED"
+    assert orch.status(job).status == "CREATED"
     unit = orch.unit(job, test_unit)
-    assert unit["status"] == "PENDING" and unit["output"] is None
+    assert unit.status == "PENDING" and unit.output is None
 
     ok("edit", job, "--prompt", "Bye {{ row.name }}", cwd=workdir)
     retested = ok("start", job, cwd=workdir)
     assert "Bye ann" in retested.stdout  # (the conversation still lists attempt 1, which said "Hello ann")
     unit = orch.unit(job, test_unit)
-    assert (unit["prompt"], unit["output"], unit["attempts"]) == ("Bye ann", "Bye ann", 2)
-    assert orch.status(job)["status"] == "TESTING"
+    assert (unit.prompt, unit.output, unit.attempts) == ("Bye ann", "Bye ann", 2)
+    assert orch.status(job).status == "TESTING"
 
     approved = ok("start", job, "--approve", cwd=workdir)
     assert "approved" in approved.stdout
@@ -255,7 +255,7 @@ def test_wait_timeout_then_cancel_kills_the_agents(workdir: Path, orch: Orchestr
     wait_until(lambda: not processes_with(marker), timeout=15, what="agents killed")
     executor_exits(orch, int(job))
     assert abp("wait", job, "--timeout", "5", cwd=workdir).returncode == 1
-    assert orch.status(int(job))["status"] == "CANCELLED"  # the executor did not overwrite it on its way out
+    assert orch.status(int(job)).status == "CANCELLED"  # the executor did not overwrite it on its way out
 
 
 def test_skip_test_by_flag_and_by_environment(workdir: Path, orch: Orchestrator, names_csv: Path) -> None:
@@ -267,7 +267,7 @@ def test_skip_test_by_flag_and_by_environment(workdir: Path, orch: Orchestrator,
     for job_id in (by_flag, by_env):
         finish(orch, job_id)
         status = orch.status(job_id)
-        assert status["test_unit"] is None and status["completed"] == 3
+        assert status.test_unit is None and status.completed == 3
         assert [r["output"] for r in orch.results(job_id)] == ["ANN", "BOB", "CAT"]
 
 
@@ -297,8 +297,8 @@ def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch: Orch
     assert result.stdout.strip() == str(job["id"])  # stdout carries only the job id
     assert "--approve" in result.stderr and str(job["id"]) in result.stderr
     status = orch.status(job["id"])
-    assert status["status"] == "TESTING" and status["completed"] == 1 and status["pending"] == 2
-    assert status["executor"]["state"] == "not_started"
+    assert status.status == "TESTING" and status.completed == 1 and status.pending == 2
+    assert status.executor.state == "not_started"
 
 
 # -- retry ---------------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_retry_failed_after_fixing_the_cause(workdir: Path, orch: Orchestrator, 
     job = str(create(workdir, "--csv", "names.csv", "--max-retries", "0", "--command", command))
     ok("start", job, "--skip-test", cwd=workdir)
     assert abp("wait", job, "--timeout", "60", cwd=workdir).returncode == 1
-    assert orch.status(int(job))["failed"] == 3
+    assert orch.status(int(job)).failed == 3
 
     flag.write_text("ok\n")
     retried = ok("retry", job, "--failed", cwd=workdir)
@@ -401,7 +401,7 @@ def test_key_field_and_sync_add_only_new_items(workdir: Path, orch: Orchestrator
     assert ok_json("show", job, "4", cwd=workdir)["key"] == "13"  # a bare number is the number
     assert shown["payload"] == {"id": "13", "name": "dan"}
 
-    assert orch.status(job)["status"] == "PAUSED"  # new work for a finished job; resume runs only that
+    assert orch.status(job).status == "PAUSED"  # new work for a finished job; resume runs only that
     ok("resume", job, cwd=workdir)
     rows = finish(orch, int(job))
     assert [(r["key"], r["name"], r["output"], r["attempts"]) for r in rows] == [
@@ -422,8 +422,8 @@ def test_intent_prompt_is_shown_at_create_time(workdir: Path, orch: Orchestrator
     assert "ann" in shown and "age" in shown  # the first item's fields, rendered
 
     ok("start", str(job_id), cwd=workdir)
-    unit = orch.unit(job_id, orch.status(job_id)["test_unit"])
-    assert intent in unit["output"] and "ann" in unit["output"]
+    unit = orch.unit(job_id, orch.status(job_id).test_unit)
+    assert intent in unit.output and "ann" in unit.output
 
 
 def test_watch_and_logs_follow_until_the_job_ends(workdir: Path, orch: Orchestrator) -> None:

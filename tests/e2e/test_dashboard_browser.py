@@ -106,7 +106,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     orch.start(job, skip_test=True)
     fresh = make_job(orch, workdir, "summaries", "chatty", [{"name": "a"}, {"name": "b"}],
                      prompt="Summarise {{ name }}")
-    wait_until(lambda: orch.status(job)["completed"] >= 3, 60, "a few units to complete")
+    wait_until(lambda: orch.status(job).completed >= 3, 60, "a few units to complete")
     problems: list[str] = []
     shots = DOC_SCREENSHOTS if os.environ.get("ABP_UPDATE_SCREENSHOTS") == "1" else tmp_path / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -139,20 +139,20 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     page.locator("#units-body tr").nth(49).wait_for()
     page.screenshot(path=str(shots / "job.png"))
 
-    unit = orch.units_page(job, status="completed", limit=1)["items"][0]
+    unit = orch.units_page(job, status="completed", limit=1).items[0]
     unit_page = open_page(browser, problems)
-    unit_page.goto(f"{server}/jobs/{job}/units/{unit['number']}")
+    unit_page.goto(f"{server}/jobs/{job}/units/{unit.number}")
     timeline = unit_page.locator("#timeline")
     timeline.locator("li.kind-tool_use", has_text="Bash").wait_for()
-    assert timeline.locator("li.kind-assistant .md strong").first.inner_text() == unit["key"]  # markdown rendered
+    assert timeline.locator("li.kind-assistant .md strong").first.inner_text() == unit.key  # markdown rendered
     timeline.locator("li.kind-tool_use summary").click()
     assert "wc -w" in timeline.locator("li.kind-tool_use pre").inner_text()
     assert unit_page.locator("#unit-status").inner_text() == "COMPLETED"
     unit_page.screenshot(path=str(shots / "unit.png"), full_page=True)
 
-    upcoming = orch.units_page(job, status="pending", limit=1, offset=12)["items"][0]  # starts in a few seconds
+    upcoming = orch.units_page(job, status="pending", limit=1, offset=12).items[0]  # starts in a few seconds
     live_unit = open_page(browser, problems)
-    live_unit.goto(f"{server}/jobs/{job}/units/{upcoming['number']}")
+    live_unit.goto(f"{server}/jobs/{job}/units/{upcoming.number}")
     assert live_unit.locator("#unit-status").inner_text() in ("PENDING", "RUNNING")
     live_unit.locator('#unit-status[data-status="COMPLETED"]').wait_for(timeout=60_000)  # no reload: live
     live_unit.locator("#timeline li.kind-tool_result").wait_for()  # its conversation arrived as it ran
@@ -173,7 +173,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     assert "Stop this job?" in dialog.inner_text()
     dialog.locator("button[data-confirm-ok]").click()
     page.locator('#job-status[data-status="PAUSED"]').wait_for(timeout=60_000)
-    assert orch.status(job)["status"] == "PAUSED"
+    assert orch.status(job).status == "PAUSED"
     assert page.locator('#job-actions button[data-action="resume"]').is_visible()
     assert problems == []
 
@@ -182,15 +182,15 @@ def test_agent_output_never_runs_as_script(server: str, browser: Browser, orch: 
     job = make_job(orch, workdir, "hostile", "hostile", [{"name": "evil"}])
     orch.start(job, skip_test=True)
     wait_status(orch, job, {"COMPLETED"})
-    unit = orch.units_page(job)["items"][0]
+    unit = orch.units_page(job).items[0]
     problems: list[str] = []
     page = open_page(browser, problems)
-    for path in (f"/jobs/{job}/units/{unit['number']}", f"/jobs/{job}", "/"):
+    for path in (f"/jobs/{job}/units/{unit.number}", f"/jobs/{job}", "/"):
         page.goto(server + path)
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned") is None, path
         assert page.title() != "pwned"
-    page.goto(f"{server}/jobs/{job}/units/{unit['number']}")
+    page.goto(f"{server}/jobs/{job}/units/{unit.number}")
     page.locator("#timeline li.kind-assistant").wait_for()
     text = page.locator("body").inner_text()
     assert "<script>window.__pwned = 'script'" in text and "<img src=x onerror=" in text  # shown, escaped

@@ -125,6 +125,6 @@ def test_claude_code_runs_a_batch_job_through_abp_mcp(flow: str, tmp_path: Path,
 
     # The CLI has exited and stopped its MCP server; the detached executor finishes the job.
     status = wait_status(orch, created["job_id"], {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=30)
-    assert (status["status"], status["completed"]) == ("COMPLETED", 4)
+    assert (status.status, status.completed) == ("COMPLETED", 4)
     outputs = [row["output"] for row in orch.results(created["job_id"])]
     assert outputs == [f"{i + 1}:Classify {t}" for i, t in enumerate(titles)]

@@ -90,14 +90,14 @@ def test_a_50_mb_stdout_is_capped_and_shown_promptly_with_modest_executor_memory
                  "--command", f"{sys.executable} -c \"{program}\"", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)["job_id"]
-    pid = orch.start(job, skip_test=True)["executor"]["pid"]
+    pid = orch.start(job, skip_test=True).executor.pid
     peak = 0.0
-    while orch.status(job)["status"] == "RUNNING":
+    while orch.status(job).status == "RUNNING":
         peak = max(peak, peak_rss_mb(pid))
         time.sleep(0.05)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=240)
-    assert final["status"] == "COMPLETED", final
-    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=30, what="the executor to exit")
+    assert final.status == "COMPLETED", final
+    wait_until(lambda: orch.status(job).executor.state == "stopped", timeout=30, what="the executor to exit")
     print(f"executor peak RSS {peak:.0f} MB")  # 222 MB before the cap; a loose bound, not a benchmark
     assert peak < 200
 

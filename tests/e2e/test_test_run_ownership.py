@@ -47,21 +47,21 @@ def test_a_signal_mid_test_gives_the_unit_back_and_the_next_start_tests_again(si
                                                                             orch: Orchestrator) -> None:
     job = make_job(workdir, orch)
     first = start_in_background(workdir, job)
-    assert orch.status(job)["status"] == "TESTING" and agents()
+    assert orch.status(job).status == "TESTING" and agents()
 
     busy = abp("start", str(job), cwd=workdir)  # a start while the test runs in a live process
     lines = busy.stderr.strip().splitlines()
     assert busy.returncode == 1 and len(lines) == 1, busy.stderr
     assert f"job {job} is being tested right now" in lines[0] and f"pid {first.pid}" in lines[0]
     status = orch.status(job)
-    assert status["executor"]["pid"] == first.pid and status["executor"]["state"] == "running"
+    assert status.executor.pid == first.pid and status.executor.state == "running"
 
     first.send_signal(sig)  # SIGTERM: Claude Code or a supervisor ending it; SIGINT: Ctrl-C
     _, stderr = first.communicate(timeout=30)
     assert first.returncode == (143 if sig == signal.SIGTERM else 130), stderr
     assert f"interrupted by {sig.name}" in stderr and "Traceback" not in stderr
     status = orch.status(job)
-    assert (status["status"], status["running"], status["pending"]) == ("CREATED", 0, 2)
+    assert (status.status, status.running, status.pending) == ("CREATED", 0, 2)
     wait_until(lambda: not agents(), timeout=10, what="the test unit's agent to be killed")
 
     (workdir / "go").touch()
@@ -69,8 +69,8 @@ def test_a_signal_mid_test_gives_the_unit_back_and_the_next_start_tests_again(si
     assert again.returncode == 0, again.stderr
     assert "done 1" in again.stdout and "Approve the full run" in again.stderr
     report = orch.test_report(job)
-    assert (report["status"], report["attempts"]) == ("COMPLETED", 2)
-    assert any(f"interrupted by {sig.name}" in r["message"] for r in orch.logs(job, level="warning"))
+    assert (report.status, report.attempts) == ("COMPLETED", 2)
+    assert any(f"interrupted by {sig.name}" in r.message for r in orch.logs(job, level="warning"))
 
 
 def test_kill_9_mid_test_is_reclaimed_by_the_next_start(workdir: Path, orch: Orchestrator) -> None:
@@ -79,20 +79,20 @@ def test_kill_9_mid_test_is_reclaimed_by_the_next_start(workdir: Path, orch: Orc
     first.kill()
     first.wait(timeout=10)
     status = orch.status(job)  # nobody gave it back: what a killed client leaves behind
-    assert (status["status"], status["running"]) == ("TESTING", 1)
-    assert status["executor"]["state"] != "running"
+    assert (status.status, status.running) == ("TESTING", 1)
+    assert status.executor.state != "running"
 
     (workdir / "go").touch()
     again = abp("start", str(job), cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert "done 1" in again.stdout
     report = orch.test_report(job)
-    assert (report["status"], report["attempts"], report["output"].strip()) == ("COMPLETED", 2, "done 1")
-    warnings = [r["message"] for r in orch.logs(job, level="warning")]
+    assert (report.status, report.attempts, report.output.strip()) == ("COMPLETED", 2, "done 1")
+    warnings = [r.message for r in orch.logs(job, level="warning")]
     assert any(f"pid {first.pid}" in m and "ended without a result" in m for m in warnings), warnings
     approved = abp("start", str(job), "--approve", cwd=workdir)
     assert approved.returncode == 0, approved.stderr
-    wait_until(lambda: orch.status(job)["status"] == "COMPLETED", timeout=30, what="the job to complete")
+    wait_until(lambda: orch.status(job).status == "COMPLETED", timeout=30, what="the job to complete")
     for pid in agents():  # the killed client's agent may outlive it (not this test's subject)
         subprocess.run(["kill", "-9", str(pid)], check=False)
 
@@ -108,13 +108,13 @@ def test_an_expired_lease_is_reclaimed_and_the_stale_owner_cannot_undo_it(workdi
         (workdir / "go").touch()
         again = abp("start", str(job), cwd=workdir)
         assert again.returncode == 0, again.stderr
-        assert orch.test_report(job)["status"] == "COMPLETED"
+        assert orch.test_report(job).status == "COMPLETED"
     finally:
         first.send_signal(signal.SIGCONT)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=30)
     status = orch.status(job)
-    assert (status["status"], status["completed"], status["pending"]) == ("TESTING", 1, 1)
+    assert (status.status, status.completed, status.pending) == ("TESTING", 1, 1)
     for pid in agents():
         subprocess.run(["kill", "-9", str(pid)], check=False)
 
@@ -151,13 +151,13 @@ def test_start_on_a_failed_test_exits_non_zero_and_says_so(workdir: Path, orch: 
                   "--command", "sh -c 'exit 3'", "--yes", cwd=workdir)
     assert stopped.returncode == 1, stopped.stderr
     assert "--force" in stopped.stderr
-    assert orch.status("fails2")["status"] == "TESTING" and stopped.stdout.strip() == str(orch.job("fails2").id)
+    assert orch.status("fails2").status == "TESTING" and stopped.stdout.strip() == str(orch.job("fails2").id)
 
     asked = abp("run", "--name", "fails4", "--csv", "rows.csv", "--key", "id", "--max-retries", "0",
                 "--command", "sh -c 'exit 3'", cwd=workdir)  # no --yes, no terminal to ask on
     assert asked.returncode == 1 and "failed" in asked.stderr, asked.stderr
-    assert orch.status("fails4")["status"] == "TESTING"
+    assert orch.status("fails4").status == "TESTING"
 
     forced = abp("run", "--name", "fails3", "--csv", "rows.csv", "--key", "id", "--max-retries", "0",
                  "--command", "sh -c 'exit 3'", "--yes", "--force", "--wait", cwd=workdir)
-    assert orch.status("fails3")["status"] == "FAILED" and forced.returncode == 1
+    assert orch.status("fails3").status == "FAILED" and forced.returncode == 1

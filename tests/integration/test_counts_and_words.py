@@ -46,7 +46,7 @@ def test_running_never_exceeds_the_concurrency(orch, workdir: Path) -> None:
     job = orch.create(spec, cwd=workdir).job_id
     orch.start(job, skip_test=True)
     samples, final = sample_running(orch, job, {"COMPLETED", "FAILED", "PAUSED"})
-    assert final["status"] == "COMPLETED" and final["completed"] == 3000
+    assert final.status == "COMPLETED" and final.completed == 3000
     assert max(samples) <= 8, sorted(samples)[-10:]
     assert max(samples) >= 2  # the sampler did see the job at work
 
@@ -58,17 +58,17 @@ def test_every_view_counts_done_the_same_and_the_error_says_how_units_failed(orc
     orch.start(job, skip_test=True)
     status = wait_status(orch, job, {"FAILED", "COMPLETED", "CANCELLED"})
 
-    assert status["status"] == "FAILED"
-    assert (status["completed"], status["failed"], status["cancelled"]) == (2, 2, 1)
-    assert status["done"] == 5 and status["progress"] == 100.0
+    assert status.status == "FAILED"
+    assert (status.completed, status.failed, status.cancelled) == (2, 2, 1)
+    assert status.done == 5 and status.progress == 100.0
     # Unit 2 failed at once (a permanent error); unit 3 spent its retry: not "5 failed after retries".
-    assert status["error"] == ("2 unit(s) failed: 1 permanently (errors that are not retried), "
+    assert status.error == ("2 unit(s) failed: 1 permanently (errors that are not retried), "
                                "1 after 2 attempt(s), retries spent")
-    listed = next(r for r in orch.list_jobs() if r["id"] == job)
-    page = next(r for r in orch.jobs_page()["items"] if r["id"] == job)  # REST /api/jobs and the dashboard
+    listed = next(r for r in orch.list_jobs() if r.id == job)
+    page = next(r for r in orch.jobs_page().items if r.id == job)  # REST /api/jobs and the dashboard
     for row in (listed, page):
-        assert (row["done"], row["total"], row["progress"]) == (5, 5, 100.0), row
-        assert row["rate"] == status["rate"] and row["elapsed_seconds"] == status["elapsed_seconds"]
+        assert (row.done, row.total, row.progress) == (5, 5, 100.0), row
+        assert row.rate == status.rate and row.elapsed_seconds == status.elapsed_seconds
     assert "5/5 done" in status_summary(status)  # MCP
     table = abp("list", cwd=workdir)
     assert table.returncode == 0 and "5/5" in table.stdout and "100.0%" in table.stdout, table.stdout
@@ -79,37 +79,37 @@ def test_every_view_counts_done_the_same_and_the_error_says_how_units_failed(orc
 def test_a_job_with_cancelled_units_does_not_end_completed(orch, workdir: Path) -> None:
     job = make_job(orch, workdir, [{"id": i, "sleep": 0.3} for i in range(6)], concurrency=1)
     orch.start(job, skip_test=True)
-    wait_until(lambda: orch.status(job)["completed"] >= 1, what="a unit done")
+    wait_until(lambda: orch.status(job).completed >= 1, what="a unit done")
     orch.cancel(job)
-    wait_until(lambda: orch.status(job)["executor"]["state"] != "running", what="the executor to exit")
+    wait_until(lambda: orch.status(job).executor.state != "running", what="the executor to exit")
     cancelled = [r for r in orch.results(job) if r["status"] == "CANCELLED"]
     assert len(cancelled) >= 2
     orch.retry_unit(job, cancelled[0]["unit"])  # one unit again; the others stay CANCELLED
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=30)
-    assert final["status"] == "CANCELLED", final  # was COMPLETED with units still cancelled
-    assert final["cancelled"] == len(cancelled) - 1 and final["done"] == 6
-    assert f"{final['cancelled']} unit(s) cancelled" in final["error"]
+    assert final.status == "CANCELLED", final  # was COMPLETED with units still cancelled
+    assert final.cancelled == len(cancelled) - 1 and final.done == 6
+    assert f"{final.cancelled} unit(s) cancelled" in final.error
 
 
 def test_rate_and_elapsed_leave_paused_time_out(orch, workdir: Path) -> None:
     job = make_job(orch, workdir, [{"id": i, "sleep": 0.2} for i in range(8)], concurrency=1)
     orch.start(job, skip_test=True)
-    wait_until(lambda: orch.status(job)["completed"] >= 1, what="a unit done")
+    wait_until(lambda: orch.status(job).completed >= 1, what="a unit done")
     orch.stop(job)
     wait_status(orch, job, {"PAUSED"})
-    before = orch.status(job)["elapsed_seconds"]
+    before = orch.status(job).elapsed_seconds
     time.sleep(2.5)
     paused = orch.status(job)
-    assert paused["elapsed_seconds"] == before  # the clock stands still while PAUSED
-    assert paused["rate"] == pytest.approx(paused["completed"] / paused["elapsed_seconds"], rel=1e-3)
+    assert paused.elapsed_seconds == before  # the clock stands still while PAUSED
+    assert paused.rate == pytest.approx(paused.completed / paused.elapsed_seconds, rel=1e-3)
     orch.resume(job)
     final = wait_status(orch, job, {"COMPLETED"}, timeout=30)
-    wall = final["finished_at"] - final["started_at"]
-    assert final["elapsed_seconds"] <= wall - 2.5, final  # elapsed excludes the pause
-    assert final["rate"] == pytest.approx(8 / final["elapsed_seconds"], rel=1e-3)
+    wall = final.finished_at - final.started_at
+    assert final.elapsed_seconds <= wall - 2.5, final  # elapsed excludes the pause
+    assert final.rate == pytest.approx(8 / final.elapsed_seconds, rel=1e-3)
     # And a finished job's clock stands still too (no "idle" time added while nothing runs).
     time.sleep(1.0)
-    assert orch.status(job)["elapsed_seconds"] == final["elapsed_seconds"]
+    assert orch.status(job).elapsed_seconds == final.elapsed_seconds
 
 
 def test_sync_says_how_to_run_the_new_units_and_edit_says_what_is_possible(orch, workdir: Path) -> None:
@@ -123,4 +123,4 @@ def test_sync_says_how_to_run_the_new_units_and_edit_says_what_is_possible(orch,
     synced = abp("sync", str(job), cwd=workdir)
     assert synced.returncode == 0, synced.stderr
     assert "1 new unit(s) added" in synced.stdout and f"`abp resume {job}`" in synced.stdout, synced.stdout
-    assert orch.status(job)["status"] == "PAUSED"
+    assert orch.status(job).status == "PAUSED"

@@ -98,8 +98,8 @@ def test_running_job_on_a_full_disk_pauses_with_reason_store_and_resumes(
         wait_until(lambda: not processes_with(str(second)), timeout=60, what="the executor to stop its agents")
         filler.unlink()  # space is back while the executor tries to record the pause
         paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
-        assert paused["pause_reason"] == "store" and paused["running"] == 0
-        errors = [line["message"] for line in orch.logs(job, level="error")]
+        assert paused.pause_reason == "store" and paused.running == 0
+        errors = [line.message for line in orch.logs(job, level="error")]
         assert any("store disk full" in m and "free space" in m and f"abp resume {job}" in m for m in errors), errors
         done = {r["key"]: r for r in orch.results(job)}
         # kept in memory, written on recovery
@@ -108,13 +108,13 @@ def test_running_job_on_a_full_disk_pauses_with_reason_store_and_resumes(
         second.touch()
         orch.resume(job)
         final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
-        assert final["status"] == "COMPLETED"
+        assert final.status == "COMPLETED"
         rows = orch.results(job)
         assert sorted(r["output"].split()[0] for r in rows) == ["0", "1", "2", "3"]
         assert [r["attempts"] for r in sorted(rows, key=lambda r: r["key"])][:2] == [1, 1]
     except AssertionError as exc:  # say what the executor did (its log may be cut: it lives on the full disk)
         log = small_home / "jobs" / str(job) / "executor.log"
         raise AssertionError(f"{exc}\n--- executor.log:\n{log.read_text() if log.exists() else ''}\n--- job log:\n"
-                             + "\n".join(f"{line['level']} {line['message']}" for line in orch.logs(job))) from exc
+                             + "\n".join(f"{line.level} {line.message}" for line in orch.logs(job))) from exc
     finally:
         orch.store.close()

@@ -36,7 +36,7 @@ def spawner_job(orch, workdir: Path, marker: str, n: int, seconds: float, **kw) 
 
 
 def executor_pid(orch, job_id: int) -> int:  # type: ignore[no-untyped-def]
-    return wait_until(lambda: orch.status(job_id)["executor"]["pid"] if orch.status(job_id)["executor"]["state"]
+    return wait_until(lambda: orch.status(job_id).executor.pid if orch.status(job_id).executor.state
                       == "running" else None, what="a running executor")
 
 
@@ -45,23 +45,23 @@ def test_kill_9_then_resume_completes_every_unit_once_and_leaves_no_orphans(orch
     job = spawner_job(orch, workdir, marker, n=9, seconds=1.5, concurrency=3)
     orch.start(job, skip_test=True)
     pid = executor_pid(orch, job)
-    wait_until(lambda: orch.status(job)["completed"] >= 3 and len(processes_with(marker)) >= 3,
+    wait_until(lambda: orch.status(job).completed >= 3 and len(processes_with(marker)) >= 3,
                timeout=60, what="some units done and others in flight")
     os.kill(pid, signal.SIGKILL)
     # the watchdog kills the agents' whole process groups, grandchildren included
     wait_until(lambda: not processes_with(marker), timeout=10, what="no orphan agent processes")
     status = orch.status(job)
-    assert status["status"] == "RUNNING" and status["executor"]["state"] == "lost"  # not "stopped": it never said so
-    assert status["running"] > 0  # units still leased by the dead executor
+    assert status.status == "RUNNING" and status.executor.state == "lost"  # not "stopped": it never said so
+    assert status.running > 0  # units still leased by the dead executor
 
     orch.resume(job)  # reclaims the dead executor's units at once (no lease wait: lease is 30 s)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=90)
-    assert final["status"] == "COMPLETED"
-    assert final["completed"] == 9 and final["running"] == 0 and final["pending"] == 0
+    assert final.status == "COMPLETED"
+    assert final.completed == 9 and final.running == 0 and final.pending == 0
     rows = orch.results(job)
     assert sorted(r["output"] for r in rows) == sorted(str(i) for i in range(9))
     assert any(r["attempts"] == 2 for r in rows)  # the units that were in flight ran again
-    assert any("returned to PENDING" in line["message"] for line in orch.logs(job, level="warning"))
+    assert any("returned to PENDING" in line.message for line in orch.logs(job, level="warning"))
     assert not processes_with(marker)
 
 
@@ -70,15 +70,15 @@ def test_sigterm_pauses_and_in_flight_units_finish(orch, workdir: Path) -> None:
     job = spawner_job(orch, workdir, marker, n=10, seconds=1.0, concurrency=2)
     orch.start(job, skip_test=True)
     pid = executor_pid(orch, job)
-    wait_until(lambda: orch.status(job)["completed"] >= 2, timeout=60, what="two units done")
+    wait_until(lambda: orch.status(job).completed >= 2, timeout=60, what="two units done")
     os.kill(pid, signal.SIGTERM)
     paused = wait_status(orch, job, {"PAUSED"}, timeout=30)
-    assert paused["running"] == 0 and paused["pause_reason"] == "stopped"
-    assert paused["completed"] + paused["pending"] == 10
-    assert paused["executor"]["state"] == "stopped"
+    assert paused.running == 0 and paused.pause_reason == "stopped"
+    assert paused.completed + paused.pending == 10
+    assert paused.executor.state == "stopped"
     assert not processes_with(marker)
     orch.resume(job)
-    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 10
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 10
 
 
 def test_second_signal_cancels_in_flight_units_at_once(orch, workdir: Path) -> None:
@@ -91,7 +91,7 @@ def test_second_signal_cancels_in_flight_units_at_once(orch, workdir: Path) -> N
     time.sleep(0.5)
     os.kill(pid, signal.SIGTERM)
     paused = wait_status(orch, job, {"PAUSED"}, timeout=15)  # well before the 10 s grace or the 60 s units
-    assert paused["pending"] == 4 and paused["running"] == 0
+    assert paused.pending == 4 and paused.running == 0
     wait_until(lambda: not processes_with(marker), timeout=10, what="agents killed")
 
 
@@ -101,7 +101,7 @@ def test_stop_command_pauses_through_the_store(orch, workdir: Path) -> None:
     executor_pid(orch, job)
     orch.stop(job)
     paused = wait_status(orch, job, {"PAUSED", "COMPLETED"}, timeout=30)
-    assert paused["running"] == 0
+    assert paused.running == 0
 
 
 def test_concurrent_resumes_start_one_executor(orch, workdir: Path) -> None:
@@ -122,7 +122,7 @@ def test_concurrent_resumes_start_one_executor(orch, workdir: Path) -> None:
     pids = {json.loads(r.stdout)["executor"]["pid"] for r in results}
     assert len(pids) == 1
     assert len(orch.store.list_executors(job)) == 1
-    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 6
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 6
 
 
 def test_a_resume_that_loses_the_race_joins_the_winner(orch, workdir: Path,
@@ -137,8 +137,8 @@ def test_a_resume_that_loses_the_race_joins_the_winner(orch, workdir: Path,
     reads = iter([stale])
     monkeypatch.setattr(orch, "job", lambda ref: next(reads, None) or real_job(ref))
     status = orch.resume(job)
-    assert status["status"] in ("RUNNING", "COMPLETED")
-    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 2
+    assert status.status in ("RUNNING", "COMPLETED")
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 2
 
 
 def test_a_second_executor_on_the_same_host_exits_at_once(orch, workdir: Path) -> None:
@@ -155,7 +155,7 @@ def test_hanging_unit_is_killed_with_its_children_retried_then_failed(orch, work
     job = spawner_job(orch, workdir, marker, n=1, seconds=120, concurrency=1, timeout_s=1.0, max_retries=1)
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"FAILED", "COMPLETED"}, timeout=60)
-    assert final["status"] == "FAILED"
+    assert final.status == "FAILED"
     [row] = orch.results(job)
     assert row["attempts"] == 2 and "timed out after 1s" in row["error"] and row["error_class"] == "retryable"
     assert not processes_with(marker)
@@ -168,7 +168,7 @@ def test_executor_runs_detached_in_its_own_session(orch, workdir: Path) -> None:
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     assert int(stat[3]) == pid  # session id == its own pid: setsid, no controlling terminal of ours
     assert int(stat[3]) != os.getsid(0)
-    assert wait_status(orch, job, {"COMPLETED"}, timeout=60)["completed"] == 2
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 2
 
 
 @pytest.mark.parametrize("reason", ["cancel"])
@@ -178,10 +178,10 @@ def test_cancel_kills_agents_and_cancels_pending_units(orch, workdir: Path, reas
     orch.start(job, skip_test=True)
     wait_until(lambda: len(processes_with(marker)) >= 2, timeout=30, what="agents running")
     status = orch.cancel(job)
-    assert status["status"] == "CANCELLED" and status["cancelled"] == 5
+    assert status.status == "CANCELLED" and status.cancelled == 5
     wait_until(lambda: not processes_with(marker), timeout=15, what="agents killed")
-    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
-    assert orch.status(job)["status"] == "CANCELLED"
+    wait_until(lambda: orch.status(job).executor.state == "stopped", timeout=15, what="executor exit")
+    assert orch.status(job).status == "CANCELLED"
 
 
 def test_cancelling_one_running_unit_kills_its_agent(orch, workdir: Path) -> None:
@@ -198,8 +198,8 @@ def test_cancelling_one_running_unit_kills_its_agent(orch, workdir: Path) -> Non
     orch.cancel_unit(job, unit["unit"])
     wait_until(lambda: not processes_with(f"{marker}-0"), timeout=15, what="its agent to be killed")
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=60)
-    assert final["completed"] == 2 and final["cancelled"] == 1
-    assert final["status"] == "CANCELLED"  # COMPLETED means every unit completed
+    assert final.completed == 2 and final.cancelled == 1
+    assert final.status == "CANCELLED"  # COMPLETED means every unit completed
 
 
 def test_an_attempt_that_ignores_its_cancellation_does_not_keep_the_job_running(
@@ -216,10 +216,10 @@ def test_an_attempt_that_ignores_its_cancellation_does_not_keep_the_job_running(
     job = orch.create(spec, cwd=workdir).job_id
     orch.start(job, skip_test=True)
     pid = executor_pid(orch, job)
-    wait_until(lambda: orch.status(job)["running"] == 2, timeout=60, what="two deaf units in flight")
+    wait_until(lambda: orch.status(job).running == 2, timeout=60, what="two deaf units in flight")
     orch.stop(job)
     paused = wait_status(orch, job, {"PAUSED"}, timeout=60)
-    assert paused["running"] == 0 and paused["pending"] == 4
+    assert paused.running == 0 and paused.pending == 4
     wait_until(lambda: not process_alive(pid), timeout=60, what="the executor to exit")
-    logs = " ".join(row["message"] for row in orch.logs(job, level="debug"))
+    logs = " ".join(row.message for row in orch.logs(job, level="debug"))
     assert "did not stop within 1s of its cancellation" in logs

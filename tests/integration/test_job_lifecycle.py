@@ -31,15 +31,15 @@ def python_job(orch, workdir: Path, func: str, n: int = 4, **kw) -> int:  # type
 def test_test_first_then_approve_runs_the_rest_once(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "echo", prompt="hello {{ row.name }}")
     report = orch.start(job)
-    assert report["status"] == "COMPLETED" and report["output"] == "0:hello n0"
-    assert orch.status(job)["status"] == "TESTING"
-    assert [e["kind"] for e in report["events"]][0] == "start"
+    assert report.status == "COMPLETED" and report.output == "0:hello n0"
+    assert orch.status(job).status == "TESTING"
+    assert [e.kind for e in report.events][0] == "start"
     orch.approve(job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert final["status"] == "COMPLETED" and final["completed"] == 4
-    test_unit = orch.unit(job, report["number"])
-    assert test_unit["attempts"] == 1  # approved test result kept, not run again
-    steps = [(e["attempt"], e["seq"]) for e in test_unit["events"]]
+    assert final.status == "COMPLETED" and final.completed == 4
+    test_unit = orch.unit(job, report.number)
+    assert test_unit.attempts == 1  # approved test result kept, not run again
+    steps = [(e.attempt, e.seq) for e in test_unit.events]
     assert len(steps) == len(set(steps)), steps  # the test run's last write is not repeated by its final flush
 
 
@@ -47,11 +47,11 @@ def test_reject_edit_and_test_again(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "echo", prompt="v1 {{ row.name }}")
     first = orch.start(job)
     orch.reject(job)
-    assert orch.status(job)["status"] == "CREATED"
-    assert orch.unit(job, first["number"])["status"] == "PENDING"
+    assert orch.status(job).status == "CREATED"
+    assert orch.unit(job, first.number).status == "PENDING"
     orch.edit_prompt(job, "v2 {{ row.name }}")
     second = orch.start(job)
-    assert second["number"] == first["number"] == 1 and second["output"] == "0:v2 n0"
+    assert second.number == first.number == 1 and second.output == "0:v2 n0"
 
 
 def test_edit_prompt_rejects_missing_fields_and_running_jobs(orch, workdir: Path) -> None:
@@ -75,7 +75,7 @@ def test_illegal_transitions_are_refused_without_changes(orch, workdir: Path) ->
     for action in (orch.approve, orch.reject, orch.stop, orch.resume, orch.cancel):
         with pytest.raises(IllegalState):
             action(job)
-    assert orch.status(job)["status"] == "COMPLETED"
+    assert orch.status(job).status == "COMPLETED"
     with pytest.raises(NotFound):
         orch.status(9999)
 
@@ -87,12 +87,12 @@ def test_retry_failed_units_after_fixing_the_cause(orch, workdir: Path, monkeypa
     job = python_job(orch, workdir, "flaky", n=3, max_retries=2)
     orch.start(job, skip_test=True)
     failed = wait_status(orch, job, {"FAILED", "COMPLETED"})
-    assert failed["status"] == "FAILED" and failed["failed"] == 3
+    assert failed.status == "FAILED" and failed.failed == 3
     assert all(r["attempts"] == 1 for r in orch.results(job))  # permanent: no retries spent
     flag.write_text("ok")
     orch.retry(job)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert done["status"] == "COMPLETED" and done["completed"] == 3
+    assert done.status == "COMPLETED" and done.completed == 3
     with pytest.raises(IllegalState, match="no failed units"):
         orch.retry(job)
 
@@ -101,18 +101,18 @@ def test_retryable_errors_back_off_and_succeed(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "transient", n=2, max_retries=3)
     orch.start(job, skip_test=True)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert done["status"] == "COMPLETED"
+    assert done.status == "COMPLETED"
     rows = orch.results(job)
     assert [r["output"] for r in rows] == ["ok after 3", "ok after 3"]
     assert all(r["attempts"] == 3 for r in rows)
-    assert any("will retry" in line["message"] for line in orch.logs(job, level="warning"))
+    assert any("will retry" in line.message for line in orch.logs(job, level="warning"))
 
 
 def test_retries_exhausted_fail_the_unit(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "transient", n=1, max_retries=1)
     orch.start(job, skip_test=True)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert done["status"] == "FAILED"
+    assert done.status == "FAILED"
     [row] = orch.results(job)
     assert row["attempts"] == 2 and "ConnectionError" in row["error"]
 
@@ -125,8 +125,8 @@ def test_reduce_with_a_function_that_reads_the_results(orch, workdir: Path) -> N
     job = orch.create(spec, cwd=workdir).job_id
     orch.start(job, skip_test=True)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert done["status"] == "COMPLETED", done
-    assert done["reduce"]["output"] == "5 of 5 completed; prompt=summarise results.jsonl of 5"
+    assert done.status == "COMPLETED", done
+    assert done.reduce.output == "5 of 5 completed; prompt=summarise results.jsonl of 5"
     assert "end" in [e.kind for e in orch.store.list_events(job_id=job, reduce=True)]
 
 
@@ -135,8 +135,8 @@ def test_unit_priorities_decide_the_order(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "echo", rows=rows, concurrency=1, source={"priority_field": "p"})
     orch.start(job, skip_test=True)
     wait_status(orch, job, {"COMPLETED"})
-    units = sorted((orch.unit(job, r["unit"]) for r in orch.results(job)), key=lambda u: u["started_at"])
-    assert [u["payload"]["p"] for u in units] == ["critical", "high", "normal", "low"]
+    units = sorted((orch.unit(job, r["unit"]) for r in orch.results(job)), key=lambda u: u.started_at or 0)
+    assert [u.payload["p"] for u in units] == ["critical", "high", "normal", "low"]
 
 
 def test_sync_adds_only_new_items(orch, workdir: Path) -> None:
@@ -144,9 +144,9 @@ def test_sync_adds_only_new_items(orch, workdir: Path) -> None:
     path = workdir / "items.jsonl"
     path.write_text(path.read_text() + json.dumps({"id": 3, "name": "n3"}) + "\n")
     first, again = orch.sync(job), orch.sync(job)
-    assert (first["added"], first["existing"], first["status"], first["next"]) == (1, 3, "CREATED", "start")
-    assert (again["added"], again["existing"], again["next"]) == (0, 4, None)
-    assert orch.status(job)["total"] == 4
+    assert (first.added, first.existing, first.status, first.next) == (1, 3, "CREATED", "start")
+    assert (again.added, again.existing, again.next) == (0, 4, None)
+    assert orch.status(job).total == 4
 
 
 def test_duplicate_items_become_one_unit(orch, workdir: Path) -> None:
@@ -161,10 +161,10 @@ def test_budget_pauses_the_job(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "priced", n=20, concurrency=2, budget_usd=0.5)
     orch.start(job, skip_test=True)
     paused = wait_status(orch, job, {"PAUSED", "COMPLETED"})
-    assert paused["status"] == "PAUSED" and paused["pause_reason"] == "budget"
-    assert paused["cost_usd"] <= 0.5 + 0.2 + 1e-9  # never more than the in-flight units over
-    assert paused["completed"] < 20 and paused["projected_cost_usd"] == pytest.approx(2.0)
-    assert any("budget reached" in line["message"] for line in orch.logs(job, level="warning"))
+    assert paused.status == "PAUSED" and paused.pause_reason == "budget"
+    assert paused.cost_usd <= 0.5 + 0.2 + 1e-9  # never more than the in-flight units over
+    assert paused.completed < 20 and paused.projected_cost_usd == pytest.approx(2.0)
+    assert any("budget reached" in line.message for line in orch.logs(job, level="warning"))
 
 
 def test_quota_error_holds_the_job_then_it_continues_by_itself(orch, workdir: Path,
@@ -174,8 +174,8 @@ def test_quota_error_holds_the_job_then_it_continues_by_itself(orch, workdir: Pa
     job = python_job(orch, workdir, "quota_once", n=3, concurrency=1, max_retries=0)
     orch.start(job, skip_test=True)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
-    assert done["status"] == "COMPLETED" and done["failed"] == 0  # max_retries=0, yet no retry was spent
-    assert any("quota reached" in line["message"] for line in orch.logs(job, level="warning"))
+    assert done.status == "COMPLETED" and done.failed == 0  # max_retries=0, yet no retry was spent
+    assert any("quota reached" in line.message for line in orch.logs(job, level="warning"))
 
 
 def test_structured_output_is_validated_and_retried_with_feedback(orch, workdir: Path) -> None:
@@ -184,7 +184,7 @@ def test_structured_output_is_validated_and_retried_with_feedback(orch, workdir:
     job = python_job(orch, workdir, "jsonish", n=2, prompt="classify {{ row.name }}", output_schema=schema)
     orch.start(job, skip_test=True)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert done["status"] == "COMPLETED", orch.results(job)
+    assert done.status == "COMPLETED", orch.results(job)
     rows = orch.results(job)
     assert all(r["data.label"] == "spam" and r["data.score"] == 0.9 and r["attempts"] == 2 for r in rows)
 
@@ -192,12 +192,12 @@ def test_structured_output_is_validated_and_retried_with_feedback(orch, workdir:
 def test_resume_with_a_bigger_budget_finishes_the_job(orch, workdir: Path) -> None:
     job = python_job(orch, workdir, "priced", n=6, concurrency=1, budget_usd=0.25)
     orch.start(job, skip_test=True)
-    assert wait_status(orch, job, {"PAUSED", "COMPLETED"})["pause_reason"] == "budget"
+    assert wait_status(orch, job, {"PAUSED", "COMPLETED"}).pause_reason == "budget"
     with pytest.raises(InvalidSpec):
         orch.resume(job, budget_usd=-1)
     orch.resume(job, budget_usd=10.0)
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
-    assert done["status"] == "COMPLETED" and done["cost_usd"] == pytest.approx(0.6)
+    assert done.status == "COMPLETED" and done.cost_usd == pytest.approx(0.6)
 
 
 def test_retry_right_after_cancel_and_resume_right_after_stop_keep_the_job_running(orch, workdir: Path,
@@ -210,15 +210,15 @@ def test_retry_right_after_cancel_and_resume_right_after_stop_keep_the_job_runni
     orch.cancel(job)
     orch.retry(job, include_cancelled=True)
     done = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=60)
-    assert done["status"] == "COMPLETED" and done["completed"] == 8, done
+    assert done.status == "COMPLETED" and done.completed == 8, done
 
     job2 = python_job(orch, workdir, "slow", n=8, concurrency=2, name="second")
     orch.start(job2, skip_test=True)
-    wait_until(lambda: orch.status(job2)["running"] > 0, what="units running")
+    wait_until(lambda: orch.status(job2).running > 0, what="units running")
     orch.stop(job2)
     orch.resume(job2)
     done = wait_status(orch, job2, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=60)
-    assert done["status"] == "COMPLETED" and done["completed"] == 8, done
+    assert done.status == "COMPLETED" and done.completed == 8, done
 
 
 def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(orch, workdir: Path) -> None:
@@ -243,11 +243,11 @@ def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(o
     finally:
         ex._pool_thread.shutdown()
     status = orch.status(job_id)
-    assert status["status"] == "RUNNING" and status["pending"] == 3, status
+    assert status.status == "RUNNING" and status.pending == 3, status
     # counts read before the retry landed (all cancelled) cannot win either: the guard is in the update
     from agentic_batch.engine.finish import UNFINISHED
 
     assert not store.update_job(job_id, expect=["RUNNING"], status="CANCELLED", no_units_in=UNFINISHED)
     # nor a pause for a stop request that a `resume` has cleared meanwhile
     assert not store.update_job(job_id, expect=["RUNNING"], expect_control="stop", status="PAUSED")
-    assert orch.status(job_id)["status"] == "RUNNING"
+    assert orch.status(job_id).status == "RUNNING"

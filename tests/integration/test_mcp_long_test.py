@@ -55,13 +55,13 @@ async def test_a_long_test_unit_sends_progress_returns_still_running_and_survive
         assert f"start_job(job_id={job}) again" in first["next_step"]
         assert notes and all("running for" in (m or "") for _, _, m in notes)
         assert [p for p, _, _ in notes] == sorted(p for p, _, _ in notes)  # progress only grows
-        test_pid = orch.status(job)["executor"]["pid"]
+        test_pid = orch.status(job).executor.pid
         assert test_pid != server_pid and os.getsid(test_pid) == test_pid  # detached from the server
         # the short wait may run out before the test process has started the agent (a loaded host)
         wait_until(agent_pids, timeout=60, what="the test unit's agent to run")
         os.kill(server_pid, signal.SIGKILL)  # the client shuts the server down, as the Inspector CLI does
     assert agent_pids(), "the test unit died with the MCP server"
-    assert orch.status(job)["status"] == "TESTING"
+    assert orch.status(job).status == "TESTING"
 
     async with mcp_session(workdir, env=SHORT_WAIT) as session:
         again = await call(session, "start_job", job_id=job)  # still running: picked up, not started twice
@@ -87,12 +87,12 @@ async def test_a_test_run_that_dies_is_run_again_and_a_concurrent_start_waits(wo
         job = (await call(session, "create_job", **gated_job(workdir)))["job_id"]
         first = await call(session, "start_job", job_id=job)
         assert first["test_running"] is True
-        test_pid = orch.status(job)["executor"]["pid"]
+        test_pid = orch.status(job).executor.pid
         os.kill(test_pid, signal.SIGKILL)  # the detached test process itself dies
         for pid in agent_pids():
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while orch.status(job)["executor"]["state"] == "running" and time.monotonic() < deadline:
+        while orch.status(job).executor.state == "running" and time.monotonic() < deadline:
             time.sleep(0.05)
         (workdir / "go").touch()
         again = await call(session, "start_job", job_id=job)  # reclaimed (dead pid) and tested anew
@@ -108,7 +108,7 @@ async def test_a_test_run_that_dies_is_run_again_and_a_concurrent_start_waits(wo
     cli = subprocess.Popen([*ABP, "start", str(other)], cwd=workdir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: orch.status(other)["running"] == 1, timeout=30, what="the CLI's test to start")
+        wait_until(lambda: orch.status(other).running == 1, timeout=30, what="the CLI's test to start")
         async with mcp_session(workdir, env={"ABP_MCP_TEST_WAIT_SECONDS": "20"}) as session:
             (workdir / "go").touch()
             waited = await call(session, "start_job", job_id=other)

@@ -237,9 +237,9 @@ async def test_job_completes_after_the_mcp_server_is_killed(workdir: Path, orch:
         assert os.getsid(executor_pid) == executor_pid != os.getpgid(server_pid)
     assert not _alive(server_pid)
     assert _alive(executor_pid), "the executor died with the MCP server"
-    assert orch.status(job)["completed"] < 6, "the job finished before the server was killed; nothing was shown"
+    assert orch.status(job).completed < 6, "the job finished before the server was killed; nothing was shown"
     status = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=30)
-    assert (status["status"], status["completed"], status["total"]) == ("COMPLETED", 6, 6)
+    assert (status.status, status.completed, status.total) == ("COMPLETED", 6, 6)
     ends = [json.loads(line)["key"] for line in runlog.read_text().splitlines() if '"end"' in line]
     assert sorted(ends) == ["1", "2", "3", "4", "5", "6"]  # every unit ran exactly once
 

@@ -37,14 +37,14 @@ def job_of(orch: Orchestrator, workdir: Path, n: int, func: str = "whoami", rows
 
 
 def live_pids(orch: Orchestrator, job: int) -> list[int]:
-    return [e["pid"] for e in orch.status(job)["executor"]["executors"] if e["state"] == "running"]
+    return [e.pid for e in orch.status(job).executor.executors if e.state == "running"]
 
 
 def test_sqlite_refuses_several_executors(orch: Orchestrator, workdir: Path) -> None:
     job = job_of(orch, workdir, 3)
     with pytest.raises(InvalidSpec, match="PostgreSQL"):
         orch.start(job, skip_test=True, executors=2)
-    assert orch.status(job)["status"] == "CREATED"
+    assert orch.status(job).status == "CREATED"
     joined = subprocess.run([*ABP, "executor", str(job), "--join"], capture_output=True, text=True, timeout=60)
     assert joined.returncode == 1 and "PostgreSQL" in joined.stderr and "Traceback" not in joined.stderr
 
@@ -71,21 +71,21 @@ def test_chaos_three_executors_one_killed_one_terminated(pg_orch: Orchestrator, 
     pg_orch.start(job, skip_test=True, executors=3)
     pids = wait_until(lambda: len(live_pids(pg_orch, job)) == 3 and live_pids(pg_orch, job), timeout=30,
                       what="three executors")
-    wait_until(lambda: pg_orch.status(job)["completed"] >= 300, timeout=120, what="progress")
+    wait_until(lambda: pg_orch.status(job).completed >= 300, timeout=120, what="progress")
     os.kill(pids[1], signal.SIGKILL)
     os.kill(pids[2], signal.SIGTERM)
     final = wait_status(pg_orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=300)
-    assert final["status"] == "COMPLETED", final
-    assert final["completed"] == 2000 and final["running"] == final["pending"] == final["failed"] == 0
+    assert final.status == "COMPLETED", final
+    assert final.completed == 2000 and final.running == final.pending == final.failed == 0
     rows = pg_orch.results(job)
     assert len(rows) == 2000 and {r["unit"] for r in rows} == set(range(1, 2001))
     writers = {int(r["output"]) for r in rows}
     assert pids[0] in writers and writers <= set(pids)  # only executors of this job wrote results
     # every result was written by the executor that held the unit's lease at the end
     for row in rows[:2000:50]:
-        unit = pg_orch.store.unit_by_number(final["id"], row["unit"])
+        unit = pg_orch.store.unit_by_number(final.id, row["unit"])
         assert unit.lease_owner and unit.lease_owner.split("-")[-2] == row["output"]
-    assert any("is gone" in line["message"] for line in pg_orch.logs(job, level="warning"))
+    assert any("is gone" in line.message for line in pg_orch.logs(job, level="warning"))
 
 
 def test_a_taken_over_unit_is_written_only_by_its_new_owner(pg_orch: Orchestrator, workdir: Path,
@@ -95,7 +95,7 @@ def test_a_taken_over_unit_is_written_only_by_its_new_owner(pg_orch: Orchestrato
     job = job_of(pg_orch, workdir, 2, concurrency=2)
     pg_orch.start(job, skip_test=True)
     [first] = wait_until(lambda: live_pids(pg_orch, job), timeout=30, what="an executor")
-    wait_until(lambda: pg_orch.status(job)["running"] == 2, timeout=30, what="both units running")
+    wait_until(lambda: pg_orch.status(job).running == 2, timeout=30, what="both units running")
     os.kill(first, signal.SIGSTOP)  # frozen: its leases expire while its agents are mid-flight
     try:
         pg_orch.add_executors(job, 1)
@@ -103,7 +103,7 @@ def test_a_taken_over_unit_is_written_only_by_its_new_owner(pg_orch: Orchestrato
         done = wait_status(pg_orch, job, {"COMPLETED"}, timeout=60)
     finally:
         os.kill(first, signal.SIGCONT)
-    assert done["completed"] == 2
+    assert done.completed == 2
     second = [p for p in live_pids(pg_orch, job) if p != first] or \
         [int(r["output"]) for r in pg_orch.results(job)]
     time.sleep(1.5)  # the old owner wakes up and tries to write its stale results
@@ -118,8 +118,8 @@ def test_budget_holds_for_the_job_as_a_whole(pg_orch: Orchestrator, workdir: Pat
     job = job_of(pg_orch, workdir, 60, func="priced", concurrency=2, budget_usd=1.0)
     pg_orch.start(job, skip_test=True, executors=2)
     paused = wait_status(pg_orch, job, {"PAUSED", "COMPLETED"}, timeout=120)
-    assert paused["status"] == "PAUSED" and paused["pause_reason"] == "budget"
-    assert paused["cost_usd"] <= 1.0 + 0.1 * 4 + 1e-9  # at most the in-flight units of both executors over
+    assert paused.status == "PAUSED" and paused.pause_reason == "budget"
+    assert paused.cost_usd <= 1.0 + 0.1 * 4 + 1e-9  # at most the in-flight units of both executors over
 
 
 def test_status_lists_every_executor(pg_orch: Orchestrator, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,15 +130,15 @@ def test_status_lists_every_executor(pg_orch: Orchestrator, workdir: Path, monke
     job = job_of(pg_orch, workdir, 40, func="whoami_gated", concurrency=2,
                  rows=[{"id": i, "gate": str(workdir / "never") if i >= 30 else None} for i in range(40)])
     pg_orch.start(job, skip_test=True, executors=2)
-    executors = wait_until(lambda: len(live_pids(pg_orch, job)) == 2 and pg_orch.status(job)["executor"]["executors"],
+    executors = wait_until(lambda: len(live_pids(pg_orch, job)) == 2 and pg_orch.status(job).executor.executors,
                            timeout=30, what="two executors")
-    assert {e["host"] for e in executors} and all(e["heartbeat_at"] and e["pid"] for e in executors)
-    wait_until(lambda: all((e["units_done"] or 0) > 0 for e in pg_orch.status(job)["executor"]["executors"]),
+    assert {e.host for e in executors} and all(e.heartbeat_at and e.pid for e in executors)
+    wait_until(lambda: all((e.units_done or 0) > 0 for e in pg_orch.status(job).executor.executors),
                timeout=60, what="both executors to complete units")
     shown = subprocess.run([*ABP, "status", str(job)], capture_output=True, text=True, timeout=60).stdout
-    assert all(f"pid {e['pid']}" in shown for e in executors) and "unit(s) done" in shown
+    assert all(f"pid {e.pid}" in shown for e in executors) and "unit(s) done" in shown
     pg_orch.stop(job)  # reaches every executor
-    assert wait_status(pg_orch, job, {"PAUSED"}, timeout=60)["running"] == 0
+    assert wait_status(pg_orch, job, {"PAUSED"}, timeout=60).running == 0
     wait_until(lambda: not live_pids(pg_orch, job), timeout=30, what="all executors gone")
 
 
@@ -164,7 +164,7 @@ def test_concurrency_is_job_wide_across_executors(pg_orch: Orchestrator, workdir
     while (record := pg_orch.store.get_job(job)).status == "RUNNING":
         samples.append(pg_orch.store.count_units(job)["RUNNING"])
     final = pg_orch.status(job)
-    assert record.status == "COMPLETED" and final["completed"] == 600, final
+    assert record.status == "COMPLETED" and final.completed == 600, final
     assert 2 <= max(samples) <= 4, sorted(samples)[-10:]
     writers = {r["output"] for r in pg_orch.results(job)}
     assert len(writers) >= 2  # the executors shared the job's four slots

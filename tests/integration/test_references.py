@@ -180,7 +180,7 @@ def run_second_job(orch: Orchestrator, workdir: Path) -> int:
     one run to the end. Its units are 4..6 in the store, 1..3 to users."""
     _, job = make_jobs(orch, workdir, ["first", "second"], first_key=2)
     orch.start(job, skip_test=True)
-    assert wait_status(orch, job, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    assert wait_status(orch, job, {"COMPLETED", "FAILED"}).status == "COMPLETED"
     return job
 
 
@@ -244,5 +244,6 @@ def test_sync_numbers_new_items_on(workdir: Path, orch: Orchestrator) -> None:
     (job,) = make_jobs(orch, workdir, ["grow"], n=2)
     with (workdir / "items.jsonl").open("a") as items:  # one known key again, two new ones
         items.write("".join(json.dumps({"id": k}) + "\n" for k in ("1", "7", "8")))
-    assert {k: v for k, v in orch.sync(job).items() if k in ("added", "existing")} == {"added": 2, "existing": 3}
+    synced = orch.sync(job)
+    assert (synced.added, synced.existing) == (2, 3)
     assert [(r["unit"], r["key"]) for r in orch.results(job)] == [(1, "1"), (2, "2"), (3, "7"), (4, "8")]

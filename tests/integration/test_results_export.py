@@ -102,7 +102,7 @@ def test_csv_export_reads_every_unit_once(orch: Orchestrator, job: int) -> None:
 def test_export_to_file_is_the_same_single_pass(orch: Orchestrator, job: int, workdir: Path) -> None:
     with UnitReads(orch.store.engine) as reads:
         info = orch.export_to(job, workdir / "out.csv")
-    assert info["rows"] == N + 1 and reads.count <= -(-(N + 1) // 1000) + 2
+    assert info.rows == N + 1 and reads.count <= -(-(N + 1) // 1000) + 2
     assert (workdir / "out.csv").read_bytes().decode() == _drain(orch.export(job, "csv"))
 
 

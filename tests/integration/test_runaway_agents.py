@@ -76,12 +76,12 @@ def test_a_grandchild_that_leaves_its_session_dies_with_its_unit(orch, workdir: 
     orch.start(job, skip_test=True)
     cgroup = executor_cgroup(job, tracking)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
-    assert final["status"] == "COMPLETED" and final["completed"] == 3
+    assert final.status == "COMPLETED" and final.completed == 3
     assert sorted(r["output"] for r in orch.results(job)) == ["done"] * 3
     wait_until(lambda: not processes_with(marker), timeout=10, what="the escaped grandchildren to be killed")
     time.sleep(3)  # past the moment they would have written their files
     assert not list(workdir.glob("out-*"))
-    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    wait_until(lambda: orch.status(job).executor.state == "stopped", timeout=15, what="executor exit")
     if cgroup is not None:
         wait_until(lambda: not cgroup.exists(), timeout=10, what="the executor's cgroups removed")
 
@@ -94,7 +94,7 @@ def test_a_grandchild_that_leaves_its_session_dies_with_a_killed_executor(orch, 
     orch.start(job, skip_test=True)
     cgroup = executor_cgroup(job, tracking)
     wait_until(lambda: len(processes_with(f"{marker}-escapee")) == 2, timeout=30, what="two escaped grandchildren")
-    pid = orch.status(job)["executor"]["pid"]
+    pid = orch.status(job).executor.pid
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not processes_with(marker), timeout=10, what="every agent process killed by the watchdog")
     time.sleep(3.5)
@@ -112,13 +112,13 @@ def test_a_grandchild_that_also_clears_its_environment(orch, workdir: Path, trac
                                      f"{workdir}/out-{{{{ row.id }}}} 20 {{{{ 0 if row.id == 0 else 6 }}}} clearenv",
                       n=2, concurrency=2)
     orch.start(job, skip_test=True)
-    wait_until(lambda: orch.status(job)["completed"] >= 1, timeout=30, what="unit 0 completed")
+    wait_until(lambda: orch.status(job).completed >= 1, timeout=30, what="unit 0 completed")
     if tracking == "cgroup":  # while unit 1 still runs, unit 0's escapee is already gone
         wait_until(lambda: not processes_with(f"{marker}-0-escapee"), timeout=10, what="its escapee killed")
-        assert orch.status(job)["status"] == "RUNNING"
+        assert orch.status(job).status == "RUNNING"
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
-    assert final["status"] == "COMPLETED"
-    wait_until(lambda: orch.status(job)["executor"]["state"] == "stopped", timeout=15, what="executor exit")
+    assert final.status == "COMPLETED"
+    wait_until(lambda: orch.status(job).executor.state == "stopped", timeout=15, what="executor exit")
     wait_until(lambda: not processes_with(marker), timeout=10, what="no escapee once the executor is gone")
     time.sleep(1)
     assert not list(workdir.glob("out-*"))
@@ -129,7 +129,7 @@ def test_a_grandchild_that_leaves_its_session_dies_with_the_test_unit(orch, work
     marker = f"abp-esct-{uuid.uuid4().hex[:8]}"
     job = command_job(orch, workdir, f"{sys.executable} {ESCAPER} {marker} {workdir}/out-{{{{ row.id }}}} 2")
     report = orch.test(job)
-    assert report["output"] == "done", report
+    assert report.output == "done", report
     wait_until(lambda: not processes_with(marker), timeout=10, what="the escaped grandchild to be killed")
     time.sleep(2.5)
     assert not list(workdir.glob("out-*"))
@@ -143,8 +143,8 @@ def test_the_fallback_reaps_orphans_it_adopted(orch, workdir: Path, monkeypatch:
     script.write_text('(sleep 0.1) >/dev/null 2>&1 &\nif [ "$1" = 7 ]; then sleep 30; fi\necho ok\n')
     job = command_job(orch, workdir, f"sh {script} {{{{ row.id }}}}", n=8, concurrency=4)
     orch.start(job, skip_test=True)
-    pid = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
-    wait_until(lambda: orch.status(job)["completed"] == 7, timeout=60, what="seven short units")
+    pid = wait_until(lambda: orch.status(job).executor.pid, what="an executor")
+    wait_until(lambda: orch.status(job).completed == 7, timeout=60, what="seven short units")
 
     def zombies() -> list[int]:
         table = process_table()
@@ -162,11 +162,11 @@ def test_a_command_whose_child_keeps_stdout_open_completes_when_the_command_exit
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     rows = orch.results(job)
-    assert final["status"] == "COMPLETED", rows
+    assert final.status == "COMPLETED", rows
     assert [(r["output"], r["attempts"]) for r in rows] == [("done", 1), ("done", 1)]
     assert not processes_with(marker)  # the background child was killed after the drain grace
-    warnings = [e for e in orch.events(job, rows[0]["unit"]) if e["kind"] == "warning"]
-    assert warnings and "kept its output open" in warnings[0]["data"]["message"]
+    warnings = [e for e in orch.events(job, rows[0]["unit"]) if e.kind == "warning"]
+    assert warnings and "kept its output open" in warnings[0].data["message"]
 
 
 def test_a_2_mib_output_line_completes_with_the_whole_line(orch, workdir: Path) -> None:
@@ -175,10 +175,10 @@ def test_a_2_mib_output_line_completes_with_the_whole_line(orch, workdir: Path) 
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     [row] = orch.results(job)
-    assert final["status"] == "COMPLETED", row["error"]
+    assert final.status == "COMPLETED", row["error"]
     assert row["output"] == "x" * size
-    stdout_events = [e for e in orch.events(job, row["unit"]) if e["kind"] == "stdout"]
-    assert len(stdout_events) == 1 and len(stdout_events[0]["data"]["text"]) < 5000  # the event shows its start
+    stdout_events = [e for e in orch.events(job, row["unit"]) if e.kind == "stdout"]
+    assert len(stdout_events) == 1 and len(stdout_events[0].data["text"]) < 5000  # the event shows its start
 
 
 def test_output_capture_keeps_head_and_tail_under_a_cap_and_spills_the_rest(tmp_path: Path) -> None:
@@ -223,20 +223,20 @@ def test_a_sync_function_past_its_timeout_is_abandoned_and_the_executor_still_ex
     monkeypatch.setenv("ABP_TEST_FLAG", str(workdir / "woke"))
     job = python_job(orch, workdir, "stubborn", [{"id": 0, "sleep": 120}], timeout_s=1, max_retries=1)
     orch.start(job, skip_test=True)
-    first = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    first = wait_until(lambda: orch.status(job).executor.pid, what="an executor")
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     [row] = orch.results(job)
-    assert final["status"] == "FAILED" and row["attempts"] == 2
+    assert final.status == "FAILED" and row["attempts"] == 2
     assert row["error"] == ABANDONED and row["error_class"] == "retryable"
     # its two threads still sleep, but the executor wrote the final status, released the host lock and left
     wait_until(lambda: not process_alive(first), timeout=60, what="the executor to exit")
-    assert orch.status(job)["executor"]["state"] == "stopped"
+    assert orch.status(job).executor.state == "stopped"
 
     orch.retry(job)  # a new executor takes the unit: nothing holds the host lock
-    wait_until(lambda: orch.status(job)["executor"]["pid"] not in (None, first), timeout=30, what="a new executor")
+    wait_until(lambda: orch.status(job).executor.pid not in (None, first), timeout=30, what="a new executor")
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     [row] = orch.results(job)
-    assert final["status"] == "FAILED" and row["attempts"] == 4 and row["error"] == ABANDONED
+    assert final.status == "FAILED" and row["attempts"] == 4 and row["error"] == ABANDONED
     assert not (workdir / "woke").exists()
 
 
@@ -249,10 +249,10 @@ def test_isolate_python_kills_the_function_and_what_it_started_on_timeout(
     job = python_job(orch, workdir, "stubborn_with_child", [{"id": 0, "sleep": 120, "marker": marker}],
                      timeout_s=3, max_retries=0, isolate=True)
     orch.start(job, skip_test=True)
-    executor = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    executor = wait_until(lambda: orch.status(job).executor.pid, what="an executor")
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     [row] = orch.results(job)
-    assert final["status"] == "FAILED" and "timed out after 3s" in row["error"]
+    assert final.status == "FAILED" and "timed out after 3s" in row["error"]
     [started] = runlog(workdir / "runlog")
     assert started["pid"] != executor  # it ran in a host process ...
     wait_until(lambda: not process_alive(started["pid"]), timeout=10, what="the host process killed")
@@ -264,14 +264,14 @@ def test_isolate_python_runs_calls_in_reused_host_processes(orch, workdir: Path)
     job = python_job(orch, workdir, "pid_and_emit", rows, concurrency=2, isolate=True, max_retries=0,
                      prompt="p{{ row.id }}")
     orch.start(job, skip_test=True)
-    executor = wait_until(lambda: orch.status(job)["executor"]["pid"], what="an executor")
+    executor = wait_until(lambda: orch.status(job).executor.pid, what="an executor")
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     results = {r["key"]: r for r in orch.results(job)}
-    assert final["status"] == "FAILED" and final["completed"] == 6
+    assert final.status == "FAILED" and final.completed == 6
     assert results["6"]["error"] == "asked to fail" and results["6"]["error_class"] == "permanent"
     data = [json.loads(results[str(i)]["output"]) for i in range(6)]
     assert [(d["key"], d["prompt"]) for d in data] == [(str(i), f"p{i}") for i in range(6)]
     pids = {d["pid"] for d in data}
     assert executor not in pids and len(pids) <= 3  # a small pool, reused
     events = orch.events(job, results["0"]["unit"])
-    assert any(e["kind"] == "progress" and e["data"] == {"unit": "0"} for e in events)
+    assert any(e.kind == "progress" and e.data == {"unit": "0"} for e in events)

@@ -45,7 +45,7 @@ def alive(pid: int) -> bool:
 
 
 def running_executor(orch: Any, job: int) -> int:
-    return wait_until(lambda: orch.status(job)["executor"]["pid"] if orch.status(job)["executor"]["state"]
+    return wait_until(lambda: orch.status(job).executor.pid if orch.status(job).executor.state
                       == "running" else None, what="a running executor")
 
 
@@ -69,7 +69,7 @@ def pg_orch(pg_cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
 
 def running_executors(orch: Any, job: int, n: int) -> list[int]:
     def pids() -> list[int] | None:
-        found = [e["pid"] for e in orch.status(job)["executor"]["executors"] if e["state"] == "running"]
+        found = [e.pid for e in orch.status(job).executor.executors if e.state == "running"]
         return found if len(found) == n else None
 
     return wait_until(pids, timeout=60, what=f"{n} running executors")
@@ -83,18 +83,18 @@ def test_postgres_outage_mid_run_is_waited_out_and_every_unit_completes_once(
     job = sleeper_job(orch, workdir, n=60, seconds=0.3, concurrency=4)
     orch.start(job, skip_test=True, executors=executors)
     pids = running_executors(orch, job, executors)
-    wait_until(lambda: orch.status(job)["completed"] >= 8, timeout=60, what="some units done")
+    wait_until(lambda: orch.status(job).completed >= 8, timeout=60, what="some units done")
     pg_cluster.stop()
     time.sleep(9)  # executors used to die within ~5 s of their first failed store call
     assert all(alive(pid) for pid in pids), f"an executor died during the outage:\n{executor_log(abp_home, job)}"
     pg_cluster.start()
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
-    assert final["status"] == "COMPLETED", executor_log(abp_home, job)
-    assert final["completed"] == 60 and final["running"] == 0
+    assert final.status == "COMPLETED", executor_log(abp_home, job)
+    assert final.completed == 60 and final.running == 0
     assert_each_unit_completed_once(orch, job, 60)
     text = executor_log(abp_home, job)
     assert "store unreachable" in text and "store back after" in text
-    assert any("store unreachable for" in line["message"] and "resumed" in line["message"]
+    assert any("store unreachable for" in line.message and "resumed" in line.message
                for line in orch.logs(job, level="warning"))
 
 
@@ -110,14 +110,14 @@ def test_postgres_outage_longer_than_the_lease_with_three_executors(
     job = sleeper_job(orch, workdir, n=40, seconds=0.5, concurrency=6)
     orch.start(job, skip_test=True, executors=3)
     pids = running_executors(orch, job, 3)
-    wait_until(lambda: orch.status(job)["completed"] >= 6, timeout=60, what="some units done")
+    wait_until(lambda: orch.status(job).completed >= 6, timeout=60, what="some units done")
     pg_cluster.stop()
     time.sleep(6)  # three leases long
     assert all(alive(pid) for pid in pids), executor_log(abp_home, job)
     pg_cluster.start()
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
-    assert final["status"] == "COMPLETED", executor_log(abp_home, job)
-    assert final["completed"] == 40 and final["running"] == 0
+    assert final.status == "COMPLETED", executor_log(abp_home, job)
+    assert final.completed == 40 and final.running == 0
     assert_each_unit_completed_once(orch, job, 40, reruns_allowed=True)
 
 
@@ -128,12 +128,12 @@ def test_postgres_quick_restarts_under_a_running_job(pg_cluster: PgCluster, pg_o
     orch.start(job, skip_test=True)
     pid = running_executor(orch, job)
     for done in (5, 15):
-        wait_until(lambda: orch.status(job)["completed"] >= done, timeout=60, what=f"{done} units done")  # noqa: B023
+        wait_until(lambda: orch.status(job).completed >= done, timeout=60, what=f"{done} units done")  # noqa: B023
         pg_cluster.restart()  # well under a second; every connection is terminated
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
-    assert final["status"] == "COMPLETED", executor_log(abp_home, job)
+    assert final.status == "COMPLETED", executor_log(abp_home, job)
     assert_each_unit_completed_once(orch, job, 40)
-    assert not alive(pid) or orch.status(job)["executor"]["pid"] == pid
+    assert not alive(pid) or orch.status(job).executor.pid == pid
 
 
 @pytest.mark.slow
@@ -146,21 +146,21 @@ def test_postgres_outage_past_the_window_pauses_the_job_with_reason_store(
     job = sleeper_job(orch, workdir, n=12, seconds=0.1, concurrency=3, gate=gate)
     orch.start(job, skip_test=True)
     pid = running_executor(orch, job)
-    wait_until(lambda: orch.status(job)["running"] == 3, timeout=60, what="three units in flight")
+    wait_until(lambda: orch.status(job).running == 3, timeout=60, what="three units in flight")
     pg_cluster.stop()
     wait_until(lambda: "giving up" in executor_log(abp_home, job), timeout=60, what="the executor giving up")
     pg_cluster.start()  # back within the executor's last attempt to record the pause
     wait_until(lambda: not alive(pid), timeout=60, what="the executor to exit")
     paused = wait_status(orch, job, {"PAUSED"}, timeout=10)
-    assert paused["pause_reason"] == "store" and paused["running"] == 0
-    errors = [line["message"] for line in orch.logs(job, level="error")]
+    assert paused.pause_reason == "store" and paused.running == 0
+    errors = [line.message for line in orch.logs(job, level="error")]
     assert any("store unreachable for" in m and "abp resume" in m for m in errors), errors
     assert "could not record the pause" not in executor_log(abp_home, job)
 
     gate.touch()
     orch.resume(job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
-    assert final["status"] == "COMPLETED"
+    assert final.status == "COMPLETED"
     assert_each_unit_completed_once(orch, job, 12, reruns_allowed=True)
 
 
@@ -174,19 +174,19 @@ def test_postgres_still_down_after_giving_up_the_executor_exits_and_resume_finis
     job = sleeper_job(orch, workdir, n=6, seconds=0.1, concurrency=3, gate=gate)
     orch.start(job, skip_test=True)
     pid = running_executor(orch, job)
-    wait_until(lambda: orch.status(job)["running"] == 3, timeout=60, what="three units in flight")
+    wait_until(lambda: orch.status(job).running == 3, timeout=60, what="three units in flight")
     pg_cluster.stop()
     wait_until(lambda: not alive(pid), timeout=60, what="the executor to give up and exit")
     text = executor_log(abp_home, job)
     assert "giving up" in text and "could not record the pause either" in text and f"abp resume {job}" in text
     pg_cluster.start()
     status = orch.status(job)
-    assert status["status"] == "RUNNING" and status["running"] == 3  # nobody works it: resume takes it back
-    assert status["executor"]["state"] == "lost"  # not "stopped": its exit recorded nothing the user can act on
+    assert status.status == "RUNNING" and status.running == 3  # nobody works it: resume takes it back
+    assert status.executor.state == "lost"  # not "stopped": its exit recorded nothing the user can act on
     gate.touch()
     orch.resume(job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
-    assert final["status"] == "COMPLETED"
+    assert final.status == "COMPLETED"
     assert_each_unit_completed_once(orch, job, 6, reruns_allowed=True)
 
 
@@ -206,7 +206,7 @@ def test_sqlite_lock_held_past_the_busy_timeout_is_waited_out(orch: Any, workdir
     job = sleeper_job(orch, workdir, n=30, seconds=0.2, concurrency=3)
     orch.start(job, skip_test=True)
     pid = running_executor(orch, job)
-    wait_until(lambda: orch.status(job)["completed"] >= 5, timeout=60, what="some units done")
+    wait_until(lambda: orch.status(job).completed >= 5, timeout=60, what="some units done")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(abp_home / "batch.db"), "4"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -214,9 +214,9 @@ def test_sqlite_lock_held_past_the_busy_timeout_is_waited_out(orch: Any, workdir
         assert holder.wait(timeout=30) == 0
     finally:
         holder.kill()
-    assert alive(pid) or orch.status(job)["status"] == "COMPLETED", executor_log(abp_home, job)
+    assert alive(pid) or orch.status(job).status == "COMPLETED", executor_log(abp_home, job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
-    assert final["status"] == "COMPLETED", executor_log(abp_home, job)
+    assert final.status == "COMPLETED", executor_log(abp_home, job)
     assert_each_unit_completed_once(orch, job, 30)
     assert "store locked" in executor_log(abp_home, job)
 

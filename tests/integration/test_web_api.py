@@ -29,7 +29,7 @@ def test_create_test_approve_and_read_everything(web: Web) -> None:  # noqa: F81
     web.ok("POST", f"/api/jobs/{job}/start")
     assert web.ok("POST", f"/api/jobs/{job}/approve")["status"] == "RUNNING"
     final = wait_status(web.orch, job, {"COMPLETED", "FAILED"})
-    assert final["status"] == "COMPLETED"
+    assert final.status == "COMPLETED"
 
     status = web.ok("GET", f"/api/jobs/{job}")
     assert (status["completed"], status["total"], status["cost_usd"]) == (4, 4, 0.06)  # 3 test runs kept
@@ -103,7 +103,7 @@ def test_steer_a_running_job_stop_resume_cancel_retry(web: Web) -> None:  # noqa
     assert web.ok("POST", f"/api/jobs/{job}/start", {"skip_test": True})["status"] == "RUNNING"
     web.ok("POST", f"/api/jobs/{job}/stop")
     paused = wait_status(web.orch, job, {"PAUSED"})
-    assert paused["pending"] > 0
+    assert paused.pending > 0
     web.ok("PUT", f"/api/jobs/{job}/prompt", {"prompt": "now {{ name }}"})
     assert web.ok("POST", f"/api/jobs/{job}/resume")["status"] == "RUNNING"
     assert web.ok("POST", f"/api/jobs/{job}/cancel")["status"] == "CANCELLED"
@@ -112,7 +112,7 @@ def test_steer_a_running_job_stop_resume_cancel_retry(web: Web) -> None:  # noqa
     assert web.post(f"/api/jobs/{job}/retry").status_code == 409  # nothing failed
     assert web.ok("POST", f"/api/jobs/{job}/retry", {"include_cancelled": True})["status"] == "RUNNING"
     done = wait_status(web.orch, job, {"COMPLETED"})
-    assert done["completed"] == 8
+    assert done.completed == 8
     later = web.ok("GET", f"/api/jobs/{job}/units?status=completed&sort=seq&order=desc&limit=1")["items"][0]
     assert web.ok("GET", f"/api/jobs/{job}/units/{later['number']}")["prompt"] == "now n7"
 

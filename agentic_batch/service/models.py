@@ -1,0 +1,392 @@
+"""The read models the service hands every interface: what a job, a unit, an event, a page *is*.
+
+One declaration per answer. The REST routes name these as their `response_model` (so `/openapi.json`
+documents every field, type and enum), the MCP tools shape them for a model's context, the CLI reads
+their attributes, and the dashboard's templates render them. Their JSON is the REST API's JSON: a
+field here is a key there, in this order, `null` included, so adding a field is the one way to change
+what every interface sees.
+
+`extra="forbid"`: a key the service does not declare is a bug caught where the model is built, not a
+field that appears in one interface and not in the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
+
+from agentic_batch.states import JobStatus, UnitStatus
+
+T = TypeVar("T")
+
+#: A result row: the unit's number, key, the item's own fields, status, output, data.<field>, error,
+#: cost, tokens, attempts. Its columns are the user's data (the item's fields), so it is a mapping.
+ResultRow = dict[str, Any]
+
+
+class ReadModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def plain(value: Any) -> Any:
+    """Read models (or lists and dicts holding them) as plain JSON values, the REST API's JSON: for
+    what serialises itself (SSE messages, the dashboard's initial data, MCP results, `--json`)."""
+    return to_jsonable_python(value, fallback=str)
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+class JobSummary(ReadModel):
+    """A job as a row of a list: counts, progress, rate, ETA, elapsed and cost (see `views.Progress`
+    for what each word means); no executor probing."""
+
+    id: int
+    job_id: int = Field(description="The same as `id` (every answer about a job names it so).")
+    name: str
+    status: JobStatus
+    worker: str
+    total: int
+    pending: int
+    running: int = Field(description="Units an agent works on now (never above the job's concurrency).")
+    completed: int
+    failed: int
+    cancelled: int
+    done: int = Field(description="completed + failed + cancelled.")
+    progress: float = Field(description="Percent of the units done.")
+    rate: float = Field(description="Completed units per second of working time.")
+    eta_seconds: float | None
+    elapsed_seconds: float = Field(description="Working time: seconds RUNNING, paused time left out.")
+    cost_usd: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    pause_reason: str | None = Field(description="Why a PAUSED job paused (stopped, budget, store, ...).")
+
+
+class ExecutorInfo(ReadModel):
+    """One executor process of a job."""
+
+    id: str
+    host: str
+    pid: int
+    state: Literal["running", "stopped", "lost"]
+    started_at: float
+    heartbeat_at: float
+    units_done: int | None = Field(description="Units it completed (while it runs).")
+
+
+class ExecutorView(ReadModel):
+    """The job's executors: the head one's state (the first live one, else the newest) and the list."""
+
+    state: Literal["not_started", "running", "stopped", "lost"]
+    pid: int | None
+    host: str | None
+    heartbeat_at: float | None
+    id: str | None
+    executors: list[ExecutorInfo]
+
+
+class ReduceView(ReadModel):
+    """The job's post-processing (reduce) step."""
+
+    status: str | None
+    output: str | None
+    error: str | None
+
+
+class JobDetails(JobSummary):
+    """A job's summary plus cost projection and options (`JobView` adds its executors)."""
+
+    projected_cost_usd: float | None
+    budget_usd: float | None
+    tokens_in: int
+    tokens_out: int
+    concurrency: int
+    max_retries: int
+    timeout_s: float
+    priority: str | int
+    max_output_bytes: int
+    hold_until: float | None = Field(description="A quota hold: no unit starts before this time.")
+    test_unit: int | None = Field(description="The number of the unit the test run used.")
+    reduce: ReduceView | None
+
+
+class JobView(JobDetails):
+    """Everything about one job: the summary plus cost projection, options and executors."""
+
+    executor: ExecutorView
+
+
+class RetriedJob(JobView):
+    """A job after `retry`: its status and how many units went back to PENDING."""
+
+    retried: int
+
+
+class RunningJobRow(JobDetails):
+    """A RUNNING job in a jobs page: the full status, its executor's state flattened."""
+
+    executor: None = None
+    executor_state: str
+
+
+class JobRow(JobSummary):
+    """A job that is not RUNNING in a jobs page: the summary."""
+
+    executor_state: None = None
+
+
+class Page(ReadModel, Generic[T]):
+    """One page of a list, and how many rows match in all."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobsPage(Page[RunningJobRow | JobRow]):
+    pass
+
+
+class CreatedJob(ReadModel):
+    """What `create` made: the job, its units, and the prompt it will use."""
+
+    job_id: int
+    name: str
+    units: int
+    duplicates: int = Field(description="Items skipped because their key was already there.")
+    source: str
+    prompt_template: str | None
+    synthesized: bool = Field(description="The prompt was written from the intent.")
+    previews: list[str] = Field(default_factory=list, description="The prompt rendered for the first items.")
+    same_name_jobs: list[int] = Field(default_factory=list, description="Other jobs with the same name.")
+
+
+class SyncResult(ReadModel):
+    job_id: int
+    added: int
+    existing: int
+    status: JobStatus
+    next: Literal["resume", "retry", "start", "approve"] | None = Field(
+        description="What runs the new units, when there are some.")
+
+
+class ExportResult(ReadModel):
+    job_id: int
+    path: str
+    format: Literal["csv", "json", "jsonl"]
+    rows: int
+
+
+class ResultsPage(ReadModel):
+    """Result rows `offset`.. in unit order, and how many match the filter in all."""
+
+    job_id: int
+    job_status: JobStatus
+    total: int
+    offset: int
+    returned: int
+    next_offset: int | None
+    rows: list[ResultRow]
+
+
+class Stats(ReadModel):
+    """Totals across every job."""
+
+    jobs: dict[JobStatus, int]
+    jobs_total: int
+    units: dict[UnitStatus, int]
+    units_total: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+    rate: float = Field(description="Units finished per second over the last minute.")
+
+
+class TimePoint(ReadModel):
+    t: float
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    cost_total: float = 0.0
+
+
+class Timeseries(ReadModel):
+    job_id: int
+    start: float | None
+    end: float | None
+    width: float | None
+    points: list[TimePoint]
+
+
+# -- units, events, logs --------------------------------------------------------------------------
+
+
+class EventView(ReadModel):
+    """One event of a conversation; `unit` is the unit's number (null for the job's reduce step)."""
+
+    id: int
+    unit: int | None
+    attempt: int
+    seq: int
+    ts: float
+    kind: str
+    data: dict[str, Any]
+
+
+class LogLine(ReadModel):
+    """One log line; `unit` is the unit's number."""
+
+    id: int
+    ts: float
+    level: str
+    message: str
+    unit: int | None
+    executor_id: str | None
+    extra: dict[str, Any] | None
+
+
+class UnitView(ReadModel):
+    """A unit as users see it: named by its number within the job (the global id stays internal)."""
+
+    number: int
+    job_id: int
+    key: str
+    priority: int
+    status: UnitStatus
+    attempts: int
+    errors: int
+    payload: dict[str, Any]
+    prompt: str | None
+    output: str | None
+    data: Any
+    error: str | None
+    error_class: str | None
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+    turns: int
+    session_id: str | None
+    started_at: float | None
+    finished_at: float | None
+    duration_s: float | None
+    not_before: float | None
+    lease_owner: str | None
+
+
+class UnitDetail(UnitView):
+    """A unit with its conversation (every attempt's events)."""
+
+    events: list[EventView]
+
+
+class UnitRow(ReadModel):
+    """A light row of the units table: output and error cut to a preview."""
+
+    number: int
+    job_id: int
+    seq: int
+    key: str
+    priority: int
+    status: UnitStatus
+    attempt: int
+    error_count: int
+    error_class: str | None
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+    turns: int
+    started_at: float | None
+    finished_at: float | None
+    output_preview: str | None
+    error_preview: str | None
+    duration_s: float | None
+
+
+class UnitsPage(Page[UnitRow]):
+    job_id: int
+    sort: str
+    order: Literal["asc", "desc"]
+
+
+class UnitAndJob(ReadModel):
+    """A unit after a per-unit action, and its job's status."""
+
+    unit: UnitView
+    job: JobView
+
+
+class UnitFeed(ReadModel):
+    """What a live view polls: the running units and those finished since a time."""
+
+    running: list[UnitRow]
+    finished: list[UnitRow]
+
+
+class ActiveUnit(ReadModel):
+    """A unit running now, with its newest event (what the agent is doing)."""
+
+    number: int
+    key: str
+    attempt: int
+    elapsed_s: float | None
+    last_event: EventView | None
+
+
+class LogsPage(ReadModel):
+    """Newest log lines first; `next_before` pages to older ones."""
+
+    job_id: int
+    items: list[LogLine]
+    next_before: int | None
+
+
+class LogsTail(ReadModel):
+    """Log lines oldest first from an id on (to follow a job); `next_after` reads on."""
+
+    job_id: int
+    items: list[LogLine]
+    next_after: int
+
+
+class EventsPage(ReadModel):
+    """Events in id order; pass `next_after` back as `after` to read on; `more`: a full page came."""
+
+    items: list[EventView]
+    next_after: int
+    more: bool
+
+
+# -- test runs ------------------------------------------------------------------------------------
+
+
+class TestUnderWay(ReadModel):
+    """A test run is executing the job's first unit now."""
+
+    __test__ = False  # not a pytest test class
+    state: Literal["running"]
+    job_id: int
+    unit: int | None
+    pid: int
+    host: str
+    elapsed_s: float
+
+
+class TestSettled(ReadModel):
+    """No test run executes now: `done` (the job is TESTING, a result waits) or `none`."""
+
+    __test__ = False
+    state: Literal["done", "none"]
+    job_id: int
+    status: JobStatus
+    unit: int | None
+
+
+TestProgress = TestUnderWay | TestSettled
