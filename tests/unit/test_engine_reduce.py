@@ -36,7 +36,7 @@ def _after_units_done(orch, job: int, act) -> tuple[threading.Thread, list[float
 
     def watch() -> None:
         deadline = time.monotonic() + 10
-        while orch.status(job)["completed"] < 3 and time.monotonic() < deadline:
+        while orch.status(job).completed < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.1)
         acted.append(time.time())

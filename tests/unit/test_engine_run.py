@@ -25,7 +25,7 @@ def test_a_job_runs_to_completed_in_process(orch, workdir: Path) -> None:  # typ
     ex, worker = executor(orch, job, ok)
     assert run(ex) == 0
     status = orch.status(job)
-    assert status["status"] == "COMPLETED" and status["completed"] == 5, status
+    assert status.status == "COMPLETED" and status.completed == 5, status
     assert sorted(a.key for a in worker.attempts) == ["0", "1", "2", "3", "4"]  # each unit once
 
 
@@ -39,8 +39,8 @@ def test_budget_reached_stops_claiming_and_pauses_with_reason_budget(orch, workd
     assert run(ex) == 0
     status = orch.status(job)
     # 0.1 per unit: after two, a third would (by the running average) pass 0.25, so none starts
-    assert status["status"] == "PAUSED" and status["pause_reason"] == "budget", status
-    assert status["completed"] == 2 and status["pending"] == 4 and len(worker.attempts) == 2
+    assert status.status == "PAUSED" and status.pause_reason == "budget", status
+    assert status.completed == 2 and status.pending == 4 and len(worker.attempts) == 2
     assert ex.state.reason is StopReason.BUDGET
 
 
@@ -59,7 +59,7 @@ def test_a_quota_error_holds_every_new_unit_until_the_reset_without_spending_a_r
     ex, worker = executor(orch, job, quota_once)
     assert run(ex) == 0
     status = orch.status(job)
-    assert status["status"] == "COMPLETED" and status["completed"] == 3, status  # max_retries=0: no retry spent
+    assert status.status == "COMPLETED" and status.completed == 3, status  # max_retries=0: no retry spent
     later = [a for a in worker.attempts if a.started > failed_at[0]]
     assert len(later) == 3 and min(a.started for a in later) >= failed_at[0] + hold - 0.01
     assert orch.store.get_job(job).hold_until == pytest.approx(failed_at[0] + hold, abs=0.05)  # job-wide, in the store
@@ -82,8 +82,8 @@ def test_a_signal_drains_in_flight_units_and_pauses(orch, workdir: Path) -> None
     assert run(ex) == 0
     status = orch.status(job)
     # the two in flight finished; nothing else started
-    assert status["status"] == "PAUSED" and status["pause_reason"] == "stopped", status
-    assert status["completed"] == 2 and status["pending"] == 4 and len(worker.attempts) == 2
+    assert status.status == "PAUSED" and status.pause_reason == "stopped", status
+    assert status.completed == 2 and status.pending == 4 and len(worker.attempts) == 2
     assert ex.state.reason is StopReason.SIGNALLED and ex.state.mode is Mode.STOP
 
 
@@ -104,7 +104,7 @@ def test_a_second_signal_cancels_in_flight_units_and_returns_them(orch, workdir:
     assert run(ex) == 0
     assert time.monotonic() - started < 5  # not the 10 s stop grace, let alone the agents' 60 s
     status = orch.status(job)
-    assert status["status"] == "PAUSED" and status["pending"] == 4 and status["running"] == 0, status
+    assert status.status == "PAUSED" and status.pending == 4 and status.running == 0, status
     assert ex.state.mode is Mode.ABORT and len(worker.attempts) == 2
     assert all(a.ended is not None for a in worker.attempts)  # cancelled, not left running
 
@@ -130,7 +130,7 @@ def test_a_resume_that_clears_the_stop_while_the_executor_drains_keeps_the_job_r
     holder["ex"] = ex
     assert run(ex) == 0
     status = orch.status(job)
-    assert status["status"] == "COMPLETED" and status["completed"] == 4, status
+    assert status.status == "COMPLETED" and status.completed == 4, status
     assert sorted(a.key for a in worker.attempts) == ["0", "1", "2", "3"]  # nothing ran twice
 
 
@@ -151,6 +151,6 @@ def test_a_stop_request_pauses_through_the_store(orch, workdir: Path) -> None:  
     holder["ex"] = ex
     assert run(ex) == 0
     status = orch.status(job)
-    assert status["status"] == "PAUSED" and status["pause_reason"] == "stopped", status
-    assert status["completed"] == 1 and status["pending"] == 3
+    assert status.status == "PAUSED" and status.pause_reason == "stopped", status
+    assert status.completed == 1 and status.pending == 3
     assert ex.state.reason is StopReason.REQUESTED and orch.store.get_job(job).control is None
