@@ -65,11 +65,8 @@ def decide(outcome: UnitOutcome, *, unit_id: int, attempt: int, error_count: int
     """Turn an attempt's outcome into the unit's next state (`next_step`), as the result to write."""
     step = next_step(outcome, error_count=error_count, max_retries=max_retries, retry_base=retry_base,
                      retry_cap=retry_cap, now=now, quota_wait=quota_wait)
-    common = dict(unit_id=unit_id, attempt=attempt, prompt=prompt, output=outcome.output, data=outcome.data,
-                  cost_usd=outcome.cost_usd, tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out,
-                  turns=outcome.turns, session_id=outcome.session_id)
-    if outcome.ok:
-        return UnitResult(status=UnitStatus.COMPLETED, **common)
-    error_class = outcome.error_class or ErrorClass.retryable
-    return UnitResult(status=step.status, not_before=step.not_before, count_error=step.count_error,
-                      error=outcome.error, error_class=error_class.value, **common)
+    result = UnitResult(unit_id=unit_id, attempt=attempt, prompt=prompt, status=step.status, not_before=step.not_before,
+                        count_error=step.count_error, **outcome.attempt_fields())
+    # a success has no error class; a failure without one is retryable
+    result.error_class = None if outcome.ok else ErrorClass(outcome.error_class or ErrorClass.retryable).value
+    return result

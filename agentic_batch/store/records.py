@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from agentic_batch.attempts import AttemptFields
+
 T = TypeVar("T")
 
 
@@ -59,7 +61,10 @@ class JobRecord:
 
 
 @dataclass(slots=True)
-class UnitRecord:
+class UnitRecord(AttemptFields):
+    """A unit as stored: its identity, state and lease, and its latest attempt's fields (cost and
+    tokens summed over its attempts)."""
+
     id: int
     job_id: int
     seq: int
@@ -75,15 +80,6 @@ class UnitRecord:
     not_before: float | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None
-    output: str | None = None
-    data: Any = None
-    error: str | None = None
-    error_class: str | None = None
-    cost_usd: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    turns: int = 0
-    session_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
 
@@ -136,22 +132,13 @@ class NewUnit:
 
 
 @dataclass(slots=True)
-class UnitResult:
+class UnitResult(AttemptFields):
     """What the engine writes back for one attempt; applied only if the lease still holds."""
 
     unit_id: int
     attempt: int
     status: str  # COMPLETED, FAILED or PENDING (retry later)
     prompt: str | None = None
-    output: str | None = None
-    data: Any = None
-    error: str | None = None
-    error_class: str | None = None
-    cost_usd: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    turns: int = 0
-    session_id: str | None = None
     not_before: float | None = None
     count_error: bool = False
     finished_at: float | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentic_batch.attempts import ATTEMPT_FIELDS
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, logs, units
 from agentic_batch.store.storable import is_transient, rejection_reason, storable, storable_text
@@ -39,24 +40,26 @@ def _storable_result(r: UnitResult) -> UnitResult:
                                session_id=session)
 
 
+#: Attempt fields a unit sums over its attempts (every other attempt field is the latest attempt's).
+_SUMMED = ("cost_usd", "tokens_in", "tokens_out")
+
+
 def _result_params(r: UnitResult, now: float) -> dict[str, Any]:
-    return {"b_id": r.unit_id, "b_attempt": r.attempt, "b_status": r.status, "b_prompt": r.prompt,
-            "b_output": r.output, "b_data": r.data, "b_error": r.error, "b_error_class": r.error_class,
-            "b_cost": r.cost_usd, "b_tin": r.tokens_in, "b_tout": r.tokens_out, "b_turns": r.turns,
-            "b_session": r.session_id, "b_not_before": r.not_before, "b_err": 1 if r.count_error else 0,
-            "b_finished": r.finished_at or now}
+    return {**{f"b_{name}": value for name, value in r.attempt_fields().items()},
+            "b_id": r.unit_id, "b_attempt": r.attempt, "b_status": r.status, "b_prompt": r.prompt,
+            "b_not_before": r.not_before, "b_err": 1 if r.count_error else 0, "b_finished": r.finished_at or now}
+
+
+def _attempt_value(name: str) -> Any:
+    param = sa.bindparam(f"b_{name}", type_=units.c[name].type)
+    return units.c[name] + param if name in _SUMMED else param
 
 
 def _result_update(finished: bool) -> sa.Update:
     """UPDATE for one result row (executemany), fenced by lease owner, attempt and RUNNING."""
     values: dict[str, Any] = {
+        **{name: _attempt_value(name) for name in ATTEMPT_FIELDS},
         "status": sa.bindparam("b_status"), "prompt": sa.bindparam("b_prompt"),
-        "output": sa.bindparam("b_output"), "data": sa.bindparam("b_data", type_=units.c.data.type),
-        "error": sa.bindparam("b_error"), "error_class": sa.bindparam("b_error_class"),
-        "cost_usd": units.c.cost_usd + sa.bindparam("b_cost", type_=sa.Float),
-        "tokens_in": units.c.tokens_in + sa.bindparam("b_tin", type_=sa.Integer),
-        "tokens_out": units.c.tokens_out + sa.bindparam("b_tout", type_=sa.Integer),
-        "turns": sa.bindparam("b_turns"), "session_id": sa.bindparam("b_session"),
         "error_count": units.c.error_count + sa.bindparam("b_err", type_=sa.Integer),
         "lease_expires_at": None,
     }

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from agentic_batch.attempts import AttemptFields
+
 
 class ErrorClass(StrEnum):
     #: Transient (429, 5xx, 529, timeouts, connection resets): back off and try again.
@@ -118,19 +120,11 @@ class UnitContext:
     full_output_path: Path | None = None
 
 
-@dataclass
-class UnitOutcome:
-    """The result of one attempt. `error` set means the attempt failed, classified by `error_class`."""
+@dataclass(kw_only=True)
+class UnitOutcome(AttemptFields):
+    """The result of one attempt. `error` set means the attempt failed, classified by `error_class`
+    (an `ErrorClass`)."""
 
-    output: str | None = None
-    data: Any = None
-    cost_usd: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    turns: int = 0
-    session_id: str | None = None
-    error: str | None = None
-    error_class: ErrorClass | None = None
     #: Seconds to wait before the next try (from retry-after), or until a quota resets.
     retry_after: float | None = None
 
