@@ -1,0 +1,241 @@
+"""A unit's attempt in its own git worktree: open it fresh from the base, capture what the agent
+changed as one commit and a patch, then remove it (its branch stays).
+
+Layout under the job's directory (`$ABP_HOME/jobs/<job>/worktrees`):
+
+    <owner>/<number>-<slug>/   an attempt in flight, owned by one executor (or test run)
+    kept/<number>-<slug>/      a finished attempt's worktree, with `--keep-worktrees`
+
+so the worktrees a dead executor left behind are the ones under its id (`prune_dead_owners`). The
+unit's branch is `abp/<job>/<number>-<slug>`; every attempt resets it to the base, so whatever an
+earlier attempt (or a killed executor) left on it never leaks into the next one.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentic_batch.isolation.git import COMMIT_CONFIG, GitError, git, git_out
+from agentic_batch.isolation.repo_lock import repo_lock
+
+#: Subdirectory of the job's directory holding its worktrees.
+WORKTREES = "worktrees"
+#: Owner directory name of finished attempts' worktrees kept with `--keep-worktrees`.
+KEPT = "kept"
+_SLUG_MAX = 40
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def key_slug(key: str) -> str:
+    """The tail of a unit's key as a branch- and file-name-safe word (`src/a b.py` -> `src-a-b.py`)."""
+    slug = _UNSAFE.sub("-", key).strip("-.")
+    slug = re.sub(r"\.{2,}", ".", slug)[-_SLUG_MAX:].strip("-.")
+    slug = slug.removesuffix(".lock").strip("-.")
+    return slug or "unit"
+
+
+def branch_name(job_id: int, number: int, key: str) -> str:
+    return f"abp/{job_id}/{number}-{key_slug(key)}"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One changed file: its path (the new one for a rename), lines added/deleted (None when binary)."""
+
+    path: str
+    added: int | None
+    deleted: int | None
+    old_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "added": self.added, "deleted": self.deleted, "old_path": self.old_path}
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What an attempt changed, relative to the base: the commit on its branch, the patch and stats."""
+
+    branch: str
+    base: str
+    #: The branch's head after the attempt; None when nothing changed (the branch stays at the base).
+    commit: str | None
+    patch: str
+    files: list[FileChange] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def added(self) -> int:
+        return sum(f.added or 0 for f in self.files)
+
+    @property
+    def deleted(self) -> int:
+        return sum(f.deleted or 0 for f in self.files)
+
+    def stats(self) -> dict[str, Any]:
+        """The stored summary (`abp diff --stat`, the changes view)."""
+        return {"branch": self.branch, "base": self.base, "commit": self.commit, "files": len(self.files),
+                "added": self.added, "deleted": self.deleted, "changes": [f.to_dict() for f in self.files]}
+
+    def summary(self) -> str:
+        if not self.changed:
+            return "no changes"
+        return f"{len(self.files)} file(s) changed, +{self.added} -{self.deleted}"
+
+
+@dataclass(frozen=True)
+class UnitWorktree:
+    """An attempt's checkout: `path` on `branch`, made from the job's base commit."""
+
+    path: Path
+    branch: str
+    number: int
+    key: str
+
+
+class JobWorktrees:
+    """The worktrees of one isolated job: a repository, a base commit, a directory under ABP_HOME."""
+
+    def __init__(self, *, repo: Path, base: str, job_id: int, job_dir: Path, lock_dir: Path) -> None:
+        self.repo = repo
+        self.base = base
+        self.job_id = job_id
+        self.root = job_dir / WORKTREES
+        self.lock_dir = lock_dir
+        self._real_repo = repo.resolve()
+
+    # -- one attempt ---------------------------------------------------------------------------------
+
+    def open(self, owner: str, number: int, key: str) -> UnitWorktree:
+        """A fresh worktree of the base for this attempt; the unit's branch is reset to the base."""
+        name = f"{number}-{key_slug(key)}"
+        path = self.root / owner / name
+        branch = branch_name(self.job_id, number, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with repo_lock(self.lock_dir, self.repo):
+            for stale in (path, self.root / KEPT / name):  # an earlier attempt's, left by a crash or kept
+                if stale.exists():
+                    self._remove_locked(stale)
+            add = ("worktree", "add", "--quiet", "--force", "-B", branch, str(path), self.base)
+            try:
+                git(self.repo, *add)
+            except GitError:  # the branch is checked out elsewhere: a dead executor's attempt, not pruned yet
+                holders = self._checked_out(branch)
+                if not holders:
+                    raise
+                for holder in holders:
+                    self._remove_locked(holder)
+                git(self.repo, *add)
+        return UnitWorktree(path=path, branch=branch, number=number, key=key)
+
+    def capture(self, unit: UnitWorktree, message: str) -> Changes:
+        """Commit everything the agent changed (new, modified, deleted, renamed, binary; .gitignore
+        respected) on the unit's branch, and describe it relative to the base."""
+        wt = unit.path
+        git(wt, "add", "--all", "--", ".")
+        if git(wt, "diff", "--cached", "--quiet", check=False).returncode != 0:
+            git(wt, *COMMIT_CONFIG, "-c", "gc.auto=0", "-c", "maintenance.auto=false", "commit", "--quiet",
+                "--no-verify", "--allow-empty-message", "-m", message, identity=True)
+        head = git_out(wt, "rev-parse", "HEAD")  # the agent may have committed itself: count that too
+        if head == self.base:
+            return Changes(branch=unit.branch, base=self.base, commit=None, patch="")
+        patch = git(wt, "diff", "--binary", "--find-renames", "--no-color", "--no-ext-diff", self.base, head).stdout
+        numstat = git(wt, "diff", "--numstat", "-z", "--find-renames", "--no-color", self.base, head).stdout
+        files = parse_numstat(numstat)
+        return Changes(branch=unit.branch, base=self.base, commit=head, patch=patch, files=files)
+
+    def close(self, unit: UnitWorktree, keep: bool = False) -> Path | None:
+        """Remove the attempt's worktree (its branch stays); with `keep`, move it under `kept/` and
+        return where it is."""
+        with repo_lock(self.lock_dir, self.repo):
+            if not keep:
+                self._remove_locked(unit.path)
+                return None
+            kept = self.root / KEPT / unit.path.name
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            if kept.exists():
+                self._remove_locked(kept)
+            git(self.repo, "worktree", "move", str(unit.path), str(kept))
+            return kept
+
+    def map_path(self, unit: UnitWorktree, path: Path) -> Path | None:
+        """`path` (in the user's checkout) as the same path inside the attempt's worktree, or None
+        when it is outside the repository."""
+        for candidate in (path, path.resolve()):
+            try:
+                rel = candidate.relative_to(self.repo if candidate is path else self._real_repo)
+            except ValueError:
+                continue
+            return unit.path / rel
+        return None
+
+    # -- housekeeping --------------------------------------------------------------------------------
+
+    def prune_dead_owners(self, alive: Callable[[str], bool]) -> list[Path]:
+        """Remove the worktrees of owners (executors, test runs) that are no longer alive; returns them."""
+        if not self.root.is_dir():
+            return []
+        removed: list[Path] = []
+        with repo_lock(self.lock_dir, self.repo):
+            for owner_dir in sorted(self.root.iterdir()):
+                if owner_dir.name == KEPT or not owner_dir.is_dir() or alive(owner_dir.name):
+                    continue
+                for worktree in sorted(owner_dir.iterdir()):
+                    self._remove_locked(worktree)
+                    removed.append(worktree)
+                shutil.rmtree(owner_dir, ignore_errors=True)
+            git(self.repo, "worktree", "prune", check=False)
+        return removed
+
+    def remove_all(self) -> None:
+        """Every worktree of the job (kept ones too); branches stay."""
+        if not self.root.is_dir():
+            return
+        with repo_lock(self.lock_dir, self.repo):
+            for owner_dir in sorted(self.root.iterdir()):
+                for worktree in sorted(owner_dir.iterdir()) if owner_dir.is_dir() else []:
+                    self._remove_locked(worktree)
+            shutil.rmtree(self.root, ignore_errors=True)
+            git(self.repo, "worktree", "prune", check=False)
+
+    def _checked_out(self, branch: str) -> list[Path]:
+        """Worktrees that have `branch` checked out."""
+        listing = git_out(self.repo, "worktree", "list", "--porcelain", "-z")
+        holders, path = [], None
+        for line in listing.split("\0"):
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+            elif line == f"branch refs/heads/{branch}" and path is not None and path != self.repo:
+                holders.append(path)
+        return holders
+
+    def _remove_locked(self, path: Path) -> None:
+        """Remove one worktree (caller holds the repo lock); a directory git no longer knows is deleted."""
+        try:
+            git(self.repo, "worktree", "remove", "--force", "--force", str(path))
+        except GitError:
+            shutil.rmtree(path, ignore_errors=True)
+            git(self.repo, "worktree", "prune", check=False)
+
+
+def parse_numstat(text: str) -> list[FileChange]:
+    """`git diff --numstat -z`: `A\\tD\\tPATH\\0`, or `A\\tD\\t\\0OLD\\0NEW\\0` for a rename; `-` for binary."""
+    fields = iter(text.split("\0"))
+    files = []
+    for head in fields:
+        if not head:
+            continue
+        added, deleted, path = head.split("\t", 2)
+        old = None
+        if not path:  # a rename or copy: the old and new paths follow
+            old, path = next(fields, ""), next(fields, "")
+        files.append(FileChange(path=path, old_path=old, added=None if added == "-" else int(added),
+                                deleted=None if deleted == "-" else int(deleted)))
+    return files

@@ -1,0 +1,202 @@
+"""agentic_batch.isolation against real git: base resolution, fresh worktrees per attempt, the
+captured commit and patch, removal, pruning dead owners, and parallel attempts on one repository."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.isolation import JobWorktrees, branch_name, key_slug, resolve_base
+from agentic_batch.isolation.worktree import parse_numstat
+
+
+def sh(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    sh(root, "init", "-q", "-b", "main")
+    sh(root, "config", "user.email", "t@example.com")
+    sh(root, "config", "user.name", "t")
+    (root / "src" / "a.py").write_text("a = 1\n")
+    (root / "src" / "b.py").write_text("b = 1\n")
+    (root / "shared.txt").write_text("".join(f"line {i}\n" for i in range(20)))
+    (root / "logo.bin").write_bytes(bytes(range(256)))
+    (root / ".gitignore").write_text("*.log\n")
+    sh(root, "add", "-A")
+    sh(root, "commit", "-qm", "base")
+    return root.resolve()
+
+
+def worktrees(repo: Path, tmp_path: Path, job_id: int = 7) -> JobWorktrees:
+    base = resolve_base(repo)
+    return JobWorktrees(repo=base.repo, base=base.commit, job_id=job_id, job_dir=tmp_path / "home" / "jobs" / "7",
+                        lock_dir=tmp_path / "home" / "locks")
+
+
+def test_base_is_head_of_the_repository_containing_a_path(repo: Path) -> None:
+    base = resolve_base(repo / "src")
+    assert base.repo == repo and base.commit == sh(repo, "rev-parse", "HEAD") and base.dirty == []
+    assert base.warning() is None
+
+
+def test_uncommitted_changes_are_named_in_a_warning(repo: Path) -> None:
+    (repo / "src" / "a.py").write_text("a = 2\n")
+    (repo / "new.txt").write_text("x")
+    (repo / "debug.log").write_text("ignored")
+    base = resolve_base(repo)
+    assert sorted(base.dirty) == ["new.txt", "src/a.py"]
+    warning = base.warning()
+    assert warning is not None and "not part of the base" in warning and "src/a.py" in warning
+
+
+def test_base_ref_outside_a_repository_and_unknown_ref_are_one_line_errors(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    with pytest.raises(InvalidSpec, match="is not in a git repository") as exc:
+        resolve_base(outside)
+    assert "\n" not in exc.value.one_line()
+    with pytest.raises(InvalidSpec, match="'nope' is not a commit"):
+        resolve_base(repo, "nope")
+    with pytest.raises(InvalidSpec, match="not a commit"):
+        resolve_base(repo, "--output=/tmp/x")
+    sh(repo, "tag", "v1")
+    assert resolve_base(repo, "v1").commit == sh(repo, "rev-parse", "HEAD")
+
+
+def test_empty_repository_has_no_base(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sh(empty, "init", "-q")
+    with pytest.raises(InvalidSpec, match="no commit yet"):
+        resolve_base(empty)
+
+
+def test_branch_names_are_safe() -> None:
+    assert branch_name(3, 12, "/home/u/repo/src/a b.py") == "abp/3/12-home-u-repo-src-a-b.py"
+    assert key_slug("..//..") == "unit"
+    assert key_slug("x.lock") == "x"
+    assert len(key_slug("a" * 500)) == 40
+    for key in ("a..b", "-x-", "héllo wörld", "~^:?*[\\", "foo.lock"):
+        name = branch_name(1, 1, key)
+        subprocess.run(["git", "check-ref-format", f"refs/heads/{name}"], check=True)
+
+
+def test_attempt_commits_every_kind_of_change_and_removes_its_worktree(repo: Path, tmp_path: Path) -> None:
+    jw = worktrees(repo, tmp_path)
+    unit = jw.open("exec-1", 1, str(repo / "src" / "a.py"))
+    assert unit.path.is_dir() and unit.path.is_relative_to(tmp_path / "home")
+    assert jw.map_path(unit, repo / "src" / "a.py") == unit.path / "src" / "a.py"
+    assert jw.map_path(unit, tmp_path / "elsewhere") is None
+    (unit.path / "src" / "a.py").write_text("a = 2\n")            # modified
+    (unit.path / "src" / "b.py").unlink()                         # deleted
+    (unit.path / "shared.txt").rename(unit.path / "moved.txt")    # renamed
+    (unit.path / "logo.bin").write_bytes(bytes(range(255, -1, -1)))  # binary
+    (unit.path / "new.py").write_text("new = 1\n")                # new
+    (unit.path / "run.log").write_text("ignored\n")               # .gitignore'd
+    changes = jw.capture(unit, "abp job 7 unit 1")
+    by_path = {f.path: f for f in changes.files}
+    assert set(by_path) == {"src/a.py", "src/b.py", "moved.txt", "logo.bin", "new.py"}
+    assert by_path["moved.txt"].old_path == "shared.txt"
+    assert by_path["logo.bin"].added is None
+    assert (by_path["src/a.py"].added, by_path["src/a.py"].deleted) == (1, 1)
+    assert changes.stats()["files"] == 5 and "GIT binary patch" in changes.patch
+    assert "run.log" not in changes.patch
+    assert sh(repo, "rev-list", "--count", f"{jw.base}..{unit.branch}") == "1"
+    assert sh(repo, "log", "-1", "--format=%an %s", unit.branch) == "agentic-batch abp job 7 unit 1"
+    # the user's checkout is untouched
+    assert (repo / "src" / "a.py").read_text() == "a = 1\n" and sh(repo, "status", "--porcelain") == ""
+    jw.close(unit)
+    assert not unit.path.exists()
+    assert str(unit.path) not in sh(repo, "worktree", "list")
+    assert sh(repo, "rev-parse", unit.branch) == changes.commit  # the branch stays
+    # the patch applies onto the base
+    check = tmp_path / "check"
+    sh(repo, "worktree", "add", "-q", "--detach", str(check), jw.base)
+    subprocess.run(["git", "-C", str(check), "apply", "--index"], input=changes.patch, text=True, check=True)
+    assert (check / "src" / "a.py").read_text() == "a = 2\n" and (check / "moved.txt").exists()
+
+
+def test_nothing_changed_leaves_the_branch_at_the_base(repo: Path, tmp_path: Path) -> None:
+    jw = worktrees(repo, tmp_path)
+    unit = jw.open("exec-1", 2, "k")
+    (unit.path / "x.log").write_text("ignored only")
+    changes = jw.capture(unit, "m")
+    assert not changes.changed and changes.commit is None and changes.patch == "" and changes.summary() == "no changes"
+    assert sh(repo, "rev-parse", unit.branch) == jw.base
+
+
+def test_a_fresh_attempt_starts_from_the_base_whatever_the_last_left(repo: Path, tmp_path: Path) -> None:
+    jw = worktrees(repo, tmp_path)
+    first = jw.open("exec-dead", 3, "k")
+    (first.path / "src" / "a.py").write_text("half-edited\n")
+    jw.capture(first, "first attempt")  # a commit on the branch, and the worktree left behind (a crash)
+    other = jw.open("exec-dead", 9, "other")  # a dead executor's attempt at another unit
+    second = jw.open("exec-live", 3, "k")
+    assert second.branch == first.branch and not first.path.exists()  # the branch's stale holder is gone
+    assert (second.path / "src" / "a.py").read_text() == "a = 1\n"
+    assert sh(repo, "rev-parse", second.branch) == jw.base
+    (second.path / "src" / "a.py").write_text("done\n")
+    changes = jw.capture(second, "second attempt")
+    assert sh(repo, "rev-list", "--count", f"{jw.base}..{second.branch}") == "1"
+    assert "half-edited" not in changes.patch
+    removed = jw.prune_dead_owners(lambda owner: owner == "exec-live")
+    assert removed == [other.path] and not other.path.exists() and second.path.exists()
+    assert not other.path.parent.exists()
+    listed = sh(repo, "worktree", "list", "--porcelain")
+    assert str(other.path) not in listed and str(first.path) not in listed and str(second.path) in listed
+
+
+def test_same_owner_retry_replaces_its_worktree(repo: Path, tmp_path: Path) -> None:
+    jw = worktrees(repo, tmp_path)
+    first = jw.open("exec-1", 4, "k")
+    (first.path / "junk").write_text("x")
+    again = jw.open("exec-1", 4, "k")
+    assert again.path == first.path and not (again.path / "junk").exists()
+
+
+def test_keep_moves_the_worktree_aside_and_remove_all_clears_it(repo: Path, tmp_path: Path) -> None:
+    jw = worktrees(repo, tmp_path)
+    unit = jw.open("exec-1", 5, "k")
+    (unit.path / "new.txt").write_text("x\n")
+    jw.capture(unit, "m")
+    kept = jw.close(unit, keep=True)
+    assert kept is not None and (kept / "new.txt").read_text() == "x\n" and not unit.path.exists()
+    assert jw.prune_dead_owners(lambda owner: False) == []  # kept worktrees are not a dead owner's
+    jw.remove_all()
+    assert not kept.exists() and sh(repo, "worktree", "list").count("\n") == 0
+
+
+def test_parallel_attempts_on_one_repository(repo: Path, tmp_path: Path) -> None:
+    jw = worktrees(repo, tmp_path)
+
+    def one(number: int) -> tuple[str, list[str]]:
+        unit = jw.open(f"exec-{number % 3}", number, f"key{number}")
+        lines = (unit.path / "shared.txt").read_text().splitlines()
+        lines[number] = f"edited by {number}"
+        (unit.path / "shared.txt").write_text("\n".join(lines) + "\n")
+        changes = jw.capture(unit, f"unit {number}")
+        jw.close(unit)
+        return changes.patch, [f.path for f in changes.files]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(1, 17)))
+    for number, (patch, paths) in enumerate(results, start=1):
+        assert paths == ["shared.txt"]
+        edits = [line for line in patch.splitlines() if line.startswith("+edited")]
+        assert edits == [f"+edited by {number}"]
+    assert sh(repo, "worktree", "list").count("\n") == 0
+    assert len(sh(repo, "branch", "--list", "abp/7/*").splitlines()) == 16
+
+
+def test_parse_numstat_renames_and_binaries() -> None:
+    files = parse_numstat("1\t2\ta.py\0-\t-\tlogo.bin\0" "0\t0\t\0old.txt\0new.txt\0")
+    assert [(f.path, f.added, f.deleted, f.old_path) for f in files] == [
+        ("a.py", 1, 2, None), ("logo.bin", None, None, None), ("new.txt", 0, 0, "old.txt")]
