@@ -15,6 +15,9 @@ What the engine relies on here:
   credential is reported before anything is spawned.
 * `--rpm/--tpm` hold for each of the CLI's model calls: a rate-limited job's CLIs reach the model
   through `claude_gateway` (a forwarder on 127.0.0.1 that awaits the job's gate per call).
+* The user's `~/.claude` stays as it was: the CLI gets a config dir of the job's own
+  (`$ABP_HOME/jobs/<job>/claude`, see `claude_config`), where its session transcripts go, while it
+  still reads the user's credentials, settings and instructions.
 
 The SDK is imported lazily: `abp` without the `claude` extra still starts, and asking for this
 worker says which extra to install.
@@ -221,6 +224,8 @@ class ClaudeWorker:
     def __init__(self, options: ClaudeOptions) -> None:
         self.options = options
         self._gateway: Any = None  # claude_gateway.ModelCallGateway, once a rate-limited unit needs it
+        #: Variables that send the CLI to each job's private config dir, prepared once per worker.
+        self._config_env: dict[Path, dict[str, str]] = {}
 
     async def _gateway_url(self, gate: CallGate) -> str | None:
         """The local gateway that applies --rpm/--tpm to each of the CLI's model calls, if the job has
@@ -238,6 +243,17 @@ class ClaudeWorker:
             self._gateway = gateway
         return str(self._gateway.url)
 
+    def _private_config(self, job_dir: Path) -> dict[str, str]:
+        """The job's Claude config dir, created or refreshed from the user's on first use by this worker
+        (so a settings change reaches the next executor, not a unit mid-way)."""
+        from agentic_batch.workers import claude_config
+
+        private = job_dir / "claude"
+        env = self._config_env.get(private)
+        if env is None:
+            env = self._config_env[private] = claude_config.prepare(private, os.environ)
+        return env
+
     async def aclose(self) -> None:
         if self._gateway is not None:
             gateway, self._gateway = self._gateway, None
@@ -249,7 +265,8 @@ class ClaudeWorker:
             given = Path(self.options.cwd).expanduser()
             cwd = given if given.is_absolute() else ctx.workspace / given
         add: list[str] = []
-        for d in [*self.options.add_dir, *ctx.allowed_dirs]:
+        dirs: list[str | Path] = [*self.options.add_dir, *ctx.allowed_dirs]
+        for d in dirs:
             resolved = str(Path(d).expanduser().resolve())
             if resolved != str(cwd.resolve()) and resolved not in add:
                 add.append(resolved)
@@ -309,7 +326,13 @@ class ClaudeWorker:
                                        ErrorClass.permanent)
         env = {k: v for k, v in _CLI_ENV_DEFAULTS.items() if k not in os.environ}
         env.update(ctx.processes.child_env())  # the unit's marker: traces tools that leave the CLI's session
-        run_dir = load_settings().run_dir
+        settings = load_settings()
+        try:
+            env.update(self._private_config(settings.job_dir(ctx.job_id)))
+        except OSError as exc:  # a full or read-only disk: as for any other file the attempt needs
+            return UnitOutcome.failure(f"cannot prepare the job's Claude Code config dir: {exc}",
+                                       ErrorClass.retryable)
+        run_dir = settings.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         group = CliProcessGroup(run_dir, ctx.processes)
         cli = real_cli
@@ -344,8 +367,9 @@ class ClaudeWorker:
 
     async def _drive(self, ctx: UnitContext, cli: Path, env: dict[str, str]) -> UnitOutcome:
         """Run the query to its end, emitting events as messages arrive; never raises."""
-        from claude_agent_sdk import ClaudeSDKError, query
+        from claude_agent_sdk import ClaudeSDKError, SystemMessage, query
 
+        from agentic_batch.workers.claude_config import CONFIG_DIR_ENV, transcript_path
         from agentic_batch.workers.claude_messages import RunState, events_for, truncate
 
         stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
@@ -360,6 +384,11 @@ class ClaudeWorker:
             options = self._sdk_options(ctx, cli, env, on_stderr)
             async for message in query(prompt=ctx.prompt or "", options=options):
                 for kind, data in events_for(message, state):
+                    if isinstance(message, SystemMessage) and message.subtype == "init" and CONFIG_DIR_ENV in env:
+                        memory = (message.data.get("memory_paths") or {}).get("auto")
+                        found = transcript_path(Path(env[CONFIG_DIR_ENV]), memory, state.session_id)
+                        if found is not None:  # where this unit's session transcript is kept
+                            data["transcript"] = str(found)
                     ctx.emit(kind, data)
         except (ClaudeSDKError, OSError, ValueError) as exc:  # ValueError: SDK rejected an option
             error = exc
