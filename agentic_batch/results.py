@@ -42,7 +42,7 @@ def unit_row(unit: UnitRecord) -> dict[str, Any]:
 def iter_rows(store: Store, job_id: int, statuses: Iterable[str] | None = None,
               counter: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """Rows in unit order; `counter[0]` (if given) counts them as they go."""
-    for unit in store.iter_units(job_id, list(statuses) if statuses else None):
+    for unit in store.units.iter_units(job_id, list(statuses) if statuses else None):
         if counter is not None:
             counter[0] += 1
         yield unit_row(unit)

@@ -168,7 +168,7 @@ def wait_final(orch: Any, job_id: int, timeout: float = 3600.0, poll: float = 0.
     while time.monotonic() < deadline:
         if watch is not None:
             watch.sample()
-        job = orch.store.get_job(job_id)
+        job = orch.store.jobs.get_job(job_id)
         if job.status in ("COMPLETED", "FAILED", "CANCELLED", "PAUSED"):
             return job
         time.sleep(poll)

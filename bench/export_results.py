@@ -65,10 +65,10 @@ def build_job(n: int, workdir: Path) -> tuple[Any, int]:
     job_id = orch.create({"name": "bench-export", "source": {"kind": "jsonl", "path": "one.jsonl"},
                           "worker": "command", "worker_options": {"command": "echo {{ title }}"}}, cwd=workdir).job_id
     for start in range(1, n, 10_000):
-        orch.store.insert_units(job_id, [NewUnit(seq=i, key=f"item-{i:07d}", payload={
+        orch.store.units.insert_units(job_id, [NewUnit(seq=i, key=f"item-{i:07d}", payload={
             "title": f"Item number {i}", "body": "lorem ipsum dolor sit amet " * 8, "n": i})
             for i in range(start, min(start + 10_000, n))])
-    with orch.store.write() as conn:
+    with orch.store.database.write() as conn:
         conn.execute(sa.update(units).where(units.c.job_id == job_id, units.c.seq % 2 == 0).values(
             status="COMPLETED", output="a summary of the item, a sentence or two long. " * 3,
             cost_usd=0.0001 + 0.00018, tokens_in=812, tokens_out=95, data={"label": "ok", "score": 0.5}))
@@ -81,7 +81,7 @@ def measure(label: str, make: Callable[[], Iterable[str]], orch: Any, rows: list
     store = orch.store
     reads = [0]
     statements = [0]
-    original = store.iter_units
+    original = store.units.iter_units
 
     def counting_iter_units(*args: Any, **kwargs: Any) -> Iterator[Any]:
         for unit in original(*args, **kwargs):
@@ -92,8 +92,8 @@ def measure(label: str, make: Callable[[], Iterable[str]], orch: Any, rows: list
         if statement.lstrip().upper().startswith("SELECT") and "FROM units" in statement:
             statements[0] += 1
 
-    store.iter_units = counting_iter_units
-    sa.event.listen(store.engine, "before_cursor_execute", on_execute)
+    store.units.iter_units = counting_iter_units
+    sa.event.listen(store.database.engine, "before_cursor_execute", on_execute)
     t0 = time.perf_counter()
     size = 0
     try:
@@ -101,8 +101,8 @@ def measure(label: str, make: Callable[[], Iterable[str]], orch: Any, rows: list
             size += len(chunk)
         seconds = time.perf_counter() - t0
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", on_execute)
-        store.iter_units = original
+        sa.event.remove(store.database.engine, "before_cursor_execute", on_execute)
+        store.units.iter_units = original
     tracemalloc.start()  # a second run: tracemalloc slows Python down, so it is not in the timed one
     try:
         for _ in make():

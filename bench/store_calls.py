@@ -29,15 +29,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
-WATCHED = ("claim_units", "apply_results", "append_events", "append_logs", "renew_leases", "beat_executor",
-           "get_job", "count_units", "next_not_before")
+#: The store methods counted, by the query object (`store.units`, ...) that holds them.
+WATCHED = {"claim_units": "units", "apply_results": "units", "append_events": "events", "append_logs": "logs",
+           "renew_leases": "units", "beat_executor": "executors", "get_job": "jobs", "count_units": "units",
+           "next_not_before": "units"}
 BATCHED = ("apply_results", "append_events", "append_logs")  # their list argument is rows written
 
 
 def wrap(store, stats: dict) -> None:
-    """Count calls, rows in and out, and seconds per store method (on the store object only)."""
-    for name in WATCHED:
-        original = getattr(store, name)
+    """Count calls, rows in and out, and seconds per store method (on this store's query objects only)."""
+    for name, holder in WATCHED.items():
+        queries = getattr(store, holder)
+        original = getattr(queries, name)
 
         def counted(*args, _name=name, _fn=original, **kwargs):
             t0 = time.perf_counter()
@@ -50,7 +53,7 @@ def wrap(store, stats: dict) -> None:
             entry["rows_out"] += len(result) if isinstance(result, list) else 0
             return result
 
-        setattr(store, name, functools.wraps(original)(counted))
+        setattr(queries, name, functools.wraps(original)(counted))
 
 
 def main() -> None:
@@ -69,7 +72,7 @@ def main() -> None:
         created = orch.create({"name": "bench-store-calls", "source": {"kind": "jsonl", "path": str(source)},
                                "worker": "python", "worker_options": {"function": f"{noop}:anoop"},
                                "concurrency": args.concurrency}, cwd=tmp)
-        orch.store.update_job(created.job_id, expect=["CREATED"], status="RUNNING", started_at=time.time())
+        orch.store.jobs.update_job(created.job_id, expect=["CREATED"], status="RUNNING", started_at=time.time())
         from agentic_batch.engine.executor import Executor
 
         executor = Executor(created.job_id, store=orch.store, settings=orch.settings)
@@ -78,7 +81,7 @@ def main() -> None:
         t0 = time.perf_counter()
         code = profiler.runcall(executor.run) if profiler else executor.run()
         wall = time.perf_counter() - t0
-        status = orch.store.get_job(created.job_id).status
+        status = orch.store.jobs.get_job(created.job_id).status
     if code != 0 or status != "COMPLETED":
         raise SystemExit(f"executor exited {code}, job {status}")
     n = args.units

@@ -113,7 +113,7 @@ class Executor:
     def _renew_leases(self) -> None:
         """First step of every retry during an outage: on recovery our leases are renewed before
         anything else (a claim) could take them back as expired."""
-        self.store.renew_leases(self.id, self.settings.lease_seconds)
+        self.store.units.renew_leases(self.id, self.settings.lease_seconds)
 
     def _store_back(self, kind: str, seconds: float) -> None:
         if self._recorder is not None:
@@ -134,14 +134,14 @@ class Executor:
     def run(self) -> int:
         """Run until the job is done, stopped or cancelled. Returns a process exit code."""
         _configure_logging()
-        if self.join and self.store.is_sqlite:
+        if self.join and self.store.database.is_sqlite:
             raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
         lock = HostLock(self.settings.run_dir, self.job_id)
         if not (lock.acquire_free_slot() if self.join else lock.acquire()):
             print(f"abp: an executor for job {self.job_id} already runs on this host; nothing to do", flush=True)
             return 0
         try:
-            job = self.store.get_job(self.job_id)
+            job = self.store.jobs.get_job(self.job_id)
             if job is None:
                 print(f"abp: no job {self.job_id}", flush=True)
                 return 1
@@ -149,7 +149,8 @@ class Executor:
                 print(f"abp: job {self.job_id} is {job.status}, not RUNNING; executor exits", flush=True)
                 # already paused or finished (e.g. a joiner arriving late): nothing to do, not an error
                 return 1 if job.status in (JobStatus.CREATED, JobStatus.TESTING) else 0
-            self.store.register_executor(self.id, self.job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
+            self.store.executors.register_executor(self.id, self.job_id, hostname(), os.getpid(),
+                                                   pid_start_token(os.getpid()))
             lock.publish()
             left_cleanly = False
             try:
@@ -180,7 +181,7 @@ class Executor:
                       "lost; run `abp resume %d`", self.id, self.job_id, self.job_id)
             return
         try:
-            self.store.set_executor_state(self.id, "stopped")
+            self.store.executors.set_executor_state(self.id, "stopped")
         except Exception as exc:  # the store is gone: a resume finds this pid dead anyway
             log.error("could not mark executor %s stopped: %s", self.id, describe(exc))
 
@@ -194,7 +195,7 @@ class Executor:
         if lock.slot != 1 or self.left_job:
             return None
         with spawn_guard(self.settings.run_dir, self.job_id):
-            job = self.store.get_job(self.job_id)
+            job = self.store.jobs.get_job(self.job_id)
             # A stop that arrived as we ended is honoured by working again: the next pass sees it and
             # pauses the job (leaving now would strand it RUNNING with nobody to pause it).
             if job is not None and job.status == JobStatus.RUNNING and job.control in (None, Mode.STOP):
@@ -227,7 +228,7 @@ class Executor:
 
     async def _read_control(self, beats: int) -> int:
         """One pass of `_watch_control`; returns the updated beat count."""
-        job = await self.db(self.store.get_job, self.job_id)
+        job = await self.db(self.store.jobs.get_job, self.job_id)
         if job is None or job.status == JobStatus.CANCELLED or job.control == Mode.CANCEL:
             self.state.request(Mode.CANCEL, StopReason.CANCELLED, "job cancelled")
         elif job.control == Mode.STOP or job.status != JobStatus.RUNNING:
@@ -250,8 +251,8 @@ class Executor:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.db(self.store.renew_leases, self.id, self.settings.lease_seconds)
-                await self.db(self.store.beat_executor, self.id)
+                await self.db(self.store.units.renew_leases, self.id, self.settings.lease_seconds)
+                await self.db(self.store.executors.beat_executor, self.id)
                 if await self.db(reclaim_dead_executors, self.store, self.settings, self.job_id, self.id):
                     self.state.wake.set()
             except StoreUnavailable:
@@ -268,7 +269,7 @@ class Executor:
         self.state.hold_until = job.hold_until
         for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
             self._loop.add_signal_handler(sig, self.state.signal, name)
-        listener = self.store.listen(self._notified)
+        listener = self.store.changes.listen(self._notified)
         self._listening = listener is not None
         recorder = self._recorder = Recorder(self.store, self.db, owner=self.id, job_id=self.job_id)
         reaper = Reaper(subreaper=True) if self._track_processes else None
@@ -278,7 +279,7 @@ class Executor:
         recorder.log(self.job_id, "info", f"executor started (pid {os.getpid()}, host {hostname()})",
                      executor_id=self.id)
         try:
-            await self.db(self.store.set_executor_state, self.id, "running")
+            await self.db(self.store.executors.set_executor_state, self.id, "running")
             return await self._work(job, recorder, reaper)
         except StoreUnavailable as exc:
             await pause_for_store(self, job, recorder, exc)
@@ -309,7 +310,7 @@ class Executor:
             recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
                          executor_id=self.id)
             await recorder.flush()
-            await self.db(self.store.update_job, self.job_id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
+            await self.db(self.store.jobs.update_job, self.job_id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
                           error=exc.one_line(), finished_at=time.time())
             return 1
         self.gate = RateGate(job.rpm, job.tpm)

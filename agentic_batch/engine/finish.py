@@ -113,16 +113,16 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
     store = ex.store
     if stopped is StopReason.CANCELLED:
         # A retry may even have revived the job since: only the request flag is ours to clear.
-        await ex.db(store.update_job, job.id, expect=[JobStatus.CANCELLED], control=None)
+        await ex.db(store.jobs.update_job, job.id, expect=[JobStatus.CANCELLED], control=None)
         recorder.log(job.id, "info", "executor stopped: job cancelled", executor_id=ex.id)
         return decide_ending(stopped)
     if stopped is not StopReason.FINISHED:
-        current = await ex.db(store.get_job, job.id)
+        current = await ex.db(store.jobs.get_job, job.id)
         if resumed_meanwhile(stopped, current):
             return decide_ending(stopped, current=current)
         # Mark ourselves stopped first, then look: of executors stopping together, the last one to get
         # here sees nobody left and pauses the job; a signalled executor among busy ones just leaves.
-        await ex.db(store.set_executor_state, ex.id, "stopped")
+        await ex.db(store.executors.set_executor_state, ex.id, "stopped")
         others = [e for e in await ex.db(live_executors, store, ex.settings, job.id) if e.id != ex.id]
         decision = decide_ending(stopped, current=current, others=len(others))
         if decision.ending is Ending.LEAVE:
@@ -132,23 +132,23 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
             return decision
         await _pause(ex, job, recorder, decision)
         return decision
-    counts = await ex.db(store.count_units, job.id)
-    by_class = await ex.db(store.failed_by_class, job.id) if counts[UnitStatus.FAILED] else {}
+    counts = await ex.db(store.units.count_units, job.id)
+    by_class = await ex.db(store.units.failed_by_class, job.id) if counts[UnitStatus.FAILED] else {}
     decision = decide_ending(stopped, counts=counts, failed_by_class=by_class, max_retries=job.max_retries,
                              has_reduce=bool(job.reduce_prompt))
     ending = decision.ending
     if ending is Ending.FAIL:
-        if await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
+        if await ex.db(store.jobs.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
                        finished_at=time.time(), error=decision.error, no_units_in=UNFINISHED):
             recorder.log(job.id, "error", f"job failed: {decision.error}", executor_id=ex.id)
     elif ending is Ending.CANCEL:
-        if await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.CANCELLED,
+        if await ex.db(store.jobs.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.CANCELLED,
                        finished_at=time.time(), error=decision.error, no_units_in=UNFINISHED):
             recorder.log(job.id, "info", f"job ended: {decision.error}", executor_id=ex.id)
     elif ending is Ending.COMPLETE or ending is Ending.REDUCE:
         if ending is Ending.REDUCE and not await _reduce_as_leader(ex, job, runner, recorder):
             return decision
-        if await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.COMPLETED,
+        if await ex.db(store.jobs.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.COMPLETED,
                        finished_at=time.time(), error=None, no_units_in=UNFINISHED):
             recorder.log(job.id, "info", f"job completed: {counts[UnitStatus.COMPLETED]} unit(s)", executor_id=ex.id)
     return decision
@@ -158,13 +158,14 @@ async def _pause(ex: Executor, job: JobRecord, recorder: Recorder, decision: Dec
     """The job -> PAUSED. A stop request pauses the job only while it stands: a `resume` clearing it
     after our look must win (guarded in the update itself)."""
     store = ex.store
-    changed = await ex.db(store.update_job, job.id, expect=[JobStatus.RUNNING], expect_control=decision.expect_control,
-                          status=JobStatus.PAUSED, control=None, pause_reason=decision.pause_reason)
+    changed = await ex.db(store.jobs.update_job, job.id, expect=[JobStatus.RUNNING],
+                          expect_control=decision.expect_control, status=JobStatus.PAUSED, control=None,
+                          pause_reason=decision.pause_reason)
     if not changed:
-        current = await ex.db(store.get_job, job.id)
+        current = await ex.db(store.jobs.get_job, job.id)
         if current is not None and current.status == JobStatus.RUNNING:
             return  # resumed meanwhile: `Executor.run` finds it RUNNING and works on
-        await ex.db(store.update_job, job.id, control=None)  # already paused (or cancelled)
+        await ex.db(store.jobs.update_job, job.id, control=None)  # already paused (or cancelled)
     recorder.log(job.id, "info", "executor stopped: job paused", executor_id=ex.id)
 
 
@@ -188,7 +189,7 @@ async def _reduce_as_leader(ex: Executor, job: JobRecord, runner: UnitRunner, re
     from agentic_batch.engine.reduce import run_reduce
 
     while ex.state.running:
-        current = await ex.db(ex.store.get_job, job.id)
+        current = await ex.db(ex.store.jobs.get_job, job.id)
         if current is None or current.status != JobStatus.RUNNING:
             return False
         if current.reduce_status == UnitStatus.COMPLETED:
@@ -215,10 +216,10 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
     ex.outage.restart(min(high, max(low, ex.settings.store_outage_seconds)))
     try:
         await recorder.flush()
-        await ex.db(ex.store.release_units, ex.id)
-        await ex.db(ex.store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.PAUSED, control=None,
+        await ex.db(ex.store.units.release_units, ex.id)
+        await ex.db(ex.store.jobs.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.PAUSED, control=None,
                     pause_reason="store")
-        await ex.db(ex.store.set_executor_state, ex.id, "stopped")
+        await ex.db(ex.store.executors.set_executor_state, ex.id, "stopped")
     except StoreUnavailable as again:
         ex.left_job = True  # the store is gone: exit (a resume later reclaims this executor's units)
         ex.stranded = True  # and stay "running" in the store, so `abp status` shows this executor lost

@@ -43,8 +43,8 @@ class Pool:
         """Job-wide spend and in-flight units from the store (all executors of the job count)."""
         if self.budget.limit is None:
             return
-        totals = await self.ex.db(self.ex.store.unit_totals, self.job.id)
-        counts = await self.ex.db(self.ex.store.count_units, self.job.id)
+        totals = await self.ex.db(self.ex.store.units.unit_totals, self.job.id)
+        counts = await self.ex.db(self.ex.store.units.count_units, self.job.id)
         self.budget.refresh(totals["cost_usd"], counts[UnitStatus.COMPLETED] + counts[UnitStatus.FAILED],
                             counts[UnitStatus.RUNNING] - len(self.inflight))
 
@@ -54,7 +54,7 @@ class Pool:
         running = {task: unit for task, unit in self.inflight.items() if not task.done()}
         if not running:
             return
-        held = await self.ex.db(self.ex.store.still_leased, self.ex.id, [unit.id for unit in running.values()])
+        held = await self.ex.db(self.ex.store.units.still_leased, self.ex.id, [unit.id for unit in running.values()])
         for task, unit in running.items():
             if unit.id not in held and not task.done():
                 task.cancel()
@@ -77,7 +77,8 @@ class Pool:
                 # A finished unit stays RUNNING in the store until its result is written, and the claim
                 # caps the job's RUNNING units at its concurrency: the buffered results are written and
                 # the freed slots claimed in one transaction.
-                claim = functools.partial(ex.store.claim_units, ex.id, [self.job.id], free, ex.settings.lease_seconds)
+                claim = functools.partial(ex.store.units.claim_units, ex.id, [self.job.id], free,
+                                          ex.settings.lease_seconds)
                 claimed = await self.recorder.flush(then=claim) or []
                 for unit in claimed:
                     self.inflight[asyncio.create_task(self.runner.run_unit(unit))] = unit
@@ -115,18 +116,18 @@ class Pool:
                               f"{self.limit.current}", executor_id=ex.id)
         if result.error_class == "quota" and result.not_before:
             until = self.state.hold(result.not_before)
-            await ex.db(ex.store.update_job, self.job.id, hold_until=until)
+            await ex.db(ex.store.jobs.update_job, self.job.id, hold_until=until)
             self.recorder.log(self.job.id, "warning", "quota reached: no new units until "
                               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))} ({result.error})",
                               executor_id=ex.id)
 
     async def _nothing_left(self) -> bool:
         await self.recorder.flush()
-        counts = await self.ex.db(self.ex.store.count_units, self.job.id)
+        counts = await self.ex.db(self.ex.store.units.count_units, self.job.id)
         # After a store outage: a claim may have committed just as the store went away, its answer lost;
         # those units are leased to us but nothing runs them (and heartbeats would renew them forever).
         lost_claims = counts[UnitStatus.RUNNING] and self.ex.outage.outages and not self.inflight
-        if lost_claims and (released := await self.ex.db(self.ex.store.release_units, self.ex.id)):
+        if lost_claims and (released := await self.ex.db(self.ex.store.units.release_units, self.ex.id)):
             self.recorder.log(self.job.id, "warning", f"{released} unit(s) claimed during a store outage "
                               "were never started; returned to PENDING", executor_id=self.ex.id)
             return False
@@ -136,7 +137,7 @@ class Pool:
         """Nothing to run now: units back off, a quota holds, or other executors hold the leases."""
         delay = self.ex.idle_poll
         if not held:
-            nb = await self.ex.db(self.ex.store.next_not_before, self.job.id)
+            nb = await self.ex.db(self.ex.store.units.next_not_before, self.job.id)
             if nb is not None:
                 delay = min(delay, max(0.01, nb - time.time()))
         elif self.state.hold_until:
@@ -178,6 +179,6 @@ class Pool:
                                   f"{ex.settings.cancel_grace_seconds:g}s of its cancellation; released anyway",
                                   unit_id=inflight[task].id, executor_id=ex.id)
             await self.recorder.flush()
-            released = await ex.db(ex.store.release_units, ex.id, [unit.id for unit in inflight.values()])
+            released = await ex.db(ex.store.units.release_units, ex.id, [unit.id for unit in inflight.values()])
             self.recorder.log(self.job.id, "info", f"released {released} unfinished unit(s) back to PENDING",
                               executor_id=ex.id)

@@ -119,8 +119,8 @@ class Recorder:
             self._writing = (len(events), len(results), len(logs), results)
             await asyncio.wait({self._write})  # a cancellation here leaves the write running (see _write)
             answer = self._settle(raise_error=True)
-            if self._job_id is not None and self._store.can_listen:
-                await self._db(self._store.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
+            if self._job_id is not None and self._store.changes.can_listen:
+                await self._db(self._store.changes.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
             return answer
 
     def _settle(self, raise_error: bool) -> Any:

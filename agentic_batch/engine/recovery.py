@@ -28,18 +28,18 @@ def reclaim_dead_executors(store: Store, settings: Settings, job_id: int, skip: 
     """Mark the job's dead executors dead and put their units back to PENDING. Returns units released."""
     released = 0
     now = time.time()
-    for record in store.list_executors(job_id, live_only=True):
+    for record in store.executors.list_executors(job_id, live_only=True):
         if record.id == skip or executor_alive(record, settings, now):
             continue
-        store.set_executor_state(record.id, "dead")
-        count = store.release_units(record.id)
+        store.executors.set_executor_state(record.id, "dead")
+        count = store.units.release_units(record.id)
         released += count
-        store.append_logs([{"job_id": job_id, "level": "warning", "executor_id": record.id,
-                            "message": f"executor {record.id} (pid {record.pid} on {record.host}) is gone; "
+        store.logs.append_logs([{"job_id": job_id, "level": "warning", "executor_id": record.id,
+                                 "message": f"executor {record.id} (pid {record.pid} on {record.host}) is gone; "
                                        f"{count} of its unit(s) returned to PENDING"}])
     return released
 
 
 def live_executors(store: Store, settings: Settings, job_id: int) -> list[ExecutorRecord]:
     now = time.time()
-    return [r for r in store.list_executors(job_id, live_only=True) if executor_alive(r, settings, now)]
+    return [r for r in store.executors.list_executors(job_id, live_only=True) if executor_alive(r, settings, now)]

@@ -27,10 +27,10 @@ async def run_reduce(executor: Executor, job: JobRecord, runner: UnitRunner, rec
     store = executor.store
     results_path = job_workspace(executor.settings, job.id) / "results.jsonl"
     await executor.db(write_export, store, job.id, "jsonl", results_path)
-    counts = await executor.db(store.count_units, job.id)
+    counts = await executor.db(store.units.count_units, job.id)
     variables = {"results_path": str(results_path), "total": sum(counts.values()),
                  "completed": counts[UnitStatus.COMPLETED], "failed": counts[UnitStatus.FAILED], "job_name": job.name}
-    await executor.db(store.update_job, job.id, reduce_status=UnitStatus.RUNNING, reduce_error=None)
+    await executor.db(store.jobs.update_job, job.id, reduce_status=UnitStatus.RUNNING, reduce_error=None)
     recorder.log(job.id, "info", f"reduce step started over {counts[UnitStatus.COMPLETED]} result(s)",
                  executor_id=executor.id)
     error = "reduce step did not run"
@@ -43,7 +43,7 @@ async def run_reduce(executor: Executor, job: JobRecord, runner: UnitRunner, rec
                          retry_base=executor.settings.retry_base_seconds,
                          retry_cap=executor.settings.retry_max_seconds, quota_wait=job.quota_wait_s or 900.0)
         if step.status is UnitStatus.COMPLETED:
-            await executor.db(store.update_job, job.id, reduce_status=UnitStatus.COMPLETED,
+            await executor.db(store.jobs.update_job, job.id, reduce_status=UnitStatus.COMPLETED,
                               reduce_output=outcome.output)
             recorder.log(job.id, "info", "reduce step completed", executor_id=executor.id)
             return True
@@ -54,8 +54,8 @@ async def run_reduce(executor: Executor, job: JobRecord, runner: UnitRunner, rec
         recorder.log(job.id, "warning", f"reduce attempt {attempt} failed: {error}", executor_id=executor.id)
         if not await _wait_until(executor, step.not_before or 0.0):
             break
-    await executor.db(store.update_job, job.id, reduce_status=UnitStatus.FAILED, reduce_error=error)
-    await executor.db(store.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
+    await executor.db(store.jobs.update_job, job.id, reduce_status=UnitStatus.FAILED, reduce_error=error)
+    await executor.db(store.jobs.update_job, job.id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
                       finished_at=time.time(), error=f"reduce step failed: {error}")
     recorder.log(job.id, "error", f"reduce step failed: {error}", executor_id=executor.id)
     return False

@@ -140,7 +140,7 @@ def _worker_hint(job_ref: str | None, worker_kind: str | None) -> tuple[str | No
 
     store = Store(load_settings().db_url)  # no migrate(): read one row, change nothing
     try:
-        job = store.get_job(int(job_ref))
+        job = store.jobs.get_job(int(job_ref))
     finally:
         store.close()
     return (job.worker, job.worker_options) if job is not None else (worker_kind, {})

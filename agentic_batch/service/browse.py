@@ -51,8 +51,8 @@ class BrowseMixin:
         check_page(limit, offset)
         statuses = parse_statuses(status, JOB_STATUSES, "job")
         search = (search or "").strip() or None
-        records = self.store.list_jobs(statuses, search, limit, offset)
-        return JobsPage(items=[self._job_row(j) for j in records], total=self.store.count_jobs(statuses, search),
+        records = self.store.jobs.list_jobs(statuses, search, limit, offset)
+        return JobsPage(items=[self._job_row(j) for j in records], total=self.store.jobs.count_jobs(statuses, search),
                         limit=limit, offset=offset)
 
     def _job_row(self, job: JobRecord) -> RunningJobRow | JobRow:
@@ -65,10 +65,10 @@ class BrowseMixin:
 
     def stats(self) -> Stats:
         """Totals across every job: jobs and units per status, cost, tokens, overall rate."""
-        counts = self.store.global_counts()
+        counts = self.store.browse.global_counts()
         jobs = {JobStatus(s): counts["jobs"].get(s, 0) for s in JOB_STATUSES}
         units = {UnitStatus(s): counts["units"].get(s, 0) for s in UNIT_STATUSES}
-        recent = self.store.finished_since_all(time.time() - RATE_WINDOW_S)
+        recent = self.store.browse.finished_since_all(time.time() - RATE_WINDOW_S)
         return Stats(jobs=jobs, jobs_total=sum(jobs.values()), units=units, units_total=sum(units.values()),
                      cost_usd=round(counts["cost_usd"], 6), tokens_in=counts["tokens_in"],
                      tokens_out=counts["tokens_out"], rate=round(recent / RATE_WINDOW_S, 4))
@@ -87,7 +87,7 @@ class BrowseMixin:
         count = int(span // width) + 1
         points = [TimePoint(t=start + i * width) for i in range(count)]
         # Units finished before the start (the test unit) count in the first bucket.
-        for row in self.store.finished_buckets(job.id, job.created_at, start, width):
+        for row in self.store.browse.finished_buckets(job.id, job.created_at, start, width):
             index = min(max(row["bucket"], 0), count - 1)
             point = points[index]
             status = row["status"]
@@ -119,9 +119,9 @@ class BrowseMixin:
             raise InvalidSpec(f"unknown order {order!r}", hint="use asc or desc")
         job = self.job(ref)
         statuses = parse_statuses(status, list(UNIT_STATUSES), "unit")
-        items, total = self.store.browse_units(job.id, statuses=statuses, search=(search or "").strip() or None,
-                                               key=key, sort=sort, descending=order == "desc", limit=limit,
-                                               offset=offset)
+        items, total = self.store.browse.browse_units(job.id, statuses=statuses, search=(search or "").strip() or None,
+                                                      key=key, sort=sort, descending=order == "desc", limit=limit,
+                                                      offset=offset)
         return UnitsPage(job_id=job.id, items=[UnitRow.model_validate(i) for i in items], total=total, limit=limit,
                          offset=offset, sort=sort, order="desc" if order == "desc" else "asc")
 
@@ -138,10 +138,11 @@ class BrowseMixin:
         if unit.status not in (UnitStatus.FAILED, UnitStatus.CANCELLED):
             raise IllegalState(f"cannot retry unit {unit.number}: it is {unit.status}",
                                hint="only failed or cancelled units can be retried")
-        if not self.store.set_units_status(job.id, [unit.status], UnitStatus.PENDING, unit_ids=[unit.id], reset=True):
+        if not self.store.units.set_units_status(job.id, [unit.status], UnitStatus.PENDING, unit_ids=[unit.id],
+                                                 reset=True):
             raise IllegalState(f"unit {unit.number} changed state meanwhile; try again")
-        self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
-                                 "message": f"unit {unit.number} queued for retry"}])
+        self.store.logs.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
+                                      "message": f"unit {unit.number} queued for retry"}])
         if job.status == JobStatus.RUNNING.value:
             control.spawn(self.store, self.settings, job)
         elif job.status != JobStatus.PAUSED.value:
@@ -155,10 +156,10 @@ class BrowseMixin:
         unit = self._unit_record(job, unit_ref)
         if unit.status not in (UnitStatus.PENDING, UnitStatus.RUNNING):
             raise IllegalState(f"cannot cancel unit {unit.number}: it is already {unit.status}")
-        if not self.store.set_units_status(job.id, [unit.status], UnitStatus.CANCELLED, unit_ids=[unit.id]):
+        if not self.store.units.set_units_status(job.id, [unit.status], UnitStatus.CANCELLED, unit_ids=[unit.id]):
             raise IllegalState(f"unit {unit.number} changed state meanwhile; try again")
-        self.store.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
-                                 "message": f"unit {unit.number} cancelled"}])
+        self.store.logs.append_logs([{"job_id": job.id, "unit_id": unit.id, "level": "info",
+                                      "message": f"unit {unit.number} cancelled"}])
         return self._unit_and_job(job, unit.id)
 
     def _unit_record(self, job: JobRecord, unit_ref: str | int) -> UnitRecord:
@@ -167,9 +168,9 @@ class BrowseMixin:
         kind, value = parse_unit_ref(unit_ref)
         unit = None
         if kind == "key":
-            unit = self.store.unit_by_key(job.id, str(value))
+            unit = self.store.browse.unit_by_key(job.id, str(value))
         elif value is not None:
-            unit = self.store.unit_by_number(job.id, int(value))
+            unit = self.store.browse.unit_by_number(job.id, int(value))
         if unit is None:
             what = f"key {value!r}" if kind == "key" else str(unit_ref).strip()
             raise NotFound(f"job {job.id} has no unit {what}",
@@ -177,7 +178,7 @@ class BrowseMixin:
         return unit
 
     def _unit_and_job(self, job: JobRecord, unit_id: int) -> UnitAndJob:
-        record = self.store.get_unit(unit_id)
+        record = self.store.units.get_unit(unit_id)
         assert record is not None
         return UnitAndJob(unit=unit_view(record), job=self.status(job.id))
 
@@ -186,16 +187,17 @@ class BrowseMixin:
     def unit_feed(self, ref: str | int, since: float) -> UnitFeed:
         """What a live view polls: the running units and the units that finished since `since`."""
         job = self.job(ref)
-        return UnitFeed(running=[UnitRow.model_validate(u) for u in self.store.running_unit_states(job.id)],
-                        finished=[UnitRow.model_validate(u) for u in self.store.finished_unit_states(job.id, since)])
+        return UnitFeed(running=[UnitRow.model_validate(u) for u in self.store.browse.running_unit_states(job.id)],
+                        finished=[UnitRow.model_validate(u)
+                                  for u in self.store.browse.finished_unit_states(job.id, since)])
 
     def unit_states(self, ref: str | int, numbers: list[int]) -> list[UnitRow]:
-        return [UnitRow.model_validate(u) for u in self.store.unit_states(self.job(ref).id, numbers[:MAX_PAGE])]
+        return [UnitRow.model_validate(u) for u in self.store.browse.unit_states(self.job(ref).id, numbers[:MAX_PAGE])]
 
     def last_event_id(self, ref: str | int, unit_ref: str | int | None = None) -> int:
         job = self.job(ref)
         unit_id = self._unit_record(job, unit_ref).id if unit_ref is not None else None
-        return self.store.last_event_id(job.id, unit_id)
+        return self.store.browse.last_event_id(job.id, unit_id)
 
     def logs_page(self, ref: str | int, level: str = "info", unit: str | int | None = None, text: str | None = None,
                   before: int | None = None, limit: int = 100) -> LogsPage:
@@ -206,8 +208,8 @@ class BrowseMixin:
             raise InvalidSpec(f"unknown log level {level!r}", hint=f"use one of {', '.join(LOG_LEVELS)}")
         job = self.job(ref)
         unit_id = self._unit_record(job, unit).id if unit is not None else None
-        records = self.store.browse_logs(job.id, min_level=level, unit_id=unit_id, text=(text or "").strip() or None,
-                                         before=before, limit=limit)
+        records = self.store.browse.browse_logs(job.id, min_level=level, unit_id=unit_id,
+                                                text=(text or "").strip() or None, before=before, limit=limit)
         items = log_rows(self.store, records)
         return LogsPage(job_id=job.id, items=items, next_before=items[-1].id if len(items) == limit else None)
 

@@ -36,4 +36,4 @@ def join(settings: Settings, job: JobRecord) -> int:
 def any_live_executor(store: Store, settings: Settings, job_id: int) -> bool:
     if live_slots(settings.run_dir, job_id):
         return True
-    return any(executor_alive(r, settings) for r in store.list_executors(job_id, live_only=True))
+    return any(executor_alive(r, settings) for r in store.executors.list_executors(job_id, live_only=True))

@@ -60,9 +60,9 @@ def stored_options(spec: JobSpec) -> dict[str, Any]:
 
 def cleanup_abandoned(store: Store) -> None:
     """Delete CREATING jobs whose creating process (on this host) died mid-way."""
-    for job in store.stale_creating_jobs(hostname()):
+    for job in store.jobs.stale_creating_jobs(hostname()):
         if not process_alive(job.creator_pid):
-            store.delete_job(job.id)
+            store.jobs.delete_job(job.id)
 
 
 def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
@@ -94,7 +94,7 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
         kind.sample_check(options, [i.payload for i in head], list(previews) or [None] * len(head))
 
     cleanup_abandoned(store)
-    job_id = store.insert_job(
+    job_id = store.jobs.insert_job(
         **stored_options(spec), status=JobStatus.CREATING.value, source=source.model_dump(mode="json"),
         prompt_template=template, worker_options=options.model_dump(mode="json", exclude_none=True),
         priority=spec.priority.rank, workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
@@ -103,19 +103,19 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
         cleaned = _Cleaned()
         inserted, seen = _insert_all(store, job_id, itertools.chain(head, items), cleaned)
         if cleaned.items:
-            store.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
-        store.update_job(job_id, expect=[JobStatus.CREATING.value], status=JobStatus.CREATED.value,
-                         creator_pid=None)
+            store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
+        store.jobs.update_job(job_id, expect=[JobStatus.CREATING.value], status=JobStatus.CREATED.value,
+                              creator_pid=None)
     except BaseException:
         try:
-            store.delete_job(job_id)
+            store.jobs.delete_job(job_id)
         except Exception:  # the store itself is failing (a full disk): the job stays CREATING, which no
             pass           # listing shows, and the next create removes it (cleanup_abandoned)
         raise
     return CreatedJob(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
                       source=describe_source(source), prompt_template=template, synthesized=synthesized,
                       previews=previews,
-                      same_name_jobs=[j.id for j in store.find_jobs_by_name(spec.name) if j.id != job_id])
+                      same_name_jobs=[j.id for j in store.jobs.find_jobs_by_name(spec.name) if j.id != job_id])
 
 
 @dataclass
@@ -151,16 +151,16 @@ def _insert_all(store: Store, job_id: int, items: Any, cleaned: _Cleaned) -> tup
         batch.append(cleaned.unit(seen, item))
         seen += 1
         if len(batch) >= BATCH:
-            inserted += store.insert_units(job_id, batch)
+            inserted += store.units.insert_units(job_id, batch)
             batch = []
-    inserted += store.insert_units(job_id, batch)
+    inserted += store.units.insert_units(job_id, batch)
     return inserted, seen
 
 
 def sync_job(store: Store, job_id: int, source_dict: dict[str, Any], workdir: str) -> tuple[int, int]:
     """Re-enumerate a job's source and add only items whose key is new (returns added, existing)."""
     source = SourceSpec.model_validate(source_dict)
-    start = store.max_seq(job_id) + 1
+    start = store.units.max_seq(job_id) + 1
     added = seen = 0
     batch: list[NewUnit] = []
     cleaned = _Cleaned()
@@ -168,9 +168,9 @@ def sync_job(store: Store, job_id: int, source_dict: dict[str, Any], workdir: st
         batch.append(cleaned.unit(start + seen, item))
         seen += 1
         if len(batch) >= BATCH:
-            added += store.insert_units(job_id, batch)
+            added += store.units.insert_units(job_id, batch)
             batch = []
-    added += store.insert_units(job_id, batch)
+    added += store.units.insert_units(job_id, batch)
     if cleaned.items:
-        store.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
+        store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
     return added, seen - added

@@ -50,18 +50,18 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         text = str(ref).strip()
         if isinstance(ref, int) or is_ascii_number(text):
             job_id = parse_id(ref)
-            job = self.store.get_job(job_id) if job_id is not None else None
+            job = self.store.jobs.get_job(job_id) if job_id is not None else None
             if job is not None and job.status != JobStatus.CREATING.value:
                 return job
         else:
-            matches = self.store.find_jobs_by_name(text)
+            matches = self.store.jobs.find_jobs_by_name(text)
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 ids = ", ".join(str(j.id) for j in matches)
                 raise InvalidSpec(f"job name {text!r} matches jobs {ids}; use an id")
             if text == "last":  # the newest job, unless a job is actually named "last"
-                newest = self.store.list_jobs(limit=1)
+                newest = self.store.jobs.list_jobs(limit=1)
                 if newest:
                     return newest[0]
         raise NotFound(f"no job {text!r}", hint="see `abp list` for job ids")
@@ -87,8 +87,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                            JobStatus.FAILED, JobStatus.RUNNING}, "sync")
         added, existing = sync_job(self.store, job.id, job.source, job.workdir)
         if added and job.status == JobStatus.COMPLETED:
-            self.store.update_job(job.id, expect=[JobStatus.COMPLETED], status=JobStatus.PAUSED,
-                                  pause_reason="new items", finished_at=None)
+            self.store.jobs.update_job(job.id, expect=[JobStatus.COMPLETED], status=JobStatus.PAUSED,
+                                       pause_reason="new items", finished_at=None)
         status = self.job(job.id).status
         return SyncResult(job_id=job.id, added=added, existing=existing, status=JobStatus(status),
                           next=_sync_next(status) if added else None)
@@ -98,7 +98,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def test_report(self, ref: str | int, unit_id: int | None = None) -> UnitDetail:
         job = self.job(ref)
         unit_id = unit_id or job.test_unit_id
-        record = self.store.get_unit(unit_id) if unit_id is not None else None
+        record = self.store.units.get_unit(unit_id) if unit_id is not None else None
         if record is None:
             raise IllegalState(f"job {job.id} has no test run yet", hint=f"run `abp start {job.id}`")
         return self._unit_detail(job, record)
@@ -109,16 +109,16 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         job = self.settle_test(job)
         self._expect(job, {JobStatus.TESTING}, "approve", _approve_hint(job))
         if job.test_unit_id:  # a failed test unit gets another chance in the real run
-            self.store.set_units_status(job.id, [UnitStatus.FAILED], UnitStatus.PENDING, unit_ids=[job.test_unit_id],
-                                        reset=True)
+            self.store.units.set_units_status(job.id, [UnitStatus.FAILED], UnitStatus.PENDING,
+                                              unit_ids=[job.test_unit_id], reset=True)
         return self._run(job, expect=[JobStatus.TESTING], executors=executors)
 
     def reject(self, ref: str | int) -> JobView:
         job = self.settle_test(self.job(ref))
         self._expect(job, {JobStatus.TESTING}, "reject", _approve_hint(job).replace("approve", "reject", 1))
         if job.test_unit_id:
-            self.store.reset_unit(job.test_unit_id)
-        self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
+            self.store.units.reset_unit(job.test_unit_id)
+        self.store.jobs.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
         return self.status(job.id)
 
     def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> JobView | UnitDetail:
@@ -137,7 +137,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
     def _check_executors(self, executors: int) -> None:
         if not 1 <= executors <= MAX_EXECUTORS:
             raise InvalidSpec(f"{field_ref('executors')} must be between 1 and {MAX_EXECUTORS}")
-        if executors > 1 and self.store.is_sqlite:
+        if executors > 1 and self.store.database.is_sqlite:
             from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES
 
             raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
@@ -157,16 +157,16 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                                   "finished_at": None, "error": None}
         if job.started_at is None:
             fields["started_at"] = now
-        if not self.store.update_job(job.id, expect=expect, **fields):
+        if not self.store.jobs.update_job(job.id, expect=expect, **fields):
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         fresh = self.job(job.id)
-        self.store.notify(job.id, "running")
+        self.store.changes.notify(job.id, "running")
         pid, started = control.spawn(self.store, self.settings, fresh)
         for _ in range(executors - 1):
             control.join(self.settings, fresh)
         if not started:
-            self.store.append_logs([{"job_id": job.id, "level": "info",
-                                     "message": f"job running again; executor pid {pid} was already running"}])
+            self.store.logs.append_logs([{"job_id": job.id, "level": "info",
+                                          "message": f"job running again; executor pid {pid} was already running"}])
         return self.status(job.id)
 
     # -- running jobs ---------------------------------------------------------------------------
@@ -177,12 +177,12 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         self._expect(job, {JobStatus.RUNNING}, "stop", "only a RUNNING job can be stopped")
         # Through the store, not a signal: every executor on every host reads `control` within a second
         # (at once on PostgreSQL), and a `resume` arriving while they drain can simply clear it.
-        self.store.update_job(job.id, expect=[JobStatus.RUNNING], control="stop")
-        self.store.notify(job.id, "stop")
+        self.store.jobs.update_job(job.id, expect=[JobStatus.RUNNING], control="stop")
+        self.store.changes.notify(job.id, "stop")
         if not control.any_live_executor(self.store, self.settings, job.id):
             control.reclaim_dead_executors(self.store, self.settings, job.id)
-            self.store.update_job(job.id, expect=[JobStatus.RUNNING], status=JobStatus.PAUSED, control=None,
-                                  pause_reason="stopped")
+            self.store.jobs.update_job(job.id, expect=[JobStatus.RUNNING], status=JobStatus.PAUSED, control=None,
+                                       pause_reason="stopped")
         return self.status(job.id)
 
     def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> JobView:
@@ -195,7 +195,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if budget_usd is not None:
             if not 0 < budget_usd <= MAX_BUDGET_USD:  # also refuses nan
                 raise InvalidSpec(f"{field_ref('budget_usd')} must be greater than 0 and at most {MAX_BUDGET_USD:g}")
-            self.store.update_job(job.id, budget_usd=budget_usd)
+            self.store.jobs.update_job(job.id, budget_usd=budget_usd)
             job = self.job(job.id)
         if job.status == JobStatus.PAUSED:
             try:
@@ -206,7 +206,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                 job = self.job(job.id)
                 if job.status != JobStatus.RUNNING:
                     raise
-        if not self.store.update_job(job.id, expect=[JobStatus.RUNNING], control=None):
+        if not self.store.jobs.update_job(job.id, expect=[JobStatus.RUNNING], control=None):
             # It left RUNNING since we looked (its executor just finished draining a stop and paused
             # it): resume it from there, rather than rely on an executor that is leaving.
             return self.resume(job.id, executors=executors)
@@ -219,12 +219,12 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         job = self.job(ref)
         if job.status in TERMINAL_JOB_STATUSES:
             raise IllegalState(f"cannot cancel job {job.id}: it is already {job.status}")
-        if not self.store.update_job(job.id, expect=[job.status], status=JobStatus.CANCELLED, control="cancel",
-                                     finished_at=time.time()):
+        if not self.store.jobs.update_job(job.id, expect=[job.status], status=JobStatus.CANCELLED, control="cancel",
+                                          finished_at=time.time()):
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
-        self.store.set_units_status(job.id, [UnitStatus.PENDING, UnitStatus.RUNNING], UnitStatus.CANCELLED)
-        self.store.notify(job.id, "cancel")  # executors see the CANCELLED status within a second
-        self.store.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
+        self.store.units.set_units_status(job.id, [UnitStatus.PENDING, UnitStatus.RUNNING], UnitStatus.CANCELLED)
+        self.store.changes.notify(job.id, "cancel")  # executors see the CANCELLED status within a second
+        self.store.logs.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
         return self.status(job.id)
 
     def retry(self, ref: str | int, include_cancelled: bool = False) -> RetriedJob:
@@ -233,12 +233,13 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         self._expect(job, {JobStatus.FAILED, JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED,
                            JobStatus.RUNNING}, "retry")
         statuses = [UnitStatus.FAILED, UnitStatus.CANCELLED] if include_cancelled else [UnitStatus.FAILED]
-        count = self.store.set_units_status(job.id, statuses, UnitStatus.PENDING, reset=True)
+        count = self.store.units.set_units_status(job.id, statuses, UnitStatus.PENDING, reset=True)
         if count == 0:
             raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry")
-        self.store.append_logs([{"job_id": job.id, "level": "info", "message": f"{count} unit(s) queued for retry"}])
+        self.store.logs.append_logs([{"job_id": job.id, "level": "info",
+                                      "message": f"{count} unit(s) queued for retry"}])
         if job.status == JobStatus.RUNNING:
-            self.store.notify(job.id, "retry")
+            self.store.changes.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)
             return RetriedJob(**self.status(job.id).model_dump(), retried=count)
         return RetriedJob(**self._run(job, expect=[job.status]).model_dump(), retried=count)
@@ -251,14 +252,14 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if not template.strip():
             raise InvalidSpec("the prompt template is empty")
         compile_template(template)
-        sample = [u.payload for u in itertools.islice(self.store.iter_units(job.id, batch_size=3), 3)]
+        sample = [u.payload for u in itertools.islice(self.store.units.iter_units(job.id, batch_size=3), 3)]
         validate(template, sample, unit={"id": 0, "key": "", "seq": 0, "attempt": 1},
                  job={"id": job.id, "name": job.name})
         if job.status == JobStatus.TESTING:
             if job.test_unit_id:
-                self.store.reset_unit(job.test_unit_id)
-            self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
-        self.store.update_job(job.id, prompt_template=template, intent=None)
+                self.store.units.reset_unit(job.test_unit_id)
+            self.store.jobs.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
+        self.store.jobs.update_job(job.id, prompt_template=template, intent=None)
         return self.status(job.id)
 
     # -- reading --------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
                   offset: int = 0) -> list[JobSummary]:
         statuses = parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
         check_cursor("offset", offset)
-        return [job_summary(self.store, j) for j in self.store.list_jobs(statuses, name, limit, offset)]
+        return [job_summary(self.store, j) for j in self.store.jobs.list_jobs(statuses, name, limit, offset)]
 
     def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> UnitDetail:
         """One unit by its number in the job, or by `key:KEY` (see `_unit_record`), with its conversation."""
@@ -293,7 +294,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         return view
 
     def _unit_detail(self, job: JobRecord, unit: UnitRecord, events_limit: int = 2000) -> UnitDetail:
-        events = event_rows(self.store, self.store.list_events(unit_id=unit.id, limit=events_limit), unit.number)
+        events = event_rows(self.store, self.store.events.list_events(unit_id=unit.id, limit=events_limit), unit.number)
         return UnitDetail(**self._unit_view(job, unit).model_dump(), events=events)
 
     def _render_preview(self, job: JobRecord, payload: dict[str, Any], key: str, seq: int) -> str:
@@ -309,7 +310,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if not 1 <= limit <= MAX_EVENTS:
             raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
         unit = self._unit_record(job, unit_ref) if unit_ref is not None else None
-        records = self.store.list_events(job_id=job.id, unit_id=unit.id if unit else None, after=after, limit=limit)
+        records = self.store.events.list_events(job_id=job.id, unit_id=unit.id if unit else None, after=after,
+                                                limit=limit)
         return event_rows(self.store, records, unit.number if unit else None)
 
     def results(self, ref: str | int, status: str | None = None, limit: int | None = None,
@@ -321,7 +323,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
             raise InvalidSpec(f"limit {limit} is out of range", hint=f"use 1 to {MAX_ID}")
         if limit is None and offset == 0:
             return list(result_rows.iter_rows(self.store, job.id, statuses))
-        page = self.store.page_units(job.id, statuses, limit if limit is not None else 2**31 - 1, offset)
+        page = self.store.units.page_units(job.id, statuses, limit if limit is not None else 2**31 - 1, offset)
         return [result_rows.unit_row(u) for u in page]
 
     def export(self, ref: str | int, fmt: str = "jsonl", status: str | None = None) -> Iterator[str]:
@@ -353,14 +355,14 @@ class Orchestrator(TestFlowMixin, BrowseMixin):
         if not 1 <= limit <= MAX_EVENTS:
             raise InvalidSpec(f"limit {limit} is out of range", hint=f"use 1 to {MAX_EVENTS}")
         unit_id = self._unit_record(job, unit).id if unit is not None else None
-        return log_rows(self.store, self.store.list_logs(job.id, min_level=level, after=after, limit=limit,
-                                                         unit_id=unit_id, text=text))
+        return log_rows(self.store, self.store.logs.list_logs(job.id, min_level=level, after=after, limit=limit,
+                                                              unit_id=unit_id, text=text))
 
     def active_units(self, ref: str | int, limit: int = 20) -> list[ActiveUnit]:
         """Units running now, each with its newest event (what the agent is doing)."""
         job = self.job(ref)
-        running = self.store.running_units(job.id, limit)
-        latest = self.store.latest_events([u.id for u in running])
+        running = self.store.units.running_units(job.id, limit)
+        latest = self.store.events.latest_events([u.id for u in running])
         now = time.time()
         return [ActiveUnit(number=u.number, key=u.key, attempt=u.attempt,
                            elapsed_s=round(now - u.started_at, 1) if u.started_at else None,

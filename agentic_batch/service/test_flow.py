@@ -48,17 +48,17 @@ class TestFlowMixin:
         job = self.job(ref)
         self._expect(job, {JobStatus.CREATED}, "test", "only a CREATED job can be tested; reject a TESTING job first")
         owner = register_test_owner(self.store, job.id)
-        if not self.store.update_job(job.id, expect=[JobStatus.CREATED], status=JobStatus.TESTING):
-            self.store.set_executor_state(owner, TESTED_STATE)
+        if not self.store.jobs.update_job(job.id, expect=[JobStatus.CREATED], status=JobStatus.TESTING):
+            self.store.executors.set_executor_state(owner, TESTED_STATE)
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         try:
             unit_id = run_test_unit(self.store, self.settings, job, owner)
         except BaseException:
             # Back to CREATED, unless another start took the unit over meanwhile (our lease had expired).
-            fresh = self.store.get_job(job.id)
-            unit = self.store.get_unit(fresh.test_unit_id) if fresh and fresh.test_unit_id else None
+            fresh = self.store.jobs.get_job(job.id)
+            unit = self.store.units.get_unit(fresh.test_unit_id) if fresh and fresh.test_unit_id else None
             if unit is None or unit.status == UnitStatus.PENDING:
-                self.store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
+                self.store.jobs.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
             raise
         return self.test_report(job.id, unit_id)
 
@@ -92,9 +92,9 @@ class TestFlowMixin:
         outlast a client's short wait) takes the first pending unit, so it is named from the start (in a
         TESTING job only the test unit runs: if the claim landed since `job` was read, it is that one)."""
         if job.test_unit_id is None:
-            first = self.store.first_unit(job.id, (UnitStatus.PENDING, UnitStatus.RUNNING)) if starting else None
+            first = self.store.units.first_unit(job.id, (UnitStatus.PENDING, UnitStatus.RUNNING)) if starting else None
             return first.number if first is not None else None
-        return self.store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
+        return self.store.browse.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
     def begin_test(self, ref: str | int) -> TestProgress:
         """Start the test run in a detached process and return its progress without waiting for the unit.

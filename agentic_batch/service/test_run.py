@@ -70,8 +70,8 @@ def register_test_owner(store: Store, job_id: int) -> str:
     """Enter this process in the executors table as the job's tester, before the job turns TESTING:
     whoever sees a TESTING job can then tell a test that is starting from one that died."""
     owner = f"test-{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    store.register_executor(owner, job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
-    store.set_executor_state(owner, TESTING_STATE)
+    store.executors.register_executor(owner, job_id, hostname(), os.getpid(), pid_start_token(os.getpid()))
+    store.executors.set_executor_state(owner, TESTING_STATE)
     return owner
 
 
@@ -83,15 +83,15 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
     """
     try:
         worker = get_worker_kind(job.worker).build(job.worker_options)  # before the claim: a bad worker
-        unit = store.first_unit(job.id)                                 # leaves the unit untouched
+        unit = store.units.first_unit(job.id)                                 # leaves the unit untouched
         if unit is None:
             raise IllegalState(f"job {job.id} has no pending unit to test")
-        claimed = store.claim_unit(owner, unit.id, settings.lease_seconds)
+        claimed = store.units.claim_unit(owner, unit.id, settings.lease_seconds)
         if claimed is None:
             raise IllegalState(f"unit {unit.number} of job {job.id} is no longer pending")
-        store.update_job(job.id, test_unit_id=unit.id)
+        store.jobs.update_job(job.id, test_unit_id=unit.id)
     except BaseException:
-        store.set_executor_state(owner, TESTED_STATE)
+        store.executors.set_executor_state(owner, TESTED_STATE)
         raise
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-test-store")
     interrupted: list[str] = []
@@ -104,8 +104,8 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
         while True:
             await asyncio.sleep(max(0.2, settings.lease_seconds / 3))
             try:
-                await db(store.renew_leases, owner, settings.lease_seconds)
-                await db(store.beat_executor, owner)
+                await db(store.units.renew_leases, owner, settings.lease_seconds)
+                await db(store.executors.beat_executor, owner)
             except Exception:  # a busy store must not end the test; the lease is long
                 pass
 
@@ -145,8 +145,8 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
     try:
         asyncio.run(main())
     finally:
-        store.release_units(owner)  # interrupted: the unit goes back to PENDING
-        store.set_executor_state(owner, TESTED_STATE)
+        store.units.release_units(owner)  # interrupted: the unit goes back to PENDING
+        store.executors.set_executor_state(owner, TESTED_STATE)
         pool.shutdown(wait=True)
     if interrupted:
         raise TestInterrupted(interrupted[0])
@@ -163,8 +163,8 @@ def find_test_owner(store: Store, settings: Settings, job: JobRecord) -> TestOwn
     """
     if job.status != JobStatus.TESTING:
         return None
-    unit = store.get_unit(job.test_unit_id) if job.test_unit_id is not None else None
-    records = store.list_executors(job.id)
+    unit = store.units.get_unit(job.test_unit_id) if job.test_unit_id is not None else None
+    records = store.executors.list_executors(job.id)
     now = time.time()
     if unit is not None and unit.status == UnitStatus.RUNNING and unit.lease_owner:
         record = next((r for r in records if r.id == unit.lease_owner), None)
@@ -195,12 +195,12 @@ def reclaim_lost_test(store: Store, settings: Settings, job: JobRecord) -> bool:
     if owner is None or owner.alive:
         return False
     with contextlib.suppress(Exception):
-        store.set_executor_state(owner.id, LOST_STATE)
-    store.release_units(owner.id)
-    if not store.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED):
+        store.executors.set_executor_state(owner.id, LOST_STATE)
+    store.units.release_units(owner.id)
+    if not store.jobs.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED):
         return False
-    store.append_logs([{"job_id": job.id, "unit_id": job.test_unit_id, "level": "warning",
-                        "message": f"the test run of job {job.id} (pid {owner.pid} on {owner.host}) ended without "
+    store.logs.append_logs([{"job_id": job.id, "unit_id": job.test_unit_id, "level": "warning",
+                             "message": f"the test run of job {job.id} (pid {owner.pid} on {owner.host}) ended without "
                                    "a result; its unit is PENDING again"}])
     return True
 
@@ -235,7 +235,7 @@ def launch_detached_test(store: Store, settings: Settings, job: JobRecord, wait_
     proc = spawn_detached(argv, log_path, cwd)
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        current = store.get_job(job.id)
+        current = store.jobs.get_job(job.id)
         if current is None or current.status != JobStatus.CREATED:
             return proc.pid  # ours took it, or another caller's test did: either way it is under way
         if proc.poll() is not None:

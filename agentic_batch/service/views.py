@@ -86,7 +86,7 @@ def executor_view(store: Store, settings: Settings, job_id: int) -> ExecutorView
     """The job's executors: `running`, `stopped` (it left cleanly) or `lost` (its process is gone or
     its heartbeat is older than a lease, without it having stopped)."""
     # A test run's owner counts while it runs (a TESTING job shows who tests it), not once it is over.
-    records = [r for r in store.list_executors(job_id) if r.state not in ("tested", "test-lost")]
+    records = [r for r in store.executors.list_executors(job_id) if r.state not in ("tested", "test-lost")]
     if not records:
         return ExecutorView(state="not_started", pid=None, host=None, heartbeat_at=None, id=None, executors=[])
     now = time.time()
@@ -98,7 +98,7 @@ def executor_view(store: Store, settings: Settings, job_id: int) -> ExecutorView
         listed.append(ExecutorInfo(
             id=rec.id, host=rec.host, pid=rec.pid, state=state, started_at=rec.started_at,
             heartbeat_at=rec.heartbeat_at,
-            units_done=store.owner_counts(rec.id).get(UnitStatus.COMPLETED, 0) if alive else None))
+            units_done=store.units.owner_counts(rec.id).get(UnitStatus.COMPLETED, 0) if alive else None))
     live = [e for e in listed if e.state == "running"]
     head = live[0] if live else listed[0]
     return ExecutorView(state=head.state, pid=head.pid, host=head.host, heartbeat_at=head.heartbeat_at, id=head.id,
@@ -133,8 +133,8 @@ def job_summary(store: Store, job: JobRecord, now: float | None = None) -> JobSu
 
 
 def _summary(store: Store, job: JobRecord, now: float) -> tuple[JobSummary, dict[str, float]]:
-    progress = Progress.of(job, store.count_units(job.id), now)
-    totals = store.unit_totals(job.id)
+    progress = Progress.of(job, store.units.count_units(job.id), now)
+    totals = store.units.unit_totals(job.id)
     return JobSummary(id=job.id, job_id=job.id, name=job.name, status=JobStatus(job.status), worker=job.worker,
                       **progress.as_dict(), cost_usd=round(totals["cost_usd"], 6), created_at=job.created_at,
                       started_at=job.started_at, finished_at=job.finished_at, error=job.error,
@@ -157,20 +157,21 @@ def unit_view(unit: UnitRecord) -> UnitView:
 def _test_unit_number(store: Store, job: JobRecord) -> int | None:
     if job.test_unit_id is None:
         return None
-    return store.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
+    return store.browse.unit_numbers([job.test_unit_id]).get(job.test_unit_id)
 
 
 def event_rows(store: Store, events: Sequence[EventRecord], number: int | None = None) -> list[EventView]:
     """Conversation events as users see them: `unit` is the unit's number (None for the job's reduce
     step). `number` is given when every event is one unit's; else the numbers are looked up at once."""
-    numbers = {} if number is not None else store.unit_numbers(e.unit_id for e in events if e.unit_id is not None)
+    numbers = ({} if number is not None
+               else store.browse.unit_numbers(e.unit_id for e in events if e.unit_id is not None))
     return [EventView(id=e.id, unit=number if number is not None else numbers.get(e.unit_id)  # type: ignore[arg-type]
                       , attempt=e.attempt, seq=e.seq, ts=e.ts, kind=e.kind, data=e.data) for e in events]
 
 
 def log_rows(store: Store, records: Sequence[LogRecord]) -> list[LogLine]:
     """Log lines as users see them: the logs table keeps unit ids; a line shows its unit's number."""
-    numbers = store.unit_numbers(r.unit_id for r in records if r.unit_id is not None)
+    numbers = store.browse.unit_numbers(r.unit_id for r in records if r.unit_id is not None)
     return [LogLine(id=r.id, ts=r.ts, level=r.level, message=r.message,
                     unit=numbers.get(r.unit_id) if r.unit_id is not None else None,
                     executor_id=r.executor_id, extra=r.extra) for r in records]

@@ -1,7 +1,10 @@
 """The store: the only module that talks SQL. Every process (CLI, executor, web, MCP) opens one.
 
-`Store` is a facade over small query mixins, one per table family, all sharing `StoreBase`'s
-connection handling. `open_store()` applies migrations on first use.
+`Store` is one `Database` (engine, transactions, migrations) and a query object per table family
+over it: `store.jobs`, `store.units`, `store.events`, `store.logs`, `store.executors`, `store.browse`
+(reads for the interfaces) and `store.changes` (PostgreSQL notifications). They share the database's
+connections, and a write transaction open on a thread joins them (`Store.write_batch`).
+`open_store()` applies migrations on first use.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from agentic_batch.store.browse_queries import BrowseQueries
-from agentic_batch.store.db import SCHEMA_REVISION, StoreBase, make_engine
-from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries
+from agentic_batch.store.db import SCHEMA_REVISION, Database, make_engine
+from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries, LogQueries
 from agentic_batch.store.executor_queries import ExecutorQueries
 from agentic_batch.store.job_queries import JobQueries
-from agentic_batch.store.notify import Listener, NotifyQueries
+from agentic_batch.store.notify import Changes, Listener
 from agentic_batch.store.records import (
     EventRecord,
     ExecutorRecord,
@@ -30,8 +33,25 @@ from agentic_batch.store.unit_queries import UNIT_STATUSES, UnitQueries
 T = TypeVar("T")
 
 
-class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, BrowseQueries, NotifyQueries, StoreBase):
+class Store:
     """All store queries behind one object. Thread-safe: each call takes its own connection."""
+
+    def __init__(self, url: str) -> None:
+        self.database = Database(url)
+        self.jobs = JobQueries(self.database)
+        self.units = UnitQueries(self.database)
+        self.events = EventQueries(self.database)
+        self.logs = LogQueries(self.database)
+        self.executors = ExecutorQueries(self.database)
+        self.browse = BrowseQueries(self.database)
+        self.changes = Changes(self.database)
+
+    @property
+    def url(self) -> str:
+        return self.database.url
+
+    def close(self) -> None:
+        self.database.close()
 
     def write_batch(self, owner: str, events: Sequence[NewEvent], results: Sequence[UnitResult],
                     logs: Sequence[dict[str, Any]], then: Callable[[], T] | None = None) -> tuple[list[int], T | None]:
@@ -40,12 +60,12 @@ class Store(JobQueries, UnitQueries, EventQueries, ExecutorQueries, BrowseQuerie
         leaves RUNNING in the same transaction that claims a unit for its slot, so the job's RUNNING
         count never exceeds its concurrency, at the cost of one transaction, not two.
         Returns the ids whose result was applied and what `then` returned."""
-        with self.write():
+        with self.database.write():
             if events:
-                self.append_events(events)
-            applied = self.apply_results(owner, results) if results else []
+                self.events.append_events(events)
+            applied = self.units.apply_results(owner, results) if results else []
             if logs:
-                self.append_logs(logs)
+                self.logs.append_logs(logs)
             return applied, then() if then is not None else None
 
 
@@ -56,18 +76,19 @@ def open_store(url: str | None = None) -> Store:
 
         url = load_settings().db_url
     store = Store(url)
-    store.migrate()
+    store.database.migrate()
     return store
 
 
 __all__ = [
     "LOG_LEVELS",
-    "Listener",
     "SCHEMA_REVISION",
     "UNIT_STATUSES",
+    "Database",
     "EventRecord",
     "ExecutorRecord",
     "JobRecord",
+    "Listener",
     "LogRecord",
     "NewEvent",
     "NewUnit",

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from agentic_batch.refs import parse_id
 from agentic_batch.store.event_queries import LOG_LEVELS
+from agentic_batch.store.db import Queries
 from agentic_batch.store.records import LogRecord, UnitRecord, from_mapping
 from agentic_batch.store.schema import UNIT_DURATION, events, jobs, logs, units
 from agentic_batch.store.storable import storable_text
@@ -51,21 +52,21 @@ def light_unit(row: Any) -> dict[str, Any]:
     return data
 
 
-class BrowseQueries:
-    """Mixin for `Store`; relies on `read()` and `dialect` from `StoreBase`."""
+class BrowseQueries(Queries):
+    """Read queries for the interfaces (`store.browse`)."""
 
     # -- units by what users call them ------------------------------------------------------------
 
     def unit_by_number(self, job_id: int, number: int) -> UnitRecord | None:
         """A unit of this job by its number (1..N), never by id or key."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.number == number)
                                ).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
 
     def unit_by_key(self, job_id: int, key: str) -> UnitRecord | None:
         """A unit of this job by its key, as the key was stored (see `storable_text`)."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             row = conn.execute(sa.select(units).where(units.c.job_id == job_id, units.c.key == storable_text(key))
                                ).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
@@ -74,7 +75,7 @@ class BrowseQueries:
         """unit id -> its number, to show users the number of units that rows name by id (events, logs)."""
         wanted = sorted({u for u in unit_ids if u is not None})
         found: dict[int, int] = {}
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             for start in range(0, len(wanted), 1000):
                 found.update((int(i), int(n)) for i, n in conn.execute(
                     sa.select(units.c.id, units.c.number).where(units.c.id.in_(wanted[start:start + 1000]))))
@@ -92,11 +93,11 @@ class BrowseQueries:
         if statuses:
             conditions.append(units.c.status.in_(list(statuses)))
         if search:
-            conditions.append(_search_condition(search, self.dialect))  # type: ignore[attr-defined]
+            conditions.append(_search_condition(search, self.database.dialect))
         key = UNIT_SORTS[sort]
         order = [key.desc(), units.c.id.desc()] if descending else [key.asc(), units.c.id.asc()]
         page_ids = sa.select(units.c.id).where(*conditions).order_by(*order).limit(limit).offset(offset)
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(*_LIGHT_COLUMNS).where(units.c.id.in_(page_ids.scalar_subquery())).order_by(*order)
             ).mappings().all()
@@ -107,13 +108,13 @@ class BrowseQueries:
         """Light rows of these units, by number (a live view asking what became of units it saw running)."""
         if not numbers:
             return []
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(
                 units.c.job_id == job_id, units.c.number.in_(list(numbers)))).mappings().all()
         return [light_unit(r) for r in rows]
 
     def running_unit_states(self, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id,
                                                                  units.c.status == UnitStatus.RUNNING)
                                 .order_by(units.c.started_at).limit(limit)).mappings().all()
@@ -122,7 +123,7 @@ class BrowseQueries:
     def finished_unit_states(self, job_id: int, since: float, limit: int = 500) -> list[dict[str, Any]]:
         """Units that ended (completed, failed, cancelled) at or after `since`: the newest `limit`
         of them (a busy job finishes more than a live view shows), oldest first."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id,
                                                                  units.c.finished_at >= since)
                                 .order_by(units.c.finished_at.desc(), units.c.id.desc()).limit(limit)
@@ -136,21 +137,21 @@ class BrowseQueries:
         counts, cost and tokens per status."""
         raw = (units.c.finished_at - start) / width
         # floor() is not built into every SQLite; CAST truncates, which is floor for values >= 0.
-        bucket = (sa.func.floor(raw) if self.dialect == "postgresql"  # type: ignore[attr-defined]
+        bucket = (sa.func.floor(raw) if self.database.dialect == "postgresql"
                   else sa.cast(raw, sa.Integer)).label("bucket")
         query = (sa.select(bucket, units.c.status, sa.func.count().label("n"),
                            sa.func.coalesce(sa.func.sum(units.c.cost_usd), 0.0).label("cost"),
                            sa.func.coalesce(sa.func.sum(units.c.tokens_in + units.c.tokens_out), 0).label("tokens"))
                  .where(units.c.job_id == job_id, units.c.finished_at >= since)
                  .group_by(bucket, units.c.status))
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return [{"bucket": int(r.bucket), "status": r.status, "n": int(r.n), "cost": float(r.cost),
                      "tokens": int(r.tokens)} for r in conn.execute(query)]
 
     def global_counts(self) -> dict[str, Any]:
         """Jobs per status, units per status, and cost/tokens summed over every visible job."""
         visible = sa.select(jobs.c.id).where(jobs.c.status != JobStatus.CREATING).scalar_subquery()
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             job_rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).where(jobs.c.status != JobStatus.CREATING)
                                     .group_by(jobs.c.status)).all()
             unit_rows = conn.execute(
@@ -168,7 +169,7 @@ class BrowseQueries:
 
     def finished_since_all(self, since: float) -> int:
         """Units of any job that completed or failed since `since` (the overall rate)."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).where(
                 units.c.finished_at >= since, units.c.status.in_([UnitStatus.COMPLETED,
                                                                   UnitStatus.FAILED]))).scalar_one())
@@ -180,7 +181,7 @@ class BrowseQueries:
         query = sa.select(sa.func.max(events.c.id)).where(events.c.job_id == job_id)
         if unit_id is not None:
             query = query.where(events.c.unit_id == unit_id)
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return int(conn.execute(query).scalar() or 0)
 
     def browse_logs(self, job_id: int, *, min_level: str = "debug", unit_id: int | None = None,
@@ -193,9 +194,9 @@ class BrowseQueries:
         if unit_id is not None:
             query = query.where(logs.c.unit_id == unit_id)
         if text:
-            query = query.where(logs.c.message.icontains(text, autoescape=True) if self.dialect == "postgresql"  # type: ignore[attr-defined]
+            query = query.where(logs.c.message.icontains(text, autoescape=True) if self.database.dialect == "postgresql"
                                 else logs.c.message.contains(text, autoescape=True))
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(query.order_by(logs.c.id.desc()).limit(limit)).mappings()
             return [from_mapping(LogRecord, r) for r in rows]
 

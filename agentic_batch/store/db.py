@@ -94,8 +94,9 @@ def _tune_sqlite(engine: Engine, busy: float) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-class StoreBase:
-    """Connection handling shared by the query mixins; see `agentic_batch.store.Store`."""
+class Database:
+    """One store database: its engine, read and write transactions, and migrations. The query
+    classes (`JobQueries`, `UnitQueries`, ...) each hold this object; see `agentic_batch.store.Store`."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -201,3 +202,11 @@ class StoreBase:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
+
+
+class Queries:
+    """Base of the query classes (one per table family): each runs its statements on the one
+    `Database` the `Store` opened, so they share its engine and a thread's open write transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database

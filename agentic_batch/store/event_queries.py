@@ -1,4 +1,5 @@
-"""Conversation events and job logs: appended in batches, read in pages by increasing id."""
+"""Conversation events (`store.events`) and job logs (`store.logs`): appended in batches, read in
+pages by increasing id. A row the store refuses is kept as a note in its place (`insert_rows`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentic_batch.store.db import Database, Queries
 from agentic_batch.store.records import EventRecord, LogRecord, NewEvent, from_mapping
 from agentic_batch.store.schema import events, logs
 from agentic_batch.store.storable import is_transient, rejection_reason, storable_text
@@ -18,8 +20,8 @@ log = logging.getLogger(__name__)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-class EventQueries:
-    """Mixin for `Store`; relies on `read()`/`write()` from `StoreBase`."""
+class EventQueries(Queries):
+    """The events table: what each attempt's agent did, turn by turn."""
 
     def append_events(self, batch: Sequence[NewEvent]) -> None:
         """Insert events; an event the store refuses is kept as an error note in its place."""
@@ -27,7 +29,8 @@ class EventQueries:
             return
         rows = [{"job_id": e.job_id, "unit_id": e.unit_id, "attempt": e.attempt, "seq": e.seq, "ts": e.ts,
                  "kind": storable_text(e.kind), "data": e.data} for e in batch]
-        self._insert_rows(events, rows, lambda row, why: {**row, "data": {"error": f"event not storable: {why}"}})
+        insert_rows(self.database, events, rows,
+                    lambda row, why: {**row, "data": {"error": f"event not storable: {why}"}})
 
     def list_events(self, *, job_id: int | None = None, unit_id: int | None = None, after: int = 0,
                     limit: int = 500, attempt: int | None = None, reduce: bool = False) -> list[EventRecord]:
@@ -41,7 +44,7 @@ class EventQueries:
             query = query.where(events.c.unit_id == unit_id)
         if attempt is not None:
             query = query.where(events.c.attempt == attempt)
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(query.order_by(events.c.id).limit(limit)).mappings()
             return [from_mapping(EventRecord, r) for r in rows]
 
@@ -51,11 +54,13 @@ class EventQueries:
             return {}
         newest = (sa.select(sa.func.max(events.c.id)).where(events.c.unit_id.in_(list(unit_ids)))
                   .group_by(events.c.unit_id))
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(sa.select(events).where(events.c.id.in_(newest.scalar_subquery()))).mappings()
             return {r["unit_id"]: from_mapping(EventRecord, r) for r in rows}
 
-    # -- logs -----------------------------------------------------------------------------------
+
+class LogQueries(Queries):
+    """The logs table: a job's log lines, from its executors and from the interfaces."""
 
     def append_logs(self, batch: Sequence[dict[str, Any]]) -> None:
         """Each dict: job_id, level, message, and optionally unit_id, executor_id, extra, ts."""
@@ -65,36 +70,8 @@ class EventQueries:
         rows = [{"unit_id": None, "executor_id": None, "extra": None, "ts": now, **row} for row in batch]
         for row in rows:
             row["message"] = storable_text(str(row["message"]))
-        self._insert_rows(logs, rows, lambda row, why: {**row, "extra": None,
-                                                        "message": f"log line not storable: {why}"})
-
-    def _insert_rows(self, table: sa.Table, rows: list[dict[str, Any]],
-                     stand_in: Callable[[dict[str, Any], str], dict[str, Any]]) -> None:
-        """Insert in one transaction; if the store refuses a row (not an outage), insert row by row
-        and put `stand_in(row, reason)` in place of each refused one (dropped if refused too)."""
-        try:
-            with self.write() as conn:  # type: ignore[attr-defined]
-                conn.execute(sa.insert(table), rows)
-            return
-        except Exception as exc:
-            if is_transient(exc) or len(rows) == 0:
-                raise
-        for row in rows:
-            try:
-                with self.write() as conn:  # type: ignore[attr-defined]
-                    conn.execute(sa.insert(table), [row])
-                continue
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                why = rejection_reason(exc)
-            log.warning("the store refused a %s row (%s); storing a note instead", table.name, why)
-            try:
-                with self.write() as conn:  # type: ignore[attr-defined]
-                    conn.execute(sa.insert(table), [stand_in(row, why)])
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
+        insert_rows(self.database, logs, rows, lambda row, why: {**row, "extra": None,
+                                                                 "message": f"log line not storable: {why}"})
 
     def list_logs(self, job_id: int, *, min_level: str = "debug", after: int = 0, limit: int = 500,
                   unit_id: int | None = None, text: str | None = None, newest_first: bool = False) -> list[LogRecord]:
@@ -105,5 +82,34 @@ class EventQueries:
         if text:
             query = query.where(logs.c.message.contains(text, autoescape=True))
         query = query.order_by(logs.c.id.desc() if newest_first else logs.c.id).limit(limit)
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return [from_mapping(LogRecord, r) for r in conn.execute(query).mappings()]
+
+
+def insert_rows(database: Database, table: sa.Table, rows: list[dict[str, Any]],
+                stand_in: Callable[[dict[str, Any], str], dict[str, Any]]) -> None:
+    """Insert in one transaction; if the store refuses a row (not an outage), insert row by row
+    and put `stand_in(row, reason)` in place of each refused one (dropped if refused too)."""
+    try:
+        with database.write() as conn:
+            conn.execute(sa.insert(table), rows)
+        return
+    except Exception as exc:
+        if is_transient(exc) or len(rows) == 0:
+            raise
+    for row in rows:
+        try:
+            with database.write() as conn:
+                conn.execute(sa.insert(table), [row])
+            continue
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            why = rejection_reason(exc)
+        log.warning("the store refused a %s row (%s); storing a note instead", table.name, why)
+        try:
+            with database.write() as conn:
+                conn.execute(sa.insert(table), [stand_in(row, why)])
+        except Exception as exc:
+            if is_transient(exc):
+                raise

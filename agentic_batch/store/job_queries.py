@@ -9,28 +9,29 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentic_batch.store.db import Queries
 from agentic_batch.store.records import JobRecord, from_mapping
 from agentic_batch.store.schema import jobs, units
 from agentic_batch.store.storable import storable
 from agentic_batch.states import JobStatus
 
 
-class JobQueries:
-    """Mixin for `Store`; relies on `read()`/`write()` from `StoreBase`."""
+class JobQueries(Queries):
+    """Queries on the jobs table (`store.jobs`)."""
 
     def insert_job(self, **fields: Any) -> int:
         fields = {name: storable(value) for name, value in fields.items()}
         fields.setdefault("created_at", time.time())
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             return int(conn.execute(sa.insert(jobs).values(**fields).returning(jobs.c.id)).scalar_one())
 
     def get_job(self, job_id: int) -> JobRecord | None:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
         return from_mapping(JobRecord, row) if row else None
 
     def find_jobs_by_name(self, name: str) -> list[JobRecord]:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(jobs).where(jobs.c.name == name, jobs.c.status != JobStatus.CREATING).order_by(jobs.c.id)
             ).mappings()
@@ -51,7 +52,7 @@ class JobQueries:
             query = query.where(jobs.c.name.contains(name_contains, autoescape=True))
         if limit is not None:
             query = query.limit(limit).offset(offset)
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return [from_mapping(JobRecord, r) for r in conn.execute(query).mappings()]
 
     def count_jobs(self, statuses: Iterable[str] | None = None, name_contains: str | None = None) -> int:
@@ -61,7 +62,7 @@ class JobQueries:
             query = query.where(jobs.c.status.in_(statuses))
         if name_contains:
             query = query.where(jobs.c.name.contains(name_contains, autoescape=True))
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return int(conn.execute(query).scalar_one())
 
     def update_job(self, job_id: int, *, expect: Iterable[str] | None = None,
@@ -86,21 +87,21 @@ class JobQueries:
         if no_units_in is not None:
             left = sa.select(units.c.id).where(units.c.job_id == job_id, units.c.status.in_(list(no_units_in)))
             query = query.where(~sa.exists(left))
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             return conn.execute(query).rowcount > 0
 
     def delete_job(self, job_id: int) -> None:
         """Remove a job and everything that belongs to it (a failed create, or `abp delete`)."""
         from agentic_batch.store.schema import events, executors, logs
 
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             for table in (events, logs, executors, units):
                 conn.execute(sa.delete(table).where(table.c.job_id == job_id))
             conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
 
     def stale_creating_jobs(self, host: str) -> list[JobRecord]:
         """Jobs left in CREATING by a process on this host (the caller checks the pid is dead)."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(jobs).where(jobs.c.status == JobStatus.CREATING, jobs.c.creator_host == host)
             ).mappings()

@@ -12,23 +12,24 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from agentic_batch.store.db import Queries
 from agentic_batch.store.faults import describe
 
 CHANNEL = "abp_changes"
 log = logging.getLogger(__name__)
 
 
-class NotifyQueries:
-    """Mixin for `Store`: send a notification naming a job (a no-op on SQLite)."""
+class Changes(Queries):
+    """`store.changes`: send a notification naming a job (a no-op on SQLite), or listen for them."""
 
     @property
     def can_listen(self) -> bool:
-        return self.dialect == "postgresql"  # type: ignore[attr-defined]
+        return self.database.dialect == "postgresql"
 
     def notify(self, job_id: int, what: str = "change") -> None:
         if not self.can_listen:
             return
-        with self.engine.connect() as conn:  # type: ignore[attr-defined]
+        with self.database.engine.connect() as conn:
             conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                          {"channel": CHANNEL, "payload": f"{job_id}:{what}"})
             conn.commit()
@@ -37,7 +38,7 @@ class NotifyQueries:
         """Call `callback(job_id, what)` from a background thread for every notification."""
         if not self.can_listen:
             return None
-        listener = Listener(self.engine.url, callback)  # type: ignore[attr-defined]
+        listener = Listener(self.database.engine.url, callback)
         listener.start()
         return listener
 

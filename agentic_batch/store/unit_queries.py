@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentic_batch.attempts import ATTEMPT_FIELDS
+from agentic_batch.store.db import Queries
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, logs, units
 from agentic_batch.store.storable import is_transient, rejection_reason, storable, storable_text
@@ -77,8 +78,8 @@ _FINISH = _result_update(finished=True)
 _RETRY = _result_update(finished=False)
 
 
-class UnitQueries:
-    """Mixin for `Store`; relies on `read()`/`write()`/`dialect` from `StoreBase`."""
+class UnitQueries(Queries):
+    """Queries on the units table (`store.units`): create, claim / heartbeat / ack, counts."""
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -92,8 +93,8 @@ class UnitQueries:
         if not batch:
             return 0
         keyed = [(storable_text(u.key), u) for u in batch]
-        with self.write() as conn:  # type: ignore[attr-defined]
-            if self.dialect == "postgresql":  # type: ignore[attr-defined]
+        with self.database.write() as conn:
+            if self.database.dialect == "postgresql":
                 conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
             top = conn.execute(sa.select(sa.func.max(units.c.number)).where(units.c.job_id == job_id)).scalar()
             taken = self._taken_keys(conn, job_id, [key for key, _ in keyed]) if top is not None else set()
@@ -120,13 +121,13 @@ class UnitQueries:
         return taken
 
     def existing_keys(self, job_id: int, keys: Sequence[str]) -> set[str]:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(sa.select(units.c.key).where(units.c.job_id == job_id,
                                                              units.c.key.in_([storable_text(k) for k in keys])))
             return {r[0] for r in rows}
 
     def max_seq(self, job_id: int) -> int:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             value = conn.execute(sa.select(sa.func.max(units.c.seq)).where(units.c.job_id == job_id)).scalar()
         return int(value) if value is not None else -1
 
@@ -145,7 +146,7 @@ class UnitQueries:
         if limit <= 0 or not job_ids:
             return []
         now = time.time() if now is None else now
-        with self.write(savepoint=False) as conn:  # type: ignore[attr-defined]
+        with self.database.write(savepoint=False) as conn:
             conn.execute(
                 sa.update(units)
                 .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING,
@@ -153,7 +154,7 @@ class UnitQueries:
                 .values(status=UnitStatus.PENDING, lease_owner=None, lease_expires_at=None)
             )
             job_rows = sa.select(jobs.c.id, jobs.c.priority, jobs.c.concurrency).where(jobs.c.id.in_(job_ids))
-            if self.dialect == "postgresql":  # type: ignore[attr-defined]
+            if self.database.dialect == "postgresql":
                 # FOR NO KEY UPDATE: claimers queue on it, while the FOR KEY SHARE locks that inserting
                 # events and logs (foreign keys to jobs) take in the same transaction do not conflict.
                 job_rows = job_rows.order_by(jobs.c.id).with_for_update(of=jobs, key_share=True)
@@ -179,7 +180,7 @@ class UnitQueries:
                 .where(units.c.job_id == job_id, units.c.status == UnitStatus.PENDING,
                        sa.or_(units.c.not_before.is_(None), units.c.not_before <= now))
                 .order_by(units.c.priority.desc(), units.c.seq).limit(limit))
-        if self.dialect == "postgresql":  # type: ignore[attr-defined]
+        if self.database.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True, of=units)
         return list(conn.execute(
             sa.update(units)
@@ -192,7 +193,7 @@ class UnitQueries:
     def claim_unit(self, owner: str, unit_id: int, lease_seconds: float) -> UnitRecord | None:
         """Lease one specific PENDING unit (the test run), or None if it is not pending."""
         now = time.time()
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             row = conn.execute(
                 sa.update(units).where(units.c.id == unit_id, units.c.status == UnitStatus.PENDING)
                 .values(status=UnitStatus.RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
@@ -203,7 +204,7 @@ class UnitQueries:
 
     def reset_unit(self, unit_id: int) -> None:
         """Back to a fresh PENDING unit (a rejected test): output and error cleared, cost kept."""
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             conn.execute(sa.update(units).where(units.c.id == unit_id).values(
                 status=UnitStatus.PENDING, output=None, data=None, error=None, error_class=None, error_count=0,
                 not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None))
@@ -211,7 +212,7 @@ class UnitQueries:
     def renew_leases(self, owner: str, lease_seconds: float, now: float | None = None) -> int:
         """Heartbeat: push out the lease of every unit this owner holds. Returns how many."""
         now = time.time() if now is None else now
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             return conn.execute(
                 sa.update(units).where(units.c.lease_owner == owner, units.c.status == UnitStatus.RUNNING)
                 .values(lease_expires_at=now + lease_seconds)
@@ -244,11 +245,11 @@ class UnitQueries:
         UPDATE on PostgreSQL; BEGIN IMMEDIATE already serialises SQLite), then written with two
         executemany UPDATEs (finished units, units to retry) that repeat the fence in their WHERE."""
         now = time.time()
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             held_query = sa.select(units.c.id, units.c.attempt).where(
                 units.c.id.in_([r.unit_id for r in results]), units.c.lease_owner == owner,
                 units.c.status == UnitStatus.RUNNING)
-            if self.dialect == "postgresql":  # type: ignore[attr-defined]
+            if self.database.dialect == "postgresql":
                 held_query = held_query.with_for_update()
             held = {(row.id, row.attempt) for row in conn.execute(held_query)}
             applied: dict[int, UnitResult] = {}
@@ -269,7 +270,7 @@ class UnitQueries:
         message = f"the store refused this unit's result ({reason}); its output was not kept"
         log.error("unit %s attempt %s: %s", result.unit_id, result.attempt, message)
         now = time.time()
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             row = conn.execute(
                 sa.update(units)
                 .where(units.c.id == result.unit_id, units.c.lease_owner == owner,
@@ -290,7 +291,7 @@ class UnitQueries:
         """Which of these units this owner still holds (RUNNING under its lease)."""
         if not unit_ids:
             return set()
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             owned = sa.and_(units.c.id.in_(list(unit_ids)), units.c.lease_owner == owner,
                             units.c.status == UnitStatus.RUNNING)
             rows = conn.execute(sa.select(units.c.id).where(owned))
@@ -304,7 +305,7 @@ class UnitQueries:
             if not ids:
                 return 0
             query = query.where(units.c.id.in_(ids))
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             return conn.execute(query.values(status=UnitStatus.PENDING, lease_owner=None, lease_expires_at=None,
                                              not_before=None)).rowcount
 
@@ -323,13 +324,13 @@ class UnitQueries:
         query = sa.update(units).where(units.c.job_id == job_id, units.c.status.in_(list(from_statuses)))
         if unit_ids is not None:
             query = query.where(units.c.id.in_(list(unit_ids)))
-        with self.write() as conn:  # type: ignore[attr-defined]
+        with self.database.write() as conn:
             return conn.execute(query.values(**values)).rowcount
 
     # -- reads ----------------------------------------------------------------------------------
 
     def count_units(self, job_id: int) -> dict[str, int]:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(units.c.status, sa.func.count()).where(units.c.job_id == job_id).group_by(units.c.status)
             ).all()
@@ -339,7 +340,7 @@ class UnitQueries:
 
     def failed_by_class(self, job_id: int) -> dict[str | None, int]:
         """FAILED units by their last error class (permanent, retryable, ...): why a job failed."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(units.c.error_class, sa.func.count())
                 .where(units.c.job_id == job_id, units.c.status == UnitStatus.FAILED).group_by(units.c.error_class)
@@ -348,7 +349,7 @@ class UnitQueries:
 
     def unit_totals(self, job_id: int) -> dict[str, float]:
         """Cost and tokens spent so far (a SUM over the job's units)."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             row = conn.execute(
                 sa.select(sa.func.coalesce(sa.func.sum(units.c.cost_usd), 0.0),
                           sa.func.coalesce(sa.func.sum(units.c.tokens_in), 0),
@@ -358,19 +359,19 @@ class UnitQueries:
         return {"cost_usd": float(row[0]), "tokens_in": int(row[1]), "tokens_out": int(row[2])}
 
     def finished_since(self, job_id: int, since: float) -> int:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return int(conn.execute(
                 sa.select(sa.func.count()).where(units.c.job_id == job_id, units.c.finished_at >= since,
                                                  units.c.status.in_([UnitStatus.COMPLETED, UnitStatus.FAILED]))
             ).scalar_one())
 
     def get_unit(self, unit_id: int) -> UnitRecord | None:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
         return from_mapping(UnitRecord, row) if row else None
 
     def first_unit(self, job_id: int, statuses: Sequence[str] = (UnitStatus.PENDING,)) -> UnitRecord | None:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             row = conn.execute(
                 sa.select(units).where(units.c.job_id == job_id, units.c.status.in_(list(statuses)))
                 .order_by(units.c.priority.desc(), units.c.seq).limit(1)
@@ -378,7 +379,7 @@ class UnitQueries:
         return from_mapping(UnitRecord, row) if row else None
 
     def running_units(self, job_id: int, limit: int = 50) -> list[UnitRecord]:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(units).where(units.c.job_id == job_id, units.c.status == UnitStatus.RUNNING)
                 .order_by(units.c.started_at).limit(limit)
@@ -387,7 +388,7 @@ class UnitQueries:
 
     def next_not_before(self, job_id: int) -> float | None:
         """When the earliest backed-off unit becomes runnable (the executor sleeps until then)."""
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return conn.execute(
                 sa.select(sa.func.min(units.c.not_before)).where(units.c.job_id == job_id,
                                                                  units.c.status == UnitStatus.PENDING)
@@ -401,7 +402,7 @@ class UnitQueries:
             query = sa.select(units).where(units.c.job_id == job_id, units.c.seq > last_seq)
             if statuses:
                 query = query.where(units.c.status.in_(list(statuses)))
-            with self.read() as conn:  # type: ignore[attr-defined]
+            with self.database.read() as conn:
                 page = [from_mapping(UnitRecord, r)
                         for r in conn.execute(query.order_by(units.c.seq).limit(batch_size)).mappings()]
             yield from page
@@ -415,11 +416,11 @@ class UnitQueries:
         if statuses:
             query = query.where(units.c.status.in_(list(statuses)))
         query = query.order_by(units.c.seq).limit(limit).offset(max(0, offset))
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             return [from_mapping(UnitRecord, r) for r in conn.execute(query).mappings()]
 
     def owner_counts(self, owner: str) -> dict[str, int]:
-        with self.read() as conn:  # type: ignore[attr-defined]
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(units.c.status, sa.func.count()).where(units.c.lease_owner == owner).group_by(units.c.status)
             ).all()

@@ -22,7 +22,7 @@ class ChangeHub:
     def __init__(self, store: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiters: dict[int | None, set[asyncio.Event]] = {}
-        self._listener = store.listen(self._notified)
+        self._listener = store.changes.listen(self._notified)
 
     @property
     def live(self) -> bool:

@@ -52,7 +52,7 @@ def row_count(orch: Orchestrator, table_name: str) -> int:
     from agentic_batch.store import schema
 
     table = getattr(schema, table_name)
-    with orch.store.read() as conn:
+    with orch.store.database.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 

@@ -47,9 +47,9 @@ def test_rest_refuses_an_unresolvable_schema_naming_the_field(web: Web) -> None:
     response = web.post("/api/jobs", spec(web.workdir, "nap", output_schema=UNRESOLVABLE))
     assert response.status_code == 422, response.text
     assert "output_schema" in response.json()["error"] and "$ref" in response.json()["error"]
-    assert web.orch.store.list_jobs() == []
+    assert web.orch.store.jobs.list_jobs() == []
     created = web.ok("POST", "/api/jobs", spec(web.workdir, "nap", max_output_bytes=2048), status=201)
-    assert web.orch.store.get_job(created["job_id"]).max_output_bytes == 2048
+    assert web.orch.store.jobs.get_job(created["job_id"]).max_output_bytes == 2048
     assert web.ok("GET", f"/api/jobs/{created['job_id']}")["max_output_bytes"] == 2048
     assert web.post("/api/jobs", spec(web.workdir, "nap", max_output_bytes=10)).status_code == 422
 
@@ -62,11 +62,11 @@ async def test_mcp_refuses_an_unresolvable_schema_naming_the_field(workdir: Path
                                 worker="command", worker_options={"command": "echo {{ row.id }}"},
                                 output_schema=UNRESOLVABLE)
         assert "output_schema" in text and "$ref" in text
-        assert orch.store.list_jobs() == []
+        assert orch.store.jobs.list_jobs() == []
         created = await call(session, "create_job", name="capped", source={"kind": "jsonl", "path": str(path)},
                              worker="command", worker_options={"command": "echo {{ row.id }}"},
                              max_output_bytes=2048)
-    assert orch.store.get_job(created["job_id"]).max_output_bytes == 2048
+    assert orch.store.jobs.get_job(created["job_id"]).max_output_bytes == 2048
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -101,7 +101,7 @@ def test_a_50_mb_stdout_is_capped_and_shown_promptly_with_modest_executor_memory
     print(f"executor peak RSS {peak:.0f} MB")  # 222 MB before the cap; a loose bound, not a benchmark
     assert peak < 200
 
-    unit = orch.store.unit_by_key(job, "1")
+    unit = orch.store.browse.unit_by_key(job, "1")
     output = unit.output
     assert len(output.encode()) <= 4 * 1024 * 1024
     assert output.startswith("HEADxxx") and output.endswith("xxx\nTAIL") and "bytes" in output[2_000_000:2_200_000]

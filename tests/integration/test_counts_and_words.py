@@ -29,8 +29,8 @@ def sample_running(orch: Any, job: int, until: set[str], timeout: float = 120) -
     samples: list[int] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        samples.append(orch.store.count_units(job)["RUNNING"])
-        job_record = orch.store.get_job(job)
+        samples.append(orch.store.units.count_units(job)["RUNNING"])
+        job_record = orch.store.jobs.get_job(job)
         if job_record.status in until:
             return samples, orch.status(job)
     raise AssertionError(f"job {job} did not reach {until} in {timeout}s")

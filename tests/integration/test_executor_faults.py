@@ -106,7 +106,7 @@ def test_stop_command_pauses_through_the_store(orch, workdir: Path) -> None:
 
 def test_concurrent_resumes_start_one_executor(orch, workdir: Path) -> None:
     job = spawner_job(orch, workdir, f"abp-res-{uuid.uuid4().hex[:8]}", n=6, seconds=1.0, concurrency=2)
-    orch.store.update_job(job, status="PAUSED", started_at=time.time())
+    orch.store.jobs.update_job(job, status="PAUSED", started_at=time.time())
     results: list[subprocess.CompletedProcess[str]] = []
 
     def resume() -> None:
@@ -121,7 +121,7 @@ def test_concurrent_resumes_start_one_executor(orch, workdir: Path) -> None:
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     pids = {json.loads(r.stdout)["executor"]["pid"] for r in results}
     assert len(pids) == 1
-    assert len(orch.store.list_executors(job)) == 1
+    assert len(orch.store.executors.list_executors(job)) == 1
     assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 6
 
 
@@ -130,9 +130,9 @@ def test_a_resume_that_loses_the_race_joins_the_winner(orch, workdir: Path,
     """Deterministic form of the race above: this resume read PAUSED, then another resume set RUNNING
     before our guarded update. It must not fail with "changed state meanwhile"."""
     job = spawner_job(orch, workdir, f"abp-race-{uuid.uuid4().hex[:8]}", n=2, seconds=0.2, concurrency=2)
-    orch.store.update_job(job, status="PAUSED", started_at=time.time())
+    orch.store.jobs.update_job(job, status="PAUSED", started_at=time.time())
     stale = orch.job(job)
-    orch.store.update_job(job, expect=["PAUSED"], status="RUNNING")  # the winner's transition
+    orch.store.jobs.update_job(job, expect=["PAUSED"], status="RUNNING")  # the winner's transition
     real_job = orch.job
     reads = iter([stale])
     monkeypatch.setattr(orch, "job", lambda ref: next(reads, None) or real_job(ref))
@@ -147,7 +147,7 @@ def test_a_second_executor_on_the_same_host_exits_at_once(orch, workdir: Path) -
     executor_pid(orch, job)
     second = subprocess.run([*ABP, "executor", str(job)], capture_output=True, text=True, timeout=30)
     assert second.returncode == 0 and "already runs" in second.stdout
-    assert len(orch.store.list_executors(job)) == 1
+    assert len(orch.store.executors.list_executors(job)) == 1
 
 
 def test_hanging_unit_is_killed_with_its_children_retried_then_failed(orch, workdir: Path) -> None:

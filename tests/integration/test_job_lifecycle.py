@@ -127,7 +127,7 @@ def test_reduce_with_a_function_that_reads_the_results(orch, workdir: Path) -> N
     done = wait_status(orch, job, {"COMPLETED", "FAILED"})
     assert done.status == "COMPLETED", done
     assert done.reduce.output == "5 of 5 completed; prompt=summarise results.jsonl of 5"
-    assert "end" in [e.kind for e in orch.store.list_events(job_id=job, reduce=True)]
+    assert "end" in [e.kind for e in orch.store.events.list_events(job_id=job, reduce=True)]
 
 
 def test_unit_priorities_decide_the_order(orch, workdir: Path) -> None:
@@ -235,11 +235,11 @@ def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(o
 
     job_id = python_job(orch, workdir, "echo", n=3)
     store = orch.store
-    assert store.update_job(job_id, expect=["CREATED"], status="RUNNING")  # as the retry left it: all PENDING
+    assert store.jobs.update_job(job_id, expect=["CREATED"], status="RUNNING")  # as the retry left it: all PENDING
     ex = Executor(job_id, store=store, settings=orch.settings)
     try:
         recorder = Recorder(store, ex.db, owner=ex.id, job_id=job_id)
-        asyncio.run(finish(ex, store.get_job(job_id), None, recorder, StopReason.FINISHED))  # type: ignore[arg-type]
+        asyncio.run(finish(ex, store.jobs.get_job(job_id), None, recorder, StopReason.FINISHED))  # type: ignore[arg-type]
     finally:
         ex._pool_thread.shutdown()
     status = orch.status(job_id)
@@ -247,7 +247,7 @@ def test_a_retry_landing_as_the_pool_ends_is_not_overwritten_by_a_final_status(o
     # counts read before the retry landed (all cancelled) cannot win either: the guard is in the update
     from agentic_batch.engine.finish import UNFINISHED
 
-    assert not store.update_job(job_id, expect=["RUNNING"], status="CANCELLED", no_units_in=UNFINISHED)
+    assert not store.jobs.update_job(job_id, expect=["RUNNING"], status="CANCELLED", no_units_in=UNFINISHED)
     # nor a pause for a stop request that a `resume` has cleared meanwhile
-    assert not store.update_job(job_id, expect=["RUNNING"], expect_control="stop", status="PAUSED")
+    assert not store.jobs.update_job(job_id, expect=["RUNNING"], expect_control="stop", status="PAUSED")
     assert orch.status(job_id).status == "RUNNING"

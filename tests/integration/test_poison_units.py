@@ -51,8 +51,8 @@ def by_key(orch, job: int) -> dict[str, dict[str, Any]]:  # type: ignore[no-unty
 
 
 def unit_events(orch, job: int, key: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    unit = orch.store.unit_by_key(job, key)
-    return [{"kind": e.kind, **e.data} for e in orch.store.list_events(unit_id=unit.id)]
+    unit = orch.store.browse.unit_by_key(job, key)
+    return [{"kind": e.kind, **e.data} for e in orch.store.events.list_events(unit_id=unit.id)]
 
 
 def test_a_result_the_store_refuses_fails_only_its_unit(orch, workdir: Path) -> None:
@@ -105,7 +105,7 @@ def test_nul_bytes_in_csv_fields_reach_prompt_and_key_storably(orch, workdir: Pa
     rows = by_key(orch, job)
     assert set(rows) == {"a\ufffd", "b", "c"}
     assert rows["b"]["output"] == "hello bo\ufffdb" and rows["b"]["name"] == "bo\ufffdb"
-    assert orch.store.unit_by_key(job, "b").prompt == "hello bo\ufffdb"
+    assert orch.store.browse.unit_by_key(job, "b").prompt == "hello bo\ufffdb"
 
 
 def test_a_function_calling_sys_exit_fails_its_unit_not_the_executor(orch, workdir: Path) -> None:
@@ -152,7 +152,7 @@ def test_a_stored_schema_that_cannot_validate_fails_units_not_the_executor(orch,
     """A job made before $refs were checked at create (so every resume died): its units fail, each
     on its own, with an error naming output_schema; the executor finishes the job."""
     job = python_job(orch, workdir, "fine_json", n=3, output_schema={"type": "object"})
-    orch.store.update_job(job, output_schema={"$ref": "#/$defs/missing"})
+    orch.store.jobs.update_job(job, output_schema={"$ref": "#/$defs/missing"})
     final = run_to_end(orch, job)
     assert final.status == "FAILED" and final.failed == 3
     for row in by_key(orch, job).values():

@@ -83,7 +83,7 @@ def test_chaos_three_executors_one_killed_one_terminated(pg_orch: Orchestrator, 
     assert pids[0] in writers and writers <= set(pids)  # only executors of this job wrote results
     # every result was written by the executor that held the unit's lease at the end
     for row in rows[:2000:50]:
-        unit = pg_orch.store.unit_by_number(final.id, row["unit"])
+        unit = pg_orch.store.browse.unit_by_number(final.id, row["unit"])
         assert unit.lease_owner and unit.lease_owner.split("-")[-2] == row["output"]
     assert any("is gone" in line.message for line in pg_orch.logs(job, level="warning"))
 
@@ -144,10 +144,10 @@ def test_status_lists_every_executor(pg_orch: Orchestrator, workdir: Path, monke
 
 def test_listen_notify_delivers_changes(pg_orch: Orchestrator) -> None:
     got: list[tuple[int, str]] = []
-    listener = pg_orch.store.listen(lambda job, what: got.append((job, what)))
+    listener = pg_orch.store.changes.listen(lambda job, what: got.append((job, what)))
     assert listener is not None
     try:
-        pg_orch.store.notify(7, "stop")
+        pg_orch.store.changes.notify(7, "stop")
         wait_until(lambda: (7, "stop") in got, timeout=10, what="the notification")
     finally:
         listener.stop()
@@ -161,8 +161,8 @@ def test_concurrency_is_job_wide_across_executors(pg_orch: Orchestrator, workdir
     job = job_of(pg_orch, workdir, 600, concurrency=4)
     pg_orch.start(job, skip_test=True, executors=3)
     samples: list[int] = []
-    while (record := pg_orch.store.get_job(job)).status == "RUNNING":
-        samples.append(pg_orch.store.count_units(job)["RUNNING"])
+    while (record := pg_orch.store.jobs.get_job(job)).status == "RUNNING":
+        samples.append(pg_orch.store.units.count_units(job)["RUNNING"])
     final = pg_orch.status(job)
     assert record.status == "COMPLETED" and final.completed == 600, final
     assert 2 <= max(samples) <= 4, sorted(samples)[-10:]

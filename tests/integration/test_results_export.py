@@ -31,10 +31,10 @@ def job(orch: Orchestrator, workdir: Path) -> int:
     job_id = orch.create({"name": "export", "source": {"kind": "jsonl", "path": "one.jsonl"},
                           "worker": "command", "worker_options": {"command": "echo {{ name }}"}},
                          cwd=workdir).job_id
-    orch.store.insert_units(job_id, [
+    orch.store.units.insert_units(job_id, [
         NewUnit(seq=i, key=f"k{i}", payload={"name": f"n{i}", "text": "line1\nline2, \"quoted\""}
                 | ({"late": "only in the last row"} if i == N else {})) for i in range(1, N + 1)])
-    with orch.store.write() as conn:
+    with orch.store.database.write() as conn:
         conn.execute(sa.update(units).where(units.c.job_id == job_id, units.c.seq % 2 == 0).values(
             status="COMPLETED", output="out", cost_usd=0.0001 + 0.00018, data={"label": "x", "score": 3}))
         conn.execute(sa.update(units).where(units.c.job_id == job_id, units.c.seq == 3).values(
@@ -82,9 +82,9 @@ def _two_pass_csv(rows: list[dict]) -> str:  # type: ignore[type-arg]
 
 def test_csv_export_reads_every_unit_once(orch: Orchestrator, job: int) -> None:
     job_id = job
-    with UnitReads(orch.store.engine) as jsonl_reads:
+    with UnitReads(orch.store.database.engine) as jsonl_reads:
         _drain(orch.export(job_id, "jsonl"))
-    with UnitReads(orch.store.engine) as csv_reads:
+    with UnitReads(orch.store.database.engine) as csv_reads:
         text = _drain(orch.export(job_id, "csv"))
     pages = -(-(N + 1) // 1000)
     assert jsonl_reads.count == csv_reads.count  # one pass, like jsonl (two passes made it 2x)
@@ -100,7 +100,7 @@ def test_csv_export_reads_every_unit_once(orch: Orchestrator, job: int) -> None:
 
 
 def test_export_to_file_is_the_same_single_pass(orch: Orchestrator, job: int, workdir: Path) -> None:
-    with UnitReads(orch.store.engine) as reads:
+    with UnitReads(orch.store.database.engine) as reads:
         info = orch.export_to(job, workdir / "out.csv")
     assert info.rows == N + 1 and reads.count <= -(-(N + 1) // 1000) + 2
     assert (workdir / "out.csv").read_bytes().decode() == _drain(orch.export(job, "csv"))

@@ -18,69 +18,69 @@ def store(store_url: str):  # noqa: F811
 
 
 def make_job(store: Store, units: int) -> int:
-    job_id = store.insert_job(name="poison\x00job", status="RUNNING", source={"kind": "jsonl"}, worker="python",
-                              worker_options={}, concurrency=100, max_retries=2, timeout_s=10, workdir="/tmp",
-                              prompt_template="say {{ x }}\x00")
-    store.insert_units(job_id, [NewUnit(seq=i, key=f"k{i}\x00", payload={"text": f"a\x00b{i}"})
-                                for i in range(units)])
+    job_id = store.jobs.insert_job(name="poison\x00job", status="RUNNING", source={"kind": "jsonl"}, worker="python",
+                                   worker_options={}, concurrency=100, max_retries=2, timeout_s=10, workdir="/tmp",
+                                   prompt_template="say {{ x }}\x00")
+    store.units.insert_units(job_id, [NewUnit(seq=i, key=f"k{i}\x00", payload={"text": f"a\x00b{i}"})
+                                      for i in range(units)])
     return job_id
 
 
 def test_nul_and_surrogates_are_stored_as_replacement_characters(store: Store) -> None:
     job = make_job(store, 3)
-    record = store.get_job(job)
+    record = store.jobs.get_job(job)
     assert record.name == "poison\ufffdjob" and record.prompt_template == "say {{ x }}\ufffd"
-    claimed = store.claim_units("me", [job], 3, 30)
+    claimed = store.units.claim_units("me", [job], 3, 30)
     assert sorted(u.key for u in claimed) == ["k0\ufffd", "k1\ufffd", "k2\ufffd"]
     assert claimed[0].payload["text"].startswith("a\x00b")  # JSON holds NUL as \u0000 on both stores
     results = [UnitResult(unit_id=claimed[0].id, attempt=1, status="COMPLETED", output="out\x00put",
                           prompt="p\x00", session_id="s" * 500),
                UnitResult(unit_id=claimed[1].id, attempt=1, status="FAILED", error="bad \ud800 text\x00"),
                UnitResult(unit_id=claimed[2].id, attempt=1, status="PENDING", error="retry\x00", not_before=0)]
-    assert sorted(store.apply_results("me", results)) == sorted(u.id for u in claimed)
-    first, second, third = (store.get_unit(u.id) for u in claimed)
+    assert sorted(store.units.apply_results("me", results)) == sorted(u.id for u in claimed)
+    first, second, third = (store.units.get_unit(u.id) for u in claimed)
     assert (first.status, first.output, first.prompt) == ("COMPLETED", "out\ufffdput", "p\ufffd")
     assert len(first.session_id) == 128
     assert (second.status, second.error) == ("FAILED", "bad \ufffd text\ufffd")
     assert (third.status, third.error) == ("PENDING", "retry\ufffd")
-    store.update_job(job, error="died: \x00")
-    assert store.get_job(job).error == "died: \ufffd"
+    store.jobs.update_job(job, error="died: \x00")
+    assert store.jobs.get_job(job).error == "died: \ufffd"
 
 
 def test_one_refused_result_fails_only_its_unit_and_the_rest_land(store: Store) -> None:
     job = make_job(store, 7)
-    claimed = store.claim_units("me", [job], 7, 30)
+    claimed = store.units.claim_units("me", [job], 7, 30)
     results = [UnitResult(unit_id=u.id, attempt=1, status="COMPLETED", output=f"ok {u.seq}", tokens_in=3)
                for u in claimed]
     results[4].tokens_in = 10**20  # no integer column holds it (PostgreSQL: out of range; SQLite: overflow)
     results[4].output = "lost"
-    assert sorted(store.apply_results("me", results)) == sorted(u.id for u in claimed)
-    units = {u.id: store.get_unit(u.id) for u in claimed}
+    assert sorted(store.units.apply_results("me", results)) == sorted(u.id for u in claimed)
+    units = {u.id: store.units.get_unit(u.id) for u in claimed}
     bad = units.pop(claimed[4].id)
     assert bad.status == "FAILED" and bad.output is None and bad.error_class == "permanent"
     assert bad.error.startswith("the store refused this unit's result (") and "INSERT" not in bad.error
     assert all(u.status == "COMPLETED" and u.output.startswith("ok ") and u.tokens_in == 3 for u in units.values())
-    logs = store.list_logs(job, min_level="error")
+    logs = store.logs.list_logs(job, min_level="error")
     assert [line.unit_id for line in logs] == [claimed[4].id]
     # fenced like any result: a second executor's late copy changes nothing
-    assert store.apply_results("other", [UnitResult(unit_id=claimed[4].id, attempt=1, status="COMPLETED")]) == []
+    assert store.units.apply_results("other", [UnitResult(unit_id=claimed[4].id, attempt=1, status="COMPLETED")]) == []
 
 
 def test_refused_events_and_log_lines_are_kept_as_notes(store: Store) -> None:
     job = make_job(store, 1)
-    unit = store.claim_units("me", [job], 1, 30)[0]
-    store.append_events([
+    unit = store.units.claim_units("me", [job], 1, 30)[0]
+    store.events.append_events([
         NewEvent(job_id=job, unit_id=unit.id, attempt=1, seq=0, ts=1.0, kind="stdout", data={"text": "a\x00"}),
         NewEvent(job_id=job, unit_id=unit.id, attempt=1, seq=1, ts=1.0, kind="tool_use",
                  data={"input": {1j: "not JSON"}}),  # a worker bug: data the JSON column cannot take
         NewEvent(job_id=job, unit_id=unit.id, attempt=1, seq=2, ts=1.0, kind="end\x00", data={}),
     ])
-    events = store.list_events(unit_id=unit.id)
+    events = store.events.list_events(unit_id=unit.id)
     assert [e.kind for e in events] == ["stdout", "tool_use", "end\ufffd"]
     assert events[0].data["text"] in ("a\x00", "a\ufffd")
     assert events[1].data["error"].startswith("event not storable: TypeError")
-    store.append_logs([{"job_id": job, "level": "info", "message": "line\x00one"},
-                       {"job_id": job, "level": "info", "message": "two", "extra": {"bad": {1j}}}])
-    assert [line.message for line in store.list_logs(job)][-2:] == ["line\ufffdone",
+    store.logs.append_logs([{"job_id": job, "level": "info", "message": "line\x00one"},
+                            {"job_id": job, "level": "info", "message": "two", "extra": {"bad": {1j}}}])
+    assert [line.message for line in store.logs.list_logs(job)][-2:] == ["line\ufffdone",
                                                                    "log line not storable: TypeError: "
                                                                    "Object of type set is not JSON serializable"]

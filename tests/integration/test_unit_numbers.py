@@ -20,37 +20,37 @@ def store(store_url: str):  # noqa: F811
 
 
 def new_job(store: Store, name: str) -> int:
-    return store.insert_job(name=name, status="CREATED", source={"kind": "jsonl"}, worker="python",
-                            worker_options={}, concurrency=1, max_retries=0, timeout_s=10, workdir="/tmp")
+    return store.jobs.insert_job(name=name, status="CREATED", source={"kind": "jsonl"}, worker="python",
+                                 worker_options={}, concurrency=1, max_retries=0, timeout_s=10, workdir="/tmp")
 
 
 def numbered(store: Store, job: int) -> dict[str, int]:
-    return {u.key: u.number for u in store.iter_units(job)}
+    return {u.key: u.number for u in store.units.iter_units(job)}
 
 
 def test_numbers_are_dense_per_job_and_skip_duplicate_keys(store: Store) -> None:
     first, second = new_job(store, "a"), new_job(store, "b")
-    assert store.insert_units(first, [NewUnit(seq=i, key=k, payload={}) for i, k in enumerate("xyxz")]) == 3
+    assert store.units.insert_units(first, [NewUnit(seq=i, key=k, payload={}) for i, k in enumerate("xyxz")]) == 3
     assert numbered(store, first) == {"x": 1, "y": 2, "z": 3}
     # A later batch (a second create batch, or sync) numbers on; a known key gets no number.
-    assert store.insert_units(first, [NewUnit(seq=10, key="y", payload={}), NewUnit(seq=11, key="w", payload={}),
-                                      NewUnit(seq=12, key="w", payload={})]) == 1
+    assert store.units.insert_units(first, [NewUnit(seq=10, key="y", payload={}), NewUnit(seq=11, key="w", payload={}),
+                                            NewUnit(seq=12, key="w", payload={})]) == 1
     assert numbered(store, first) == {"x": 1, "y": 2, "z": 3, "w": 4}
-    assert store.insert_units(second, [NewUnit(seq=i, key=str(i + 2), payload={}) for i in range(3)]) == 3
+    assert store.units.insert_units(second, [NewUnit(seq=i, key=str(i + 2), payload={}) for i in range(3)]) == 3
     assert numbered(store, second) == {"2": 1, "3": 2, "4": 3}  # every job starts at 1
 
-    one = store.unit_by_number(second, 1)
+    one = store.browse.unit_by_number(second, 1)
     assert one is not None and one.key == "2" and one.job_id == second
-    assert store.unit_by_number(second, 4) is None
-    assert store.unit_by_key(second, "3").number == 2  # type: ignore[union-attr]
-    assert store.unit_by_key(second, "1") is None
-    assert store.unit_numbers([one.id, store.unit_by_number(first, 4).id]) == {  # type: ignore[union-attr]
-        one.id: 1, store.unit_by_number(first, 4).id: 4}  # type: ignore[union-attr]
+    assert store.browse.unit_by_number(second, 4) is None
+    assert store.browse.unit_by_key(second, "3").number == 2  # type: ignore[union-attr]
+    assert store.browse.unit_by_key(second, "1") is None
+    assert store.browse.unit_numbers([one.id, store.browse.unit_by_number(first, 4).id]) == {  # type: ignore[union-attr]
+        one.id: 1, store.browse.unit_by_number(first, 4).id: 4}  # type: ignore[union-attr]
     # The claim carries the number, so the engine's log lines can name it.
-    claimed = store.claim_units("w", [second], 1, lease_seconds=60)
+    claimed = store.units.claim_units("w", [second], 1, lease_seconds=60)
     assert [u.number for u in claimed] == [1]
 
-    with pytest.raises(sa.exc.IntegrityError), store.write() as conn:  # two units never share a number
+    with pytest.raises(sa.exc.IntegrityError), store.database.write() as conn:  # two units never share a number
         conn.execute(sa.insert(units).values(job_id=second, seq=99, number=2, key="dup", payload={},
                                              status="PENDING"))
 
@@ -97,7 +97,7 @@ def test_migration_numbers_the_units_of_an_older_store(store_url: str) -> None: 
     try:
         assert numbered(store, job_ids[0]) == {"a0": 1, "a2": 2, "a5": 3}
         assert numbered(store, job_ids[1]) == {"b0": 1, "b9": 2}
-        assert store.insert_units(job_ids[1], [NewUnit(seq=10, key="b10", payload={})]) == 1
+        assert store.units.insert_units(job_ids[1], [NewUnit(seq=10, key="b10", payload={})]) == 1
         assert numbered(store, job_ids[1])["b10"] == 3
     finally:
         store.close()

@@ -100,8 +100,8 @@ def test_an_illegal_start_launches_nothing(workdir: Path, abp_home: Path) -> Non
     assert result.returncode == 1 and "error:" in result.stderr
     wait_until(lambda: warm_processes(abp_home) == [], timeout=15, what="the warm executor exited")
     store = open_store(load_settings().db_url)
-    assert store.get_job(job_id).status == "CANCELLED"
-    assert store.list_executors(job_id) == []
+    assert store.jobs.get_job(job_id).status == "CANCELLED"
+    assert store.executors.list_executors(job_id) == []
 
 
 def spawn_warm(*extra: str) -> subprocess.Popen[bytes]:
@@ -118,8 +118,8 @@ def test_eof_ends_a_warm_executor_even_during_its_imports(workdir: Path) -> None
     assert proc.wait(timeout=30) == 0
     assert time.monotonic() - started < 30
     store = open_store(load_settings().db_url)
-    assert store.get_job(job_id).status == "CREATED"
-    assert store.list_executors(job_id) == []
+    assert store.jobs.get_job(job_id).status == "CREATED"
+    assert store.executors.list_executors(job_id) == []
 
 
 def test_a_handed_over_executor_writes_to_the_job_log_and_works_in_its_directory(workdir: Path,

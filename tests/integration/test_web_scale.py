@@ -20,10 +20,10 @@ def big_job(web: Web) -> int:  # noqa: F811
     job = web.ok("POST", "/api/jobs", spec(web.workdir, "fail_some", n=1), status=201)["job_id"]
     store = web.orch.store
     for start in range(1, N + 1, 20_000):
-        store.insert_units(job, [NewUnit(seq=i, key=f"item-{i:06d}", payload={"i": i})
-                                 for i in range(start, min(start + 20_000, N + 1))])
+        store.units.insert_units(job, [NewUnit(seq=i, key=f"item-{i:06d}", payload={"i": i})
+                                       for i in range(start, min(start + 20_000, N + 1))])
     t0 = 1_700_000_000.0
-    with store.write() as conn:  # fixture data straight into the table: seq % 3 == 0 completed, 1 failed
+    with store.database.write() as conn:  # fixture data straight into the table: seq % 3 == 0 completed, 1 failed
         conn.execute(sa.update(units).where(units.c.job_id == job, units.c.seq % 3 == 0).values(
             status="COMPLETED", started_at=t0 + units.c.seq, finished_at=t0 + units.c.seq + (units.c.seq % 1000) / 10.0,
             cost_usd=(units.c.seq % 997) / 1000.0, output="done " + sa.cast(units.c.seq, sa.String)))

@@ -24,7 +24,7 @@ def fast_leader_poll(monkeypatch: pytest.MonkeyPatch) -> None:
 def _other_executor(orch, job: int) -> str:  # type: ignore[no-untyped-def]
     """A live executor of the job that started before ours (same host and pid: alive to the kernel)."""
     other = "other-executor"
-    orch.store.register_executor(other, job, hostname(), os.getpid(), pid_start_token(os.getpid()))
+    orch.store.executors.register_executor(other, job, hostname(), os.getpid(), pid_start_token(os.getpid()))
     time.sleep(0.01)  # ours registers later: the other is the leader
     return other
 
@@ -55,7 +55,7 @@ def test_the_only_executor_is_the_leader_and_runs_the_reduce_once(orch, workdir:
     job = running_job(orch, workdir, n=3, reduce_prompt="sum up {{ results_path }}")
     ex, worker = executor(orch, job, units_and_reduce)
     assert run(ex) == 0
-    record = orch.store.get_job(job)
+    record = orch.store.jobs.get_job(job)
     assert record.status == "COMPLETED" and record.reduce_status == "COMPLETED" and record.reduce_output == "reduced"
     assert len(worker.of("reduce")) == 1
 
@@ -63,12 +63,12 @@ def test_the_only_executor_is_the_leader_and_runs_the_reduce_once(orch, workdir:
 def test_a_follower_leaves_the_reduce_to_the_leader(orch, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     job = running_job(orch, workdir, n=3, reduce_prompt="sum up")
     _other_executor(orch, job)
-    thread, _ = _after_units_done(orch, job, lambda: orch.store.update_job(
+    thread, _ = _after_units_done(orch, job, lambda: orch.store.jobs.update_job(
         job, reduce_status="COMPLETED", reduce_output="by the leader"))
     ex, worker = executor(orch, job, units_and_reduce)
     assert run(ex) == 0
     thread.join()
-    record = orch.store.get_job(job)
+    record = orch.store.jobs.get_job(job)
     assert record.status == "COMPLETED" and record.reduce_output == "by the leader"
     assert worker.of("reduce") == []
 
@@ -76,11 +76,11 @@ def test_a_follower_leaves_the_reduce_to_the_leader(orch, workdir: Path) -> None
 def test_a_follower_takes_over_the_reduce_when_the_leader_dies(orch, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     job = running_job(orch, workdir, n=3, reduce_prompt="sum up")
     other = _other_executor(orch, job)
-    thread, died = _after_units_done(orch, job, lambda: orch.store.set_executor_state(other, "dead"))
+    thread, died = _after_units_done(orch, job, lambda: orch.store.executors.set_executor_state(other, "dead"))
     ex, worker = executor(orch, job, units_and_reduce)
     assert run(ex) == 0
     thread.join()
-    record = orch.store.get_job(job)
+    record = orch.store.jobs.get_job(job)
     assert record.status == "COMPLETED" and record.reduce_output == "reduced"
     [reduce] = worker.of("reduce")
     assert reduce.started >= died[0]  # it waited for the leader while the leader lived
@@ -97,7 +97,7 @@ def test_the_reduce_retries_by_the_units_rules_and_fails_the_job_when_they_are_s
 
     ex, worker = executor(orch, job, reduce_keeps_failing)
     assert run(ex) == 0
-    record = orch.store.get_job(job)
+    record = orch.store.jobs.get_job(job)
     assert [a.attempt for a in worker.of("reduce")] == [1, 2, 3]  # max_retries=2: three attempts
     assert record.status == "FAILED" and record.reduce_status == "FAILED"
     assert record.error == "reduce step failed: attempt 3: connection reset"
@@ -113,4 +113,4 @@ def test_a_permanent_reduce_error_is_not_retried(orch, workdir: Path) -> None:  
 
     ex, worker = executor(orch, job, reduce_refused)
     assert run(ex) == 0
-    assert len(worker.of("reduce")) == 1 and orch.store.get_job(job).status == "FAILED"
+    assert len(worker.of("reduce")) == 1 and orch.store.jobs.get_job(job).status == "FAILED"

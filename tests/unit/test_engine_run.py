@@ -62,7 +62,8 @@ def test_a_quota_error_holds_every_new_unit_until_the_reset_without_spending_a_r
     assert status.status == "COMPLETED" and status.completed == 3, status  # max_retries=0: no retry spent
     later = [a for a in worker.attempts if a.started > failed_at[0]]
     assert len(later) == 3 and min(a.started for a in later) >= failed_at[0] + hold - 0.01
-    assert orch.store.get_job(job).hold_until == pytest.approx(failed_at[0] + hold, abs=0.05)  # job-wide, in the store
+    # job-wide, in the store
+    assert orch.store.jobs.get_job(job).hold_until == pytest.approx(failed_at[0] + hold, abs=0.05)
 
 
 def test_a_signal_drains_in_flight_units_and_pauses(orch, workdir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -153,4 +154,4 @@ def test_a_stop_request_pauses_through_the_store(orch, workdir: Path) -> None:  
     status = orch.status(job)
     assert status.status == "PAUSED" and status.pause_reason == "stopped", status
     assert status.completed == 1 and status.pending == 3
-    assert ex.state.reason is StopReason.REQUESTED and orch.store.get_job(job).control is None
+    assert ex.state.reason is StopReason.REQUESTED and orch.store.jobs.get_job(job).control is None

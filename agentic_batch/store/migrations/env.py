@@ -1,4 +1,4 @@
-"""Alembic environment: always run with a connection handed over by `store.migrate`."""
+"""Alembic environment: always run with a connection handed over by `Database.migrate`."""
 
 from __future__ import annotations
 
