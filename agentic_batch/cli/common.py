@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from agentic_batch.service import Orchestrator
+if TYPE_CHECKING:  # the service (SQLAlchemy, Jinja2...) is imported when a command needs it: `--help` stays quick
+    from agentic_batch.service import Orchestrator
 
 JobArg = Annotated[str, typer.Argument(metavar="JOB", help="Job id, its name when unique, or `last`.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -18,6 +19,8 @@ _orchestrator: Orchestrator | None = None
 def orchestrator() -> Orchestrator:
     global _orchestrator
     if _orchestrator is None:
+        from agentic_batch.service import Orchestrator
+
         _orchestrator = Orchestrator()
     return _orchestrator
 
