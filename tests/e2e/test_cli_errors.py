@@ -329,7 +329,7 @@ def test_approve_and_start_running_job(workdir: Path, orch: Orchestrator, names_
             assert status == "RUNNING"
             assert counts["completed"] == 0 and counts["running"] == 1
         executors = [e for e in orch.status(job_id).executor.executors if e.state == "running"]
-        assert [e["pid"] for e in executors] == [pid]  # still the one executor it had
+        assert [e.pid for e in executors] == [pid]  # still the one executor it had
     finally:
         abp("cancel", str(job_id), cwd=workdir)
         wait_until(lambda: not processes_with(marker), what="sleep processes to go")
