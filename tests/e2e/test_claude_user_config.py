@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from agentic_batch.config import load_settings
 from agentic_batch.spec import JobSpec
 from agentic_batch.testing.anthropic_replies import Reply
 from agentic_batch.testing.anthropic_scripts import MessagesRequest
+from agentic_batch.workers.claude_process import resolve_cli
 from tests.fixtures.abp import wait_status
 from tests.fixtures.claude_env import needs_claude_cli, offline_claude  # noqa: F401  (fixture)
 
@@ -62,11 +64,13 @@ def test_a_job_leaves_the_users_claude_config_as_it_was(orch, workdir: Path, off
                                                         monkeypatch) -> None:
     lock = threading.Lock()
     seen: list[tuple[str, str, str, bool]] = []
+    requests: list[MessagesRequest] = []
 
     def respond(req: MessagesRequest) -> Reply:
         with lock:
             seen.append((req.model, req.headers.get("authorization", ""), req.headers.get("x-api-key", ""),
                          MARKER in json.dumps(req.body)))
+            requests.append(req)
         return Reply.text("done")
 
     offline = offline_claude(respond)
@@ -104,3 +108,14 @@ def test_a_job_leaves_the_users_claude_config_as_it_was(orch, workdir: Path, off
         assert unit.key in transcript.read_text()  # the prompt named the unit's file
         folders.add(transcript.parent)
     assert len(folders) == UNITS
+
+    # the documented way to continue a unit's session by hand (docs/claude-cli-offline.md) works
+    cli = resolve_cli(None)
+    assert cli is not None
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(projects.parent), "CLAUDE_SECURESTORAGE_CONFIG_DIR": ""}
+    resumed = subprocess.run([str(cli), "-p", "and then?", "--resume", str(unit.session_id)], cwd=init["cwd"],
+                             env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    history = json.dumps(requests[-1].messages)
+    assert unit.key in history and "and then?" in history  # the unit's conversation, then the new turn
+    assert tree_state(offline.home) == before
