@@ -31,6 +31,11 @@ class AttemptFields:
     turns: int = 0
     #: The agent's session, to resume or inspect it (the Claude CLI's session id).
     session_id: str | None = None
+    #: With `--isolate worktree`: what the attempt changed (branch, commit, files, +/-; see
+    #: isolation.Changes.stats), the patch against the job's base, and the verify command's output.
+    changes: dict[str, Any] | None = None
+    patch: str | None = None
+    verify_output: str | None = None
 
     def attempt_fields(self) -> dict[str, Any]:
         """These fields by name (to carry them from one of the three types to another)."""

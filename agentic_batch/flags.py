@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
 #: The sections of `abp create --help`.
-SOURCE_PANEL, PROMPT_PANEL, RUN_PANEL = "Source", "Prompt", "Execution"
+SOURCE_PANEL, PROMPT_PANEL, RUN_PANEL, ISOLATION_PANEL = "Source", "Prompt", "Execution", "Isolation"
 
 
 @dataclass(frozen=True, slots=True)

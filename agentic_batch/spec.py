@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentic_batch.errors import field_ref
-from agentic_batch.flags import PROMPT_PANEL, RUN_PANEL, Flag
+from agentic_batch.flags import ISOLATION_PANEL, PROMPT_PANEL, RUN_PANEL, Flag
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus  # noqa: F401 (re-exported)
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES, MIN_MAX_OUTPUT_BYTES
 
@@ -51,6 +51,13 @@ class Priority(StrEnum):
             raise ValueError(
                 f"priority {value!r} is not one of low, normal, high, critical or an integer"
             ) from None
+
+
+class Isolate(StrEnum):
+    """Where a unit's agent works: in place (`none`) or in its own git worktree of the job's base."""
+
+    none = "none"
+    worktree = "worktree"
 
 
 SourceKind = Literal["files", "csv", "json", "jsonl", "sql", "python"]
@@ -184,6 +191,35 @@ class JobSpec(BaseModel):
         description="Bytes of each unit's output kept in the store; longer output keeps its head and tail, and "
                     "the whole text goes to a file under the job's directory.")
 
+    isolate: Annotated[Isolate, Flag(ISOLATION_PANEL, help="worktree: each unit's attempt runs in a fresh git "
+                                                           "worktree of --base on its own branch; its diff is "
+                                                           "the result.")] = Field(
+        default=Isolate.none,
+        description="none: agents work in place. worktree: each attempt of a unit runs in a fresh git worktree of the "
+                    "job's base commit (under ABP_HOME, on branch abp/<job>/<unit>-<key>); what it changed is "
+                    "committed there and its patch and stats are the unit's result.")
+    base: Annotated[str | None, Flag(ISOLATION_PANEL, metavar="REF", help="Commit, branch or tag the worktrees "
+                                                                         "start from (default: HEAD).")] = Field(
+        default=None, min_length=1, max_length=256,
+        description="With isolate=worktree: the commit, branch or tag every attempt starts from (default: HEAD of "
+                    "the repository containing the job's files or working directory), fixed at create time.")
+    verify: Annotated[str | None, Flag(ISOLATION_PANEL, metavar="COMMAND", help="argv template run in the worktree "
+                                                                               "after the agent, e.g. 'pytest -q "
+                                                                               "{{ relative_path }}'; non-zero "
+                                                                               "exit retries the unit with its "
+                                                                               "output fed back.")] = Field(
+        default=None, min_length=1,
+        description="With isolate=worktree: an argv template (split with shlex, each token rendered per item, no "
+                    "shell) run in the worktree after the agent; a non-zero exit fails the attempt as retryable and "
+                    "the next attempt's prompt gets the last lines of its output.")
+    require_changes: Annotated[bool, Flag(ISOLATION_PANEL, help="A unit whose agent changed no file fails.")] = Field(
+        default=False, description="With isolate=worktree: a unit whose agent changed nothing fails instead of "
+                                   "completing with no changes.")
+    keep_worktrees: Annotated[bool, Flag(ISOLATION_PANEL, help="Keep each unit's last worktree (under ABP_HOME) "
+                                                               "instead of removing it.")] = Field(
+        default=False, description="With isolate=worktree: keep each unit's last worktree instead of removing it "
+                                   "(its branch is kept either way).")
+
     @field_validator("name")
     @classmethod
     def _strip_name(cls, value: str) -> str:
@@ -196,7 +232,16 @@ class JobSpec(BaseModel):
     def _one_prompt(self) -> JobSpec:
         if self.prompt is not None and self.intent is not None:
             raise ValueError(f"give either {field_ref('prompt')} or {field_ref('intent')}, not both")
+        if self.isolate is Isolate.none:
+            given = [name for name in ISOLATION_OPTIONS if getattr(self, name) not in (None, False)]
+            if given:
+                raise ValueError(f"{', '.join(field_ref(name) for name in given)} need(s) "
+                                 f"{field_ref('isolate')} worktree")
         return self
+
+
+#: Options that only mean something with `isolate=worktree`.
+ISOLATION_OPTIONS = ("base", "verify", "require_changes", "keep_worktrees")
 
 
 def job_default(name: str) -> Any:

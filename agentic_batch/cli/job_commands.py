@@ -46,6 +46,8 @@ def _describe_created(result: Any, spec_worker: str) -> None:
         others = ", ".join(str(i) for i in result.same_name_jobs)
         which = f"jobs {others} have" if len(result.same_name_jobs) > 1 else f"job {others} has"
         err.print(Text(f"{which} the same name: refer to this one by its id {result.job_id}", style="yellow"))
+    for warning in getattr(result, "warnings", None) or []:
+        err.print(Text(f"warning: {warning}", style="yellow"))
     if result.synthesized and result.prompt_template:
         err.print(Panel(safe(result.prompt_template, multiline=True), title="prompt written from --intent",
                         title_align="left"),

@@ -17,10 +17,12 @@ from typing import Any
 from agentic_batch.engine.procs import hostname, process_alive
 from agentic_batch.engine.structured import check_schema
 from agentic_batch.errors import InvalidSpec, field_ref
+from agentic_batch.isolation import resolve_base
+from agentic_batch.isolation.verify import check_verify
 from agentic_batch.prompts import compile_template, synthesize, validate
 from agentic_batch.sources import describe_source, iter_items, resolve_spec
 from agentic_batch.service.models import CreatedJob
-from agentic_batch.spec import JobSpec, JobStatus, SourceSpec
+from agentic_batch.spec import Isolate, JobSpec, JobStatus, SourceSpec
 from agentic_batch.store import NewUnit, Store
 from agentic_batch.store.storable import storable_json, storable_text, unstorable_count
 from agentic_batch.workers import get_worker_kind
@@ -92,18 +94,29 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
         kind.check(options, template, workdir)
     if kind.sample_check is not None:
         kind.sample_check(options, [i.payload for i in head], list(previews) or [None] * len(head))
+    isolation: dict[str, Any] = {}
+    warnings: list[str] = []
+    if spec.isolate is Isolate.worktree:
+        base = resolve_base(_repository_dir(source, options, workdir), spec.base)
+        if spec.verify is not None:
+            check_verify(spec.verify, [i.payload for i in head])
+        isolation = {"repo": str(base.repo), "base_commit": base.commit}
+        warnings += [w for w in (base.warning(),) if w]
 
     cleanup_abandoned(store)
     job_id = store.jobs.insert_job(
         **stored_options(spec), status=JobStatus.CREATING.value, source=source.model_dump(mode="json"),
         prompt_template=template, worker_options=options.model_dump(mode="json", exclude_none=True),
         priority=spec.priority.rank, workdir=str(workdir), creator_pid=os.getpid(), creator_host=hostname(),
+        **isolation,
     )
     try:
         cleaned = _Cleaned()
         inserted, seen = _insert_all(store, job_id, itertools.chain(head, items), cleaned)
         if cleaned.items:
             store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
+        if warnings:
+            store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": w} for w in warnings])
         store.jobs.update_job(job_id, expect=[JobStatus.CREATING.value], status=JobStatus.CREATED.value,
                               creator_pid=None)
     except BaseException:
@@ -115,7 +128,18 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     return CreatedJob(job_id=job_id, name=spec.name, units=inserted, duplicates=seen - inserted,
                       source=describe_source(source), prompt_template=template, synthesized=synthesized,
                       previews=previews,
-                      same_name_jobs=[j.id for j in store.jobs.find_jobs_by_name(spec.name) if j.id != job_id])
+                      same_name_jobs=[j.id for j in store.jobs.find_jobs_by_name(spec.name) if j.id != job_id],
+                      warnings=warnings)
+
+
+def _repository_dir(source: SourceSpec, options: Any, workdir: Path) -> Path:
+    """Where an isolated job's repository is: the files' root, else the worker's cwd, else the workdir."""
+    if source.kind == "files" and source.root:
+        return Path(source.root)
+    cwd = getattr(options, "cwd", None)
+    if isinstance(cwd, str) and cwd:
+        return (workdir / cwd).resolve()
+    return workdir
 
 
 @dataclass

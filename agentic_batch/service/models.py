@@ -165,6 +165,8 @@ class CreatedJob(ReadModel):
     synthesized: bool = Field(description="The prompt was written from the intent.")
     previews: list[str] = Field(default_factory=list, description="The prompt rendered for the first items.")
     same_name_jobs: list[int] = Field(default_factory=list, description="Other jobs with the same name.")
+    warnings: list[str] = Field(default_factory=list, description="What the user should know that does not stop "
+                                                                  "the job (uncommitted changes outside the base).")
 
 
 class SyncResult(ReadModel):

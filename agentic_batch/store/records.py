@@ -53,6 +53,18 @@ class JobRecord:
     active_seconds: float = 0.0
     running_since: float | None = None
     max_output_bytes: int | None = None
+    isolate: str | None = None
+    base: str | None = None
+    verify: str | None = None
+    require_changes: bool | None = None
+    keep_worktrees: bool | None = None
+    #: The repository an isolated job's worktrees come from, and the commit they start at.
+    repo: str | None = None
+    base_commit: str | None = None
+
+    @property
+    def isolated(self) -> bool:
+        return self.isolate == "worktree"
 
     def working_seconds(self, now: float) -> float:
         """Seconds this job has spent RUNNING (paused, idle and finished time left out)."""

@@ -57,6 +57,15 @@ jobs = sa.Table(
     sa.Column("running_since", sa.Float),
     # Bytes of a unit's output kept in the store (NULL: the default, for jobs made before the cap).
     sa.Column("max_output_bytes", sa.Integer),
+    # Isolation (`--isolate worktree`): the options as given, and the repository and base commit
+    # fixed at create time (NULL/false for jobs made before isolation existed: not isolated).
+    sa.Column("isolate", sa.String(16)),
+    sa.Column("base", sa.Text),
+    sa.Column("verify", sa.Text),
+    sa.Column("require_changes", sa.Boolean),
+    sa.Column("keep_worktrees", sa.Boolean),
+    sa.Column("repo", sa.Text),
+    sa.Column("base_commit", sa.String(64)),
     sa.Index("ix_jobs_status", "status"),
 )
 
@@ -91,6 +100,10 @@ units = sa.Table(
     sa.Column("session_id", sa.String(128)),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    # An isolated job's latest attempt: what it changed (stats JSON, git patch) and its verify output.
+    sa.Column("changes", sa.JSON),
+    sa.Column("patch", sa.Text),
+    sa.Column("verify_output", sa.Text),
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ux_units_job_number", "job_id", "number", unique=True),

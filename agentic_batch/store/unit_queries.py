@@ -38,7 +38,7 @@ def _storable_result(r: UnitResult) -> UnitResult:
     if isinstance(session, str) and len(session) > _SESSION_ID_LENGTH:
         session = session[:_SESSION_ID_LENGTH]
     return dataclasses.replace(r, prompt=storable(r.prompt), output=storable(r.output), error=storable(r.error),
-                               session_id=session)
+                               session_id=session, patch=storable(r.patch), verify_output=storable(r.verify_output))
 
 
 #: Attempt fields a unit sums over its attempts (every other attempt field is the latest attempt's).
