@@ -17,10 +17,11 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-_JOB_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (("isolate", sa.String(16)), ("base", sa.Text()), ("verify", sa.Text()),
+_Columns = tuple[tuple[str, sa.types.TypeEngine[Any]], ...]
+_JOB_COLUMNS: _Columns = (("isolate", sa.String(16)), ("base", sa.Text()), ("verify", sa.Text()),
                 ("require_changes", sa.Boolean()), ("keep_worktrees", sa.Boolean()), ("repo", sa.Text()),
                 ("base_commit", sa.String(64)))
-_UNIT_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (("changes", sa.JSON()), ("patch", sa.Text()), ("verify_output", sa.Text()))
+_UNIT_COLUMNS: _Columns = (("changes", sa.JSON()), ("patch", sa.Text()), ("verify_output", sa.Text()))
 
 
 def upgrade() -> None:
