@@ -11,6 +11,7 @@ from pydantic import Field
 from agentic_batch.mcp_server.replies import respond
 from agentic_batch.mcp_server.schemas import JobRef
 from agentic_batch.mcp_server.shaping import status_view
+from agentic_batch.mcp_server.outputs import JobStatusReply
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.models import JobView
@@ -23,7 +24,7 @@ def _with_message(status: JobView, message: str) -> dict[str, Any]:
 
 
 def register(server: MCPServer[Any], orch: Orchestrator) -> None:
-    async def stop_job(job_id: JobRef) -> CallToolResult:
+    async def stop_job(job_id: JobRef) -> Annotated[CallToolResult, JobStatusReply]:
         """Pause a RUNNING job: no new units start, units in flight finish (within a grace period), the rest
         wait as PENDING. The job becomes PAUSED shortly after (it may still read RUNNING right after this
         call). Nothing is lost; resume_job continues. Returns the job status."""
@@ -33,7 +34,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
 
         return await respond(call)
 
-    async def resume_job(job_id: JobRef) -> CallToolResult:
+    async def resume_job(job_id: JobRef) -> Annotated[CallToolResult, JobStatusReply]:
         """Continue a PAUSED job (or a RUNNING one whose executor died): units lost by a dead executor are
         reclaimed at once and a detached executor starts again. Returns the job status."""
         def call() -> dict[str, Any]:
@@ -42,7 +43,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
 
         return await respond(call)
 
-    async def cancel_job(job_id: JobRef) -> CallToolResult:
+    async def cancel_job(job_id: JobRef) -> Annotated[CallToolResult, JobStatusReply]:
         """Cancel a job for good: running agents are killed and pending units become CANCELLED. Completed
         results stay available. Cannot be undone (retry_failed with include_cancelled=true can re-run the
         cancelled units later). Ask the user before cancelling. Returns the job status."""
@@ -55,7 +56,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     async def retry_failed(
         job_id: JobRef,
         include_cancelled: Annotated[bool, Field(description="Also re-run CANCELLED units.")] = False,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, JobStatusReply]:
         """Queue the FAILED units of a job again (fresh retries) and start the detached executor. Use after
         fixing the cause (see get_results with status='failed' for the errors). Returns the job status."""
         def call() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from agentic_batch.flags import Flag
 from agentic_batch.mcp_server.schemas import JobRef, SourceArg
 from agentic_batch.mcp_server.shaping import clip, status_view, unit_view
 from agentic_batch.mcp_server.test_wait import follow_test, lost_view, still_running_view
+from agentic_batch.mcp_server.outputs import CreatedReply, JobStatusReply, StartReply
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import capabilities_brief, capability_details
@@ -130,7 +131,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         return await respond(call)
 
     create_job.__signature__ = inspect.Signature(create_job_params(),  # type: ignore[attr-defined]
-                                                 return_annotation=CallToolResult)
+                                                 return_annotation=Annotated[CallToolResult, CreatedReply])
     create_job.__doc__ = CREATE_JOB_DOC
 
     async def start_job(
@@ -142,7 +143,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         skip_test: Annotated[bool, Field(description="Start all units without a test run. Only when the user "
                                                      "explicitly asked to skip the test.")] = False,
         ctx: Context | None = None,  # type: ignore[type-arg]  # injected by the SDK, not an argument
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, StartReply]:
         """Start a job, test first.
 
         On a CREATED job this runs the FIRST unit as a test and returns its output, error, cost and a
@@ -186,7 +187,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     async def edit_prompt(
         job_id: JobRef,
         prompt: Annotated[str, Field(description="The new Jinja2 template over the item fields.")],
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, JobStatusReply]:
         """Replace a job's prompt template (jobs that are CREATED, TESTING, PAUSED or FAILED).
 
         The template is checked against the first items before it is saved. A TESTING job goes back to

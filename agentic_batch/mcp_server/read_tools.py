@@ -19,6 +19,7 @@ from agentic_batch.refs import MAX_ID
 from agentic_batch.mcp_server.schemas import ExportFormat, JobRef, MaxChars, StatusFilter, UnitRef
 from agentic_batch.mcp_server.budget import fit_page, max_result_chars
 from agentic_batch.mcp_server.shaping import hoist_status, result_row, status_view, unit_view
+from agentic_batch.mcp_server.outputs import JobsReply, JobStatusReply, ResultsReply, UnitReply
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import results_page
@@ -34,7 +35,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         wait_seconds: Annotated[float, Field(ge=0, le=60, description="Wait up to this many seconds for a "
                                              "RUNNING job to finish before answering (returns as soon as it "
                                              "does). Saves polling turns.")] = 0,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, JobStatusReply]:
         """Progress of one job: status, unit counts (total, pending, running, completed, failed, cancelled),
         percent done, rate (units/s), ETA, elapsed time, cost and tokens so far, and the executor's state
         (running / stopped / lost / not_started, pid, last heartbeat). Includes a one-line summary to relay to the
@@ -55,7 +56,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                                             "paused, completed, failed, cancelled (comma-separate several).")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="How many jobs (newest first).")] = 20,
         offset: Annotated[int, Field(ge=0, le=MAX_ID, description="Skip this many jobs (paging).")] = 0,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, JobsReply]:
         """List jobs, newest first: id, name, status, worker, unit counts, progress and cost. Use it to find a
         job id the user refers to by name or time."""
         def call() -> dict[str, Any]:
@@ -74,7 +75,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         max_chars: MaxChars = 500,
         item_fields: Annotated[bool, Field(description="Also give each item's own fields (the source row) in "
                                                        "its result row.")] = False,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, ResultsReply]:
         """One page of a job's results, in item order: per unit its number (`unit`), key, the item's fields, status,
         output, error, cost, tokens and attempts (structured output fields appear as data.<field>).
 
@@ -92,7 +93,8 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
 
         return await respond(call)
 
-    async def get_unit(job_id: JobRef, unit: UnitRef, max_chars: MaxChars = 4000) -> CallToolResult:
+    async def get_unit(job_id: JobRef, unit: UnitRef,
+                       max_chars: MaxChars = 4000) -> Annotated[CallToolResult, UnitReply]:
         """One unit in detail: the item (payload), the rendered prompt, output, structured data, error and its
         class, attempts, cost, tokens, turns, and a summary of the agent's conversation (event counts by kind
         and one short line per event: tool calls, tool results, text, commands, errors), not the whole
@@ -117,7 +119,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         status: StatusFilter = None,
         overwrite: Annotated[bool, Field(description="Replace the file if it exists (only when the user "
                                                      "said so).")] = False,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, ExportResult]:
         """Write all of a job's results (one row per unit: unit number, key, item fields, status, output, error, cost,
         attempts) to a CSV, JSON or JSONL file, untruncated, and return the absolute path and row count.
         The rows do not pass through the conversation; tell the user where the file is. An existing file is

@@ -23,7 +23,7 @@ def add_tool(server: MCPServer[Any], fn: Callable[..., Any], *, title: str, read
         description=inspect.getdoc(fn),
         annotations=ToolAnnotations(title=title, read_only_hint=read_only, destructive_hint=destructive,
                                     idempotent_hint=idempotent, open_world_hint=False),
-        structured_output=False,
+        structured_output=None,  # a return annotated `Annotated[CallToolResult, Model]` publishes Model
     )
     known = getattr(server, "tool_arguments", None)
     if known is not None:  # AbpServer refuses any other argument (the SDK would drop it silently)

@@ -281,9 +281,9 @@ def test_run_yes_wait_end_to_end(workdir: Path, orch: Orchestrator, names_csv: P
     assert "Traceback" not in result.stderr
     [job] = orch.list_jobs()
     assert result.stdout == ""  # `abp run ... --wait && abp results last -f csv > out.csv` writes only the CSV
-    assert f"Job {job['id']} started" in result.stderr and f"job {job['id']} COMPLETED: 3/3 done" in result.stderr
-    assert job["status"] == "COMPLETED" and job["completed"] == job["total"] == 3
-    rows = orch.results(job["id"])
+    assert f"Job {job.id} started" in result.stderr and f"job {job.id} COMPLETED: 3/3 done" in result.stderr
+    assert job.status == "COMPLETED" and job.completed == job.total == 3
+    rows = orch.results(job.id)
     assert [(r["status"], r["output"]) for r in rows] == [("COMPLETED", "ANN"), ("COMPLETED", "BOB"),
                                                           ("COMPLETED", "CAT")]
 
@@ -294,9 +294,9 @@ def test_run_without_yes_and_no_tty_waits_for_approval(workdir: Path, orch: Orch
     assert result.returncode == 0, result.stderr
     assert "ANN" in result.stderr  # the test unit ran and was shown
     [job] = orch.list_jobs()
-    assert result.stdout.strip() == str(job["id"])  # stdout carries only the job id
-    assert "--approve" in result.stderr and str(job["id"]) in result.stderr
-    status = orch.status(job["id"])
+    assert result.stdout.strip() == str(job.id)  # stdout carries only the job id
+    assert "--approve" in result.stderr and str(job.id) in result.stderr
+    status = orch.status(job.id)
     assert status.status == "TESTING" and status.completed == 1 and status.pending == 2
     assert status.executor.state == "not_started"
 

@@ -99,7 +99,7 @@ async def test_a_test_run_that_dies_is_run_again_and_a_concurrent_start_waits(wo
         while again.get("test_running"):
             again = await call(session, "start_job", job_id=job)
         assert again["test_passed"] is True and again["test_unit"]["attempts"] == 2, again
-        assert any(f"pid {test_pid}" in r["message"] and "ended without a result" in r["message"]
+        assert any(f"pid {test_pid}" in r.message and "ended without a result" in r.message
                    for r in orch.logs(job, level="warning"))
 
     # A start_job while a live test runs (here from the CLI's in-process test) waits for it in the call.

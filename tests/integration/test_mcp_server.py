@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from agentic_batch.errors import AbpError
@@ -60,6 +61,10 @@ async def test_create_test_approve_poll_results_export(workdir: Path, tmp_path: 
         assert schema["properties"]["source"]["properties"]["kind"]["enum"] == ["files", "csv", "json", "jsonl",
                                                                                 "sql", "python"]
         assert next(t for t in listed if t.name == "get_job_status").annotations.read_only_hint
+        # every tool that returns data declares its shape; the statuses are the service's enums
+        declared = {t.name: t.output_schema for t in listed}
+        assert {name for name, out in declared.items() if not out} == {"list_sources"}
+        assert "RUNNING" in json.dumps(declared["get_job_status"]) and "PENDING" in json.dumps(declared["get_unit"])
 
         catalog = await call(session, "list_sources")
         workers = catalog["workers"]
@@ -111,6 +116,10 @@ async def test_create_test_approve_poll_results_export(workdir: Path, tmp_path: 
         assert unit["conversation"]["lines"] and unit["status"] == "COMPLETED"
 
         exported = await call(session, "export_results", job_id=job_id, path=str(tmp_path / "out.csv"))
+        for tool, result in (("create_job", created), ("start_job", tested), ("start_job", started),
+                             ("get_job_status", status), ("get_results", page), ("get_unit", unit),
+                             ("export_results", exported)):
+            jsonschema.validate(result, declared[tool])  # what a client that checks structuredContent sees
         assert exported == {"job_id": job_id, "path": str(tmp_path / "out.csv"), "format": "csv", "rows": 5}
         with open(tmp_path / "out.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
