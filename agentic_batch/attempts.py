@@ -24,6 +24,10 @@ class AttemptFields:
     error: str | None = None
     #: How the retry loop treats the error: "retryable", "quota" or "permanent" (`ErrorClass`).
     error_class: str | None = None
+    #: What went wrong, as data (`FailureKind`: "rate_limited", "schema_invalid", "timeout", ...), set
+    #: by whoever knew it (the worker from an HTTP status or an exit code, the engine for timeouts and
+    #: schema checks); None when nobody could tell.
+    error_kind: str | None = None
     cost_usd: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0

@@ -1,5 +1,5 @@
 """Job-wide limits the pool enforces: requests and tokens per minute, adaptive concurrency on
-bursts of 429s, and the cost budget.
+bursts of 429s (attempts whose `error_kind` is in `RATE_LIMIT_KINDS`), and the cost budget.
 
 Rate windows are rolling 60-second windows (the shape providers use), so a job set to the provider's
 own limit stays under it. Workers await `before_call()` before every model request.
@@ -132,11 +132,6 @@ class AdaptiveLimit:
             self.current = min(self.ceiling, self.current + self.step)
             self._last_change = now
         return self.current
-
-
-def is_rate_limit(error: str | None) -> bool:
-    text = (error or "").lower()
-    return any(word in text for word in ("429", "rate limit", "rate_limit", "overloaded", "529", "too many requests"))
 
 
 class Budget:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agentic_batch.store.storable import storable_text, unstorable_count
 from agentic_batch.textcap import keep_head_and_tail, spill_and_cap
-from agentic_batch.workers.base import ErrorClass, UnitOutcome
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitOutcome
 
 #: Errors are fed back to the next attempt and shown in lists: cap them harder than output.
 MAX_ERROR_BYTES = 64 * 1024
@@ -32,8 +32,10 @@ def crash_outcome(exc: BaseException, phase: str) -> UnitOutcome:
         text = text[:500] + "…"
     known_transient = isinstance(exc, (ConnectionError, TimeoutError)) or (
         isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS)
+    kind = (FailureKind.connection if isinstance(exc, ConnectionError)
+            else FailureKind.timeout if isinstance(exc, TimeoutError) else FailureKind.crashed)
     message = f"{phase} raised {type(exc).__name__}" + (f": {text}" if text else "")
-    return UnitOutcome.failure(message, ErrorClass.retryable if known_transient else ErrorClass.permanent)
+    return UnitOutcome.failure(message, ErrorClass.retryable if known_transient else ErrorClass.permanent, kind)
 
 
 def short_traceback(exc: BaseException, limit: int = 6) -> str:

@@ -13,12 +13,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.aio import wait_event
-from agentic_batch.engine.limits import AdaptiveLimit, Budget, is_rate_limit
+from agentic_batch.engine.limits import AdaptiveLimit, Budget
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.run_state import Mode, StopReason
 from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.states import UnitStatus
+from agentic_batch.workers.base import RATE_LIMIT_KINDS
 
 if TYPE_CHECKING:
     from agentic_batch.engine.executor import Executor
@@ -111,7 +112,7 @@ class Pool:
         """Feed an attempt's result to the budget, the adaptive limit and the quota hold."""
         ex = self.ex
         self.budget.record(result.cost_usd, result.status in (UnitStatus.COMPLETED, UnitStatus.FAILED))
-        if result.error and is_rate_limit(result.error) and self.limit.rate_limited():
+        if result.error_kind in RATE_LIMIT_KINDS and self.limit.rate_limited():
             self.recorder.log(self.job.id, "warning", f"rate limited: in-flight limit lowered to "
                               f"{self.limit.current}", executor_id=ex.id)
         if result.error_class == "quota" and result.not_before:

@@ -25,7 +25,7 @@ from agentic_batch.prompts import render
 from agentic_batch.spec import job_default
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
-from agentic_batch.workers.base import CallGate, ErrorClass, OpenGate, UnitContext, UnitOutcome, Worker
+from agentic_batch.workers.base import CallGate, ErrorClass, FailureKind, OpenGate, UnitContext, UnitOutcome, Worker
 from agentic_batch.states import UnitStatus
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class UnitRunner:
         return self.job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES
 
     async def attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
-                      template: str | None, feedback: str | None = None,
+                      template: str | None, feedback: str | None = None, feedback_kind: str | None = None,
                       extra_vars: dict[str, Any] | None = None,
                       number: int | None = None) -> tuple[UnitOutcome, str | None]:
         """Run one attempt; never raises except CancelledError (after killing its processes).
@@ -93,7 +93,8 @@ class UnitRunner:
         phase = ["rendering the prompt"]
         try:
             return await self._attempt(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=payload,
-                                       template=template, feedback=feedback, extra_vars=extra_vars, phase=phase,
+                                       template=template, feedback=feedback, feedback_kind=feedback_kind,
+                                       extra_vars=extra_vars, phase=phase,
                                        number=number)
         except asyncio.CancelledError:
             raise
@@ -110,7 +111,8 @@ class UnitRunner:
             self.recorder.forget(self.job.id, unit_id, attempt)  # the attempt's event numbering is done
 
     async def _attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
-                       template: str | None, feedback: str | None, extra_vars: dict[str, Any] | None,
+                       template: str | None, feedback: str | None, feedback_kind: str | None,
+                       extra_vars: dict[str, Any] | None,
                        phase: list[str], number: int | None = None) -> tuple[UnitOutcome, str | None]:
         emit = self.recorder.emitter(self.job.id, unit_id, attempt)
         unit_vars = {"id": unit_id, "key": key, "seq": seq, "attempt": attempt}
@@ -118,11 +120,11 @@ class UnitRunner:
             prompt = self.render_prompt(template, {**payload, **(extra_vars or {})}, unit_vars)
         except AbpError as exc:
             emit("error", {"error": exc.one_line(), "error_class": "permanent"})
-            return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent), None
+            return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent, FailureKind.prompt), None
         phase[0] = "preparing the attempt"
         schema = self.job.output_schema if unit_id is not None else None
         if schema is not None and prompt is not None:
-            schema_feedback = feedback if feedback and feedback.startswith(structured.SCHEMA_ERROR) else None
+            schema_feedback = feedback if feedback_kind == FailureKind.schema_invalid else None
             prompt += structured.instructions(schema, schema_feedback)
         workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
@@ -147,7 +149,7 @@ class UnitRunner:
                 outcome = await self.worker.run(ctx)
         except TimeoutError:
             outcome = UnitOutcome.failure(f"timed out after {self.job.timeout_s:g}s (agent killed)",
-                                          ErrorClass.retryable)
+                                          ErrorClass.retryable, FailureKind.timeout)
         except asyncio.CancelledError:
             processes.kill_all()
             raise
@@ -184,7 +186,8 @@ class UnitRunner:
         except CancelledError: a unit whose result cannot even be built fails on its own."""
         outcome, prompt = await self.attempt(
             unit_id=unit.id, key=unit.key, seq=unit.seq, attempt=unit.attempt, payload=unit.payload,
-            template=self.job.prompt_template, feedback=unit.error if unit.attempt > 1 else None, number=unit.number)
+            template=self.job.prompt_template, feedback=unit.error if unit.attempt > 1 else None,
+            feedback_kind=unit.error_kind if unit.attempt > 1 else None, number=unit.number)
         try:
             result = self._decide(unit, outcome, prompt)
         except Exception as exc:  # e.g. a worker's outcome with values of the wrong type

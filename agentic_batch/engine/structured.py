@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from agentic_batch.errors import InvalidSpec, field_ref
-from agentic_batch.workers.base import ErrorClass, UnitOutcome
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitOutcome
 
 SCHEMA_ERROR = "output does not match the schema"
 _FENCE = re.compile(r"```(?:json)?\s*\n(.*?)\n?```", re.S)
@@ -129,4 +129,5 @@ def apply_schema(outcome: UnitOutcome, schema: dict[str, Any]) -> UnitOutcome:
 def _invalid(outcome: UnitOutcome, why: str) -> UnitOutcome:
     outcome.error = f"{SCHEMA_ERROR}: {why}"
     outcome.error_class = ErrorClass.retryable
+    outcome.error_kind = FailureKind.schema_invalid
     return outcome

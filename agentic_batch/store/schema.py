@@ -93,6 +93,7 @@ units = sa.Table(
     sa.Column("data", sa.JSON),
     sa.Column("error", sa.Text),
     sa.Column("error_class", sa.String(16)),
+    sa.Column("error_kind", sa.String(32)),
     sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
     sa.Column("tokens_in", sa.Integer, nullable=False, server_default="0"),
     sa.Column("tokens_out", sa.Integer, nullable=False, server_default="0"),

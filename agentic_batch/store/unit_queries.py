@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 UNIT_STATUSES = tuple(UnitStatus)
 
 _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key,
-                  units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error)
+                  units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error,
+                  units.c.error_kind)
 _SESSION_ID_LENGTH = units.c.session_id.type.length or 128
 
 
@@ -206,8 +207,8 @@ class UnitQueries(Queries):
         """Back to a fresh PENDING unit (a rejected test): output and error cleared, cost kept."""
         with self.database.write() as conn:
             conn.execute(sa.update(units).where(units.c.id == unit_id).values(
-                status=UnitStatus.PENDING, output=None, data=None, error=None, error_class=None, error_count=0,
-                not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None))
+                status=UnitStatus.PENDING, output=None, data=None, error=None, error_class=None, error_kind=None,
+                error_count=0, not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None))
 
     def renew_leases(self, owner: str, lease_seconds: float, now: float | None = None) -> int:
         """Heartbeat: push out the lease of every unit this owner holds. Returns how many."""
@@ -320,7 +321,7 @@ class UnitQueries(Queries):
         if to_status == UnitStatus.CANCELLED:
             values.update(finished_at=time.time(), lease_expires_at=None)
         if reset:
-            values.update(error_count=0, error=None, error_class=None)
+            values.update(error_count=0, error=None, error_class=None, error_kind=None)
         query = sa.update(units).where(units.c.job_id == job_id, units.c.status.in_(list(from_statuses)))
         if unit_ids is not None:
             query = query.where(units.c.id.in_(list(unit_ids)))

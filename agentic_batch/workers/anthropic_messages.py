@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from agentic_batch.workers.base import ErrorClass, UnitContext, WorkerKind
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, WorkerKind
 from agentic_batch.workers.tool_loop import (
     APIWorkerOptions,
     ModelCallError,
@@ -90,7 +90,7 @@ class _Messages:
             return self._parse(response)
         except (AttributeError, TypeError, KeyError) as exc:
             raise ModelCallError(f"malformed response from the model API: {type(exc).__name__}: {exc}",
-                                 ErrorClass.retryable) from exc
+                                 ErrorClass.retryable, kind=FailureKind.malformed_response) from exc
 
     def _parse(self, response: Any) -> ModelTurn:
         texts: list[str] = []

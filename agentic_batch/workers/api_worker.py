@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from agentic_batch.errors import InvalidSpec
-from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, UnitOutcome
 from agentic_batch.workers.pricing import Pricing
 from agentic_batch.workers.tool_loop import (
     APIWorkerOptions,
@@ -73,10 +73,10 @@ class SharedClientWorker(abc.ABC):
         try:
             sdk = import_sdk(self.sdk_module, self.extra)
         except InvalidSpec as exc:
-            return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent)
+            return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent, FailureKind.setup)
         api_key = resolve_api_key(self.options, self._base_url())
         if api_key is None:
-            return UnitOutcome.failure(missing_key_message(self.options), ErrorClass.permanent)
+            return UnitOutcome.failure(missing_key_message(self.options), ErrorClass.permanent, FailureKind.setup)
         client = self._client_for(sdk, api_key)
         timeout = min(ctx.timeout, MAX_REQUEST_TIMEOUT) if ctx.timeout and ctx.timeout > 0 else MAX_REQUEST_TIMEOUT
         return await run_api_unit(ctx, self.options, self.pricing,

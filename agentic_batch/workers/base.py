@@ -29,6 +29,50 @@ class ErrorClass(StrEnum):
     permanent = "permanent"
 
 
+class FailureKind(StrEnum):
+    """What went wrong in a failed attempt, as data the engine acts on (the worker that knows it sets
+    it; nothing matches error text later). The class says what the retry loop does; the kind says why."""
+
+    #: HTTP 429 / the provider's rate-limit error: the pool lowers its in-flight limit.
+    rate_limited = "rate_limited"
+    #: HTTP 529 / "overloaded": treated like a rate limit by the pool.
+    overloaded = "overloaded"
+    #: A usage quota is exhausted until a reset time (class quota).
+    quota = "quota"
+    #: A spending cap or credit limit (402, "credit balance is too low").
+    spend_cap = "spend_cap"
+    #: Another 5xx (or 408/409/425) from the provider.
+    server_error = "server_error"
+    #: The attempt, or one model request, ran out of time.
+    timeout = "timeout"
+    #: No answer at all: connection refused, reset, DNS.
+    connection = "connection"
+    #: Credentials refused (401/403, the Claude CLI's authentication_failed).
+    auth = "auth"
+    #: The provider refused the request as malformed (400/404/413/422...).
+    bad_request = "bad_request"
+    #: The provider's answer could not be parsed.
+    malformed_response = "malformed_response"
+    #: The output does not validate against the job's output_schema (its message is fed back).
+    schema_invalid = "schema_invalid"
+    #: The agent hit its own limit (max turns, max budget) without an answer.
+    agent_limit = "agent_limit"
+    #: A command (or agent process) exited with a non-zero status.
+    exit_status = "exit_status"
+    #: A command was killed by a signal.
+    killed = "killed"
+    #: An exception escaped the worker or the engine's handling of the attempt.
+    crashed = "crashed"
+    #: The worker could not start: a missing binary, key or option.
+    setup = "setup"
+    #: The unit's prompt could not be rendered.
+    prompt = "prompt"
+
+
+#: Kinds that mean "slow down": the pool halves its in-flight limit on a burst of them.
+RATE_LIMIT_KINDS = frozenset({FailureKind.rate_limited, FailureKind.overloaded})
+
+
 class RetryableError(Exception):
     """Raise from a `python` worker function to ask for a retry (any other exception does too)."""
 
@@ -123,7 +167,7 @@ class UnitContext:
 @dataclass(kw_only=True)
 class UnitOutcome(AttemptFields):
     """The result of one attempt. `error` set means the attempt failed, classified by `error_class`
-    (an `ErrorClass`)."""
+    (an `ErrorClass`) and described by `error_kind` (a `FailureKind`)."""
 
     #: Seconds to wait before the next try (from retry-after), or until a quota resets.
     retry_after: float | None = None
@@ -133,8 +177,9 @@ class UnitOutcome(AttemptFields):
         return self.error is None
 
     @classmethod
-    def failure(cls, error: str, error_class: ErrorClass, **extra: Any) -> UnitOutcome:
-        return cls(error=error, error_class=error_class, **extra)
+    def failure(cls, error: str, error_class: ErrorClass, kind: FailureKind | None = None,
+                **extra: Any) -> UnitOutcome:
+        return cls(error=error, error_class=error_class, error_kind=kind, **extra)
 
 
 class Worker(Protocol):

@@ -1,8 +1,14 @@
-"""Turning provider failures into the three error classes the engine understands.
+"""Turning provider failures into the three error classes the engine understands, and the kind of
+failure (`FailureKind`) the engine acts on beyond retrying (a 429 lowers the pool's in-flight limit).
 
 Shared by every agent worker so that a 429 from OpenAI, Anthropic or the Claude CLI is treated the
 same way: retryable with the server's `retry-after`, and a "usage limit reached, resets at ..."
 message pauses the whole job instead of burning every unit's retries.
+
+The kind comes from structured signals where there are any: the HTTP status (`status_kind`). Only an
+error with no status at all (the Claude CLI's result for a request that never got a proper answer, an
+SDK error that is not an HTTP one) is read from its text (`message_kind`): that is the one place text
+is matched, and a worker uses it only when it has nothing better.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, UTC
 
-from agentic_batch.workers.base import ErrorClass
+from agentic_batch.workers.base import ErrorClass, FailureKind
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 PERMANENT_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 413, 415, 422})
@@ -117,3 +123,49 @@ def classify_status(status: int | None, message: str = "") -> ErrorClass:
     if status in RETRYABLE_STATUSES or status >= 500:
         return ErrorClass.retryable
     return by_text or ErrorClass.permanent
+
+
+def status_kind(status: int | None, message: str = "") -> FailureKind:
+    """The kind of an HTTP failure (None: no response at all); the message can only tell a quota or
+    a spending cap apart from other refusals with the same status."""
+    if quota_reset_in(message) is not None:
+        return FailureKind.quota
+    if any(p.search(message) for p in _SPEND_PATTERNS) or status == 402:
+        return FailureKind.spend_cap
+    if status is None:
+        return FailureKind.connection
+    if status == 429:
+        return FailureKind.rate_limited
+    if status == 529:
+        return FailureKind.overloaded
+    if status in (408, 504, 524):
+        return FailureKind.timeout
+    if status in (401, 403):
+        return FailureKind.auth
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return FailureKind.server_error
+    return FailureKind.bad_request
+
+
+def message_kind(message: str) -> FailureKind | None:
+    """The kind from error text alone: only for errors that carry no status (see the module doc)."""
+    if quota_reset_in(message) is not None:
+        return FailureKind.quota
+    if any(p.search(message) for p in _SPEND_PATTERNS):
+        return FailureKind.spend_cap
+    lowered = message.lower()
+    for kind, words in _KIND_WORDS:
+        if any(word in lowered for word in words):
+            return kind
+    return None
+
+
+_KIND_WORDS = (
+    (FailureKind.rate_limited, ("429", "rate limit", "rate_limit", "too many requests")),
+    (FailureKind.overloaded, ("overloaded", "529")),
+    (FailureKind.timeout, ("timed out", "timeout")),
+    (FailureKind.connection, ("connection reset", "connection refused", "connection error")),
+    (FailureKind.server_error, ("temporarily unavailable", "503", "502", "500 ")),
+    (FailureKind.auth, ("invalid api key", "authentication", "unauthorized", "permission denied", "forbidden")),
+    (FailureKind.bad_request, ("invalid_request",)),
+)

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.workers import classify
-from agentic_batch.workers.base import CallGate, ErrorClass, UnitContext, UnitOutcome, WorkerKind
+from agentic_batch.workers.base import CallGate, ErrorClass, FailureKind, UnitContext, UnitOutcome, WorkerKind
 
 if TYPE_CHECKING:
     from agentic_batch.workers.claude_messages import RunState
@@ -167,8 +167,13 @@ def _with_stderr(message: str, stderr_tail: deque[str]) -> str:
     return f"{message}\nClaude Code stderr (last lines):\n{tail}"
 
 
-def classify_result(state: RunState) -> tuple[str, ErrorClass, float | None]:
-    """(message, class, retry_after) for a result the CLI marked `is_error`."""
+def classify_result(state: RunState) -> tuple[str, ErrorClass, float | None, FailureKind | None]:
+    """(message, class, retry_after, kind) for a result the CLI marked `is_error`.
+
+    The CLI's structured signals come first: its `api_error_status`, its assistant message's `error`
+    ("authentication_failed", "rate_limit") and its rate-limit events' reset time. Only a result with
+    none of them (a request that never got a proper answer, a run that broke mid-way) is read from
+    its text (`classify.message_kind`): the CLI reports nothing else there."""
     from agentic_batch.workers.claude_messages import seconds_until
 
     result = state.result
@@ -176,24 +181,29 @@ def classify_result(state: RunState) -> tuple[str, ErrorClass, float | None]:
     text = (result.result or "; ".join(result.errors or []) or state.last_text or result.subtype).strip()
     status = result.api_error_status
     if state.assistant_error == "authentication_failed" or status == 401 or _looks_like_auth_failure(text):
-        return f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent, None
+        return (f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent, None,
+                FailureKind.auth)
     reset = classify.quota_reset_in(text)
     if reset is not None:
-        return text, ErrorClass.quota, reset or seconds_until(state.rate_limit_resets_at)
-    if state.rate_limit_resets_at is not None and (status == 429 or state.assistant_error == "rate_limit"):
-        return text, ErrorClass.quota, seconds_until(state.rate_limit_resets_at)
+        return text, ErrorClass.quota, reset or seconds_until(state.rate_limit_resets_at), FailureKind.quota
+    rate_limited = status == 429 or state.assistant_error == "rate_limit"
+    if state.rate_limit_resets_at is not None and rate_limited:
+        return text, ErrorClass.quota, seconds_until(state.rate_limit_resets_at), FailureKind.rate_limited
     if result.subtype.startswith("error_max_"):  # max turns / max budget: the same run ends the same way
-        return f"Claude Code stopped: {result.subtype} ({text})", ErrorClass.permanent, None
+        return f"Claude Code stopped: {result.subtype} ({text})", ErrorClass.permanent, None, FailureKind.agent_limit
     if status is not None:
-        return text, classify.classify_status(status, text), None
+        return text, classify.classify_status(status, text), None, classify.status_kind(status, text)
+    if rate_limited:
+        return text, ErrorClass.retryable, None, FailureKind.rate_limited
     # No HTTP status: the request never got a proper answer (connection refused, a malformed or cut
     # stream) or the run broke mid-way; both are worth another attempt unless the text says otherwise.
     transient = result.terminal_reason == "api_error" or result.subtype == "error_during_execution"
     fallback = ErrorClass.retryable if transient else ErrorClass.permanent
-    return text, classify.classify_message(text) or fallback, None
+    return text, classify.classify_message(text) or fallback, None, classify.message_kind(text)
 
 
-def classify_crash(exc: BaseException, stderr_tail: deque[str] | None = None) -> tuple[str, ErrorClass]:
+def classify_crash(exc: BaseException,
+                   stderr_tail: deque[str] | None = None) -> tuple[str, ErrorClass, FailureKind]:
     """A CLI that died or could not start, without a result to go by.
 
     Retryable by default (a killed or crashed process may well succeed next time), except for the
@@ -205,15 +215,16 @@ def classify_crash(exc: BaseException, stderr_tail: deque[str] | None = None) ->
     text = f"{type(exc).__name__}: {exc}"
     seen = f"{text}\n" + "\n".join(stderr_tail or ())
     if isinstance(exc, CLINotFoundError):
-        return f"Claude Code CLI not found: {exc}", ErrorClass.permanent
+        return f"Claude Code CLI not found: {exc}", ErrorClass.permanent, FailureKind.setup
     if _looks_like_auth_failure(seen):
-        return f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent
+        return f"Claude Code could not authenticate: {text} ({AUTH_HELP})", ErrorClass.permanent, FailureKind.auth
     if "cannot be used with root" in seen:
         return ("Claude Code refuses permission_mode=bypassPermissions as root: run the executor as "
-                "another user, or set IS_SANDBOX=1 inside a container or VM"), ErrorClass.permanent
+                "another user, or set IS_SANDBOX=1 inside a container or VM"), ErrorClass.permanent, FailureKind.setup
     if "unknown option" in seen.lower():
-        return f"Claude Code rejected its arguments (cli_path too old?): {text}", ErrorClass.permanent
-    return f"Claude Code failed: {text}", ErrorClass.retryable
+        return (f"Claude Code rejected its arguments (cli_path too old?): {text}", ErrorClass.permanent,
+                FailureKind.setup)
+    return f"Claude Code failed: {text}", ErrorClass.retryable, FailureKind.crashed
 
 
 class ClaudeWorker:
@@ -305,11 +316,12 @@ class ClaudeWorker:
 
     async def run(self, ctx: UnitContext) -> UnitOutcome:
         if not sdk_installed():
-            return UnitOutcome.failure(f"claude-agent-sdk is not installed: {INSTALL_HINT}", ErrorClass.permanent)
+            return UnitOutcome.failure(f"claude-agent-sdk is not installed: {INSTALL_HINT}", ErrorClass.permanent,
+                                       FailureKind.setup)
         if problem := missing_auth(os.environ):
-            return UnitOutcome.failure(problem, ErrorClass.permanent)
+            return UnitOutcome.failure(problem, ErrorClass.permanent, FailureKind.auth)
         if not ctx.prompt:
-            return UnitOutcome.failure("the claude worker needs a prompt", ErrorClass.permanent)
+            return UnitOutcome.failure("the claude worker needs a prompt", ErrorClass.permanent, FailureKind.setup)
 
         from agentic_batch.config import load_settings
         from agentic_batch.workers.claude_process import (
@@ -323,7 +335,7 @@ class ClaudeWorker:
         real_cli = resolve_cli(self.options.cli_path)
         if real_cli is None:
             return UnitOutcome.failure(f"Claude Code CLI not found; {INSTALL_HINT} or set cli_path",
-                                       ErrorClass.permanent)
+                                       ErrorClass.permanent, FailureKind.setup)
         env = {k: v for k, v in _CLI_ENV_DEFAULTS.items() if k not in os.environ}
         env.update(ctx.processes.child_env())  # the unit's marker: traces tools that leave the CLI's session
         settings = load_settings()
@@ -400,11 +412,12 @@ class ClaudeWorker:
 
         result = state.result
         if result is None:
+            kind: FailureKind | None
             if error is None:
-                message, cls = "Claude Code exited without a result", ErrorClass.retryable
+                message, cls, kind = "Claude Code exited without a result", ErrorClass.retryable, FailureKind.crashed
             else:
-                message, cls = classify_crash(error, stderr_tail)
-            return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, session_id=state.session_id)
+                message, cls, kind = classify_crash(error, stderr_tail)
+            return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, kind, session_id=state.session_id)
         tokens_in, tokens_out = usage_tokens(result.usage)
         common: dict[str, Any] = {
             "cost_usd": float(result.total_cost_usd or 0.0),
@@ -415,8 +428,8 @@ class ClaudeWorker:
         }
         if not result.is_error:
             return UnitOutcome(output=result.result or "", **common)
-        message, cls, retry_after = classify_result(state)
-        return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, retry_after=retry_after, **common)
+        message, cls, retry_after, kind = classify_result(state)
+        return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, kind, retry_after=retry_after, **common)
 
 
 async def _settle(task: asyncio.Task[Any], timeout: float) -> None:

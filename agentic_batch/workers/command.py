@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.prompts import compile_template, referenced_fields, render
 from agentic_batch.textcap import cut_marker
-from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome, WorkerKind
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, UnitOutcome, WorkerKind
 from agentic_batch.workers.process import exited, kill_group, spawn, terminate
 
 _COMMAND = "worker_options.command"
@@ -118,7 +118,7 @@ class CommandWorker:
         try:
             argv = [render(token, ctx.payload, **ctx.template_vars) for token in self.tokens]
         except InvalidSpec as exc:
-            return UnitOutcome.failure(f"--command: {exc.one_line()}", ErrorClass.permanent)
+            return UnitOutcome.failure(f"--command: {exc.one_line()}", ErrorClass.permanent, FailureKind.prompt)
         cwd = self.options.cwd or (str(ctx.workdir) if ctx.workdir else None)
         ctx.emit("command", {"argv": argv, "cwd": cwd})
         env = {**os.environ, "ABP_JOB_ID": str(ctx.job_id), "ABP_UNIT_ID": str(ctx.unit_id or ""),
@@ -126,11 +126,11 @@ class CommandWorker:
         try:
             proc = await spawn(argv, cwd=cwd, env=env, tracker=ctx.processes)
         except FileNotFoundError:
-            return UnitOutcome.failure(f"command not found: {argv[0]}", ErrorClass.permanent)
+            return UnitOutcome.failure(f"command not found: {argv[0]}", ErrorClass.permanent, FailureKind.setup)
         except PermissionError:
-            return UnitOutcome.failure(f"permission denied running {argv[0]}", ErrorClass.permanent)
+            return UnitOutcome.failure(f"permission denied running {argv[0]}", ErrorClass.permanent, FailureKind.setup)
         except OSError as exc:
-            return UnitOutcome.failure(f"cannot run {argv[0]}: {exc}", ErrorClass.permanent)
+            return UnitOutcome.failure(f"cannot run {argv[0]}: {exc}", ErrorClass.permanent, FailureKind.setup)
         out, err = OutputCapture(ctx.max_output_bytes, ctx.full_output_path), OutputCapture(_STDERR_KEEP)
         readers = asyncio.ensure_future(asyncio.gather(_read(proc.stdout, ctx, "stdout", out),
                                                        _read(proc.stderr, ctx, "stderr", err)))
@@ -163,10 +163,10 @@ class CommandWorker:
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             return UnitOutcome.failure(f"killed by {name}" + (f": {tail}" if tail else ""), ErrorClass.retryable,
-                                       output=stdout or None)
+                                       FailureKind.killed, output=stdout or None)
         error_class = ErrorClass.retryable if code in self.options.retry_exit_codes else ErrorClass.permanent
         return UnitOutcome.failure(f"exit code {code}" + (f": {tail}" if tail else ""), error_class,
-                                   output=stdout or None)
+                                   FailureKind.exit_status, output=stdout or None)
 
 
 async def _settle(task: asyncio.Future[object], timeout: float) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from agentic_batch.workers.base import ErrorClass, UnitContext, WorkerKind
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, WorkerKind
 from agentic_batch.workers.tool_loop import (
     APIWorkerOptions,
     ModelCallError,
@@ -97,11 +97,12 @@ class _ChatCompletions:
             return self._parse(response)
         except (AttributeError, IndexError, TypeError, KeyError) as exc:
             raise ModelCallError(f"malformed response from the model API: {type(exc).__name__}: {exc}",
-                                 ErrorClass.retryable) from exc
+                                 ErrorClass.retryable, kind=FailureKind.malformed_response) from exc
 
     def _parse(self, response: Any) -> ModelTurn:
         if not response.choices:
-            raise ModelCallError("malformed response from the model API: no choices", ErrorClass.retryable)
+            raise ModelCallError("malformed response from the model API: no choices", ErrorClass.retryable,
+                                 kind=FailureKind.malformed_response)
         choice = response.choices[0]
         message = choice.message
         text = message.content or getattr(message, "refusal", None) or ""

@@ -24,12 +24,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentic_batch.errors import InvalidSpec
-from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, UnitOutcome
 from agentic_batch.workers.classify import (
     classify_message,
     classify_status,
+    message_kind,
     parse_retry_after,
     quota_reset_in,
+    status_kind,
 )
 from agentic_batch.workers.mcp_tools import MCPStartError, load_mcp_config, mcp_tools
 from agentic_batch.workers.pricing import Pricing, usd
@@ -65,13 +67,15 @@ class ModelTurn:
 
 
 class ModelCallError(Exception):
-    """A failed model request, already classified for the engine's retry loop."""
+    """A failed model request, already classified for the engine's retry loop (class and kind)."""
 
-    def __init__(self, message: str, error_class: ErrorClass, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, error_class: ErrorClass, retry_after: float | None = None,
+                 kind: FailureKind | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.error_class = error_class
         self.retry_after = retry_after
+        self.kind = kind
 
 
 class ChatAdapter(Protocol):
@@ -113,7 +117,7 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
     cost = 0.0
 
     def finish(output: str | None, error: str | None = None, error_class: ErrorClass | None = None,
-               retry_after: float | None = None) -> UnitOutcome:
+               retry_after: float | None = None, kind: FailureKind | None = None) -> UnitOutcome:
         result: dict[str, Any] = {"cost": cost, "tokens_in": tokens_in, "tokens_out": tokens_out,
                                   "turns": turns, "is_error": error is not None}
         if error is not None:
@@ -122,7 +126,8 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
             result["text"] = truncate(output or "")
         ctx.emit("result", result)
         return UnitOutcome(output=output, cost_usd=cost, tokens_in=tokens_in, tokens_out=tokens_out,
-                           turns=turns, error=error, error_class=error_class, retry_after=retry_after)
+                           turns=turns, error=error, error_class=error_class, error_kind=kind,
+                           retry_after=retry_after)
 
     while True:  # max_turns >= 1, checked after each call
         await ctx.gate.before_call(adapter.estimate_tokens())
@@ -130,7 +135,7 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
             turn = await adapter.complete()
         except ModelCallError as exc:
             ctx.gate.after_call(0)
-            return finish(None, exc.message, exc.error_class, exc.retry_after)
+            return finish(None, exc.message, exc.error_class, exc.retry_after, exc.kind)
         except BaseException:
             ctx.gate.after_call(0)  # cancelled or timed out mid-request: release what the gate reserved
             raise
@@ -145,7 +150,8 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
         if not turn.tool_calls:
             return finish(turn.text)
         if turns >= max_turns:  # its tool results could never be read: stop before running them
-            return finish(None, f"max turns ({max_turns}) reached without a final answer", ErrorClass.permanent)
+            return finish(None, f"max turns ({max_turns}) reached without a final answer", ErrorClass.permanent,
+                          kind=FailureKind.agent_limit)
         results: list[tuple[ToolCall, ToolResult]] = []
         for call in turn.tool_calls:
             ctx.emit("tool_use", {"id": call.id, "name": call.name, "input": call.arguments})
@@ -174,19 +180,19 @@ def sdk_error(exc: BaseException, sdk: Any, base_error: type[BaseException]) -> 
         if error_class is ErrorClass.quota:
             reset = quota_reset_in(text) or 0.0
             retry_after = reset if reset > 0 else retry_after
-        return ModelCallError(f"HTTP {status}: {detail}", error_class, retry_after)
+        return ModelCallError(f"HTTP {status}: {detail}", error_class, retry_after, status_kind(status, text))
     if isinstance(exc, sdk.APITimeoutError):
-        return ModelCallError("model request timed out", ErrorClass.retryable)
+        return ModelCallError("model request timed out", ErrorClass.retryable, kind=FailureKind.timeout)
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        return ModelCallError(f"connection error: {cause or exc}", ErrorClass.retryable)
-    if isinstance(exc, sdk.APIResponseValidationError):
-        return ModelCallError(f"malformed response from the model API: {exc}", ErrorClass.retryable)
-    if isinstance(exc, ValueError):  # a JSON body cut short raises json.JSONDecodeError from the SDK
-        return ModelCallError(f"malformed response from the model API: {exc}", ErrorClass.retryable)
-    if isinstance(exc, base_error):
+        return ModelCallError(f"connection error: {cause or exc}", ErrorClass.retryable, kind=FailureKind.connection)
+    if isinstance(exc, sdk.APIResponseValidationError | ValueError):
+        # ValueError: a JSON body cut short raises json.JSONDecodeError from the SDK
+        return ModelCallError(f"malformed response from the model API: {exc}", ErrorClass.retryable,
+                              kind=FailureKind.malformed_response)
+    if isinstance(exc, base_error):  # no status to go by: the text is all there is
         message = str(exc)
-        return ModelCallError(message, classify_message(message) or ErrorClass.retryable)
+        return ModelCallError(message, classify_message(message) or ErrorClass.retryable, kind=message_kind(message))
     return None
 
 
@@ -286,6 +292,6 @@ async def run_api_unit(ctx: UnitContext, options: APIWorkerOptions, pricing: Pri
                                               command_timeout=ctx.timeout or None), *mcp_list])
             return await run_tool_loop(ctx, make_adapter(toolbox), toolbox, pricing, options.max_turns)
     except MCPStartError as exc:
-        return UnitOutcome.failure(exc.message, exc.error_class)
+        return UnitOutcome.failure(exc.message, exc.error_class, FailureKind.setup)
     except InvalidSpec as exc:  # e.g. the MCP config was deleted after the job was created
-        return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent)
+        return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent, FailureKind.setup)

@@ -7,8 +7,15 @@ import random
 import pytest
 
 from agentic_batch.engine.retry import backoff_delay, decide
-from agentic_batch.workers.base import ErrorClass, UnitOutcome
-from agentic_batch.workers.classify import classify_message, classify_status, parse_retry_after, quota_reset_in
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitOutcome
+from agentic_batch.workers.classify import (
+    classify_message,
+    classify_status,
+    message_kind,
+    parse_retry_after,
+    quota_reset_in,
+    status_kind,
+)
 
 
 def _decide(outcome: UnitOutcome, error_count: int = 0, max_retries: int = 2):  # type: ignore[no-untyped-def]
@@ -66,6 +73,35 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 ])
 def test_classify_status(status: int | None, message: str, expected: ErrorClass) -> None:
     assert classify_status(status, message) is expected
+
+
+@pytest.mark.parametrize(("status", "message", "kind"), [
+    (429, "Rate limit reached for gpt-4o-mini", FailureKind.rate_limited),
+    (429, "You exceeded your current quota: insufficient_quota", FailureKind.quota),
+    (529, "", FailureKind.overloaded),
+    (503, "", FailureKind.server_error),
+    (504, "", FailureKind.timeout),
+    (None, "", FailureKind.connection),
+    (401, "invalid x-api-key", FailureKind.auth),
+    (402, "", FailureKind.spend_cap),
+    (400, "Your credit balance is too low", FailureKind.spend_cap),
+    (422, "", FailureKind.bad_request),
+])
+def test_the_failure_kind_comes_from_the_status(status: int | None, message: str, kind: FailureKind) -> None:
+    assert status_kind(status, message) is kind
+
+
+def test_the_kind_from_text_is_the_fallback_for_errors_without_a_status() -> None:
+    assert message_kind("API Error: 429 Too Many Requests") is FailureKind.rate_limited
+    assert message_kind("Overloaded") is FailureKind.overloaded
+    assert message_kind("Claude AI usage limit reached|1700000600") is FailureKind.quota
+    assert message_kind("Request timed out") is FailureKind.timeout
+    assert message_kind("exit code 1") is None
+
+
+def test_an_outcome_carries_its_kind_to_the_result() -> None:
+    result = _decide(UnitOutcome.failure("HTTP 429: slow down", ErrorClass.retryable, FailureKind.rate_limited))
+    assert result.error_kind == "rate_limited" and result.error_class == "retryable"
 
 
 def test_quota_messages_and_reset_times() -> None:
