@@ -37,11 +37,12 @@ def _env(identity: bool) -> dict[str, str]:
     return env
 
 
-def git(cwd: Path | str, *args: str, check: bool = True, identity: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run `git -C cwd ARGS`; raise GitError on a non-zero exit when `check`."""
+def git(cwd: Path | str, *args: str, check: bool = True, identity: bool = False,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `git -C cwd ARGS` (with `input` on stdin, else none); raise GitError on a non-zero exit when `check`."""
     argv = ["git", "-C", str(cwd), *args]
-    proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=_env(identity),
-                          check=False, text=True, encoding="utf-8", errors="replace")
+    proc = subprocess.run(argv, capture_output=True, input=input, stdin=subprocess.DEVNULL if input is None else None,
+                          env=_env(identity), check=False, text=True, encoding="utf-8", errors="replace")
     if check and proc.returncode != 0:
         raise GitError(list(args), proc.returncode, proc.stderr)
     return proc
