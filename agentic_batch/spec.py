@@ -1,4 +1,4 @@
-"""The job spec every interface builds (CLI flags, REST JSON, MCP arguments) and the state enums.
+"""The job spec every interface builds (CLI flags, REST JSON, MCP arguments).
 
 Validation lives here, in Pydantic, so the three interfaces reject the same bad input with the same
 words. Paths are made absolute at create time because the executor runs elsewhere, later.
@@ -7,12 +7,14 @@ words. Paths are made absolute at create time because the executor runs elsewher
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentic_batch.errors import field_ref
 from agentic_batch.flags import ISOLATION_PANEL, PROMPT_PANEL, RUN_PANEL, Flag
+from agentic_batch.priority import Priority
+from agentic_batch.sources.registry import SourceSpec
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus  # noqa: F401 (re-exported)
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES, MIN_MAX_OUTPUT_BYTES
 
@@ -24,98 +26,11 @@ MAX_RPM = 1_000_000
 MAX_TPM = 2**31 - 1
 
 
-class Priority(StrEnum):
-    low = "low"
-    normal = "normal"
-    high = "high"
-    critical = "critical"
-
-    @property
-    def rank(self) -> int:
-        """Higher runs first; stored as an integer so the claim can ORDER BY it."""
-        return {"low": 0, "normal": 1, "high": 2, "critical": 3}[self.value]
-
-    @classmethod
-    def parse_rank(cls, value: Any) -> int:
-        """A unit priority taken from an item field: a name (low..critical) or an integer."""
-        if isinstance(value, bool):
-            raise ValueError(f"priority {value!r} is not a name or a number")
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        if text in cls.__members__:
-            return cls[text].rank
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(
-                f"priority {value!r} is not one of low, normal, high, critical or an integer"
-            ) from None
-
-
 class Isolate(StrEnum):
     """Where a unit's agent works: in place (`none`) or in its own git worktree of the job's base."""
 
     none = "none"
     worktree = "worktree"
-
-
-SourceKind = Literal["files", "csv", "json", "jsonl", "sql", "python"]
-
-#: The fields each source kind needs (non-empty).
-SOURCE_NEEDS: dict[str, tuple[str, ...]] = {
-    "files": ("glob",),
-    "csv": ("path",),
-    "json": ("path",),
-    "jsonl": ("path",),
-    "sql": ("query", "db_url"),
-    "python": ("function",),
-}
-
-
-def _document_source_needs(schema: dict[str, Any]) -> None:
-    """The JSON Schema says what `_required_fields` checks: per kind, its fields are required and not
-    empty (and a CSV delimiter is one character), so a client or fuzzer reading it knows them."""
-    rules = []
-    for kind, needs in SOURCE_NEEDS.items():
-        then: dict[str, Any] = {"required": list(needs),
-                                "properties": {n: {"type": "string", "minLength": 1} for n in needs}}
-        if kind == "csv":
-            then["properties"]["delimiter"] = {"type": "string", "minLength": 1, "maxLength": 1}
-        rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": then})
-    schema["allOf"] = rules
-
-
-class SourceSpec(BaseModel):
-    """Where the items come from. Only the fields of `kind` are used."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_source_needs)
-
-    kind: SourceKind
-    glob: str | None = None
-    root: str | None = None
-    path: str | None = None
-    delimiter: str = ","
-    json_path: str | None = None
-    query: str | None = None
-    db_url: str | None = None
-    function: str | None = None
-    args: dict[str, str] = Field(default_factory=dict)
-    #: Item field that gives each unit its stable key (default: path for files, else a content hash).
-    key: str | None = None
-    #: Item field that gives each unit its priority (a name or an integer).
-    priority_field: str | None = None
-
-    @model_validator(mode="after")
-    def _required_fields(self) -> SourceSpec:
-        needs = SOURCE_NEEDS[self.kind]
-        missing = [name for name in needs if not getattr(self, name)]
-        if missing:
-            names = ", ".join(field_ref(f"source.{name}") for name in missing)
-            raise ValueError(f"a {self.kind} source needs {names}")
-        if self.kind == "csv" and len(self.delimiter) != 1:
-            raise ValueError(f"{field_ref('source.delimiter')} must be one character, got {self.delimiter!r}")
-        return self
 
 
 class JobSpec(BaseModel):

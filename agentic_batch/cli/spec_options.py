@@ -1,8 +1,11 @@
-"""The flags of `abp create` and `abp run`, declared once and turned into a JobSpec.
+"""The flags of `abp create` and `abp run`, generated from the models that REST and MCP take, and
+turned back into a JobSpec.
 
-Job flags are listed here; worker flags are generated from each worker kind's options model (a
-Pydantic model), so a new worker's options appear in `--help` and reach the worker without any CLI
-code. The same models validate REST and MCP input.
+Nothing here lists an option: job flags come from JobSpec's fields (those with a `Flag`), source
+flags from each source kind's options model, worker flags from each worker kind's options model. So
+a new job option, source kind or worker kind appears in `--help` and reaches the service without any
+CLI code, and the same models validate REST and MCP input. Hand-made: `--worker` (inferred from
+`--command`/`--function`), `--prompt-file`, and the hidden `--json-output`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from typing import Annotated, Any
 
 import typer
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from agentic_batch.errors import InvalidSpec, name_fields
-from agentic_batch.flags import PROMPT_PANEL, RUN_PANEL, SOURCE_PANEL, Flag, flag_of
+from agentic_batch.flags import PROMPT_PANEL, RUN_PANEL, Flag, flag_of
+from agentic_batch.sources.kind import SourceSpecBase
+from agentic_batch.sources.registry import get_source_kind, source_kinds
 from agentic_batch.spec import JobSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
@@ -52,32 +58,37 @@ def field_param(field_name: str, field: FieldInfo, flag: Flag) -> inspect.Parame
 
 
 OptStr = str | None
-#: Source flags (until sources declare their own).
-SOURCE_PARAMS: list[inspect.Parameter] = [
-    _opt(OptStr, None, "--files", help="Glob of files, relative to --root: `'**/*.py'`, `'docs/*.md'`.",
-         panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--root", help="Directory the --files glob starts from (default: current directory).",
-         panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--csv", help="CSV file; the header row names the fields.", panel=SOURCE_PANEL),
-    _opt(str, ",", "--delimiter", help="CSV field delimiter.", panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--json", help="JSON file holding an array of objects (a bare --json instead prints "
-         "the result as JSON).", panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--json-path", help="Dotted path to the array inside the JSON file: 'data.items'.",
-         panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--jsonl", help="JSON Lines file, one object per line.", panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--sql", help="SQL query whose rows are the items (read-only connection).",
-         panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--sql-db", help="Database URL for --sql: sqlite:///file.db, postgresql+psycopg://...",
-         panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--python", help="module:function (or file.py:function) returning or yielding dicts.",
-         panel=SOURCE_PANEL),
-    _opt(list[str] | None, None, "--source-arg", help="k=v keyword argument for --python (repeatable).",
-         panel=SOURCE_PANEL, metavar="<k=v>"),
-    _opt(OptStr, None, "--key", help="Item field that identifies an item (default: path for files, else a "
-         "hash of the item).", panel=SOURCE_PANEL),
-    _opt(OptStr, None, "--priority-field", help="Item field holding a unit priority (low..critical or a number).",
-         panel=SOURCE_PANEL),
-]
+
+
+def _source_params() -> tuple[list[inspect.Parameter], dict[str, tuple[str, list[str]]]]:
+    """A flag per source field with a `Flag`, kind by kind, then the fields every source has; and per
+    flag's parameter, its field and the kinds it applies to (none: every kind). A kind's own flag
+    (`--csv PATH`) is its parameter of the kind's name."""
+    params: dict[str, inspect.Parameter] = {}
+    fields: dict[str, tuple[str, list[str]]] = {}
+    models: list[tuple[str | None, type[BaseModel]]] = [(k, get_source_kind(k).options_model) for k in source_kinds()]
+    models.append((None, SourceSpecBase))
+    for kind, model in models:
+        for name, field in model.model_fields.items():
+            flag = flag_of(field)
+            if flag is None:
+                continue
+            param_name = _param_name(flag.flag(name))
+            if param_name not in params:
+                is_map = typing.get_origin(field.annotation) is dict
+                annotation = list[str] | None if is_map else str | None if field.is_required() else field.annotation
+                default = None if is_map or field.is_required() else field.get_default(call_default_factory=True)
+                extra = {"metavar": flag.metavar} if flag.metavar else {}
+                params[param_name] = _opt(annotation, default, flag.flag(name), help=flag.help or field.description
+                                          or "", panel=flag.panel, **extra)
+                fields[param_name] = (name, [])
+            if kind is not None:
+                fields[param_name][1].append(kind)
+    return list(params.values()), fields
+
+
+#: Source flags, and the source field behind each one with the kinds it applies to.
+SOURCE_PARAMS, SOURCE_FLAG_FIELDS = _source_params()
 
 #: Flags of the CLI's own, each listed after the job spec field it belongs with.
 _HAND_MADE: dict[str, list[inspect.Parameter]] = {
@@ -202,25 +213,39 @@ def rewrite_json_flag(argv: list[str]) -> list[str]:
     return out
 
 
+def _source_from_options(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The source kind whose own flag is given (`--csv`), and the source fields its flags set."""
+    kinds = source_kinds()
+    given = [kind for kind in kinds if values.get(kind)]
+    if not given:
+        raise InvalidSpec("no source given", hint="use one of " + ", ".join("--" + k for k in kinds))
+    if len(given) > 1:
+        raise InvalidSpec(f"give one source, not {len(given)}: " + ", ".join("--" + k for k in given))
+    kind = given[0]
+    source: dict[str, Any] = {"kind": kind}
+    for param, (name, owners) in SOURCE_FLAG_FIELDS.items():
+        value = values.get(param)
+        if value in (None, [], ()) or (param != kind and value == _default_of(param)):
+            continue
+        flag = _flag_name(param)
+        if owners and kind not in owners:
+            raise InvalidSpec(f"{flag} applies to {'/'.join('--' + k for k in owners)} only")
+        source[name] = _kv_pairs(value, flag) if isinstance(value, list) else value
+    return kind, source
+
+
+def _default_of(param: str) -> Any:
+    return next(p.default for p in SOURCE_PARAMS if p.name == param)
+
+
+def _flag_name(param: str) -> str:
+    parameter = next(p for p in SOURCE_PARAMS if p.name == param)
+    return str(typing.get_args(parameter.annotation)[1].default)
+
+
 def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> JobSpec:
     """Turn parsed flags into a JobSpec; one clear error for a missing or contradictory flag."""
-    sources = {k: values.get(k) for k in ("files", "csv", "json", "jsonl", "sql", "python") if values.get(k)}
-    if not sources:
-        raise InvalidSpec("no source given", hint="use one of --files, --csv, --json, --jsonl, --sql, --python")
-    if len(sources) > 1:
-        raise InvalidSpec(f"give one source, not {len(sources)}: " + ", ".join("--" + k for k in sources))
-    kind = next(iter(sources))
-    source: dict[str, Any] = {"kind": kind, "key": values.get("key"), "priority_field": values.get("priority_field")}
-    if kind == "files":
-        source.update(glob=values["files"], root=values.get("root"))
-    elif kind in ("csv", "json", "jsonl"):
-        source.update(path=values[kind], delimiter=values.get("delimiter") or ",", json_path=values.get("json_path"))
-    elif kind == "sql":
-        source.update(query=values["sql"], db_url=values.get("sql_db"))
-    else:
-        source.update(function=values["python"], args=_kv_pairs(values.get("source_arg") or []))
-    if kind != "files" and values.get("root"):
-        raise InvalidSpec("--root applies to --files only")
+    kind, source = _source_from_options(values)
 
     prompts = [k for k in ("prompt", "prompt_file", "intent") if values.get(k) is not None]
     if len(prompts) > 1:
@@ -260,17 +285,14 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
         raise InvalidSpec(message) from None
 
 
-#: Source fields whose flag is not `--` + the field name with dashes.
-_FLAG_OF_FIELD = {"source.glob": "--files",
-                  "source.query": "--sql", "source.db_url": "--sql-db", "source.function": "--python",
-                  "source.args": "--source-arg", "source.kind": "the source flag",
-                  "workdir": "the current directory"}
+#: Job spec fields said otherwise on the command line.
+_FLAG_OF_FIELD = {"source.kind": "the source flag", "workdir": "the current directory"}
 
 
 def flag_for(path: str, source_kind: str | None = None) -> str:
     """The CLI's name for a job spec field (errors name fields by path; see `errors.field`)."""
-    if path == "source.path":
-        return f"--{source_kind}" if source_kind else "--csv/--json/--jsonl"
+    if path.startswith("source.") and path not in _FLAG_OF_FIELD:
+        return _source_flag(path.removeprefix("source."), source_kind)
     if path in _FLAG_OF_FIELD:
         return _FLAG_OF_FIELD[path]
     field = JobSpec.model_fields.get(path)
@@ -278,6 +300,23 @@ def flag_for(path: str, source_kind: str | None = None) -> str:
     if flag is not None:
         return flag.flag(path)
     return "--" + path.split(".")[-1].replace("_", "-")
+
+
+def _source_flag(name: str, source_kind: str | None) -> str:
+    """The flag of a source field: the given kind's, else every kind's that has one (`--csv/--json/--jsonl`)."""
+    common = SourceSpecBase.model_fields.get(name)
+    models = [SourceSpecBase] if common else [get_source_kind(k).options_model for k in source_kinds()]
+    if source_kind and not common:
+        models = [get_source_kind(source_kind).options_model, *models]
+    flags = []
+    for model in models:
+        field = model.model_fields.get(name)
+        flag = flag_of(field) if field is not None else None
+        if flag is not None and flag.flag(name) not in flags:
+            flags.append(flag.flag(name))
+            if source_kind and model is models[0]:
+                break
+    return "/".join(flags) or "--" + name.replace("_", "-")
 
 
 def _read_field_file(path: str, field: FieldInfo, flag: str) -> Any:
@@ -293,12 +332,12 @@ def _read_field_file(path: str, field: FieldInfo, flag: str) -> Any:
         raise InvalidSpec(f"{flag} {path} is not JSON: line {exc.lineno}: {exc.msg}") from None
 
 
-def _kv_pairs(pairs: list[str]) -> dict[str, str]:
+def _kv_pairs(pairs: list[str], flag: str) -> dict[str, str]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidSpec(f"--source-arg {pair!r} is not k=v")
+            raise InvalidSpec(f"{flag} {pair!r} is not k=v")
         out[key] = value
     return out
 

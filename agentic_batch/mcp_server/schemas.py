@@ -1,7 +1,7 @@
 """Argument types of the tools: JSON Schema a model reads, with a description on every field.
 
-The `source` argument publishes SourceSpec's own schema (with the words from the service's source
-catalogue), but the SDK only checks that it is an object: the real validation is JobSpec's, inside
+The `source` argument publishes SourceSpec's own schema (every source kind's fields, with their
+descriptions), but the SDK only checks that it is an object: the real validation is JobSpec's, inside
 the service, so a bad source gets the same one-line message as on the command line.
 """
 
@@ -12,26 +12,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, WithJsonSchema
 
-from agentic_batch.service.mcp_support import SOURCE_FIELD_DOCS, SOURCE_KINDS
-from agentic_batch.spec import SourceSpec
+from agentic_batch.sources.registry import SourceSpec, get_source_kind, required_fields, source_kinds
 
 
 def source_schema() -> dict[str, Any]:
     schema = copy.deepcopy(SourceSpec.model_json_schema())
     schema.pop("title", None)
-    kinds = "; ".join(f"{kind}: needs {', '.join(req)}" for kind, (_, req, _) in SOURCE_KINDS.items())
+    kinds = "; ".join(f"{name}: needs {', '.join(required_fields(get_source_kind(name)))}"
+                      for name in source_kinds())
     schema["description"] = (
         "Where the items come from; abp reads it itself, so never paste the items into the conversation. "
         f"Set `kind` and the fields that kind uses ({kinds}). Paths should be absolute (relative ones "
         "resolve against `workdir`). Example: {\"kind\": \"csv\", \"path\": \"/data/tickets.csv\", \"key\": \"id\"}."
     )
-    for name, prop in schema.get("properties", {}).items():
+    for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
-        if name == "kind":
-            prop["description"] = "source type: " + ", ".join(
-                f"{k} ({items.split(';')[0]})" for k, (items, _, _) in SOURCE_KINDS.items())
-        elif name in SOURCE_FIELD_DOCS:
-            prop["description"] = SOURCE_FIELD_DOCS[name]
     return schema
 
 

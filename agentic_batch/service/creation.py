@@ -134,8 +134,9 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
 
 def _repository_dir(source: SourceSpec, options: Any, workdir: Path) -> Path:
     """Where an isolated job's repository is: the files' root, else the worker's cwd, else the workdir."""
-    if source.kind == "files" and source.root:
-        return Path(source.root)
+    root = getattr(source, "root", None) if source.kind == "files" else None  # resolved: set, absolute
+    if root:
+        return Path(root)
     cwd = getattr(options, "cwd", None)
     if isinstance(cwd, str) and cwd:
         return (workdir / cwd).resolve()

@@ -3,8 +3,8 @@
 Kept apart from orchestrator.py so the MCP layer could land without touching it; each function is
 interface-neutral (the REST layer can use them too) and meant to be folded into the Orchestrator.
 
-* `capabilities()`: which source kinds and worker kinds exist and what options each takes. Worker
-  options are read from each kind's Pydantic options model, so a new worker appears without edits.
+* `capabilities()`: which source kinds and worker kinds exist and what options each takes, read from
+  each kind's Pydantic options model, so a new source or worker kind appears without edits.
 * `results_page(orch, ...)`: one page of result rows plus the total matching the status filter, so
   a client can page without fetching everything.
 
@@ -12,56 +12,31 @@ interface-neutral (the REST layer can use them too) and meant to be folded into 
 
 from __future__ import annotations
 
-import typing
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.service.models import ResultsPage
-from agentic_batch.spec import SourceKind, SourceSpec
+from agentic_batch.sources.kind import SourceSpecBase
+from agentic_batch.sources.registry import get_source_kind, source_kinds
 from agentic_batch.workers import get_worker_kind, worker_kinds
 
 if TYPE_CHECKING:
     from agentic_batch.service.orchestrator import Orchestrator
 
-#: What each source field means (SourceSpec has the fields, not the words).
-SOURCE_FIELD_DOCS: dict[str, str] = {
-    "glob": "glob of files relative to root: '**/*.py' (recursive), 'docs/*.md'; hidden files are skipped "
-            "unless the pattern names them",
-    "root": "directory the glob starts from (default: the job's workdir)",
-    "path": "path of the data file (absolute, or relative to the job's workdir)",
-    "delimiter": "CSV field delimiter, one character",
-    "json_path": "dotted path to the array inside the JSON document: 'data.items' (default: top-level array)",
-    "query": "SQL query whose rows are the items (run over a read-only connection)",
-    "db_url": "database URL: sqlite:////abs/path.db or postgresql+psycopg://user@host/db",
-    "function": "module:function or /path/to/file.py:function that returns or yields dicts",
-    "args": "keyword arguments (strings) passed to the python source function",
-    "key": "item field that identifies an item (default: relative path for files, else a content hash); "
-           "re-creating or syncing never duplicates a key",
-    "priority_field": "item field holding a unit priority (low, normal, high, critical or an integer)",
-}
-
-#: Per source kind: (what the items are, required fields, optional fields).
-SOURCE_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "files": ("one item per matching file; fields path, relative_path, name, suffix, size",
-              ("glob",), ("root",)),
-    "csv": ("one item per row; the header row names the fields", ("path",), ("delimiter",)),
-    "json": ("one item per object of a top-level array (or of the array at json_path)", ("path",),
-             ("json_path",)),
-    "jsonl": ("one item per line (a JSON object)", ("path",), ()),
-    "sql": ("one item per row of the query", ("query", "db_url"), ()),
-    "python": ("one item per dict the function returns or yields", ("function",), ("args",)),
-}
-COMMON_SOURCE_FIELDS = ("key", "priority_field")
+#: Fields every source kind has (the rest are the kind's own).
+COMMON_SOURCE_FIELDS = tuple(name for name in SourceSpecBase.model_fields if name != "kind")
 
 
 def source_catalog() -> list[dict[str, Any]]:
-    """Every source kind SourceSpec accepts, with the fields it uses."""
+    """Every source kind with the fields it uses, from its options model (required: no default)."""
     out = []
-    for kind in typing.get_args(SourceKind):
-        items, required, optional = SOURCE_KINDS.get(kind, ("", (), ()))
-        fields = {name: {"required": name in required, "description": SOURCE_FIELD_DOCS.get(name, "")}
-                  for name in (*required, *optional, *COMMON_SOURCE_FIELDS) if name in SourceSpec.model_fields}
-        out.append({"kind": kind, "items": items, "fields": fields})
+    for name in source_kinds():
+        kind = get_source_kind(name)
+        fields = {field: {"required": info.is_required(), "description": info.description or ""}
+                  for field, info in kind.options_model.model_fields.items()}
+        fields.update({field: {"required": False, "description": SourceSpecBase.model_fields[field].description}
+                       for field in COMMON_SOURCE_FIELDS})
+        out.append({"kind": name, "items": kind.items, "fields": fields})
     return out
 
 

@@ -18,9 +18,14 @@ import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentic_batch.errors import SourceError, field_ref
-from agentic_batch.sources.base import RawItem
-from agentic_batch.spec import SourceSpec
+from agentic_batch.flags import SOURCE_PANEL, Flag
+from agentic_batch.sources.kind import RawItem, SourceKind, absolute
 
 #: Regex text for one directory matched by `**`: any name not starting with '.'.
 _ANY_DIR = r"(?:(?!\.)[^/]+/)*"
@@ -124,10 +129,22 @@ class GlobMatcher:
         return self.full.fullmatch(relative_path) is not None
 
 
-def iter_files(spec: SourceSpec) -> Iterator[RawItem]:
+class FilesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    glob: Annotated[str, Flag(SOURCE_PANEL, name="--files", help="Glob of files, relative to --root: "
+                                                                  "`'**/*.py'`, `'docs/*.md'`.")] = Field(
+        description="glob of files relative to root: '**/*.py' (recursive), 'docs/*.md'; hidden files are "
+                    "skipped unless the pattern names them")
+    root: Annotated[str | None, Flag(SOURCE_PANEL, help="Directory the --files glob starts from (default: "
+                                                        "current directory).")] = Field(
+        default=None, description="directory the glob starts from (default: the job's workdir)")
+
+
+def iter_files(options: FilesOptions, cwd: Path | None = None) -> Iterator[RawItem]:
     """Yield one payload per matching regular file; raise if the root is missing or nothing matches."""
-    root = spec.root or os.getcwd()
-    glob = spec.glob or ""
+    root = options.root or os.getcwd()
+    glob = options.glob
     if not os.path.exists(root):
         raise SourceError(f"files root {root} does not exist",
                           hint=f"check {field_ref('source.root')} or the glob's directory")
@@ -212,3 +229,37 @@ def _walk(
                 yield entry, relative_path
         except OSError:
             continue
+
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def resolve_files(options: FilesOptions, cwd: Path) -> FilesOptions:
+    """root defaults to `cwd`; an absolute glob moves its non-glob prefix into root, and leading `..`
+    segments of a relative glob move into root too. Idempotent."""
+    root = absolute(options.root, cwd) if options.root else os.path.abspath(cwd)
+    glob = os.path.expanduser(options.glob)
+    if glob.startswith("/"):
+        root, glob = _split_static_prefix(glob)
+    else:
+        parts = [p for p in glob.split("/") if p not in ("", ".")]
+        while parts and parts[0] == "..":
+            root = os.path.dirname(root)
+            parts.pop(0)
+        glob = "/".join(parts)
+    return options.model_copy(update={"root": root, "glob": glob})
+
+
+def _split_static_prefix(glob: str) -> tuple[str, str]:
+    """'/data/**/*.py' -> ('/data', '**/*.py'); a glob without wildcards -> (parent, name)."""
+    parts = glob.split("/")
+    first_magic = next((i for i, p in enumerate(parts) if _MAGIC.search(p)), len(parts) - 1)
+    root = os.path.normpath("/".join(parts[:first_magic]) or "/")
+    return root, "/".join(p for p in parts[first_magic:] if p not in ("", "."))
+
+
+KIND = SourceKind(
+    name="files", items="one item per matching file; fields path, relative_path, name, suffix, size",
+    options_model=FilesOptions, iterate=iter_files, resolve=resolve_files, natural_key="relative_path",
+    describe=lambda o: f"files {o.glob} under {o.root or 'the working directory'}",
+)

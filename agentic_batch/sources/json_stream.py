@@ -16,9 +16,15 @@ import re
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentic_batch.errors import SourceError, field_ref
-from agentic_batch.sources.base import RawItem, open_source_file
-from agentic_batch.spec import SourceSpec
+from agentic_batch.flags import SOURCE_PANEL, Flag
+from agentic_batch.sources.kind import PATH_DOC, RawItem, SourceKind, absolute
+from agentic_batch.sources.reading import open_source_file
 
 #: Characters read per chunk (tests lower it to prove streaming).
 CHUNK_CHARS = 1 << 16
@@ -226,10 +232,29 @@ def _enter_key(cursor: _Cursor, steps: list[str], depth: int, json_path: str) ->
     )
 
 
-def iter_json(spec: SourceSpec) -> Iterator[RawItem]:
-    """Yield each object of the top-level array, or of the array at `spec.json_path`."""
-    path = spec.path or ""
-    steps = _path_steps(spec.json_path)
+class JsonOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Annotated[str, Flag(SOURCE_PANEL, name="--json", help="JSON file holding an array of objects (a bare "
+                                                                "--json instead prints the result as JSON).")] = Field(
+        description=PATH_DOC)
+    json_path: Annotated[str | None, Flag(SOURCE_PANEL, help="Dotted path to the array inside the JSON file: "
+                                                             "'data.items'.")] = Field(
+        default=None,
+        description="dotted path to the array inside the JSON document: 'data.items' (default: top-level array)")
+
+
+class JsonlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Annotated[str, Flag(SOURCE_PANEL, name="--jsonl", help="JSON Lines file, one object per line.")] = Field(
+        description=PATH_DOC)
+
+
+def iter_json(options: JsonOptions, cwd: Path | None = None) -> Iterator[RawItem]:
+    """Yield each object of the top-level array, or of the array at `options.json_path`."""
+    path = options.path
+    steps = _path_steps(options.json_path)
     label = ".".join(steps)
     with open_source_file(path, "json") as handle:
         cursor = _Cursor(handle, path)
@@ -240,12 +265,12 @@ def iter_json(spec: SourceSpec) -> Iterator[RawItem]:
             )
         try:
             for depth in range(len(steps)):
-                _enter_key(cursor, steps, depth, spec.json_path or "")
+                _enter_key(cursor, steps, depth, options.json_path or "")
         except RecursionError:
             raise cursor.error(_TOO_DEEP) from None
         first = cursor.peek()
         if first != "[":
-            where = f"json_path {spec.json_path!r} in {path}" if steps else f"json file {path}"
+            where = f"json_path {options.json_path!r} in {path}" if steps else f"json file {path}"
             name = field_ref("source.json_path")
             hint = f"point {name} at an array" if steps else f"give {name} to the array inside it"
             raise cursor.error(f"{where} holds {_kind_of(first)}, not an array", hint=hint)
@@ -280,9 +305,9 @@ def iter_json(spec: SourceSpec) -> Iterator[RawItem]:
             raise cursor.error("malformed JSON: extra data after the top-level array")
 
 
-def iter_jsonl(spec: SourceSpec) -> Iterator[RawItem]:
+def iter_jsonl(options: JsonlOptions, cwd: Path | None = None) -> Iterator[RawItem]:
     """Yield one object per non-blank line; the place of each item is its line number."""
-    path = spec.path or ""
+    path = options.path
     with open_source_file(path, "jsonl") as handle:
         line_number = 0
         while True:
@@ -316,3 +341,14 @@ def iter_jsonl(spec: SourceSpec) -> Iterator[RawItem]:
                     hint="each line must hold one JSON object {...}",
                 )
             yield f"line {line_number} of {path}", value
+
+
+KINDS = (
+    SourceKind(name="json", items="one item per object of a top-level array (or of the array at json_path)",
+               options_model=JsonOptions, iterate=iter_json,
+               resolve=lambda o, cwd: o.model_copy(update={"path": absolute(o.path, cwd)}),
+               describe=lambda o: f"json {o.path}" + (f" at {o.json_path}" if o.json_path else "")),
+    SourceKind(name="jsonl", items="one item per line (a JSON object)", options_model=JsonlOptions,
+               iterate=iter_jsonl, resolve=lambda o, cwd: o.model_copy(update={"path": absolute(o.path, cwd)}),
+               describe=lambda o: f"jsonl {o.path}"),
+)

@@ -1,7 +1,7 @@
 """A `python` source: a user function that returns or yields the item dicts.
 
-`spec.function` is `module:function` (imported with the working directory and `spec.root` on
-`sys.path`) or `path/to/file.py:function`. The function is called with `spec.args` as keyword
+`options.function` is `module:function` (imported with the working directory and `options.root` on
+`sys.path`) or `path/to/file.py:function`. The function is called with `options.args` as keyword
 arguments (strings). It may return a list/iterable, be a generator, an async generator (driven on a
 private event loop, one item at a time, so it still streams) or a coroutine returning a list (run
 with `asyncio.run`). Async ones need a thread without a running loop: call `iter_items` from
@@ -18,18 +18,37 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentic_batch.errors import SourceError
+from agentic_batch.flags import SOURCE_PANEL, Flag
 from agentic_batch.importing import describe as _describe
 from agentic_batch.importing import find_file, get_function, import_module, load_file, on_sys_path, split_ref
-from agentic_batch.sources.base import RawItem, to_jsonable
-from agentic_batch.spec import SourceSpec
+from agentic_batch.sources.kind import RawItem, SourceKind, absolute
+from agentic_batch.sources.reading import to_jsonable
 
 
-def iter_python(spec: SourceSpec, cwd: Path) -> Iterator[RawItem]:
+class PythonOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    function: Annotated[str, Flag(SOURCE_PANEL, name="--python", help="module:function (or file.py:function) "
+                                                                      "returning or yielding dicts.")] = Field(
+        description="module:function or /path/to/file.py:function that returns or yields dicts")
+    args: Annotated[dict[str, str], Flag(SOURCE_PANEL, name="--source-arg", metavar="<k=v>",
+                                         help="k=v keyword argument for --python (repeatable).")] = Field(
+        default_factory=dict, description="keyword arguments (strings) passed to the python source function")
+    #: Not a flag: on the command line the function is found from the current directory.
+    root: str | None = Field(default=None, description="directory put on sys.path to import the function from "
+                                                       "(besides the job's workdir)")
+
+
+def iter_python(options: PythonOptions, cwd: Path) -> Iterator[RawItem]:
     """Import the function, call it, and yield its items checked to be JSON-able dicts."""
-    target = spec.function or ""
+    target = options.function
     module_ref, func_name, is_file = split_ref(target, "python source", SourceError)
-    dirs = [Path(spec.root)] if spec.root else []
+    dirs = [Path(options.root)] if options.root else []
     dirs.append(cwd)
     file_path = find_file(module_ref, dirs, "python source", target, SourceError) if is_file else None
     search = [str(d) for d in dirs] + ([str(file_path.parent)] if file_path else [])
@@ -40,7 +59,7 @@ def iter_python(spec: SourceSpec, cwd: Path) -> Iterator[RawItem]:
         else:
             module = import_module(module_ref, "python source", SourceError)
         func = get_function(module, module_ref, func_name, "python source", SourceError)
-        yield from _items(func, spec.args, target)
+        yield from _items(func, options.args, target)
 
 
 def _raised(target: str, exc: BaseException) -> SourceError:
@@ -140,3 +159,15 @@ def _drive_async_generator(agen: Any) -> Iterator[Any]:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+
+def _describe_call(options: PythonOptions) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in options.args.items())
+    return f"python {options.function}" + (f"({args})" if args else "")
+
+
+KIND = SourceKind(
+    name="python", items="one item per dict the function returns or yields", options_model=PythonOptions,
+    iterate=iter_python, describe=_describe_call,
+    resolve=lambda o, cwd: o.model_copy(update={"root": absolute(o.root, cwd)}) if o.root else o,
+)

@@ -24,9 +24,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentic_batch.errors import SourceError
-from agentic_batch.sources.base import RawItem, hide_password, to_jsonable
-from agentic_batch.spec import SourceSpec
+from agentic_batch.flags import SOURCE_PANEL, Flag
+from agentic_batch.sources.kind import RawItem, SourceKind, absolute
+from agentic_batch.sources.reading import to_jsonable
 
 #: Rows fetched per round trip.
 YIELD_PER = 1000
@@ -40,9 +46,20 @@ _READING_PRAGMAS = frozenset({
 })
 
 
-def iter_sql(spec: SourceSpec) -> Iterator[RawItem]:
-    """Yield `{column: JSON-able value}` per row of `spec.query`."""
-    db_url, query = spec.db_url or "", spec.query or ""
+class SqlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[str, Flag(SOURCE_PANEL, name="--sql", help="SQL query whose rows are the items (read-only "
+                                                                "connection).")] = Field(
+        description="SQL query whose rows are the items (run over a read-only connection)")
+    db_url: Annotated[str, Flag(SOURCE_PANEL, name="--sql-db", help="Database URL for --sql: sqlite:///file.db, "
+                                                                    "postgresql+psycopg://...")] = Field(
+        description="database URL: sqlite:////abs/path.db or postgresql+psycopg://user@host/db")
+
+
+def iter_sql(options: SqlOptions, cwd: Path | None = None) -> Iterator[RawItem]:
+    """Yield `{column: JSON-able value}` per row of `options.query`."""
+    db_url, query = options.db_url, options.query
     label = hide_password(db_url)
     engine = _read_only_engine(db_url, label)
     try:
@@ -209,3 +226,56 @@ def _query_error(exc: SQLAlchemyError, query: str, label: str, refused: _Refused
     else:
         hint = "check the query's tables, columns and syntax with your SQL client"
     return SourceError(f"sql query failed on {label}: {_first_line(exc)}", hint=hint)
+
+
+def _absolute_sqlite_url(db_url: str, base: str) -> str:
+    """Make the file of a `sqlite:///relative.db` URL absolute; other URLs are returned unchanged.
+
+    Parsed with SQLAlchemy's own URL parser (the one that will open it), so `file:` prefixes, query
+    strings and percent-escapes are read the same way here and there. A `file:` URI prefix is
+    dropped: the sql source opens every SQLite file as its own read-only URI anyway.
+    """
+    from sqlalchemy.engine import make_url  # lazily: a csv job never imports SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except (ArgumentError, ValueError):
+        return db_url  # the sql source reports an invalid URL in its own words
+    database = (url.database or "").removeprefix("file:")
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return db_url
+    return url.set(database=absolute(database, base)).render_as_string(hide_password=False)
+
+
+def hide_password(url: str) -> str:
+    """The URL as it may be shown in messages and listings (password replaced by ***)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        if "@" not in (parsed.host or ""):  # an unescaped '@' in a password ends up in the host
+            return parsed.render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        pass
+    # Not parseable (a bad port, say): mask everything between '://user:' and the last '@' anyway.
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+def _describe(options: SqlOptions) -> str:
+    query = " ".join(options.query.split())
+    query = query if len(query) <= 60 else query[:57] + "..."
+    return f"sql {query!r} on {hide_password(options.db_url)}"
+
+
+KIND = SourceKind(
+    name="sql", items="one item per row of the query", options_model=SqlOptions, iterate=iter_sql,
+    resolve=lambda o, cwd: o.model_copy(update={"db_url": _absolute_sqlite_url(o.db_url, str(cwd))}),
+    describe=_describe,
+)

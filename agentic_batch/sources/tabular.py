@@ -12,18 +12,40 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
-from agentic_batch.errors import SourceError
-from agentic_batch.sources.base import RawItem, open_source_file
-from agentic_batch.spec import SourceSpec
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agentic_batch.errors import SourceError, field_ref
+from agentic_batch.flags import SOURCE_PANEL, Flag
+from agentic_batch.sources.kind import PATH_DOC, RawItem, SourceKind, absolute
+from agentic_batch.sources.reading import open_source_file
 
 _QUOTE_HINT = "quote fields that contain the delimiter, a quote or a line break, and double inner quotes"
 
 
-def iter_csv(spec: SourceSpec) -> Iterator[RawItem]:
+class CsvOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Annotated[str, Flag(SOURCE_PANEL, name="--csv", help="CSV file; the header row names the fields.")] = Field(
+        description=PATH_DOC)
+    delimiter: Annotated[str, Flag(SOURCE_PANEL, help="CSV field delimiter.")] = Field(
+        default=",", description="CSV field delimiter, one character",
+        json_schema_extra={"minLength": 1, "maxLength": 1})  # checked by _one_character, in its own words
+
+    @model_validator(mode="after")
+    def _one_character(self) -> CsvOptions:
+        if len(self.delimiter) != 1:
+            raise ValueError(f"{field_ref('source.delimiter')} must be one character, got {self.delimiter!r}")
+        return self
+
+
+def iter_csv(options: CsvOptions, cwd: Path | None = None) -> Iterator[RawItem]:
     """Yield `{column: text}` per data row; the place of each item is the line the row starts on."""
-    path = spec.path or ""
+    path = options.path
     with open_source_file(path, "csv") as handle:
-        reader = csv.reader(handle, delimiter=spec.delimiter, strict=True)
+        reader = csv.reader(handle, delimiter=options.delimiter, strict=True)
         header = _read_header(reader, path)
         width = len(header)
         while True:
@@ -85,3 +107,15 @@ def _read_header(reader: Any, path: str) -> list[str]:
             )
         seen[name] = column
     return row
+
+
+def _describe(options: CsvOptions) -> str:
+    sep = f" (delimiter {options.delimiter!r})" if options.delimiter != "," else ""
+    return f"csv {options.path}{sep}"
+
+
+KIND = SourceKind(
+    name="csv", items="one item per row; the header row names the fields", options_model=CsvOptions,
+    iterate=iter_csv, describe=_describe,
+    resolve=lambda o, cwd: o.model_copy(update={"path": absolute(o.path, cwd)}),
+)

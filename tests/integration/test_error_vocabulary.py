@@ -18,7 +18,10 @@ from tests.fixtures.web import web  # noqa: F401  (fixture)
 pytestmark = pytest.mark.timeout(120)
 
 
-def cases(workdir: Path) -> list[tuple[list[str], dict[str, Any], str, str | None]]:
+Case = tuple[list[str], dict[str, Any], str, str | None]
+
+
+def cases(workdir: Path) -> list[Case]:
     """(CLI flags, the same spec as JSON, the message with «field» references, the source kind)."""
     (workdir / "t.csv").write_text("a\n1\n")
     (workdir / "t.jsonl").write_text('{"a": 1}\n')
@@ -50,6 +53,21 @@ def cases(workdir: Path) -> list[tuple[list[str], dict[str, Any], str, str | Non
     ]
 
 
+def source_cases(workdir: Path) -> list[tuple[list[str], dict[str, Any], str, str, str]]:
+    """Sources' own errors, with a hint naming a source field: (flags, spec, message, hint, kind)."""
+    data = str(workdir / "t.jsonl")
+    echo = {"worker": "command", "worker_options": {"command": "echo"}}
+    return [
+        (["--jsonl", "t.jsonl", "--key", "id", "--command", "echo"],
+         {"source": {"kind": "jsonl", "path": data, "key": "id"}, **echo},
+         f"line 1 of {data} has no field 'id' to use as the key; its fields are 'a'",
+         "«source.key» must name a field every item has, or leave it out to key by content", "jsonl"),
+        (["--files", "*.txt", "--root", "nowhere", "--command", "echo"],
+         {"source": {"kind": "files", "glob": "*.txt", "root": "nowhere"}, **echo},
+         f"files root {workdir / 'nowhere'} does not exist", "check «source.root» or the glob's directory", "files"),
+    ]
+
+
 @pytest.mark.asyncio
 async def test_the_same_bad_input_gives_the_same_message_in_each_callers_words(web, workdir: Path) -> None:  # noqa: F811
     async with mcp_session(workdir) as session:
@@ -67,4 +85,17 @@ async def test_the_same_bad_input_gives_the_same_message_in_each_callers_words(w
             mcp = await call_error(session, "create_job", name="bad", **body)
             assert mcp == as_path, (body, mcp)
             assert "--" not in mcp and "--" not in rest.json()["error"]  # no CLI flag outside the CLI
+        for flags, body, template, hint, kind in source_cases(workdir):
+            as_path, hint_path = name_fields(template), name_fields(hint)
+            hint_flag = name_fields(hint, lambda path, kind=kind: flag_for(path, kind))
+            assert hint_path != hint_flag
+
+            cli = abp("create", "--name", "bad", *flags, cwd=workdir)
+            assert cli.returncode == 1 and cli.stderr.strip() == f"error: {as_path} ({hint_flag})", (flags, cli.stderr)
+
+            rest = web.post("/api/jobs", {"name": "bad", **body})
+            assert rest.status_code == 422 and rest.json() == {"error": as_path, "hint": hint_path}, rest.text
+
+            mcp = await call_error(session, "create_job", name="bad", **body)
+            assert mcp == f"{as_path} ({hint_path})", (body, mcp)
     assert web.orch.list_jobs() == []  # nothing half-created

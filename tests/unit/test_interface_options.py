@@ -11,6 +11,8 @@ from typing import Any
 import typer.main
 
 from agentic_batch.cli.spec_options import flag_for, worker_params
+from agentic_batch.sources.kind import SourceSpecBase
+from agentic_batch.sources.registry import get_source_kind, source_kinds
 from agentic_batch.spec import JobSpec, SourceSpec
 
 #: JobSpec fields the CLI fills otherwise: the worker's options have flags of their own (one per
@@ -49,12 +51,12 @@ def rest_schemas(orch: Any, tmp_path: Path) -> dict[str, Any]:
 
 
 def source_flags() -> set[str]:
-    """The CLI's flag for each source field, for every kind that has the field (`path`: --csv, --json...)."""
-    flags = set()
-    for name in SourceSpec.model_fields:
-        for kind in SourceSpec.model_fields["kind"].annotation.__args__:  # type: ignore[union-attr]
-            flags.add(flag_for(f"source.{name}", kind))
-    return flags - {"the source flag"}  # `kind` is which source flag is given
+    """The CLI's flag for each source field, for every kind that has the field (`path`: --csv, --json...);
+    a field without a flag (python's `root`) is named by another kind's flag (files' `--root`)."""
+    flags = {flag_for(f"source.{name}") for name in SourceSpecBase.model_fields if name != "kind"}
+    for kind in source_kinds():  # `kind` itself is which kind's flag is given
+        flags |= {flag_for(f"source.{name}", kind) for name in get_source_kind(kind).options_model.model_fields}
+    return flags
 
 
 def test_rest_mcp_and_cli_take_the_same_job_options(orch: Any, tmp_path: Path) -> None:

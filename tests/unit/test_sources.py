@@ -20,7 +20,7 @@ import pytest
 
 from agentic_batch.errors import SourceError
 from agentic_batch.sources import Item, describe_source, iter_items, json_stream, resolve_spec, tabular
-from agentic_batch.sources import base as sources_base
+from agentic_batch.sources import reading as sources_reading
 from agentic_batch.sources.files import GlobMatcher
 from agentic_batch.spec import SourceSpec
 
@@ -317,7 +317,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[CountingReader]:
 
     @contextlib.contextmanager
     def open_counted(path: str, kind: str) -> Iterator[CountingReader]:
-        with sources_base.open_source_file(path, kind) as handle:
+        with sources_reading.open_source_file(path, kind) as handle:
             opened.append(CountingReader(handle))
             yield opened[-1]
 

@@ -19,7 +19,9 @@ import pytest
 
 from agentic_batch.errors import SourceError
 from agentic_batch.sources import Item, iter_items
-from agentic_batch.sources.base import hide_password, resolve_spec, to_jsonable
+from agentic_batch.sources import resolve_spec
+from agentic_batch.sources.reading import to_jsonable
+from agentic_batch.sources.sql import hide_password
 from agentic_batch.spec import SourceSpec
 
 
