@@ -31,6 +31,7 @@ from agentic_batch.engine.pool import Pool
 from agentic_batch.engine.procs import hostname, pid_start_token
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
+from agentic_batch.engine.isolated import prune_dead_worktrees
 from agentic_batch.engine.recovery import live_executors, reclaim_dead_executors
 from agentic_batch.engine.run_state import Mode, RunState, StopReason
 from agentic_batch.engine.runner import UnitRunner
@@ -302,6 +303,19 @@ class Executor:
         except Exception as exc:
             log.error("could not write %s to the store (%s)", recorder.describe_pending(), describe(exc))
 
+    async def _prune_worktrees(self, job: JobRecord, recorder: Recorder) -> None:
+        """Remove the worktrees of this job's dead executors (a failure is logged: units still run)."""
+        live = {r.id for r in await self.db(live_executors, self.store, self.settings, self.job_id)} | {self.id}
+        try:
+            pruned = await asyncio.to_thread(prune_dead_worktrees, self.settings, job, live)
+        except Exception as exc:
+            recorder.log(self.job_id, "warning", f"could not remove dead executors' worktrees: {exc}",
+                         executor_id=self.id)
+            return
+        if pruned:
+            recorder.log(self.job_id, "info", f"removed {len(pruned)} worktree(s) of executors that are gone",
+                         executor_id=self.id)
+
     async def _work(self, job: JobRecord, recorder: Recorder, reaper: Reaper | None) -> int:
         """Build the worker, run the pool, set the job's final status."""
         try:
@@ -313,6 +327,8 @@ class Executor:
             await self.db(self.store.jobs.update_job, self.job_id, expect=[JobStatus.RUNNING], status=JobStatus.FAILED,
                           error=exc.one_line(), finished_at=time.time())
             return 1
+        if job.isolated:
+            await self._prune_worktrees(job, recorder)
         self.gate = RateGate(job.rpm, job.tpm)
         runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
                             gate=self.gate)

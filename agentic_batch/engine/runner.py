@@ -15,12 +15,14 @@ from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine import structured
+from agentic_batch.engine.isolated import IsolatedAttempt, feedback_section, job_worktrees, verify_feedback
 from agentic_batch.engine.outcome import (bound_outcome, crash_outcome, output_file, short_traceback,
                                           worker_output_cap)
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.reaper import Reaper, UnitProcesses
 from agentic_batch.engine.retry import decide
 from agentic_batch.errors import AbpError
+from agentic_batch.isolation import JobWorktrees
 from agentic_batch.prompts import render
 from agentic_batch.spec import job_default
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
@@ -59,6 +61,7 @@ class UnitRunner:
         self.executor_id = executor_id
         self._shared_workspace: Path | None = None
         self._prepared: asyncio.Future[Any] | None = None
+        self._worktrees: JobWorktrees | None = None
 
     def start_preparing(self) -> None:
         """Run the worker's optional `prepare()` in a thread now; units wait for it before running."""
@@ -114,8 +117,36 @@ class UnitRunner:
                        template: str | None, feedback: str | None, feedback_kind: str | None,
                        extra_vars: dict[str, Any] | None,
                        phase: list[str], number: int | None = None) -> tuple[UnitOutcome, str | None]:
+        if unit_id is None or not self.job.isolated:  # the reduce step works in place
+            return await self._run(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=payload,
+                                   template=template, feedback=feedback, extra_vars=extra_vars, phase=phase,
+                                   number=number, iso=None)
+        phase[0] = "preparing the unit's worktree"
+        if self._worktrees is None:
+            self._worktrees = job_worktrees(self.job, self.settings)
+        iso = IsolatedAttempt(self._worktrees, self.job, self.executor_id, number if number is not None else unit_id,
+                              key)
+        cancelled = False
+        try:
+            await iso.open()
+            return await self._run(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=iso.payload(payload),
+                                   template=template, feedback=feedback, extra_vars=extra_vars, phase=phase,
+                                   number=number, iso=iso)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            if cancelled:
+                iso.close_now()  # no awaiting once cancelled: the next attempt would remove it anyway
+            else:
+                await iso.close()
+
+    async def _run(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
+                   template: str | None, feedback: str | None, extra_vars: dict[str, Any] | None,
+                   phase: list[str], number: int | None, iso: IsolatedAttempt | None) -> tuple[UnitOutcome, str | None]:
         emit = self.recorder.emitter(self.job.id, unit_id, attempt)
         unit_vars = {"id": unit_id, "key": key, "seq": seq, "attempt": attempt}
+        phase[0] = "rendering the prompt"
         try:
             prompt = self.render_prompt(template, {**payload, **(extra_vars or {})}, unit_vars)
         except AbpError as exc:
@@ -126,7 +157,11 @@ class UnitRunner:
         if schema is not None and prompt is not None:
             schema_feedback = feedback if feedback_kind == FailureKind.schema_invalid else None
             prompt += structured.instructions(schema, schema_feedback)
+        if iso is not None and prompt is not None and (verify_failed := verify_feedback(feedback)):
+            prompt += feedback_section(verify_failed)
         workspace = unit_workspace(self.job, payload, self.shared_workspace)
+        if iso is not None:
+            workspace = iso.workspace(workspace)
         processes = UnitProcesses(self.reaper)
         spill_path = output_file(self.settings.job_dir(self.job.id), number if number is not None else unit_id,
                                  attempt)  # named as users know the unit
@@ -139,6 +174,8 @@ class UnitRunner:
                            **(extra_vars or {})},
             max_output_bytes=worker_output_cap(self.max_output_bytes), full_output_path=spill_path,
         )
+        if iso is not None:
+            ctx = iso.context(ctx)
         if self._prepared is not None and not self._prepared.done():
             await asyncio.wait({self._prepared})
         emit("start", {"attempt": attempt, "worker": self.worker.kind, "executor": self.executor_id})
@@ -147,6 +184,9 @@ class UnitRunner:
         try:
             async with asyncio.timeout(self.job.timeout_s):  # in this task: what the worker raises lands here
                 outcome = await self.worker.run(ctx)
+                if iso is not None:  # commit, --require-changes, --verify: inside the attempt's time
+                    phase[0] = "capturing the changes and verifying"
+                    outcome = await iso.finish(outcome, ctx)
         except TimeoutError:
             outcome = UnitOutcome.failure(f"timed out after {self.job.timeout_s:g}s (agent killed)",
                                           ErrorClass.retryable, FailureKind.timeout)

@@ -118,8 +118,8 @@ class JobWorktrees:
         name = f"{number}-{key_slug(key)}"
         path = self.root / owner / name
         branch = branch_name(self.job_id, number, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with repo_lock(self.lock_dir, self.repo):
+        with repo_lock(self.lock_dir, self.repo):  # the owner's directory too: close() removes it when empty
+            path.parent.mkdir(parents=True, exist_ok=True)
             for stale in (path, self.root / KEPT / name):  # an earlier attempt's, left by a crash or kept
                 if stale.exists():
                     self._remove_locked(stale)
@@ -157,12 +157,14 @@ class JobWorktrees:
         with repo_lock(self.lock_dir, self.repo):
             if not keep:
                 self._remove_locked(unit.path)
+                _remove_if_empty(unit.path.parent)
                 return None
             kept = self.root / KEPT / unit.path.name
             kept.parent.mkdir(parents=True, exist_ok=True)
             if kept.exists():
                 self._remove_locked(kept)
             git(self.repo, "worktree", "move", str(unit.path), str(kept))
+            _remove_if_empty(unit.path.parent)
             return kept
 
     def map_path(self, unit: UnitWorktree, path: Path) -> Path | None:
@@ -223,6 +225,13 @@ class JobWorktrees:
         except GitError:
             shutil.rmtree(path, ignore_errors=True)
             git(self.repo, "worktree", "prune", check=False)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:  # not empty (another attempt of the owner), or already gone
+        pass
 
 
 def parse_numstat(text: str) -> list[FileChange]:

@@ -1,0 +1,210 @@
+"""`--isolate worktree` with real git, real detached executors and real agent processes: every
+unit's attempt in its own worktree of the base, its diff as the result, verify feeding the retry,
+kill -9 then resume leaving nothing behind, and bad input refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentic_batch.spec import JobSpec
+from agentic_batch.store import UnitRecord
+from tests.fixtures.abp import abp, processes_with, wait_status, wait_until
+
+LINES = 16
+#: An agent that edits line N of shared.txt in its cwd, read-modify-write with a pause in between:
+#: in one shared checkout, concurrent units lose each other's edits.
+EDITOR = """
+import pathlib, sys, time
+n, pause = int(sys.argv[1]), float(sys.argv[2])
+path = pathlib.Path("shared.txt")
+lines = path.read_text().splitlines()
+path.write_text("partial edit\\n")  # what a killed agent leaves behind
+time.sleep(pause)
+lines[n] = f"edited by {n}"
+path.write_text("\\n".join(lines) + "\\n")
+print(f"unit {n} done")
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(workdir: Path) -> Path:
+    """A repository (the job's working directory) with shared.txt; the items and the editor live outside."""
+    root = workdir / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    (root / "shared.txt").write_text("".join(f"line {i}\n" for i in range(LINES)))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    (workdir / "editor.py").write_text(EDITOR)
+    (workdir / "items.jsonl").write_text("".join(json.dumps({"n": i}) + "\n" for i in range(LINES)))
+    return root
+
+
+def editor_job(orch: Any, workdir: Path, repo: Path, *, pause: float = 0.3, marker: str = "", n: int = LINES,
+               **kw: Any) -> int:
+    items = workdir / "items.jsonl"
+    items.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(n)))
+    command = f"{sys.executable} {workdir / 'editor.py'} {{{{ n }}}} {pause} {marker}".strip()
+    spec = JobSpec(name="iso", source={"kind": "jsonl", "path": str(items), "key": "n"}, worker="command",
+                   worker_options={"command": command}, **kw)
+    return orch.create(spec, cwd=repo).job_id
+
+
+def units(orch: Any, job_id: int) -> list[UnitRecord]:
+    return list(orch.store.units.iter_units(job_id))
+
+
+def added_lines(patch: str | None) -> list[str]:
+    return [line[1:] for line in (patch or "").splitlines() if line.startswith("+") and not line.startswith("+++")]
+
+
+def test_concurrent_units_editing_one_file_each_diff_holds_only_its_own_edit(orch: Any, workdir: Path,
+                                                                            repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    job = editor_job(orch, workdir, repo, isolate="worktree", concurrency=8)
+    assert orch.job(job).base_commit == base and orch.job(job).repo == str(repo.resolve())
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
+    assert final.status == "COMPLETED" and final.completed == LINES
+    for unit in units(orch, job):
+        n = unit.payload["n"]
+        assert added_lines(unit.patch) == [f"edited by {n}"], unit.patch
+        assert unit.changes is not None
+        assert (unit.changes["files"], unit.changes["added"], unit.changes["deleted"]) == (1, 1, 1)
+        branch = unit.changes["branch"]
+        assert branch == f"abp/{job}/{unit.number}-{n}"
+        assert git(repo, "rev-list", "--count", f"{base}..{branch}") == "1"
+        assert git(repo, "show", f"{branch}:shared.txt").splitlines()[n] == f"edited by {n}"
+    # the user's checkout never saw an edit, and every worktree is gone (the branches stay)
+    assert (repo / "shared.txt").read_text() == "".join(f"line {i}\n" for i in range(LINES))
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert len(git(repo, "branch", "--list", f"abp/{job}/*").splitlines()) == LINES
+
+
+def test_without_isolation_the_same_job_loses_edits(orch: Any, workdir: Path, repo: Path) -> None:
+    job = editor_job(orch, workdir, repo, concurrency=8)
+    orch.start(job, skip_test=True)
+    wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
+    # in one shared checkout, units read each other's half-written file (some fail on it) and
+    # overwrite each other's edits: the file ends up without most of them
+    edited = [line for line in (repo / "shared.txt").read_text().splitlines() if line.startswith("edited by")]
+    assert len(edited) < LINES
+    assert all(u.patch is None and u.changes is None for u in units(orch, job))
+
+
+def test_verify_fails_the_first_attempt_and_feeds_its_output_to_the_second(orch: Any, workdir: Path,
+                                                                          repo: Path) -> None:
+    check = workdir / "check.py"
+    check.write_text("import os, sys\nprint('checking', sys.argv[1])\nprint('FAIL: line looks wrong on attempt',"
+                     " os.environ['ABP_ATTEMPT'])\nsys.exit(1 if os.environ['ABP_ATTEMPT'] == '1' else 0)\n")
+    items = workdir / "items.jsonl"
+    items.write_text(json.dumps({"n": 3}) + "\n")
+    spec = JobSpec(name="verify", source={"kind": "jsonl", "path": str(items), "key": "n"}, worker="command",
+                   prompt="edit line {{ n }}",
+                   worker_options={"command": f"{sys.executable} {workdir / 'editor.py'} {{{{ n }}}} 0 "
+                                              "{{ prompt }}"},
+                   isolate="worktree", verify=f"{sys.executable} {check} {{{{ n }}}}")
+    job = orch.create(spec, cwd=repo).job_id
+    orch.start(job, skip_test=True)
+    assert wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60).status == "COMPLETED"
+    [unit] = units(orch, job)
+    assert unit.attempt == 2
+    assert unit.prompt is not None and unit.prompt.startswith("edit line 3")
+    assert "verification command failed" in unit.prompt and "FAIL: line looks wrong on attempt 1" in unit.prompt
+    assert unit.verify_output == "checking 3\nFAIL: line looks wrong on attempt 2"
+    assert added_lines(unit.patch) == ["edited by 3"]
+    branch = unit.changes["branch"] if unit.changes else ""
+    assert git(repo, "rev-list", "--count", f"main..{branch}") == "1"
+    detail = orch.unit(job, 1)
+    kinds = [e.kind for e in detail.events]
+    assert "verify_result" in kinds and "changes" in kinds
+
+
+def test_require_changes_fails_a_unit_that_changed_nothing(orch: Any, workdir: Path, repo: Path) -> None:
+    items = workdir / "items.jsonl"
+    items.write_text(json.dumps({"n": 1}) + "\n")
+    spec = JobSpec(name="nothing", source={"kind": "jsonl", "path": str(items), "key": "n"}, worker="command",
+                   worker_options={"command": "true"}, isolate="worktree", require_changes=True, max_retries=0)
+    job = orch.create(spec, cwd=repo).job_id
+    orch.start(job, skip_test=True)
+    assert wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60).status == "FAILED"
+    [unit] = units(orch, job)
+    assert unit.error == "the agent changed no file (--require-changes)"
+    assert unit.changes is not None and unit.changes["files"] == 0 and unit.changes["commit"] is None
+
+
+def test_kill_9_mid_unit_then_resume_leaves_no_stray_worktree_and_one_commit_per_branch(
+        orch: Any, workdir: Path, repo: Path) -> None:
+    marker = f"abp-iso-kill9-{uuid.uuid4().hex[:8]}"
+    job = editor_job(orch, workdir, repo, pause=2.0, marker=marker, n=6, isolate="worktree", concurrency=3)
+    orch.start(job, skip_test=True)
+    pid = wait_until(lambda: orch.status(job).executor.pid if orch.status(job).executor.state == "running" else None,
+                     what="a running executor")
+    wait_until(lambda: len(processes_with(marker)) >= 3, timeout=60, what="three units in flight")
+    worktrees = Path(os.environ["ABP_HOME"]) / "jobs" / str(job) / "worktrees"
+
+    def half_edited() -> list[Path]:
+        found = [wt for owner in worktrees.iterdir() for wt in owner.iterdir()]
+        return [wt for wt in found if (wt / "shared.txt").read_text() == "partial edit\n"]
+
+    wait_until(lambda: len(half_edited()) >= 3, timeout=30, what="three half-edited worktrees")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not processes_with(marker), timeout=15, what="the dead executor's agents gone")
+
+    orch.resume(job)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
+    assert final.status == "COMPLETED" and final.completed == 6
+    assert not worktrees.exists() or not list(worktrees.iterdir())  # no stray worktree, no owner directory
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert any("removed 3 worktree(s) of executors that are gone" in line.message for line in orch.logs(job))
+    rerun = [u for u in units(orch, job) if u.attempt == 2]
+    assert rerun  # the units in flight ran again, from the base
+    for unit in units(orch, job):
+        assert unit.changes is not None
+        assert git(repo, "rev-list", "--count", f"main..{unit.changes['branch']}") == "1"
+        assert added_lines(unit.patch) == [f"edited by {unit.payload['n']}"] and "partial" not in (unit.patch or "")
+
+
+def test_bad_input_is_one_line_and_creates_nothing(workdir: Path, repo: Path) -> None:
+    plain = workdir / "plain"
+    plain.mkdir()
+    base = ["create", "--name", "bad", "--jsonl", str(workdir / "items.jsonl"), "--key", "n", "--command", "true"]
+    cases = [
+        (plain, [*base, "--isolate", "worktree"], "is not in a git repository; --isolate worktree needs one"),
+        (repo, [*base, "--isolate", "worktree", "--base", "no-such-branch"],
+         "--base: 'no-such-branch' is not a commit"),
+        (repo, [*base, "--isolate", "worktree", "--verify", "pytest {{ missing_field }}"], "missing_field"),
+        (repo, [*base, "--verify", "true"], "--verify need(s) --isolate worktree"),
+    ]
+    for cwd, args, words in cases:
+        result = abp(*args, cwd=cwd)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], result.stderr
+    assert abp("list", "--json", cwd=repo).stdout.strip() in ("[]", '{"jobs": []}') or '"id"' not in abp(
+        "list", "--json", cwd=repo).stdout
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_uncommitted_changes_are_a_warning_and_not_part_of_the_base(workdir: Path, repo: Path) -> None:
+    (repo / "shared.txt").write_text("uncommitted\n")
+    result = abp("create", "--name", "warn", "--jsonl", str(workdir / "items.jsonl"), "--key", "n", "--command",
+                 "true", "--isolate", "worktree", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert "uncommitted changes that are not part of the base" in result.stderr and "shared.txt" in result.stderr
