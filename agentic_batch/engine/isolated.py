@@ -21,7 +21,7 @@ from agentic_batch.config import Settings
 from agentic_batch.isolation import Changes, JobWorktrees, UnitWorktree
 from agentic_batch.isolation.verify import VERIFY_FAILED, run_verify
 from agentic_batch.store import JobRecord
-from agentic_batch.workers.base import ErrorClass, UnitContext, UnitOutcome
+from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, UnitOutcome
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,6 @@ def job_worktrees(job: JobRecord, settings: Settings) -> JobWorktrees:
         raise RuntimeError(f"job {job.id} is isolated but has no repository or base commit recorded")
     return JobWorktrees(repo=Path(job.repo), base=job.base_commit, job_id=job.id, job_dir=settings.job_dir(job.id),
                         lock_dir=settings.home / "locks")
-
-
-def verify_feedback(feedback: str | None) -> str | None:
-    """The previous attempt's verifier output, when that is why it failed."""
-    if feedback and feedback.startswith(VERIFY_FAILED):
-        return feedback
-    return None
 
 
 def feedback_section(feedback: str) -> str:
@@ -108,14 +101,14 @@ class IsolatedAttempt:
         ctx.emit("changes", {k: v for k, v in outcome.changes.items() if k != "changes"})
         if not changes.changed and self.job.require_changes:
             return dataclasses.replace(outcome, error="the agent changed no file (--require-changes)",
-                                       error_class=ErrorClass.retryable)
+                                       error_class=ErrorClass.retryable, error_kind=FailureKind.no_changes)
         if self.job.verify:
             passed, output = await run_verify(self.job.verify, ctx)
             outcome.verify_output = output
             ctx.emit("verify_result", {"passed": passed, "output": output})
             if not passed:
                 return dataclasses.replace(outcome, error=f"{VERIFY_FAILED}:\n{output}",
-                                           error_class=ErrorClass.retryable)
+                                           error_class=ErrorClass.retryable, error_kind=FailureKind.verify_failed)
         return outcome
 
     def close_now(self) -> None:

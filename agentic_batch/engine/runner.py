@@ -15,7 +15,7 @@ from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine import structured
-from agentic_batch.engine.isolated import IsolatedAttempt, feedback_section, job_worktrees, verify_feedback
+from agentic_batch.engine.isolated import IsolatedAttempt, feedback_section, job_worktrees
 from agentic_batch.engine.outcome import (bound_outcome, crash_outcome, output_file, short_traceback,
                                           worker_output_cap)
 from agentic_batch.engine.recorder import Recorder
@@ -119,8 +119,8 @@ class UnitRunner:
                        phase: list[str], number: int | None = None) -> tuple[UnitOutcome, str | None]:
         if unit_id is None or not self.job.isolated:  # the reduce step works in place
             return await self._run(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=payload,
-                                   template=template, feedback=feedback, extra_vars=extra_vars, phase=phase,
-                                   number=number, iso=None)
+                                   template=template, feedback=feedback, feedback_kind=feedback_kind,
+                                   extra_vars=extra_vars, phase=phase, number=number, iso=None)
         phase[0] = "preparing the unit's worktree"
         if self._worktrees is None:
             self._worktrees = job_worktrees(self.job, self.settings)
@@ -130,8 +130,8 @@ class UnitRunner:
         try:
             await iso.open()
             return await self._run(unit_id=unit_id, key=key, seq=seq, attempt=attempt, payload=iso.payload(payload),
-                                   template=template, feedback=feedback, extra_vars=extra_vars, phase=phase,
-                                   number=number, iso=iso)
+                                   template=template, feedback=feedback, feedback_kind=feedback_kind,
+                                   extra_vars=extra_vars, phase=phase, number=number, iso=iso)
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -142,8 +142,9 @@ class UnitRunner:
                 await iso.close()
 
     async def _run(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
-                   template: str | None, feedback: str | None, extra_vars: dict[str, Any] | None,
-                   phase: list[str], number: int | None, iso: IsolatedAttempt | None) -> tuple[UnitOutcome, str | None]:
+                   template: str | None, feedback: str | None, feedback_kind: str | None,
+                   extra_vars: dict[str, Any] | None, phase: list[str], number: int | None,
+                   iso: IsolatedAttempt | None) -> tuple[UnitOutcome, str | None]:
         emit = self.recorder.emitter(self.job.id, unit_id, attempt)
         unit_vars = {"id": unit_id, "key": key, "seq": seq, "attempt": attempt}
         phase[0] = "rendering the prompt"
@@ -157,8 +158,8 @@ class UnitRunner:
         if schema is not None and prompt is not None:
             schema_feedback = feedback if feedback_kind == FailureKind.schema_invalid else None
             prompt += structured.instructions(schema, schema_feedback)
-        if iso is not None and prompt is not None and (verify_failed := verify_feedback(feedback)):
-            prompt += feedback_section(verify_failed)
+        if iso is not None and prompt is not None and feedback and feedback_kind == FailureKind.verify_failed:
+            prompt += feedback_section(feedback)
         workspace = unit_workspace(self.job, payload, self.shared_workspace)
         if iso is not None:
             workspace = iso.workspace(workspace)

@@ -15,7 +15,7 @@ from agentic_batch.workers.base import UnitContext, UnitOutcome
 
 #: Lines of the verifier's output fed back to the next attempt and kept with the unit.
 FEEDBACK_LINES = 60
-#: The first words of a verify failure's error: how the runner knows the feedback is the verifier's.
+#: The first words of a verify failure's error (its kind is FailureKind.verify_failed).
 VERIFY_FAILED = "verify failed"
 
 

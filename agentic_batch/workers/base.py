@@ -67,6 +67,10 @@ class FailureKind(StrEnum):
     setup = "setup"
     #: The unit's prompt could not be rendered.
     prompt = "prompt"
+    #: An isolated job's --verify command refused the attempt's change (its output is fed back).
+    verify_failed = "verify_failed"
+    #: An isolated job's agent changed nothing under --require-changes.
+    no_changes = "no_changes"
 
 
 #: Kinds that mean "slow down": the pool halves its in-flight limit on a burst of them.
