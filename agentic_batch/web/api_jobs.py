@@ -188,4 +188,5 @@ def register_schemas(openapi: dict[str, Any]) -> None:
                              **({} if name == JobSpec.model_fields["worker"].default else {"required": ["worker"]})},
                       "then": then})
     schema["allOf"] = rules
+    schema["properties"]["worker"]["enum"] = list(worker_kinds())  # the registered kinds, as create checks
     components["JobSpec"] = schema

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import StreamingResponse
@@ -22,6 +22,9 @@ router = APIRouter(prefix="/api", tags=["results, logs, stats"])
 Orch = Annotated[Orchestrator, Depends(orchestrator)]
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json",
                 "jsonl": "application/x-ndjson"}
+#: The export's body per format: the rows are the user's data (the item's fields are columns).
+EXPORT_SCHEMAS: dict[str, dict[str, Any]] = {"csv": {"type": "string"}, "jsonl": {"type": "string"},
+                                             "json": {"type": "array", "items": {"type": "object"}}}
 CHUNK_CHARS = 64 * 1024
 
 
@@ -67,7 +70,8 @@ def _chunked(parts: Iterable[str], size: int = CHUNK_CHARS) -> Iterator[bytes]:
 
 
 @router.get("/jobs/{job}/results", summary="Export results (streamed)",
-            responses={200: {"content": {t: {} for t in EXPORT_TYPES.values()}}})
+            responses={200: {"description": "One row per unit: a JSON array of objects, JSON lines, or CSV.",
+                             "content": {t: {"schema": EXPORT_SCHEMAS[f]} for f, t in EXPORT_TYPES.items()}}})
 def export_results(job: str, orch: Orch,
                    format: Annotated[str, Query(description="csv, json or jsonl",
                                                 json_schema_extra=one_of(EXPORT_TYPES))] = "jsonl",

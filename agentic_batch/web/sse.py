@@ -194,13 +194,19 @@ async def _stream(request: Request, poll: Callable[[], list[str]], job_id: int |
         state.open_streams -= 1
 
 
+class EventStream(StreamingResponse):
+    """The streams' response class, so the OpenAPI document names text/event-stream as their only body."""
+
+    media_type = "text/event-stream"
+
+
 def _response(request: Request, poll: Callable[[], list[str]], job_id: int | None = None) -> StreamingResponse:
     return StreamingResponse(_stream(request, poll, job_id), media_type="text/event-stream",
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
 @router.get("/jobs/{job}/stream", summary="Live updates of a job (SSE)",
-            responses={200: {"content": {"text/event-stream": {}}}})
+            response_class=EventStream, responses={200: {"content": {"text/event-stream": {}}}})
 async def job_stream(request: Request, job: str,
                      unit: Annotated[str | None, Query(description="Follow this unit only")] = None,
                      after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Send events with an id "
@@ -227,7 +233,7 @@ async def job_stream(request: Request, job: str,
 
 
 @router.get("/stream", summary="Live updates of the job list (SSE)",
-            responses={200: {"content": {"text/event-stream": {}}}})
+            response_class=EventStream, responses={200: {"content": {"text/event-stream": {}}}})
 async def jobs_stream(request: Request,
                       status: Annotated[str | None, Query(description="Comma list of job statuses")] = None,
                       q: Annotated[str | None, Query(description="Name contains")] = None,

@@ -229,3 +229,28 @@ def test_openapi_names_every_error_and_the_words_filters_accept(web: Web) -> Non
         response = web.get("/api/jobs", params={"status": word})
         assert response.status_code == (200 if word == "created" else 422)
     assert "unknown job status 'bogus'" in web.get("/api/jobs", params={"status": "bogus"}).json()["error"]
+
+
+def test_openapi_declares_every_answer_and_what_a_job_spec_needs(web: Web) -> None:  # noqa: F811
+    """Every JSON answer has a schema (the service's read models, with their enums); the units list's
+    sort and order are enums; JobSpec says which fields each source kind and each worker kind needs."""
+    document = web.ok("GET", "/openapi.json")
+    schemas = document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                content = answer.get("content", {}).get("application/json")
+                if content is not None and path.startswith("/api/"):
+                    assert content.get("schema"), (method, path, status)
+    job = document["paths"]["/api/jobs/{job}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert job == {"$ref": "#/components/schemas/JobView"}
+    assert schemas["JobStatus"]["enum"][:2] == ["CREATING", "CREATED"] and "PENDING" in schemas["UnitStatus"]["enum"]
+    params = {p["name"]: p["schema"] for p in document["paths"]["/api/jobs/{job}/units"]["get"]["parameters"]}
+    assert params["order"]["enum"] == ["asc", "desc"] and "cost" in params["sort"]["enum"]
+    csv_rule = next(r for r in schemas["SourceSpec"]["allOf"] if r["if"]["properties"]["kind"]["const"] == "csv")
+    assert csv_rule["then"]["required"] == ["path"]
+    spec = schemas["JobSpec"]
+    assert "command" in spec["properties"]["worker"]["enum"]
+    command = next(r for r in spec["allOf"] if r["if"]["properties"]["worker"]["const"] == "command")
+    assert "required" not in command["if"]  # command is the default: its options apply when worker is left out
+    assert schemas["CommandOptions"]["required"] == ["command"]
