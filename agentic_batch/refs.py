@@ -10,6 +10,7 @@ integer binding. Anything else is simply not an id, so the caller answers "no su
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 #: The largest id or count the store holds: its INTEGER columns (int4 on PostgreSQL).
@@ -53,3 +54,34 @@ def parse_unit_ref(ref: str | int) -> tuple[UnitRefKind, int | str | None]:
     if is_ascii_number(text):
         return "number", parse_id(text)
     return "key", text
+
+
+_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+#: The most unit numbers one selection may name (a range past it is surely a typo).
+MAX_SELECTED = 1_000_000
+
+
+def parse_unit_numbers(text: str) -> list[int] | None:
+    """`3,7-12` as [3, 7, 8, 9, 10, 11, 12] (sorted, without repeats); None when it is not such a list."""
+    numbers: set[int] = set()
+    for part in text.split(","):
+        match = _RANGE.fullmatch(part.strip())
+        if match is None:
+            return None
+        low = parse_id(match.group(1))
+        high = parse_id(match.group(2)) if match.group(2) else low
+        if low is None or high is None or high < low or len(numbers) + high - low + 1 > MAX_SELECTED:
+            return None
+        numbers.update(range(low, high + 1))
+    return sorted(numbers)
+
+
+def format_unit_numbers(numbers: Iterable[int]) -> str:
+    """[3, 7, 8, 9] as `3, 7-9` (the inverse of `parse_unit_numbers`, spaced for reading)."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)

@@ -271,3 +271,12 @@ def squash_message(job_id: int, units: Sequence[UnitCommit]) -> str:
     listed = "".join(f"- unit {u.number}: {_one_line(u.key)}\n" for u in units)
     trailers = "".join(f"{TRAILER}: {job_id}/{u.number} {u.commit}\n" for u in units)
     return f"abp job {job_id}: {len(units)} unit(s) applied\n\n{listed}\n{trailers}"
+
+
+def missing_commits(repo: Path, commits: Sequence[str]) -> set[str]:
+    """Those of `commits` the repository does not have (a cleaned job's, once git collected them)."""
+    if not commits:
+        return set()
+    out = git(repo, "cat-file", "--batch-check=%(objectname) %(objecttype)", input="".join(f"{c}\n" for c in commits))
+    present = {line.split()[0] for line in out.stdout.splitlines() if line.endswith(" commit")}
+    return {c for c in commits if c not in present}

@@ -1,5 +1,6 @@
 """The Orchestrator: create / test / approve / reject / start / stop / resume / cancel / retry /
-edit-prompt / status / list / results / export, for every interface alike."""
+edit-prompt / status / list / results / export (and, for isolated jobs, diff / review / apply /
+clean: ReviewMixin), for every interface alike."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import create_job, sync_job
+from agentic_batch.service.review import ReviewMixin
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
 from agentic_batch.service import views
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
@@ -34,7 +36,7 @@ MAX_EVENTS = 10_000
 MAX_EXECUTORS = 64
 
 
-class Orchestrator(TestFlowMixin, BrowseMixin):
+class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin):
     def __init__(self, store: Store | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings.db_url)

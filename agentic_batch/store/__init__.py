@@ -2,7 +2,8 @@
 
 `Store` is one `Database` (engine, transactions, migrations) and a query object per table family
 over it: `store.jobs`, `store.units`, `store.events`, `store.logs`, `store.executors`, `store.browse`
-(reads for the interfaces) and `store.changes` (PostgreSQL notifications). They share the database's
+(reads for the interfaces), `store.review` (isolated units' changes and review marks) and
+`store.changes` (PostgreSQL notifications). They share the database's
 connections, and a write transaction open on a thread joins them (`Store.write_batch`).
 `open_store()` applies migrations on first use.
 """
@@ -28,6 +29,7 @@ from agentic_batch.store.records import (
     UnitRecord,
     UnitResult,
 )
+from agentic_batch.store.review_queries import ReviewQueries
 from agentic_batch.store.unit_queries import UNIT_STATUSES, UnitQueries
 
 T = TypeVar("T")
@@ -44,6 +46,7 @@ class Store:
         self.logs = LogQueries(self.database)
         self.executors = ExecutorQueries(self.database)
         self.browse = BrowseQueries(self.database)
+        self.review = ReviewQueries(self.database)
         self.changes = Changes(self.database)
 
     @property

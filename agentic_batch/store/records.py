@@ -94,6 +94,9 @@ class UnitRecord(AttemptFields):
     lease_expires_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: An isolated unit's review mark (accepted/rejected) and the commit it was given to.
+    review: str | None = None
+    reviewed_commit: str | None = None
 
 
 @dataclass(slots=True)

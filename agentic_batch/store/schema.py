@@ -105,6 +105,9 @@ units = sa.Table(
     sa.Column("changes", sa.JSON),
     sa.Column("patch", sa.Text),
     sa.Column("verify_output", sa.Text),
+    # A reviewer's mark on those changes (accepted/rejected) and the commit it was given to.
+    sa.Column("review", sa.String(16)),
+    sa.Column("reviewed_commit", sa.String(64)),
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ux_units_job_number", "job_id", "number", unique=True),
