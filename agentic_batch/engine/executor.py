@@ -88,15 +88,9 @@ class Executor:
         self.state = RunState(name=f"executor {self.id}")
         self.gate = RateGate(None, None)
         self._pool_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="abp-store")
-        #: Set when this executor stopped while others kept working on the job (it must not restart).
-        self.left_job = False
         self._listening = False
         self._pool: Pool | None = None
         self._recorder: Recorder | None = None
-        #: Set when the store stayed unavailable past the outage window.
-        self.store_lost: StoreUnavailable | None = None
-        #: Set when even the pause could not be recorded: the job still shows RUNNING (see `_leave`).
-        self.stranded = False
         self.outage = OutageGuard(self.settings.store_outage_seconds, on_back=self._store_back,
                                   on_give_up=self._store_gone, prepare=self._renew_leases,
                                   classify=lambda exc: fault_kind(exc, self.store.url))
@@ -122,8 +116,7 @@ class Executor:
                                executor_id=self.id)
 
     def _store_gone(self, exc: StoreUnavailable) -> None:
-        self.store_lost = exc
-        self.state.request(Mode.ABORT, StopReason.STORE_LOST, f"store {exc.kind} past the outage window")
+        self.state.lose_store(exc)
 
     @property
     def idle_poll(self) -> float:
@@ -159,12 +152,10 @@ class Executor:
                     code = run_bounded(self._main(job), self.settings.cancel_grace_seconds)
                     again = self._still_wanted(lock)
                     if again is None:
-                        left_cleanly = not self.stranded
+                        left_cleanly = not self.state.stranded
                         return code
                     job = again
-                    self.state.reset()
-                    self.left_job = False
-                    self.store_lost = None  # resumed after a store pause: a fresh outage window
+                    self.state.reset()  # after a store pause too: a fresh outage window
                     self.outage.restart(self.settings.store_outage_seconds)
             finally:
                 self._leave(left_cleanly)
@@ -193,7 +184,7 @@ class Executor:
         a caller either sees us and relies on us, or finds the slot free and starts a new one. Joined
         executors just leave.
         """
-        if lock.slot != 1 or self.left_job:
+        if lock.slot != 1 or self.state.left_job:
             return None
         with spawn_guard(self.settings.run_dir, self.job_id):
             job = self.store.jobs.get_job(self.job_id)
@@ -337,8 +328,8 @@ class Executor:
         try:
             stopped = await pool.run()
             await recorder.flush()
-            if self.store_lost is not None:  # gave up while draining: never "finish" such a run
-                raise self.store_lost
+            if self.state.store_lost is not None:  # gave up while draining: never "finish" such a run
+                raise self.state.store_lost
             # a request that arrived after the pool ended (a cancel read during the last flush) counts too
             await finish(self, job, runner, recorder, self.state.reason or stopped)
             await recorder.flush()

@@ -126,7 +126,7 @@ async def finish(ex: Executor, job: JobRecord, runner: UnitRunner, recorder: Rec
         others = [e for e in await ex.db(live_executors, store, ex.settings, job.id) if e.id != ex.id]
         decision = decide_ending(stopped, current=current, others=len(others))
         if decision.ending is Ending.LEAVE:
-            ex.left_job = True
+            ex.state.left_job = True
             recorder.log(job.id, "info", f"executor left; {len(others)} other executor(s) still on the job",
                          executor_id=ex.id)
             return decision
@@ -221,8 +221,8 @@ async def pause_for_store(ex: Executor, job: JobRecord, recorder: Recorder, exc:
                     pause_reason="store")
         await ex.db(ex.store.executors.set_executor_state, ex.id, "stopped")
     except StoreUnavailable as again:
-        ex.left_job = True  # the store is gone: exit (a resume later reclaims this executor's units)
-        ex.stranded = True  # and stay "running" in the store, so `abp status` shows this executor lost
+        ex.state.left_job = True  # the store is gone: exit (a resume later reclaims this executor's units)
+        ex.state.stranded = True  # and stay "running" in the store, so `abp status` shows this executor lost
         log.error("could not record the pause either (store %s: %s). The job still shows RUNNING with no "
                   "executor; once the store is back, run `abp resume %d`: it takes back this executor's "
                   "units", again.kind, again.detail, job.id)

@@ -1,5 +1,5 @@
 """The state of one executor's run, in one object with one owner: the mode the pool loop obeys,
-why the run is stopping, the job's quota hold and the signals received.
+why the run is stopping, the job's quota hold, the signals received, and how the run left the job.
 
 Everything that asks the run to change (a signal, the job's control column, the budget, the store
 giving up, a quota error) goes through `RunState`'s methods, and everything that acts on it (the pool,
@@ -14,6 +14,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from agentic_batch.engine.outage import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,12 @@ class RunState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: Names this run in log lines.
     name: str = "executor"
+    #: This executor stopped while others work on, or the store is gone: it must not start another pass.
+    left_job: bool = False
+    #: The pause could not even be recorded (the store is gone): the job still shows RUNNING.
+    stranded: bool = False
+    #: The store stayed unavailable past the outage window.
+    store_lost: StoreUnavailable | None = None
 
     def request(self, mode: Mode, reason: StopReason, why: str) -> None:
         """Ask the pool loop to stop, abort or cancel; a more severe mode wins over a milder one, a
@@ -93,6 +101,11 @@ class RunState:
         if self.reason is None or _STRENGTH[reason] > _STRENGTH[self.reason]:
             self.reason = reason
         self.wake.set()
+
+    def lose_store(self, exc: StoreUnavailable) -> None:
+        """The store gave up: abort now (the job is then paused with reason "store")."""
+        self.store_lost = exc
+        self.request(Mode.ABORT, StopReason.STORE_LOST, f"store {exc.kind} past the outage window")
 
     def signal(self, signame: str) -> None:
         """A SIGTERM/SIGINT: the first stops (drain, then pause), the second aborts."""
@@ -115,6 +128,7 @@ class RunState:
     def reset(self, hold_until: float | None = None) -> None:
         """A fresh pass: the job is RUNNING again after this one ended (a resume or retry raced it)."""
         self.mode, self.reason, self.signals, self.hold_until = Mode.RUN, None, 0, hold_until
+        self.left_job, self.stranded, self.store_lost = False, False, None
 
     def new_wake(self) -> asyncio.Event:
         """A wake event for a new event loop (each pass runs in one of its own)."""
