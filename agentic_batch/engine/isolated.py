@@ -58,6 +58,14 @@ class IsolatedAttempt:
         self.unit = await asyncio.to_thread(self.worktrees.open, self.owner, self.number, self.key)
         return self.unit
 
+    def map_path(self, path: Path) -> Path | None:
+        """A path of the user's checkout inside this attempt's worktree; a relative one is taken from
+        the job's working directory in the worktree. None when outside the repository."""
+        assert self.unit is not None
+        if not path.is_absolute():
+            return self.workdir() / path
+        return self.worktrees.map_path(self.unit, path)
+
     def _map(self, path: Path) -> Path | None:
         assert self.unit is not None
         return self.worktrees.map_path(self.unit, path)
@@ -85,8 +93,7 @@ class IsolatedAttempt:
         """The worker's context seen from the worktree (the payload is mapped by the caller, before
         the prompt is rendered, so the prompt names the worktree's files)."""
         assert self.unit is not None
-        return dataclasses.replace(ctx, workspace=ctx.workspace, allowed_dirs=[self.unit.path],
-                                   workdir=self.workdir())
+        return dataclasses.replace(ctx, allowed_dirs=[self.unit.path], workdir=self.workdir(), path_map=self.map_path)
 
     async def finish(self, outcome: UnitOutcome, ctx: UnitContext) -> UnitOutcome:
         """Commit what the worker changed, enforce --require-changes, run --verify; the outcome carries

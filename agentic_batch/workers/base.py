@@ -166,6 +166,17 @@ class UnitContext:
     max_output_bytes: int | None = None
     #: Where this attempt's whole output belongs when it is longer than the cap.
     full_output_path: Path | None = None
+    #: An isolated job's attempt (`--isolate worktree`): maps a path of the user's checkout to the same
+    #: path in the attempt's worktree (None when outside the repository). Workers with path options of
+    #: their own (a cwd, extra directories) pass them through `in_worktree()`.
+    path_map: Callable[[Path], Path | None] | None = None
+
+    def in_worktree(self, path: Path) -> Path:
+        """`path` as this attempt sees it: inside its worktree when the job is isolated and the path is
+        in the repository; otherwise unchanged."""
+        if self.path_map is None:
+            return path
+        return self.path_map(path) or path
 
 
 @dataclass(kw_only=True)

@@ -274,9 +274,10 @@ class ClaudeWorker:
         cwd = ctx.workspace
         if self.options.cwd:
             given = Path(self.options.cwd).expanduser()
-            cwd = given if given.is_absolute() else ctx.workspace / given
+            cwd = ctx.in_worktree(given) if given.is_absolute() else ctx.workspace / given
         add: list[str] = []
-        dirs: list[str | Path] = [*self.options.add_dir, *ctx.allowed_dirs]
+        dirs: list[str | Path] = [*(ctx.in_worktree(Path(d).expanduser()) for d in self.options.add_dir),
+                                  *ctx.allowed_dirs]
         for d in dirs:
             resolved = str(Path(d).expanduser().resolve())
             if resolved != str(cwd.resolve()) and resolved not in add:

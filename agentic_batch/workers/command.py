@@ -119,7 +119,8 @@ class CommandWorker:
             argv = [render(token, ctx.payload, **ctx.template_vars) for token in self.tokens]
         except InvalidSpec as exc:
             return UnitOutcome.failure(f"--command: {exc.one_line()}", ErrorClass.permanent, FailureKind.prompt)
-        cwd = self.options.cwd or (str(ctx.workdir) if ctx.workdir else None)
+        cwd = str(ctx.in_worktree(Path(self.options.cwd))) if self.options.cwd else (
+            str(ctx.workdir) if ctx.workdir else None)
         ctx.emit("command", {"argv": argv, "cwd": cwd})
         env = {**os.environ, "ABP_JOB_ID": str(ctx.job_id), "ABP_UNIT_ID": str(ctx.unit_id or ""),
                "ABP_UNIT_KEY": ctx.key, "ABP_ATTEMPT": str(ctx.attempt)}

@@ -247,7 +247,8 @@ async def _tracked_stdio(server: MCPServerConfig, ctx: UnitContext,
 
     assert server.command is not None
     try:
-        proc = await spawn([server.command, *server.args], cwd=server.cwd or ctx.workspace,
+        cwd = ctx.in_worktree(Path(server.cwd)) if server.cwd else ctx.workspace
+        proc = await spawn([server.command, *server.args], cwd=cwd,
                            env=get_default_environment() | server.env, tracker=ctx.processes,
                            stdin=asyncio.subprocess.PIPE, limit=64 * 2**20)
     except OSError as exc:

@@ -208,3 +208,62 @@ def test_uncommitted_changes_are_a_warning_and_not_part_of_the_base(workdir: Pat
                  "true", "--isolate", "worktree", cwd=repo)
     assert result.returncode == 0, result.stderr
     assert "uncommitted changes that are not part of the base" in result.stderr and "shared.txt" in result.stderr
+
+
+APPEND = """
+import pathlib, sys
+target = pathlib.Path(sys.argv[1])
+target.write_text(target.read_text() + "# edited\\n")
+pathlib.Path("ran-here.txt").write_text(target.name + "\\n")  # in the command's cwd
+"""
+
+PY_FUNC = """
+import pathlib
+
+def edit(payload, ctx):
+    target = pathlib.Path(payload["path"])
+    assert str(target).startswith(str(ctx.workdir)), (target, ctx.workdir)
+    target.write_text(target.read_text() + "# edited by python\\n")
+    return str(ctx.workspace)
+"""
+
+
+def files_repo(repo: Path) -> None:
+    (repo / "src").mkdir()
+    (repo / "tools").mkdir()
+    for name in ("a.py", "b.py"):
+        (repo / "src" / name).write_text(f"{name[0]} = 1\n")
+    (repo / "tools" / ".keep").write_text("")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "sources")
+
+
+@pytest.mark.parametrize("kind", ["command", "python"])
+def test_item_paths_cwd_and_workdir_are_the_worktrees_for_every_worker(orch: Any, workdir: Path, repo: Path,
+                                                                       kind: str) -> None:
+    files_repo(repo)
+    if kind == "command":
+        (workdir / "append.py").write_text(APPEND)
+        # an absolute cwd option inside the repository runs in the same directory of the worktree
+        options: dict[str, Any] = {"command": f"{sys.executable} {workdir / 'append.py'} {{{{ path }}}}",
+                                   "cwd": str(repo / "tools")}
+    else:
+        (workdir / "pyfunc.py").write_text(PY_FUNC)
+        options = {"function": f"{workdir / 'pyfunc.py'}:edit"}
+    spec = JobSpec(name="paths", source={"kind": "files", "glob": "src/*.py", "root": str(repo)}, worker=kind,
+                   worker_options=options, isolate="worktree")
+    job = orch.create(spec, cwd=repo).job_id
+    orch.start(job, skip_test=True)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final.status == "COMPLETED", [u.error for u in units(orch, job)]
+    home = Path(os.environ["ABP_HOME"])
+    for unit in units(orch, job):
+        assert unit.changes is not None
+        changed = sorted(c["path"] for c in unit.changes["changes"])
+        rel = unit.payload["relative_path"]
+        if kind == "command":
+            assert changed == [rel, "tools/ran-here.txt"]
+        else:
+            assert changed == [rel]
+            assert unit.output is not None and unit.output.startswith(str(home / "jobs" / str(job) / "worktrees"))
+    assert git(repo, "status", "--porcelain") == ""  # nothing touched the user's checkout
