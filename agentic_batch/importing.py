@@ -103,7 +103,8 @@ def get_function(module: ModuleType, module_ref: str, func_name: str, what: str,
                         hint="check the name after the ':'")
     if not callable(obj):
         raise error(f"{what}: {module_ref}:{func_name} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+    func: Callable[..., Any] = obj
+    return func
 
 
 def load_callable(ref: str, search_dirs: list[Path], what: str,

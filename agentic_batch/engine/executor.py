@@ -19,7 +19,8 @@ import os
 import signal
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from agentic_batch.aio import run_bounded, wait_event
 from agentic_batch.config import Settings, load_settings
@@ -43,6 +44,8 @@ from agentic_batch.workers.base import Worker
 from agentic_batch.states import JobStatus
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: Exit code of an executor that gave up on an unavailable store (EX_TEMPFAIL: try again later).
 EXIT_STORE_UNAVAILABLE = 75
@@ -95,7 +98,7 @@ class Executor:
                                   on_give_up=self._store_gone, prepare=self._renew_leases,
                                   classify=lambda exc: fault_kind(exc, self.store.url))
 
-    async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call on the single store thread (SQLite wants one writer; the loop stays free).
 
         Every store call of the executor comes through here, so this is where a store outage is waited

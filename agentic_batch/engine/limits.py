@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 
 WINDOW_S = 60.0
 #: Our stamps are taken before a request leaves, the provider's when it arrives: free a slot a little
@@ -20,7 +21,7 @@ WINDOW_MARGIN_S = 2.0
 class RateGate:
     """`--rpm` / `--tpm` for one executor: a CallGate (see workers.base)."""
 
-    def __init__(self, rpm: int | None, tpm: int | None, clock: object = time.monotonic) -> None:
+    def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.base_rpm = self.rpm = rpm
         self.base_tpm = self.tpm = tpm
         self._clock = clock
@@ -30,7 +31,7 @@ class RateGate:
         self._lock = asyncio.Lock()
 
     def _now(self) -> float:
-        return self._clock()  # type: ignore[operator]
+        return self._clock()
 
     @property
     def active(self) -> bool:

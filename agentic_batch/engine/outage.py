@@ -20,11 +20,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from agentic_batch.store.faults import describe, fault_kind, remedy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Longest pause between two retries of one call.
 MAX_BACKOFF = 5.0
@@ -91,7 +92,7 @@ class OutageGuard:
         """A fresh window (after giving up: a last, short attempt to record the pause)."""
         self.window, self.given_up, self.since = window, None, None
 
-    async def call(self, run: Callable[[Callable[[], Any]], Awaitable[Any]], job: Callable[[], Any]) -> Any:
+    async def call(self, run: Callable[[Callable[[], T]], Awaitable[T]], job: Callable[[], T]) -> T:
         """`run(job)` runs a store call (on the store thread); retry it while the store is unavailable."""
         attempt = 0
         while True:
@@ -107,7 +108,7 @@ class OutageGuard:
                 self._failed(exc, kind)
                 assert self.since is not None
                 if time.monotonic() - self.since >= self.window:
-                    return self._give_up()
+                    self._give_up()
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
                 continue
@@ -115,7 +116,7 @@ class OutageGuard:
                 self._recovered()
             return result
 
-    def _give_up(self) -> Any:
+    def _give_up(self) -> NoReturn:
         if self.given_up is None:
             assert self.since is not None
             self.given_up = StoreUnavailable(self.kind, time.monotonic() - self.since, self.detail)
@@ -125,8 +126,8 @@ class OutageGuard:
         raise self.given_up
 
 
-def _with_prepare(prepare: Callable[[], Any], job: Callable[[], Any]) -> Callable[[], Any]:
-    def both() -> Any:
+def _with_prepare(prepare: Callable[[], Any], job: Callable[[], T]) -> Callable[[], T]:
+    def both() -> T:
         prepare()
         return job()
 

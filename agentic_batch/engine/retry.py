@@ -14,7 +14,7 @@ from agentic_batch.states import UnitStatus
 
 def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with jitter: half the step fixed, half random, so retries spread out."""
-    step = min(cap, base * (2 ** max(0, failures - 1)))
+    step = min(cap, base * 2.0 ** max(0, failures - 1))
     return step / 2 + (rng or random).uniform(0, step / 2)
 
 

@@ -175,7 +175,8 @@ def serve(args: list[str]) -> int:
     threading.Thread(target=listen, name="abp-warm-stdin", daemon=True).start()
     import agentic_batch.engine.executor  # noqa: F401  (the imports are the point)
 
-    kind, options = None, {}
+    kind: str | None = None
+    options: dict[str, Any] = {}
     with contextlib.suppress(Exception):  # a hint only
         kind, options = _worker_hint(_flag_value(args, "--job"), _flag_value(args, "--worker"))
     threading.Thread(target=_prepare_worker, args=(kind, options), name="abp-warm-prepare", daemon=True).start()

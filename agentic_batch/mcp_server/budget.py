@@ -57,7 +57,7 @@ def fit_result(data: dict[str, Any], cap: int | None = None) -> dict[str, Any]:
         return data
     limit = 8_000
     while limit >= 50:
-        cut = _cut_strings(data, limit)
+        cut: dict[str, Any] = _cut_strings(data, limit)
         if size(cut) <= cap - 200:
             cut["truncated_to_fit"] = (f"long values were cut to {limit} characters to keep this result under "
                                        f"~{cap // 1000} K characters")

@@ -109,12 +109,12 @@ def create_job_params() -> list[inspect.Parameter]:
             if isinstance(kind, type) and issubclass(kind, Enum):  # by value, inline: no $defs in the schema
                 kind = Literal[tuple(member.value for member in kind)]
             constraints = [m for m in field.metadata if not isinstance(m, Flag)]
-            annotation = Annotated[kind, *constraints, Field(description=field.description)]  # type: ignore[valid-type]
+            annotation = Annotated[kind, *constraints, Field(description=field.description)]
             default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
             if isinstance(default, Enum):
                 default = default.value
             elif isinstance(default, dict | list):  # a default_factory: leave it to JobSpec
-                annotation, default = Annotated[kind | None, *constraints,  # type: ignore[valid-type]
+                annotation, default = Annotated[kind | None, *constraints,
                                                 Field(description=field.description)], None
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=annotation))
@@ -142,7 +142,7 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
                                                   "change the prompt.")] = False,
         skip_test: Annotated[bool, Field(description="Start all units without a test run. Only when the user "
                                                      "explicitly asked to skip the test.")] = False,
-        ctx: Context | None = None,  # type: ignore[type-arg]  # injected by the SDK, not an argument
+        ctx: Context | None = None,  # injected by the SDK, not an argument
     ) -> Annotated[CallToolResult, StartReply]:
         """Start a job, test first.
 

@@ -239,8 +239,9 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None
     owner = getattr(func, "__self__", None)
     name = getattr(func, "__name__", "")
     wrapped = getattr(func, "__wrapped__", None)  # the sandbox's wrapper of str.format/format_map
-    if isinstance(getattr(wrapped, "__self__", None), str) and name in ("format", "format_map"):
-        _check_format_specs(wrapped.__self__, args, kwargs)
+    template = getattr(wrapped, "__self__", None)
+    if isinstance(template, str) and name in ("format", "format_map"):
+        _check_format_specs(template, args, kwargs)
     elif isinstance(owner, str):
         if name in _WIDTH_METHODS:
             for arg in (*args, *kwargs.values()):
@@ -334,7 +335,7 @@ def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     amplifying = name in ("center", "indent", "batch", "slice", "replace", "join", "wordwrap", "format")
     # An async-variant filter (join, slice, ...) takes an eval context first and hands the rest to
     # the sync function in __wrapped__ (without it, unless that function asks for it too).
-    target = func.__wrapped__ if getattr(func, "jinja_async_variant", False) else func
+    target = getattr(func, "__wrapped__", func) if getattr(func, "jinja_async_variant", False) else func
     drop = 1 if target is not func and not hasattr(target, "jinja_pass_arg") else 0
     signature = inspect.signature(target)
 

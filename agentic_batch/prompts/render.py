@@ -16,7 +16,7 @@ import json
 import os
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
@@ -103,7 +103,7 @@ class _BoundedEnvironment(SandboxedEnvironment):
 def _guard_tree(tree: nodes.Template, env: SandboxedEnvironment) -> nodes.Template:
     """Route every `for` loop's iterable and every `~` through the environment's counting helpers."""
     for loop in tree.find_all(nodes.For):
-        loop.iter = _env_call("abp_loop", [loop.iter], env)
+        loop.iter = _env_call("abp_loop", [cast(nodes.Expr, loop.iter)], env)  # jinja types it as Node
     for concat in list(tree.find_all(nodes.Concat)):
         concat.nodes = [_env_call("abp_concat", concat.nodes, env)]
     return tree
@@ -319,7 +319,8 @@ def _find_lookup(source: str, name: Any, line: int | None) -> nodes.Node | None:
         return None
     found: list[nodes.Node] = []
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        looked_up = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", missing)
+        looked_up = (node.attr if isinstance(node, nodes.Getattr)
+                     else getattr(cast(nodes.Getitem, node).arg, "value", missing))
         if looked_up == name:
             found.append(node)
     on_line = [node for node in found if node.lineno == line]

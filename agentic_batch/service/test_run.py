@@ -115,8 +115,12 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
         assert task is not None
         on_main_thread = threading.current_thread() is threading.main_thread()
         if on_main_thread:  # a server calls this from a worker thread: its own shutdown handles signals
+            def on_signal(name: str) -> None:
+                interrupted.append(name)
+                task.cancel()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, lambda name=sig.name: (interrupted.append(name), task.cancel()))
+                loop.add_signal_handler(sig, on_signal, sig.name)
         recorder = Recorder(store, db, owner=owner)
         reaper = Reaper()
         reaper.start()

@@ -66,7 +66,8 @@ def iter_csv(options: CsvOptions, cwd: Path | None = None) -> Iterator[RawItem]:
 def _next_row(reader: Any, path: str, start: int) -> list[str] | None:
     """The next row, None at the end; csv and decoding errors name the line the record starts on."""
     try:
-        return next(reader)
+        row: list[str] = next(reader)
+        return row
     except StopIteration:
         return None
     except csv.Error as exc:

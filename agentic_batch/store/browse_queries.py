@@ -94,8 +94,8 @@ class BrowseQueries(Queries):
             conditions.append(units.c.status.in_(list(statuses)))
         if search:
             conditions.append(_search_condition(search, self.database.dialect))
-        key = UNIT_SORTS[sort]
-        order = [key.desc(), units.c.id.desc()] if descending else [key.asc(), units.c.id.asc()]
+        by = UNIT_SORTS[sort]
+        order = [by.desc(), units.c.id.desc()] if descending else [by.asc(), units.c.id.asc()]
         page_ids = sa.select(units.c.id).where(*conditions).order_by(*order).limit(limit).offset(offset)
         with self.database.read() as conn:
             rows = conn.execute(

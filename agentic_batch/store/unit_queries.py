@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -30,7 +30,7 @@ UNIT_STATUSES = tuple(UnitStatus)
 _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key,
                   units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error,
                   units.c.error_kind)
-_SESSION_ID_LENGTH = units.c.session_id.type.length or 128
+_SESSION_ID_LENGTH = cast(sa.String, units.c.session_id.type).length or 128
 
 
 def _storable_result(r: UnitResult) -> UnitResult:
@@ -160,7 +160,7 @@ class UnitQueries(Queries):
                 # events and logs (foreign keys to jobs) take in the same transaction do not conflict.
                 job_rows = job_rows.order_by(jobs.c.id).with_for_update(of=jobs, key_share=True)
             slots = {row.id: row for row in conn.execute(job_rows)}
-            running = dict(conn.execute(
+            running: dict[int, int] = dict(conn.execute(
                 sa.select(units.c.job_id, sa.func.count())
                 .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING).group_by(units.c.job_id)
             ).all())

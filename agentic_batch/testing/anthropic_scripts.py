@@ -110,8 +110,8 @@ class MessagesRequest:
         for m in self.messages:
             texts.extend(_texts(m.get("content")))
         for text in texts:
-            if m := _CWD_LINE.search(text):
-                return m.group(1).strip()
+            if found := _CWD_LINE.search(text):
+                return found.group(1).strip()
         return None
 
 

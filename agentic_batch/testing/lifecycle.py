@@ -22,7 +22,7 @@ class ServerLifecycle(abc.ABC):
         if self._httpd is None:
             raise RuntimeError("server not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @abc.abstractmethod
     def start(self) -> Self:

@@ -12,8 +12,10 @@ from agentic_batch.web.config import WebConfig
 
 
 def orchestrator(request: Request) -> Orchestrator:
-    return request.app.state.orch  # type: ignore[no-any-return]
+    orch: Orchestrator = request.app.state.orch
+    return orch
 
 
 def web_config(request: Request) -> WebConfig:
-    return request.app.state.config  # type: ignore[no-any-return]
+    config: WebConfig = request.app.state.config
+    return config

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -44,7 +45,7 @@ def _wants_html(request: Request) -> bool:
 
 def error_response(request: Request, status: int, message: str, hint: str | None = None) -> Response:
     if _wants_html(request):
-        templates = request.app.state.templates
+        templates: Jinja2Templates = request.app.state.templates
         context = {"status": status, "message": message, "hint": hint, "title": f"{status}",
                    "csrf": getattr(request.state, "csrf_token", ""), "logged_in": False}
         return templates.TemplateResponse(request, "error.html", context, status_code=status)

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
 from agentic_batch.service.models import plain
@@ -31,7 +32,8 @@ def _render(request: Request, template: str, status_code: int = 200, **context: 
     context.setdefault("title", "agentic-batch")
     context.update(csrf=request.state.csrf_token, logged_in=bool(config.token) and
                    request.cookies.get(SESSION_COOKIE) is not None)
-    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status_code)
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
 @router.get("/")

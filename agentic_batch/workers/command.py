@@ -139,7 +139,8 @@ class CommandWorker:
         try:
             # Usually the pipes close as the command exits (then plain wait() is cheapest); if the
             # command exits first, its leftovers hold a pipe: drain for a grace period.
-            await asyncio.wait({readers, exit_code}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {readers, exit_code}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             code = await proc.wait() if readers.done() else await exit_code
             if not await _settle(readers, DRAIN_GRACE_SECONDS):
                 # The command is done but something it started still holds its stdout/stderr open
@@ -170,7 +171,7 @@ class CommandWorker:
                                    FailureKind.exit_status, output=stdout or None)
 
 
-async def _settle(task: asyncio.Future[object], timeout: float) -> bool:
+async def _settle(task: asyncio.Future[Any], timeout: float) -> bool:
     """Wait up to `timeout` for `task` without cancelling it; True if it finished."""
     done, _ = await asyncio.wait({task}, timeout=timeout)
     return bool(done)
@@ -254,7 +255,7 @@ async def _read(stream: asyncio.StreamReader | None, ctx: UnitContext, kind: str
     pending = bytearray()
     skipping = False  # inside a line already emitted (cut): drop bytes up to its newline
 
-    def emit(raw: bytes, cut: bool = False) -> None:
+    def emit(raw: bytes | bytearray, cut: bool = False) -> None:
         ctx.emit(kind, {"text": raw.decode(errors="replace").rstrip("\r") + (" …" if cut else "")})
 
     while chunk := await stream.read(_CHUNK):

@@ -101,8 +101,13 @@ async def exited(proc: asyncio.subprocess.Process, poll: float = 0.05) -> int:
             pidfd = -1  # no pidfd support: poll below
         if pidfd >= 0:
             loop = asyncio.get_running_loop()
-            ready = loop.create_future()
-            loop.add_reader(pidfd, lambda: ready.done() or ready.set_result(None))
+            ready: asyncio.Future[None] = loop.create_future()
+
+            def exited() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(pidfd, exited)
             try:
                 await ready
             finally:

@@ -26,5 +26,5 @@ def get_worker_kind(kind: str) -> WorkerKind:
         raise InvalidSpec(
             f"unknown worker kind {kind!r}", hint=f"choose one of: {', '.join(worker_kinds())}"
         )
-    module = importlib.import_module(module_name)
-    return module.KIND
+    found: WorkerKind = importlib.import_module(module_name).KIND
+    return found

@@ -1,7 +1,9 @@
-"""Lint is part of the test suite, so the README's one test command also keeps the code ruff-clean.
+"""Lint is part of the test suite, so the README's one test command also keeps the code ruff-clean
+and mypy-clean.
 
-ruff runs as `sys.executable -m ruff`, the one installed with the `dev` extra next to pytest, over
-the same trees CI checks; the test is skipped (with the reason) only where ruff is not installed.
+ruff and mypy run as `sys.executable -m ...`, the ones installed with the `dev` extra next to pytest,
+over the same trees CI checks (mypy with its configuration in pyproject.toml); each test is skipped
+(with the reason) only where its tool is not installed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ def test_ruff_check_is_clean() -> None:
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *TREES], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"ruff check {' '.join(TREES)} found problems:\n{done.stdout}{done.stderr}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
+                    reason="mypy is not installed (pip install -e '.[dev]')")
+def test_mypy_is_clean() -> None:
+    """The package's types are its contracts: `mypy agentic_batch` reports nothing (an unneeded
+    `# type: ignore` counts too: warn_unused_ignores)."""
+    done = subprocess.run([sys.executable, "-m", "mypy", "agentic_batch"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, f"mypy agentic_batch found problems:\n{done.stdout}{done.stderr}"
 
 
 def test_status_names_have_one_declaration() -> None:

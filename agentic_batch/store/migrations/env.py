@@ -12,6 +12,8 @@ if connection is None:  # pragma: no cover - only reached when someone runs the 
     from sqlalchemy import create_engine
 
     url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("set sqlalchemy.url in the Alembic config, or open the store with agentic_batch")
     connection = create_engine(url).connect()
 
 context.configure(
