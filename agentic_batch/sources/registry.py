@@ -107,7 +107,7 @@ def _build_source_spec() -> type[SourceSpecBase]:
         for name, field in kind.options_model.model_fields.items():
             if name in SourceSpecBase.model_fields:
                 raise TypeError(f"source kind {kind.name}: {name!r} is a field of every source")
-            annotation = field.annotation if not field.is_required() else field.annotation | None  # type: ignore[operator]
+            annotation = field.annotation if not field.is_required() else field.annotation | None
             if name in fields:
                 if fields[name][0] != annotation:
                     raise TypeError(f"source kind {kind.name}: {name!r} has another type in an earlier kind")
