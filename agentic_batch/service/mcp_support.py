@@ -3,8 +3,9 @@
 Kept apart from orchestrator.py so the MCP layer could land without touching it; each function is
 interface-neutral (the REST layer can use them too) and meant to be folded into the Orchestrator.
 
-* `capabilities()`: which source kinds and worker kinds exist and what options each takes, read from
-  each kind's Pydantic options model, so a new source or worker kind appears without edits.
+* `source_catalog()`, `worker_catalog()`, `capabilities_brief()`, `capability_details(kind)`: which
+  source kinds and worker kinds exist and what options each takes, read from each kind's Pydantic
+  options model, so a new source or worker kind appears without edits (typed: service/models.py).
 * `results_page(orch, ...)`: one page of result rows plus the total matching the status filter, so
   a client can page without fetching everything.
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.errors import InvalidSpec
-from agentic_batch.service.models import ResultsPage
+from agentic_batch.service.models import (CapabilitiesBrief, CapabilityDetails, ResultsPage, SourceFieldInfo,
+                                          SourceKindInfo, WorkerKindInfo, WorkerOptionInfo)
 from agentic_batch.sources.kind import SourceSpecBase
 from agentic_batch.sources.registry import get_source_kind, source_kinds
 from agentic_batch.workers import get_worker_kind, worker_kinds
@@ -27,16 +29,17 @@ if TYPE_CHECKING:
 COMMON_SOURCE_FIELDS = tuple(name for name in SourceSpecBase.model_fields if name != "kind")
 
 
-def source_catalog() -> list[dict[str, Any]]:
+def source_catalog() -> list[SourceKindInfo]:
     """Every source kind with the fields it uses, from its options model (required: no default)."""
     out = []
     for name in source_kinds():
         kind = get_source_kind(name)
-        fields = {field: {"required": info.is_required(), "description": info.description or ""}
+        fields = {field: SourceFieldInfo(required=info.is_required(), description=info.description or "")
                   for field, info in kind.options_model.model_fields.items()}
-        fields.update({field: {"required": False, "description": SourceSpecBase.model_fields[field].description}
+        fields.update({field: SourceFieldInfo(required=False,
+                                              description=SourceSpecBase.model_fields[field].description or "")
                        for field in COMMON_SOURCE_FIELDS})
-        out.append({"kind": name, "items": kind.items, "fields": fields})
+        out.append(SourceKindInfo(kind=name, items=kind.items, fields=fields))
     return out
 
 
@@ -52,11 +55,11 @@ def _json_type(prop: dict[str, Any]) -> str:
     return str(kind)
 
 
-def options_view(model: type[Any]) -> dict[str, dict[str, Any]]:
+def options_view(model: type[Any]) -> dict[str, WorkerOptionInfo]:
     """The options of a worker kind, from its Pydantic model: type, default, required, description."""
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, WorkerOptionInfo] = {}
     for name, prop in schema.get("properties", {}).items():
         entry: dict[str, Any] = {"type": _json_type(prop), "required": name in required}
         if "default" in prop:
@@ -65,60 +68,61 @@ def options_view(model: type[Any]) -> dict[str, dict[str, Any]]:
         description = prop.get("description") or (field.description if field is not None else None)
         if description:
             entry["description"] = description
-        out[name] = entry
+        out[name] = WorkerOptionInfo(**entry)  # only what was given: a missing default is not `null`
     return out
 
 
-def worker_catalog() -> list[dict[str, Any]]:
+def worker_catalog() -> list[WorkerKindInfo]:
     """Every registered worker kind with its options; a kind whose module cannot load says why."""
     out = []
     for name in worker_kinds():
         try:
             kind = get_worker_kind(name)
         except Exception as exc:  # an optional SDK missing must not hide the other kinds
-            out.append({"kind": name, "available": False, "error": str(exc)})
+            out.append(WorkerKindInfo(kind=name, available=False, error=str(exc)))
             continue
-        out.append({"kind": name, "available": True, "summary": kind.summary,
-                    "prompt_required": kind.prompt_required, "options": options_view(kind.options_model)})
+        out.append(WorkerKindInfo(kind=name, available=True, summary=kind.summary,
+                                  prompt_required=kind.prompt_required, options=options_view(kind.options_model)))
     return out
 
 
-def capabilities() -> dict[str, Any]:
-    return {"sources": source_catalog(), "workers": worker_catalog()}
-
-
-def _option_names(options: dict[str, dict[str, Any]]) -> str:
+def _option_names(options: dict[str, WorkerOptionInfo]) -> str:
     """`command*, retry_exit_codes, cwd`: required options starred, in the model's order."""
-    return ", ".join(name + ("*" if spec.get("required") else "") for name, spec in options.items())
+    return ", ".join(name + ("*" if spec.required else "") for name, spec in options.items())
 
 
-def capabilities_brief() -> dict[str, Any]:
+def capabilities_brief() -> CapabilitiesBrief:
     """One line per source kind and per worker kind: what an assistant needs to pick one, in a few
     hundred characters of its context. `capability_details(kind)` has a kind's full option docs."""
     sources = {}
     for entry in source_catalog():
-        fields = entry["fields"]
-        required = [n for n, f in fields.items() if f["required"]]
-        optional = [n for n, f in fields.items() if not f["required"] and n not in COMMON_SOURCE_FIELDS]
+        fields = entry.fields
+        required = [n for n, f in fields.items() if f.required]
+        optional = [n for n, f in fields.items() if not f.required and n not in COMMON_SOURCE_FIELDS]
         line = "needs " + ", ".join(required) + (f" (optional: {', '.join(optional)})" if optional else "")
-        sources[entry["kind"]] = f"{line}; {entry['items']}"
+        sources[entry.kind] = f"{line}; {entry.items}"
     workers = {}
-    for entry in worker_catalog():
-        if not entry["available"]:
-            workers[entry["kind"]] = f"unavailable: {entry['error']}"
+    for worker in worker_catalog():
+        if not worker.available:
+            workers[worker.kind] = f"unavailable: {worker.error}"
             continue
-        workers[entry["kind"]] = f"{entry['summary']}; options: {_option_names(entry['options'])}"
-    return {"sources": sources, "source_fields_for_all": ", ".join(COMMON_SOURCE_FIELDS), "workers": workers,
-            "legend": "* = required", "details": "list_sources(kind=...) gives one kind's fields or options in full"}
+        workers[worker.kind] = f"{worker.summary}; options: {_option_names(worker.options or {})}"
+    return CapabilitiesBrief(sources=sources, source_fields_for_all=", ".join(COMMON_SOURCE_FIELDS), workers=workers,
+                             legend="* = required",
+                             details="list_sources(kind=...) gives one kind's fields or options in full")
 
 
-def capability_details(kind: str) -> dict[str, Any]:
+def capability_details(kind: str) -> CapabilityDetails:
     """The full entry of one source kind or worker kind (fields/options with types, defaults, docs)."""
-    sources = {e["kind"]: e for e in source_catalog()}
-    workers = {e["kind"]: e for e in worker_catalog()}
-    found = {"source": sources.get(kind), "worker": workers.get(kind)}  # `python` is both
-    if any(found.values()):
-        return {name: entry for name, entry in found.items() if entry}
+    sources = {e.kind: e for e in source_catalog()}
+    workers = {e.kind: e for e in worker_catalog()}
+    source, worker = sources.get(kind), workers.get(kind)  # `python` is both
+    if source is not None and worker is not None:
+        return CapabilityDetails(source=source, worker=worker)
+    if source is not None:
+        return CapabilityDetails(source=source)  # only the fields given appear in the answer
+    if worker is not None:
+        return CapabilityDetails(worker=worker)
     raise InvalidSpec(f"unknown kind {kind!r}",
                       hint=f"sources: {', '.join(sources)}; workers: {', '.join(workers)}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic_core import to_jsonable_python
 
 from agentic_batch.states import JobStatus, UnitStatus
@@ -364,6 +364,69 @@ class EventsPage(ReadModel):
     items: list[EventView]
     next_after: int
     more: bool
+
+
+# -- what can be created: source and worker kinds (MCP list_sources) -----------------------------
+
+
+class Sparse(ReadModel):
+    """A catalogue entry: a field that was not given is left out of the JSON (not `null`)."""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {name: value for name, value in data.items() if name in self.model_fields_set}
+
+
+class SourceFieldInfo(ReadModel):
+    required: bool
+    description: str
+
+
+class SourceKindInfo(ReadModel):
+    """A source kind: what its items are and the fields it takes."""
+
+    kind: str
+    items: str
+    fields: dict[str, SourceFieldInfo]
+
+
+class WorkerOptionInfo(Sparse):
+    """A worker option, from the kind's options model: its type, whether it is required, its
+    default (when it has one) and its description (when it has one)."""
+
+    type: str
+    required: bool
+    default: Any = None
+    description: str | None = None
+
+
+class WorkerKindInfo(Sparse):
+    """A worker kind with its options, or (when its module cannot load) why it is unavailable."""
+
+    kind: str
+    available: bool
+    error: str | None = None
+    summary: str | None = None
+    prompt_required: bool | None = None
+    options: dict[str, WorkerOptionInfo] | None = None
+
+
+class CapabilitiesBrief(ReadModel):
+    """One line per source kind and per worker kind."""
+
+    sources: dict[str, str]
+    source_fields_for_all: str
+    workers: dict[str, str]
+    legend: str
+    details: str
+
+
+class CapabilityDetails(Sparse):
+    """One kind in full: a source kind, a worker kind, or both (`python` is both)."""
+
+    source: SourceKindInfo | None = None
+    worker: WorkerKindInfo | None = None
 
 
 # -- test runs ------------------------------------------------------------------------------------
