@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentic_batch.importing import load_callable
-from agentic_batch.workers.base import ErrorClass, PermanentError, UnitContext, UnitOutcome, WorkerKind
+from agentic_batch.workers.base import ErrorClass, FailureKind, PermanentError, UnitContext, UnitOutcome, WorkerKind
 from agentic_batch.workers.python_pool import DaemonThreads, HostDied, HostPool
 
 #: The unit's error when a sync function outlives its timeout in a thread.
@@ -107,7 +107,7 @@ class PythonWorker:
                         # The engine's timeout: the thread runs on, abandoned. Say so as the unit's
                         # error (retryable, like any timeout) instead of "agent killed".
                         ctx.emit("warning", {"message": ABANDONED})
-                        return UnitOutcome.failure(ABANDONED, ErrorClass.retryable)
+                        return UnitOutcome.failure(ABANDONED, ErrorClass.retryable, FailureKind.timeout)
                     raise
                 if inspect.isawaitable(value):
                     value = await value
@@ -128,7 +128,7 @@ class PythonWorker:
         try:
             reply = await self._hosts.call({"ctx": info, "env": ctx.processes.child_env()}, ctx.emit)
         except HostDied as exc:
-            return UnitOutcome.failure(str(exc), ErrorClass.retryable)
+            return UnitOutcome.failure(str(exc), ErrorClass.retryable, FailureKind.crashed)
         if "error" in reply:
             return UnitOutcome.failure(str(reply["error"]), ErrorClass(reply.get("error_class", "retryable")))
         if "outcome" in reply:
