@@ -28,12 +28,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentic_batch.cli import control_commands, job_commands, mcp_command, serve_command, view_commands
+    from agentic_batch.cli import (control_commands, job_commands, mcp_command, review_commands, serve_command,
+                                   view_commands)
     from agentic_batch.cli.common import use_abp_command_class
 
     job_commands.register(app)
     control_commands.register(app)
     view_commands.register(app)
+    review_commands.register(app)
     serve_command.register(app)
     mcp_command.register(app)
     use_abp_command_class(app)

@@ -1,88 +1,28 @@
-"""Review, apply and clean an isolated job through the service, against a real repository and store.
-
-The units' attempts are made as the engine makes them: claimed from the store, run in their own
-worktree of the job's base (`JobWorktrees`), captured, and their changes and patch written back as
-the attempt's result (fenced by the lease)."""
+"""Review, apply and clean an isolated job through the service, against a real repository and store
+(the units' attempts made as the engine makes them: tests/fixtures/git_repos.py)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
-from agentic_batch.isolation import JobWorktrees
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.review import job_worktrees
 from agentic_batch.spec import JobSpec
 from agentic_batch.states import JobStatus, UnitStatus
-from agentic_batch.store import UnitResult
-
-FILES = ["a.py", "b.py", "c.py", "d.py", "e.py"]
-
-
-def sh(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+from tests.fixtures.git_repos import edited_job, make_repo, run_units, sh
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    sh(root, "init", "-q", "-b", "main")
-    sh(root, "config", "user.email", "t@example.com")
-    sh(root, "config", "user.name", "t")
-    for name in FILES:
-        (root / name).write_text(f"{name[0]} = 1\n")
-    (root / "shared.txt").write_text("".join(f"line {i}\n" for i in range(30)))
-    sh(root, "add", "-A")
-    sh(root, "commit", "-qm", "base")
-    return root.resolve()
-
-
-def isolated_job(orch: Orchestrator, repo: Path, **kw: object) -> int:
-    spec = JobSpec(name="edits", source={"kind": "files", "root": str(repo), "glob": "*.py"}, worker="command",
-                   worker_options={"command": "true {{ path }}"}, isolate="worktree", concurrency=8, **kw)  # type: ignore[arg-type]
-    return orch.create(spec, cwd=repo).job_id
-
-
-def run_units(orch: Orchestrator, job_id: int, edits: dict[int, dict[str, str]], fail: set[int] = frozenset()) -> None:
-    """Run the job's units as the engine would, each editing files in its own worktree."""
-    job = orch.job(job_id)
-    worktrees: JobWorktrees = job_worktrees(orch.settings, job)
-    orch.store.jobs.update_job(job_id, status=JobStatus.RUNNING.value)
-    claimed = orch.store.units.claim_units("exec-test", [job_id], 100, 60)
-    results = []
-    for unit in claimed:
-        wt = worktrees.open("exec-test", unit.number, unit.key)
-        for path, text in edits.get(unit.number, {}).items():
-            (wt.path / path).write_text(text)
-        changes = worktrees.capture(wt, f"abp job {job_id} unit {unit.number}")
-        worktrees.close(wt)
-        status = UnitStatus.FAILED if unit.number in fail else UnitStatus.COMPLETED
-        results.append(UnitResult(unit_id=unit.id, attempt=unit.attempt, status=status, changes=changes.stats(),
-                                  patch=changes.patch, output=changes.summary()))
-    orch.store.units.apply_results("exec-test", results)
-    orch.store.jobs.update_job(job_id, status=JobStatus.COMPLETED.value)
-
-
-def shared_with(line: int, text: str) -> str:
-    lines = [f"line {i}" for i in range(30)]
-    lines[line] = text
-    return "\n".join(lines) + "\n"
+    return make_repo(tmp_path)
 
 
 @pytest.fixture
 def job_id(orch: Orchestrator, repo: Path) -> int:
-    job_id = isolated_job(orch, repo)
-    run_units(orch, job_id, {
-        1: {"a.py": "a = 2\n", "shared.txt": shared_with(1, "one")},
-        2: {"shared.txt": shared_with(1, "two")},        # conflicts with unit 1
-        3: {"c.py": "c = 3\n"},
-        # unit 4 changes nothing
-        5: {"e.py": "e = 5\n"}}, fail={5})
-    return job_id
+    return edited_job(orch, repo)
 
 
 def test_changes_list_and_a_units_diff(orch: Orchestrator, job_id: int, repo: Path) -> None:
