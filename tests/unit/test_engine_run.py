@@ -155,3 +155,28 @@ def test_a_stop_request_pauses_through_the_store(orch, workdir: Path) -> None:  
     assert status.status == "PAUSED" and status.pause_reason == "stopped", status
     assert status.completed == 1 and status.pending == 3
     assert ex.state.reason is StopReason.REQUESTED and orch.store.jobs.get_job(job).control is None
+
+
+def test_a_cancel_and_a_retry_landing_while_a_unit_runs_leave_the_job_to_finish(
+        orch, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    """`abp cancel` then `abp retry --include-cancelled` while a unit is in flight: the running
+    attempt's result is refused by its lease (the unit was cancelled and queued again), the job is
+    RUNNING again under this executor, and every unit completes once, the interrupted one on a new
+    attempt. Nothing of the cancel survives (no CANCELLED status, no `control` left set)."""
+    job = running_job(orch, workdir, n=3, concurrency=1)
+    holder: dict[str, Executor] = {}
+
+    async def cancel_and_retry_during_first(ctx: UnitContext) -> UnitOutcome:
+        if ctx.key == "0" and ctx.attempt == 1:
+            await asyncio.to_thread(orch.cancel, job)
+            await asyncio.to_thread(orch.retry, job, include_cancelled=True)  # finds this executor: starts none
+            holder["ex"]._notified(job, "retry")
+        return UnitOutcome(output=f"done {ctx.key}")
+
+    ex, worker = executor(orch, job, cancel_and_retry_during_first)
+    holder["ex"] = ex
+    assert run(ex) == 0
+    status = orch.status(job)
+    assert status.status == "COMPLETED" and status.completed == 3, status
+    assert [a.attempt for a in worker.of("0")] == [1, 2] and len(worker.of("1")) == len(worker.of("2")) == 1
+    assert orch.store.jobs.get_job(job).control is None
