@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -290,10 +290,11 @@ def progress_line(s: JobView) -> Text:
 
 def jobs_table(rows: Sequence[JobSummary]) -> Table:
     table = Table(show_lines=False)
-    for col, justify in (("id", "right"), ("name", "left"), ("status", "left"), ("progress", "right"),
-                         ("done/total", "right"), ("failed", "right"), ("cost", "right"), ("worker", "left"),
-                         ("created", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("id", "right"), ("name", "left"), ("status", "left"), ("progress", "right"), ("done/total", "right"),
+        ("failed", "right"), ("cost", "right"), ("worker", "left"), ("created", "left"))
+    for col, justify in columns:
+        table.add_column(col, justify=justify)
     for r in rows:
         cost = money(r.cost_usd) if shows_usage(r.worker, r.cost_usd) else "-"
         table.add_row(str(r.id), safe(r.name), status_text(r.status), f"{r.progress:.1f}%",

@@ -36,7 +36,7 @@ def clip_values(row: dict[str, Any], limit: int) -> dict[str, Any]:
         if isinstance(value, (dict, list)):
             text = json.dumps(value, ensure_ascii=False, default=str)
             if len(text) > limit:
-                out[name], cut[name] = clip(text, limit)  # type: ignore[assignment]
+                out[name], cut[name] = clip(text, limit)[0], len(text)
                 continue
         if isinstance(value, str):
             out[name], full = clip(value, limit)

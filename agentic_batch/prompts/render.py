@@ -300,7 +300,7 @@ def _missing_reference_error(
         )
     node = _find_lookup(source, name, line)
     reference = _expr_text(node) if node is not None else None
-    base = _expr_text(node.node) if node is not None else None  # type: ignore[attr-defined]
+    base = _expr_text(node.node) if node is not None else None
     reference = reference or f"...{name}"
     if exc.obj is payload:
         detail = f"the item has no field {name!r} (fields: {fields})"
@@ -311,16 +311,20 @@ def _missing_reference_error(
     return PromptError(f"{what} uses {reference!r} but {detail}", hint=hint)
 
 
-def _find_lookup(source: str, name: Any, line: int | None) -> nodes.Node | None:
+def _find_lookup(source: str, name: Any, line: int | None) -> nodes.Getattr | nodes.Getitem | None:
     """The `x.name` / `x["name"]` expression that failed, preferring one on the failing line."""
     try:
         ast = ENVIRONMENT.parse(source)
     except TemplateSyntaxError:
         return None
-    found: list[nodes.Node] = []
+    found: list[nodes.Getattr | nodes.Getitem] = []
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        looked_up = (node.attr if isinstance(node, nodes.Getattr)
-                     else getattr(cast(nodes.Getitem, node).arg, "value", missing))
+        if isinstance(node, nodes.Getattr):
+            looked_up = node.attr
+        elif isinstance(node, nodes.Getitem):
+            looked_up = getattr(node.arg, "value", missing)
+        else:
+            continue
         if looked_up == name:
             found.append(node)
     on_line = [node for node in found if node.lineno == line]

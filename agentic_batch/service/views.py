@@ -165,8 +165,8 @@ def event_rows(store: Store, events: Sequence[EventRecord], number: int | None =
     step). `number` is given when every event is one unit's; else the numbers are looked up at once."""
     numbers = ({} if number is not None
                else store.browse.unit_numbers(e.unit_id for e in events if e.unit_id is not None))
-    return [EventView(id=e.id, unit=number if number is not None else numbers.get(e.unit_id)  # type: ignore[arg-type]
-                      , attempt=e.attempt, seq=e.seq, ts=e.ts, kind=e.kind, data=e.data) for e in events]
+    return [EventView(id=e.id, unit=number if number is not None or e.unit_id is None else numbers.get(e.unit_id),
+                      attempt=e.attempt, seq=e.seq, ts=e.ts, kind=e.kind, data=e.data) for e in events]
 
 
 def log_rows(store: Store, records: Sequence[LogRecord]) -> list[LogLine]:

@@ -168,8 +168,8 @@ async def _wait_unless_stopped(wait: Awaitable[None], stop: asyncio.Event) -> No
     finally:
         waiting.cancel()
         stopping.cancel()
-    if waiting.done() and not waiting.cancelled() and waiting.exception() is not None:
-        raise waiting.exception()  # type: ignore[misc]
+    if waiting.done() and not waiting.cancelled() and (error := waiting.exception()) is not None:
+        raise error
 
 
 async def _stream(request: Request, poll: Callable[[], list[str]], job_id: int | None) -> AsyncIterator[str]:

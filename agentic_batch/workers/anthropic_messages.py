@@ -130,7 +130,7 @@ KIND = WorkerKind(
     kind="anthropic",
     summary="a Claude model through the Anthropic Messages API, with file tools (no Claude Code CLI)",
     options_model=AnthropicOptions,
-    factory=lambda options: AnthropicMessagesWorker(options),  # type: ignore[arg-type]
+    factory=lambda options: AnthropicMessagesWorker(options),
     prompt_required=True,
     check=_check,
 )

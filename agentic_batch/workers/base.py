@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -206,24 +206,28 @@ class Worker(Protocol):
     async def run(self, ctx: UnitContext) -> UnitOutcome: ...
 
 
+Options = TypeVar("Options", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class WorkerKind:
-    """A registry entry: how to validate options and build a worker of one kind."""
+class WorkerKind(Generic[Options]):
+    """A registry entry: how to validate options and build a worker of one kind. Generic in the
+    kind's options model, so its factory and checks are typed against that model."""
 
     kind: str
     summary: str
-    options_model: type[BaseModel]
-    factory: Callable[[BaseModel], Worker]
+    options_model: type[Options]
+    factory: Callable[[Options], Worker]
     #: Agent workers need a prompt; command and python workers may do without.
     prompt_required: bool = True
     #: Create-time checks beyond the options model: check(options, prompt_template, workdir);
     #: raise InvalidSpec (e.g. the function does not import, a config file is missing).
-    check: Callable[[BaseModel, str | None, Path], None] | None = None
+    check: Callable[[Options, str | None, Path], None] | None = None
     #: Create-time check against the first items: sample_check(options, payloads, rendered_prompts);
     #: e.g. the command worker renders its argv templates so a missing field fails before any job exists.
-    sample_check: Callable[[BaseModel, list[dict[str, Any]], list[str | None]], None] | None = None
+    sample_check: Callable[[Options, list[dict[str, Any]], list[str | None]], None] | None = None
 
-    def parse_options(self, raw: dict[str, Any]) -> BaseModel:
+    def parse_options(self, raw: dict[str, Any]) -> Options:
         from pydantic import ValidationError
 
         from agentic_batch.errors import InvalidSpec

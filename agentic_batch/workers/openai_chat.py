@@ -149,7 +149,7 @@ KIND = WorkerKind(
     kind="openai",
     summary="an OpenAI-compatible chat model (OpenAI, Ollama, vLLM, OpenRouter, ...) with file tools",
     options_model=OpenAIOptions,
-    factory=lambda options: OpenAIChatWorker(options),  # type: ignore[arg-type]
+    factory=lambda options: OpenAIChatWorker(options),
     prompt_required=True,
     check=_check,
 )

@@ -147,7 +147,7 @@ KIND = WorkerKind(
     kind="python",
     summary="call a Python function per item (module:function, sync or async)",
     options_model=PythonOptions,
-    factory=lambda options: PythonWorker(options),  # type: ignore[arg-type]
+    factory=lambda options: PythonWorker(options),
     prompt_required=False,
     check=_check,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.workers.base import WorkerKind
@@ -20,11 +21,11 @@ def worker_kinds() -> list[str]:
     return sorted(_MODULES)
 
 
-def get_worker_kind(kind: str) -> WorkerKind:
+def get_worker_kind(kind: str) -> WorkerKind[Any]:
     module_name = _MODULES.get(kind)
     if module_name is None:
         raise InvalidSpec(
             f"unknown worker kind {kind!r}", hint=f"choose one of: {', '.join(worker_kinds())}"
         )
-    found: WorkerKind = importlib.import_module(module_name).KIND
+    found: WorkerKind[Any] = importlib.import_module(module_name).KIND
     return found
