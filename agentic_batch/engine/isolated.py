@@ -86,7 +86,11 @@ class IsolatedAttempt:
         return self._map(Path(self.job.workdir)) or self.unit.path
 
     def workspace(self, workspace: Path) -> Path:
-        """The agent's cwd inside the worktree: the mapped file directory, else the mapped workdir."""
+        """The agent's cwd inside the worktree: the file's directory (from the mapped payload, so already
+        in the worktree), else the mapped workdir."""
+        assert self.unit is not None
+        if workspace.is_relative_to(self.unit.path):
+            return workspace
         return self._map(workspace) or self.workdir()
 
     def context(self, ctx: UnitContext) -> UnitContext:

@@ -267,3 +267,30 @@ def test_item_paths_cwd_and_workdir_are_the_worktrees_for_every_worker(orch: Any
             assert changed == [rel]
             assert unit.output is not None and unit.output.startswith(str(home / "jobs" / str(job) / "worktrees"))
     assert git(repo, "status", "--porcelain") == ""  # nothing touched the user's checkout
+
+
+def test_an_api_model_tool_loop_writes_in_the_worktree(orch: Any, workdir: Path, repo: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentic_batch.testing.openai_server import Reply, Request, ScriptedOpenAIServer
+
+    files_repo(repo)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the detached executor inherits it
+
+    def responder(request: Request) -> Reply:
+        name = request.first_user_text.split("FILE=")[1].split()[0]
+        if request.turn == 0:  # a path relative to the agent's cwd (the file's directory in the worktree)
+            return Reply.tool_calls([("write_file", {"path": f"{name}.notes", "content": f"notes on {name}\n"})])
+        return Reply.text("noted")
+
+    with ScriptedOpenAIServer(responder) as server:
+        spec = JobSpec(name="openai", source={"kind": "files", "glob": "src/*.py", "root": str(repo)},
+                       prompt="Take notes. FILE={{ name }}", worker="openai",
+                       worker_options={"model": "gpt-4o-mini", "base_url": server.url}, isolate="worktree")
+        job = orch.create(spec, cwd=repo).job_id
+        orch.start(job, skip_test=True)
+        final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final.status == "COMPLETED", [u.error for u in units(orch, job)]
+    for unit in units(orch, job):
+        assert unit.changes is not None
+        assert [c["path"] for c in unit.changes["changes"]] == [f"src/{unit.payload['name']}.notes"]
+    assert not list((repo / "src").glob("*.notes")) and git(repo, "status", "--porcelain") == ""
