@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from agentic_batch import __version__
 from agentic_batch.service import Orchestrator
-from agentic_batch.web import api_jobs, api_misc, api_units, errors, openapi_doc, pages, sse
+from agentic_batch.web import api_changes, api_jobs, api_misc, api_units, errors, openapi_doc, pages, sse
 from agentic_batch.web.config import WebConfig
 from agentic_batch.web.security import Guard, Sessions
 
@@ -48,7 +48,7 @@ def create_app(orch: Orchestrator | None = None, config: WebConfig | None = None
     templates.env.globals["version"] = __version__
     app.state.templates = templates
     errors.install(app)
-    routers = (api_jobs.router, api_units.router, api_misc.router, sse.router, pages.router)
+    routers = (api_jobs.router, api_units.router, api_changes.router, api_misc.router, sse.router, pages.router)
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

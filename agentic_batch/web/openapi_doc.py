@@ -62,8 +62,9 @@ def document_errors(schema: dict[str, Any]) -> None:
                 extra["400"] = "The body is not JSON."
             if "{job}" in path:
                 extra["404"] = "No such job (or unit)."
-                if method in _WRITES or path.endswith("/test"):
-                    extra["409"] = "The job's status does not allow this now (or has no test run yet)."
+                if method in _WRITES or path.endswith(("/test", "/changes", "/diff")):  # (diff: not isolated)
+                    extra["409"] = ("The job's status does not allow this now (or it has no test run yet, or is "
+                                    "not isolated).")
             if operation.get("parameters") or "requestBody" in operation:
                 extra["422"] = "A parameter or the body is invalid."
             for status, description in extra.items():
