@@ -100,10 +100,10 @@ def _said(err: Any) -> str:
     return f"{field_ref('source.' + loc)}: {msg}" if loc else msg
 
 
-def _build_source_spec() -> type[SourceSpecBase]:
+def build_source_spec(kinds: dict[str, SourceKind[Any]]) -> type[SourceSpecBase]:
     """Every kind's fields side by side, each optional here (the kind's rules say which it needs)."""
     fields: dict[str, Any] = {}
-    for kind in KINDS.values():
+    for kind in kinds.values():
         for name, field in kind.options_model.model_fields.items():
             if name in SourceSpecBase.model_fields:
                 raise TypeError(f"source kind {kind.name}: {name!r} is a field of every source")
@@ -117,16 +117,16 @@ def _build_source_spec() -> type[SourceSpecBase]:
             else:
                 info = Field(None if field.is_required() else field.default, description=field.description)
             fields[name] = (annotation, info)
-    kinds: Any = Literal[tuple(KINDS)]
+    names: Any = Literal[tuple(kinds)]
     kind_field = Field(description="source type: " + ", ".join(f"{k.name} ({k.items.split(';')[0]})"
-                                                                for k in KINDS.values()))
+                                                                for k in kinds.values()))
     return create_model("SourceSpec", __base__=_KindRules, __module__=__name__,
                         __doc__="Where the items come from: `kind` and that kind's fields.",
-                        kind=(kinds, kind_field), **fields)
+                        kind=(names, kind_field), **fields)
 
 
 if TYPE_CHECKING:
     SourceSpec = SourceSpecBase
 else:
-    SourceSpec = _build_source_spec()
+    SourceSpec = build_source_spec(KINDS)
 
