@@ -16,7 +16,7 @@ from agentic_batch.sources.registry import build_source_spec, required_fields
 
 
 def test_every_kind_is_reachable_from_each_interface() -> None:
-    catalog = {entry["kind"]: entry for entry in source_catalog()}
+    catalog = {entry.kind: entry for entry in source_catalog()}
     for name in source_kinds():
         kind = get_source_kind(name)
         own_flag = [f for f, info in kind.options_model.model_fields.items()
@@ -24,8 +24,8 @@ def test_every_kind_is_reachable_from_each_interface() -> None:
         assert len(own_flag) == 1, f"{name}: one field must carry the flag --{name} (the CLI chooses kinds by it)"
         assert SOURCE_FLAG_FIELDS[name] == (own_flag[0], [name])
         assert set(kind.options_model.model_fields) <= set(SourceSpec.model_fields)
-        assert [f for f, entry in catalog[name]["fields"].items() if entry["required"]] == required_fields(kind)
-        assert catalog[name]["items"] == kind.items
+        assert [f for f, entry in catalog[name].fields.items() if entry.required] == required_fields(kind)
+        assert catalog[name].items == kind.items
 
 
 def test_a_kind_says_what_it_needs_in_field_words() -> None:
