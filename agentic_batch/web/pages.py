@@ -78,7 +78,9 @@ async def unit_page(request: Request, job: str, unit: str) -> Response:
         record = orch.job(job)
         view = orch.unit_view(record.id, unit)
         events = orch.events(record.id, view.number, limit=2000)
-        return {"record": record, "unit": plain(view), "events": plain(events), "job_status": record.status}
+        diff = orch.diff(record.id, view.number) if record.isolated else None  # its changes, reviewed here
+        return {"record": record, "unit": plain(view), "events": plain(events), "job_status": record.status,
+                "diff": plain(diff)}
 
     data = await run_in_threadpool(load)
     record = data.pop("record")

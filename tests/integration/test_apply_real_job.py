@@ -1,7 +1,7 @@
 """`abp apply` on a real isolated `command` job (detached executor, concurrency 8): every unit edits
 its own line of one shared file in its own worktree; applying them all in unit order takes every
-other unit and reports each of the rest as conflicting with its neighbours (git refuses adjacent
-edits), never half-applied; a re-run changes nothing; the user's checkout is never touched."""
+other unit and reports each of the rest as conflicting with the unit before it (git refuses
+adjacent edits), never half-applied; a re-run changes nothing; the user's checkout is never touched."""
 
 from __future__ import annotations
 
