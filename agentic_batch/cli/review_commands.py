@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 UnitArg = Annotated[str | None, typer.Argument(metavar="UNIT", help="Unit number (or key:KEY); omit for the "
                                                                      "job's changes list.")]
 _REVIEW_STYLE = {"accepted": "green", "rejected": "red"}
+_VERIFY_STYLE = {"passed": "green", "failed": "red"}
 
 
 def patch_lines(patch: str) -> list[Text]:
@@ -42,18 +43,35 @@ def patch_lines(patch: str) -> list[Text]:
     return lines
 
 
-def changes_table(changes: JobChanges) -> Table:
-    table = Table(title=f"job {changes.job_id}: {changes.changed} unit(s) changed {changes.files} file(s), "
-                        f"+{changes.added} -{changes.deleted} (base {changes.base_commit[:12]})",
-                  title_justify="left")
-    for column in ("unit", "key", "status", "files", "+", "-", "verify", "review"):
-        table.add_column(column, justify="right" if column in ("unit", "files", "+", "-") else "left")
-    for u in changes.units:
-        table.add_row(str(u.number), safe(u.key), status_text(u.status), str(u.files) if u.commit else "-",
-                      Text(f"+{u.added}", style="green") if u.commit else "", Text(f"-{u.deleted}", style="red")
-                      if u.commit else "", u.verify or "", Text(u.review or "", style=_REVIEW_STYLE.get(u.review or "",
-                                                                                                        "")))
-    return table
+def changes_table(changes: JobChanges) -> Text:
+    """The changes list as aligned lines (a Rich Table measures every cell: 0.6 s for 1,000 units)."""
+    from agentic_batch.cli.output import STATUS_STYLE, clean
+
+    head = (f"job {changes.job_id}: {changes.changed} unit(s) changed {changes.files} file(s), +{changes.added} "
+            f"-{changes.deleted} (base {changes.base_commit[:12]})")
+    rows = [(str(u.number), clean(u.key), u.status.value, str(u.files) if u.commit else "-",
+             f"+{u.added}" if u.commit else "", f"-{u.deleted}" if u.commit else "", u.verify or "", u.review or "")
+            for u in changes.units]
+    titles = ("unit", "key", "status", "files", "+", "-", "verify", "review")
+    widths = [max([len(t)] + [len(r[i]) for r in rows]) for i, t in enumerate(titles)]
+    right = {0, 3, 4, 5}
+
+    def cell(i: int, value: str) -> str:
+        return value.rjust(widths[i]) if i in right else value.ljust(widths[i])
+
+    text = Text()
+    text.append(head + "\n", style="bold")
+    text.append("  ".join(cell(i, t) for i, t in enumerate(titles)).rstrip() + "\n", style="dim")
+    fixed = {4: "green", 5: "red"}
+    for row in rows:
+        last = max(i for i, value in enumerate(row) if value)  # no trailing blanks
+        for i, value in enumerate(row[:last + 1]):
+            style = (STATUS_STYLE.get(value, "") if i == 2 else _REVIEW_STYLE.get(value, "") if i == 7
+                     else _VERIFY_STYLE.get(value, "") if i == 6 else fixed.get(i, ""))
+            text.append(cell(i, value) if i < last else value, style=style)
+            text.append("  " if i < last else "\n")
+    text.rstrip()
+    return text
 
 
 def unit_stat(diff: UnitDiff) -> Table:
