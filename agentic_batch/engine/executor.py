@@ -297,6 +297,12 @@ class Executor:
         except Exception as exc:
             log.error("could not write %s to the store (%s)", recorder.describe_pending(), describe(exc))
 
+    async def _release_worktrees(self, runner: UnitRunner, recorder: Recorder) -> None:
+        try:
+            await asyncio.to_thread(runner.release_worktrees)
+        except Exception as exc:  # the next start removes them (they are this dead executor's then)
+            recorder.log(self.job_id, "warning", f"could not remove idle worktrees: {exc}", executor_id=self.id)
+
     async def _prune_worktrees(self, job: JobRecord, recorder: Recorder) -> None:
         """Remove the worktrees of this job's dead executors (a failure is logged: units still run)."""
         live = {r.id for r in await self.db(live_executors, self.store, self.settings, self.job_id)} | {self.id}
@@ -330,6 +336,8 @@ class Executor:
         self._pool = pool = Pool(self, job, runner, recorder)
         try:
             stopped = await pool.run()
+            if job.isolated:  # before the job can end: its finished state has no worktree left
+                await self._release_worktrees(runner, recorder)
             await recorder.flush()
             if self.state.store_lost is not None:  # gave up while draining: never "finish" such a run
                 raise self.state.store_lost

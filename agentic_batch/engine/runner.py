@@ -69,6 +69,10 @@ class UnitRunner:
         if prepare is not None and self._prepared is None:
             self._prepared = asyncio.ensure_future(asyncio.to_thread(prepare))
 
+    def release_worktrees(self) -> int:
+        """Remove the idle worktrees of an isolated job's run (call when no attempt is in flight)."""
+        return self._worktrees.release_idle() if self._worktrees is not None else 0
+
     def render_prompt(self, template: str | None, payload: dict[str, Any], unit: dict[str, Any]) -> str | None:
         if not template:
             return None

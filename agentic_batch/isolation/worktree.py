@@ -1,9 +1,10 @@
-"""A unit's attempt in its own git worktree: open it fresh from the base, capture what the agent
-changed as one commit and a patch, then remove it (its branch stays).
+"""A unit's attempt in its own git worktree: open it holding exactly the base, capture what the agent
+changed as one commit and a patch, then let it go (its branch stays).
 
 Layout under the job's directory (`$ABP_HOME/jobs/<job>/worktrees`):
 
-    <owner>/<number>-<slug>/   an attempt in flight, owned by one executor (or test run)
+    <owner>/w<k>/              a worktree of one executor (or test run): in use by one attempt, or idle
+                               between two (reset to the base when reused; removed when the run ends)
     kept/<number>-<slug>/      a finished attempt's worktree, with `--keep-worktrees`
 
 so the worktrees a dead executor left behind are the ones under its id (`prune_dead_owners`). The
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,30 +112,78 @@ class JobWorktrees:
         self.root = job_dir / WORKTREES
         self.lock_dir = lock_dir
         self._real_repo = repo.resolve()
+        #: Worktrees whose attempt is over, by owner, ready for the owner's next attempt.
+        self._idle: dict[str, list[Path]] = {}
+        self._idle_lock = threading.Lock()
+        self._made = 0
 
     # -- one attempt ---------------------------------------------------------------------------------
 
     def open(self, owner: str, number: int, key: str) -> UnitWorktree:
-        """A fresh worktree of the base for this attempt; the unit's branch is reset to the base."""
-        name = f"{number}-{key_slug(key)}"
-        path = self.root / owner / name
+        """A worktree holding exactly the base for this attempt, on the unit's branch reset to the base.
+
+        An idle worktree this owner finished with earlier is reused when there is one: `checkout -f -B`
+        plus `clean -ffdx` makes it the base again by touching only what the last unit changed, where a
+        new checkout writes the whole repository (seconds for 50 MB). Otherwise a new one is added."""
         branch = branch_name(self.job_id, number, key)
+        with self._idle_lock:
+            idle = self._idle.get(owner)
+            path = idle.pop() if idle else None
+        if path is not None:
+            try:
+                self._reset(path, branch)
+                return UnitWorktree(path=path, branch=branch, number=number, key=key)
+            except GitError:  # a damaged worktree: replace it with a new one
+                with repo_lock(self.lock_dir, self.repo):
+                    self._remove_locked(path)
         with repo_lock(self.lock_dir, self.repo):  # the owner's directory too: close() removes it when empty
+            path = self._new_path(owner)
             path.parent.mkdir(parents=True, exist_ok=True)
-            for stale in (path, self.root / KEPT / name):  # an earlier attempt's, left by a crash or kept
-                if stale.exists():
-                    self._remove_locked(stale)
-            add = ("worktree", "add", "--quiet", "--force", "-B", branch, str(path), self.base)
+            kept = self.root / KEPT / f"{number}-{key_slug(key)}"
+            if kept.exists():  # an earlier attempt's worktree, kept: this attempt's branch moves on
+                self._remove_locked(kept)
+            # --no-checkout: only git's bookkeeping under the lock; the files are written after it
+            add = ("worktree", "add", "--quiet", "--force", "--no-checkout", "-B", branch, str(path), self.base)
             try:
                 git(self.repo, *add)
             except GitError:  # the branch is checked out elsewhere: a dead executor's attempt, not pruned yet
-                holders = self._checked_out(branch)
-                if not holders:
-                    raise
-                for holder in holders:
-                    self._remove_locked(holder)
+                self._free_branch_locked(branch)
                 git(self.repo, *add)
+        git(path, "reset", "--quiet", "--hard", "--no-recurse-submodules")  # the whole checkout, in parallel
         return UnitWorktree(path=path, branch=branch, number=number, key=key)
+
+    def _new_path(self, owner: str) -> Path:
+        while True:
+            self._made += 1
+            path = self.root / owner / f"w{self._made}"
+            if not path.exists():
+                return path
+
+    def _reset(self, path: Path, branch: str) -> None:
+        """Make an idle worktree the base again, on `branch`: tracked files back to the base, every
+        untracked and ignored file gone."""
+        checkout = ("checkout", "--quiet", "--force", "--no-recurse-submodules", "-B", branch, self.base)
+        try:
+            git(path, *checkout)
+        except GitError:  # the branch is checked out elsewhere (a dead executor's worktree)
+            with repo_lock(self.lock_dir, self.repo):
+                self._free_branch_locked(branch)
+            git(path, *checkout)
+        git(path, "clean", "--quiet", "-ffdx")
+
+    def _free_branch_locked(self, branch: str) -> None:
+        holders = self._checked_out(branch)
+        if not holders:
+            raise GitError(["worktree", "add"], 128, f"cannot check out {branch}")
+        for holder in holders:
+            self._forget_idle(holder)
+            self._remove_locked(holder)
+
+    def _forget_idle(self, path: Path) -> None:
+        with self._idle_lock:
+            for paths in self._idle.values():
+                if path in paths:
+                    paths.remove(path)
 
     def capture(self, unit: UnitWorktree, message: str) -> Changes:
         """Commit everything the agent changed (new, modified, deleted, renamed, binary; .gitignore
@@ -152,20 +202,40 @@ class JobWorktrees:
         return Changes(branch=unit.branch, base=self.base, commit=head, patch=patch, files=files)
 
     def close(self, unit: UnitWorktree, keep: bool = False) -> Path | None:
-        """Remove the attempt's worktree (its branch stays); with `keep`, move it under `kept/` and
-        return where it is."""
-        with repo_lock(self.lock_dir, self.repo):
-            if not keep:
-                self._remove_locked(unit.path)
-                _remove_if_empty(unit.path.parent)
+        """The attempt is over: its worktree goes idle for the owner's next attempt (its branch is
+        let go, the files stay until then) or, with `keep`, moves under `kept/` and is returned."""
+        if not keep:
+            try:
+                git(unit.path, "checkout", "--quiet", "--detach")  # the branch may be checked out elsewhere now
+            except GitError:
+                with repo_lock(self.lock_dir, self.repo):
+                    self._remove_locked(unit.path)
+                    _remove_if_empty(unit.path.parent)
                 return None
-            kept = self.root / KEPT / unit.path.name
+            with self._idle_lock:
+                self._idle.setdefault(unit.path.parent.name, []).append(unit.path)
+            return None
+        with repo_lock(self.lock_dir, self.repo):
+            kept = self.root / KEPT / f"{unit.number}-{key_slug(unit.key)}"
             kept.parent.mkdir(parents=True, exist_ok=True)
             if kept.exists():
                 self._remove_locked(kept)
             git(self.repo, "worktree", "move", str(unit.path), str(kept))
             _remove_if_empty(unit.path.parent)
             return kept
+
+    def release_idle(self) -> int:
+        """Remove the idle worktrees (when a run ends: disk use stays bounded by the concurrency while
+        it runs, and nothing stays after). Returns how many were removed."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, {}
+        paths = [path for paths in idle.values() for path in paths]
+        if paths:
+            with repo_lock(self.lock_dir, self.repo):
+                for path in paths:
+                    self._remove_locked(path)
+                    _remove_if_empty(path.parent)
+        return len(paths)
 
     def map_path(self, unit: UnitWorktree, path: Path) -> Path | None:
         """`path` (in the user's checkout) as the same path inside the attempt's worktree, or None

@@ -128,7 +128,11 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
         try:
             recorder.log(job.id, "info", f"test run of unit {unit.number} ({unit.key}) by pid {os.getpid()} "
                                          f"on {hostname()}", unit_id=unit.id)
-            await UnitRunner(job, worker, recorder, settings, reaper=reaper, executor_id=owner).run_unit(claimed)
+            runner = UnitRunner(job, worker, recorder, settings, reaper=reaper, executor_id=owner)
+            try:
+                await runner.run_unit(claimed)
+            finally:
+                await asyncio.to_thread(runner.release_worktrees)  # the test's worktree: the run ends here
         except asyncio.CancelledError:
             if not interrupted:
                 raise

@@ -114,6 +114,8 @@ def test_attempt_commits_every_kind_of_change_and_removes_its_worktree(repo: Pat
     # the user's checkout is untouched
     assert (repo / "src" / "a.py").read_text() == "a = 1\n" and sh(repo, "status", "--porcelain") == ""
     jw.close(unit)
+    assert unit.path.exists()  # idle, for the owner's next attempt
+    assert jw.release_idle() == 1
     assert not unit.path.exists()
     assert str(unit.path) not in sh(repo, "worktree", "list")
     assert sh(repo, "rev-parse", unit.branch) == changes.commit  # the branch stays
@@ -154,12 +156,32 @@ def test_a_fresh_attempt_starts_from_the_base_whatever_the_last_left(repo: Path,
     assert str(other.path) not in listed and str(first.path) not in listed and str(second.path) in listed
 
 
-def test_same_owner_retry_replaces_its_worktree(repo: Path, tmp_path: Path) -> None:
+def test_a_reused_worktree_holds_exactly_the_base(repo: Path, tmp_path: Path) -> None:
     jw = worktrees(repo, tmp_path)
     first = jw.open("exec-1", 4, "k")
+    (first.path / "src" / "a.py").write_text("committed edit\n")
+    jw.capture(first, "first")
+    (first.path / "src" / "b.py").write_text("uncommitted edit\n")
     (first.path / "junk").write_text("x")
-    again = jw.open("exec-1", 4, "k")
-    assert again.path == first.path and not (again.path / "junk").exists()
+    (first.path / "build.log").write_text("ignored file")
+    (first.path / "newdir").mkdir()
+    (first.path / "newdir" / "f").write_text("x")
+    jw.close(first)
+    again = jw.open("exec-1", 4, "k")  # the same unit's retry, in the idle worktree
+    assert again.path == first.path
+    assert sh(again.path, "status", "--porcelain", "--ignored") == ""
+    assert (again.path / "src" / "a.py").read_text() == "a = 1\n"
+    assert (again.path / "src" / "b.py").read_text() == "b = 1\n"
+    assert sh(repo, "rev-parse", again.branch) == jw.base
+    jw.close(again)
+    other = jw.open("exec-1", 5, "other")  # another unit
+    assert other.path == first.path and sh(other.path, "rev-parse", "--abbrev-ref", "HEAD") == other.branch
+    busy = jw.open("exec-1", 6, "third")  # while the idle one is taken: a new worktree
+    assert busy.path != other.path
+    # the branch of an idle worktree's last unit is free for another owner
+    jw.close(other)
+    elsewhere = jw.open("exec-2", 5, "other")
+    assert elsewhere.path.parent.name == "exec-2"
 
 
 def test_keep_moves_the_worktree_aside_and_remove_all_clears_it(repo: Path, tmp_path: Path) -> None:
@@ -192,6 +214,7 @@ def test_parallel_attempts_on_one_repository(repo: Path, tmp_path: Path) -> None
         assert paths == ["shared.txt"]
         edits = [line for line in patch.splitlines() if line.startswith("+edited")]
         assert edits == [f"+edited by {number}"]
+    assert 3 <= jw.release_idle() < 16  # idle worktrees were reused
     assert sh(repo, "worktree", "list").count("\n") == 0
     assert len(sh(repo, "branch", "--list", "abp/7/*").splitlines()) == 16
 
