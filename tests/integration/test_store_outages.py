@@ -107,7 +107,9 @@ def test_postgres_outage_longer_than_the_lease_with_three_executors(
     lost or completed twice."""
     monkeypatch.setenv("ABP_LEASE_SECONDS", "2")
     orch = pg_orch
-    job = sleeper_job(orch, workdir, n=40, seconds=0.5, concurrency=6)
+    # Enough work (~10 s at concurrency 6) that no executor runs out of units before the outage on a
+    # loaded host: an executor with nothing left to claim exits, and the test would see it as gone.
+    job = sleeper_job(orch, workdir, n=60, seconds=1.0, concurrency=6)
     orch.start(job, skip_test=True, executors=3)
     pids = running_executors(orch, job, 3)
     wait_until(lambda: orch.status(job).completed >= 6, timeout=60, what="some units done")
@@ -117,8 +119,8 @@ def test_postgres_outage_longer_than_the_lease_with_three_executors(
     pg_cluster.start()
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED", "CANCELLED"}, timeout=120)
     assert final.status == "COMPLETED", executor_log(abp_home, job)
-    assert final.completed == 40 and final.running == 0
-    assert_each_unit_completed_once(orch, job, 40, reruns_allowed=True)
+    assert final.completed == 60 and final.running == 0
+    assert_each_unit_completed_once(orch, job, 60, reruns_allowed=True)
 
 
 def test_postgres_quick_restarts_under_a_running_job(pg_cluster: PgCluster, pg_orch: Any,  # noqa: F811
