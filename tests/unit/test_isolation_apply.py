@@ -11,7 +11,7 @@ import pytest
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.isolation import JobWorktrees, resolve_base
-from agentic_batch.isolation.apply import TRAILER, UnitCommit, applied_branch, apply_units
+from agentic_batch.isolation.apply import TRAILER, ApplyOutcome, UnitCommit, applied_branch, apply_units
 
 JOB = 7
 
@@ -55,10 +55,10 @@ class Job:
         self.units[number] = UnitCommit(number=number, key=f"key {number}", commit=changes.commit)
         return self.units[number]
 
-    def apply(self, numbers: list[int] | None = None, **options: object) -> object:
+    def apply(self, numbers: list[int] | None = None, onto: str | None = None, squash: bool = False) -> ApplyOutcome:
         chosen = [self.units[n] for n in (numbers or sorted(self.units))]
         return apply_units(repo=self.repo, base=self.base, job_id=JOB, units=chosen, lock_dir=self.lock_dir,
-                           **options)  # type: ignore[arg-type]
+                           onto=onto, squash=squash)
 
     def show(self, ref: str, path: str) -> str:
         return sh(self.repo, "show", f"{ref}:{path}")
