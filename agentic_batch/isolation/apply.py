@@ -215,7 +215,8 @@ def apply_units(*, repo: Path, base: str, job_id: int, units: Sequence[UnitCommi
         on_target[unit.number] = unit.commit
         outcome.applied.append(unit.number)
     if squash and outcome.applied:
-        chosen = [u for u in units if u.number in set(outcome.applied)]
+        taken = set(outcome.applied)
+        chosen = [u for u in units if u.number in taken]
         tip = merger.commit(merger.tree, start, squash_message(job_id, sorted(chosen, key=lambda u: u.number)))
         made.append(tip)
     if made:
