@@ -208,8 +208,8 @@ def validate(
         try:
             rendered.append(_render(source, payload, what, extra))
         except PromptError as exc:
-            raise PromptError(
-                f"{exc.message} (item {_describe_item(index, payload, keys)})", hint=exc.hint
+            raise PromptError(  # raw: a field reference in `what` (`--verify`) stays one
+                f"{exc.raw_message} (item {_describe_item(index, payload, keys)})", hint=exc.raw_hint
             ) from None
     return rendered
 

@@ -189,7 +189,8 @@ def test_bad_input_is_one_line_and_creates_nothing(workdir: Path, repo: Path) ->
         (plain, [*base, "--isolate", "worktree"], "is not in a git repository; --isolate worktree needs one"),
         (repo, [*base, "--isolate", "worktree", "--base", "no-such-branch"],
          "--base: 'no-such-branch' is not a commit"),
-        (repo, [*base, "--isolate", "worktree", "--verify", "pytest {{ missing_field }}"], "missing_field"),
+        (repo, [*base, "--isolate", "worktree", "--verify", "pytest {{ missing_field }}"],
+         "--verify uses 'missing_field' but the item has no field 'missing_field'"),
         (repo, [*base, "--verify", "true"], "--verify need(s) --isolate worktree"),
     ]
     for cwd, args, words in cases:
