@@ -6,12 +6,13 @@ adjacent edits), never half-applied; a re-run changes nothing; the user's checko
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from agentic_batch.service import Orchestrator
 from agentic_batch.spec import JobSpec
+from tests.fixtures.git_repos import init_repo, shared_lines
+from tests.fixtures.git_repos import sh as git
 from tests.fixtures.abp import abp, wait_status
 
 LINES = 12
@@ -25,19 +26,8 @@ path.write_text("\\n".join(lines) + "\\n")
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def test_apply_every_unit_of_a_shared_file_job(orch: Orchestrator, workdir: Path) -> None:
-    repo = workdir / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    (repo / "shared.txt").write_text("".join(f"line {i}\n" for i in range(LINES)))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "base")
+    repo = init_repo(workdir / "repo", {"shared.txt": shared_lines(LINES)})
     (workdir / "editor.py").write_text(EDITOR)
     items = workdir / "items.jsonl"
     items.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(LINES)))

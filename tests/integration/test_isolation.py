@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 
 from agentic_batch.spec import JobSpec
 from agentic_batch.store import UnitRecord
+from tests.fixtures.git_repos import init_repo, shared_lines
+from tests.fixtures.git_repos import sh as git
 from tests.fixtures.abp import abp, processes_with, wait_status, wait_until
 
 LINES = 16
@@ -35,21 +36,10 @@ print(f"unit {n} done")
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(workdir: Path) -> Path:
     """A repository (the job's working directory) with shared.txt; the items and the editor live outside."""
-    root = workdir / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
-    (root / "shared.txt").write_text("".join(f"line {i}\n" for i in range(LINES)))
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "base")
+    root = init_repo(workdir / "repo", {"shared.txt": shared_lines(LINES)})
     (workdir / "editor.py").write_text(EDITOR)
     (workdir / "items.jsonl").write_text("".join(json.dumps({"n": i}) + "\n" for i in range(LINES)))
     return root

@@ -4,35 +4,22 @@ idempotent, and the user's checkout never touched (unless it is the target, and 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.isolation import JobWorktrees, resolve_base
+from tests.fixtures.git_repos import init_repo, sh, shared_lines
 from agentic_batch.isolation.apply import TRAILER, ApplyOutcome, UnitCommit, applied_branch, apply_units
 
 JOB = 7
 
 
-def sh(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    sh(root, "init", "-q", "-b", "main")
-    sh(root, "config", "user.email", "t@example.com")
-    sh(root, "config", "user.name", "t")
-    for name in ("a", "b", "c", "d"):
-        (root / f"{name}.py").write_text(f"{name} = 1\n")
-    (root / "shared.txt").write_text("".join(f"line {i}\n" for i in range(30)))
-    sh(root, "add", "-A")
-    sh(root, "commit", "-qm", "base")
-    return root.resolve()
+    return init_repo(tmp_path / "repo", {**{f"{name}.py": f"{name} = 1\n" for name in "abcd"},
+                                         "shared.txt": shared_lines(30)})
 
 
 class Job:
