@@ -4,8 +4,9 @@ The real Claude Code CLI (bundled in the claude-agent-sdk wheel) talks to whatev
 `ANTHROPIC_BASE_URL` names. Pointing it here lets tests run the real agent loop, with real Write /
 Read / Bash tools executed in a real workspace, but with model turns we script: text, `tool_use`
 blocks, thinking, HTTP errors with `retry-after`, hangs and malformed bodies, each with optional
-latency. It speaks `POST /v1/messages` as SSE (`stream: true`) or plain JSON, and
-`POST /v1/messages/count_tokens`; anything else gets a harmless JSON answer.
+latency. It speaks `POST /v1/messages` as SSE (`stream: true`) or plain JSON,
+`POST /v1/messages/count_tokens`, and the Message Batches endpoints (`anthropic_batches`, answered by
+the same responder, with accelerated time); anything else gets a harmless JSON answer.
 
 A responder is a function of the parsed request (see `anthropic_scripts`); replies are built with
 `Reply` (see `anthropic_replies`). Stdlib only, so the fixture costs nothing to import and works
@@ -25,6 +26,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from agentic_batch.testing.anthropic_batches import PREFIX as BATCHES, Answer, BatchTiming, MessageBatches
 from agentic_batch.testing.anthropic_replies import Reply, message_json, sse_events
 from agentic_batch.testing.anthropic_scripts import (
     MessagesRequest,
@@ -37,6 +39,7 @@ from agentic_batch.testing.anthropic_scripts import (
 from agentic_batch.testing.lifecycle import ServerLifecycle
 
 __all__ = [
+    "BatchTiming",
     "MessagesRequest",
     "Reply",
     "Responder",
@@ -84,8 +87,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._record(b"")
+        req = self._record(b"")
+        if req.route.startswith(BATCHES):
+            self._answer_batches(req, b"")
+            return
         self._send_json(200, {"data": [], "has_more": False})
+
+    def do_DELETE(self) -> None:
+        req = self._record(b"")
+        if req.route.startswith(BATCHES):
+            self._answer_batches(req, b"")
+            return
+        self._send_json(404, Reply.error(404).error_body())
 
     def do_HEAD(self) -> None:
         self._record(b"")
@@ -94,9 +107,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
-        req = self._record(self._read_body())
+        raw = self._read_body()
+        req = self._record(raw)
         try:
-            if req.route == "/v1/messages/count_tokens":
+            if req.route.startswith(BATCHES):
+                self._answer_batches(req, raw)
+            elif req.route == "/v1/messages/count_tokens":
                 self._send_json(200, {"input_tokens": max(1, len(json.dumps(req.body)) // 4)})
             elif req.route == "/v1/messages":
                 self._answer_messages(req)
@@ -104,6 +120,32 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, {})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _answer_batches(self, req: MessagesRequest, raw: bytes) -> None:
+        try:
+            self._send_batches_answer(req, raw)
+        except (BrokenPipeError, ConnectionResetError):  # a client that read one line and closed
+            self.close_connection = True
+
+    def _send_batches_answer(self, req: MessagesRequest, raw: bytes) -> None:
+        owner = self.server.owner
+        answer: Answer = owner.batches.handle(req.method, req.path, raw)
+        if answer.hold and owner._stopping.wait(answer.hold):
+            self.close_connection = True
+            return
+        if answer.lines is None:
+            self._send_json(answer.status, answer.body, answer.headers)
+            return
+        self.send_response(answer.status)  # the results JSONL, streamed in chunks
+        for k, v in answer.headers.items():
+            self.send_header(k, v)
+        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for chunk in answer.lines:
+            self._chunk(chunk)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _answer_messages(self, req: MessagesRequest) -> None:
         owner = self.server.owner
@@ -195,6 +237,8 @@ class ScriptedAnthropicServer(ServerLifecycle):
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._requests: list[MessagesRequest] = []
+        #: The Message Batches endpoints' state: timings, scripted create errors, the batches made.
+        self.batches = MessageBatches(self._choose, lambda: self.url)
         self._attempts: dict[tuple[str, int, str], int] = {}
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -257,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--scenario", choices=sorted(_SCENARIOS), default="echo")
+    parser.add_argument("--batch-seconds", type=float, default=0.5,
+                        help="seconds from a message batch's creation to its end")
     args = parser.parse_args(argv)
     base = _SCENARIOS[args.scenario]
 
@@ -265,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return replace(chosen, latency=args.latency) if isinstance(chosen, Reply) else chosen
 
     server = ScriptedAnthropicServer(responder, host=args.host, port=args.port).start()
+    server.batches.default = BatchTiming(seconds=args.batch_seconds)
     print(server.url, flush=True)
     try:
         while True:
