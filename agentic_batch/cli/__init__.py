@@ -29,7 +29,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from agentic_batch.cli import (control_commands, job_commands, mcp_command, review_commands, serve_command,
-                                   view_commands)
+                                   service_command, view_commands)
     from agentic_batch.cli.common import use_abp_command_class
 
     job_commands.register(app)
@@ -38,6 +38,7 @@ def _register() -> None:
     review_commands.register(app)
     serve_command.register(app)
     mcp_command.register(app)
+    service_command.register(app)
     use_abp_command_class(app)
 
 

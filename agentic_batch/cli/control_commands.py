@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
-from agentic_batch.cli.output import err, money, out, print_json, shows_usage
+from agentic_batch.cli.output import err, markup_safe, money, out, print_json, shows_usage
 from agentic_batch.errors import InvalidSpec
-from agentic_batch.service.models import JobView
+from agentic_batch.engine.procs import hostname
+from agentic_batch.service.models import JobView, ResumeAllReport
 from agentic_batch.states import JobStatus
 
 FINAL = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 1, JobStatus.PAUSED: 1}
@@ -44,13 +45,25 @@ def register(app: typer.Typer) -> None:
                 + (f"; resume with `abp resume {status.id}`" if status.status == JobStatus.PAUSED else ""))
 
     @app.command("resume")
-    def resume(job: JobArg,
+    def resume(job: Annotated[str | None, typer.Argument(metavar="JOB", help="Job id, its name when unique, or "
+                                                          "`last`.", show_default=False)] = None,
+               all_jobs: Annotated[bool, typer.Option("--all", help="Every RUNNING job whose executor is gone "
+                                                      "(after a reboot): run it at boot.")] = False,
                budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="A new budget for "
                                                                    "the job (after a budget pause).")] = None,
                executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host "
                                                       "(more than 1 needs the PostgreSQL store).")] = 1,
                as_json: JsonFlag = False) -> None:
         """Continue a PAUSED job (or a RUNNING one whose executor died): lost units are reclaimed at once."""
+        if all_jobs:
+            if job is not None:
+                raise InvalidSpec("give JOB or --all, not both")
+            if budget_usd is not None or executors != 1:
+                raise InvalidSpec("--budget-usd and --executors apply to one JOB, not to --all")
+            _report_resume_all(orchestrator().resume_all(), as_json)
+            return
+        if job is None:
+            raise InvalidSpec("give a JOB to resume, or --all for every RUNNING job whose executor is gone")
         status = orchestrator().resume(job, budget_usd=budget_usd, executors=executors)
         ex = status.executor
         _report(status, as_json, f"Job {status.id} resumed: executor pid {ex.pid}; "
@@ -94,6 +107,22 @@ def register(app: typer.Typer) -> None:
         orch = orchestrator()
         target = orch.job(job)
         raise typer.Exit(Executor(target.id, store=orch.store, settings=orch.settings, join=join).run())
+
+
+def _report_resume_all(report: ResumeAllReport, as_json: bool) -> None:
+    """One line per RUNNING job (what happened to it) and a total; exit 1 if any was skipped."""
+    if as_json:
+        print_json(report)
+    else:
+        for row in report.jobs:
+            where = f"pid {row.pid}" + (f" on {row.host}" if row.host and row.host != hostname() else "")
+            said = {"resumed": f"resumed (executor {where})", "running": f"still running (executor {where})",
+                    "skipped": f"skipped: {row.reason}"}[row.outcome]
+            out.print(f"job {row.job_id} {markup_safe(row.name)}: {markup_safe(said)}")
+        out.print(f"{report.resumed} resumed, {report.running} still running, {report.skipped} skipped"
+                  if report.jobs else "no RUNNING jobs")
+    if report.skipped:
+        raise typer.Exit(1)
 
 
 def wait_for(job: str | int, timeout: float | None, as_json: bool, quiet: bool = False,

@@ -1,4 +1,5 @@
-"""Tools that steer a job running in its detached executor: stop_job, resume_job, cancel_job, retry_failed."""
+"""Tools that steer a job running in its detached executor: stop_job, resume_job, resume_all_jobs, cancel_job,
+retry_failed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from agentic_batch.mcp_server.shaping import status_view
 from agentic_batch.mcp_server.outputs import JobStatusReply
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
-from agentic_batch.service.models import JobView
+from agentic_batch.service.models import JobView, ResumeAllReport
 
 
 def _with_message(status: JobView, message: str) -> dict[str, Any]:
@@ -65,7 +66,14 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
 
         return await respond(call)
 
+    async def resume_all_jobs() -> Annotated[CallToolResult, ResumeAllReport]:
+        """After a reboot or a crash: resume every RUNNING job whose executor is gone. Each RUNNING job is
+        reported as resumed (a new detached executor, its pid), running (its executor was alive) or skipped
+        (with the reason). Jobs in other states are left alone."""
+        return await respond(orch.resume_all)
+
     add_tool(server, stop_job, title="Pause a running job", idempotent=True)
     add_tool(server, resume_job, title="Resume a paused job", idempotent=True)
+    add_tool(server, resume_all_jobs, title="Resume every interrupted job", idempotent=True)
     add_tool(server, cancel_job, title="Cancel a job", destructive=True)
     add_tool(server, retry_failed, title="Retry failed units")

@@ -455,3 +455,40 @@ class TestSettled(ReadModel):
 
 
 TestProgress = TestUnderWay | TestSettled
+
+
+# -- recovery after a reboot ----------------------------------------------------------------------
+
+
+class ResumedJob(ReadModel):
+    """What `resume --all` did with one RUNNING job."""
+
+    job_id: int
+    name: str
+    outcome: Literal["resumed", "running", "skipped"] = Field(
+        description="resumed: a new executor works on it; running: an executor was alive already; skipped: "
+                    "it could not be resumed (see `reason`).")
+    pid: int | None = Field(description="The executor working on it (null when skipped).")
+    host: str | None = Field(description="Where that executor runs.")
+    reason: str | None = Field(description="Why it was skipped, or what was found (units reclaimed).")
+
+
+class ResumeAllReport(ReadModel):
+    """Every job that was RUNNING when `resume --all` looked, and what happened to each."""
+
+    jobs: list[ResumedJob]
+    resumed: int
+    running: int
+    skipped: int
+
+
+class BootUnit(ReadModel):
+    """The systemd user unit that runs `abp resume --all` at boot (`abp service install|show`)."""
+
+    path: str
+    written: bool
+    replaced: bool = Field(description="A unit was there already (the same, or replaced with --force).")
+    enabled: bool
+    unit: str = Field(description="The unit file's text.")
+    crontab: str = Field(description="The @reboot crontab line that does the same without systemd.")
+    next_steps: list[str] = Field(description="Commands left for the user to run.")

@@ -16,8 +16,8 @@ from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import JOB_STATUSES, MAX_PAGE
-from agentic_batch.service.models import (ActiveUnit, CreatedJob, JobsPage, JobView, RetriedJob, SyncResult, Timeseries,
-                                          UnitDetail)
+from agentic_batch.service.models import (ActiveUnit, CreatedJob, JobsPage, JobView, ResumeAllReport, RetriedJob,
+                                          SyncResult, Timeseries, UnitDetail)
 from agentic_batch.spec import JobSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 from agentic_batch.web.deps import orchestrator, web_config
@@ -78,6 +78,13 @@ async def create_job(request: Request) -> CreatedJob:
     orch: Orchestrator = orchestrator(request)
     result = await run_in_threadpool(orch.create, body, web_config(request).cwd)
     return result
+
+
+@router.post("/jobs/resume-all", summary="Resume every RUNNING job whose executor is gone")
+def resume_all(orch: Orch) -> ResumeAllReport:
+    """What `abp resume --all` does after a reboot: each RUNNING job is reported as `resumed` (a new
+    executor), `running` (its executor is alive) or `skipped` (with the reason)."""
+    return orch.resume_all()
 
 
 @router.get("/jobs/{job}", summary="Job status")
