@@ -38,8 +38,11 @@ def running_pid(orch, job_id: int) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_resume_all_after_every_executor_is_killed(orch, workdir: Path) -> None:
-    jobs = [slow_job(orch, workdir, f"reboot-{i}") for i in range(3)]
-    pids = {job: running_pid(orch, job) for job in jobs}
+    pids: dict[int, int] = {}
+    for i in range(3):
+        job = slow_job(orch, workdir, f"reboot-{i}", n=10, sleep=1.0)
+        pids[job] = running_pid(orch, job)
+    jobs = list(pids)
     wait_until(lambda: all(orch.status(j).running > 0 for j in jobs), timeout=30, what="units in flight")
     for pid in pids.values():
         os.kill(pid, signal.SIGKILL)
@@ -55,7 +58,7 @@ def test_resume_all_after_every_executor_is_killed(orch, workdir: Path) -> None:
 
     for job in jobs:
         final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=120)
-        assert final.status == "COMPLETED" and final.completed == 6, final
+        assert final.status == "COMPLETED" and final.completed == 10, final
         assert any("returned to PENDING" in line.message for line in orch.logs(job, level="warning"))
 
     again = abp("resume", "--all", cwd=workdir)  # nothing RUNNING any more
@@ -63,9 +66,9 @@ def test_resume_all_after_every_executor_is_killed(orch, workdir: Path) -> None:
 
 
 def test_a_live_executor_is_left_alone_and_a_dead_one_resumed(orch, workdir: Path) -> None:
-    alive = slow_job(orch, workdir, "alive", n=20, sleep=0.5)
-    dead = slow_job(orch, workdir, "dead", n=4, sleep=0.2)
+    alive = slow_job(orch, workdir, "alive", n=40, sleep=0.5)
     alive_pid = running_pid(orch, alive)
+    dead = slow_job(orch, workdir, "dead", n=8, sleep=1.0)
     os.kill(running_pid(orch, dead), signal.SIGKILL)
     wait_until(lambda: orch.status(dead).executor.state == "lost", timeout=15, what="a lost executor")
 
@@ -76,12 +79,12 @@ def test_a_live_executor_is_left_alone_and_a_dead_one_resumed(orch, workdir: Pat
     assert any(line.startswith(f"job {dead} dead: resumed (executor pid ") for line in lines)
     assert lines[-1] == "1 resumed, 1 still running, 0 skipped"
     assert orch.status(alive).executor.pid == alive_pid  # not a second executor
-    assert wait_status(orch, dead, {"COMPLETED"}, timeout=60).completed == 4
+    assert wait_status(orch, dead, {"COMPLETED"}, timeout=60).completed == 8
     orch.cancel(alive)
 
 
 def test_resume_all_through_rest(orch, workdir: Path) -> None:
-    job = slow_job(orch, workdir, "rest", n=4, sleep=0.2)
+    job = slow_job(orch, workdir, "rest", n=8, sleep=1.0)
     os.kill(running_pid(orch, job), signal.SIGKILL)
     wait_until(lambda: orch.status(job).executor.state == "lost", timeout=15, what="a lost executor")
     with serve_in_thread(create_app(orch, WebConfig(cwd=workdir))) as server, \
@@ -93,7 +96,7 @@ def test_resume_all_through_rest(orch, workdir: Path) -> None:
         assert client.get("/api/jobs/resume-all").status_code == 404  # no job of that name: GET is a job
         assert client.post("/api/jobs/resume-all", content=b"x",
                            headers={"content-type": "text/plain"}).status_code == 403  # cross-site form
-    assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 4
+    assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 8
 
 
 def test_resume_all_bad_input_on_the_cli(workdir: Path) -> None:
