@@ -93,6 +93,20 @@ class BatchResult:
     error_kind: FailureKind | None = None
 
 
+class AdoptionPending(Exception):
+    """`find` saw a batch that may be the one submitted under the tag but cannot tell yet, or a create
+    sent under it might still land. Answering "none" then could submit the units twice, so the loop keeps
+    the intent's units leased to it and asks again after `retry_after` seconds.
+
+    Anthropic raises it for candidates still running (only an ended batch's results show its custom
+    ids) and until the create's own timeout has passed since the intent was written.
+    """
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class BatchProvider(Protocol):
     """One provider's batch API. Methods are async and raise the same errors the online worker would
     classify (SDK exceptions); `max_requests` and `max_bytes` say how the loop must pack requests."""
@@ -110,9 +124,10 @@ class BatchProvider(Protocol):
         """Create a batch of `requests`, labelled with `tag` where the provider keeps labels; return its id."""
         ...
 
-    async def find(self, tag: str, *, created_after: float) -> list[str]:
+    async def find(self, tag: str, *, created_after: float, count: int | None = None) -> list[str]:
         """Ids of batches created since `created_after` (epoch seconds) that carry `tag`: the adoption path
-        after a crash between `submit` and recording its id."""
+        after a crash between `submit` and recording its id. `count` (the intent's number of requests) lets
+        a provider skip batches of another size unread. Raises `AdoptionPending` when it cannot answer yet."""
         ...
 
     async def status(self, provider_id: str) -> BatchStatus: ...
