@@ -41,7 +41,7 @@ from agentic_batch.store import JobRecord, Store, open_store
 from agentic_batch.store.faults import describe, fault_kind
 from agentic_batch.workers import get_worker_kind
 from agentic_batch.workers.base import Worker
-from agentic_batch.states import JobStatus
+from agentic_batch.states import JobStatus, UnitStatus
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -303,6 +303,21 @@ class Executor:
         except Exception as exc:  # the next start removes them (they are this dead executor's then)
             recorder.log(self.job_id, "warning", f"could not remove idle worktrees: {exc}", executor_id=self.id)
 
+    async def _prepare_worktrees(self, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
+        """Check out this executor's worktrees (one per unit it may run at once, no more than there
+        are pending units) before the pool claims; a failure is logged: attempts make their own."""
+        counts = await self.db(self.store.units.count_units, self.job_id)
+        count = min(job.concurrency, counts.get(UnitStatus.PENDING, 0))
+        started = time.monotonic()
+        try:
+            made = await asyncio.to_thread(runner.prepare_worktrees, count)
+        except Exception as exc:
+            recorder.log(self.job_id, "warning", f"could not prepare worktrees: {exc}", executor_id=self.id)
+            return
+        if made:
+            recorder.log(self.job_id, "info", f"checked out {made} worktree(s) of the base in "
+                         f"{time.monotonic() - started:.1f}s", executor_id=self.id)
+
     async def _prune_worktrees(self, job: JobRecord, recorder: Recorder) -> None:
         """Remove the worktrees of this job's dead executors (a failure is logged: units still run)."""
         live = {r.id for r in await self.db(live_executors, self.store, self.settings, self.job_id)} | {self.id}
@@ -333,6 +348,8 @@ class Executor:
         runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
                             gate=self.gate)
         runner.start_preparing()
+        if job.isolated:
+            await self._prepare_worktrees(job, runner, recorder)
         self._pool = pool = Pool(self, job, runner, recorder)
         try:
             stopped = await pool.run()

@@ -15,7 +15,7 @@ from typing import Any
 
 from agentic_batch.config import Settings
 from agentic_batch.engine import structured
-from agentic_batch.engine.isolated import IsolatedAttempt, feedback_section, job_worktrees
+from agentic_batch.engine.isolated import NO_OWNER, IsolatedAttempt, feedback_section, job_worktrees
 from agentic_batch.engine.outcome import (bound_outcome, crash_outcome, output_file, short_traceback,
                                           worker_output_cap)
 from agentic_batch.engine.recorder import Recorder
@@ -68,6 +68,16 @@ class UnitRunner:
         prepare = getattr(self.worker, "prepare", None)
         if prepare is not None and self._prepared is None:
             self._prepared = asyncio.ensure_future(asyncio.to_thread(prepare))
+
+    def prepare_worktrees(self, count: int) -> int:
+        """Make `count` worktrees of an isolated job's base for this executor before it claims a unit
+        (the whole checkouts, seconds each for a large repository, are paid before the first lease
+        is taken, not inside the first units' time). Returns how many were made."""
+        if not self.job.isolated or count <= 0:
+            return 0
+        if self._worktrees is None:
+            self._worktrees = job_worktrees(self.job, self.settings)
+        return self._worktrees.prepare(self.executor_id or NO_OWNER, count)
 
     def release_worktrees(self) -> int:
         """Remove the idle worktrees of an isolated job's run (call when no attempt is in flight)."""

@@ -14,10 +14,12 @@ earlier attempt (or a killed executor) left on it never leaks into the next one.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ WORKTREES = "worktrees"
 KEPT = "kept"
 _SLUG_MAX = 40
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Makes a worktree's index and tracked files the given commit (or HEAD), rewriting only what differs.
+_RESET = ("reset", "--quiet", "--hard", "--no-recurse-submodules")
 
 
 def key_slug(key: str) -> str:
@@ -122,9 +126,10 @@ class JobWorktrees:
     def open(self, owner: str, number: int, key: str) -> UnitWorktree:
         """A worktree holding exactly the base for this attempt, on the unit's branch reset to the base.
 
-        An idle worktree this owner finished with earlier is reused when there is one: `checkout -f -B`
-        plus `clean -ffdx` makes it the base again by touching only what the last unit changed, where a
-        new checkout writes the whole repository (seconds for 50 MB). Otherwise a new one is added."""
+        An idle worktree this owner finished with earlier (or made ahead with `prepare`) is reused when
+        there is one: `reset --hard` plus `clean -ffdx` makes it the base again by rewriting only what
+        the last unit changed, where a new checkout writes the whole repository (seconds for 50 MB on a
+        busy machine). Otherwise a new one is added."""
         branch = branch_name(self.job_id, number, key)
         with self._idle_lock:
             idle = self._idle.get(owner)
@@ -149,8 +154,31 @@ class JobWorktrees:
             except GitError:  # the branch is checked out elsewhere: a dead executor's attempt, not pruned yet
                 self._free_branch_locked(branch)
                 git(self.repo, *add)
-        git(path, "reset", "--quiet", "--hard", "--no-recurse-submodules")  # the whole checkout, in parallel
+        git(path, *_RESET)  # the whole checkout, outside the lock: in parallel
         return UnitWorktree(path=path, branch=branch, number=number, key=key)
+
+    def prepare(self, owner: str, count: int) -> int:
+        """Make idle worktrees of the base for `owner` until it has `count`, before its first attempt:
+        the whole checkouts are paid once, before any unit is claimed, instead of inside the first
+        `count` units' time. Checkouts run in parallel up to the number of CPUs (they are CPU-bound:
+        thousands of files created). Returns how many were made."""
+        with self._idle_lock:
+            need = count - len(self._idle.get(owner, []))
+        if need <= 0:
+            return 0
+        made: list[Path] = []
+        with repo_lock(self.lock_dir, self.repo):
+            for _ in range(need):
+                path = self._new_path(owner)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                git(self.repo, "worktree", "add", "--quiet", "--force", "--no-checkout", "--detach", str(path),
+                    self.base)
+                made.append(path)
+        with ThreadPoolExecutor(max(1, min(len(made), os.cpu_count() or 1))) as pool:
+            list(pool.map(lambda path: git(path, *_RESET), made))
+        with self._idle_lock:
+            self._idle.setdefault(owner, []).extend(made)
+        return len(made)
 
     def _new_path(self, owner: str) -> Path:
         while True:
@@ -160,15 +188,17 @@ class JobWorktrees:
                 return path
 
     def _reset(self, path: Path, branch: str) -> None:
-        """Make an idle worktree the base again, on `branch`: tracked files back to the base, every
-        untracked and ignored file gone."""
-        checkout = ("checkout", "--quiet", "--force", "--no-recurse-submodules", "-B", branch, self.base)
-        try:
-            git(path, *checkout)
-        except GitError:  # the branch is checked out elsewhere (a dead executor's worktree)
-            with repo_lock(self.lock_dir, self.repo):
-                self._free_branch_locked(branch)
-            git(path, *checkout)
+        """Make an idle worktree the base again, on `branch`: tracked files back to the base (git
+        rewrites only those whose content differs), every untracked and ignored file gone.
+
+        Three plumbing-level steps, no porcelain checkout: HEAD is pointed at the unit's branch
+        (`symbolic-ref`, no check that another worktree holds it: only a dead executor's could, and
+        it is pruned), then `reset --hard` to the base creates or moves that branch and rewrites the
+        index and files, then `clean -ffdx`. Two passes over the tree (an lstat of every tracked file,
+        a walk for untracked ones) are what makes reuse safe whatever the last attempt (or its
+        verifier, or a stray process) left."""
+        git(path, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        git(path, *_RESET, self.base)
         git(path, "clean", "--quiet", "-ffdx")
 
     def _free_branch_locked(self, branch: str) -> None:
@@ -187,26 +217,38 @@ class JobWorktrees:
 
     def capture(self, unit: UnitWorktree, message: str) -> Changes:
         """Commit everything the agent changed (new, modified, deleted, renamed, binary; .gitignore
-        respected) on the unit's branch, and describe it relative to the base."""
+        respected) on the unit's branch, and describe it relative to the base.
+
+        Plumbing rather than `commit` + `diff`: one pass over the tree (`add --all`), then the tree
+        from the index, the commit and the branch update without a second pass, and the stats and
+        patch from one `diff-tree` of two trees (`--numstat` and `-p` together). Plumbing also
+        ignores the user's diff settings (noprefix, external diff, colour) that would spoil a patch."""
         wt = unit.path
         git(wt, "add", "--all", "--", ".")
-        if git(wt, "diff", "--cached", "--quiet", check=False).returncode != 0:
-            git(wt, *COMMIT_CONFIG, "-c", "gc.auto=0", "-c", "maintenance.auto=false", "commit", "--quiet",
-                "--no-verify", "--allow-empty-message", "-m", message, identity=True)
-        head = git_out(wt, "rev-parse", "HEAD")  # the agent may have committed itself: count that too
-        if head == self.base:
+        tree = git_out(wt, "write-tree")
+        # the agent may have committed itself: its commits are the parent, and count too
+        head, head_tree, branch_head = git_out(wt, "rev-parse", "HEAD", "HEAD^{tree}",
+                                               f"refs/heads/{unit.branch}").split("\n")
+        commit = head
+        if tree != head_tree:
+            made = git(wt, *COMMIT_CONFIG, "commit-tree", tree, "-p", head, "-m", message, identity=True)
+            commit = made.stdout.strip()
+        if commit != branch_head:
+            git(wt, "update-ref", f"refs/heads/{unit.branch}", commit)
+        if commit == self.base:
             return Changes(branch=unit.branch, base=self.base, commit=None, patch="")
-        patch = git(wt, "diff", "--binary", "--find-renames", "--no-color", "--no-ext-diff", self.base, head).stdout
-        numstat = git(wt, "diff", "--numstat", "-z", "--find-renames", "--no-color", self.base, head).stdout
-        files = parse_numstat(numstat)
-        return Changes(branch=unit.branch, base=self.base, commit=head, patch=patch, files=files)
+        out = git(wt, "diff-tree", "-r", "-z", "--numstat", "-p", "--binary", "--find-renames", "--no-ext-diff",
+                  self.base, commit).stdout
+        numstat, patch = split_numstat_patch(out)
+        return Changes(branch=unit.branch, base=self.base, commit=commit, patch=patch, files=parse_numstat(numstat))
 
     def close(self, unit: UnitWorktree, keep: bool = False) -> Path | None:
-        """The attempt is over: its worktree goes idle for the owner's next attempt (its branch is
-        let go, the files stay until then) or, with `keep`, moves under `kept/` and is returned."""
+        """The attempt is over: its worktree goes idle for the owner's next attempt (HEAD detached, so
+        the branch is free; the files stay until then) or, with `keep`, moves under `kept/` and is
+        returned."""
         if not keep:
-            try:
-                git(unit.path, "checkout", "--quiet", "--detach")  # the branch may be checked out elsewhere now
+            try:  # detach without touching the index or files (a `checkout --detach` stats them all)
+                git(unit.path, "update-ref", "--no-deref", "HEAD", "HEAD")
             except GitError:
                 with repo_lock(self.lock_dir, self.repo):
                     self._remove_locked(unit.path)
@@ -302,6 +344,17 @@ def _remove_if_empty(directory: Path) -> None:
         directory.rmdir()
     except OSError:  # not empty (another attempt of the owner), or already gone
         pass
+
+
+def split_numstat_patch(text: str) -> tuple[str, str]:
+    """`diff-tree -z --numstat -p`: the NUL-terminated numstat records, one more NUL, then the patch
+    (which holds no NUL: git shows a file with one as binary, base85-encoded)."""
+    if not text or text.startswith("diff --git "):
+        return "", text
+    end = text.find("\0\0")
+    if end < 0:
+        return text, ""
+    return text[:end + 1], text[end + 2:]
 
 
 def parse_numstat(text: str) -> list[FileChange]:

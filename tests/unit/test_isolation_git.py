@@ -223,3 +223,68 @@ def test_parse_numstat_renames_and_binaries() -> None:
     files = parse_numstat("1\t2\ta.py\0-\t-\tlogo.bin\0" "0\t0\t\0old.txt\0new.txt\0")
     assert [(f.path, f.added, f.deleted, f.old_path) for f in files] == [
         ("a.py", 1, 2, None), ("logo.bin", None, None, None), ("new.txt", 0, 0, "old.txt")]
+
+
+def _leave_behind(path: Path) -> None:
+    """Every kind of leftover an attempt (its agent, its verifier, a stray process) can leave."""
+    (path / "src" / "a.py").write_text("modified, not committed\n")   # modified tracked file
+    (path / "src" / "b.py").unlink()                                 # deleted tracked file
+    (path / "logo.bin").write_bytes(b"\0changed")                    # modified binary
+    (path / "untracked.txt").write_text("new\n")                      # new file
+    (path / "newdir" / "deeper").mkdir(parents=True)                  # untracked directories
+    (path / "newdir" / "deeper" / "f.py").write_text("x = 1\n")
+    (path / "empty_dir").mkdir()
+    (path / "debug.log").write_text("ignored\n")                      # ignored by .gitignore
+    (path / "cache").mkdir()
+    (path / "cache" / "run.log").write_text("ignored in a new dir\n")
+    (path / "shared.txt").rename(path / "renamed.txt")                # renamed
+    sh(path, "add", "untracked.txt")                                  # staged, not committed
+
+
+def _holds_exactly_the_base(path: Path, repo: Path) -> None:
+    assert sh(path, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if ".git" not in p.parts)
+    assert files == sorted(sh(repo, "ls-files").splitlines() + ["src"])
+    for name in sh(repo, "ls-files").splitlines():
+        assert (path / name).read_bytes() == (repo / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("when", ["after capture", "without capture", "agent committed"])
+def test_leftovers_never_leak_into_the_next_unit_of_the_slot(repo: Path, tmp_path: Path, when: str) -> None:
+    """One slot (one worktree made ahead with `prepare`) runs unit after unit: whatever the last one
+    left, committed or not, tracked or ignored, the next starts from exactly the base and its diff
+    holds only its own change."""
+    jw = worktrees(repo, tmp_path)
+    assert jw.prepare("exec-1", 1) == 1 and jw.prepare("exec-1", 1) == 0
+    first = jw.open("exec-1", 1, "first")
+    _holds_exactly_the_base(first.path, repo)
+    if when == "agent committed":
+        (first.path / "src" / "a.py").write_text("committed by the agent\n")
+        sh(first.path, "-c", "user.name=a", "-c", "user.email=a@a", "commit", "-qam", "agent")
+    if when != "without capture":
+        (first.path / "src" / "a.py").write_text("captured edit\n")
+        jw.capture(first, "first")
+    _leave_behind(first.path)  # after the capture: what a verifier or a stray process writes
+    jw.close(first)
+    second = jw.open("exec-1", 2, "second")
+    assert second.path == first.path  # the same slot
+    _holds_exactly_the_base(second.path, repo)
+    assert sh(second.path, "rev-parse", "--abbrev-ref", "HEAD") == second.branch
+    assert sh(repo, "rev-parse", second.branch) == jw.base
+    (second.path / "src" / "b.py").write_text("b = 2\n")
+    changes = jw.capture(second, "second")
+    assert [f.path for f in changes.files] == ["src/b.py"]
+    assert sh(repo, "rev-list", "--count", f"{jw.base}..{second.branch}") == "1"
+    jw.close(second)
+    assert sh(second.path, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # idle: detached, its branch free
+    assert jw.release_idle() == 1 and sh(repo, "worktree", "list").count("\n") == 0
+
+
+def test_combined_numstat_and_patch_output_is_split_where_git_puts_the_separator() -> None:
+    from agentic_batch.isolation.worktree import split_numstat_patch
+
+    assert split_numstat_patch("") == ("", "")
+    patch = "diff --git a/a.py b/a.py\n"
+    assert split_numstat_patch("1\t0\ta.py\0\0" + patch) == ("1\t0\ta.py\0", patch)
+    numstat, patch = split_numstat_patch("0\t0\t\0old\0new\0\0diff --git a/old b/new\n")
+    assert [f.old_path for f in parse_numstat(numstat)] == ["old"] and patch.startswith("diff --git")
