@@ -108,8 +108,11 @@ class AdoptionPending(Exception):
 
 
 class BatchProvider(Protocol):
-    """One provider's batch API. Methods are async and raise the same errors the online worker would
-    classify (SDK exceptions); `max_requests` and `max_bytes` say how the loop must pack requests."""
+    """One provider's batch API. Methods are async and raise `ModelCallError` (workers/tool_loop.py),
+    classified as the online worker classifies (`sdk_error`): the loop decides from its class and kind
+    (a refusal such as 429 on create releases the units; a timeout or 5xx may have created the batch, so
+    the loop looks for it with `find` before submitting again). `max_requests` and `max_bytes` say how the
+    loop must pack requests. The provider module exposes `build(options)` (see batchapi/registry.py)."""
 
     kind: str
     #: At most this many requests and bytes (of the serialized requests) in one batch.

@@ -190,14 +190,17 @@ class ScriptedOpenAIServer(ServerLifecycle):
         return self.root_url + "/v1"
 
     def start(self) -> Self:
-        handler = type("_BoundHandler", (_Handler,), {"server_ref": self})
+        self._start_with(type("_BoundHandler", (_Handler,), {"server_ref": self}))
+        return self
+
+    def _start_with(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        """Serve with `handler` (a subclass adds routes: see openai_batches)."""
         httpd = _Server((self._host, self._port), handler)
         self._httpd = httpd
         self._stopping.clear()
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="scripted-openai-server", daemon=True)
         self._thread.start()
-        return self
 
 
     # --- decisions -------------------------------------------------------------------------------
