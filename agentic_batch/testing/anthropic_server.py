@@ -291,7 +291,13 @@ class ScriptedAnthropicServer(ServerLifecycle):
         return replies[min(n, len(replies) - 1)]
 
 
-_SCENARIOS: dict[str, Responder] = {"echo": echo_responder, "write-file": write_file_responder}
+def padded_responder(request: MessagesRequest) -> Reply:
+    """A ~2 KB answer per request: big results files for benchmarks."""
+    return Reply.text(echo_responder(request).blocks[0]["text"] + " " + "x" * 2000, usage=(40, 500))
+
+
+_SCENARIOS: dict[str, Responder] = {"echo": echo_responder, "write-file": write_file_responder,
+                                    "padded": padded_responder}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
