@@ -1,10 +1,12 @@
 """Anthropic Message Batches as a `BatchProvider`, with the official `anthropic` SDK.
 
 One unit is one `messages.create` body (model, max_tokens, system, temperature from the `anthropic`
-worker's options; with an output schema the prompt asks for JSON exactly as the online worker's prompt
-does, since the engine validates the answer the same way). Results are read line by line from the
-results JSONL the SDK streams; an errored request is classified as the online worker would classify the
-same error over HTTP (its error type stands for the status: `rate_limit_error` is a 429, and so on).
+worker's options). An output schema is asked for as the online worker asks for it: the loop appends the
+JSON instructions to the prompt and validates the answer, so the body carries no schema of its own.
+Results are read line by line from the results JSONL the SDK streams. Errors are classified as the
+online worker classifies them: an SDK exception becomes a `ModelCallError` (`sdk_error`), and an
+errored request of a batch gets the class and kind of the same error over HTTP (its error type stands
+for the status: `rate_limit_error` is a 429, and so on).
 
 Adoption. Anthropic batches carry no metadata, and nothing about a batch's requests can be read until
 it has ended: `list` shows only ids, times, status and counts. So:
@@ -24,6 +26,7 @@ it has ended: `list` shows only ids, times, status and counts. So:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -41,12 +44,10 @@ from agentic_batch.batchapi.provider import (
     Disposition,
 )
 from agentic_batch.config import float_env
-from agentic_batch.engine.structured import instructions
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.workers.anthropic_messages import AnthropicOptions
 from agentic_batch.workers.classify import classify_status, status_kind
 from agentic_batch.workers.tool_loop import (
-    ModelCallError,
     import_sdk,
     missing_key_message,
     resolve_api_key,
@@ -113,16 +114,22 @@ class AnthropicBatchProvider:
             self._loop = loop
         return self._client
 
-    def error(self, exc: BaseException) -> ModelCallError | None:
-        """An SDK exception raised by a method here, classified as the online worker classifies it."""
-        return sdk_error(exc, self.sdk, self.sdk.AnthropicError)
+    @contextlib.asynccontextmanager
+    async def classified(self) -> AsyncIterator[None]:
+        """SDK exceptions raised inside become `ModelCallError`s, classified as the online worker does."""
+        try:
+            yield
+        except Exception as exc:
+            error = sdk_error(exc, self.sdk, self.sdk.AnthropicError)
+            if error is None:
+                raise
+            raise error from exc
 
     # --- requests --------------------------------------------------------------------------
 
     def request_body(self, *, system: str | None, prompt: str, output_schema: dict[str, Any] | None) -> dict[str, Any]:
-        text = prompt + instructions(output_schema, None) if output_schema is not None else prompt
         body: dict[str, Any] = {"model": self.options.model, "max_tokens": self.options.max_tokens,
-                                "messages": [{"role": "user", "content": text}]}
+                                "messages": [{"role": "user", "content": prompt}]}
         system = system if system is not None else self.options.system_prompt
         if system:
             body["system"] = system
@@ -143,13 +150,17 @@ class AnthropicBatchProvider:
         if not wire or len(wire) > MAX_REQUESTS or size > MAX_BYTES:
             raise ValueError(f"a Message Batch holds 1 to {MAX_REQUESTS} requests and at most {MAX_BYTES} "
                              f"bytes; got {len(wire)} requests, about {size} bytes")
-        batch = await self.client().messages.batches.create(requests=wire, timeout=self.create_timeout)
+        async with self.classified():
+            batch = await self.client().messages.batches.create(requests=wire, timeout=self.create_timeout)
         return str(batch.id)
 
     # --- adoption --------------------------------------------------------------------------
 
     async def find(self, tag: str, *, created_after: float, count: int | None = None) -> list[str]:
-        digest = tag_digest(tag)
+        async with self.classified():
+            return await self._find(tag_digest(tag), created_after, count)
+
+    async def _find(self, digest: str, created_after: float, count: int | None) -> list[str]:
         since = created_after - self.clock_skew
         unverified: list[str] = []
         async for batch in self.client().messages.batches.list(limit=100):  # newest first
@@ -181,7 +192,8 @@ class AnthropicBatchProvider:
     # --- polling and results ---------------------------------------------------------------
 
     async def status(self, provider_id: str) -> BatchStatus:
-        batch = await self.client().messages.batches.retrieve(provider_id)
+        async with self.classified():
+            batch = await self.client().messages.batches.retrieve(provider_id)
         rc = batch.request_counts
         counts = {"processing": rc.processing, Disposition.succeeded.value: rc.succeeded,
                   Disposition.errored.value: rc.errored, Disposition.cancelled.value: rc.canceled,
@@ -191,18 +203,20 @@ class AnthropicBatchProvider:
                            provider_status=str(batch.processing_status), created_at=batch.created_at.timestamp())
 
     async def results(self, provider_id: str) -> AsyncIterator[BatchResult]:
-        stream = await self.client().messages.batches.results(provider_id)
-        try:
-            async for line in stream:
-                yield to_result(line)
-        finally:
-            await stream.close()
+        async with self.classified():
+            stream = await self.client().messages.batches.results(provider_id)
+            try:
+                async for line in stream:
+                    yield to_result(line)
+            finally:
+                await stream.close()
 
     async def cancel(self, provider_id: str) -> None:
-        try:
-            await self.client().messages.batches.cancel(provider_id)
-        except self.sdk.ConflictError:
-            pass  # it has ended already: nothing left to cancel
+        async with self.classified():
+            try:
+                await self.client().messages.batches.cancel(provider_id)
+            except self.sdk.ConflictError:
+                pass  # it has ended already: nothing left to cancel
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -241,7 +255,6 @@ def to_result(line: Any) -> BatchResult:
     return BatchResult(custom_id, disposition)
 
 
-def make_provider(options: AnthropicOptions | dict[str, Any]) -> AnthropicBatchProvider:
-    """The provider for an `anthropic` job's worker options (raw or parsed)."""
-    parsed = options if isinstance(options, AnthropicOptions) else AnthropicOptions.model_validate(options)
-    return AnthropicBatchProvider(parsed)
+def build(options: AnthropicOptions) -> AnthropicBatchProvider:
+    """The provider for an `anthropic` job's parsed worker options (see batchapi/registry.py)."""
+    return AnthropicBatchProvider(options)

@@ -12,7 +12,7 @@ import anthropic
 import pytest
 import pytest_asyncio
 
-from agentic_batch.batchapi.anthropic_batch import AnthropicBatchProvider, make_provider, tag_digest
+from agentic_batch.batchapi.anthropic_batch import AnthropicBatchProvider, build, tag_digest
 from agentic_batch.batchapi.provider import (
     AdoptionPending,
     BatchRequest,
@@ -21,11 +21,11 @@ from agentic_batch.batchapi.provider import (
     Disposition,
     make_custom_id,
 )
-from agentic_batch.engine.structured import instructions
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.testing.anthropic_server import BatchTiming, MessagesRequest, Reply, ScriptedAnthropicServer
 from agentic_batch.workers.anthropic_messages import AnthropicOptions
 from agentic_batch.workers.base import ErrorClass, FailureKind
+from agentic_batch.workers.tool_loop import ModelCallError, sdk_error
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,20 +76,20 @@ async def collect(p: AnthropicBatchProvider, batch_id: str) -> dict[str, BatchRe
 
 
 async def test_request_body_from_the_worker_options() -> None:
-    p = make_provider({"model": "claude-haiku-4-5", "base_url": "http://127.0.0.1:9", "max_tokens": 300,
-                       "temperature": 1.5, "system_prompt": "Be terse."})
+    p = build(AnthropicOptions(model="claude-haiku-4-5", base_url="http://127.0.0.1:9", max_tokens=300,
+                               temperature=1.5, system_prompt="Be terse."))
     assert p.request_body(system=None, prompt="hi", output_schema=None) == {
         "model": "claude-haiku-4-5", "max_tokens": 300, "system": "Be terse.", "temperature": 1.0,
         "messages": [{"role": "user", "content": "hi"}]}
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    body = p.request_body(system="Count.", prompt="how many?", output_schema=schema)
-    assert body["system"] == "Count."
-    assert body["messages"] == [{"role": "user", "content": "how many?" + instructions(schema, None)}]
+    body = p.request_body(system="Count.", prompt="how many? (JSON please)", output_schema=schema)
+    assert body["system"] == "Count."  # the loop has put the schema's instructions in the prompt, as online
+    assert body["messages"] == [{"role": "user", "content": "how many? (JSON please)"}]
 
 
 async def test_a_missing_key_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidSpec, match="ANTHROPIC_API_KEY"):
-        make_provider({"model": "claude-haiku-4-5", "base_url": "https://api.anthropic.com"})
+        build(AnthropicOptions(model="claude-haiku-4-5", base_url="https://api.anthropic.com"))
 
 
 async def test_submit_poll_and_read_results(server: ScriptedAnthropicServer, provider: AnthropicBatchProvider) -> None:
@@ -132,7 +132,7 @@ async def test_errored_requests_are_classified_as_online(server: ScriptedAnthrop
         await provider.client().messages.create(**provider.request_body(system=None, prompt="item 1",
                                                                          output_schema=None))
     except anthropic.APIStatusError as exc:
-        online = provider.error(exc)
+        online = sdk_error(exc, anthropic, anthropic.AnthropicError)  # what the online worker does
     assert online is not None and (online.error_class, online.kind) == (error_class, kind)
 
     batch_id = await provider.submit(unit_requests(provider, 2), tag="t")
@@ -170,10 +170,9 @@ async def test_expired_and_cancelled_requests(server: ScriptedAnthropicServer,
 async def test_429_on_create_is_retryable_and_creates_nothing(server: ScriptedAnthropicServer,
                                                               provider: AnthropicBatchProvider) -> None:
     server.batches.create_errors.append(Reply.error(429, headers={"retry-after": "3"}))
-    with pytest.raises(anthropic.RateLimitError) as caught:
+    with pytest.raises(ModelCallError) as caught:
         await provider.submit(unit_requests(provider, 2), tag="t")
-    error = provider.error(caught.value)
-    assert error is not None
+    error = caught.value
     assert (error.error_class, error.kind, error.retry_after) == (ErrorClass.retryable, FailureKind.rate_limited, 3.0)
     assert server.batches.all() == []
     assert await provider.find("t", created_after=closed_intent(), count=2) == []
@@ -196,8 +195,9 @@ async def test_a_batch_whose_create_was_never_answered_is_adopted_once_it_ends(
     server.batches.hold_create = 30.0
     server.batches.planned.append(BatchTiming(seconds=2.0))
     provider.create_timeout = 0.5
-    with pytest.raises(anthropic.APITimeoutError):
+    with pytest.raises(ModelCallError) as caught:
         await provider.submit(unit_requests(provider, 3), tag="job1-b1")
+    assert caught.value.kind is FailureKind.timeout
     (made,) = server.batches.all()
     with pytest.raises(AdoptionPending):  # still running: cannot be told apart yet
         await provider.find("job1-b1", created_after=intent_at, count=3)
@@ -279,3 +279,18 @@ async def test_results_are_streamed(server: ScriptedAnthropicServer, provider: A
     async for result in provider.results(batch_id):
         seen.append(result.custom_id)
     assert len(seen) == 5010 and len(set(seen)) == 5000
+
+
+async def test_sdk_failures_come_back_classified(server: ScriptedAnthropicServer,
+                                                 provider: AnthropicBatchProvider) -> None:
+    with pytest.raises(ModelCallError) as caught:
+        await provider.status("msgbatch_nope")
+    assert (caught.value.error_class, caught.value.kind) == (ErrorClass.permanent, FailureKind.bad_request)
+    with pytest.raises(ModelCallError):
+        async for _ in provider.results("msgbatch_nope"):
+            pass
+    nobody = build(AnthropicOptions(model="claude-haiku-4-5", base_url="http://127.0.0.1:9"))  # discard port
+    with pytest.raises(ModelCallError) as caught:
+        await nobody.cancel("msgbatch_nope")
+    await nobody.aclose()
+    assert (caught.value.error_class, caught.value.kind) == (ErrorClass.retryable, FailureKind.connection)
