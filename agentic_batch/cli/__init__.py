@@ -28,12 +28,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentic_batch.cli import (control_commands, job_commands, mcp_command, review_commands, serve_command,
-                                   service_command, view_commands)
+    from agentic_batch.cli import (add_command, control_commands, delete_commands, job_commands, mcp_command,
+                                   review_commands, serve_command, service_command, view_commands)
     from agentic_batch.cli.common import use_abp_command_class
 
     job_commands.register(app)
+    add_command.register(app)
     control_commands.register(app)
+    delete_commands.register(app)
     view_commands.register(app)
     review_commands.register(app)
     serve_command.register(app)
@@ -62,7 +64,7 @@ def _main(args: list[str]) -> None:
     from agentic_batch.cli.spec_options import rewrite_json_flag
     from agentic_batch.errors import AbpError
 
-    if args and args[0] in ("create", "run"):
+    if args and args[0] in ("create", "run", "add"):
         args = rewrite_json_flag(args)
     _register()
     try:

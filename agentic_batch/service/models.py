@@ -178,6 +178,19 @@ class SyncResult(ReadModel):
         description="What runs the new units, when there are some.")
 
 
+class AddedUnits(ReadModel):
+    """What `add` did: units added, items skipped as duplicates, and what runs the new units."""
+
+    job_id: int
+    added: int = Field(description="New units (items whose key the job did not have).")
+    duplicates: int = Field(description="Items skipped: the job already had their key, or an earlier item "
+                                        "of the same call gave it.")
+    status: JobStatus = Field(description="The job's status after the call.")
+    started: bool = Field(description="The call set the job RUNNING (`start`).")
+    next: Literal["resume", "retry", "start", "approve"] | None = Field(
+        description="What runs the new units, when nothing does yet.")
+
+
 class ExportResult(ReadModel):
     job_id: int
     path: str

@@ -1,6 +1,6 @@
 """The Orchestrator: create / test / approve / reject / start / stop / resume / cancel / retry /
 edit-prompt / status / list / results / export (and, for isolated jobs, diff / review / apply /
-clean: ReviewMixin), for every interface alike."""
+clean: ReviewMixin; adding items: AddMixin; delete / prune: ClearMixin), for every interface alike."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.creation import create_job, sync_job
+from agentic_batch.service.adding import AddMixin
+from agentic_batch.service.clearing import ClearMixin
 from agentic_batch.service.resume_all import ResumeAllMixin
 from agentic_batch.service.review import ReviewMixin
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
@@ -37,7 +39,7 @@ MAX_EVENTS = 10_000
 MAX_EXECUTORS = 64
 
 
-class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin):
+class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddMixin, ClearMixin):
     def __init__(self, store: Store | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings.db_url)

@@ -2,10 +2,10 @@
 
 `Store` is one `Database` (engine, transactions, migrations) and a query object per table family
 over it: `store.jobs`, `store.units`, `store.events`, `store.logs`, `store.executors`, `store.browse`
-(reads for the interfaces), `store.review` (isolated units' changes and review marks) and
-`store.changes` (PostgreSQL notifications). They share the database's
-connections, and a write transaction open on a thread joins them (`Store.write_batch`).
-`open_store()` applies migrations on first use.
+(reads for the interfaces), `store.review` (isolated units' changes and review marks),
+`store.deletion` (a job's rows, in short transactions) and `store.changes` (PostgreSQL
+notifications). They share the database's connections, and a write transaction open on a thread
+joins them (`Store.write_batch`). `open_store()` applies migrations on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from agentic_batch.store.browse_queries import BrowseQueries
 from agentic_batch.store.db import SCHEMA_REVISION, Database, make_engine
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries, LogQueries
 from agentic_batch.store.executor_queries import ExecutorQueries
+from agentic_batch.store.job_deletion import JobDeletion
 from agentic_batch.store.job_queries import JobQueries
 from agentic_batch.store.notify import Changes, Listener
 from agentic_batch.store.records import (
@@ -47,6 +48,7 @@ class Store:
         self.executors = ExecutorQueries(self.database)
         self.browse = BrowseQueries(self.database)
         self.review = ReviewQueries(self.database)
+        self.deletion = JobDeletion(self.database)
         self.changes = Changes(self.database)
 
     @property

@@ -90,14 +90,12 @@ class JobQueries(Queries):
         with self.database.write() as conn:
             return conn.execute(query).rowcount > 0
 
-    def delete_job(self, job_id: int) -> None:
-        """Remove a job and everything that belongs to it (a failed create, or `abp delete`)."""
-        from agentic_batch.store.schema import events, executors, logs
+    def delete_job(self, job_id: int) -> int:
+        """Remove a job and everything that belongs to it (a failed create, `abp delete`), in short
+        transactions (see `job_deletion`); returns the rows deleted."""
+        from agentic_batch.store.job_deletion import JobDeletion
 
-        with self.database.write() as conn:
-            for table in (events, logs, executors, units):
-                conn.execute(sa.delete(table).where(table.c.job_id == job_id))
-            conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+        return JobDeletion(self.database).delete_job(job_id)
 
     def stale_creating_jobs(self, host: str) -> list[JobRecord]:
         """Jobs left in CREATING by a process on this host (the caller checks the pid is dead)."""

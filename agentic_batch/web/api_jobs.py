@@ -6,7 +6,7 @@ executes an agent; creating a job streams its whole source into the store).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import JOB_STATUSES, MAX_PAGE
+from agentic_batch.service.clearing_models import DeletedJobs, PrunedJobs
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, JobsPage, JobView, ResumeAllReport, RetriedJob,
                                           SyncResult, Timeseries, UnitDetail)
 from agentic_batch.spec import JobSpec
@@ -48,6 +49,17 @@ class RetryRequest(BaseModel):
 class PromptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str = Field(description="The new Jinja2 prompt template (validated against the first items).")
+
+
+class PruneRequest(BaseModel):
+    """Like `abp prune [--status S] [--older-than AGE] [--dry-run]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: list[Literal["completed", "cancelled", "failed"]] | None = Field(
+        default=None, min_length=1, description="Job statuses to prune (default: completed, cancelled, failed).")
+    older_than: str | None = Field(default=None, max_length=40, pattern=r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$",
+                                   description="Only jobs that ended longer ago than this: 90s, 30m, 12h, 7d, 2w.")
+    dry_run: bool = Field(default=False, description="List the jobs; delete nothing.")
 
 
 def spec_openapi() -> dict[str, Any]:
@@ -85,6 +97,24 @@ def resume_all(orch: Orch) -> ResumeAllReport:
     """What `abp resume --all` does after a reboot: each RUNNING job is reported as `resumed` (a new
     executor), `running` (its executor is alive) or `skipped` (with the reason)."""
     return orch.resume_all()
+
+
+@router.post("/jobs/prune", summary="Delete finished jobs")
+def prune_jobs(orch: Orch, body: PruneRequest | None = None) -> PrunedJobs:
+    """Like `abp prune`: every COMPLETED, CANCELLED or FAILED job (or those of `status`) that ended more
+    than `older_than` ago is deleted as `DELETE /api/jobs/{job}` deletes one; `dry_run` lists them."""
+    body = body or PruneRequest()
+    return orch.prune(body.status, body.older_than, dry_run=body.dry_run)
+
+
+@router.delete("/jobs/{job}", summary="Delete a job")
+def delete_job(job: str, orch: Orch,
+               force: Annotated[bool, Query(description="Cancel a RUNNING job first (waits for its executors to "
+                                                        "stop), then delete it.")] = False) -> DeletedJobs:
+    """Like `abp delete`: the job's units, results, events, logs, its files under ABP_HOME and, for an
+    isolated job, its worktrees and unit branches (the applied branch stays). A RUNNING job is a 409
+    unless `force`."""
+    return orch.delete([job], force=force)
 
 
 @router.get("/jobs/{job}", summary="Job status")

@@ -1,21 +1,23 @@
-"""REST: a job's units (the paged table, one unit, its conversation), per-unit retry and cancel,
-and the job-wide event feed. A unit is named by its number in the job (1..N), or `key:KEY` when the key
-has no slash; `GET .../units?key=KEY` finds any key."""
+"""REST: a job's units (the paged table, one unit, its conversation), adding items as new units,
+per-unit retry and cancel, and the job-wide event feed. A unit is named by its number in the job
+(1..N), or `key:KEY` when the key has no slash; `GET .../units?key=KEY` finds any key."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import MAX_PAGE
-from agentic_batch.service.models import EventsPage, EventView, UnitAndJob, UnitsPage, UnitView
+from agentic_batch.service.models import AddedUnits, EventsPage, EventView, UnitAndJob, UnitsPage, UnitView
 from agentic_batch.store import UNIT_STATUSES
 from agentic_batch.store.browse_queries import UNIT_SORTS
 from agentic_batch.web.deps import orchestrator
+from agentic_batch.web.errors import BadRequest, read_json
 from agentic_batch.web.openapi_doc import one_of, word_list
 
 router = APIRouter(prefix="/api", tags=["units"])
@@ -23,6 +25,39 @@ Orch = Annotated[Orchestrator, Depends(orchestrator)]
 MAX_EVENTS = 2000
 After = Annotated[int, Query(ge=0, le=MAX_ID, description="Only events with an id above this")]
 EventsLimit = Annotated[int, Query(ge=1, le=MAX_EVENTS, description="Page size")]
+
+#: The body of `POST /api/jobs/{job}/units` in the OpenAPI document: an array of objects, or JSON Lines.
+ITEMS_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "array", "minItems": 1, "items": {"type": "object"},
+                                     "description": "The items, each a JSON object of fields."}},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON object per line."}}}}}
+
+
+@router.post("/jobs/{job}/units", summary="Add items as new units", openapi_extra=ITEMS_BODY)
+async def add_units(job: str, request: Request,
+                    start: Annotated[bool, Query(description="Run a COMPLETED, PAUSED or FAILED job again at "
+                                                             "once for the new units.")] = False) -> AddedUnits:
+    """Like `abp add`: a JSON array of items, or a JSON Lines body (`Content-Type: application/x-ndjson`).
+    Keyed and deduplicated as `sync`; every item is checked against the job's prompt first, and a bad
+    one is a 422 naming it (`item 3`, `line 3 of the request body`) with nothing added. A RUNNING
+    job's executors pick the new units up at once; a COMPLETED job becomes PAUSED with them unless
+    `start`."""
+    from agentic_batch.service.adding import inline_items, jsonl_text_items
+
+    orch: Orchestrator = orchestrator(request)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-ndjson":
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the request body is not UTF-8 text: {exc}") from None
+        items = list(jsonl_text_items(text, "the request body"))
+    else:
+        body = await read_json(request)
+        if not isinstance(body, list):
+            raise InvalidSpec("the request body must be a JSON array of items (or JSON Lines, with "
+                              "Content-Type: application/x-ndjson)")
+        items = list(inline_items(body))
+    return await run_in_threadpool(orch.add, job, items, start)
 
 
 @router.get("/jobs/{job}/units", summary="List a job's units")

@@ -6,8 +6,9 @@
   the session cookie the login page sets. Both are compared in constant time.
 - Cross-site request forgery: a mutating request (POST/PUT/PATCH/DELETE) whose Origin is another
   site is refused. Otherwise it needs one thing a cross-site form cannot send: a Bearer token, the
-  `X-ABP-CSRF` header with the page's token, or (loopback without a token) a JSON Content-Type,
-  which a browser will only send cross-origin after a CORS preflight that this server never grants.
+  `X-ABP-CSRF` header with the page's token, or (loopback without a token) a JSON (or JSON Lines)
+  Content-Type or the DELETE method, which a browser will only send cross-origin after a CORS
+  preflight that this server never grants.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from agentic_batch.web.config import WebConfig, is_loopback
 
 SESSION_COOKIE = "abp_session"
 CSRF_HEADER = "x-abp-csrf"
+#: Request bodies a cross-site form cannot send without a CORS preflight (JSON, JSON Lines).
+PREFLIGHTED_TYPES = frozenset({"application/json", "application/x-ndjson"})
 SESSION_SECONDS = 7 * 24 * 3600
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -188,7 +191,10 @@ class Guard:
         if same_secret(request.headers.get(CSRF_HEADER), expected):
             return None
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if self.config.token is None and content_type == "application/json" and session_csrf is None:
+        # Neither these content types nor DELETE are "simple" for a browser: cross-site they need the
+        # CORS preflight this server never grants.
+        preflighted = content_type in PREFLIGHTED_TYPES or request.method == "DELETE"
+        if self.config.token is None and preflighted and session_csrf is None:
             return None
         return _refuse(request, 403, "cross-site request refused",
                        "send the X-ABP-CSRF header (the dashboard does), or Content-Type: application/json")
