@@ -13,6 +13,7 @@ from agentic_batch.cli.output import out, print_json
 from agentic_batch.cli.spec_options import JSON_OUTPUT_FLAG
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.sources.kind import RawItem
+from agentic_batch.states import JobStatus
 
 ADD_HELP = """Add items to a job that exists: each becomes a unit, keyed and deduplicated as `abp sync` does.
 
@@ -81,5 +82,5 @@ def register(app: typer.Typer) -> None:
                        "approve": "abp start --approve"}[result.next].split(" ", 2)
             said = " ".join([*command[:2], str(result.job_id), *command[2:]])
             out.print(f"Job {result.job_id} is {result.status}: `{said}` runs them.")
-        elif result.added and result.status == "RUNNING":
+        elif result.added and result.status == JobStatus.RUNNING:
             out.print(f"Job {result.job_id} is RUNNING: its executor picks them up now.")

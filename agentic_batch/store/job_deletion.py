@@ -39,7 +39,7 @@ class DeletedBatch:
 
 
 def job_tables() -> list[sa.Table]:
-    """Tables holding a job's rows, dependents before what they reference (units last but jobs)."""
+    """Tables holding a job's rows, dependents before what they reference."""
     return [t for t in reversed(metadata.sorted_tables) if t is not jobs and "job_id" in t.c]
 
 
