@@ -28,6 +28,7 @@ from agentic_batch.spec import job_default
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers.base import CallGate, ErrorClass, FailureKind, OpenGate, UnitContext, UnitOutcome, Worker
+from agentic_batch.workers.process import SharedProcesses
 from agentic_batch.states import UnitStatus
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class UnitRunner:
         self.recorder = recorder
         self.settings = settings
         self.reaper = reaper
+        #: Processes that serve many units (a worker's shared MCP servers): the reaper's, not a unit's.
+        self.shared_processes = SharedProcesses(reaper)
         self.gate = gate or OpenGate()
         self.executor_id = executor_id
         self._shared_workspace: Path | None = None
@@ -188,6 +191,7 @@ class UnitRunner:
             template_vars={"prompt": prompt, "unit": unit_vars, "job": {"id": self.job.id, "name": self.job.name},
                            **(extra_vars or {})},
             max_output_bytes=worker_output_cap(self.max_output_bytes), full_output_path=spill_path,
+            shared_processes=self.shared_processes,
         )
         if iso is not None:
             ctx = iso.context(ctx)

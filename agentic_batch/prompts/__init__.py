@@ -8,6 +8,7 @@ from agentic_batch.prompts.render import (
     compile_template,
     referenced_fields,
     render,
+    render_value,
     template_context,
     validate,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "compile_template",
     "referenced_fields",
     "render",
+    "render_value",
     "synthesize",
     "template_context",
     "validate",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -187,6 +188,25 @@ def referenced_fields(source: str) -> set[str]:
 def render(source: str, payload: Mapping[str, Any], **extra: Any) -> str:
     """Render one unit's prompt; every failure is a `PromptError` naming what went wrong."""
     return _render(source, payload, "prompt template", extra)
+
+
+#: A template that is one `{{ expression }}` and nothing else (see `render_value`).
+_ONE_EXPRESSION = re.compile(r"\{\{-?(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)+?)-?\}\}", re.S)
+
+
+def render_value(source: str, payload: Mapping[str, Any], *, what: str = "template", **extra: Any) -> Any:
+    """Render a template that fills a JSON value (the `mcp` worker's tool arguments).
+
+    A template that is exactly one `{{ expression }}` keeps the expression's JSON type (`"{{ n }}"`
+    with n = 3 gives 3, `"{{ tags }}"` a list, a missing value in `default(none)` null): it is rendered
+    through `tojson` and parsed back, with the same sandbox, limits and messages as any template.
+    Anything else (`"file {{ path }}"`, `"{{ a }}{{ b }}"`) renders to text.
+    """
+    match = _ONE_EXPRESSION.fullmatch(source)
+    if match is None:
+        return _render(source, payload, what, extra)
+    text = _render(f"{{{{ ({match.group('expr')}) | tojson(none) }}}}", payload, what, extra)
+    return json.loads(text)
 
 
 def validate(

@@ -93,7 +93,7 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     if kind.check is not None:
         kind.check(options, template, workdir)
     if kind.sample_check is not None:
-        kind.sample_check(options, [i.payload for i in head], list(previews) or [None] * len(head))
+        kind.sample_check(options, [i.payload for i in head], list(previews) or [None] * len(head), workdir)
     isolation: dict[str, Any] = {}
     warnings: list[str] = []
     if spec.isolate is Isolate.worktree:

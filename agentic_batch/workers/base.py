@@ -71,6 +71,8 @@ class FailureKind(StrEnum):
     verify_failed = "verify_failed"
     #: An isolated job's agent changed nothing under --require-changes.
     no_changes = "no_changes"
+    #: An MCP tool answered with `isError` (the `mcp` worker): the tool's own refusal, not transport.
+    tool_error = "tool_error"
 
 
 #: Kinds that mean "slow down": the pool halves its in-flight limit on a burst of them.
@@ -170,6 +172,10 @@ class UnitContext:
     #: path in the attempt's worktree (None when outside the repository). Workers with path options of
     #: their own (a cwd, extra directories) pass them through `in_worktree()`.
     path_map: Callable[[Path], Path | None] | None = None
+    #: Where a worker registers processes that outlive the unit to serve later ones (the `mcp`
+    #: worker's servers): not killed when the unit ends, killed when the executor exits or dies.
+    #: None outside an executor (the worker then kills them itself when closed).
+    shared_processes: ProcessTracker | None = None
 
     def in_worktree(self, path: Path) -> Path:
         """`path` as this attempt sees it: inside its worktree when the job is isolated and the path is
@@ -223,9 +229,10 @@ class WorkerKind(Generic[Options]):
     #: Create-time checks beyond the options model: check(options, prompt_template, workdir);
     #: raise InvalidSpec (e.g. the function does not import, a config file is missing).
     check: Callable[[Options, str | None, Path], None] | None = None
-    #: Create-time check against the first items: sample_check(options, payloads, rendered_prompts);
-    #: e.g. the command worker renders its argv templates so a missing field fails before any job exists.
-    sample_check: Callable[[Options, list[dict[str, Any]], list[str | None]], None] | None = None
+    #: Create-time check against the first items: sample_check(options, payloads, rendered_prompts,
+    #: workdir); e.g. the command worker renders its argv templates so a missing field fails before any
+    #: job exists, the mcp worker checks its rendered arguments against the tool's input schema.
+    sample_check: Callable[[Options, list[dict[str, Any]], list[str | None], Path], None] | None = None
 
     def parse_options(self, raw: dict[str, Any]) -> Options:
         from pydantic import ValidationError

@@ -96,7 +96,8 @@ def _check(options: Any, prompt: str | None, _workdir: Path) -> None:
                               hint=f"add {field_ref('prompt')} or {field_ref('intent')}")
 
 
-def _sample_check(options: Any, payloads: list[dict[str, Any]], prompts: list[str | None]) -> None:
+def _sample_check(options: Any, payloads: list[dict[str, Any]], prompts: list[str | None],
+                  _workdir: Path) -> None:
     """Render the argv templates against the first items: a missing field fails at create time."""
     from agentic_batch.prompts import validate
 

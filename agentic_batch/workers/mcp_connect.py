@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.workers.base import ErrorClass, ProcessTracker
 from agentic_batch.workers.process import spawn, terminate
 
@@ -65,18 +65,19 @@ class OpenSession:
 def load_mcp_config(path: str | Path) -> list[MCPServerConfig]:
     """Parse and check an MCP config file; raises InvalidSpec with the reason."""
     path = Path(path).expanduser()
+    config = field_ref("worker_options.mcp_config")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InvalidSpec(f"mcp_config {str(path)!r} does not exist") from None
+        raise InvalidSpec(f"{config} {str(path)!r} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise InvalidSpec(f"mcp_config {str(path)!r} is not readable JSON: {exc}") from None
+        raise InvalidSpec(f"{config} {str(path)!r} is not readable JSON: {exc}") from None
     servers = raw.get("mcpServers") if isinstance(raw, dict) else None
     if not isinstance(servers, dict):
-        raise InvalidSpec(f"mcp_config {str(path)!r} needs an object \"mcpServers\": {{name: server}}")
+        raise InvalidSpec(f"{config} {str(path)!r} needs an object \"mcpServers\": {{name: server}}")
     configs: list[MCPServerConfig] = []
     for name, spec in servers.items():
-        where = f"mcp_config server {name!r}"
+        where = f"{config} server {name!r}"
         if not isinstance(spec, dict):
             raise InvalidSpec(f"{where} must be an object")
         kind = spec.get("type", "http" if "url" in spec else "stdio")

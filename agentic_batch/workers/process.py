@@ -15,7 +15,9 @@ import functools
 import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from agentic_batch.workers.base import ProcessTracker
 
@@ -127,3 +129,48 @@ async def terminate(proc: asyncio.subprocess.Process, tracker: ProcessTracker) -
     with contextlib.suppress(Exception):
         await asyncio.wait_for(proc.wait(), timeout=5)
     tracker.discard(proc.pid)
+
+
+class _GroupRegistry(Protocol):
+    def add(self, pgid: int) -> None: ...
+
+    def discard(self, pgid: int) -> None: ...
+
+
+class SharedProcesses:
+    """A `ProcessTracker` for processes that serve many units (the MCP servers an executor's units share).
+
+    They carry no unit token and join no unit cgroup, so a unit's end, timeout or cancel leaves them
+    running; they are registered with `registry` (the executor's reaper, whose watchdog kills them if
+    the executor dies, even by `kill -9`) and killed by `kill_all()` when their owner closes.
+    """
+
+    def __init__(self, registry: _GroupRegistry | None = None) -> None:
+        self._registry = registry
+        self._lock = threading.Lock()
+        self.groups: set[int] = set()
+
+    def add(self, pgid: int) -> None:
+        with self._lock:
+            self.groups.add(pgid)
+        if self._registry is not None:
+            self._registry.add(pgid)
+
+    def discard(self, pgid: int) -> None:
+        with self._lock:
+            self.groups.discard(pgid)
+        if self._registry is not None:
+            self._registry.discard(pgid)
+
+    def child_env(self) -> dict[str, str]:
+        return {}
+
+    def cgroup_procs(self) -> str | None:
+        return None
+
+    def kill_all(self) -> None:
+        with self._lock:
+            groups = list(self.groups)
+        for pgid in groups:
+            kill_group(pgid)
+            self.discard(pgid)

@@ -14,6 +14,7 @@ _MODULES: dict[str, str] = {
     "python": "agentic_batch.workers.python_fn",
     "openai": "agentic_batch.workers.openai_chat",
     "anthropic": "agentic_batch.workers.anthropic_messages",
+    "mcp": "agentic_batch.workers.mcp_call",
 }
 
 
