@@ -142,7 +142,7 @@ def _sample_check(options: Any, payloads: list[dict[str, Any]], prompts: list[st
         variables = {"prompt": prompts[index] if index < len(prompts) else None,
                      "unit": {"id": 0, "key": "", "seq": index, "attempt": 1}, "job": {"id": 0, "name": ""}}
         samples.append(render_arguments(opts.arguments, payload, variables, item=f" (item #{index})"))
-    listed = {t.name: t for t in _list_tools_now(server, workdir)}
+    listed = {t.name: t for t in _list_tools_now(server, workdir, f"{field_ref(_TOOL)} {opts.tool!r}")}
     if tool not in listed:
         names = ", ".join(sorted(listed)) or "none"
         raise InvalidSpec(f"{field_ref(_TOOL)} {opts.tool!r}: server {server.name!r} has no tool {tool!r} "
@@ -155,7 +155,7 @@ def _sample_check(options: Any, payloads: list[dict[str, Any]], prompts: list[st
                               f"{opts.tool}: {problem}", hint=f"the tool takes: {_describe_schema(schema)}")
 
 
-def _list_tools_now(server: MCPServerConfig, workdir: Path) -> list[Any]:
+def _list_tools_now(server: MCPServerConfig, workdir: Path, what: str) -> list[Any]:
     """List a server's tools from synchronous code (creation may run inside a server's event loop, so
     in a thread with a loop of its own); a server that cannot start is one InvalidSpec."""
     async def listing() -> list[Any]:
@@ -174,9 +174,9 @@ def _list_tools_now(server: MCPServerConfig, workdir: Path) -> list[Any]:
         except MCPStartError as exc:
             first, _, rest = exc.message.partition("\n")
             last = rest.strip().splitlines()[-1] if rest.strip() else None
-            raise InvalidSpec(f"{field_ref(_TOOL)} {server.name}: {first}", hint=last) from None
-        except BaseException as exc:  # an exception group from the SDK, a refused connection
-            raise InvalidSpec(f"{field_ref(_TOOL)} {server.name}: cannot list the server's tools: "
+            raise InvalidSpec(f"{what}: {first}", hint=last) from None
+        except Exception as exc:  # an exception group from the SDK, a refused connection
+            raise InvalidSpec(f"{what}: cannot list the tools of MCP server {server.name!r}: "
                               f"{describe_error(exc)}") from None
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from agentic_batch.workers.base import ErrorClass, UnitContext
 from agentic_batch.workers.mcp_tools import MCPStartError, load_mcp_config, mcp_tools, tool_name
 from agentic_batch.workers.registry import get_worker_kind
 from agentic_batch.workers.tools import Toolbox
+from tests.fixtures.mcp_servers import alive, http_server, write_config
 from tests.fixtures.tracking import SetTracker
 
 SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "mcp_add_server.py"
@@ -33,22 +31,9 @@ def make_ctx(workspace: Path, tracker: SetTracker, events: list[tuple[str, dict[
                        timeout=30.0, emit=lambda kind, data: sink.append((kind, data)), processes=tracker)
 
 
-def write_config(path: Path, servers: dict[str, Any]) -> Path:
-    path.write_text(json.dumps({"mcpServers": servers}))
-    return path
-
-
 def calc_config(tmp_path: Path) -> Path:
     return write_config(tmp_path / "mcp.json", {"calc": {"command": sys.executable, "args": [str(SERVER)],
                                                           "env": {"ABP_TEST": "1"}}})
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_stdio_server_tools_are_listed_called_and_stopped(tmp_path: Path) -> None:
@@ -174,25 +159,11 @@ def test_a_worker_cancelled_mid_unit_stops_its_mcp_servers(tmp_path: Path, monke
 
 
 def test_streamable_http_server(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--http", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        config = write_config(tmp_path / "h.json", {"web": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp"}})
+    with http_server(SERVER) as (url, _):
+        config = write_config(tmp_path / "h.json", {"web": {"type": "http", "url": url}})
 
         async def go() -> str:
             async with mcp_tools(config, make_ctx(tmp_path, SetTracker())) as tools:
                 return (await Toolbox(tools).call("mcp__web__add", {"a": 20, "b": 22})).content
 
         assert asyncio.run(go()) == "42"
-    finally:
-        proc.kill()
-        proc.wait()
