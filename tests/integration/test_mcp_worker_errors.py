@@ -71,7 +71,8 @@ async def test_bad_mcp_worker_options_are_one_line_in_each_callers_words(web, wo
         for flags, options, template, hint in cases(workdir):
             as_flag = said(template, hint, flag_for)
             cli = abp("create", "--name", "bad", "--jsonl", "names.jsonl", "--worker", "mcp", *flags, cwd=workdir)
-            assert cli.returncode == 1 and cli.stderr.strip().splitlines()[0] == f"error: {as_flag}", (flags, cli.stderr)
+            assert cli.returncode == 1, (flags, cli.stderr)
+            assert cli.stderr.strip().splitlines()[0] == f"error: {as_flag}", (flags, cli.stderr)
             assert "Traceback" not in cli.stderr
 
             body = {"name": "bad", "source": source, "worker": "mcp", "worker_options": options}
