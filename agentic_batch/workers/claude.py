@@ -399,7 +399,8 @@ class ClaudeWorker:
                 for kind, data in events_for(message, state):
                     if isinstance(message, SystemMessage) and message.subtype == "init" and CONFIG_DIR_ENV in env:
                         memory = (message.data.get("memory_paths") or {}).get("auto")
-                        found = transcript_path(Path(env[CONFIG_DIR_ENV]), memory, state.session_id)
+                        found = transcript_path(Path(env[CONFIG_DIR_ENV]), memory, state.session_id,
+                                                message.data.get("cwd"))
                         if found is not None:  # where this unit's session transcript is kept
                             data["transcript"] = str(found)
                     ctx.emit(kind, data)

@@ -167,12 +167,33 @@ def prepare(private: Path, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def transcript_path(private: Path, memory_dir: str | None, session_id: str | None) -> Path | None:
-    """Where the CLI keeps a session's transcript in `private`: next to the project's auto-memory
-    folder, which the CLI's init message names (`memory_paths.auto`); None when it does not say."""
-    if not memory_dir or not session_id:
+#: The CLI names a project's folder after its cwd (`project_folder_name`); a name longer than this is
+#: cut and given a hash suffix we do not recompute.
+_PROJECT_NAME_MAX = 200
+
+
+def project_folder_name(cwd: str) -> str:
+    """The folder the CLI keeps a cwd's sessions in: every character but ASCII letters and digits a
+    dash, counted in UTF-16 code units as the CLI (JavaScript) counts them."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else "-" * (2 if ord(ch) > 0xFFFF else 1) for ch in cwd)
+
+
+def transcript_path(private: Path, memory_dir: str | None, session_id: str | None,
+                    cwd: str | None = None) -> Path | None:
+    """Where the CLI keeps a session's transcript in `private`: the project folder named after its
+    `cwd` (both in its init message); else next to the project's auto-memory folder
+    (`memory_paths.auto`), which is the same folder only when the CLI keyed its memory on the cwd,
+    not on a git repository's root (as it does in a worktree, or a repository's subdirectory).
+    None when neither says."""
+    if not session_id:
+        return None
+    if cwd and len(project_folder_name(cwd)) <= _PROJECT_NAME_MAX:
+        return private / "projects" / project_folder_name(cwd) / f"{session_id}.jsonl"
+    if not memory_dir:
         return None
     project = Path(memory_dir.rstrip("/")).parent
     if os.path.realpath(project.parent) != os.path.realpath(private / "projects"):
         return None
+    if cwd and not project.name.startswith(project_folder_name(cwd)[:_PROJECT_NAME_MAX]):
+        return None  # the memory of a repository's root, not this cwd's folder
     return project / f"{session_id}.jsonl"

@@ -1,7 +1,8 @@
 """The user's Claude Code stays clean: a job of the real CLI (bundled in claude-agent-sdk, against the
 scripted model server) leaves `~/.claude` and `~/.claude.json` byte for byte as they were, keeps each
 unit's session transcript under the job's directory, and still runs on the user's credentials (an
-OAuth login in `~/.claude/.credentials.json`, no API key), settings (`model`) and `CLAUDE.md`."""
+OAuth login in `~/.claude/.credentials.json`, no API key), settings (`model`) and `CLAUDE.md`; in place
+and with `--isolate worktree` (where every unit's CLI runs in a worktree, a new project directory each)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 import subprocess
 import threading
 from pathlib import Path
+
+import pytest
 
 from agentic_batch.config import load_settings
 from agentic_batch.spec import JobSpec
@@ -60,8 +63,9 @@ def user_claude_config(home: Path) -> None:
                                                    "hasCompletedOnboarding": True}))
 
 
+@pytest.mark.parametrize("isolate", ["none", "worktree"])
 def test_a_job_leaves_the_users_claude_config_as_it_was(orch, workdir: Path, offline_claude,  # noqa: F811
-                                                        monkeypatch) -> None:
+                                                        monkeypatch, isolate: str) -> None:
     lock = threading.Lock()
     seen: list[tuple[str, str, str, bool]] = []
     requests: list[MessagesRequest] = []
@@ -81,9 +85,14 @@ def test_a_job_leaves_the_users_claude_config_as_it_was(orch, workdir: Path, off
     for i in range(UNITS):  # one folder per file: each unit's CLI runs in a directory of its own
         (workdir / f"part{i:02d}").mkdir()
         (workdir / f"part{i:02d}" / "notes.md").write_text(f"notes {i}\n")
+    if isolate == "worktree":
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                     ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "base"]):
+            subprocess.run(["git", "-C", str(workdir), *args], check=True, capture_output=True)
     spec = JobSpec(name="clean-home", source={"kind": "files", "glob": "*/notes.md", "root": str(workdir)},
                    prompt="Read {{ path }}", worker="claude", worker_options={"max_turns": 2},
-                   concurrency=4, rpm=100_000)  # a limit puts the rate gateway in the CLI's path
+                   concurrency=4, rpm=100_000,  # a limit puts the rate gateway in the CLI's path
+                   isolate=isolate)
     job = orch.create(spec, cwd=workdir).job_id
     orch.start(job, skip_test=True)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
@@ -105,9 +114,15 @@ def test_a_job_leaves_the_users_claude_config_as_it_was(orch, workdir: Path, off
         init = next(e.data for e in unit.events if e.kind == "system" and e.data.get("subtype") == "init")
         transcript = Path(init["transcript"])
         assert transcript.parent.parent == projects and transcript.name == f"{unit.session_id}.jsonl"
-        assert unit.key in transcript.read_text()  # the prompt named the unit's file
+        assert transcript.is_file() and unit.payload["relative_path"] in transcript.read_text()  # the prompt
+        if isolate == "worktree":
+            assert "/worktrees/" in init["cwd"] and not init["cwd"].startswith(str(workdir))
         folders.add(transcript.parent)
     assert len(folders) == UNITS
+    if isolate == "worktree":  # its worktrees are gone; the sessions are the job's, not the user's
+        assert subprocess.run(["git", "-C", str(workdir), "worktree", "list"], capture_output=True, text=True,
+                              check=True).stdout.count("\n") == 1
+        return
 
     # the documented way to continue a unit's session by hand (docs/claude-cli-offline.md) works
     cli = resolve_cli(None)

@@ -113,3 +113,19 @@ def test_transcript_path_is_next_to_the_memory_folder_the_cli_names(tmp_path: Pa
     assert claude_config.transcript_path(private, memory, "abc") == private / "projects" / "-work-part01" / "abc.jsonl"
     assert claude_config.transcript_path(private, "/home/u/.claude/projects/x/memory/", "abc") is None
     assert claude_config.transcript_path(private, None, "abc") is None
+
+
+def test_transcript_path_follows_the_cwd_where_memory_is_keyed_on_the_repository(tmp_path: Path) -> None:
+    """In a worktree (or a repository's subdirectory) the CLI keys memory on the repository's root
+    but keeps the transcript in the folder named after its cwd."""
+    private = tmp_path / "private"
+    memory = str(private / "projects" / "-repo" / "memory") + "/"
+    cwd = "/home/u/.agentic-batch/jobs/3/worktrees/ex-1/w2/part_01"
+    assert claude_config.transcript_path(private, memory, "abc", cwd) == (
+        private / "projects" / "-home-u--agentic-batch-jobs-3-worktrees-ex-1-w2-part-01" / "abc.jsonl")
+    assert claude_config.project_folder_name("/a/é\U0001F600b") == "-a----b"
+    long_cwd = "/" + "d" * 300
+    assert claude_config.transcript_path(private, memory, "abc", long_cwd) is None  # hash-suffixed: not guessed
+    long_memory = str(private / "projects" / (long_cwd.replace("/", "-")[:200] + "-k3f") / "memory")
+    assert claude_config.transcript_path(private, long_memory, "abc", long_cwd) == (
+        Path(long_memory).parent / "abc.jsonl")
