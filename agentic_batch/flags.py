@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 #: The sections of `abp create --help`.
 SOURCE_PANEL, PROMPT_PANEL, RUN_PANEL, ISOLATION_PANEL = "Source", "Prompt", "Execution", "Isolation"
+BATCH_PANEL = "Provider batch API"
 
 
 @dataclass(frozen=True, slots=True)

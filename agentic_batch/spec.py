@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentic_batch.errors import field_ref
-from agentic_batch.flags import ISOLATION_PANEL, PROMPT_PANEL, RUN_PANEL, Flag
+from agentic_batch.flags import BATCH_PANEL, ISOLATION_PANEL, PROMPT_PANEL, RUN_PANEL, Flag
 from agentic_batch.priority import Priority
 from agentic_batch.sources.registry import SourceSpec
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus  # noqa: F401 (re-exported)
@@ -31,6 +31,17 @@ class Isolate(StrEnum):
 
     none = "none"
     worktree = "worktree"
+
+
+class BatchFallback(StrEnum):
+    """What `batch_api` does with units still not done after `batch_fallback_after_s`."""
+
+    none = "none"
+    online = "online"
+
+
+#: The most requests one provider batch takes (Anthropic's cap; OpenAI's is 50,000 and the loop applies it).
+MAX_BATCH_SIZE = 100_000
 
 
 class JobSpec(BaseModel):
@@ -135,6 +146,36 @@ class JobSpec(BaseModel):
         default=False, description="With isolate=worktree: keep each unit's last worktree instead of removing it "
                                    "(its branch is kept either way).")
 
+    batch_api: Annotated[bool, Flag(BATCH_PANEL, help="Send units through the provider's batch API (openai, "
+                                                      "anthropic workers): half the price, results within 24 h "
+                                                      "instead of seconds. One request per unit, no tools.")] = Field(
+        default=False,
+        description="openai / anthropic workers: send each unit as one request of a provider batch (OpenAI Batch, "
+                    "Anthropic Message Batches), billed at half the online price; results usually arrive within "
+                    "minutes to hours (at most 24 h). No tools: each unit is one model request.")
+    batch_size: Annotated[int | None, Flag(BATCH_PANEL, help="At most this many units per provider batch (default: "
+                                                             "the provider's limit).")] = Field(
+        default=None, ge=1, le=MAX_BATCH_SIZE,
+        description="With batch_api: at most this many units per provider batch (default and ceiling: the "
+                    "provider's limit, 50,000 for OpenAI, 100,000 for Anthropic).")
+    batch_poll_s: Annotated[float, Flag(BATCH_PANEL, name="--batch-poll", help="Seconds before the first status "
+                                                                               "check of a batch; the interval "
+                                                                               "grows to minutes.")] = Field(
+        default=30.0, gt=0, le=3600, allow_inf_nan=False,
+        description="With batch_api: seconds before a batch's first status check; each check waits 1.5 times "
+                    "longer, up to max(300 s, this).")
+    batch_fallback: Annotated[BatchFallback, Flag(BATCH_PANEL, help="online: after --batch-fallback-after, cancel "
+                                                                    "the batches still running and run the units "
+                                                                    "not done online (full price).")] = Field(
+        default=BatchFallback.none,
+        description="With batch_api: `online` cancels the batches still running after batch_fallback_after_s and "
+                    "runs every unit not done through the normal online path (full price); `none` waits.")
+    batch_fallback_after_s: Annotated[float, Flag(BATCH_PANEL, name="--batch-fallback-after",
+                                                  help="Seconds after the job starts batching before "
+                                                       "--batch-fallback online applies.")] = Field(
+        default=86_400.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="With batch_fallback=online: seconds after the first batch was submitted before falling back.")
+
     @field_validator("name")
     @classmethod
     def _strip_name(cls, value: str) -> str:
@@ -152,8 +193,16 @@ class JobSpec(BaseModel):
             if given:
                 raise ValueError(f"{', '.join(field_ref(name) for name in given)} need(s) "
                                  f"{field_ref('isolate')} worktree")
+        if not self.batch_api:
+            given = [name for name, default in BATCH_OPTIONS.items() if getattr(self, name) != default]
+            if given:
+                raise ValueError(f"{', '.join(field_ref(name) for name in given)} need(s) {field_ref('batch_api')}")
         return self
 
+
+#: Options that only mean something with `batch_api`, and their defaults.
+BATCH_OPTIONS: dict[str, Any] = {"batch_size": None, "batch_poll_s": 30.0, "batch_fallback": BatchFallback.none,
+                                 "batch_fallback_after_s": 86_400.0}
 
 #: Options that only mean something with `isolate=worktree`.
 ISOLATION_OPTIONS = ("base", "verify", "require_changes", "keep_worktrees")

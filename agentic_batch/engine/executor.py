@@ -24,6 +24,9 @@ from typing import ParamSpec, TypeVar
 
 from agentic_batch.aio import run_bounded, wait_event
 from agentic_batch.config import Settings, load_settings
+from agentic_batch.batchapi.provider import BatchProvider
+from agentic_batch.batchapi.registry import build_provider
+from agentic_batch.engine.batch_loop import BatchLoop
 from agentic_batch.engine.finish import finish, pause_for_store
 from agentic_batch.engine.hostlock import HostLock, spawn_guard
 from agentic_batch.engine.limits import RateGate
@@ -331,10 +334,19 @@ class Executor:
             recorder.log(self.job_id, "info", f"removed {len(pruned)} worktree(s) of executors that are gone",
                          executor_id=self.id)
 
+    async def _run_batches(self, job: JobRecord, runner: UnitRunner, recorder: Recorder,
+                           provider: BatchProvider) -> StopReason | None:
+        """A `--batch-api` job: the batch loop instead of the pool (None: fall back to the pool)."""
+        try:
+            return await BatchLoop(self, job, runner, recorder, provider).run()
+        finally:
+            await provider.aclose()
+
     async def _work(self, job: JobRecord, recorder: Recorder, reaper: Reaper | None) -> int:
         """Build the worker, run the pool, set the job's final status."""
         try:
             worker = self._worker or get_worker_kind(job.worker).build(job.worker_options)
+            provider = build_provider(job.worker, job.worker_options) if job.batch_api else None
         except AbpError as exc:
             recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
                          executor_id=self.id)
@@ -352,7 +364,9 @@ class Executor:
             await self._prepare_worktrees(job, runner, recorder)
         self._pool = pool = Pool(self, job, runner, recorder)
         try:
-            stopped = await pool.run()
+            stopped = await self._run_batches(job, runner, recorder, provider) if provider is not None else None
+            if stopped is None:  # not a batch job, or its batches fell back to the online path
+                stopped = await pool.run()
             if job.isolated:  # before the job can end: its finished state has no worktree left
                 await self._release_worktrees(runner, recorder)
             await recorder.flush()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentic_batch.batchapi.registry import batch_kinds
 from agentic_batch.engine.procs import hostname, process_alive
 from agentic_batch.engine.structured import check_schema
 from agentic_batch.errors import InvalidSpec, field_ref
@@ -60,6 +61,18 @@ def stored_options(spec: JobSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude=set(_STORED_BY_HAND))
 
 
+def check_batch_api(worker: str, options: Any) -> None:
+    """`batch_api` sends each unit as ONE model request: a worker kind with a batch API, and no tools
+    (a tool loop needs a round trip per turn; `--batch-api turns` is not built)."""
+    if worker not in batch_kinds():
+        raise InvalidSpec(f"{field_ref('batch_api')} works with the {' and '.join(batch_kinds())} worker(s), "
+                          f"not {worker}")
+    tools = [name for name in ("allow_commands", "mcp_config") if getattr(options, name, None)]
+    if tools:
+        raise InvalidSpec(f"{field_ref('batch_api')} sends one request per unit and cannot run tools: drop the "
+                          f"worker option(s) {', '.join(tools)} or run without {field_ref('batch_api')}")
+
+
 def cleanup_abandoned(store: Store) -> None:
     """Delete CREATING jobs whose creating process (on this host) died mid-way."""
     for job in store.jobs.stale_creating_jobs(hostname()):
@@ -90,6 +103,8 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
         validate(spec.reduce_prompt, [REDUCE_SAMPLE], what="reduce prompt", unit={}, job={"id": 0, "name": spec.name})
     if spec.output_schema is not None:
         check_schema(spec.output_schema, field_ref("output_schema"))
+    if spec.batch_api:
+        check_batch_api(spec.worker, options)
     if kind.check is not None:
         kind.check(options, template, workdir)
     if kind.sample_check is not None:

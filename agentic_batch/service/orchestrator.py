@@ -229,8 +229,25 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             raise IllegalState(f"job {job.id} changed state meanwhile; try again")
         self.store.units.set_units_status(job.id, [UnitStatus.PENDING, UnitStatus.RUNNING], UnitStatus.CANCELLED)
         self.store.changes.notify(job.id, "cancel")  # executors see the CANCELLED status within a second
+        if job.batch_api and not control.any_live_executor(self.store, self.settings, job.id):
+            self._cancel_provider_batches(job)
         self.store.logs.append_logs([{"job_id": job.id, "level": "info", "message": "job cancelled"}])
         return self.status(job.id)
+
+    def _cancel_provider_batches(self, job: JobRecord) -> None:
+        """No executor will see the cancel: cancel the job's provider batches from here. A provider that
+        cannot be reached is logged, not raised: the job is cancelled either way (its units are)."""
+        from agentic_batch.engine.batch_loop import cancel_batches_now  # the engine only when it is needed
+
+        try:
+            count = cancel_batches_now(self.store, job)
+        except Exception as exc:  # the provider's error, a missing key: say so in the job's log
+            self.store.logs.append_logs([{"job_id": job.id, "level": "warning",
+                                          "message": f"could not cancel the job's provider batches: {exc}"}])
+            return
+        if count:
+            self.store.logs.append_logs([{"job_id": job.id, "level": "info",
+                                          "message": f"{count} provider batch(es) cancelled"}])
 
     def retry(self, ref: str | int, include_cancelled: bool = False) -> RetriedJob:
         """Failed units (and, if asked, cancelled ones) back to PENDING with fresh retries; run again."""

@@ -3,9 +3,10 @@
 `Store` is one `Database` (engine, transactions, migrations) and a query object per table family
 over it: `store.jobs`, `store.units`, `store.events`, `store.logs`, `store.executors`, `store.browse`
 (reads for the interfaces), `store.review` (isolated units' changes and review marks),
-`store.deletion` (a job's rows, in short transactions) and `store.changes` (PostgreSQL
-notifications). They share the database's connections, and a write transaction open on a thread
-joins them (`Store.write_batch`). `open_store()` applies migrations on first use.
+`store.deletion` (a job's rows, in short transactions), `store.batches` (provider batches of
+`--batch-api` jobs) and `store.changes` (PostgreSQL notifications). They share the database's
+connections, and a write transaction open on a thread joins them (`Store.write_batch`).
+`open_store()` applies migrations on first use.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from agentic_batch.store.batch_queries import BatchQueries
 from agentic_batch.store.browse_queries import BrowseQueries
 from agentic_batch.store.db import SCHEMA_REVISION, Database, make_engine
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries, LogQueries
@@ -21,6 +23,7 @@ from agentic_batch.store.job_deletion import JobDeletion
 from agentic_batch.store.job_queries import JobQueries
 from agentic_batch.store.notify import Changes, Listener
 from agentic_batch.store.records import (
+    BatchRecord,
     EventRecord,
     ExecutorRecord,
     JobRecord,
@@ -49,6 +52,7 @@ class Store:
         self.browse = BrowseQueries(self.database)
         self.review = ReviewQueries(self.database)
         self.deletion = JobDeletion(self.database)
+        self.batches = BatchQueries(self.database)
         self.changes = Changes(self.database)
 
     @property
@@ -87,6 +91,7 @@ def open_store(url: str | None = None) -> Store:
 
 __all__ = [
     "LOG_LEVELS",
+    "BatchRecord",
     "SCHEMA_REVISION",
     "UNIT_STATUSES",
     "Database",

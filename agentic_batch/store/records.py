@@ -64,6 +64,11 @@ class JobRecord:
     #: The repository an isolated job's worktrees come from, and the commit they start at.
     repo: str | None = None
     base_commit: str | None = None
+    batch_api: bool | None = None
+    batch_size: int | None = None
+    batch_poll_s: float | None = None
+    batch_fallback: str | None = None
+    batch_fallback_after_s: float | None = None
 
     @property
     def isolated(self) -> bool:
@@ -171,3 +176,33 @@ class NewEvent:
     ts: float
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """One provider batch of a `--batch-api` job (see schema.batches)."""
+
+    id: int
+    job_id: int
+    provider: str
+    tag: str
+    provider_id: str | None
+    state: str
+    provider_status: str | None
+    units: int
+    counts: dict[str, int] | None
+    projected_usd: float
+    error: str | None
+    created_at: float
+    submitted_at: float | None
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def owner(self) -> str:
+        """The lease owner of the batch's units."""
+        return batch_owner(self.id)
+
+
+def batch_owner(batch_id: int) -> str:
+    return f"batch:{batch_id}"

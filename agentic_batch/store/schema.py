@@ -66,6 +66,12 @@ jobs = sa.Table(
     sa.Column("keep_worktrees", sa.Boolean),
     sa.Column("repo", sa.Text),
     sa.Column("base_commit", sa.String(64)),
+    # Provider batches (`--batch-api`): the options as given (NULL for jobs made before: not batched).
+    sa.Column("batch_api", sa.Boolean),
+    sa.Column("batch_size", sa.Integer),
+    sa.Column("batch_poll_s", sa.Float),
+    sa.Column("batch_fallback", sa.String(16)),
+    sa.Column("batch_fallback_after_s", sa.Float),
     sa.Index("ix_jobs_status", "status"),
 )
 
@@ -165,4 +171,29 @@ logs = sa.Table(
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("extra", sa.JSON),
     sa.Index("ix_logs_job", "job_id", "id"),
+)
+
+#: Provider batches of `--batch-api` jobs. The row is written (state `intent`, with its `tag` and its
+#: units leased to `batch:<id>`) before the upload; `provider_id` right after the create call. States:
+#: intent, validating, in_progress, cancelling, ended (results not yet applied), failed, done.
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("tag", sa.String(64), nullable=False),
+    sa.Column("provider_id", sa.String(128)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("provider_status", sa.String(32)),
+    sa.Column("units", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("counts", sa.JSON),
+    # What the batch is expected to cost at the batch price: the budget counts it before the next batch.
+    sa.Column("projected_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_batches_job_state", "job_id", "state"),
 )

@@ -162,7 +162,10 @@ class UnitQueries(Queries):
             slots = {row.id: row for row in conn.execute(job_rows)}
             running: dict[int, int] = dict(conn.execute(
                 sa.select(units.c.job_id, sa.func.count())
-                .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING).group_by(units.c.job_id)
+                .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING,
+                       # a unit in a provider batch is not run by any agent of ours
+                       sa.or_(units.c.lease_owner.is_(None), sa.not_(units.c.lease_owner.like("batch:%"))))
+                .group_by(units.c.job_id)
             ).all())
             claimed: list[Any] = []
             for job_id in sorted(slots, key=lambda j: (-slots[j].priority, j)):

@@ -56,6 +56,10 @@ PRICES: tuple[tuple[str, float, float], ...] = (
 )
 
 
+#: What a provider batch (OpenAI Batch, Anthropic Message Batches) bills of the online price.
+BATCH_PRICE_FACTOR = 0.5
+
+
 def table_price(model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens for `model`, or None when the table does not know it.
 
@@ -84,6 +88,10 @@ class Pricing:
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return usd((tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000)
+
+    def batch_cost(self, tokens_in: int, tokens_out: int) -> float:
+        """The same tokens through the provider's batch API (`BATCH_PRICE_FACTOR` of online)."""
+        return usd((tokens_in * self.price_in + tokens_out * self.price_out) * BATCH_PRICE_FACTOR / 1_000_000)
 
     def warn_if_unknown(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
         """Emit one `warning` event (per worker) when the cost of this model cannot be known."""

@@ -96,8 +96,13 @@ class ChatAdapter(Protocol):
 def user_prompt(ctx: UnitContext) -> str:
     """The first user message: the rendered prompt, plus the previous attempt's error if any."""
     prompt = ctx.prompt if ctx.prompt is not None else json.dumps(ctx.payload, ensure_ascii=False, default=str)
-    if ctx.feedback:
-        prompt += f"\n\nA previous attempt at this task failed with:\n{ctx.feedback}\nPlease fix that."
+    return with_feedback(prompt, ctx.feedback)
+
+
+def with_feedback(prompt: str, feedback: str | None) -> str:
+    """The prompt with the previous attempt's error (online and in provider batches alike)."""
+    if feedback:
+        prompt += f"\n\nA previous attempt at this task failed with:\n{feedback}\nPlease fix that."
     return prompt
 
 

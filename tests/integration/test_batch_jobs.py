@@ -1,0 +1,223 @@
+"""`--batch-api` jobs end to end: real detached executors, the real `openai` SDK, the scripted Files +
+Batches server. The server's `creates` count every accepted batch, so "0 submitted twice" is checked
+against what the provider actually received, and the store's unit statuses say "0 lost".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentic_batch.batchapi.provider import parse_custom_id
+from agentic_batch.errors import InvalidSpec
+from agentic_batch.spec import JobSpec
+from agentic_batch.testing.openai_batches import ScriptedOpenAIBatchServer
+from agentic_batch.testing.openai_server import Reply, Request
+from agentic_batch.workers.pricing import Pricing
+from tests.fixtures.abp import abp, wait_status, wait_until
+
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIBatchServer]:
+    with ScriptedOpenAIBatchServer(lambda r: Reply.text("done: " + r.first_user_text, usage=(100, 20)),
+                                   validating_s=0.2, in_progress_s=0.5, finalizing_s=0.1) as running:
+        yield running
+
+
+def batch_spec(workdir: Path, server: ScriptedOpenAIBatchServer, n: int, **options: Any) -> JobSpec:
+    source = workdir / "items.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": f"item {i}"}) + "\n" for i in range(n)))
+    worker_options = {"model": MODEL, "base_url": server.url, **options.pop("worker_options", {})}
+    return JobSpec(name="batch", source={"kind": "jsonl", "path": str(source), "key": "id"}, prompt="Do {{ text }}",
+                   worker="openai", worker_options=worker_options, batch_api=True, batch_poll_s=0.2, **options)
+
+
+def start(orch: Any, spec: JobSpec, workdir: Path, env: dict[str, str] | None = None) -> int:
+    job_id = int(orch.create(spec, cwd=workdir).job_id)
+    result = abp("start", str(job_id), "--skip-test", cwd=workdir, env=env)
+    assert result.returncode == 0, result.stderr
+    return job_id
+
+
+def submissions(server: ScriptedOpenAIBatchServer) -> Counter[int]:
+    """How many accepted batches carried each unit (any attempt)."""
+    seen: Counter[int] = Counter()
+    for record in server.creates:
+        for custom_id in record.custom_ids:
+            parsed = parse_custom_id(custom_id)
+            assert parsed is not None
+            seen[parsed[0]] += 1
+    return seen
+
+
+def executor_pid(orch: Any, job_id: int) -> int:
+    return int(wait_until(lambda: next((e.pid for e in orch.store.executors.list_executors(job_id, live_only=True)),
+                                       None), what="an executor"))
+
+
+def test_a_batch_job_completes_at_half_the_online_price(orch: Any, workdir: Path,
+                                                        server: ScriptedOpenAIBatchServer) -> None:
+    job_id = start(orch, batch_spec(workdir, server, 12, batch_size=5), workdir)
+    status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+    assert status.status == "COMPLETED", status
+    assert [len(r.custom_ids) for r in server.creates] == [5, 5, 2]
+    assert set(submissions(server).values()) == {1}
+    units = list(orch.store.units.iter_units(job_id))
+    assert all(u.output == f"done: Do item {u.payload['id']}" for u in units)
+    online = Pricing(MODEL).cost(100, 20)
+    assert all(u.cost_usd == pytest.approx(online / 2) for u in units)
+    assert all(u.tokens_in == 100 and u.tokens_out == 20 for u in units)
+    batches = orch.store.batches.list_batches(job_id)
+    assert [b.state for b in batches] == ["done"] * 3 and all(b.provider_id for b in batches)
+    kinds = [e.kind for e in orch.store.events.list_events(unit_id=units[0].id)]
+    assert kinds == ["start", "usage", "assistant", "end"]
+
+
+def test_partial_failure_retries_errored_units_in_a_next_batch(orch: Any, workdir: Path) -> None:
+    tries: Counter[str] = Counter()
+
+    def responder(request: Request) -> Reply:
+        text = request.first_user_text
+        tries[text.split("\n")[0]] += 1
+        if text.startswith("Do item 1") and tries["Do item 1"] == 1:
+            return Reply.error(500, "server hiccup")
+        if text.startswith("Do item 2"):
+            return Reply.error(400, "content policy")
+        return Reply.text("ok")
+
+    with ScriptedOpenAIBatchServer(responder, validating_s=0.1, in_progress_s=0.2, finalizing_s=0.1) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 4), workdir)
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+        assert status.status == "FAILED"
+        by_id = {u.payload["id"]: u for u in orch.store.units.iter_units(job_id)}
+        assert by_id[1].status == "COMPLETED" and by_id[1].attempt == 2  # retried in the second batch
+        assert by_id[2].status == "FAILED" and "content policy" in (by_id[2].error or "")
+        assert by_id[2].error_class == "permanent" and by_id[2].attempt == 1
+        assert [len(r.custom_ids) for r in srv.creates] == [4, 1]
+
+
+def test_kill_9_mid_batch_then_resume_loses_nothing_and_submits_nothing_twice(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(lambda r: Reply.text("ok"), validating_s=0.2, in_progress_s=3.0,
+                                   finalizing_s=0.1) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 30, batch_size=10), workdir)
+        wait_until(lambda: len(srv.creates) == 3, what="three batches submitted")
+        os.kill(executor_pid(orch, job_id), signal.SIGKILL)
+        time.sleep(0.5)
+        assert orch.store.units.count_units(job_id)["RUNNING"] == 30  # still leased to their batches
+        result = abp("resume", str(job_id), cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+        assert status.status == "COMPLETED"
+        assert len(srv.creates) == 3 and set(submissions(srv).values()) == {1}
+        assert orch.store.units.count_units(job_id)["COMPLETED"] == 30
+
+
+@pytest.mark.parametrize("point", ["after_create", "before_create"])
+def test_crash_between_create_and_recording_the_id(orch: Any, workdir: Path, server: ScriptedOpenAIBatchServer,
+                                                   point: str) -> None:
+    """after_create: the provider made the batch, the store never heard its id: resume adopts it by tag.
+    before_create: nothing reached the provider: resume submits the intent row's units, once."""
+    job_id = start(orch, batch_spec(workdir, server, 6), workdir, env={"ABP_TEST_BATCH_CRASH": point})
+    wait_until(lambda: not orch.store.executors.list_executors(job_id, live_only=True)
+               or all(not _alive(e.pid) for e in orch.store.executors.list_executors(job_id, live_only=True)),
+               timeout=30, what="the executor to crash")
+    rows = orch.store.batches.list_batches(job_id)
+    assert len(rows) == 1 and rows[0].provider_id is None and rows[0].state == "intent"
+    assert len(server.creates) == (1 if point == "after_create" else 0)
+    result = abp("resume", str(job_id), cwd=workdir, env={"ABP_TEST_BATCH_CRASH": ""})
+    assert result.returncode == 0, result.stderr
+    status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+    assert status.status == "COMPLETED"
+    assert len(server.creates) == 1 and set(submissions(server).values()) == {1}
+    row = orch.store.batches.list_batches(job_id)[0]
+    assert row.provider_id == server.creates[0].id and row.state == "done"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_cancel_cancels_the_provider_batches(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(stuck=True) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 5), workdir)
+        wait_until(lambda: len(srv.creates) == 1 and orch.store.batches.list_batches(job_id)[0].provider_id,
+                   what="a batch submitted")
+        result = abp("cancel", str(job_id), cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: srv.cancels == [srv.creates[0].id], timeout=30, what="the provider batch cancelled")
+        assert orch.store.units.count_units(job_id)["CANCELLED"] == 5
+        wait_until(lambda: orch.store.batches.list_batches(job_id)[0].state == "done", what="the batch closed")
+
+
+def test_cancel_of_a_paused_job_cancels_its_batches_without_an_executor(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(stuck=True) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 3), workdir)
+        wait_until(lambda: orch.store.batches.list_batches(job_id)
+                   and orch.store.batches.list_batches(job_id)[0].provider_id, what="a batch submitted")
+        assert abp("stop", str(job_id), cwd=workdir).returncode == 0
+        wait_status(orch, job_id, {"PAUSED"}, timeout=30)
+        assert srv.cancels == []  # a pause leaves the batch running at the provider
+        assert orch.store.units.count_units(job_id)["RUNNING"] == 3
+        orch.cancel(job_id)
+        assert srv.cancels == [srv.creates[0].id]
+        assert orch.store.batches.list_batches(job_id)[0].state == "done"
+
+
+def test_expired_requests_go_back_to_pending_without_spending_a_retry(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(expire=True, expire_completes=2, validating_s=0.1, in_progress_s=0.2) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 4, max_retries=0), workdir)
+        wait_until(lambda: len(srv.creates) >= 2, timeout=60, what="a second batch for the expired units")
+        srv.expire = False
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+        assert status.status == "COMPLETED"  # max_retries=0: an expiry spent no retry
+        assert [len(r.custom_ids) for r in srv.creates][:2] == [4, 2]
+        assert all(u.error_count == 0 for u in orch.store.units.iter_units(job_id))
+
+
+def test_429_on_create_backs_off_and_submits_once(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(create_429=2, validating_s=0.1, in_progress_s=0.2) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 3), workdir)
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+        assert status.status == "COMPLETED"
+        assert srv.create_attempts == 3 and len(srv.creates) == 1
+        states = [b.state for b in reversed(orch.store.batches.list_batches(job_id))]
+        assert states == ["refused", "refused", "done"]
+        assert all(u.error_count == 0 for u in orch.store.units.iter_units(job_id))
+
+
+def test_budget_counts_a_submitted_batch_before_the_next(orch: Any, workdir: Path,
+                                                         server: ScriptedOpenAIBatchServer) -> None:
+    # each unit: ~30 prompt tokens + 256 assumed output tokens at gpt-4o-mini's batch price: about $0.00008
+    job_id = start(orch, batch_spec(workdir, server, 40, budget_usd=0.0004, batch_size=3), workdir)
+    status = wait_status(orch, job_id, {"PAUSED", "COMPLETED"}, timeout=90)
+    assert status.status == "PAUSED" and status.pause_reason == "budget"
+    completed = orch.store.units.count_units(job_id)["COMPLETED"]
+    assert 0 < completed < 40
+    assert orch.store.units.unit_totals(job_id)["cost_usd"] <= 0.0004 * 1.5
+
+
+def test_refused_options_say_so_in_one_line(orch: Any, workdir: Path, server: ScriptedOpenAIBatchServer) -> None:
+    with pytest.raises(InvalidSpec, match="cannot run tools"):
+        orch.create(batch_spec(workdir, server, 2, worker_options={"allow_commands": True}), cwd=workdir)
+    with pytest.raises(ValueError, match="need"):
+        JobSpec(name="x", source={"kind": "jsonl", "path": "/x.jsonl"}, prompt="p", batch_size=5)
+    spec = JobSpec(name="x", source={"kind": "jsonl", "path": str(workdir / "items.jsonl")}, prompt="{{ text }}",
+                   worker="command", worker_options={"command": "echo"}, batch_api=True)
+    with pytest.raises(InvalidSpec, match="works with the openai"):
+        orch.create(spec, cwd=workdir)
+    assert orch.store.jobs.list_jobs() == []
