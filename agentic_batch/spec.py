@@ -73,12 +73,13 @@ class JobSpec(BaseModel):
         default="command",
         description="Worker kind that processes each item: command (run a program per item), python (call a "
                     "function per item), claude (Claude Code agent), openai / anthropic (API model with file "
-                    "tools).")
+                    "tools), mcp (one MCP tool call per item).")
     worker_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Options of the chosen worker kind, e.g. command: {\"command\": \"wc -w {{ path }}\"}; python: "
                     "{\"function\": \"/abs/path/mod.py:func\"}; claude: {\"model\": \"sonnet\", \"allowed_tools\": "
-                    "[\"Read\", \"Write\"]}.")
+                    "[\"Read\", \"Write\"]}; mcp: {\"mcp_config\": \"/abs/servers.json\", \"tool\": "
+                    "\"files.read_text_file\", \"arguments\": {\"path\": \"{{ path }}\"}}.")
     # Every number has a finite range the store and the engine can hold (no inf/nan, nothing past
     # the store's INTEGER): one bad number is a one-line error on every interface, never an overflow.
     concurrency: Annotated[int, Flag(RUN_PANEL, help="Units running at once for the whole job, shared by all its "

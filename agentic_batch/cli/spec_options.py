@@ -128,7 +128,8 @@ WORKER_FLAG_HELP = {
     "api_key_env": "Name of the environment variable that holds the API key.",
     "max_turns": "Most model turns per unit (a tool loop step is a turn).",
     "allow_commands": "Give the model a run_command tool (argv, no shell) in the unit's directories.",
-    "mcp_config": "JSON file with {\"mcpServers\": {...}}: MCP servers whose tools the agent may use.",
+    "mcp_config": "JSON file with {\"mcpServers\": {...}}: MCP servers whose tools the agent may use (mcp: "
+                  "the servers --tool names).",
     "price_in": "USD per million input tokens (overrides the built-in price table).",
     "price_out": "USD per million output tokens (overrides the built-in price table).",
     "temperature": "Sampling temperature.",

@@ -83,6 +83,9 @@ def cleanup_abandoned(store: Store) -> None:
 def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     kind = get_worker_kind(spec.worker)
     options = kind.parse_options(spec.worker_options)
+    if spec.isolate is Isolate.worktree and not kind.isolatable:
+        raise InvalidSpec(f"{field_ref('isolate')} worktree does not apply to the {spec.worker} worker: it serves "
+                          f"every unit from the job's directory, not from a unit's worktree")
     workdir = Path(spec.workdir).resolve() if spec.workdir else cwd.resolve()
     if not workdir.is_dir():
         raise InvalidSpec(f"working directory {workdir} does not exist")

@@ -226,6 +226,9 @@ class WorkerKind(Generic[Options]):
     factory: Callable[[Options], Worker]
     #: Agent workers need a prompt; command and python workers may do without.
     prompt_required: bool = True
+    #: Whether a unit's work happens where the attempt says (its worktree, with isolate=worktree); not
+    #: for a worker whose processes serve every unit from one place (the mcp worker's shared servers).
+    isolatable: bool = True
     #: Create-time checks beyond the options model: check(options, prompt_template, workdir);
     #: raise InvalidSpec (e.g. the function does not import, a config file is missing).
     check: Callable[[Options, str | None, Path], None] | None = None

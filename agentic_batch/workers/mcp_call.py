@@ -261,6 +261,7 @@ KIND = WorkerKind(
     options_model=MCPCallOptions,
     factory=lambda options: MCPCallWorker(options),
     prompt_required=False,
+    isolatable=False,
     check=_check,
     sample_check=_sample_check,
 )

@@ -83,4 +83,14 @@ async def test_bad_mcp_worker_options_are_one_line_in_each_callers_words(web, wo
             mcp = await call_error(session, "create_job", **body)
             assert mcp.splitlines()[0] == said(template, hint), (options, mcp)
             assert "--" not in mcp and "--" not in rest.text  # no CLI flag outside the CLI
+        # a shared server cannot follow each unit into its worktree
+        isolated = abp("create", "--name", "bad", "--jsonl", "names.jsonl", "--worker", "mcp", "--mcp-config",
+                       "servers.json", "--tool", "units.shout", "--isolate", "worktree", cwd=workdir)
+        refusal = ("worktree does not apply to the mcp worker: it serves every unit from the job's directory, not "
+                   "from a unit's worktree")
+        assert isolated.returncode == 1 and isolated.stderr.strip() == f"error: --isolate {refusal}"
+        rest = web.post("/api/jobs", {"name": "bad", "source": source, "worker": "mcp", "isolate": "worktree",
+                                      "worker_options": {"mcp_config": str(workdir / "servers.json"),
+                                                         "tool": "units.shout"}})
+        assert rest.status_code == 422 and rest.json()["error"] == f"isolate {refusal}"
     assert web.orch.list_jobs() == []  # nothing half-created

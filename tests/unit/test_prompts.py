@@ -9,6 +9,7 @@ from agentic_batch.prompts import (
     compile_template,
     referenced_fields,
     render,
+    render_value,
     synthesize,
     template_context,
     validate,
@@ -345,3 +346,24 @@ def test_abp_create_refuses_a_huge_template_in_one_line(tmp_path, orch) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "100,000,000 characters" in lines[0], result.stderr
     assert orch.list_jobs() == []
+
+
+def test_render_value_keeps_the_type_of_one_expression() -> None:
+    """The mcp worker's arguments: `"{{ n }}"` sends 3, not "3"; anything else is text."""
+    payload = {"n": 3, "tags": ["a", 1], "path": 'a "b".txt', "ok": True}
+    assert render_value("{{ n }}", payload) == 3
+    assert render_value("{{n}}", payload) == 3
+    assert render_value("{{ tags }}", payload) == ["a", 1]
+    assert render_value("{{ ok }}", payload) is True
+    assert render_value("{{ path }}", payload) == 'a "b".txt'
+    assert render_value("{{ n * 2 }}", payload) == 6
+    assert render_value("{{ missing | default(none) }}", payload) is None
+    assert render_value("{{ item }}", payload) == payload
+    assert render_value("n={{ n }}", payload) == "n=3"
+    assert render_value(" {{ n }}", payload) == " 3"
+    assert render_value("{{ n }}{{ n }}", payload) == "33"
+    assert render_value("{% if ok %}{{ n }}{% endif %}", payload) == "3"
+    with pytest.raises(PromptError, match="arguments value 'x' uses 'nope' but the item has no field 'nope'"):
+        render_value("{{ nope }}", payload, what="arguments value 'x'")
+    with pytest.raises(PromptError, match="sandbox forbids"):
+        render_value("{{ n.__class__.__mro__ }}", payload)
