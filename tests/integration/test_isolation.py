@@ -285,3 +285,49 @@ def test_an_api_model_tool_loop_writes_in_the_worktree(orch: Any, workdir: Path,
         assert unit.changes is not None
         assert [c["path"] for c in unit.changes["changes"]] == [f"src/{unit.payload['name']}.notes"]
     assert not list((repo / "src").glob("*.notes")) and git(repo, "status", "--porcelain") == ""
+
+
+def test_the_anthropic_tool_loop_edits_files_in_the_worktree(orch: Any, workdir: Path, repo: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `anthropic` worker (the real SDK against the scripted Messages API): the prompt's path is the
+    worktree's copy, the agent reads and rewrites it, adds a file, and cannot write into the user's
+    checkout (outside its allowed directory); the diff holds exactly its two files."""
+    from agentic_batch.testing.anthropic_server import MessagesRequest, Reply, ScriptedAnthropicServer
+
+    files_repo(repo)
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    prompts: list[str] = []
+
+    def responder(request: MessagesRequest) -> Reply:
+        path = request.first_user_text.split("FILE=")[1].split()[0]
+        name = Path(path).name
+        if request.turn == 0:
+            prompts.append(path)
+            return Reply.tool_use("read_file", {"path": path})
+        if request.turn == 1:
+            assert request.tool_results[0]["text"].strip().endswith("= 1")
+            return Reply.tool_uses([("write_file", {"path": name, "content": f"{name[0]} = 2\n"}),
+                                    ("write_file", {"path": f"{name}.notes", "content": "bumped\n"}),
+                                    ("write_file", {"path": str(repo / "src" / "escape.txt"), "content": "x"})])
+        assert [r["is_error"] for r in request.tool_results] == [False, False, True]
+        return Reply.text("bumped")
+
+    with ScriptedAnthropicServer(responder) as server:
+        spec = JobSpec(name="anthropic", source={"kind": "files", "glob": "src/*.py", "root": str(repo)},
+                       prompt="Bump the value. FILE={{ path }}", worker="anthropic",
+                       worker_options={"model": "claude-sonnet-4-6", "base_url": server.url}, isolate="worktree")
+        job = orch.create(spec, cwd=repo).job_id
+        orch.start(job, skip_test=True)
+        final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final.status == "COMPLETED", [u.error for u in units(orch, job)]
+    worktrees = Path(os.environ["ABP_HOME"]) / "jobs" / str(job) / "worktrees"
+    assert len(prompts) == 2 and all(Path(p).is_relative_to(worktrees) for p in prompts), prompts
+    for unit in units(orch, job):
+        rel = unit.payload["relative_path"]
+        assert unit.changes is not None and unit.output == "bumped"
+        assert sorted(c["path"] for c in unit.changes["changes"]) == [rel, f"{rel}.notes"]
+        assert added_lines(unit.patch) == [f"{Path(rel).name[0]} = 2", "bumped"]
+        assert git(repo, "show", f"{unit.changes['branch']}:{rel}") == f"{Path(rel).name[0]} = 2"
+    assert git(repo, "status", "--porcelain", "--ignored") == "" and not (repo / "src" / "escape.txt").exists()
+    assert git(repo, "worktree", "list").count("\n") == 0
