@@ -27,21 +27,40 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from agentic_batch.cli import (add_command, control_commands, delete_commands, job_commands, mcp_command,
-                                   review_commands, serve_command, service_command, view_commands)
+#: The modules that register the commands, in help order.
+COMMAND_MODULES = ("job_commands", "add_command", "control_commands", "delete_commands", "view_commands",
+                   "review_commands", "serve_command", "mcp_command", "service_command")
+
+#: The module each command of a several-command module lives in: `abp list` registers (and imports)
+#: the view commands alone, not `create`'s flags built from every worker's options. A command missing
+#: here (`serve`, `mcp`, a typo, `--help`) registers them all; tests/unit/test_cli_imports.py keeps the
+#: table complete. (A one-command module is not listed: Typer runs a lone command without its name.)
+COMMAND_HOME = {
+    "create": "job_commands", "run": "job_commands", "start": "job_commands", "edit": "job_commands",
+    "sync": "job_commands",
+    "stop": "control_commands", "resume": "control_commands", "cancel": "control_commands",
+    "retry": "control_commands", "wait": "control_commands", "executor": "control_commands",
+    "status": "view_commands", "list": "view_commands", "watch": "view_commands", "results": "view_commands",
+    "show": "view_commands", "logs": "view_commands",
+    "delete": "delete_commands", "prune": "delete_commands",
+    "diff": "review_commands", "review": "review_commands", "apply": "review_commands", "clean": "review_commands",
+}
+
+
+def _register(args: list[str] | None = None) -> None:
+    from importlib import import_module
+
     from agentic_batch.cli.common import use_abp_command_class
 
-    job_commands.register(app)
-    add_command.register(app)
-    control_commands.register(app)
-    delete_commands.register(app)
-    view_commands.register(app)
-    review_commands.register(app)
-    serve_command.register(app)
-    mcp_command.register(app)
-    service_command.register(app)
+    home = COMMAND_HOME.get(args[0]) if args else None
+    for name in [home] if home else COMMAND_MODULES:
+        if name not in _registered:  # in-process callers (tests) may register one module, then all
+            import_module(f"agentic_batch.cli.{name}").register(app)
+            _registered.add(name)
     use_abp_command_class(app)
+
+
+_registered: set[str] = set()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,12 +80,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(args: list[str]) -> None:
     from agentic_batch.cli.output import err
-    from agentic_batch.cli.spec_options import rewrite_json_flag
     from agentic_batch.errors import AbpError
 
     if args and args[0] in ("create", "run", "add"):
+        from agentic_batch.cli.spec_options import rewrite_json_flag  # every worker's flags: not for `abp list`
+
         args = rewrite_json_flag(args)
-    _register()
+    _register(args)
     try:
         app(args=args, prog_name="abp")  # standalone: click handles usage errors (exit 2) and typer.Exit
     except AbpError as exc:

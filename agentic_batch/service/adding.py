@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING, Any
 from agentic_batch.errors import AbpError, IllegalState, InvalidSpec, SourceError, field_ref
 from agentic_batch.service import control
 from agentic_batch.service.models import AddedUnits
-from agentic_batch.sources.base import item_key, item_priority
-from agentic_batch.sources.kind import RawItem
-from agentic_batch.sources.registry import SourceSpec, get_source_kind
-from agentic_batch.spec import JobStatus
+from agentic_batch.states import JobStatus
 from agentic_batch.store import NewUnit
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the source readers are imported where items are read: `abp list` builds this mixin too
     from agentic_batch.config import Settings
+    from agentic_batch.sources.kind import RawItem
     from agentic_batch.store import JobRecord, Store
 
 #: Items one MCP call may carry inline (more: write them to a file and give its path).
@@ -69,6 +67,8 @@ def file_items(path: str, fmt: str | None = None) -> Iterator[RawItem]:
     the line). `fmt` "json" or "jsonl"; None: a file whose first character is `[` is a JSON array."""
     if fmt is None:
         fmt = "json" if _first_char(path) == "[" else "jsonl"
+    from agentic_batch.sources.registry import get_source_kind
+
     kind = get_source_kind(fmt)
     options = kind.options_model.model_validate({"path": str(Path(path).expanduser().absolute())})
     yield from kind.iterate(options, Path.cwd())
@@ -94,6 +94,8 @@ def prepare_units(job: JobRecord, items: Iterable[RawItem], first_seq: int) -> l
     from agentic_batch.workers import get_worker_kind
 
     from agentic_batch.service.creation import _Cleaned
+    from agentic_batch.sources.base import item_key, item_priority
+    from agentic_batch.sources.registry import SourceSpec, get_source_kind
 
     source = SourceSpec.model_validate(job.source)
     natural = get_source_kind(source.kind).natural_key if not source.key else None
@@ -209,6 +211,8 @@ def _json_kind(value: Any) -> str:
 def _job_words(hint: str | None, job: JobRecord) -> str | None:
     """A key error's hint speaks of the source spec; here the key field is the job's, fixed at create."""
     if hint and "source.key" in hint:
+        from agentic_batch.sources.registry import SourceSpec
+
         return f"job {job.id} keys its items by {SourceSpec.model_validate(job.source).key!r}: every item needs it"
     return hint
 

@@ -18,10 +18,9 @@ from agentic_batch.service import control
 from agentic_batch.service.models import (JobRow, JobsPage, JobView, LogsPage, RunningJobRow, Stats, TimePoint,
                                           Timeseries, UnitAndJob, UnitFeed, UnitRow, UnitsPage)
 from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, log_rows, unit_view
-from agentic_batch.spec import JobStatus
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
 from agentic_batch.store.browse_queries import UNIT_SORTS
-from agentic_batch.states import UnitStatus
+from agentic_batch.states import JobStatus, UnitStatus
 
 if TYPE_CHECKING:
     from agentic_batch.config import Settings

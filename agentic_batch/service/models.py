@@ -27,7 +27,7 @@ ResultRow = dict[str, Any]
 
 
 class ReadModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def plain(value: Any) -> Any:

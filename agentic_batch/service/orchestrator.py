@@ -8,18 +8,14 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentic_batch import results as result_rows
 from agentic_batch.config import Settings, load_settings
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound, field_ref
-from agentic_batch.prompts import compile_template, validate
 from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
-from agentic_batch.service.creation import create_job, sync_job
 from agentic_batch.service.adding import AddMixin
 from agentic_batch.service.clearing import ClearMixin
 from agentic_batch.service.resume_all import ResumeAllMixin
@@ -29,10 +25,15 @@ from agentic_batch.service import views
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
                                           LogLine, ResultRow, RetriedJob, SyncResult, UnitDetail, UnitView)
 from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows
-from agentic_batch.spec import (MAX_BUDGET_USD, TERMINAL_JOB_STATUSES, JobSpec, JobStatus,
-                                describe_validation_error)
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
-from agentic_batch.states import UnitStatus
+from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus
+
+if TYPE_CHECKING:
+    from agentic_batch.spec import JobSpec
+
+# Creation, prompts (Jinja2) and the JobSpec (every source kind) are imported by the methods that use
+# them: the read commands (`abp list`, `abp status`, `abp show`) construct an Orchestrator too, and
+# should cost a user no more than their queries (tests/unit/test_cli_imports.py).
 
 #: Events or log lines in one read; executors one command may start on a host.
 MAX_EVENTS = 10_000
@@ -78,6 +79,11 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
     # -- create ---------------------------------------------------------------------------------
 
     def create(self, spec: JobSpec | dict[str, Any], cwd: Path | None = None) -> CreatedJob:
+        from pydantic import ValidationError
+
+        from agentic_batch.service.creation import create_job
+        from agentic_batch.spec import JobSpec, describe_validation_error
+
         if not isinstance(spec, JobSpec):
             try:
                 spec = JobSpec.model_validate(spec)
@@ -87,6 +93,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def sync(self, ref: str | int) -> SyncResult:
         """Add the items that appeared in the source since the job was created (keys already there are skipped)."""
+        from agentic_batch.service.creation import sync_job
+
         job = self.job(ref)
         self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.COMPLETED,
                            JobStatus.FAILED, JobStatus.RUNNING}, "sync")
@@ -194,6 +202,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor.
 
         `budget_usd` replaces the job's budget (e.g. after it paused with reason "budget")."""
+        from agentic_batch.spec import MAX_BUDGET_USD
+
         job = self.job(ref)
         self._expect(job, {JobStatus.PAUSED, JobStatus.RUNNING}, "resume", _resume_hint(job))
         self._check_executors(executors)
@@ -268,6 +278,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def edit_prompt(self, ref: str | int, template: str) -> JobView:
         """Replace the prompt template; units not yet completed will use it."""
+        from agentic_batch.prompts import compile_template, validate
+
         job = self.settle_test(self.job(ref))
         self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.FAILED},
                      "edit the prompt of", _edit_hint(job))

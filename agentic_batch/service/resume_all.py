@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from agentic_batch.errors import AbpError
 from agentic_batch.service import control
 from agentic_batch.service.models import JobView, ResumeAllReport, ResumedJob
-from agentic_batch.spec import JobStatus
+from agentic_batch.states import JobStatus
 from agentic_batch.store.faults import store_error_for
 
 if TYPE_CHECKING:

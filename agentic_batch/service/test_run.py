@@ -26,15 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.config import Settings
-from agentic_batch.engine.executor import close_worker
 from agentic_batch.engine.launch import spawn_detached
 from agentic_batch.engine.procs import hostname, pid_start_token, process_alive
-from agentic_batch.engine.reaper import Reaper
-from agentic_batch.engine.recorder import Recorder
-from agentic_batch.engine.runner import UnitRunner
 from agentic_batch.errors import AbpError, IllegalState
 from agentic_batch.store import JobRecord, Store
-from agentic_batch.workers import get_worker_kind
 from agentic_batch.states import JobStatus, UnitStatus
 
 #: The executors-table states of a test run's owner (executors proper are running/stopping/stopped/dead):
@@ -81,6 +76,14 @@ def run_test_unit(store: Store, settings: Settings, job: JobRecord, owner: str) 
 
     Raises TestInterrupted (after giving the unit back) when SIGTERM or SIGINT arrives meanwhile.
     """
+    # The engine and the workers are imported here, not with the module: every Orchestrator imports this
+    # module (TestFlowMixin), and `abp list` / `abp status` must not pay for the engine.
+    from agentic_batch.engine.executor import close_worker
+    from agentic_batch.engine.reaper import Reaper
+    from agentic_batch.engine.recorder import Recorder
+    from agentic_batch.engine.runner import UnitRunner
+    from agentic_batch.workers import get_worker_kind
+
     try:
         worker = get_worker_kind(job.worker).build(job.worker_options)  # before the claim: a bad worker
         unit = store.units.first_unit(job.id)                                 # leaves the unit untouched

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from agentic_batch.config import Settings
 from agentic_batch.engine.recovery import executor_alive
-from agentic_batch.spec import Priority
+from agentic_batch.priority import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.store.records import EventRecord, LogRecord

@@ -25,8 +25,7 @@ CLI_ONLY_FLAGS = {"--prompt-file", "--json-output", "--help"}
 def cli_flags() -> set[str]:
     from agentic_batch.cli import _register, app
 
-    if not app.registered_commands:
-        _register()
+    _register()  # every command (another test may have registered one module of them)
     command = typer.main.get_command(app).commands["create"]  # type: ignore[attr-defined]
     _, worker_options = worker_params()
     return {name for param in command.params if param.name not in worker_options  # worker flags: their own test
