@@ -36,7 +36,7 @@ STATUS_STYLE: dict[str, str] = {JobStatus.COMPLETED: "green", JobStatus.RUNNING:
                                   JobStatus.CANCELLED: "magenta", JobStatus.PAUSED: "yellow", JobStatus.TESTING: "blue",
                                   JobStatus.CREATED: "white", UnitStatus.PENDING: "white"}
 #: Worker kinds that run no model: they have no cost, tokens or turns to show.
-NON_MODEL_WORKERS = frozenset({"command", "python"})
+NON_MODEL_WORKERS = frozenset({"command", "python", "mcp"})
 
 # C0 controls, DEL, C1 controls (ESC, CSI, OSC, BEL, backspace, carriage return, ...) and the bidi
 # overrides that reorder what a line appears to say. \n and \t are kept in multi-line content only.

@@ -36,6 +36,7 @@ from agentic_batch.workers.mcp_connect import (
 )
 from agentic_batch.workers.mcp_session import ServerGone, SharedSession
 from agentic_batch.workers.process import SharedProcesses
+from agentic_batch.workers.tool_loop import truncate
 
 _TOOL, _ARGUMENTS, _CONFIG = "worker_options.tool", "worker_options.arguments", "worker_options.mcp_config"
 #: JSON-RPC error codes that mean the request itself is wrong (sending it again fails again).
@@ -216,7 +217,8 @@ class MCPCallWorker:
             arguments = render_arguments(self.options.arguments, ctx.payload, ctx.template_vars)
         except AbpError as exc:
             return UnitOutcome.failure(exc.one_line(), ErrorClass.permanent, FailureKind.prompt)
-        ctx.emit("tool_call", {"server": self.session.server.name, "tool": self.tool, "arguments": arguments})
+        # the tool loop's event kinds, so `abp show` and the dashboard render the call as they do an agent's
+        ctx.emit("tool_use", {"name": self.options.tool, "input": arguments})
         try:
             result = await self.session.call(self.tool, arguments, ctx)
         except MCPStartError as exc:
@@ -227,6 +229,7 @@ class MCPCallWorker:
             return _call_failure(self.options.tool, exc)
         text = content_text(result)
         data = result.structured_content
+        ctx.emit("tool_result", {"content": truncate(text), "is_error": bool(result.is_error)})
         if result.is_error:
             return UnitOutcome.failure(f"{self.options.tool} returned an error: {text[:_ERROR_TEXT] or '(no text)'}",
                                        ErrorClass.permanent, FailureKind.tool_error, output=text or None, data=data)

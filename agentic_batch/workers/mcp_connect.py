@@ -123,9 +123,10 @@ def unwrap_group(group: BaseExceptionGroup, raised: list[BaseException]) -> Base
 
 
 async def open_session(server: MCPServerConfig, stack: AsyncExitStack, *, tracker: ProcessTracker,
-                       cwd: Path | None) -> OpenSession:
+                       cwd: Path | None, read_timeout: float | None = 300.0) -> OpenSession:
     """Connect, initialise and list tools; any failure becomes one MCPStartError with stderr's tail.
-    Everything opened is closed by `stack` (a stdio server's process group killed)."""
+    Everything opened is closed by `stack` (a stdio server's process group killed). `read_timeout`
+    bounds a wait for an HTTP server's answer (None: no bound but the caller's)."""
     import anyio
     from mcp import ClientSession
 
@@ -137,7 +138,7 @@ async def open_session(server: MCPServerConfig, stack: AsyncExitStack, *, tracke
             from mcp.client.streamable_http import streamable_http_client
 
             client = await stack.enter_async_context(
-                httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(30.0, read=300.0)))
+                httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(30.0, read=read_timeout)))
             read, write = await stack.enter_async_context(streamable_http_client(server.url, http_client=client))
         else:
             read, write = await stack.enter_async_context(_tracked_stdio(server, tracker, cwd, stderr_tail, process))

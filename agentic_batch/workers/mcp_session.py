@@ -48,7 +48,8 @@ class _Generation:
         try:
             async with AsyncExitStack() as stack:
                 try:
-                    opened = await open_session(self.server, stack, tracker=tracker, cwd=cwd)
+                    # no read timeout of its own: each unit's --timeout bounds its call
+                    opened = await open_session(self.server, stack, tracker=tracker, cwd=cwd, read_timeout=None)
                     self.ready.set_result(opened)
                     await self.stop.wait()
                 except BaseException as exc:
@@ -101,7 +102,6 @@ class SharedSession:
     async def call(self, tool: str, arguments: dict[str, Any], ctx: UnitContext) -> Any:
         """`tools/call` through the shared session. Raises MCPStartError (cannot start), ServerGone
         (the connection ended during the call) or the SDK's MCPError (the server answered an error)."""
-        import anyio
         from mcp import MCPError
         from mcp_types import CONNECTION_CLOSED
 
@@ -117,7 +117,9 @@ class SharedSession:
                     raise
                 generation.lost()
                 raise ServerGone(f"MCP server {self.server.name!r} closed the connection during the call") from None
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
+            except (ValueError, RuntimeError):  # a result the SDK refused (pydantic's ValidationError, an
+                raise                               # input request): the session itself is fine
+            except Exception as exc:  # the transport failed (a closed stream, a refused connection): start anew
                 generation.lost()
                 raise ServerGone(f"MCP server {self.server.name!r} is gone: {describe_error(exc)}") from None
 

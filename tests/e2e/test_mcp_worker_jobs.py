@@ -68,7 +68,7 @@ def test_test_first_then_approve_text_data_and_tool_errors(workdir: Path, orch: 
     job = create(workdir, "units.count_words", {"path": "{{ path }}"}, rows, "--concurrency", "2")
 
     tested = ok("start", job, cwd=workdir)  # `abp test`: the first unit alone, shown
-    assert '"words": 3' in tested.stdout and "count_words" in tested.stdout
+    assert '"words": 3' in tested.stdout and "→ units.count_words({\"path\"" in tested.stdout
     assert orch.status(int(job)).status == "TESTING"
     ok("start", job, "--approve", cwd=workdir)
     wait_status(orch, int(job), ENDED)

@@ -85,7 +85,8 @@ def test_text_structured_content_and_is_error(tmp_path: Path, pid_dir: Path) -> 
                                         [make_ctx(tmp_path, {"what": "way"}, shared, events=events)]))[0]
     assert refused.error_class == ErrorClass.permanent and refused.error_kind == FailureKind.tool_error
     assert "units.refuse returned an error" in (refused.error or "") and "no way" in (refused.error or "")
-    assert ("tool_call", {"server": "units", "tool": "refuse", "arguments": {"reason": "no way"}}) in events
+    assert ("tool_use", {"name": "units.refuse", "input": {"reason": "no way"}}) in events
+    assert ("tool_result", {"content": "Error executing tool refuse: no way", "is_error": True}) in events
 
 
 def test_a_timeout_cancels_the_call_and_the_session_goes_on(tmp_path: Path, pid_dir: Path) -> None:
@@ -161,6 +162,7 @@ def test_streamable_http_server_shared_and_reconnected_after_it_restarts(tmp_pat
         outcomes = asyncio.run(go())
     assert [o.output for o in outcomes[:3]] == ["X", "Y", "Z"]
     assert outcomes[3].error_class == ErrorClass.retryable, outcomes[3]
+    assert outcomes[3].error_kind == FailureKind.connection and "MCP server 'web'" in (outcomes[3].error or "")
     assert outcomes[4].ok and outcomes[4].output == "BACK", outcomes[4]
 
 
