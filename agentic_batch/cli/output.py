@@ -153,6 +153,16 @@ def status_panel(s: JobView, active: list[ActiveUnit] | None = None) -> Panel:
         grid.add_row("holding", f"quota: no new units until {until}")
     if s.error:
         grid.add_row("error", safe(s.error, style="red"))
+    if s.batches is not None:
+        b = s.batches
+        grid.add_row("batches", f"{b.in_flight} in flight ({b.units} unit(s), {money(b.projected_usd)} projected at "
+                                f"the batch price) · {b.submitted} submitted")
+        for batch in b.batches[:10]:
+            counts = batch.counts
+            grid.add_row("", safe(f"#{batch.id} {batch.provider_id or '(not created yet)'} · {batch.status} · "
+                                  f"{counts.get('succeeded', 0)}/{counts.get('total', batch.units)} done"
+                                  f"{f', {errs} errored' if (errs := counts.get('errored')) else ''} · "
+                                  f"age {duration(batch.age_seconds)}"))
     if s.reduce:
         r = s.reduce
         grid.add_row("reduce", safe(f"{r.status or 'not run'}" + (f": {r.error}" if r.error else "")))

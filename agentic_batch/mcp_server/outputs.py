@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentic_batch.service.models import JobSummary, ReduceView
+from agentic_batch.service.models import BatchesView, JobSummary, ReduceView
 from agentic_batch.states import JobStatus, UnitStatus
 
 
@@ -75,6 +75,8 @@ class JobStatusReply(Reply):
     pause_reason: str | None = None
     hold_until: float | None = None
     reduce: ReduceView | None = None
+    batches: BatchesView | None = Field(default=None, description="batch_api jobs: provider batches in flight "
+                                                                  "(their units count as running).")
     executor: ExecutorBrief | None = None
     message: str | None = Field(default=None, description="What the call did.")
     next_step: str | None = Field(default=None, description="What to call next.")

@@ -97,7 +97,7 @@ def next_step(s: JobView) -> str:
 #: dict for the CLI and REST. `get_job_status` is polled: every field here is paid for on each poll.
 STATUS_FIELDS = ("id", "name", "status", "total", "pending", "running", "completed", "failed", "cancelled",
                  "progress", "eta_seconds", "cost_usd", "projected_cost_usd", "budget_usd", "error", "pause_reason",
-                 "hold_until", "reduce")
+                 "hold_until", "reduce", "batches")
 _QUIET_ZERO_STATUS = ("cost_usd", "projected_cost_usd")
 
 

@@ -98,6 +98,30 @@ class ReduceView(ReadModel):
     error: str | None
 
 
+class BatchView(ReadModel):
+    """One provider batch of a `batch_api` job."""
+
+    id: int = Field(description="The batch's number in this store.")
+    provider_id: str | None = Field(description="The provider's batch id (null until the create call returned).")
+    status: str = Field(description="The provider's own status word (validating, in_progress, ...), or `intent` "
+                                    "before the provider answered.")
+    units: int
+    counts: dict[str, int] = Field(description="The provider's request counts: succeeded, errored, processing, "
+                                               "total.")
+    projected_usd: float = Field(description="Its projected cost at the batch price.")
+    age_seconds: float = Field(description="Seconds since it was submitted (or written, before that).")
+
+
+class BatchesView(ReadModel):
+    """A `batch_api` job's provider batches in flight (units in them show as running)."""
+
+    in_flight: int = Field(description="Batches not finished and applied yet.")
+    units: int = Field(description="Units in those batches.")
+    projected_usd: float = Field(description="Their projected cost at the batch price.")
+    submitted: int = Field(description="Batches submitted over the job's life.")
+    batches: list[BatchView] = Field(description="The batches in flight, newest first (at most 20).")
+
+
 class JobDetails(JobSummary):
     """A job's summary plus cost projection and options (`JobView` adds its executors)."""
 
@@ -113,6 +137,7 @@ class JobDetails(JobSummary):
     hold_until: float | None = Field(description="A quota hold: no unit starts before this time.")
     test_unit: int | None = Field(description="The number of the unit the test run used.")
     reduce: ReduceView | None
+    batches: BatchesView | None = Field(default=None, description="batch_api jobs: provider batches in flight.")
 
 
 class JobView(JobDetails):

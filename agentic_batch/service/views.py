@@ -16,8 +16,8 @@ from agentic_batch.priority import Priority
 from agentic_batch.store import JobRecord, Store, UnitRecord
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.store.records import EventRecord, LogRecord
-from agentic_batch.service.models import (EventView, ExecutorInfo, ExecutorView, JobSummary, JobView, LogLine,
-                                          ReduceView, UnitView)
+from agentic_batch.service.models import (BatchesView, BatchView, EventView, ExecutorInfo, ExecutorView, JobSummary,
+                                          JobView, LogLine, ReduceView, UnitView)
 from agentic_batch.states import JobStatus, UnitStatus
 
 #: The window of the all-jobs throughput on the dashboard (`stats`).
@@ -111,6 +111,9 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> JobView:
     row, totals = _summary(store, job, now)
     total, finished = row.total, row.completed + row.failed
     per_unit = row.cost_usd / finished if finished else None
+    batches = batches_view(store, job, now) if job.batch_api else None
+    if per_unit is None and batches is not None and batches.units:  # nothing back yet: the batches' projection
+        per_unit = batches.projected_usd / batches.units
     projected = round(per_unit * total, 6) if per_unit is not None else None
     return JobView(
         **row.model_dump(),
@@ -124,7 +127,20 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> JobView:
         reduce=(ReduceView(status=job.reduce_status, output=job.reduce_output, error=job.reduce_error)
                 if job.reduce_prompt else None),
         executor=executor_view(store, settings, job.id),
+        batches=batches,
     )
+
+
+def batches_view(store: Store, job: JobRecord, now: float) -> BatchesView:
+    """A batch job's provider batches in flight: status, counts, age (the store's rows, no provider call)."""
+    live = store.batches.list_batches(job.id, live_only=True)
+    return BatchesView(
+        in_flight=len(live), units=sum(r.units for r in live),
+        projected_usd=round(sum(r.projected_usd for r in live), 6),
+        submitted=store.batches.count_submitted(job.id),
+        batches=[BatchView(id=r.id, provider_id=r.provider_id, status=r.provider_status or r.state, units=r.units,
+                           counts=dict(r.counts or {}), projected_usd=round(r.projected_usd, 6),
+                           age_seconds=round(now - (r.submitted_at or r.created_at), 1)) for r in live[:20]])
 
 
 def job_summary(store: Store, job: JobRecord, now: float | None = None) -> JobSummary:

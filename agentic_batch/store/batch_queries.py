@@ -117,3 +117,9 @@ class BatchQueries(Queries):
                                          sa.func.coalesce(sa.func.sum(batches.c.units), 0))
                                .where(batches.c.job_id == job_id, batches.c.state.in_(LIVE_STATES))).one()
         return {"batches": int(row[0]), "projected_usd": float(row[1]), "units": int(row[2])}
+
+    def count_submitted(self, job_id: int) -> int:
+        """Batches of the job that reached the provider, over its life."""
+        with self.database.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                batches.c.job_id == job_id, batches.c.provider_id.is_not(None))).scalar_one())

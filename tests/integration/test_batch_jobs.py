@@ -221,3 +221,23 @@ def test_refused_options_say_so_in_one_line(orch: Any, workdir: Path, server: Sc
     with pytest.raises(InvalidSpec, match="works with the openai"):
         orch.create(spec, cwd=workdir)
     assert orch.store.jobs.list_jobs() == []
+
+
+def test_status_shows_batches_in_flight_on_every_interface(orch: Any, workdir: Path) -> None:
+    from agentic_batch.mcp_server.shaping import status_view
+
+    with ScriptedOpenAIBatchServer(stuck=True) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 4, batch_size=2), workdir)
+        wait_until(lambda: orch.store.batches.count_submitted(job_id) == 2, what="two batches submitted")
+        wait_until(lambda: all(b.status == "in_progress" for b in orch.status(job_id).batches.batches),
+                   timeout=30, what="the batches polled")
+        view = orch.status(job_id)
+        assert view.batches is not None
+        assert (view.batches.in_flight, view.batches.units, view.batches.submitted) == (2, 4, 2)
+        assert view.batches.projected_usd > 0 and view.projected_cost_usd == pytest.approx(view.batches.projected_usd)
+        assert {b.provider_id for b in view.batches.batches} == {r.id for r in srv.creates}
+        text = abp("status", str(job_id), cwd=workdir).stdout
+        assert "2 in flight (4 unit(s)" in text and "in_progress" in text
+        assert status_view(view)["batches"]["in_flight"] == 2
+        assert abp("cancel", str(job_id), cwd=workdir).returncode == 0
+        wait_until(lambda: orch.status(job_id).batches.in_flight == 0, timeout=30, what="the batches closed")

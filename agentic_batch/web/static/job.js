@@ -26,14 +26,25 @@
     const executor = ex.state === "not_started" ? "not started"
       : el("span", { title: ex.heartbeat_at ? `last heartbeat ${ABP.age(ex.heartbeat_at)}` : null },
         `${ex.state} · pid ${ex.pid}@${ex.host}`);
-    ABP.facts(document.getElementById("job-facts"), [
+    const facts = [
       ["Completed", ABP.int(s.completed)], ["Failed", ABP.int(s.failed)], ["Running", ABP.int(s.running)],
       ["Pending", ABP.int(s.pending)], ["Cancelled", ABP.int(s.cancelled)],
       ["Rate", ABP.rate(s.rate)], ["ETA", s.eta_seconds === null ? "—" : ABP.duration(s.eta_seconds)],
       ["Elapsed", ABP.duration(s.elapsed_seconds)], ["Cost", ABP.money(s.cost_usd)],
       ["Projected", ABP.money(s.projected_cost_usd)], ["Budget", s.budget_usd ? ABP.money(s.budget_usd) : "none"],
       ["Tokens", `${ABP.int(s.tokens_in)} in · ${ABP.int(s.tokens_out)} out`], ["Executor", executor],
-    ]);
+    ];
+    if (s.batches) {  // --batch-api: provider batches in flight (their units count as running)
+      const b = s.batches;
+      facts.push(["Batches", `${ABP.int(b.in_flight)} in flight · ${ABP.int(b.units)} units · `
+        + `${ABP.money(b.projected_usd)} projected at the batch price · ${ABP.int(b.submitted)} submitted`]);
+      for (const x of b.batches.slice(0, 10)) {
+        const counts = x.counts || {};
+        facts.push([`Batch ${x.id}`, `${x.provider_id || "(not created yet)"} · ${x.status} · `
+          + `${ABP.int(counts.succeeded || 0)}/${ABP.int(counts.total || x.units)} done · age ${ABP.duration(x.age_seconds)}`]);
+      }
+    }
+    ABP.facts(document.getElementById("job-facts"), facts);
     const note = document.getElementById("job-note");
     const lines = [];
     if (s.pause_reason) lines.push(`Paused: ${s.pause_reason}.`);
