@@ -85,13 +85,15 @@ class IsolatedAttempt:
         assert self.unit is not None
         return self._map(Path(self.job.workdir)) or self.unit.path
 
-    def workspace(self, workspace: Path) -> Path:
-        """The agent's cwd inside the worktree: the file's directory (from the mapped payload, so already
-        in the worktree), else the mapped workdir."""
+    def workspace(self, item_dir: Path | None) -> Path:
+        """The agent's cwd inside the worktree: the item's directory (from the mapped payload, so
+        already in the worktree) when it has one inside the repository, else the mapped workdir."""
         assert self.unit is not None
-        if workspace.is_relative_to(self.unit.path):
-            return workspace
-        return self._map(workspace) or self.workdir()
+        if item_dir is None:
+            return self.workdir()
+        if item_dir.is_relative_to(self.unit.path):
+            return item_dir
+        return self._map(item_dir) or self.workdir()
 
     def context(self, ctx: UnitContext) -> UnitContext:
         """The worker's context seen from the worktree (the payload is mapped by the caller, before

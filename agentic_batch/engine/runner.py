@@ -40,11 +40,16 @@ def job_workspace(settings: Settings, job_id: int) -> Path:
     return path
 
 
-def unit_workspace(job: JobRecord, payload: dict[str, Any], shared: Path) -> Path:
-    """For a file source, the item's directory; otherwise the job's (shared) workspace."""
+def item_directory(job: JobRecord, payload: dict[str, Any]) -> Path | None:
+    """For a file source, the item's directory (an agent works next to its file); else None."""
     if job.source.get("kind") == "files" and isinstance(payload.get("path"), str):
         return Path(payload["path"]).parent
-    return shared
+    return None
+
+
+def unit_workspace(job: JobRecord, payload: dict[str, Any], shared: Path) -> Path:
+    """For a file source, the item's directory; otherwise the job's (shared) workspace."""
+    return item_directory(job, payload) or shared
 
 
 class UnitRunner:
@@ -177,9 +182,10 @@ class UnitRunner:
             prompt += structured.instructions(schema, schema_feedback)
         if iso is not None and prompt is not None and feedback and feedback_kind == FailureKind.verify_failed:
             prompt += feedback_section(feedback)
-        workspace = unit_workspace(self.job, payload, self.shared_workspace)
-        if iso is not None:
-            workspace = iso.workspace(workspace)
+        if iso is not None:  # in the worktree; the job's shared workspace is not made (nothing uses it)
+            workspace = iso.workspace(item_directory(self.job, payload))
+        else:
+            workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
         spill_path = output_file(self.settings.job_dir(self.job.id), number if number is not None else unit_id,
                                  attempt)  # named as users know the unit

@@ -6,6 +6,7 @@ Layout under the job's directory (`$ABP_HOME/jobs/<job>/worktrees`):
     <owner>/w<k>/              a worktree of one executor (or test run): in use by one attempt, or idle
                                between two (reset to the base when reused; removed when the run ends)
     kept/<number>-<slug>/      a finished attempt's worktree, with `--keep-worktrees`
+    .trash/                    released worktrees git has forgotten, their files being deleted
 
 so the worktrees a dead executor left behind are the ones under its id (`prune_dead_owners`). The
 unit's branch is `abp/<job>/<number>-<slug>`; every attempt resets it to the base, so whatever an
@@ -31,6 +32,9 @@ from agentic_batch.isolation.repo_lock import repo_lock
 WORKTREES = "worktrees"
 #: Owner directory name of finished attempts' worktrees kept with `--keep-worktrees`.
 KEPT = "kept"
+#: Where released worktrees are moved (git forgets them) before their files are deleted; what a
+#: killed executor left here is removed like a dead owner's worktrees.
+TRASH = ".trash"
 _SLUG_MAX = 40
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Makes a worktree's index and tracked files the given commit (or HEAD), rewriting only what differs.
@@ -119,6 +123,8 @@ class JobWorktrees:
         #: Worktrees whose attempt is over, by owner, ready for the owner's next attempt.
         self._idle: dict[str, list[Path]] = {}
         self._idle_lock = threading.Lock()
+        #: Idle worktrees made by `prepare` and not used yet: they hold exactly the base already.
+        self._fresh: set[Path] = set()
         self._made = 0
 
     # -- one attempt ---------------------------------------------------------------------------------
@@ -136,7 +142,11 @@ class JobWorktrees:
             path = idle.pop() if idle else None
         if path is not None:
             try:
-                self._reset(path, branch)
+                if path in self._fresh:
+                    self._fresh.discard(path)
+                    self._attach(path, branch)
+                else:
+                    self._reset(path, branch)
                 return UnitWorktree(path=path, branch=branch, number=number, key=key)
             except GitError:  # a damaged worktree: replace it with a new one
                 with repo_lock(self.lock_dir, self.repo):
@@ -178,6 +188,7 @@ class JobWorktrees:
             list(pool.map(lambda path: git(path, *_RESET), made))
         with self._idle_lock:
             self._idle.setdefault(owner, []).extend(made)
+            self._fresh.update(made)
         return len(made)
 
     def _new_path(self, owner: str) -> Path:
@@ -201,6 +212,12 @@ class JobWorktrees:
         git(path, *_RESET, self.base)
         git(path, "clean", "--quiet", "-ffdx")
 
+    def _attach(self, path: Path, branch: str) -> None:
+        """Put a fresh worktree (exactly the base, HEAD detached there) on `branch`, reset to the base:
+        refs only, no pass over the files."""
+        git(path, "update-ref", f"refs/heads/{branch}", self.base)
+        git(path, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+
     def _free_branch_locked(self, branch: str) -> None:
         holders = self._checked_out(branch)
         if not holders:
@@ -211,6 +228,7 @@ class JobWorktrees:
 
     def _forget_idle(self, path: Path) -> None:
         with self._idle_lock:
+            self._fresh.discard(path)
             for paths in self._idle.values():
                 if path in paths:
                     paths.remove(path)
@@ -268,15 +286,33 @@ class JobWorktrees:
 
     def release_idle(self) -> int:
         """Remove the idle worktrees (when a run ends: disk use stays bounded by the concurrency while
-        it runs, and nothing stays after). Returns how many were removed."""
+        it runs, and nothing stays after). Returns how many were removed.
+
+        Under the repository's lock each is only moved aside and git forgets it (one `worktree
+        prune`); deleting the files (thousands each) runs after, outside the lock, one directory per
+        CPU."""
         with self._idle_lock:
             idle, self._idle = self._idle, {}
+            self._fresh.clear()
         paths = [path for paths in idle.values() for path in paths]
-        if paths:
-            with repo_lock(self.lock_dir, self.repo):
-                for path in paths:
+        if not paths:
+            return 0
+        trash = self.root / TRASH
+        moved: list[Path] = []
+        with repo_lock(self.lock_dir, self.repo):
+            trash.mkdir(parents=True, exist_ok=True)
+            for path in paths:
+                target = trash / f"{path.parent.name}-{path.name}"
+                try:
+                    path.rename(target)
+                    moved.append(target)
+                except OSError:  # gone already, or not movable: the slow way
                     self._remove_locked(path)
-                    _remove_if_empty(path.parent)
+                _remove_if_empty(path.parent)
+            git(self.repo, "worktree", "prune", check=False)
+        with ThreadPoolExecutor(max(1, min(len(moved), os.cpu_count() or 1))) as pool:
+            list(pool.map(lambda path: shutil.rmtree(path, ignore_errors=True), moved))
+        _remove_if_empty(trash)
         return len(paths)
 
     def map_path(self, unit: UnitWorktree, path: Path) -> Path | None:

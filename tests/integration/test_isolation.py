@@ -85,6 +85,12 @@ def test_concurrent_units_editing_one_file_each_diff_holds_only_its_own_edit(orc
     assert git(repo, "status", "--porcelain") == ""
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert len(git(repo, "branch", "--list", f"abp/{job}/*").splitlines()) == LINES
+    # the executor made its 8 worktrees before claiming, and nothing of them (nor an unused shared
+    # workspace directory) is left in the job's directory
+    job_dir = Path(os.environ["ABP_HOME"]) / "jobs" / str(job)
+    assert any("checked out 8 worktree(s) of the base" in line.message for line in orch.logs(job))
+    assert not (job_dir / "workspace").exists()
+    assert not (job_dir / "worktrees").exists() or not list((job_dir / "worktrees").iterdir())
 
 
 def test_without_isolation_the_same_job_loses_edits(orch: Any, workdir: Path, repo: Path) -> None:

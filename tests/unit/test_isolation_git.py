@@ -278,6 +278,7 @@ def test_leftovers_never_leak_into_the_next_unit_of_the_slot(repo: Path, tmp_pat
     jw.close(second)
     assert sh(second.path, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # idle: detached, its branch free
     assert jw.release_idle() == 1 and sh(repo, "worktree", "list").count("\n") == 0
+    assert not second.path.exists() and not (jw.root / ".trash").exists()
 
 
 def test_combined_numstat_and_patch_output_is_split_where_git_puts_the_separator() -> None:
