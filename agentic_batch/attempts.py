@@ -40,6 +40,12 @@ class AttemptFields:
     changes: dict[str, Any] | None = None
     patch: str | None = None
     verify_output: str | None = None
+    #: A process worker's (`command`) exit status and the two streams, apart: its exit code
+    #: (negative: killed by that signal), stdout and stderr as captured. `output` stays what the
+    #: unit's result is (stdout, without its last newline, for the command worker).
+    exit_code: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
 
     def attempt_fields(self) -> dict[str, Any]:
         """These fields by name (to carry them from one of the three types to another)."""

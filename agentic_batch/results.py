@@ -1,7 +1,8 @@
 """Result rows: one flat dict per unit, shared by exports, the reduce step and every interface.
 
 A row is the unit's number in the job (`unit`), its key, the item's fields, then status, output,
-error, cost and attempts; structured output fields (a dict in `data`) become `data.<field>` columns.
+error, cost and attempts; a command unit's `exit_code`, `stdout` and `stderr`; structured output
+fields (a dict in `data`) become `data.<field>` columns.
 An item field whose name clashes with a result column is kept as `item.<name>`.
 """
 
@@ -18,8 +19,12 @@ from typing import Any
 from agentic_batch.store import Store, UnitRecord
 from agentic_batch.workers.pricing import usd
 
+#: A process worker's exit code and streams, kept apart from `output` (columns of rows whose unit ran
+#: a process: the `command` worker's units).
+PROCESS_COLUMNS = ("exit_code", "stdout", "stderr")
+
 RESULT_COLUMNS = ("status", "output", "error", "error_class", "cost_usd", "tokens_in", "tokens_out",
-                  "attempts", "duration_s")
+                  "attempts", "duration_s", *PROCESS_COLUMNS)
 
 
 def unit_row(unit: UnitRecord) -> dict[str, Any]:
@@ -31,6 +36,8 @@ def unit_row(unit: UnitRecord) -> dict[str, Any]:
     row.update(status=unit.status, output=unit.output, error=unit.error, error_class=unit.error_class,
                cost_usd=usd(unit.cost_usd), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
                attempts=unit.attempt, duration_s=round(duration, 3) if duration is not None else None)
+    if unit.exit_code is not None:
+        row.update(exit_code=unit.exit_code, stdout=unit.stdout, stderr=unit.stderr)
     if isinstance(unit.data, dict):
         for name, value in unit.data.items():
             row[f"data.{name}"] = value

@@ -224,7 +224,7 @@ def describe_validation_error(exc: Exception, prefix: str = "") -> str:
     for err in errors():
         path = ".".join(str(p) for p in (prefix, *err.get("loc", ())) if p not in ("", "__root__"))
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        if path in {"", "source"} or path.split(".")[-1].startswith("_"):
+        if path in {"", "source", "worker_options"} or path.split(".")[-1].startswith("_"):
             parts.append(msg)  # a model-level rule: its message names its fields itself
         else:
             parts.append(f"{field_ref(path)}: {msg}")

@@ -124,6 +124,7 @@ class UnitReply(Reply):
     errors: int | None = None
     error: str | None = None
     error_class: str | None = None
+    exit_code: int | None = Field(default=None, description="A command unit's exit code.")
     cost_usd: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
@@ -133,6 +134,7 @@ class UnitReply(Reply):
     payload: Any = None
     prompt: str | None = None
     output: str | None = None
+    stderr: str | None = Field(default=None, description="A command unit's stderr (its stdout is `output`).")
     data: Any = None
     conversation: ConversationSummary | None = None
     truncated: dict[str, int] | None = Field(default=None, description="Fields that were cut, and their "

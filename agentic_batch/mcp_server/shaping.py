@@ -179,8 +179,8 @@ def conversation_summary(events: Sequence[EventView]) -> dict[str, Any]:
     return {**summary, "lines": lines}
 
 
-UNIT_FIELDS = ("number", "key", "status", "attempts", "errors", "error", "error_class", "cost_usd", "tokens_in",
-               "tokens_out", "turns", "duration_s", "session_id")
+UNIT_FIELDS = ("number", "key", "status", "attempts", "errors", "error", "error_class", "exit_code", "cost_usd",
+               "tokens_in", "tokens_out", "turns", "duration_s", "session_id")
 
 
 def unit_view(u: UnitDetail, max_chars: int) -> dict[str, Any]:
@@ -196,9 +196,10 @@ def unit_view(u: UnitDetail, max_chars: int) -> dict[str, Any]:
         cut["payload"] = len(payload_text)
     else:
         view["payload"] = payload
-    for name, text in (("prompt", u.prompt), ("output", u.output)):
-        if text is None and name == "prompt":
-            continue  # a command or python worker without a template: nothing to show
+    # stdout is left out: it is `output` (a command unit's), and the context is the model's
+    for name, text in (("prompt", u.prompt), ("output", u.output), ("stderr", u.stderr)):
+        if text is None and name in ("prompt", "stderr"):
+            continue  # a command or python worker without a template, a worker with no stderr: nothing to show
         view[name], full = clip(text, max_chars)
         if full is not None:
             cut[name] = full

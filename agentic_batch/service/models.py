@@ -319,6 +319,11 @@ class UnitView(ReadModel):
     duration_s: float | None
     not_before: float | None
     lease_owner: str | None
+    exit_code: int | None = Field(default=None, description="A command unit's exit code (negative: killed by that "
+                                                            "signal); null for other workers.")
+    stdout: str | None = Field(default=None, description="A command unit's stdout as captured (`output` is it "
+                                                         "without its last newline).")
+    stderr: str | None = Field(default=None, description="A command unit's stderr as captured.")
 
 
 class UnitDetail(UnitView):

@@ -167,7 +167,8 @@ def unit_view(unit: UnitRecord) -> UnitView:
                     cost_usd=round(unit.cost_usd, 6), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
                     turns=unit.turns, session_id=unit.session_id, started_at=unit.started_at,
                     finished_at=unit.finished_at, duration_s=round(duration, 3) if duration is not None else None,
-                    not_before=unit.not_before, lease_owner=unit.lease_owner)
+                    not_before=unit.not_before, lease_owner=unit.lease_owner, exit_code=unit.exit_code,
+                    stdout=unit.stdout, stderr=unit.stderr)
 
 
 def _test_unit_number(store: Store, job: JobRecord) -> int | None:

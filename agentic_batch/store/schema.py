@@ -114,6 +114,11 @@ units = sa.Table(
     # A reviewer's mark on those changes (accepted/rejected) and the commit it was given to.
     sa.Column("review", sa.String(16)),
     sa.Column("reviewed_commit", sa.String(64)),
+    # A command unit's latest attempt: its exit code (negative: killed by that signal), stdout and
+    # stderr as captured (each within the job's output cap); NULL for other workers.
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ux_units_job_number", "job_id", "number", unique=True),

@@ -39,7 +39,8 @@ def _storable_result(r: UnitResult) -> UnitResult:
     if isinstance(session, str) and len(session) > _SESSION_ID_LENGTH:
         session = session[:_SESSION_ID_LENGTH]
     return dataclasses.replace(r, prompt=storable(r.prompt), output=storable(r.output), error=storable(r.error),
-                               session_id=session, patch=storable(r.patch), verify_output=storable(r.verify_output))
+                               session_id=session, patch=storable(r.patch), verify_output=storable(r.verify_output),
+                               stdout=storable(r.stdout), stderr=storable(r.stderr))
 
 
 #: Attempt fields a unit sums over its attempts (every other attempt field is the latest attempt's).
@@ -211,7 +212,8 @@ class UnitQueries(Queries):
         with self.database.write() as conn:
             conn.execute(sa.update(units).where(units.c.id == unit_id).values(
                 status=UnitStatus.PENDING, output=None, data=None, error=None, error_class=None, error_kind=None,
-                error_count=0, not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None))
+                exit_code=None, stdout=None, stderr=None, error_count=0, not_before=None, lease_owner=None,
+                lease_expires_at=None, finished_at=None))
 
     def renew_leases(self, owner: str, lease_seconds: float, now: float | None = None) -> int:
         """Heartbeat: push out the lease of every unit this owner holds. Returns how many."""

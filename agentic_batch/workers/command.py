@@ -2,7 +2,9 @@
 
 `--command "wc -w {{ path }}"` is split with shlex first and each token is then rendered, so an item
 value containing spaces, quotes or `; rm -rf /` stays one literal argument. stdout is the output;
-a non-zero exit is an error with stderr kept, retryable only for exit codes the user lists.
+an exit code outside `ok_exit_codes` (default 0) is an error with stderr kept, retryable only for exit
+codes the user lists. The exit code, stdout and stderr are also kept apart on the unit's result
+(`exit_code`, `stdout`, `stderr`: export columns).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.prompts import compile_template, referenced_fields, render
@@ -44,19 +46,34 @@ class CommandOptions(BaseModel):
                                      "each token rendered; never run through a shell")
     retry_exit_codes: list[int] = Field(default_factory=list,
                                         description="exit codes that mean 'try again' (comma list, e.g. 75,111)")
+    ok_exit_codes: list[int] = Field(default_factory=lambda: [0],
+                                     description="exit codes that mean success (comma list; default 0; e.g. 0,5 "
+                                                 "for pytest, whose 5 means no tests were collected)")
     cwd: str | None = Field(default=None, description="directory to run in (default: where the job was created)")
 
-    @field_validator("retry_exit_codes", mode="before")
+    @field_validator("retry_exit_codes", "ok_exit_codes", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [value]
         if isinstance(value, (list, tuple)):  # flags give strings, possibly comma-joined
             try:
-                return [int(part) for item in value for part in str(item).replace(" ", "").split(",") if part]
+                codes = [int(str(part)) for item in value for part in str(item).replace(" ", "").split(",") if part]
             except ValueError:
-                raise ValueError(f"{value!r} is not a comma list of integers") from None
+                raise ValueError(f"{', '.join(str(v) for v in value)!r} is not a comma list of integers") from None
+            if bad := [code for code in codes if not 0 <= code <= 255]:
+                raise ValueError(f"exit code {bad[0]} is out of range: a process exits with 0 to 255")
+            return codes
         return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> CommandOptions:
+        if not self.ok_exit_codes:
+            raise ValueError(f"{field_ref('worker_options.ok_exit_codes')} is empty: give at least one exit code")
+        if both := sorted(set(self.ok_exit_codes) & set(self.retry_exit_codes)):
+            raise ValueError(f"exit code {both[0]} is in both {field_ref('worker_options.ok_exit_codes')} and "
+                             f"{field_ref('worker_options.retry_exit_codes')}")
+        return self
 
     def tokens(self) -> list[str]:
         return split_command(self.command)
@@ -133,7 +150,8 @@ class CommandWorker:
             return UnitOutcome.failure(f"permission denied running {argv[0]}", ErrorClass.permanent, FailureKind.setup)
         except OSError as exc:
             return UnitOutcome.failure(f"cannot run {argv[0]}: {exc}", ErrorClass.permanent, FailureKind.setup)
-        out, err = OutputCapture(ctx.max_output_bytes, ctx.full_output_path), OutputCapture(_STDERR_KEEP)
+        out = OutputCapture(ctx.max_output_bytes, ctx.full_output_path)
+        err = OutputCapture(min(_STDERR_KEEP, ctx.max_output_bytes or _STDERR_KEEP))
         readers = asyncio.ensure_future(asyncio.gather(_read(proc.stdout, ctx, "stdout", out),
                                                        _read(proc.stderr, ctx, "stderr", err)))
         exit_code = asyncio.ensure_future(exited(proc))
@@ -160,16 +178,18 @@ class CommandWorker:
             await terminate(proc, ctx.processes)
         stdout, stderr = out.text(), err.text()
         ctx.emit("exit", {"code": code})
-        if code == 0:
-            return UnitOutcome(output=stdout.removesuffix("\n"))
+        if code in self.options.ok_exit_codes:
+            return UnitOutcome(output=stdout.removesuffix("\n"), exit_code=code, stdout=stdout, stderr=stderr)
         tail = stderr.strip()[-_STDERR_TAIL:]
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             return UnitOutcome.failure(f"killed by {name}" + (f": {tail}" if tail else ""), ErrorClass.retryable,
-                                       FailureKind.killed, output=stdout or None)
+                                       FailureKind.killed, output=stdout or None, exit_code=code, stdout=stdout,
+                                       stderr=stderr)
         error_class = ErrorClass.retryable if code in self.options.retry_exit_codes else ErrorClass.permanent
         return UnitOutcome.failure(f"exit code {code}" + (f": {tail}" if tail else ""), error_class,
-                                   FailureKind.exit_status, output=stdout or None)
+                                   FailureKind.exit_status, output=stdout or None, exit_code=code, stdout=stdout,
+                                   stderr=stderr)
 
 
 async def _settle(task: asyncio.Future[Any], timeout: float) -> bool:

@@ -50,6 +50,18 @@ def cases(workdir: Path) -> list[Case]:
         (["--jsonl", "t.jsonl", "--worker", "command", "--command", " "],
          {"source": jsonl, "worker": "command", "worker_options": {"command": " "}},
          "«worker_options.command» is empty", "jsonl"),
+        (["--jsonl", "t.jsonl", "--command", "echo", "--ok-exit-codes", "0,x"],
+         {"source": jsonl, "worker": "command", "worker_options": {"command": "echo", "ok_exit_codes": "0,x"}},
+         "command worker: «worker_options.ok_exit_codes»: '0,x' is not a comma list of integers", "jsonl"),
+        (["--jsonl", "t.jsonl", "--command", "echo", "--ok-exit-codes", "0,256"],
+         {"source": jsonl, "worker": "command", "worker_options": {"command": "echo", "ok_exit_codes": [0, 256]}},
+         "command worker: «worker_options.ok_exit_codes»: exit code 256 is out of range: a process exits with 0 to 255",
+         "jsonl"),
+        (["--jsonl", "t.jsonl", "--command", "echo", "--ok-exit-codes", "0,5", "--retry-exit-codes", "5"],
+         {"source": jsonl, "worker": "command",
+          "worker_options": {"command": "echo", "ok_exit_codes": [0, 5], "retry_exit_codes": [5]}},
+         "command worker: exit code 5 is in both «worker_options.ok_exit_codes» and «worker_options.retry_exit_codes»",
+         "jsonl"),
     ]
 
 
