@@ -9,7 +9,8 @@ schema of its own, dropped afterwards):
   * a probe: a thread that claims one unit of a third job and gives it back, every 20 ms, timing
     each `claim_units` call (the write transaction every executor's claim is);
   * the delete: `Orchestrator.delete` (the batched path), with the store's per-batch callback
-    recording each transaction's duration (its write-lock hold on SQLite, lock wait included);
+    recording how long each transaction held the store (from when its BEGIN returned, on SQLite
+    holding the write lock, to the end of its COMMIT);
   * for reference, the same job deleted the old way: one transaction per table family (`DELETE ...
     WHERE job_id = ?`), as before batching.
 Prints max / p99 / p50 of the batch transactions, and the probe's claim latency before and during

@@ -15,6 +15,7 @@ caller says so (`start`); otherwise it becomes PAUSED ("new items"), as after `a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # the source readers are imported where items are read: `abp 
     from agentic_batch.config import Settings
     from agentic_batch.sources.kind import RawItem
     from agentic_batch.store import JobRecord, Store
+    from agentic_batch.workers.base import WorkerKind
 
 #: Items one MCP call may carry inline (more: write them to a file and give its path).
 MAX_INLINE_ITEMS = 1000
@@ -38,6 +40,10 @@ ADDABLE = (JobStatus.CREATED, JobStatus.TESTING, JobStatus.RUNNING, JobStatus.PA
 #: Statuses `start` turns RUNNING after the add (a CREATED job starts test first: `abp start`).
 STARTABLE = (JobStatus.COMPLETED, JobStatus.PAUSED, JobStatus.FAILED, JobStatus.RUNNING)
 _INSERT_BATCH = 5000
+#: Items per call of a worker's create-time check.
+_CHECK_BATCH = 1000
+#: How the create-time checks name their sample item ("(item #0, key 'x')").
+_SAMPLE_ITEM = re.compile(r"item #0\b")
 
 
 # -- where items come from: every interface turns its input into (where, payload) pairs ------------
@@ -103,6 +109,8 @@ def prepare_units(job: JobRecord, items: Iterable[RawItem], first_seq: int) -> l
     options = kind.parse_options(job.worker_options)
     cleaned = _Cleaned()
     units: list[NewUnit] = []
+    wheres: list[str] = []
+    prompts: list[str | None] = []
     for where, payload in items:
         if not isinstance(payload, dict):
             raise InvalidSpec(f"{where} is {_json_kind(payload)}, not a JSON object",
@@ -115,10 +123,14 @@ def prepare_units(job: JobRecord, items: Iterable[RawItem], first_seq: int) -> l
             priority = item_priority(source, where, payload)
         except SourceError as exc:
             raise InvalidSpec(exc.raw_message, hint=_job_words(exc.raw_hint, job)) from None
-        _check_item(job, kind, options, where, payload, key, len(units))
+        prompts.append(_render_prompt(job, where, payload, key, len(units)))
+        wheres.append(where)
         units.append(cleaned.unit(first_seq + len(units), _Item(key, payload, priority)))
     if not units:
         raise InvalidSpec("no items to add", hint="give at least one JSON object")
+    for start in range(0, len(units), _CHECK_BATCH):
+        chunk = slice(start, start + _CHECK_BATCH)
+        _check_items(job, kind, options, [u.payload for u in units[chunk]], prompts[chunk], wheres[chunk])
     return units
 
 
@@ -129,28 +141,53 @@ class _Item:
         self.key, self.payload, self.priority = key, payload, priority
 
 
-def _check_item(job: JobRecord, kind: Any, options: Any, where: str, payload: dict[str, Any], key: str,
-                index: int) -> None:
-    """The job's prompt, the worker's argv and the verify command must render for this item."""
+def _render_prompt(job: JobRecord, where: str, payload: dict[str, Any], key: str, index: int) -> str | None:
+    """The job's prompt for this item (it must render, as at create time)."""
     from agentic_batch.prompts import render
 
-    prompt: str | None = None
+    if not job.prompt_template:
+        return None
     try:
-        if job.prompt_template:
-            prompt = render(job.prompt_template, payload, unit={"id": 0, "key": key, "seq": index, "attempt": 1},
-                            job={"id": job.id, "name": job.name})
+        return render(job.prompt_template, payload, unit={"id": 0, "key": key, "seq": index, "attempt": 1},
+                      job={"id": job.id, "name": job.name})
+    except AbpError as exc:
+        raise InvalidSpec(f"{where}: {exc.raw_message}", hint=exc.raw_hint) from None
+
+
+def _check_items(job: JobRecord, kind: WorkerKind[Any], options: Any, payloads: list[dict[str, Any]],
+                 prompts: list[str | None], wheres: list[str]) -> None:
+    """The worker's create-time check (the command's argv, an MCP tool's input schema) and the verify
+    command, over a batch of items at once (the MCP check starts the server once per batch). When the
+    batch fails, the first bad item is found by halving and checked alone, so the error names it."""
+    def check(some: list[dict[str, Any]], their_prompts: list[str | None]) -> None:
         if kind.sample_check is not None:
-            kind.sample_check(options, [payload], [prompt])
+            kind.sample_check(options, some, their_prompts, Path(job.workdir))
         if job.isolated and job.verify:
             from agentic_batch.isolation.verify import check_verify
 
-            check_verify(job.verify, [payload])
+            check_verify(job.verify, some)
+
+    try:
+        check(payloads, prompts)
+        return
     except AbpError as exc:
-        # The create-time checks name a sample item as "(item #0, key ...)": here it is this item.
-        message = exc.raw_message.replace("(item #0", f"({where}", 1)
-        if f"({where}" not in message:
-            message = f"{where}: {message}"
-        raise InvalidSpec(message, hint=exc.raw_hint) from None
+        failed = exc
+    passes, fails = 0, len(payloads)  # payloads[:passes] pass the check, payloads[:fails] do not
+    while fails - passes > 1:
+        middle = (passes + fails) // 2
+        try:
+            check(payloads[:middle], prompts[:middle])
+            passes = middle
+        except AbpError:
+            fails = middle
+    index = fails - 1
+    try:
+        check([payloads[index]], [prompts[index]])
+    except AbpError as exc:
+        failed = exc  # alone, the checks call it "item #0": it is this item
+        message = _SAMPLE_ITEM.sub(lambda _: wheres[index], failed.raw_message, count=1)
+        raise InvalidSpec(message, hint=failed.raw_hint) from None
+    raise InvalidSpec(failed.raw_message, hint=failed.raw_hint) from None
 
 
 def insert_all(store: Store, job_id: int, units: list[NewUnit]) -> int:

@@ -24,7 +24,7 @@ from agentic_batch.store.db import Queries
 from agentic_batch.store.schema import jobs, metadata
 
 #: Aimed-at duration of one delete transaction (the write lock's hold on SQLite).
-TARGET_SECONDS = 0.04
+TARGET_SECONDS = 0.03
 FIRST_BATCH = 500
 MIN_BATCH, MAX_BATCH = 50, 20_000
 
@@ -52,12 +52,16 @@ class JobDeletion(Queries):
                                              .where(t.c.job_id == job_id)).scalar_one())
                     for t in job_tables()}
 
-    def delete_batch(self, table: sa.Table, job_id: int, limit: int) -> int:
-        """Delete up to `limit` of the job's rows of `table` in one write transaction."""
+    def delete_batch(self, table: sa.Table, job_id: int, limit: int) -> tuple[int, float]:
+        """Delete up to `limit` of the job's rows of `table` in one write transaction; returns the rows
+        and how long the transaction held the store (from when its BEGIN returned, on SQLite holding the
+        write lock, to the end of its COMMIT)."""
         key = next(iter(table.primary_key.columns))
         picked = sa.select(key).where(table.c.job_id == job_id).limit(limit).scalar_subquery()
         with self.database.write() as conn:
-            return int(conn.execute(sa.delete(table).where(key.in_(picked))).rowcount or 0)
+            began = time.perf_counter()
+            rows = int(conn.execute(sa.delete(table).where(key.in_(picked))).rowcount or 0)
+        return rows, time.perf_counter() - began
 
     def delete_job(self, job_id: int, on_batch: Callable[[DeletedBatch], None] | None = None,
                    target_seconds: float = TARGET_SECONDS) -> int:
@@ -68,9 +72,7 @@ class JobDeletion(Queries):
         total = 0
         for table in job_tables():
             while True:
-                began = time.perf_counter()
-                rows = self.delete_batch(table, job_id, size)
-                took = time.perf_counter() - began
+                rows, took = self.delete_batch(table, job_id, size)
                 total += rows
                 if on_batch is not None:
                     on_batch(DeletedBatch(table.name, rows, took))

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.refs import MAX_ID
@@ -59,7 +59,7 @@ class PruneRequest(BaseModel):
         default=None, min_length=1, description="Job statuses to prune (default: completed, cancelled, failed).")
     older_than: str | None = Field(default=None, max_length=40, pattern=r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$",
                                    description="Only jobs that ended longer ago than this: 90s, 30m, 12h, 7d, 2w.")
-    dry_run: bool = Field(default=False, description="List the jobs; delete nothing.")
+    dry_run: StrictBool = Field(default=False, description="List the jobs; delete nothing.")
 
 
 def spec_openapi() -> dict[str, Any]:

@@ -136,3 +136,14 @@ def test_a_files_job_keys_added_items_by_relative_path(orch, workdir: Path) -> N
     result = orch.add(job, inline_items([{"path": str(workdir / "b.txt"), "relative_path": "b.txt"},
                                          {"path": str(workdir / "a.txt"), "relative_path": "a.txt"}]))
     assert (result.added, result.duplicates) == (1, 1)
+
+
+def test_a_command_jobs_argv_is_checked_for_every_item(orch, workdir: Path) -> None:
+    (workdir / "c.jsonl").write_text('{"id": 1, "name": "a"}\n')
+    spec = JobSpec(name="argv", source={"kind": "jsonl", "path": str(workdir / "c.jsonl"), "key": "id"},
+                   worker="command", worker_options={"command": "echo {{ name }}"})
+    job = orch.create(spec, cwd=workdir).job_id
+    given = [{"id": i, "name": f"n{i}"} for i in range(2, 40)] + [{"id": 40}] + [{"id": 41, "name": "x"}]
+    with pytest.raises(InvalidSpec, match=r"--command uses 'name' but the item has no field 'name' .*\(item 39, "):
+        orch.add(job, inline_items(given))
+    assert orch.status(job).total == 1
