@@ -17,10 +17,14 @@ it has ended: `list` shows only ids, times, status and counts. So:
   margin). A candidate of another size (`count`) is skipped. An ended candidate is ours if the first
   line of its results carries the digest: a batch someone else made cannot, so we never adopt it.
 - A candidate still running cannot be verified, and a create sent under the tag can still land until
-  its own timeout (`create_timeout`) has passed since `created_after`. In both cases answering "none"
-  could make the loop submit the units a second time, so `find` raises `AdoptionPending` instead and
-  the loop asks again later. Only when every candidate has been read and the create window is closed is
-  "none" the answer; then no batch under this tag exists or ever will.
+  the create window has passed since `created_after` (the intent row's time): `create_timeout`, the
+  whole create call's deadline, and a quarter of it again for a server still processing a body it
+  received whole when its client gave up. In both cases answering "none" could make the loop submit
+  the units a second time, so `find` raises `AdoptionPending` instead and the loop asks again later.
+  Only when every candidate has been read and the window is closed is "none" the answer; then no batch
+  under this tag exists or ever will. The price: after a crash before the create, the units wait out
+  the window; after one after it, adoption waits for the batch to end (its results are needed then
+  anyway), and at worst for a foreign batch of the same size made in the same minute.
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ from agentic_batch.batchapi.provider import (
 from agentic_batch.config import float_env
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.workers.anthropic_messages import AnthropicOptions
+from agentic_batch.workers.base import ErrorClass, FailureKind
 from agentic_batch.workers.classify import classify_status, status_kind
 from agentic_batch.workers.tool_loop import (
+    ModelCallError,
     import_sdk,
     missing_key_message,
     resolve_api_key,
@@ -61,6 +67,8 @@ MAX_BYTES = 256 * 1024 * 1024
 _WRAPPER_BYTES = 80
 #: Server clocks and ours may disagree by this much when comparing `created_at` to the intent's time.
 CLOCK_SKEW_SECONDS = 60.0
+#: The create window is this many times the create deadline (see the module doc).
+CREATE_WINDOW_FACTOR = 1.25
 _DIGEST_LEN = 16
 _SUFFIX = re.compile(r"^(.+)_([0-9a-f]{16})$")
 _STATES = {"in_progress": BatchState.in_progress, "canceling": BatchState.cancelling, "ended": BatchState.ended}
@@ -99,9 +107,9 @@ class AnthropicBatchProvider:
         if api_key is None:
             raise InvalidSpec(missing_key_message(options))
         self._api_key = api_key
-        #: How long a create may take: after it, a create sent under a tag can no longer land.
+        #: The deadline of a whole create call (upload included); the create window follows from it.
         self.create_timeout = (create_timeout if create_timeout is not None
-                               else float_env("ABP_BATCH_CREATE_TIMEOUT", 120.0))
+                               else float_env("ABP_BATCH_CREATE_TIMEOUT", 240.0))
         self.clock_skew = clock_skew
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,8 +158,12 @@ class AnthropicBatchProvider:
         if not wire or len(wire) > MAX_REQUESTS or size > MAX_BYTES:
             raise ValueError(f"a Message Batch holds 1 to {MAX_REQUESTS} requests and at most {MAX_BYTES} "
                              f"bytes; got {len(wire)} requests, about {size} bytes")
-        async with self.classified():
-            batch = await self.client().messages.batches.create(requests=wire, timeout=self.create_timeout)
+        try:
+            async with self.classified(), asyncio.timeout(self.create_timeout):
+                batch = await self.client().messages.batches.create(requests=wire, timeout=self.create_timeout)
+        except TimeoutError:
+            raise ModelCallError(f"batch create timed out after {self.create_timeout:g} s",
+                                 ErrorClass.retryable, kind=FailureKind.timeout) from None
         return str(batch.id)
 
     # --- adoption --------------------------------------------------------------------------
@@ -172,7 +184,7 @@ class AnthropicBatchProvider:
                 unverified.append(batch.id)
             elif batch.results_url and await self._first_digest(batch.id) == digest:
                 return [str(batch.id)]
-        window_left = created_after + self.create_timeout + self.clock_skew - time.time()
+        window_left = created_after + self.create_timeout * CREATE_WINDOW_FACTOR - time.time()
         if unverified:
             raise AdoptionPending(f"batches {', '.join(unverified)} may hold these units; they can be told "
                                   "apart only once they end")

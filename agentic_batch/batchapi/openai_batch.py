@@ -42,6 +42,9 @@ _STATES = {"validating": BatchState.validating, "in_progress": BatchState.in_pro
 #: Error-file codes for requests the batch never ran.
 _NOT_RUN = {"batch_expired": Disposition.expired, "batch_cancelled": Disposition.cancelled}
 
+#: How far back `find` looks before the intent row's time (the provider's clock and ours differ).
+CLOCK_SLACK = 600.0
+
 
 class OpenAIBatchProvider:
     kind = "openai"
@@ -104,12 +107,12 @@ class OpenAIBatchProvider:
                 raise self._classified(exc) from exc
         return str(batch.id)
 
-    async def find(self, tag: str, *, created_after: float) -> list[str]:
+    async def find(self, tag: str, *, created_after: float, count: int | None = None) -> list[str]:
         client = self._api()
         found: list[str] = []
         try:
             async for batch in client.batches.list(limit=100):  # newest first: stop at the older ones
-                if batch.created_at < created_after:
+                if batch.created_at < created_after - CLOCK_SLACK:
                     break
                 if (batch.metadata or {}).get("abp_tag") == tag:
                     found.append(str(batch.id))

@@ -15,6 +15,7 @@ from agentic_batch.workers.registry import get_worker_kind
 
 _PROVIDERS: dict[str, str] = {
     "openai": "agentic_batch.batchapi.openai_batch",
+    "anthropic": "agentic_batch.batchapi.anthropic_batch",
 }
 
 

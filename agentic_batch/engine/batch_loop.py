@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentic_batch.aio import wait_event
 from agentic_batch.batchapi.provider import (
+    AdoptionPending,
     BatchProvider,
     BatchRequest,
     BatchState,
@@ -59,8 +60,6 @@ AMBIGUOUS = frozenset({FailureKind.timeout, FailureKind.connection, FailureKind.
                        FailureKind.malformed_response, None})
 #: Results applied per store transaction while reading a results file (memory stays flat).
 CHUNK = 500
-#: How far back `find` looks before an intent row's creation (clocks differ).
-CLOCK_SLACK = 600.0
 
 
 def _crash_point(name: str) -> None:
@@ -74,6 +73,14 @@ class _Tracked:
     provider_id: str | None
     next_poll: float
     delay: float
+    #: `find` answered AdoptionPending for this intent row already (logged once).
+    adoption_pending: bool = False
+
+
+async def find_batch(provider: BatchProvider, row: BatchRecord) -> list[str]:
+    """The provider's batches made under an intent row's tag. `created_after` is the row's own time (each
+    provider allows for its clock); `count` lets a provider skip batches of another size unread."""
+    return await provider.find(row.tag, created_after=row.created_at, count=row.units or None)
 
 
 class BatchLoop:
@@ -154,7 +161,7 @@ class BatchLoop:
     async def _recover_intent(self, row: BatchRecord) -> str | None:
         """An intent row without a provider id: adopt the provider's batch with its tag, else submit its
         units now (once: the id is recorded before anything else happens)."""
-        found = await self.provider.find(row.tag, created_after=row.created_at - CLOCK_SLACK)
+        found = await find_batch(self.provider, row)
         if found:
             provider_id = found[-1]  # oldest: a second one can only be a resubmission that raced
             await self.ex.db(self.ex.store.batches.update_batch, row.id, provider_id=provider_id,
@@ -268,6 +275,12 @@ class BatchLoop:
                 await self._poll(tracked)
             except ModelCallError as exc:
                 self._log("warning", f"batch {tracked.batch_id}: {exc.message}; next check in {tracked.delay:.0f} s")
+            except AdoptionPending as exc:  # its units stay leased to the intent row: nothing is resubmitted
+                tracked.next_poll = now + max(0.1, min(exc.retry_after, tracked.delay))
+                if not tracked.adoption_pending:
+                    tracked.adoption_pending = True
+                    self._log("info", f"batch {tracked.batch_id}: not recorded and not found at the provider yet "
+                                      f"({exc}); its units wait, looking again every few seconds")
 
     async def _poll(self, tracked: _Tracked) -> None:
         ex = self.ex
@@ -357,8 +370,10 @@ class BatchLoop:
         for tracked in list(self.tracked.values()):
             if tracked.provider_id is None:
                 row = await self.ex.db(self.ex.store.batches.get_batch, tracked.batch_id)
-                found = [] if row is None else await self.provider.find(
-                    row.tag, created_after=row.created_at - CLOCK_SLACK)
+                try:
+                    found = [] if row is None else await find_batch(self.provider, row)
+                except AdoptionPending:  # running online now; a batch made all the same is never applied
+                    found = []
                 tracked.provider_id = found[-1] if found else None
             if tracked.provider_id is not None:
                 await self.provider.cancel(tracked.provider_id)
@@ -386,7 +401,10 @@ async def cancel_provider_batches(store: Any, provider: BatchProvider, job_id: i
     for row in await call(store.batches.list_batches, job_id, live_only=True):
         provider_id = row.provider_id
         if provider_id is None:
-            found = await provider.find(row.tag, created_after=row.created_at - CLOCK_SLACK)
+            try:
+                found = await find_batch(provider, row)
+            except AdoptionPending:  # cannot be told apart yet: if it exists it runs, its results unused
+                found = []
             provider_id = found[-1] if found else None
         if provider_id is not None:
             await provider.cancel(provider_id)

@@ -12,7 +12,7 @@ import anthropic
 import pytest
 import pytest_asyncio
 
-from agentic_batch.batchapi.anthropic_batch import AnthropicBatchProvider, build, tag_digest
+from agentic_batch.batchapi.anthropic_batch import CREATE_WINDOW_FACTOR, AnthropicBatchProvider, build, tag_digest
 from agentic_batch.batchapi.provider import (
     AdoptionPending,
     BatchRequest,
@@ -56,7 +56,7 @@ WINDOW = 1.0
 
 def closed_intent() -> float:
     """An intent row written long enough ago that a create sent for it can no longer land."""
-    return time.time() - WINDOW - 0.1
+    return time.time() - WINDOW * CREATE_WINDOW_FACTOR - 0.1
 
 
 def unit_requests(p: AnthropicBatchProvider, n: int, first: int = 1) -> list[BatchRequest]:
@@ -236,11 +236,11 @@ async def test_a_running_foreign_batch_of_another_size_does_not_hold_adoption_up
 
 async def test_no_answer_while_a_create_could_still_land(server: ScriptedAnthropicServer,
                                                          provider: AnthropicBatchProvider) -> None:
-    provider.create_timeout, provider.clock_skew = 30.0, 60.0
+    provider.create_timeout = 30.0  # the window: 37.5 s from the intent row
     with pytest.raises(AdoptionPending) as caught:
         await provider.find("mine", created_after=time.time(), count=3)
-    assert 80 < caught.value.retry_after <= 90
-    assert await provider.find("mine", created_after=time.time() - 91, count=3) == []
+    assert 35 < caught.value.retry_after <= 37.5
+    assert await provider.find("mine", created_after=time.time() - 38, count=3) == []
 
 
 async def test_batches_created_before_the_intent_are_not_looked_at(server: ScriptedAnthropicServer,

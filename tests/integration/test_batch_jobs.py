@@ -218,7 +218,7 @@ def test_refused_options_say_so_in_one_line(orch: Any, workdir: Path, server: Sc
         JobSpec(name="x", source={"kind": "jsonl", "path": "/x.jsonl"}, prompt="p", batch_size=5)
     spec = JobSpec(name="x", source={"kind": "jsonl", "path": str(workdir / "items.jsonl")}, prompt="{{ text }}",
                    worker="command", worker_options={"command": "echo"}, batch_api=True)
-    with pytest.raises(InvalidSpec, match="works with the openai"):
+    with pytest.raises(InvalidSpec, match="works with the anthropic and openai"):
         orch.create(spec, cwd=workdir)
     assert orch.store.jobs.list_jobs() == []
 
