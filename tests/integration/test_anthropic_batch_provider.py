@@ -65,7 +65,7 @@ def unit_requests(p: AnthropicBatchProvider, n: int, first: int = 1) -> list[Bat
 
 
 async def wait_ended(p: AnthropicBatchProvider, batch_id: str) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90  # generous: two shared cores under other suites' load
     while not (await p.status(batch_id)).state.finished:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
@@ -268,7 +268,7 @@ async def test_results_are_streamed(server: ScriptedAnthropicServer, provider: A
         return Reply.text("x" * 200)
 
     server.responder = responder
-    batch_id = await provider.submit(unit_requests(provider, 5000), tag="big")
+    batch_id = await provider.submit(unit_requests(provider, 2000), tag="big")
     await wait_ended(provider, batch_id)
     stream: Any = provider.results(batch_id)
     async for result in stream:
@@ -278,7 +278,7 @@ async def test_results_are_streamed(server: ScriptedAnthropicServer, provider: A
     await stream.aclose()  # the HTTP stream is closed with the iterator
     async for result in provider.results(batch_id):
         seen.append(result.custom_id)
-    assert len(seen) == 5010 and len(set(seen)) == 5000
+    assert len(seen) == 2010 and len(set(seen)) == 2000
 
 
 async def test_sdk_failures_come_back_classified(server: ScriptedAnthropicServer,
