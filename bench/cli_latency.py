@@ -45,13 +45,14 @@ def commands(job_id: int) -> dict[str, list[str]]:
             "status --json": ["status", str(job_id), "--json"]}
 
 
-def run_cli(tree: Path, args: list[str]) -> tuple[float, float]:
-    """(wall s, CPU s) of one `python -m agentic_batch ARGS` with `tree` first on the path."""
+def run_cli(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of one `python -m agentic_batch ARGS` with `tree` first on the path (run from
+    `cwd`, outside every tree: `python -m` puts the working directory before PYTHONPATH)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", *args], capture_output=True, text=True,
-                          env=env, check=False)
+                          env=env, cwd=cwd, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -98,11 +99,11 @@ def fill_store(units: int, tmp: Path) -> int:
     return job_id
 
 
-def show_importtime(command: str, job_id: int) -> None:
+def show_importtime(command: str, job_id: int, cwd: Path) -> None:
     args = commands(job_id)[command]
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentic_batch", *args], capture_output=True,
-                          text=True, env=env, check=False)
+                          text=True, env=env, cwd=cwd, check=False)
     by_top: dict[str, int] = {}
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -142,14 +143,14 @@ def main() -> None:
             cmds = commands(job_id)
             for tree in trees:  # warm the page cache and every tree's bytecode once
                 for argv in cmds.values():
-                    run_cli(tree, argv)
+                    run_cli(tree, argv, tmp)
             results: dict[tuple[str, Path], list[tuple[float, float]]] = {}
             load = []
             for _ in range(args.rounds):
                 load.append(os.getloadavg()[0])
                 for name, argv in cmds.items():
                     for tree in trees:
-                        results.setdefault((name, tree), []).append(run_cli(tree, argv))
+                        results.setdefault((name, tree), []).append(run_cli(tree, argv, tmp))
             store = "PostgreSQL" if args.pg else "SQLite"
             print(f"\n{datetime.datetime.now():%Y-%m-%d %H:%M}, {c.machine()}, {store}, {args.units:,} units, "
                   f"{args.rounds} rounds, load average {min(load):.1f}-{max(load):.1f}")
@@ -163,7 +164,7 @@ def main() -> None:
                     print(f"{name:<16} {str(tree)[-28:]:<28} {statistics.median(walls):>14.3f} "
                           f"{statistics.median(cpus):>13.3f} {ratio:>11.2f}")
             if args.importtime:
-                show_importtime(args.importtime, job_id)
+                show_importtime(args.importtime, job_id, tmp)
         finally:
             os.environ.pop("ABP_DB_URL", None)
             if admin is not None:

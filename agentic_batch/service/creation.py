@@ -25,7 +25,7 @@ from agentic_batch.sources import describe_source, iter_items, resolve_spec
 from agentic_batch.service.models import CreatedJob
 from agentic_batch.spec import Isolate, JobSpec, JobStatus, SourceSpec
 from agentic_batch.store import NewUnit, Store
-from agentic_batch.store.storable import storable_json, storable_text, unstorable_count
+from agentic_batch.store.storable import storable_payload, storable_text, unstorable_count
 from agentic_batch.workers import get_worker_kind
 
 BATCH = 5000
@@ -170,7 +170,7 @@ class _Cleaned:
     keys: list[str] = field(default_factory=list)
 
     def unit(self, seq: int, item: Any) -> NewUnit:
-        payload, n_payload = storable_json(item.payload)
+        payload, payload_json, n_payload = storable_payload(item.payload)
         n_key = unstorable_count(item.key)
         key = storable_text(item.key) if n_key else item.key
         if n_payload or n_key:
@@ -178,7 +178,7 @@ class _Cleaned:
             self.chars += n_payload + n_key
             if len(self.keys) < 5:
                 self.keys.append(key)
-        return NewUnit(seq=seq, key=key, payload=payload, priority=item.priority or 0)
+        return NewUnit(seq=seq, key=key, payload=payload, priority=item.priority or 0, payload_json=payload_json)
 
     def message(self) -> str:
         more = ", …" if self.items > len(self.keys) else ""

@@ -49,9 +49,14 @@ def iter_items(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[Item]:
 # keys and priorities
 
 
+#: `json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)`, made once: `dumps` with
+#: options builds an encoder per call, a tenth of a 100,000-item create.
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def content_key(payload: dict[str, Any]) -> str:
     """A key for items without a natural one: the same content always gives the same key."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    text = _KEY_ENCODER.encode(payload)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 

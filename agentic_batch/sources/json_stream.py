@@ -325,7 +325,7 @@ def iter_jsonl(options: JsonlOptions, cwd: Path | None = None) -> Iterator[RawIt
             if not text:
                 continue
             try:
-                value = json.loads(text, parse_constant=_reject_constant)
+                value = _DECODER.decode(text)  # json.loads(text, parse_constant=...) would build a decoder per line
             except json.JSONDecodeError as exc:
                 column = exc.colno + len(line) - len(line.lstrip())
                 raise SourceError(

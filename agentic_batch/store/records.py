@@ -152,6 +152,9 @@ class NewUnit:
     key: str
     payload: dict[str, Any]
     priority: int = 0
+    #: `payload` as the JSON column's text, when the caller serialised it already (`storable_payload`):
+    #: a 100,000-unit create then serialises each item once, not again row by row in SQLAlchemy.
+    payload_json: str | None = None
 
 
 @dataclass(slots=True)

@@ -12,15 +12,19 @@ write the rest).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from agentic_batch.store.faults import describe, is_transient
 
-__all__ = ["is_transient", "rejection_reason", "storable", "storable_json", "storable_text", "unstorable_count"]
+__all__ = ["is_transient", "rejection_reason", "storable", "storable_json", "storable_payload", "storable_text",
+           "unstorable_count"]
 
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: In ASCII-escaped JSON text: an escaped NUL or surrogate (`\u0000`, `\ud800`-`\udfff`).
+_ESCAPED_UNSTORABLE = re.compile(r"\\u(?:0000|d[89a-f])")
 
 
 def unstorable_count(text: str) -> int:
@@ -67,6 +71,26 @@ def storable_json(value: Any) -> tuple[Any, int]:
         total = sum(n for _, n in items)
         return ([v for v, _ in items], total) if total else (value, 0)
     return value, 0
+
+
+def storable_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], str | None, int]:
+    """`storable_json` of an item's payload, plus its text for the JSON column (None when it does not
+    serialise: the insert then reports that as before), and how many characters changed.
+
+    The column's serializer (`json.dumps`, ASCII-escaped) writes a NUL as `\\u0000` and every
+    surrogate as `\\ud800`-`\\udfff`, so a text holding neither has nothing to clean: one C-speed dump
+    both checks the item and gives the column its value (a Python walk over every string of 100,000
+    items cost more than inserting them). A text holding either (rarely: a NUL, a lone surrogate, a
+    character outside the BMP, written as a surrogate pair, or a literal backslash-u) takes the walk."""
+    try:
+        text = json.dumps(payload)
+    except (TypeError, ValueError):
+        cleaned, changed = storable_json(payload)
+        return cleaned, None, changed
+    if _ESCAPED_UNSTORABLE.search(text) is None:
+        return payload, text, 0
+    cleaned, changed = storable_json(payload)
+    return cleaned, (json.dumps(cleaned) if changed else text), changed
 
 
 def rejection_reason(exc: BaseException, limit: int = 300) -> str:
