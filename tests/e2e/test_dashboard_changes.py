@@ -1,6 +1,7 @@
 """An isolated job's changes in the dashboard, in headless Chromium against `abp serve`: the unit page
 shows the diff (a block per file, +/- coloured, agent text inert) with accept/reject, and the job
-page's Changes view lists every unit's files, +/- and review mark and marks units."""
+page's Changes view lists every unit's files, +/- and review mark, marks units and applies the
+accepted ones onto the job's applied branch (again: nothing new)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from agentic_batch.service import Orchestrator
 from tests.e2e.test_dashboard_browser import CHROMIUM, browser, open_page, server, sync_playwright  # noqa: F401
-from tests.fixtures.git_repos import isolated_job, make_repo, run_units, shared_with
+from tests.fixtures.git_repos import isolated_job, make_repo, run_units, sh, shared_with
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[dev]')"),
@@ -60,4 +61,22 @@ def test_unit_diff_and_the_changes_view(server: str, browser: Any, orch: Orchest
     page.locator('#changes-body tr[data-unit="3"] .badge.review-rejected').wait_for()
     assert {u.number: u.review for u in orch.changes(job).units} == {1: "accepted", 2: None, 3: "rejected",
                                                                     4: None, 5: None}
+
+    # Apply accepted: the REST apply (same CSRF rules as the marks) of units 1 and 2 onto abp/<job>/applied
+    rows.nth(1).locator('button[data-review="accepted"]').click()
+    page.locator('#changes-body tr[data-unit="2"] .badge.review-accepted').wait_for()
+    result = page.locator("#apply-result")
+    page.locator("#apply-accepted").click()
+    result.wait_for()
+    branch = f"abp/{job}/applied"
+    head = sh(repo, "rev-parse", branch)
+    assert result.inner_text() == f"Made {branch} (head {head[:12]}). Applied #1, #2."
+    assert sh(repo, "show", f"{branch}:a.py") == "a = 2" and sh(repo, "show", f"{branch}:c.py") == "c = 1"
+    assert sh(repo, "show", f"{branch}:shared.txt").splitlines()[4] == "edited by 2"
+    page.locator("#apply-result").evaluate("n => { n.hidden = true; }")
+    page.locator("#apply-accepted").click()  # again: idempotent
+    page.locator("#apply-result:not([hidden])").wait_for()
+    assert result.inner_text() == f"Updated {branch} (head {head[:12]}). Already there: #1, #2."
+    assert sh(repo, "rev-parse", branch) == head and sh(repo, "status", "--porcelain") == ""
+    page.locator("#changes-panel").screenshot(path=str(tmp_path / "changes-applied.png"))
     assert problems == []

@@ -1,7 +1,7 @@
 /* An isolated job's changes (--isolate worktree): the unit page's diff (a block per file with its
  * header, hunks, +/- lines coloured) and the job page's Changes view (unit, files, +/-, verify,
- * review, accept/reject). A patch is agent output: every line reaches the page as text (ABP.el),
- * never as HTML. */
+ * review, accept/reject, apply the accepted units: the REST apply, as `abp apply JOB --accepted`).
+ * A patch is agent output: every line reaches the page as text (ABP.el), never as HTML. */
 "use strict";
 
 (() => {
@@ -123,6 +123,31 @@
         await load();
         ABP.toast(`Unit ${number} ${button.dataset.review}`);
       } catch (error) { ABP.showError(error); }
+    });
+    const units = (numbers) => numbers.map((n) => `#${n}`).join(", ");
+    /** What an apply did, one sentence per outcome that happened (text only: file names are agent output). */
+    const applySummary = (r) => {
+      const parts = [`${r.created ? "Made" : "Updated"} ${r.branch}` + (r.head ? ` (head ${r.head.slice(0, 12)})` : "") + "."];
+      if (r.applied.length) parts.push(`Applied ${units(r.applied)}${r.squash ? " in one commit" : ""}.`);
+      if (r.already_applied.length) parts.push(`Already there: ${units(r.already_applied)}.`);
+      for (const c of r.conflicts) {
+        const against = c.with_units.length ? `with ${units(c.with_units)}` : "with the branch";
+        parts.push(`Skipped #${c.number}: conflicts ${against} in ${c.files.join(", ")}.`);
+      }
+      if (r.unchanged.length) parts.push(`No changes: ${units(r.unchanged)}.`);
+      return parts.join(" ");
+    };
+    const applyButton = document.getElementById("apply-accepted");
+    applyButton.addEventListener("click", async () => {
+      applyButton.disabled = true;
+      try {
+        const result = await api("POST", `/api/jobs/${jobId}/apply`, { accepted: true });
+        const out = document.getElementById("apply-result");
+        out.textContent = applySummary(result);
+        out.dataset.kind = result.conflicts.length ? "conflicts" : "ok";
+        out.hidden = false;
+        ABP.toast(`Applied ${result.applied.length} unit(s) onto ${result.branch}`, result.conflicts.length ? "error" : undefined);
+      } catch (error) { ABP.showError(error); } finally { applyButton.disabled = false; }
     });
     load().catch(ABP.showError);
     setInterval(() => {
