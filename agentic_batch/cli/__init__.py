@@ -29,7 +29,7 @@ app = typer.Typer(
 
 #: The modules that register the commands, in help order.
 COMMAND_MODULES = ("job_commands", "add_command", "control_commands", "delete_commands", "view_commands",
-                   "review_commands", "serve_command", "mcp_command", "service_command")
+                   "error_commands", "review_commands", "serve_command", "mcp_command", "service_command")
 
 #: The module each command of a several-command module lives in: `abp list` registers (and imports)
 #: the view commands alone, not `create`'s flags built from every worker's options. A command missing

@@ -79,12 +79,16 @@ def register(app: typer.Typer) -> None:
     def retry(job: JobArg,
               failed: Annotated[bool, typer.Option("--failed", help="Retry FAILED units (the default).")] = True,
               cancelled: Annotated[bool, typer.Option("--cancelled", help="Also retry CANCELLED units.")] = False,
+              error: Annotated[int | None, typer.Option("--error", metavar="N", help="Only the failed units of "
+                                                        "error group N (see `abp errors JOB`).",
+                                                        show_default=False)] = None,
               as_json: JsonFlag = False) -> None:
         """Queue failed units again with fresh retries and start the executor."""
         if not failed and not cancelled:
             raise InvalidSpec("nothing to retry: give --failed and/or --cancelled")
-        status = orchestrator().retry(job, include_cancelled=cancelled)
-        _report(status, as_json, f"Job {status.id} is RUNNING again: {status.retried} unit(s) queued for retry.")
+        status = orchestrator().retry(job, include_cancelled=cancelled, error_group=error)
+        which = f" (error group {error})" if error is not None else ""
+        _report(status, as_json, f"Job {status.id} is RUNNING again: {status.retried} unit(s){which} queued for retry.")
 
     @app.command("wait")
     def wait(job: JobArg,

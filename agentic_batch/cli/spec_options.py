@@ -287,7 +287,8 @@ def spec_from_options(values: dict[str, Any], owners: dict[str, list[str]]) -> J
 
 
 #: Job spec fields said otherwise on the command line.
-_FLAG_OF_FIELD = {"source.kind": "the source flag", "workdir": "the current directory"}
+_FLAG_OF_FIELD = {"source.kind": "the source flag", "workdir": "the current directory", "error_group": "--error",
+                  "include_cancelled": "--cancelled"}
 
 
 def flag_for(path: str, source_kind: str | None = None) -> str:

@@ -14,6 +14,7 @@ from agentic_batch.mcp_server.schemas import JobRef
 from agentic_batch.mcp_server.shaping import status_view
 from agentic_batch.mcp_server.outputs import JobStatusReply
 from agentic_batch.mcp_server.toolkit import add_tool
+from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.models import JobView, ResumeAllReport
 
@@ -57,11 +58,14 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
     async def retry_failed(
         job_id: JobRef,
         include_cancelled: Annotated[bool, Field(description="Also re-run CANCELLED units.")] = False,
+        error_group: Annotated[int | None, Field(ge=1, le=MAX_ID, description="Only the failed units of this "
+                                                 "error group (`group` in get_error_summary).")] = None,
     ) -> Annotated[CallToolResult, JobStatusReply]:
         """Queue the FAILED units of a job again (fresh retries) and start the detached executor. Use after
-        fixing the cause (see get_results with status='failed' for the errors). Returns the job status."""
+        fixing the cause (get_error_summary groups the failures by cause; retry one group with error_group).
+        Returns the job status."""
         def call() -> dict[str, Any]:
-            s = orch.retry(job_id, include_cancelled=include_cancelled)
+            s = orch.retry(job_id, include_cancelled=include_cancelled, error_group=error_group)
             return _with_message(s, f"Job {s.id} is running again: {s.pending} unit(s) queued.")
 
         return await respond(call)

@@ -1,4 +1,4 @@
-"""Tools that read: get_job_status, list_jobs, get_results (paged), get_unit, export_results.
+"""Tools that read: get_job_status, list_jobs, get_results (paged), get_unit, get_error_summary, export_results.
 
 Results are paged and cut so a 100,000-unit job never floods the conversation; the full data goes to
 a file through export_results.
@@ -23,7 +23,8 @@ from agentic_batch.mcp_server.outputs import JobsReply, JobStatusReply, ResultsR
 from agentic_batch.mcp_server.toolkit import add_tool
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.mcp_support import results_page
-from agentic_batch.service.models import ExportResult, plain
+from agentic_batch.service.error_groups import MAX_EXAMPLES, MAX_GROUPS
+from agentic_batch.service.models import ErrorSummary, ExportResult, plain
 from agentic_batch.states import JobStatus
 
 POLL_SECONDS = 0.5
@@ -133,8 +134,20 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
 
         return await respond(call)
 
+    async def get_error_summary(
+        job_id: JobRef,
+        examples: Annotated[int, Field(ge=0, le=MAX_EXAMPLES, description="Example units per group.")] = 3,
+        limit: Annotated[int, Field(ge=1, le=MAX_GROUPS, description="Groups to return, largest first.")] = 20,
+    ) -> Annotated[CallToolResult, ErrorSummary]:
+        """A job's FAILED units grouped by cause: per group its number, count, error class and kind, a
+        signature (the error with numbers, paths, ids and quoted values masked), one full example error and
+        example unit numbers. Read it before retrying: fix the cause, then retry_failed(error_group=N)
+        re-runs just that group. get_unit explains one example in detail."""
+        return await respond(lambda: orch.error_summary(job_id, examples=examples, limit=limit))
+
     add_tool(server, get_job_status, title="Job progress", read_only=True, idempotent=True)
     add_tool(server, list_jobs, title="List jobs", read_only=True, idempotent=True)
     add_tool(server, get_results, title="Results (paged)", read_only=True, idempotent=True)
     add_tool(server, get_unit, title="One unit in detail", read_only=True, idempotent=True)
+    add_tool(server, get_error_summary, title="Failures grouped by cause", read_only=True, idempotent=True)
     add_tool(server, export_results, title="Export results to a file")

@@ -535,3 +535,34 @@ class BootUnit(ReadModel):
     unit: str = Field(description="The unit file's text.")
     crontab: str = Field(description="The @reboot crontab line that does the same without systemd.")
     next_steps: list[str] = Field(description="Commands left for the user to run.")
+
+
+# -- failures grouped by cause --------------------------------------------------------------------
+
+
+class ErrorExampleUnit(ReadModel):
+    number: int
+    key: str
+
+
+class ErrorGroup(ReadModel):
+    """Failed units that failed the same way: same class, kind and signature."""
+
+    group: int = Field(description="The group's number (1 = the largest): `abp retry JOB --error N`, "
+                                   "`error_group` on REST and MCP.")
+    count: int
+    error_class: str | None = Field(description="retryable, quota or permanent: what the retry loop did.")
+    error_kind: str | None = Field(description="What went wrong as data (timeout, exit_status, rate_limited, ...) "
+                                               "when the worker could tell.")
+    signature: str | None = Field(description="The error with numbers, paths, ids, hex, UUIDs and quoted "
+                                              "values masked (<n>, <path>, <str>, ...).")
+    example: str | None = Field(description="The full error of the group's first unit.")
+    units: list[ErrorExampleUnit] = Field(description="The group's first units (number and key).")
+
+
+class ErrorSummary(ReadModel):
+    """A job's FAILED units grouped by cause, largest group first."""
+
+    job_id: int
+    failed: int
+    groups: list[ErrorGroup]

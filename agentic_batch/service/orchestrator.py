@@ -18,6 +18,7 @@ from agentic_batch.service import control
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.adding import AddMixin
 from agentic_batch.service.clearing import ClearMixin
+from agentic_batch.service.error_groups import ErrorGroupsMixin
 from agentic_batch.service.resume_all import ResumeAllMixin
 from agentic_batch.service.review import ReviewMixin
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
@@ -40,7 +41,7 @@ MAX_EVENTS = 10_000
 MAX_EXECUTORS = 64
 
 
-class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddMixin, ClearMixin):
+class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddMixin, ClearMixin, ErrorGroupsMixin):
     def __init__(self, store: Store | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings.db_url)
@@ -259,17 +260,24 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             self.store.logs.append_logs([{"job_id": job.id, "level": "info",
                                           "message": f"{count} provider batch(es) cancelled"}])
 
-    def retry(self, ref: str | int, include_cancelled: bool = False) -> RetriedJob:
-        """Failed units (and, if asked, cancelled ones) back to PENDING with fresh retries; run again."""
+    def retry(self, ref: str | int, include_cancelled: bool = False, error_group: int | None = None) -> RetriedJob:
+        """Failed units (and, if asked, cancelled ones; or only those of one error group) back to PENDING
+        with fresh retries; run again."""
         job = self.job(ref)
         self._expect(job, {JobStatus.FAILED, JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED,
                            JobStatus.RUNNING}, "retry")
+        if error_group is not None and include_cancelled:
+            raise InvalidSpec(f"give {field_ref('error_group')} or {field_ref('include_cancelled')}, not both",
+                              hint="an error group holds failed units only")
+        key = self.error_group_key(job, error_group) if error_group is not None else None
         statuses = [UnitStatus.FAILED, UnitStatus.CANCELLED] if include_cancelled else [UnitStatus.FAILED]
-        count = self.store.units.set_units_status(job.id, statuses, UnitStatus.PENDING, reset=True)
+        count = self.store.units.set_units_status(job.id, statuses, UnitStatus.PENDING, reset=True, error_group=key)
         if count == 0:
-            raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry")
+            raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry"
+                               + (f" in error group {error_group}" if key is not None else ""))
+        what = f" (error group {error_group}: {key.signature})" if key is not None else ""
         self.store.logs.append_logs([{"job_id": job.id, "level": "info",
-                                      "message": f"{count} unit(s) queued for retry"}])
+                                      "message": f"{count} unit(s) queued for retry{what}"}])
         if job.status == JobStatus.RUNNING:
             self.store.changes.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)

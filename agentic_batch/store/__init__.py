@@ -4,9 +4,9 @@
 over it: `store.jobs`, `store.units`, `store.events`, `store.logs`, `store.executors`, `store.browse`
 (reads for the interfaces), `store.review` (isolated units' changes and review marks),
 `store.deletion` (a job's rows, in short transactions), `store.batches` (provider batches of
-`--batch-api` jobs) and `store.changes` (PostgreSQL notifications). They share the database's
-connections, and a write transaction open on a thread joins them (`Store.write_batch`).
-`open_store()` applies migrations on first use.
+`--batch-api` jobs), `store.errors` (failed units grouped by cause) and `store.changes` (PostgreSQL
+notifications). They share the database's connections, and a write transaction open on a thread joins
+them (`Store.write_batch`). `open_store()` applies migrations on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from agentic_batch.store.batch_queries import BatchQueries
 from agentic_batch.store.browse_queries import BrowseQueries
 from agentic_batch.store.db import SCHEMA_REVISION, Database, make_engine
+from agentic_batch.store.error_queries import ErrorQueries
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries, LogQueries
 from agentic_batch.store.executor_queries import ExecutorQueries
 from agentic_batch.store.job_deletion import JobDeletion
@@ -53,6 +54,7 @@ class Store:
         self.review = ReviewQueries(self.database)
         self.deletion = JobDeletion(self.database)
         self.batches = BatchQueries(self.database)
+        self.errors = ErrorQueries(self.database)
         self.changes = Changes(self.database)
 
     @property

@@ -100,6 +100,9 @@ units = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("error_class", sa.String(16)),
     sa.Column("error_kind", sa.String(32)),
+    # The error with what varies between units masked (error_signature.py), set with the error: failed
+    # units group by it (`abp errors`) without re-reading every error.
+    sa.Column("error_signature", sa.String(255)),
     sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
     sa.Column("tokens_in", sa.Integer, nullable=False, server_default="0"),
     sa.Column("tokens_out", sa.Integer, nullable=False, server_default="0"),
@@ -125,6 +128,7 @@ units = sa.Table(
     sa.Index("ix_units_job_finished", "job_id", "finished_at"),
     sa.Index("ix_units_lease_owner", "lease_owner"),
     sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id"),
+    sa.Index("ix_units_job_error", "job_id", "status", "error_signature", "error_class", "error_kind"),
 )
 
 #: A unit's run time for sorting; -1 while unfinished (same NULL placement on every dialect).

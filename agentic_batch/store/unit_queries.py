@@ -17,7 +17,9 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from agentic_batch.attempts import ATTEMPT_FIELDS
+from agentic_batch.error_signature import error_signature
 from agentic_batch.store.db import Queries
+from agentic_batch.store.error_queries import ErrorGroupKey
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, logs, units
 from agentic_batch.store.storable import is_transient, rejection_reason, storable, storable_text
@@ -50,7 +52,8 @@ _SUMMED = ("cost_usd", "tokens_in", "tokens_out")
 def _result_params(r: UnitResult, now: float) -> dict[str, Any]:
     return {**{f"b_{name}": value for name, value in r.attempt_fields().items()},
             "b_id": r.unit_id, "b_attempt": r.attempt, "b_status": r.status, "b_prompt": r.prompt,
-            "b_not_before": r.not_before, "b_err": 1 if r.count_error else 0, "b_finished": r.finished_at or now}
+            "b_not_before": r.not_before, "b_err": 1 if r.count_error else 0, "b_finished": r.finished_at or now,
+            "b_error_signature": error_signature(r.error)}
 
 
 def _attempt_value(name: str) -> Any:
@@ -64,6 +67,7 @@ def _result_update(finished: bool) -> sa.Update:
         **{name: _attempt_value(name) for name in ATTEMPT_FIELDS},
         "status": sa.bindparam("b_status"), "prompt": sa.bindparam("b_prompt"),
         "error_count": units.c.error_count + sa.bindparam("b_err", type_=sa.Integer),
+        "error_signature": sa.bindparam("b_error_signature", type_=units.c.error_signature.type),
         "lease_expires_at": None,
     }
     if finished:
@@ -245,8 +249,8 @@ class UnitQueries(Queries):
         with self.database.write() as conn:
             conn.execute(sa.update(units).where(units.c.id == unit_id).values(
                 status=UnitStatus.PENDING, output=None, data=None, error=None, error_class=None, error_kind=None,
-                exit_code=None, stdout=None, stderr=None, error_count=0, not_before=None, lease_owner=None,
-                lease_expires_at=None, finished_at=None))
+                exit_code=None, stdout=None, stderr=None, error_signature=None, error_count=0, not_before=None,
+                lease_owner=None, lease_expires_at=None, finished_at=None))
 
     def renew_leases(self, owner: str, lease_seconds: float, now: float | None = None) -> int:
         """Heartbeat: push out the lease of every unit this owner holds. Returns how many."""
@@ -315,6 +319,7 @@ class UnitQueries(Queries):
                 .where(units.c.id == result.unit_id, units.c.lease_owner == owner,
                        units.c.attempt == result.attempt, units.c.status == UnitStatus.RUNNING)
                 .values(status=UnitStatus.FAILED, output=None, data=None, error=message, error_class="permanent",
+                        error_signature=error_signature(message),
                         error_count=units.c.error_count + 1, lease_expires_at=None, not_before=None,
                         finished_at=now)
                 .returning(units.c.job_id, units.c.number)
@@ -351,18 +356,22 @@ class UnitQueries(Queries):
     # -- bulk status changes --------------------------------------------------------------------
 
     def set_units_status(self, job_id: int, from_statuses: Sequence[str], to_status: str,
-                         unit_ids: Sequence[int] | None = None, reset: bool = False) -> int:
-        """Move units between statuses (cancel, retry failed); `reset` clears the last error."""
+                         unit_ids: Sequence[int] | None = None, reset: bool = False,
+                         error_group: ErrorGroupKey | None = None) -> int:
+        """Move units between statuses (cancel, retry failed); `reset` clears the last error;
+        `error_group` limits it to the units failed with that cause (`abp retry JOB --error N`)."""
         values: dict[str, Any] = {"status": to_status}
         if to_status == UnitStatus.PENDING:
             values.update(lease_owner=None, lease_expires_at=None, not_before=None, finished_at=None)
         if to_status == UnitStatus.CANCELLED:
             values.update(finished_at=time.time(), lease_expires_at=None)
         if reset:
-            values.update(error_count=0, error=None, error_class=None, error_kind=None)
+            values.update(error_count=0, error=None, error_class=None, error_kind=None, error_signature=None)
         query = sa.update(units).where(units.c.job_id == job_id, units.c.status.in_(list(from_statuses)))
         if unit_ids is not None:
             query = query.where(units.c.id.in_(list(unit_ids)))
+        if error_group is not None:
+            query = query.where(*error_group.matches())
         with self.database.write() as conn:
             return conn.execute(query.values(**values)).rowcount
 

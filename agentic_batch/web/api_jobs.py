@@ -17,8 +17,9 @@ from agentic_batch.refs import MAX_ID
 from agentic_batch.service import Orchestrator
 from agentic_batch.service.browse import JOB_STATUSES, MAX_PAGE
 from agentic_batch.service.clearing_models import DeletedJobs, PrunedJobs
-from agentic_batch.service.models import (ActiveUnit, CreatedJob, JobsPage, JobView, ResumeAllReport, RetriedJob,
-                                          SyncResult, Timeseries, UnitDetail)
+from agentic_batch.service.error_groups import MAX_EXAMPLES, MAX_GROUPS
+from agentic_batch.service.models import (ActiveUnit, CreatedJob, ErrorSummary, JobsPage, JobView, ResumeAllReport,
+                                          RetriedJob, SyncResult, Timeseries, UnitDetail)
 from agentic_batch.spec import JobSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 from agentic_batch.web.deps import orchestrator, web_config
@@ -42,8 +43,13 @@ class StartRequest(BaseModel):
 
 
 class RetryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # error_group and include_cancelled exclude each other (an error group holds failed units only)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
+        "required": ["error_group", "include_cancelled"],
+        "properties": {"error_group": {"type": "integer"}, "include_cancelled": {"const": True}}}})
     include_cancelled: bool = Field(default=False, description="Also queue CANCELLED units again.")
+    error_group: int | None = Field(default=None, ge=1, le=MAX_ID, description="Only the failed units of this "
+                                    "error group (its number in `GET /api/jobs/{job}/errors`).")
 
 
 class PromptRequest(BaseModel):
@@ -166,8 +172,21 @@ def cancel_job(job: str, orch: Orch) -> JobView:
 
 @router.post("/jobs/{job}/retry", summary="Retry failed units")
 def retry_job(job: str, orch: Orch, body: RetryRequest | None = None) -> RetriedJob:
-    """Failed units (and cancelled ones if asked) go back to PENDING with fresh retries; the job runs."""
-    return orch.retry(job, include_cancelled=(body or RetryRequest()).include_cancelled)
+    """Failed units (and cancelled ones if asked, or only one error group's) go back to PENDING with fresh
+    retries; the job runs."""
+    body = body or RetryRequest()
+    return orch.retry(job, include_cancelled=body.include_cancelled, error_group=body.error_group)
+
+
+@router.get("/jobs/{job}/errors", summary="Failed units grouped by cause")
+def error_summary(job: str, orch: Orch,
+                  examples: Annotated[int, Query(ge=0, le=MAX_EXAMPLES, description="Example units per group")] = 3,
+                  limit: Annotated[int, Query(ge=1, le=MAX_GROUPS, description="Groups, largest first")] = 50
+                  ) -> ErrorSummary:
+    """Failed units grouped by error class, kind and signature (the error with numbers, paths, ids, hex,
+    UUIDs and quoted values masked), largest group first; retry one with `POST .../retry
+    {"error_group": N}`."""
+    return orch.error_summary(job, examples=examples, limit=limit)
 
 
 @router.put("/jobs/{job}/prompt", summary="Edit the prompt template")

@@ -59,7 +59,7 @@ async def job_page(request: Request, job: str) -> Response:
         return {"record": record, **plain({
             "status": status, "test": test, "units": orch.units_page(record.id, limit=UNITS_PAGE),
             "active": orch.active_units(record.id), "logs": orch.logs_page(record.id, limit=50),
-            "series": orch.timeseries(record.id)})}
+            "series": orch.timeseries(record.id), "errors": orch.error_summary(record.id)})}
 
     data = await run_in_threadpool(load)
     record = data.pop("record")

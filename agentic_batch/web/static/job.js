@@ -1,4 +1,5 @@
-/* The job page: header and actions, test result, live activity, charts, the units table and logs.
+/* The job page: header and actions, test result, live activity, failures by cause, charts, the units table
+ * and logs.
  * First drawn from the embedded data, then kept current by /api/jobs/{id}/stream. */
 "use strict";
 
@@ -102,6 +103,42 @@
       el("td", { class: "num" }, a.attempt), el("td", { class: "num" }, ABP.duration(a.elapsed_s)),
       el("td", { class: "latest" }, ABP.describeEvent(a.last_event)))));
     document.getElementById("active-empty").hidden = list.length > 0;
+  }
+
+  // -- failures grouped by cause -------------------------------------------------------------------
+
+  let errorsFailed = data.errors.failed;
+  let errorsDirty = false;
+
+  function errorRow(g) {
+    const kind = (g.error_class || "—") + (g.error_kind ? ` / ${g.error_kind}` : "");
+    const examples = g.units.map((u) => el("a", { href: `/jobs/${jobId}/units/${u.number}`, title: u.key }, `#${u.number}`));
+    const more = g.count > g.units.length ? el("span", { class: "muted" }, " …") : null;
+    return el("tr", { dataset: { group: g.group } },
+      el("td", { class: "num" }, g.group), el("td", { class: "num" }, ABP.int(g.count)), el("td", {}, kind),
+      el("td", { class: "signature" }, el("code", {}, g.signature || "(no message)"),
+        g.example ? el("details", {}, el("summary", { class: "muted" }, "example"), el("pre", { class: "block error-text" }, g.example)) : null),
+      el("td", { class: "examples" }, ...examples.flatMap((a, i) => (i ? [", ", a] : [a])), more),
+      el("td", {}, el("button", { type: "button", class: "secondary small", dataset: {
+        action: "retry-group", group: g.group, confirm: `Retry the ${g.count} unit(s) that failed this way?` } }, "Retry")));
+  }
+
+  function renderErrors(summary) {
+    errorsFailed = summary.failed;
+    document.getElementById("errors-body").replaceChildren(...summary.groups.map(errorRow));
+    document.getElementById("errors-count").textContent =
+      `(${ABP.int(summary.failed)} failed unit(s) in ${ABP.int(summary.groups.length)} group(s))`;
+    document.getElementById("errors-panel").hidden = summary.groups.length === 0;
+  }
+  const loadErrors = async () => {
+    try { renderErrors(await api("GET", `${base}/errors?examples=5`)); } catch (error) { ABP.showError(error); }
+  };
+
+  async function retryGroup(action, button) {
+    const result = await api("POST", `${base}/retry`, { error_group: Number(button.dataset.group) });
+    ABP.toast(`${ABP.int(result.retried)} unit(s) queued for retry`);
+    onProgress(await api("GET", base));
+    loadErrors();
   }
 
   // -- charts -----------------------------------------------------------------------------------
@@ -234,20 +271,24 @@
     logsDirty = true;
     unitsDirty = true;
     if (changed) { loadSeries(); showTest(); }
+    if (s.failed !== errorsFailed) errorsDirty = true;
   }
 
   ABP.wireActions(document.getElementById("job-actions"), act);
   ABP.wireActions(document.getElementById("test-panel"), act);
+  ABP.wireActions(document.getElementById("errors-panel"), retryGroup);
   renderHeader(current);
   if (data.test) showTest(data.test);
   renderActive(data.active);
   renderSeries(data.series);
+  renderErrors(data.errors);
   renderUnits(page);
   renderLogs(data.logs, false);
   ABP.stream(`${base}/stream?events=0`, { progress: onProgress, active: renderActive, unit: onUnit });
   setInterval(() => {
     if (document.hidden) return;
     if (unitsDirty) { unitsDirty = false; loadUnits(); }
+    if (errorsDirty) { errorsDirty = false; loadErrors(); }
     if (logsDirty && !olderShown) { logsDirty = false; loadLogs(); }
   }, 3000);
   setInterval(() => { if (!document.hidden && current.status === "RUNNING") loadSeries(); }, 5000);
