@@ -65,11 +65,13 @@ async def test_error_summary_and_retrying_one_group(orch, workdir: Path, tmp_pat
 
 
 @pytest.mark.asyncio
-async def test_resume_all_jobs(orch, workdir: Path) -> None:
-    path = workdir / "slow.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "sleep": 1.0}) + "\n" for i in range(8)))
-    job = orch.create(JobSpec(name="slow", source={"kind": "jsonl", "path": str(path), "key": "id"}, worker="python",
-                              worker_options={"function": ref("slow")}, concurrency=2), cwd=workdir).job_id
+async def test_resume_all_jobs(orch, workdir: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    path = workdir / "gated.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "gate": str(gate)}) + "\n" for i in range(8)))
+    job = orch.create(JobSpec(name="gated", source={"kind": "jsonl", "path": str(path), "key": "id"},
+                              worker="python", worker_options={"function": ref("gated")}, concurrency=2),
+                      cwd=workdir).job_id
     orch.start(job, skip_test=True)
     pid = wait_until(lambda: orch.status(job).executor.pid if orch.status(job).executor.state == "running" else None)
     os.kill(pid, signal.SIGKILL)
@@ -80,5 +82,6 @@ async def test_resume_all_jobs(orch, workdir: Path) -> None:
         jsonschema.validate(report, tools["resume_all_jobs"].output_schema)
         assert report["resumed"] == 1 and report["jobs"][0]["job_id"] == job
         again = await call(session, "resume_all_jobs")
-        assert again["resumed"] == 0  # its new executor is alive (or the job is done): nothing to resume
+        assert [row["outcome"] for row in again["jobs"]] == ["running"]  # its new executor is alive
+    gate.write_text("")
     assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 8

@@ -22,11 +22,14 @@ from tests.fixtures.funcs import ref
 pytestmark = pytest.mark.timeout(180)
 
 
-def slow_job(orch, workdir: Path, name: str, n: int = 6, sleep: float = 0.6) -> int:  # type: ignore[no-untyped-def]
+def slow_job(orch, workdir: Path, name: str, n: int = 6, sleep: float = 0.6,  # type: ignore[no-untyped-def]
+             gate: Path | None = None) -> int:
+    """A started job of `n` units; with `gate`, no unit finishes before the file `gate` exists."""
     path = workdir / f"{name}.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "sleep": sleep}) + "\n" for i in range(n)))
+    rows = [{"id": i, "sleep": sleep, **({"gate": str(gate)} if gate else {})} for i in range(n)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     spec = JobSpec(name=name, source={"kind": "jsonl", "path": str(path), "key": "id"}, worker="python",
-                   worker_options={"function": ref("slow")}, concurrency=2)
+                   worker_options={"function": ref("gated" if gate else "slow")}, concurrency=2)
     job_id = orch.create(spec, cwd=workdir).job_id
     orch.start(job_id, skip_test=True)
     return job_id
@@ -37,10 +40,11 @@ def running_pid(orch, job_id: int) -> int:  # type: ignore[no-untyped-def]
                           if orch.status(job_id).executor.state == "running" else None, what="a running executor"))
 
 
-def test_resume_all_after_every_executor_is_killed(orch, workdir: Path) -> None:
+def test_resume_all_after_every_executor_is_killed(orch, workdir: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
     pids: dict[int, int] = {}
     for i in range(3):
-        job = slow_job(orch, workdir, f"reboot-{i}", n=10, sleep=1.0)
+        job = slow_job(orch, workdir, f"reboot-{i}", n=10, gate=gate)
         pids[job] = running_pid(orch, job)
     jobs = list(pids)
     wait_until(lambda: all(orch.status(j).running > 0 for j in jobs), timeout=30, what="units in flight")
@@ -55,6 +59,7 @@ def test_resume_all_after_every_executor_is_killed(orch, workdir: Path) -> None:
     assert (report["resumed"], report["running"], report["skipped"]) == (3, 0, 0)
     assert [row["job_id"] for row in report["jobs"]] == sorted(jobs)
     assert all(row["outcome"] == "resumed" and row["pid"] not in pids.values() for row in report["jobs"])
+    gate.write_text("")
 
     for job in jobs:
         final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=120)
@@ -65,10 +70,11 @@ def test_resume_all_after_every_executor_is_killed(orch, workdir: Path) -> None:
     assert again.returncode == 0 and "no RUNNING jobs" in again.stdout
 
 
-def test_a_live_executor_is_left_alone_and_a_dead_one_resumed(orch, workdir: Path) -> None:
-    alive = slow_job(orch, workdir, "alive", n=40, sleep=0.5)
+def test_a_live_executor_is_left_alone_and_a_dead_one_resumed(orch, workdir: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    alive = slow_job(orch, workdir, "alive", n=10, gate=gate)
     alive_pid = running_pid(orch, alive)
-    dead = slow_job(orch, workdir, "dead", n=8, sleep=1.0)
+    dead = slow_job(orch, workdir, "dead", n=8, gate=gate)
     os.kill(running_pid(orch, dead), signal.SIGKILL)
     wait_until(lambda: orch.status(dead).executor.state == "lost", timeout=15, what="a lost executor")
 
@@ -79,12 +85,14 @@ def test_a_live_executor_is_left_alone_and_a_dead_one_resumed(orch, workdir: Pat
     assert any(line.startswith(f"job {dead} dead: resumed (executor pid ") for line in lines)
     assert lines[-1] == "1 resumed, 1 still running, 0 skipped"
     assert orch.status(alive).executor.pid == alive_pid  # not a second executor
+    gate.write_text("")
     assert wait_status(orch, dead, {"COMPLETED"}, timeout=60).completed == 8
-    orch.cancel(alive)
+    assert wait_status(orch, alive, {"COMPLETED"}, timeout=60).completed == 10
 
 
-def test_resume_all_through_rest(orch, workdir: Path) -> None:
-    job = slow_job(orch, workdir, "rest", n=8, sleep=1.0)
+def test_resume_all_through_rest(orch, workdir: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job = slow_job(orch, workdir, "rest", n=8, gate=gate)
     os.kill(running_pid(orch, job), signal.SIGKILL)
     wait_until(lambda: orch.status(job).executor.state == "lost", timeout=15, what="a lost executor")
     with serve_in_thread(create_app(orch, WebConfig(cwd=workdir))) as server, \
@@ -96,6 +104,7 @@ def test_resume_all_through_rest(orch, workdir: Path) -> None:
         assert client.get("/api/jobs/resume-all").status_code == 404  # no job of that name: GET is a job
         assert client.post("/api/jobs/resume-all", content=b"x",
                            headers={"content-type": "text/plain"}).status_code == 403  # cross-site form
+    gate.write_text("")
     assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 8
 
 
