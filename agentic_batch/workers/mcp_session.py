@@ -61,6 +61,8 @@ class _Generation:
                 self.ready.set_exception(real if isinstance(real, Exception) else ServerGone(describe_error(real)))
             elif not isinstance(real, asyncio.CancelledError):
                 log.warning("MCP server %r session ended: %s", self.server.name, describe_error(real))
+            if isinstance(exc, asyncio.CancelledError):
+                raise  # the loop is shutting down: the stack above has stopped the server
         finally:
             self.dead = True
             if not self.ready.done():

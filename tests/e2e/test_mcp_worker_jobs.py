@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,24 @@ def test_an_executor_killed_with_sigkill_takes_its_server_along(workdir: Path, o
     os.kill(executor, signal.SIGKILL)
     wait_until(lambda: not alive(server) and not group_alive(server), timeout=20,
                what="the watchdog to kill the server")
+
+
+def test_the_readme_example_runs_as_written(workdir: Path, orch: Orchestrator) -> None:
+    """The README's `--worker mcp` example, run by bash in a directory laid out like a clone."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("**One MCP tool per unit**"):]
+    start = section.index("```bash\n") + len("```bash\n")
+    script = section[start:section.index("\n```", start)]
+    for name in ("README.md", "pyproject.toml"):
+        (workdir / name).write_text((root / name).read_text())
+    (workdir / "tests").symlink_to(root / "tests")
+    bin_dir = str(Path(sys.executable).parent)  # `abp` and a `python` with the mcp SDK
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(root)}
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=150, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "abp run --name words" in script and "data.words" in done.stdout.splitlines()[0]
+    rows = {r["path"]: r for r in orch.results("words")}
+    assert rows["README.md"]["data.words"] == len(readme.split())
+    assert rows["pyproject.toml"]["status"] == "COMPLETED"
