@@ -246,3 +246,20 @@ def test_429_on_create_backs_off_and_submits_once(orch: Any, workdir: Path, serv
     states = [b.state for b in reversed(orch.store.batches.list_batches(job_id))]
     assert states == ["refused", "refused", "done"]
     assert all(u.error_count == 0 for u in orch.store.units.iter_units(job_id))
+
+
+def test_fallback_online_runs_what_the_batch_did_not_finish(orch: Any, workdir: Path,
+                                                            server: ScriptedAnthropicServer) -> None:
+    server.responder = lambda r: Reply.text("online " + r.first_user_text.split("\n")[0], usage=(100, 20))
+    server.batches.default = BatchTiming(seconds=math.inf, cancel_seconds=0.2)
+    spec = batch_spec(workdir, server, 3, batch_fallback="online", batch_fallback_after_s=1.0)
+    job_id = start(orch, spec, workdir)
+    status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+    assert status.status == "COMPLETED"
+    (batch,) = server.batches.all()
+    assert batch.cancel_at is not None and {r["type"] for r in batch.results.values()} == {"canceled"}
+    units = list(orch.store.units.iter_units(job_id))
+    assert all(u.output == f"online Do item {u.payload['id']}" for u in units)
+    assert all(u.error_count == 0 for u in units)  # the cancelled batch spent no retry
+    assert all(u.cost_usd == pytest.approx(Pricing(MODEL).cost(100, 20)) for u in units)  # online: full price
+    assert server.count("/v1/messages") == 3
