@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -156,12 +157,17 @@ def run_job(repo: Path, work: Path, units: int, isolate: bool) -> dict[str, floa
         time.sleep(0.05)
     assert record.status == "COMPLETED", record.error
     durations = [r["duration_s"] for r in orch.results(job) if r.get("duration_s") is not None]
+    said = {}  # the executor's own timing of the per-run steps: checking out and removing its worktrees
+    for line in orch.logs(job):
+        found = re.match(r"(checked out|removed) \d+ (?:idle )?worktree\(s\).* in ([0-9.]+)s$", line.message)
+        if found:
+            said["checkout_s" if found[1] == "checked out" else "remove_s"] = float(found[2])
     orch.store.close()
     if not isolate:  # in place: put the files back for the isolated run
         subprocess.run(["git", "-C", str(repo), "checkout", "-q", "--", "."], check=True)
     return {"wall_s": round(record.finished_at - started, 2),
             "mean_unit_s": round(statistics.mean(durations), 3) if durations else float("nan"),
-            "executor_cpu_ms_per_unit": round(cpu / units * 1000, 1)}
+            "executor_cpu_ms_per_unit": round(cpu / units * 1000, 1), **said}
 
 
 def main() -> None:
@@ -200,7 +206,10 @@ def main() -> None:
         print(f"8 at once: {json.dumps(summarise(parallel))}; {args.units} units in {wall:.2f} s "
               f"= {wall / args.units * 1000:.0f} ms of wall time and {cpu / args.units * 1000:.0f} ms of git CPU "
               "per unit")
-        jw.release_idle()
+        t0, cpu0 = time.perf_counter(), children_cpu()
+        removed = jw.release_idle()
+        print(f"release {removed} idle worktrees: {time.perf_counter() - t0:.2f} s, git CPU "
+              f"{children_cpu() - cpu0:.2f} s (the files' deletion is in this process: not in git's CPU)")
         work = Path(tmp)
         (work / "edit.py").write_text(EDIT)
         arms: dict[str, list[dict[str, float]]] = {"in place": [], "isolated": []}
@@ -209,12 +218,17 @@ def main() -> None:
                 figures = run_job(repo, work, args.job_units, isolate=isolate)
                 arms[name].append(figures)
                 print(f"round {round_}, {name}: {figures} (load average {os.getloadavg()[0]:.1f})")
-        med = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in arms.items()}
+        med = {name: {key: statistics.median(r.get(key, 0.0) for r in rows) for key in rows[0]}
+               for name, rows in arms.items()}
         extra = med["isolated"]["mean_unit_s"] - med["in place"]["mean_unit_s"]
         extra_wall = (med["isolated"]["wall_s"] - med["in place"]["wall_s"]) * 8 / args.job_units
         extra_cpu = med["isolated"]["executor_cpu_ms_per_unit"] - med["in place"]["executor_cpu_ms_per_unit"]
         print(f"job of {args.job_units} 2-second command units at concurrency 8, medians of {args.rounds} round(s): "
               f"in place {med['in place']}, isolated {med['isolated']}")
+        fixed = med["isolated"].get("checkout_s", 0.0) + med["isolated"].get("remove_s", 0.0)
+        extra_run = (med["isolated"]["wall_s"] - fixed - med["in place"]["wall_s"]) * 8 / args.job_units
+        print(f"per run: {fixed:.1f} s checking out and removing the 8 worktrees; the rest of the job's wall time "
+              f"adds {extra_run * 1000:.0f} ms per unit ({extra_run / 2 * 100:.1f}% of 2 s)")
         print(f"isolation adds {extra * 1000:.0f} ms per unit ({extra / 2 * 100:.1f}% of 2 s) to the unit's time, "
               f"{extra_wall * 1000:.0f} ms per unit ({extra_wall / 2 * 100:.1f}%) to the job's wall time "
               f"(x concurrency / units), and {extra_cpu:.0f} ms of CPU per unit")

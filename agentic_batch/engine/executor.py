@@ -301,8 +301,12 @@ class Executor:
             log.error("could not write %s to the store (%s)", recorder.describe_pending(), describe(exc))
 
     async def _release_worktrees(self, runner: UnitRunner, recorder: Recorder) -> None:
+        started = time.monotonic()
         try:
-            await asyncio.to_thread(runner.release_worktrees)
+            removed = await asyncio.to_thread(runner.release_worktrees)
+            if removed:  # thousands of files each: said, with its time, next to the checkouts' line
+                recorder.log(self.job_id, "info", f"removed {removed} idle worktree(s) in "
+                             f"{time.monotonic() - started:.1f}s", executor_id=self.id)
         except Exception as exc:  # the next start removes them (they are this dead executor's then)
             recorder.log(self.job_id, "warning", f"could not remove idle worktrees: {exc}", executor_id=self.id)
 
