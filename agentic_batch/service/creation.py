@@ -69,8 +69,9 @@ def check_batch_api(worker: str, options: Any) -> None:
                           f"not {worker}")
     tools = [name for name in ("allow_commands", "mcp_config") if getattr(options, name, None)]
     if tools:
-        raise InvalidSpec(f"{field_ref('batch_api')} sends one request per unit and cannot run tools: drop the "
-                          f"worker option(s) {', '.join(tools)} or run without {field_ref('batch_api')}")
+        named = ", ".join(field_ref(f"worker_options.{name}") for name in tools)
+        raise InvalidSpec(f"{field_ref('batch_api')} sends one request per unit and cannot run tools: drop "
+                          f"{named} or run without {field_ref('batch_api')}")
 
 
 def cleanup_abandoned(store: Store) -> None:

@@ -315,3 +315,43 @@ def _multipart(content_type: str, raw: bytes) -> tuple[str | None, bytes | None]
         elif name == "file":
             content = data
     return purpose, content
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m agentic_batch.testing.openai_batches --port 0 --in-progress 2 --pad 2000`: prints its URL,
+    serves until SIGTERM, then prints how many batches and requests it saw."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--validating", type=float, default=0.1, help="seconds a batch stays validating")
+    parser.add_argument("--in-progress", type=float, default=0.3, help="seconds a batch stays in_progress")
+    parser.add_argument("--finalizing", type=float, default=0.1, help="seconds a batch stays finalizing")
+    parser.add_argument("--pad", type=int, default=0, help="characters of padding in every answer")
+    args = parser.parse_args(argv)
+    pad = "x" * args.pad
+
+    def responder(request: Request) -> Reply:
+        return Reply.text(f"echo: {request.first_user_text}{pad}")
+
+    server = ScriptedOpenAIBatchServer(responder, validating_s=args.validating, in_progress_s=args.in_progress,
+                                       finalizing_s=args.finalizing, host=args.host, port=args.port,
+                                       keep_requests=False)
+    server.start()
+    print(server.url, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        print(f"batches={len(server.creates)} requests={server.request_count}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

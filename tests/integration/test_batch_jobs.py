@@ -241,3 +241,18 @@ def test_status_shows_batches_in_flight_on_every_interface(orch: Any, workdir: P
         assert status_view(view)["batches"]["in_flight"] == 2
         assert abp("cancel", str(job_id), cwd=workdir).returncode == 0
         wait_until(lambda: orch.status(job_id).batches.in_flight == 0, timeout=30, what="the batches closed")
+
+
+def test_fallback_online_runs_what_the_batches_did_not_finish(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(lambda r: Reply.text("online " + r.first_user_text), stuck=True) as srv:
+        spec = batch_spec(workdir, srv, 3, batch_fallback="online", batch_fallback_after_s=1.0)
+        job_id = start(orch, spec, workdir)
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+        assert status.status == "COMPLETED"
+        assert srv.cancels == [srv.creates[0].id] and len(srv.creates) == 1
+        online = [r for r in srv.requests if r.path.endswith("/chat/completions") and r.tools is not None]
+        units = list(orch.store.units.iter_units(job_id))
+        assert all(u.output and u.output.startswith("online Do item") for u in units)
+        assert all(u.error_count == 0 for u in units)  # the cancelled batch spent no retry
+        assert len(online) >= 3
+        assert orch.store.batches.list_batches(job_id)[0].state == "done"
