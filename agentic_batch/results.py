@@ -1,8 +1,9 @@
 """Result rows: one flat dict per unit, shared by exports, the reduce step and every interface.
 
 A row is the unit's number in the job (`unit`), its key, the item's fields, then status, output,
-error, cost and attempts; a command unit's `exit_code`, `stdout` and `stderr`; structured output
-fields (a dict in `data`) become `data.<field>` columns.
+error, cost and attempts; a command unit's `exit_code`, `stdout` and `stderr`; for a unit the result
+cache completed, `cached_from` (`JOB/UNIT`); structured output fields (a dict in `data`) become
+`data.<field>` columns.
 An item field whose name clashes with a result column is kept as `item.<name>`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -24,10 +26,16 @@ from agentic_batch.workers.pricing import usd
 PROCESS_COLUMNS = ("exit_code", "stdout", "stderr")
 
 RESULT_COLUMNS = ("status", "output", "error", "error_class", "cost_usd", "tokens_in", "tokens_out",
-                  "attempts", "duration_s", *PROCESS_COLUMNS)
+                  "attempts", "duration_s", "cached_from", *PROCESS_COLUMNS)
 
 
-def unit_row(unit: UnitRecord) -> dict[str, Any]:
+def cached_from_cell(origin: tuple[int, int] | None) -> str | None:
+    """The `cached_from` column: `JOB/UNIT` of the unit a cached result came from (the one that ran)."""
+    return f"{origin[0]}/{origin[1]}" if origin else None
+
+
+def unit_row(unit: UnitRecord, origins: dict[int, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """A unit as a result row; `origins` (unit id -> job id, number) names where cached results came from."""
     row: dict[str, Any] = {"unit": unit.number, "key": unit.key}
     for name, value in unit.payload.items():
         column = f"item.{name}" if name in RESULT_COLUMNS or name in ("unit", "key") else name
@@ -35,7 +43,8 @@ def unit_row(unit: UnitRecord) -> dict[str, Any]:
     duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
     row.update(status=unit.status, output=unit.output, error=unit.error, error_class=unit.error_class,
                cost_usd=usd(unit.cost_usd), tokens_in=unit.tokens_in, tokens_out=unit.tokens_out,
-               attempts=unit.attempt, duration_s=round(duration, 3) if duration is not None else None)
+               attempts=unit.attempt, duration_s=round(duration, 3) if duration is not None else None,
+               cached_from=cached_from_cell((origins or {}).get(unit.cached_from)) if unit.cached_from else None)
     if unit.exit_code is not None:
         row.update(exit_code=unit.exit_code, stdout=unit.stdout, stderr=unit.stderr)
     if isinstance(unit.data, dict):
@@ -49,10 +58,18 @@ def unit_row(unit: UnitRecord) -> dict[str, Any]:
 def iter_rows(store: Store, job_id: int, statuses: Iterable[str] | None = None,
               counter: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """Rows in unit order; `counter[0]` (if given) counts them as they go."""
-    for unit in store.units.iter_units(job_id, list(statuses) if statuses else None):
+    records = store.units.iter_units(job_id, list(statuses) if statuses else None)
+    while page := list(itertools.islice(records, 1000)):
+        yield from unit_rows(store, page, counter)
+
+
+def unit_rows(store: Store, page: list[UnitRecord], counter: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a page of units, the origins of its cached units looked up at once."""
+    origins = store.cache.origins(u.cached_from for u in page if u.cached_from)
+    for unit in page:
         if counter is not None:
             counter[0] += 1
-        yield unit_row(unit)
+        yield unit_row(unit, origins)
 
 
 def _cell(value: Any) -> Any:

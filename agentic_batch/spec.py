@@ -118,6 +118,16 @@ class JobSpec(BaseModel):
         description="Bytes of each unit's output kept in the store; longer output keeps its head and tail, and "
                     "the whole text goes to a file under the job's directory.")
 
+    cache: Annotated[bool, Flag(RUN_PANEL, help="Complete a unit from an earlier job's completed unit with the "
+                                                "same fingerprint (worker, model, answer-changing options, "
+                                                "rendered prompt, schema, file content), at no cost.")] = Field(
+        default=False,
+        description="Result cache: a unit whose fingerprint (worker kind, model, every option that changes the answer, "
+                    "rendered prompt, output schema, and for a files source the file's content hash) matches a "
+                    "COMPLETED unit of an earlier cached job is completed from it at no cost, marked cached with the "
+                    "source unit. Off by default: an agent (claude, command) acts on the world, and a cached answer is "
+                    "not a fresh sample.")
+
     isolate: Annotated[Isolate, Flag(ISOLATION_PANEL, help="worktree: each unit's attempt runs in a fresh git "
                                                            "worktree of --base on its own branch; its diff is "
                                                            "the result.")] = Field(
@@ -194,6 +204,9 @@ class JobSpec(BaseModel):
             if given:
                 raise ValueError(f"{', '.join(field_ref(name) for name in given)} need(s) "
                                  f"{field_ref('isolate')} worktree")
+        elif self.cache:
+            raise ValueError(f"{field_ref('cache')} does not apply to {field_ref('isolate')} worktree jobs (a unit's "
+                             "result is a commit in the job's repository, which a copy would not make)")
         if not self.batch_api:
             given = [name for name, default in BATCH_OPTIONS.items() if getattr(self, name) != default]
             if given:

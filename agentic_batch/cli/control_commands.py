@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
-from agentic_batch.cli.output import err, markup_safe, money, out, print_json, shows_usage
+from agentic_batch.cli.output import err, markup_safe, money, out, plan_line, print_json, shows_usage
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.engine.procs import hostname
 from agentic_batch.service.models import JobView, ResumeAllReport
@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
         if job is None:
             raise InvalidSpec("give a JOB to resume, or --all for every RUNNING job whose executor is gone")
         status = orchestrator().resume(job, budget_usd=budget_usd, executors=executors)
+        if status.cache and status.plan.cached and not as_json:
+            out.print(plan_line(status.plan))
         ex = status.executor
         _report(status, as_json, f"Job {status.id} resumed: executor pid {ex.pid}; "
                                  f"{status.pending + status.running} unit(s) to go.")
@@ -87,6 +89,8 @@ def register(app: typer.Typer) -> None:
         if not failed and not cancelled:
             raise InvalidSpec("nothing to retry: give --failed and/or --cancelled")
         status = orchestrator().retry(job, include_cancelled=cancelled, error_group=error)
+        if status.cache and not as_json:
+            out.print(plan_line(status.plan))
         which = f" (error group {error})" if error is not None else ""
         _report(status, as_json, f"Job {status.id} is RUNNING again: {status.retried} unit(s){which} queued for retry.")
 

@@ -11,11 +11,11 @@ from rich.panel import Panel
 from rich.text import Text
 
 from agentic_batch.cli.common import JobArg, JsonFlag, orchestrator
-from agentic_batch.cli.output import err, out, print_json, safe, unit_report
+from agentic_batch.cli.output import err, out, plan_line, print_json, safe, unit_report
 from agentic_batch.cli.spec_options import build_signature, read_text_file, spec_from_options
 from agentic_batch.errors import InvalidSpec
 from agentic_batch.service import Orchestrator
-from agentic_batch.service.models import JobView, UnitDetail, UnitView
+from agentic_batch.service.models import JobView, StartedJob, UnitDetail, UnitView
 from agentic_batch.states import JobStatus, UnitStatus
 
 CREATE_HELP = """Create a job: one unit per item of the source, and a prompt per unit.
@@ -95,8 +95,9 @@ def register(app: typer.Typer) -> None:
         _describe_created(result, spec.worker)
         orch = orchestrator()
         job_id = result.job_id
+        started: JobView | UnitDetail
         if values["skip_test"] or orch.settings.skip_test:
-            orch.start(job_id, skip_test=True)
+            started = orch.start(job_id, skip_test=True)
         else:
             err.print(f"Testing job {job_id} on its first item…")
             report = _run_test(orch, job_id)
@@ -127,7 +128,9 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             elif not ok:
                 err.print(Text("the test unit did not complete; starting anyway (--force)", style="yellow"))
-            orch.approve(job_id)
+            started = orch.approve(job_id)
+        if isinstance(started, StartedJob) and started.cache:
+            err.print(plan_line(started.plan))
         from agentic_batch.cli.view_commands import follow_job
 
         if values["wait"]:
@@ -165,6 +168,8 @@ def register(app: typer.Typer) -> None:
                 print_json(status)
             elif approve:
                 ex = status.executor
+                if isinstance(status, StartedJob) and status.cache:
+                    out.print(plan_line(status.plan))
                 out.print(f"Job {status.id} approved: executor running (pid {ex.pid}). "
                           f"Follow it with `abp watch {status.id}`.")
             else:
@@ -187,6 +192,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result)
         elif isinstance(result, JobView):
+            if isinstance(result, StartedJob) and result.cache:
+                out.print(plan_line(result.plan))
             out.print(f"Job {result.id} started without a test: executor pid {result.executor.pid}. "
                       f"Follow it with `abp watch {result.id}`.")
         else:

@@ -22,7 +22,8 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
-from agentic_batch.service.models import ActiveUnit, EventView, JobSummary, JobView, UnitDetail, UnitView, plain
+from agentic_batch.service.models import (ActiveUnit, EventView, JobSummary, JobView, RunPlan, UnitDetail, UnitView,
+                                          plain)
 from agentic_batch.states import JobStatus, UnitStatus
 
 #: Off a terminal, tables and panels may be as wide as their content: a pipe has no width, and a
@@ -124,7 +125,8 @@ def status_panel(s: JobView, active: list[ActiveUnit] | None = None) -> Panel:
     grid.add_column(style="dim")
     grid.add_column()
     grid.add_row("units", f"{s.completed} completed · {s.failed} failed · {s.running} running · "
-                          f"{s.pending} pending · {s.cancelled} cancelled")
+                          f"{s.pending} pending · {s.cancelled} cancelled"
+                          + (f" · {s.cached} cached" if s.cached else ""))
     grid.add_row("rate", f"{s.rate:.2f} units/s   ETA {duration(s.eta_seconds)}   "
                          f"elapsed {duration(s.elapsed_seconds)}")
     if shows_usage(s.worker, s.cost_usd, s.tokens_in, s.tokens_out) or s.budget_usd:
@@ -266,6 +268,8 @@ def unit_report(u: UnitView, title: str, console: Console | None = None, worker:
     if shows_usage(worker, u.cost_usd, u.tokens_in, u.tokens_out, u.turns):
         line.append(f" · {money(u.cost_usd)} · {u.tokens_in:,}/{u.tokens_out:,} tokens"
                     f" · {u.turns} turn(s)")
+    if u.cached_from is not None:
+        line.append(f" · cached from job {u.cached_from.job_id} unit {u.cached_from.unit}", style="cyan")
     console.print(line)
     sections: list[tuple[str, RenderableType, str]] = [("payload", _json_text(u.payload), "")]
     if u.prompt:
@@ -284,6 +288,15 @@ def unit_report(u: UnitView, title: str, console: Console | None = None, worker:
         else:
             console.print(Text(f"── {name} ──", style=border or "bold"), soft_wrap=True)
             console.print(body, soft_wrap=True)
+
+
+def plan_line(plan: RunPlan) -> str:
+    """What a start or retry found before running: "N units cached, M to run, projected $X"."""
+    line = f"{plan.cached} unit{'' if plan.cached == 1 else 's'} cached, {plan.to_run} to run, projected " + (
+        money(plan.projected_cost_usd) if plan.projected_cost_usd is not None else "cost unknown")
+    if plan.unchanged:
+        line += f" ({plan.unchanged} completed unit(s) unchanged, kept)"
+    return line
 
 
 def progress_line(s: JobView) -> Text:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentic_batch.service.models import BatchesView, JobSummary, ReduceView
+from agentic_batch.service.models import BatchesView, JobSummary, ReduceView, RunPlan, UnitSource
 from agentic_batch.states import JobStatus, UnitStatus
 
 
@@ -66,6 +66,7 @@ class JobStatusReply(Reply):
     completed: int | None = None
     failed: int | None = None
     cancelled: int | None = None
+    cached: int | None = Field(default=None, description="Completed units whose result came from the result cache.")
     progress: float | None = Field(default=None, description="Percent of the units done.")
     eta_seconds: float | None = None
     cost_usd: float | None = None
@@ -78,6 +79,8 @@ class JobStatusReply(Reply):
     batches: BatchesView | None = Field(default=None, description="batch_api jobs: provider batches in flight "
                                                                   "(their units count as running).")
     executor: ExecutorBrief | None = None
+    plan: RunPlan | None = Field(default=None, description="A job started with the result cache on: units it "
+                                                           "completed, units left to run, their projected cost.")
     message: str | None = Field(default=None, description="What the call did.")
     next_step: str | None = Field(default=None, description="What to call next.")
 
@@ -131,6 +134,7 @@ class UnitReply(Reply):
     turns: int | None = None
     duration_s: float | None = None
     session_id: str | None = None
+    cached_from: UnitSource | None = Field(default=None, description="The unit a cached result came from.")
     payload: Any = None
     prompt: str | None = None
     output: str | None = None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentic_batch.results import RESULT_COLUMNS
-from agentic_batch.service.models import EventView, JobView, UnitDetail
+from agentic_batch.service.models import EventView, JobView, StartedJob, UnitDetail
 from agentic_batch.states import JobStatus
 
 #: Events listed in a conversation summary: the first few and the last many.
@@ -96,9 +96,9 @@ def next_step(s: JobView) -> str:
 #: Status fields a model uses; the rest (timestamps, limits, tokens, options) stays in the service's
 #: dict for the CLI and REST. `get_job_status` is polled: every field here is paid for on each poll.
 STATUS_FIELDS = ("id", "name", "status", "total", "pending", "running", "completed", "failed", "cancelled",
-                 "progress", "eta_seconds", "cost_usd", "projected_cost_usd", "budget_usd", "error", "pause_reason",
-                 "hold_until", "reduce", "batches")
-_QUIET_ZERO_STATUS = ("cost_usd", "projected_cost_usd")
+                 "cached", "progress", "eta_seconds", "cost_usd", "projected_cost_usd", "budget_usd", "error",
+                 "pause_reason", "hold_until", "reduce", "batches")
+_QUIET_ZERO_STATUS = ("cost_usd", "projected_cost_usd", "cached")
 
 
 def status_view(s: JobView) -> dict[str, Any]:
@@ -106,6 +106,8 @@ def status_view(s: JobView) -> dict[str, Any]:
     fields = s.model_dump(mode="json", include=set(STATUS_FIELDS))
     view = {name: fields[name] for name in STATUS_FIELDS
             if fields[name] not in (None, {}, []) and not (name in _QUIET_ZERO_STATUS and not fields[name])}
+    if isinstance(s, StartedJob) and s.cache:  # what the result cache did before the run started
+        view["plan"] = s.plan.model_dump(mode="json")
     executor = s.executor
     view["executor"] = {k: v for k, v in (("state", executor.state), ("pid", executor.pid)) if v is not None}
     step = next_step(s)
@@ -180,7 +182,7 @@ def conversation_summary(events: Sequence[EventView]) -> dict[str, Any]:
 
 
 UNIT_FIELDS = ("number", "key", "status", "attempts", "errors", "error", "error_class", "exit_code", "cost_usd",
-               "tokens_in", "tokens_out", "turns", "duration_s", "session_id")
+               "tokens_in", "tokens_out", "turns", "duration_s", "session_id", "cached_from")
 
 
 def unit_view(u: UnitDetail, max_chars: int) -> dict[str, Any]:

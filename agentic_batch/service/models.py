@@ -54,6 +54,7 @@ class JobSummary(ReadModel):
     completed: int
     failed: int
     cancelled: int
+    cached: int = Field(description="Completed units whose result came from the result cache (at no cost).")
     done: int = Field(description="completed + failed + cancelled.")
     progress: float = Field(description="Percent of the units done.")
     rate: float = Field(description="Completed units per second of working time.")
@@ -134,6 +135,7 @@ class JobDetails(JobSummary):
     timeout_s: float
     priority: str | int
     max_output_bytes: int
+    cache: bool = Field(description="The result cache is on (`--cache`).")
     hold_until: float | None = Field(description="A quota hold: no unit starts before this time.")
     test_unit: int | None = Field(description="The number of the unit the test run used.")
     reduce: ReduceView | None
@@ -146,8 +148,27 @@ class JobView(JobDetails):
     executor: ExecutorView
 
 
-class RetriedJob(JobView):
-    """A job after `retry`: its status and how many units went back to PENDING."""
+class RunPlan(ReadModel):
+    """What a start, approve, retry or resume found before the executor began: the units the result
+    cache completed, and what is left to run and may cost (at this job's cost per unit so far, else at
+    what the cached units cost when they ran)."""
+
+    cached: int = Field(description="Units completed from the result cache by this call, at no cost.")
+    unchanged: int = Field(description="Completed units kept because their rendered prompt did not change "
+                                       "(a retry after a prompt edit re-runs only the changed ones).")
+    to_run: int = Field(description="Units left to run (pending or running).")
+    projected_cost_usd: float | None = Field(description="What the units left to run may cost; null when "
+                                                         "nothing is known yet.")
+
+
+class StartedJob(JobView):
+    """A job an executor was started for (start, approve, resume): its status and the run's plan."""
+
+    plan: RunPlan
+
+
+class RetriedJob(StartedJob):
+    """A job after `retry`: its status, the run's plan and how many units went back to PENDING."""
 
     retried: int
 
@@ -293,6 +314,13 @@ class LogLine(ReadModel):
     extra: dict[str, Any] | None
 
 
+class UnitSource(ReadModel):
+    """The unit a cached unit's result was copied from: the one that ran."""
+
+    job_id: int
+    unit: int = Field(description="Its number within that job.")
+
+
 class UnitView(ReadModel):
     """A unit as users see it: named by its number within the job (the global id stays internal)."""
 
@@ -324,6 +352,8 @@ class UnitView(ReadModel):
     stdout: str | None = Field(default=None, description="A command unit's stdout as captured (`output` is it "
                                                          "without its last newline).")
     stderr: str | None = Field(default=None, description="A command unit's stderr as captured.")
+    cached_from: UnitSource | None = Field(description="Set when the result came from the result cache: the "
+                                                       "unit that ran (its job and number).")
 
 
 class UnitDetail(UnitView):
@@ -353,6 +383,7 @@ class UnitRow(ReadModel):
     output_preview: str | None
     error_preview: str | None
     duration_s: float | None
+    cached_from: UnitSource | None = Field(default=None, description="The unit a cached result came from.")
 
 
 class UnitsPage(Page[UnitRow]):

@@ -15,6 +15,7 @@ from agentic_batch.config import Settings, load_settings
 from agentic_batch.errors import IllegalState, InvalidSpec, NotFound, field_ref
 from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
 from agentic_batch.service import control
+from agentic_batch.service.cache import apply_cache, requeue_changed, run_plan
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
 from agentic_batch.service.adding import AddMixin
 from agentic_batch.service.clearing import ClearMixin
@@ -24,7 +25,8 @@ from agentic_batch.service.review import ReviewMixin
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
 from agentic_batch.service import views
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
-                                          LogLine, ResultRow, RetriedJob, SyncResult, UnitDetail, UnitView)
+                                          LogLine, ResultRow, RetriedJob, StartedJob, SyncResult, UnitDetail,
+                                          UnitView)
 from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus
@@ -117,7 +119,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             raise IllegalState(f"job {job.id} has no test run yet", hint=f"run `abp start {job.id}`")
         return self._unit_detail(job, record)
 
-    def approve(self, ref: str | int, executors: int = 1) -> JobView:
+    def approve(self, ref: str | int, executors: int = 1) -> StartedJob:
         job = self.job(ref)
         self._check_executors(executors)
         job = self.settle_test(job)
@@ -125,7 +127,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         if job.test_unit_id:  # a failed test unit gets another chance in the real run
             self.store.units.set_units_status(job.id, [UnitStatus.FAILED], UnitStatus.PENDING,
                                               unit_ids=[job.test_unit_id], reset=True)
-        return self._run(job, expect=[JobStatus.TESTING], executors=executors)
+        tested = [job.test_unit_id] if job.test_unit_id else []
+        return self._run(job, expect=[JobStatus.TESTING], executors=executors, tested=tested)
 
     def reject(self, ref: str | int) -> JobView:
         job = self.settle_test(self.job(ref))
@@ -135,7 +138,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         self.store.jobs.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
         return self.status(job.id)
 
-    def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> JobView | UnitDetail:
+    def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> StartedJob | UnitDetail:
         """CREATED: run the test unit (or, skipping it, start the executor). Returns status or test report."""
         job = self.job(ref)
         self._check_executors(executors)
@@ -165,7 +168,11 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             control.join(self.settings, job)
         return self.status(job.id)
 
-    def _run(self, job: JobRecord, expect: list[str], executors: int = 1) -> JobView:
+    def _run(self, job: JobRecord, expect: list[str], executors: int = 1, tested: list[int] | None = None,
+             unchanged: int = 0) -> StartedJob:
+        """Into RUNNING with an executor. A `--cache` job's pending units are served from the result
+        cache first (service/cache.py), so the executor only ever sees the units left to run."""
+        cached = apply_cache(self.store, job, completed_ids=tested or ())
         now = time.time()
         fields: dict[str, Any] = {"status": JobStatus.RUNNING, "control": None, "pause_reason": None,
                                   "finished_at": None, "error": None}
@@ -181,7 +188,11 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         if not started:
             self.store.logs.append_logs([{"job_id": job.id, "level": "info",
                                           "message": f"job running again; executor pid {pid} was already running"}])
-        return self.status(job.id)
+        return self._started(job, cached, unchanged)
+
+    def _started(self, job: JobRecord, cached: int, unchanged: int = 0) -> StartedJob:
+        return StartedJob(**self.status(job.id).model_dump(),
+                          plan=run_plan(self.store, job, cached, unchanged))
 
     # -- running jobs ---------------------------------------------------------------------------
 
@@ -199,7 +210,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
                                        pause_reason="stopped")
         return self.status(job.id)
 
-    def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> JobView:
+    def resume(self, ref: str | int, budget_usd: float | None = None, executors: int = 1) -> StartedJob:
         """PAUSED (or RUNNING with a dead executor): reclaim lost units and start an executor.
 
         `budget_usd` replaces the job's budget (e.g. after it paused with reason "budget")."""
@@ -226,10 +237,11 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             # It left RUNNING since we looked (its executor just finished draining a stop and paused
             # it): resume it from there, rather than rely on an executor that is leaving.
             return self.resume(job.id, executors=executors)
+        cached = apply_cache(self.store, job, new_only=True)  # units added by a sync, or re-rendered by an edit
         control.spawn(self.store, self.settings, job)
         for _ in range(executors - 1):
             control.join(self.settings, job)
-        return self.status(job.id)
+        return self._started(job, cached)
 
     def cancel(self, ref: str | int) -> JobView:
         job = self.job(ref)
@@ -271,26 +283,36 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
                               hint="an error group holds failed units only")
         key = self.error_group_key(job, error_group) if error_group is not None else None
         statuses = [UnitStatus.FAILED, UnitStatus.CANCELLED] if include_cancelled else [UnitStatus.FAILED]
+        # A --cache job whose prompt was edited: its completed units whose prompt changed run again too.
+        requeued, unchanged = (requeue_changed(self.store, job) if job.status != JobStatus.RUNNING and key is None
+                               else (0, 0))
         count = self.store.units.set_units_status(job.id, statuses, UnitStatus.PENDING, reset=True, error_group=key)
-        if count == 0:
+        if count + requeued == 0:
             raise IllegalState(f"job {job.id} has no {' or '.join(s.lower() for s in statuses)} units to retry"
-                               + (f" in error group {error_group}" if key is not None else ""))
+                               + (f" in error group {error_group}" if key is not None else ""),
+                               hint=f"with {field_ref('cache')}, a retry also re-runs the completed units whose "
+                                    "prompt an edit changed" if job.cache and key is None else None)
         what = f" (error group {error_group}: {key.signature})" if key is not None else ""
-        self.store.logs.append_logs([{"job_id": job.id, "level": "info",
-                                      "message": f"{count} unit(s) queued for retry{what}"}])
+        if count:
+            self.store.logs.append_logs([{"job_id": job.id, "level": "info",
+                                          "message": f"{count} unit(s) queued for retry{what}"}])
         if job.status == JobStatus.RUNNING:
+            cached = apply_cache(self.store, job)
             self.store.changes.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)
-            return RetriedJob(**self.status(job.id).model_dump(), retried=count)
-        return RetriedJob(**self._run(job, expect=[job.status]).model_dump(), retried=count)
+            return RetriedJob(**self._started(job, cached).model_dump(), retried=count)
+        return RetriedJob(**self._run(job, expect=[job.status], unchanged=unchanged).model_dump(),
+                          retried=count + requeued)
 
     def edit_prompt(self, ref: str | int, template: str) -> JobView:
         """Replace the prompt template; units not yet completed will use it."""
         from agentic_batch.prompts import compile_template, validate
 
         job = self.settle_test(self.job(ref))
-        self._expect(job, {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.FAILED},
-                     "edit the prompt of", _edit_hint(job))
+        editable: set[str] = {JobStatus.CREATED, JobStatus.TESTING, JobStatus.PAUSED, JobStatus.FAILED}
+        if job.cache:  # a retry then re-runs only the units whose prompt changed
+            editable.add(JobStatus.COMPLETED)
+        self._expect(job, editable, "edit the prompt of", _edit_hint(job))
         if not template.strip():
             raise InvalidSpec("the prompt template is empty")
         compile_template(template)
@@ -302,6 +324,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
                 self.store.units.reset_unit(job.test_unit_id)
             self.store.jobs.update_job(job.id, expect=[JobStatus.TESTING], status=JobStatus.CREATED)
         self.store.jobs.update_job(job.id, prompt_template=template, intent=None)
+        self.store.cache.forget_fingerprints(job.id)  # the units not completed will be asked something else
         return self.status(job.id)
 
     # -- reading --------------------------------------------------------------------------------
@@ -327,7 +350,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def _unit_view(self, job: JobRecord, unit: UnitRecord) -> UnitView:
         """The unit; a prompt not rendered yet (the unit has not run) is previewed from the template."""
-        view = views.unit_view(unit)
+        origin = self.store.cache.origins([unit.cached_from]).get(unit.cached_from) if unit.cached_from else None
+        view = views.unit_view(unit, origin)
         if view.prompt is None and job.prompt_template:
             try:
                 view.prompt = self._render_preview(job, unit.payload, unit.key, unit.seq)
@@ -366,7 +390,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         if limit is None and offset == 0:
             return list(result_rows.iter_rows(self.store, job.id, statuses))
         page = self.store.units.page_units(job.id, statuses, limit if limit is not None else 2**31 - 1, offset)
-        return [result_rows.unit_row(u) for u in page]
+        return list(result_rows.unit_rows(self.store, page))
 
     def export(self, ref: str | int, fmt: str = "jsonl", status: str | None = None) -> Iterator[str]:
         job = self.job(ref)
@@ -421,7 +445,8 @@ def _approve_hint(job: JobRecord) -> str:
 def _edit_hint(job: JobRecord) -> str:
     hints: dict[str, str] = {
         JobStatus.RUNNING: f"stop it first (`abp stop {job.id}`), edit, then `abp resume {job.id}`",
-        JobStatus.COMPLETED: "every unit has completed with it; to run the items with another prompt, create a new job",
+        JobStatus.COMPLETED: "every unit has completed with it; to run the items with another prompt, create a new job "
+                             "(with --cache, an edit and a retry re-run only the units whose prompt changed)",
         JobStatus.CANCELLED: "to run the items with another prompt, create a new job"}
     return hints.get(job.status, "")
 

@@ -17,7 +17,7 @@ from agentic_batch.store import JobRecord, Store, UnitRecord
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.store.records import EventRecord, LogRecord
 from agentic_batch.service.models import (BatchesView, BatchView, EventView, ExecutorInfo, ExecutorView, JobSummary,
-                                          JobView, LogLine, ReduceView, UnitView)
+                                          JobView, LogLine, ReduceView, UnitSource, UnitView)
 from agentic_batch.states import JobStatus, UnitStatus
 
 #: The window of the all-jobs throughput on the dashboard (`stats`).
@@ -109,7 +109,8 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> JobView:
     """Everything about one job: the summary plus cost projection, options and executors."""
     now = time.time()
     row, totals = _summary(store, job, now)
-    total, finished = row.total, row.completed + row.failed
+    # Cached units cost nothing: the cost per unit is over the units that ran, projected over those that run.
+    total, finished = row.total - row.cached, row.completed + row.failed - row.cached
     per_unit = row.cost_usd / finished if finished else None
     batches = batches_view(store, job, now) if job.batch_api else None
     if per_unit is None and batches is not None and batches.units:  # nothing back yet: the batches' projection
@@ -121,7 +122,7 @@ def job_status(store: Store, settings: Settings, job: JobRecord) -> JobView:
         budget_usd=job.budget_usd, tokens_in=int(totals["tokens_in"]), tokens_out=int(totals["tokens_out"]),
         concurrency=job.concurrency, max_retries=job.max_retries,
         timeout_s=job.timeout_s, priority=_PRIORITY_NAMES.get(job.priority, job.priority),
-        max_output_bytes=job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES,
+        max_output_bytes=job.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES, cache=bool(job.cache),
         hold_until=job.hold_until if job.hold_until and job.hold_until > now else None,
         test_unit=_test_unit_number(store, job),
         reduce=(ReduceView(status=job.reduce_status, output=job.reduce_output, error=job.reduce_error)
@@ -152,13 +153,15 @@ def _summary(store: Store, job: JobRecord, now: float) -> tuple[JobSummary, dict
     progress = Progress.of(job, store.units.count_units(job.id), now)
     totals = store.units.unit_totals(job.id)
     return JobSummary(id=job.id, job_id=job.id, name=job.name, status=JobStatus(job.status), worker=job.worker,
-                      **progress.as_dict(), cost_usd=round(totals["cost_usd"], 6), created_at=job.created_at,
+                      **progress.as_dict(), cached=store.cache.cached_count(job.id),
+                      cost_usd=round(totals["cost_usd"], 6), created_at=job.created_at,
                       started_at=job.started_at, finished_at=job.finished_at, error=job.error,
                       pause_reason=job.pause_reason if job.status == JobStatus.PAUSED else None), totals
 
 
-def unit_view(unit: UnitRecord) -> UnitView:
-    """A unit as users see it: named by its number within the job (the global id stays internal)."""
+def unit_view(unit: UnitRecord, origin: tuple[int, int] | None = None) -> UnitView:
+    """A unit as users see it: named by its number within the job (the global id stays internal).
+    `origin` is (job id, number) of the unit a cached unit's result came from."""
     duration = (unit.finished_at - unit.started_at) if unit.finished_at and unit.started_at else None
     return UnitView(number=unit.number, job_id=unit.job_id, key=unit.key,
                     priority=unit.priority, status=UnitStatus(unit.status), attempts=unit.attempt,
@@ -168,7 +171,8 @@ def unit_view(unit: UnitRecord) -> UnitView:
                     turns=unit.turns, session_id=unit.session_id, started_at=unit.started_at,
                     finished_at=unit.finished_at, duration_s=round(duration, 3) if duration is not None else None,
                     not_before=unit.not_before, lease_owner=unit.lease_owner, exit_code=unit.exit_code,
-                    stdout=unit.stdout, stderr=unit.stderr)
+                    stdout=unit.stdout, stderr=unit.stderr,
+                    cached_from=UnitSource(job_id=origin[0], unit=origin[1]) if origin else None)
 
 
 def _test_unit_number(store: Store, job: JobRecord) -> int | None:

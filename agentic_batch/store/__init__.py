@@ -4,9 +4,10 @@
 over it: `store.jobs`, `store.units`, `store.events`, `store.logs`, `store.executors`, `store.browse`
 (reads for the interfaces), `store.review` (isolated units' changes and review marks),
 `store.deletion` (a job's rows, in short transactions), `store.batches` (provider batches of
-`--batch-api` jobs), `store.errors` (failed units grouped by cause) and `store.changes` (PostgreSQL
-notifications). They share the database's connections, and a write transaction open on a thread joins
-them (`Store.write_batch`). `open_store()` applies migrations on first use.
+`--batch-api` jobs), `store.errors` (failed units grouped by cause), `store.cache` (the result cache's
+fingerprints and copies) and `store.changes` (PostgreSQL notifications). They share the database's
+connections, and a write transaction open on a thread joins them (`Store.write_batch`).
+`open_store()` applies migrations on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from agentic_batch.store.batch_queries import BatchQueries
 from agentic_batch.store.browse_queries import BrowseQueries
+from agentic_batch.store.cache_queries import CacheHit, CacheQueries, Fingerprinted
 from agentic_batch.store.db import SCHEMA_REVISION, Database, make_engine
 from agentic_batch.store.error_queries import ErrorQueries
 from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries, LogQueries
@@ -55,6 +57,7 @@ class Store:
         self.deletion = JobDeletion(self.database)
         self.batches = BatchQueries(self.database)
         self.errors = ErrorQueries(self.database)
+        self.cache = CacheQueries(self.database)
         self.changes = Changes(self.database)
 
     @property
@@ -96,9 +99,11 @@ __all__ = [
     "BatchRecord",
     "SCHEMA_REVISION",
     "UNIT_STATUSES",
+    "CacheHit",
     "Database",
     "EventRecord",
     "ExecutorRecord",
+    "Fingerprinted",
     "JobRecord",
     "Listener",
     "LogRecord",

@@ -33,6 +33,8 @@ UNIT_SORTS: dict[str, Any] = {
 }
 PREVIEW_CHARS = 200
 
+#: The unit a cached unit's result came from.
+_ORIGIN = units.alias("origin")
 #: A row names its unit by number: the global id stays inside the store.
 _LIGHT_COLUMNS = (
     units.c.number, units.c.job_id, units.c.seq, units.c.key, units.c.priority, units.c.status, units.c.attempt,
@@ -40,7 +42,10 @@ _LIGHT_COLUMNS = (
     units.c.turns, units.c.started_at, units.c.finished_at,
     sa.func.substr(units.c.output, 1, PREVIEW_CHARS).label("output_preview"),
     sa.func.substr(units.c.error, 1, PREVIEW_CHARS).label("error_preview"),
+    _ORIGIN.c.job_id.label("cached_from_job"), _ORIGIN.c.number.label("cached_from_unit"),
 )
+#: The light columns' FROM: a cached unit's row names the unit its result came from.
+_LIGHT_FROM = units.outerjoin(_ORIGIN, _ORIGIN.c.id == units.c.cached_from)
 
 
 def light_unit(row: Any) -> dict[str, Any]:
@@ -49,6 +54,8 @@ def light_unit(row: Any) -> dict[str, Any]:
     started, finished = data.get("started_at"), data.get("finished_at")
     data["duration_s"] = round(finished - started, 3) if started and finished else None
     data["cost_usd"] = round(float(data["cost_usd"] or 0.0), 6)
+    job, number = data.pop("cached_from_job", None), data.pop("cached_from_unit", None)
+    data["cached_from"] = {"job_id": job, "unit": number} if job is not None else None
     return data
 
 
@@ -99,7 +106,7 @@ class BrowseQueries(Queries):
         page_ids = sa.select(units.c.id).where(*conditions).order_by(*order).limit(limit).offset(offset)
         with self.database.read() as conn:
             rows = conn.execute(
-                sa.select(*_LIGHT_COLUMNS).where(units.c.id.in_(page_ids.scalar_subquery())).order_by(*order)
+                sa.select(*_LIGHT_COLUMNS).select_from(_LIGHT_FROM).where(units.c.id.in_(page_ids.scalar_subquery())).order_by(*order)
             ).mappings().all()
             total = int(conn.execute(sa.select(sa.func.count()).select_from(units).where(*conditions)).scalar_one())
         return [light_unit(r) for r in rows], total
@@ -109,13 +116,13 @@ class BrowseQueries(Queries):
         if not numbers:
             return []
         with self.database.read() as conn:
-            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).select_from(_LIGHT_FROM).where(
                 units.c.job_id == job_id, units.c.number.in_(list(numbers)))).mappings().all()
         return [light_unit(r) for r in rows]
 
     def running_unit_states(self, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
         with self.database.read() as conn:
-            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id,
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).select_from(_LIGHT_FROM).where(units.c.job_id == job_id,
                                                                  units.c.status == UnitStatus.RUNNING)
                                 .order_by(units.c.started_at).limit(limit)).mappings().all()
         return [light_unit(r) for r in rows]
@@ -124,7 +131,7 @@ class BrowseQueries(Queries):
         """Units that ended (completed, failed, cancelled) at or after `since`: the newest `limit`
         of them (a busy job finishes more than a live view shows), oldest first."""
         with self.database.read() as conn:
-            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).where(units.c.job_id == job_id,
+            rows = conn.execute(sa.select(*_LIGHT_COLUMNS).select_from(_LIGHT_FROM).where(units.c.job_id == job_id,
                                                                  units.c.finished_at >= since)
                                 .order_by(units.c.finished_at.desc(), units.c.id.desc()).limit(limit)
                                 ).mappings().all()

@@ -23,7 +23,7 @@ from agentic_batch.errors import StoreError
 from agentic_batch.store.faults import user_error
 
 #: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
-SCHEMA_REVISION = "0013"
+SCHEMA_REVISION = "0012"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _WRITE_OPTION = "abp_write"
 

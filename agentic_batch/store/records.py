@@ -69,6 +69,8 @@ class JobRecord:
     batch_poll_s: float | None = None
     batch_fallback: str | None = None
     batch_fallback_after_s: float | None = None
+    #: The result cache (`--cache`); None for jobs made before it existed: off.
+    cache: bool | None = None
 
     @property
     def isolated(self) -> bool:
@@ -105,6 +107,9 @@ class UnitRecord(AttemptFields):
     #: An isolated unit's review mark (accepted/rejected) and the commit it was given to.
     review: str | None = None
     reviewed_commit: str | None = None
+    #: Result cache: the unit's fingerprint, and the id of the unit whose result it copied.
+    fingerprint: str | None = None
+    cached_from: int | None = None
 
 
 @dataclass(slots=True)

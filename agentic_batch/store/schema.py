@@ -72,6 +72,8 @@ jobs = sa.Table(
     sa.Column("batch_poll_s", sa.Float),
     sa.Column("batch_fallback", sa.String(16)),
     sa.Column("batch_fallback_after_s", sa.Float),
+    # The result cache (`--cache`): the job's units are completed from earlier units with the same fingerprint.
+    sa.Column("cache", sa.Boolean),
     sa.Index("ix_jobs_status", "status"),
 )
 
@@ -122,6 +124,10 @@ units = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("stdout", sa.Text),
     sa.Column("stderr", sa.Text),
+    # Result cache: what the unit's answer depends on, hashed (service/fingerprints.py; NULL unless its job
+    # has --cache), and the unit that ran and whose result this one copied (NULL: it ran itself).
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("cached_from", sa.Integer),
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ux_units_job_number", "job_id", "number", unique=True),
@@ -129,6 +135,10 @@ units = sa.Table(
     sa.Index("ix_units_lease_owner", "lease_owner"),
     sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id"),
     sa.Index("ix_units_job_error", "job_id", "status", "error_signature", "error_class", "error_kind"),
+    # Across jobs: the cache lookup of a fingerprint's completed units.
+    sa.Index("ix_units_fingerprint", "fingerprint", "status"),
+    # A job's cached units, counted for its status.
+    sa.Index("ix_units_job_cached", "job_id", "cached_from"),
 )
 
 #: A unit's run time for sorting; -1 while unfinished (same NULL placement on every dialect).

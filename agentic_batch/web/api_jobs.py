@@ -19,7 +19,7 @@ from agentic_batch.service.browse import JOB_STATUSES, MAX_PAGE
 from agentic_batch.service.clearing_models import DeletedJobs, PrunedJobs
 from agentic_batch.service.error_groups import MAX_EXAMPLES, MAX_GROUPS
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, ErrorSummary, JobsPage, JobView, ResumeAllReport,
-                                          RetriedJob, SyncResult, Timeseries, UnitDetail)
+                                          RetriedJob, StartedJob, SyncResult, Timeseries, UnitDetail)
 from agentic_batch.spec import JobSpec
 from agentic_batch.workers import get_worker_kind, worker_kinds
 from agentic_batch.web.deps import orchestrator, web_config
@@ -130,9 +130,10 @@ def get_job(job: str, orch: Orch) -> JobView:
 
 
 @router.post("/jobs/{job}/start", summary="Start (test first), approve or reject")
-def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> JobView | UnitDetail:
+def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> StartedJob | JobView | UnitDetail:
     """A CREATED job runs its first unit now as a test (the answer is that unit, the job is then
-    TESTING) unless `skip_test`; `approve` / `reject` answer a TESTING job."""
+    TESTING) unless `skip_test`; `approve` / `reject` answer a TESTING job. A started job's `plan` says how
+    many units the result cache completed, how many are left to run and what they may cost."""
     body = body or StartRequest()
     if body.approve and body.reject:
         raise InvalidSpec("give approve or reject, not both")
@@ -144,7 +145,7 @@ def start_job(job: str, orch: Orch, body: StartRequest | None = None) -> JobView
 
 
 @router.post("/jobs/{job}/approve", summary="Approve the test result and run the job")
-def approve_job(job: str, orch: Orch) -> JobView:
+def approve_job(job: str, orch: Orch) -> StartedJob:
     return orch.approve(job)
 
 
@@ -161,7 +162,7 @@ def stop_job(job: str, orch: Orch) -> JobView:
 
 
 @router.post("/jobs/{job}/resume", summary="Resume a paused job")
-def resume_job(job: str, orch: Orch) -> JobView:
+def resume_job(job: str, orch: Orch) -> StartedJob:
     return orch.resume(job)
 
 
@@ -173,7 +174,8 @@ def cancel_job(job: str, orch: Orch) -> JobView:
 @router.post("/jobs/{job}/retry", summary="Retry failed units")
 def retry_job(job: str, orch: Orch, body: RetryRequest | None = None) -> RetriedJob:
     """Failed units (and cancelled ones if asked, or only one error group's) go back to PENDING with fresh
-    retries; the job runs."""
+    retries; the job runs. A `cache` job also re-runs the completed units whose prompt an edit changed
+    (`plan` counts them)."""
     body = body or RetryRequest()
     return orch.retry(job, include_cancelled=body.include_cancelled, error_group=body.error_group)
 
@@ -191,7 +193,8 @@ def error_summary(job: str, orch: Orch,
 
 @router.put("/jobs/{job}/prompt", summary="Edit the prompt template")
 def edit_prompt(job: str, body: PromptRequest, orch: Orch) -> JobView:
-    """Allowed while CREATED, TESTING (back to CREATED), PAUSED or FAILED; units not yet completed use it."""
+    """Allowed while CREATED, TESTING (back to CREATED), PAUSED or FAILED (and COMPLETED for a `cache` job);
+    units not yet completed use it."""
     return orch.edit_prompt(job, body.prompt)
 
 
