@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
-from agentic_batch.service.fingerprints import JobFingerprint
 from agentic_batch.service.models import RunPlan
 from agentic_batch.states import UnitStatus
 from agentic_batch.store import Fingerprinted, JobRecord, Store, UnitRecord
@@ -38,6 +37,8 @@ def apply_cache(store: Store, job: JobRecord, *, new_only: bool = False,
     serve later jobs. Returns how many units the cache completed. A job without `--cache`: nothing."""
     if not job.cache:
         return 0
+    from agentic_batch.service.fingerprints import JobFingerprint  # renders prompts: Jinja2 only when needed
+
     fingerprint = JobFingerprint(job)
     cached = 0
     for unit_id in completed_ids:
@@ -59,6 +60,8 @@ def requeue_changed(store: Store, job: JobRecord) -> tuple[int, int]:
     unchanged). A unit without a fingerprint (it ran before the job knew one) counts as unchanged."""
     if not job.cache:
         return 0, 0
+    from agentic_batch.service.fingerprints import JobFingerprint
+
     fingerprint = JobFingerprint(job)
     requeued = unchanged = 0
     for page in _pages(store.units.iter_units(job.id, [UnitStatus.COMPLETED], batch_size=PAGE)):

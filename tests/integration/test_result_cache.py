@@ -98,13 +98,13 @@ def test_a_new_job_with_an_edited_prompt_runs_only_the_changed_units(orch: Any, 
                                                                     runlog: Path) -> None:
     first = python_job(orch, workdir, "hello {{ row.name }}")
     run_to_end(orch, first)
-    assert sorted(ran(runlog)) == [0, 1, 2, 3, 4, 5]
+    assert set(ran(runlog)) == {0, 1, 2, 3, 4, 5}  # sets: a unit may run more than once (at-least-once)
     runlog.unlink()
     # The edit changes the rendered prompt of one item only.
     second = python_job(orch, workdir, "hello {{ row.name }}{% if row.id == 3 %} again{% endif %}")
     plan = run_to_end(orch, second).plan
     assert (plan.cached, plan.to_run) == (5, 1)
-    assert ran(runlog) == [3]
+    assert set(ran(runlog)) == {3}
     assert orch.unit_view(second, 4).output == "3:hello n3 again"
     assert orch.unit_view(second, 4).cached_from is None
     assert orch.unit_view(second, 1).cached_from is not None
@@ -119,7 +119,7 @@ def test_edit_and_retry_reruns_only_the_units_whose_prompt_changed(orch: Any, wo
     assert retried.retried == 2 and (retried.plan.cached, retried.plan.unchanged, retried.plan.to_run) == (0, 4, 2)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"})
     assert final.status == "COMPLETED" and final.completed == 6
-    assert sorted(ran(runlog)) == [1, 4]
+    assert set(ran(runlog)) == {1, 4}
     assert orch.unit_view(job, 2).output == "1:hello n1 again"
     assert orch.unit_view(job, 3).output == "2:hello n2"
     # Nothing changed since: a retry has nothing to do and says so.

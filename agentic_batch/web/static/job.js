@@ -30,6 +30,7 @@
     const facts = [
       ["Completed", ABP.int(s.completed)], ["Failed", ABP.int(s.failed)], ["Running", ABP.int(s.running)],
       ["Pending", ABP.int(s.pending)], ["Cancelled", ABP.int(s.cancelled)],
+      ...(s.cache || s.cached ? [["Cached", `${ABP.int(s.cached)} (result cache)`]] : []),
       ["Rate", ABP.rate(s.rate)], ["ETA", s.eta_seconds === null ? "—" : ABP.duration(s.eta_seconds)],
       ["Elapsed", ABP.duration(s.elapsed_seconds)], ["Cost", ABP.money(s.cost_usd)],
       ["Projected", ABP.money(s.projected_cost_usd)], ["Budget", s.budget_usd ? ABP.money(s.budget_usd) : "none"],
@@ -163,7 +164,11 @@
     return el("tr", { dataset: { unit: u.number } },
       el("td", { class: "num" }, u.number),
       el("td", { class: "key" }, el("a", { href: `/jobs/${jobId}/units/${u.number}` }, u.key)),
-      el("td", {}, ABP.badge(u.status)), el("td", { class: "num" }, u.attempt),
+      el("td", {}, ABP.badge(u.status), u.cached_from
+        ? el("a", { class: "cached", href: `/jobs/${u.cached_from.job_id}/units/${u.cached_from.unit}`,
+                    title: `result copied from job ${u.cached_from.job_id} unit ${u.cached_from.unit}` }, " cached")
+        : null),
+      el("td", { class: "num" }, u.attempt),
       el("td", { class: "num" }, ABP.duration(u.duration_s)), el("td", { class: "num" }, ABP.money(u.cost_usd)),
       el("td", { class: "num" }, ABP.int(u.tokens_in + u.tokens_out)),
       el("td", { class: u.error_preview ? "preview error-text" : "preview" }, preview));

@@ -26,6 +26,8 @@
       ["Cost", ABP.money(u.cost_usd)], ["Tokens", `${ABP.int(u.tokens_in)} in · ${ABP.int(u.tokens_out)} out`],
       ["Turns", u.turns], ["Started", ABP.time(u.started_at)], ["Finished", ABP.time(u.finished_at)],
       ["Priority", u.priority], ["Session", u.session_id || "—"],
+      ...(u.cached_from ? [["Cached from", el("a", { href: `/jobs/${u.cached_from.job_id}/units/${u.cached_from.unit}` },
+        `job ${u.cached_from.job_id} · unit ${u.cached_from.unit}`)]] : []),
     ]);
     const raw = rawToggle.checked;
     document.getElementById("unit-output").replaceChildren(u.output
