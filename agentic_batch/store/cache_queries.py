@@ -22,6 +22,8 @@ from agentic_batch.store.storable import storable
 
 #: Fingerprints in one IN (...) list.
 _CHUNK = 900
+#: What a cached unit copies: the answer (a command unit's exit code and streams with it), never its cost.
+ANSWER_COLUMNS = ("output", "data", "exit_code", "stdout", "stderr")
 
 
 @dataclass(slots=True)
@@ -29,8 +31,7 @@ class CacheHit:
     """A completed unit whose result another unit may copy; `origin` is the unit that ran."""
 
     origin: int
-    output: str | None
-    data: Any
+    answer: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -48,8 +49,8 @@ _SET_FINGERPRINT = (sa.update(units).where(units.c.id == sa.bindparam("b_id"))
 _COMPLETE_FROM_CACHE = (
     sa.update(units)
     .where(units.c.id == sa.bindparam("b_id"), units.c.status == UnitStatus.PENDING)
-    .values(status=UnitStatus.COMPLETED, output=sa.bindparam("b_output", type_=units.c.output.type),
-            data=sa.bindparam("b_data", type_=units.c.data.type),
+    .values(status=UnitStatus.COMPLETED,
+            **{name: sa.bindparam(f"b_{name}", type_=units.c[name].type) for name in ANSWER_COLUMNS},
             prompt=sa.bindparam("b_prompt", type_=units.c.prompt.type),
             cached_from=sa.bindparam("b_origin", type_=sa.Integer), error=None, error_class=None, error_kind=None,
             error_count=0, not_before=None, lease_owner=None, lease_expires_at=None, session_id=None,
@@ -61,8 +62,8 @@ _REQUEUE = (
     sa.update(units)
     .where(units.c.id == sa.bindparam("b_id"), units.c.status == UnitStatus.COMPLETED)
     .values(status=UnitStatus.PENDING, fingerprint=sa.bindparam("b_fp", type_=units.c.fingerprint.type),
-            output=None, data=None, cached_from=None, error=None, error_class=None, error_kind=None, error_count=0,
-            not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None)
+            **dict.fromkeys(ANSWER_COLUMNS), cached_from=None, error=None, error_class=None, error_kind=None,
+            error_count=0, not_before=None, lease_owner=None, lease_expires_at=None, finished_at=None)
 )
 
 
@@ -82,8 +83,8 @@ class CacheQueries(Queries):
             if not cached:
                 return []
             conn.execute(_COMPLETE_FROM_CACHE, [
-                {"b_id": u.unit_id, "b_output": hit.output, "b_data": hit.data, "b_prompt": storable(u.prompt),
-                 "b_origin": hit.origin, "b_now": now} for u, hit in cached])
+                {"b_id": u.unit_id, **{f"b_{name}": value for name, value in hit.answer.items()},
+                 "b_prompt": storable(u.prompt), "b_origin": hit.origin, "b_now": now} for u, hit in cached])
             done = {row[0] for row in conn.execute(
                 sa.select(units.c.id).where(units.c.id.in_([u.unit_id for u, _ in cached]),
                                             units.c.cached_from.is_not(None),
@@ -104,9 +105,11 @@ class CacheQueries(Queries):
         hits: dict[str, CacheHit] = {}
         ids = list(by_id)
         for start in range(0, len(ids), _CHUNK):
-            for row in conn.execute(sa.select(units.c.id, units.c.cached_from, units.c.output, units.c.data)
-                                    .where(units.c.id.in_(ids[start:start + _CHUNK]))):
-                hits[by_id[row.id]] = CacheHit(origin=row.cached_from or row.id, output=row.output, data=row.data)
+            answer = [units.c[name] for name in ANSWER_COLUMNS]
+            for row in conn.execute(sa.select(units.c.id, units.c.cached_from, *answer)
+                                    .where(units.c.id.in_(ids[start:start + _CHUNK]))).mappings():
+                hits[by_id[row["id"]]] = CacheHit(origin=row["cached_from"] or row["id"],
+                                                  answer={name: row[name] for name in ANSWER_COLUMNS})
         return hits
 
     def requeue_changed(self, rows: Sequence[tuple[int, str | None]]) -> int:

@@ -148,7 +148,9 @@ def test_jobs_without_cache_never_take_a_cached_answer(orch: Any, workdir: Path,
                for n in range(1, 7))
     asked = command_job(cache=True)
     assert run_to_end(orch, asked).plan.cached == 6
-    assert orch.unit_view(asked, 2).output == "item 1" and orch.unit_view(asked, 2).cached_from.job_id == seeded
+    copied = orch.unit_view(asked, 2)
+    assert copied.output == "item 1" and copied.cached_from.job_id == seeded
+    assert (copied.exit_code, copied.stdout) == (0, "item 1\n")  # the command's answer travels whole
 
 
 def test_a_file_whose_content_changed_is_not_served_from_cache(orch: Any, workdir: Path) -> None:
