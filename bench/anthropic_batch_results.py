@@ -2,7 +2,7 @@
 process's RSS while it reads the results JSONL (it must stay flat: the file is streamed, never loaded).
 
 What it does: starts the scripted Anthropic server in its own process (`python -m
-agentic_batch.testing.anthropic_server --scenario padded`, each answer ~2 KB of text, so 10,000 lines
+agentic_batch.testing.anthropic_server --pad 2000`, each answer ~2 KB of text, so 10,000 lines
 make a ~25 MB results file), submits N requests through `AnthropicBatchProvider.submit` (the real
 `anthropic` SDK), polls `status` until the batch ends, then iterates `results`, keeping nothing but a
 count and the token sums, and samples VmRSS of this process every 1,000 lines. For comparison it then
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "agentic_batch.testing.anthropic_server", "--scenario", "padded",
+    server = subprocess.Popen([sys.executable, "-m", "agentic_batch.testing.anthropic_server", "--pad", "2000",
                                "--batch-seconds", "1"], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     try:

@@ -1,6 +1,8 @@
-"""`--batch-api` end to end: 10,000 units through the scripted OpenAI Files + Batches server.
+"""`--batch-api` end to end: 10,000 units through the scripted OpenAI Files + Batches server, or (with
+`--provider anthropic`) the scripted Anthropic Message Batches server.
 
-What it measures, for one job of N units (default 10,000) with `--batch-api` on the `openai` worker:
+What it measures, for one job of N units (default 10,000) with `--batch-api` on the `openai` (or
+`anthropic`) worker:
 - units/s end to end: from the executor's start to the job COMPLETED (packing, upload, the server's
   accelerated batch life of ~0.5 s, polling, reading the results file, applying every result);
 - store writes per unit: every INSERT/UPDATE/DELETE statement and every write transaction the
@@ -11,12 +13,13 @@ What it measures, for one job of N units (default 10,000) with `--batch-api` on 
 - cost: the job's recorded cost against the same tokens at the online price (must be 50%).
 
 The executor runs in this process (the real `Executor`, foreground), so its engine can be watched;
-the scripted server runs in its own process (`python -m agentic_batch.testing.openai_batches`), so
-its memory is not counted. SQLite store under a throwaway ABP_HOME.
+the scripted server runs in its own process (`python -m agentic_batch.testing.openai_batches`, or
+`agentic_batch.testing.anthropic_server`), so its memory is not counted. SQLite store under a throwaway ABP_HOME.
 
 Run (from the repository root, with the venv's python):
     python bench/batch_api.py                       # 10,000 units, one batch
     python bench/batch_api.py --units 10000 --batch-size 2500
+    python bench/batch_api.py --provider anthropic
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
-MODEL = "gpt-4o-mini"
+#: The model priced for each provider, and the command of its scripted server (0.5 s of batch life).
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
+SERVERS = {"openai": ["agentic_batch.testing.openai_batches", "--in-progress", "0.5"],
+           "anthropic": ["agentic_batch.testing.anthropic_server", "--batch-seconds", "0.5"]}
 
 
 def rss_mb() -> float:
@@ -49,11 +55,12 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=10_000)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--pad", type=int, default=2000, help="characters of padding per answer")
+    ap.add_argument("--provider", choices=sorted(MODELS), default="openai")
     args = ap.parse_args()
-    print(f"batch_api: {args.units:,} units, batch size {args.batch_size or 'provider limit'}, answers padded "
-          f"to ~{args.pad} chars — {c.machine()}, {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    server = subprocess.Popen([sys.executable, "-m", "agentic_batch.testing.openai_batches", "--in-progress", "0.5",
-                               "--pad", str(args.pad)], stdout=subprocess.PIPE, text=True)
+    print(f"batch_api ({args.provider}): {args.units:,} units, batch size {args.batch_size or 'provider limit'}, "
+          f"answers padded to ~{args.pad} chars — {c.machine()}, {datetime.datetime.now():%Y-%m-%d %H:%M}")
+    server = subprocess.Popen([sys.executable, "-m", *SERVERS[args.provider], "--pad", str(args.pad)],
+                              stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     url = server.stdout.readline().strip()
     try:
@@ -74,8 +81,9 @@ def run(tmp: Path, url: str, args: argparse.Namespace) -> None:
     source.write_text("".join(json.dumps({"id": i, "text": f"item {i}"}) + "\n" for i in range(args.units)))
     orch = c.orchestrator()
     options = {"name": "bench-batch-api", "source": {"kind": "jsonl", "path": str(source), "key": "id"},
-               "prompt": "Summarise {{ text }}", "worker": "openai",
-               "worker_options": {"model": MODEL, "base_url": url}, "batch_api": True, "batch_poll_s": 0.2}
+               "prompt": "Summarise {{ text }}", "worker": args.provider,
+               "worker_options": {"model": MODELS[args.provider], "base_url": url}, "batch_api": True,
+               "batch_poll_s": 0.2}
     if args.batch_size:
         options["batch_size"] = args.batch_size
     created = orch.create(options, cwd=tmp)
@@ -122,7 +130,7 @@ def run(tmp: Path, url: str, args: argparse.Namespace) -> None:
         raise SystemExit(f"executor exited {code}, job {status}")
     n = args.units
     totals = orch.store.units.unit_totals(job_id)
-    online = Pricing(MODEL).cost(int(totals["tokens_in"]), int(totals["tokens_out"]))
+    online = Pricing(MODELS[args.provider]).cost(int(totals["tokens_in"]), int(totals["tokens_out"]))
     batches = orch.store.batches.list_batches(job_id)
     events = c.query_one("SELECT count(*) FROM events WHERE job_id = ?", job_id)[0]
     print(f"  {len(batches)} batch(es); executor run {wall:.2f} s: {n / wall:,.0f} units/s end to end")

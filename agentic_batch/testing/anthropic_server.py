@@ -291,13 +291,7 @@ class ScriptedAnthropicServer(ServerLifecycle):
         return replies[min(n, len(replies) - 1)]
 
 
-def padded_responder(request: MessagesRequest) -> Reply:
-    """A ~2 KB answer per request: big results files for benchmarks."""
-    return Reply.text(echo_responder(request).blocks[0]["text"] + " " + "x" * 2000, usage=(40, 500))
-
-
-_SCENARIOS: dict[str, Responder] = {"echo": echo_responder, "write-file": write_file_responder,
-                                    "padded": padded_responder}
+_SCENARIOS: dict[str, Responder] = {"echo": echo_responder, "write-file": write_file_responder}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -309,12 +303,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scenario", choices=sorted(_SCENARIOS), default="echo")
     parser.add_argument("--batch-seconds", type=float, default=0.5,
                         help="seconds from a message batch's creation to its end")
+    parser.add_argument("--pad", type=int, default=0,
+                        help="characters of padding in every text answer (big results files for benchmarks)")
     args = parser.parse_args(argv)
     base = _SCENARIOS[args.scenario]
 
     def responder(req: MessagesRequest) -> Reply | Sequence[Reply]:
         chosen = base(req)
-        return replace(chosen, latency=args.latency) if isinstance(chosen, Reply) else chosen
+        if not isinstance(chosen, Reply):
+            return chosen
+        if args.pad and chosen.blocks and chosen.blocks[-1].get("type") == "text":
+            last = {**chosen.blocks[-1], "text": chosen.blocks[-1]["text"] + " " + "x" * args.pad}
+            chosen = replace(chosen, blocks=(*chosen.blocks[:-1], last), usage=(chosen.usage[0], args.pad // 4))
+        return replace(chosen, latency=args.latency)
 
     server = ScriptedAnthropicServer(responder, host=args.host, port=args.port).start()
     server.batches.default = BatchTiming(seconds=args.batch_seconds)
