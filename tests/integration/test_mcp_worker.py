@@ -137,6 +137,29 @@ def test_a_server_killed_under_a_call_fails_it_retryably_and_is_started_again(tm
     assert len(pids) == 2 and not any(alive(pid) for pid in pids)
 
 
+def test_a_server_that_died_between_units_is_started_again_before_the_next_call(tmp_path: Path,
+                                                                               pid_dir: Path) -> None:
+    shared = SharedProcesses()
+    events: list[tuple[str, dict[str, Any]]] = []
+    worker = build(stdio_config(tmp_path), "units.whoami", {})
+
+    async def go() -> tuple[UnitOutcome, UnitOutcome]:
+        try:
+            first = await worker.run(make_ctx(tmp_path, {}, shared))
+            os.kill(int(first.output or 0), signal.SIGKILL)
+            while alive(int(first.output or 0)):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # the child watcher records its exit
+            return first, await worker.run(make_ctx(tmp_path, {}, shared, seq=2, events=events))
+        finally:
+            await worker.aclose()  # type: ignore[attr-defined]
+
+    first, second = asyncio.run(go())
+    assert second.ok and second.output != first.output  # answered by a new server, no attempt lost
+    assert [int(first.output or 0), int(second.output or 0)] == started_pids(pid_dir)
+    assert ("warning", {"message": "MCP server 'units' is gone; starting it again"}) in events
+
+
 def test_streamable_http_server_shared_and_reconnected_after_it_restarts(tmp_path: Path) -> None:
     shared = SharedProcesses()
     with http_server() as (url, proc):
