@@ -33,13 +33,15 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
-def spawn_detached(argv: list[str], log_path: Path, cwd: str | None) -> subprocess.Popen[bytes]:
+def spawn_detached(argv: list[str], log_path: Path, cwd: str | None,
+                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `argv` in a session of its own (neither the caller's exit nor a signal to its process group
-    reaches it), output appended to `log_path`. A thread reaps it if this process lives long (a
-    server); otherwise init adopts it."""
+    reaches it), output appended to `log_path`, with `env` (default: this process's environment). A
+    thread reaps it if this process lives long (a server); otherwise init adopts it."""
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, cwd=cwd, env=os.environ.copy())
+                                start_new_session=True, close_fds=True, cwd=cwd,
+                                env=os.environ.copy() if env is None else env)
     threading.Thread(target=proc.wait, name=f"abp-reap-{proc.pid}", daemon=True).start()
     return proc
 

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from agentic_batch.errors import name_fields
 from agentic_batch.mcp_server.replies import failure
 
-from agentic_batch.mcp_server import (add_delete_tools, change_tools, control_tools, job_tools, read_tools,
-                                      resources)
+from agentic_batch.mcp_server import (add_delete_tools, change_tools, control_tools, dashboard_tools, job_tools,
+                                      read_tools, resources)
 from agentic_batch.service import Orchestrator
 from agentic_batch.spec import describe_validation_error
 
@@ -105,6 +105,7 @@ def build_server(orch: Orchestrator | None = None) -> MCPServer[Any]:
     control_tools.register(server, orch)
     read_tools.register(server, orch)
     change_tools.register(server, orch)
+    dashboard_tools.register(server, orch)
     add_delete_tools.register(server, orch)
     resources.register(server, orch)
     return server

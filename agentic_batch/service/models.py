@@ -597,3 +597,25 @@ class ErrorSummary(ReadModel):
     job_id: int
     failed: int
     groups: list[ErrorGroup]
+
+
+# -- the detached dashboard -----------------------------------------------------------------------
+
+
+class DashboardInfo(ReadModel):
+    """The background dashboard (`abp serve --detach|--status|--stop`, MCP open_dashboard/stop_dashboard)."""
+
+    running: bool
+    url: str | None = Field(description="Where to open it (a wildcard bind is given as loopback).")
+    pid: int | None
+    host: str | None
+    port: int | None
+    started_at: float | None
+    token_required: bool = Field(description="It was started with a token: log in with it, or send it as "
+                                             "`Authorization: Bearer`.")
+    log: str = Field(description="Its output goes to this file.")
+    started: bool = Field(description="This call started it.")
+    stopped: bool = Field(description="This call stopped it.")
+    note: str | None = Field(description="Something to know: a stale pid file removed, or it already runs "
+                                         "elsewhere than asked.")
+    job_url: str | None = Field(default=None, description="The page of the job asked about.")

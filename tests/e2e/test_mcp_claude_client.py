@@ -40,8 +40,8 @@ pytestmark = [needs_claude_cli, pytest.mark.timeout(120)]
 
 ABP_TOOLS = ["add_units", "apply_changes", "cancel_job", "clean_job", "create_job", "delete_job", "edit_prompt",
              "export_results", "get_diff", "get_error_summary", "get_job_status", "get_results", "get_unit",
-             "list_jobs", "list_sources",
-             "resume_all_jobs", "resume_job", "retry_failed", "review_changes", "start_job", "stop_job"]
+             "list_jobs", "list_sources", "open_dashboard", "resume_all_jobs", "resume_job", "retry_failed",
+             "review_changes", "start_job", "stop_dashboard", "stop_job"]
 JOB_ID = re.compile(r'"job_id":\s*(\d+)')
 
 

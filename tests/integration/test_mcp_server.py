@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(90)
 TOOLS = {"create_job", "start_job", "edit_prompt", "get_job_status", "list_jobs", "get_results", "get_unit",
          "get_error_summary", "stop_job", "resume_job", "resume_all_jobs", "cancel_job", "retry_failed",
          "export_results", "list_sources", "get_diff", "review_changes", "apply_changes", "clean_job", "add_units",
-         "delete_job"}
+         "delete_job", "open_dashboard", "stop_dashboard"}
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
