@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(host: Annotated[str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1, "
                                                 "localhost or ::1 needs a token of 16+ characters.")] = "127.0.0.1",
-              port: Annotated[int, typer.Option("--port", help="TCP port.")] = 3847,
+              port: Annotated[int | None, typer.Option("--port", help="TCP port.  [default: 3847]",
+                                                       show_default=False)] = None,
               token: Annotated[str | None, typer.Option("--token", help="Require `Authorization: Bearer "
                                                            "TOKEN` (or a login) on every request. Default: "
                                                            "$ABP_API_TOKEN.", show_default=False)] = None,
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
             if show_status and not info.running:
                 raise typer.Exit(1)
             return
-        dashboard.check_bind(host, port, token, origin)
+        dashboard.check_bind(host, dashboard.DEFAULT_PORT if port is None else port, token, origin)
         try:
             import uvicorn  # noqa: F401  (the extra's marker: say which to install)
         except ModuleNotFoundError as exc:
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
             _report(dashboard.start(load_settings(), host=host, port=port, token=token), as_json)
             return
-        _serve(host, port, token, registered=detached_child)
+        _serve(host, dashboard.DEFAULT_PORT if port is None else port, token, registered=detached_child)
 
 
 def _serve(host: str, port: int, token: str | None, registered: bool) -> None:

@@ -24,9 +24,9 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         job_id: Annotated[int | str | None, Field(description="A job to show: its page's URL is returned as "
                                                               "job_url (a job id, a unique name, or \"last\").")]
         = None,
-        port: Annotated[int, Field(ge=1024, le=65535, description="Port on 127.0.0.1 if a dashboard has to be "
-                                                                  "started (one already running is reused).")]
-        = dashboard.DEFAULT_PORT,
+        port: Annotated[int | None, Field(ge=1024, le=65535, description="Port on 127.0.0.1 if a dashboard has to "
+                                                                         "be started (default 3847; one already "
+                                                                         "running is reused).")] = None,
     ) -> Annotated[CallToolResult, DashboardInfo]:
         """Open the web dashboard (live progress, units, conversations, logs, failures by cause) for the user:
         starts it in the background on 127.0.0.1 if it is not running, and returns its URL (and job_url, the

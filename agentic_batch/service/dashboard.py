@@ -124,14 +124,17 @@ def status(settings: Settings) -> DashboardInfo:
     return _not_running(settings, note=f"removed a stale pid file (pid {pid} is gone or is not a dashboard)")
 
 
-def start(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
+def start(settings: Settings, host: str = DEFAULT_HOST, port: int | None = None, token: str | None = None,
           cwd: Path | None = None) -> DashboardInfo:
-    """The running dashboard if there is one (wherever it listens), else a new detached one."""
+    """The running dashboard if there is one (wherever it listens), else a new detached one on `port`
+    (default 3847). A running one on another address than the one asked for is returned with a note."""
+    asked = port
+    port = DEFAULT_PORT if port is None else port
     check_bind(host, port, token)
     with _spawn_guard(settings):
         current = status(settings)
         if current.running:
-            if (current.host, current.port) != (host, port):
+            if asked is not None and (current.host, current.port) != (host, port):
                 current.note = (f"already running on {current.host}:{current.port}; "
                                 f"stop it first to serve on {host}:{port}")
             return current

@@ -98,7 +98,7 @@ async def create_job(request: Request) -> CreatedJob:
     return result
 
 
-@router.post("/jobs/resume-all", summary="Resume every RUNNING job whose executor is gone")
+@router.post("/resume-all", summary="Resume every RUNNING job whose executor is gone")
 def resume_all(orch: Orch) -> ResumeAllReport:
     """What `abp resume --all` does after a reboot: each RUNNING job is reported as `resumed` (a new
     executor), `running` (its executor is alive) or `skipped` (with the reason)."""

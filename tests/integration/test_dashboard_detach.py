@@ -147,6 +147,7 @@ async def test_open_dashboard_from_mcp_outlives_the_mcp_server(orch, abp_home: P
         assert opened["job_url"] == f"http://127.0.0.1:{port}/jobs/{job}"
         again = await call(session, "open_dashboard")
         assert again["pid"] == opened["pid"] and not again["started"] and again.get("job_url") is None
+        assert again.get("note") is None  # no port asked: the running one is what was wanted
         (mcp_pid,) = server_pids()
         os.kill(mcp_pid, signal.SIGKILL)  # the MCP server dies; the dashboard must not
     wait_until(lambda: not alive(mcp_pid), 10, "the MCP server to die")

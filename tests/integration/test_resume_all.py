@@ -97,12 +97,13 @@ def test_resume_all_through_rest(orch, workdir: Path, tmp_path: Path) -> None:
     wait_until(lambda: orch.status(job).executor.state == "lost", timeout=15, what="a lost executor")
     with serve_in_thread(create_app(orch, WebConfig(cwd=workdir))) as server, \
             httpx.Client(base_url=server.url, timeout=60) as client:
-        answer = client.post("/api/jobs/resume-all", json={})
+        answer = client.post("/api/resume-all", json={})
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["resumed"] == 1 and body["jobs"][0]["outcome"] == "resumed"
-        assert client.get("/api/jobs/resume-all").status_code == 404  # no job of that name: GET is a job
-        assert client.post("/api/jobs/resume-all", content=b"x",
+        refused = client.get("/api/resume-all")
+        assert refused.status_code == 405 and refused.headers["allow"] == "POST"
+        assert client.post("/api/resume-all", content=b"x",
                            headers={"content-type": "text/plain"}).status_code == 403  # cross-site form
     gate.write_text("")
     assert wait_status(orch, job, {"COMPLETED"}, timeout=60).completed == 8
