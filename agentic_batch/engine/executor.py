@@ -301,14 +301,24 @@ class Executor:
             log.error("could not write %s to the store (%s)", recorder.describe_pending(), describe(exc))
 
     async def _release_worktrees(self, runner: UnitRunner, recorder: Recorder) -> None:
-        started = time.monotonic()
+        """Git forgets the run's worktrees before the job ends; their files are deleted after it
+        (`_delete_worktrees`), so the job's results do not wait for thousands of unlinks."""
         try:
-            removed = await asyncio.to_thread(runner.release_worktrees)
-            if removed:  # thousands of files each: said, with its time, next to the checkouts' line
-                recorder.log(self.job_id, "info", f"removed {removed} idle worktree(s) in "
-                             f"{time.monotonic() - started:.1f}s", executor_id=self.id)
+            await asyncio.to_thread(runner.release_worktrees, True)
         except Exception as exc:  # the next start removes them (they are this dead executor's then)
             recorder.log(self.job_id, "warning", f"could not remove idle worktrees: {exc}", executor_id=self.id)
+
+    async def _delete_worktrees(self, runner: UnitRunner, recorder: Recorder) -> None:
+        started = time.monotonic()
+        try:
+            removed = await asyncio.to_thread(runner.delete_released_worktrees)
+        except Exception as exc:  # what is left under worktrees/.trash goes with the next start or `abp clean`
+            recorder.log(self.job_id, "warning", f"could not delete released worktrees: {exc}", executor_id=self.id)
+            return
+        if removed:  # thousands of files each: said, with its time, next to the checkouts' line
+            recorder.log(self.job_id, "info", f"removed {removed} idle worktree(s) in "
+                         f"{time.monotonic() - started:.1f}s", executor_id=self.id)
+        await recorder.flush()
 
     async def _prepare_worktrees(self, job: JobRecord, runner: UnitRunner, recorder: Recorder) -> None:
         """Check out this executor's worktrees (one per unit it may run at once, no more than there
@@ -379,6 +389,8 @@ class Executor:
             # a request that arrived after the pool ended (a cancel read during the last flush) counts too
             await finish(self, job, runner, recorder, self.state.reason or stopped)
             await recorder.flush()
+            if job.isolated:
+                await self._delete_worktrees(runner, recorder)
         except StoreUnavailable:
             # the store call that gave up may have come from anywhere in the pool: stop every agent now
             # (cancelling a unit kills its process group); their units go back to PENDING on pause

@@ -87,9 +87,13 @@ class UnitRunner:
             self._worktrees = job_worktrees(self.job, self.settings)
         return self._worktrees.prepare(self.executor_id or NO_OWNER, count)
 
-    def release_worktrees(self) -> int:
-        """Remove the idle worktrees of an isolated job's run (call when no attempt is in flight)."""
-        return self._worktrees.release_idle() if self._worktrees is not None else 0
+    def release_worktrees(self, defer: bool = False) -> int:
+        """Remove the idle worktrees of an isolated job's run (call when no attempt is in flight); with
+        `defer`, git forgets them now and `delete_released_worktrees()` deletes their files."""
+        return self._worktrees.release_idle(defer) if self._worktrees is not None else 0
+
+    def delete_released_worktrees(self) -> int:
+        return self._worktrees.delete_released() if self._worktrees is not None else 0
 
     def render_prompt(self, template: str | None, payload: dict[str, Any], unit: dict[str, Any]) -> str | None:
         if not template:

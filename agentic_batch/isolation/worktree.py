@@ -125,6 +125,8 @@ class JobWorktrees:
         self._idle_lock = threading.Lock()
         #: Idle worktrees made by `prepare` and not used yet: they hold exactly the base already.
         self._fresh: set[Path] = set()
+        #: Released worktrees moved under TRASH, git done with them, their files not deleted yet.
+        self._released: list[Path] = []
         self._made = 0
 
     # -- one attempt ---------------------------------------------------------------------------------
@@ -284,13 +286,14 @@ class JobWorktrees:
             _remove_if_empty(unit.path.parent)
             return kept
 
-    def release_idle(self) -> int:
+    def release_idle(self, defer: bool = False) -> int:
         """Remove the idle worktrees (when a run ends: disk use stays bounded by the concurrency while
         it runs, and nothing stays after). Returns how many were removed.
 
         Under the repository's lock each is only moved aside and git forgets it (one `worktree
         prune`); deleting the files (thousands each) runs after, outside the lock, one directory per
-        CPU."""
+        CPU: now, or with `defer` when `delete_released()` is called (after the job has ended: its
+        results do not wait for the deletion)."""
         with self._idle_lock:
             idle, self._idle = self._idle, {}
             self._fresh.clear()
@@ -298,22 +301,28 @@ class JobWorktrees:
         if not paths:
             return 0
         trash = self.root / TRASH
-        moved: list[Path] = []
         with repo_lock(self.lock_dir, self.repo):
             trash.mkdir(parents=True, exist_ok=True)
             for path in paths:
                 target = trash / f"{path.parent.name}-{path.name}"
                 try:
                     path.rename(target)
-                    moved.append(target)
+                    self._released.append(target)
                 except OSError:  # gone already, or not movable: the slow way
                     self._remove_locked(path)
                 _remove_if_empty(path.parent)
             git(self.repo, "worktree", "prune", check=False)
+        if not defer:
+            self.delete_released()
+        return len(paths)
+
+    def delete_released(self) -> int:
+        """Delete the files of the worktrees `release_idle` moved aside; returns how many."""
+        moved, self._released = self._released, []
         with ThreadPoolExecutor(max(1, min(len(moved), os.cpu_count() or 1))) as pool:
             list(pool.map(lambda path: shutil.rmtree(path, ignore_errors=True), moved))
-        _remove_if_empty(trash)
-        return len(paths)
+        _remove_if_empty(self.root / TRASH)
+        return len(moved)
 
     def map_path(self, unit: UnitWorktree, path: Path) -> Path | None:
         """`path` (in the user's checkout) as the same path inside the attempt's worktree, or None

@@ -90,7 +90,10 @@ def test_concurrent_units_editing_one_file_each_diff_holds_only_its_own_edit(orc
     job_dir = Path(os.environ["ABP_HOME"]) / "jobs" / str(job)
     assert any("checked out 8 worktree(s) of the base" in line.message for line in orch.logs(job))
     assert not (job_dir / "workspace").exists()
-    assert not (job_dir / "worktrees").exists() or not list((job_dir / "worktrees").iterdir())
+    # git forgot them before the job ended; their files go right after it
+    wait_until(lambda: not list((job_dir / "worktrees").iterdir()), timeout=60, what="the worktrees' files deleted")
+    wait_until(lambda: any(line.message.startswith("removed 8 idle worktree(s) in") for line in orch.logs(job)),
+               what="the removal logged")
 
 
 def test_without_isolation_the_same_job_loses_edits(orch: Any, workdir: Path, repo: Path) -> None:
@@ -166,7 +169,8 @@ def test_kill_9_mid_unit_then_resume_leaves_no_stray_worktree_and_one_commit_per
     orch.resume(job)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=120)
     assert final.status == "COMPLETED" and final.completed == 6
-    assert not worktrees.exists() or not list(worktrees.iterdir())  # no stray worktree, no owner directory
+    # no stray worktree, no owner directory (the run's own are deleted just after the job ends)
+    wait_until(lambda: not worktrees.exists() or not list(worktrees.iterdir()), timeout=60, what="no worktree left")
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert any("removed 3 worktree(s) of executors that are gone" in line.message for line in orch.logs(job))
     rerun = [u for u in units(orch, job) if u.attempt == 2]
