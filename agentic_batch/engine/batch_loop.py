@@ -34,6 +34,7 @@ from agentic_batch.batchapi.provider import (
     parse_custom_id,
 )
 from agentic_batch.engine.batch_units import DEFAULT_OUTPUT_TOKENS, BatchUnits
+from agentic_batch.engine.outage import StoreUnavailable
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.retry import backoff_delay
 from agentic_batch.engine.run_state import Mode, StopReason
@@ -229,6 +230,9 @@ class BatchLoop:
         except ModelCallError as exc:
             await self._create_failed(row, exc)
             return None
+        except Exception as exc:  # not the SDK's (a dropped stream, a bug): it may exist; look before resubmitting
+            await self._create_failed(row, ModelCallError(f"{type(exc).__name__}: {exc}", ErrorClass.retryable))
+            return None
         _crash_point("after_create")
         now = time.time()
         await ex.db(store.batches.update_batch, row.id, provider_id=provider_id, state="validating", submitted_at=now)
@@ -281,6 +285,12 @@ class BatchLoop:
                     tracked.adoption_pending = True
                     self._log("info", f"batch {tracked.batch_id}: not recorded and not found at the provider yet "
                                       f"({exc}); its units wait, looking again every few seconds")
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # e.g. a results stream cut mid-file: the next check reads it again
+                log.warning("batch %s: %r", tracked.batch_id, exc, exc_info=True)
+                self._log("warning", f"batch {tracked.batch_id}: {type(exc).__name__}: {exc}; next check in "
+                                     f"{tracked.delay:.0f} s")
 
     async def _poll(self, tracked: _Tracked) -> None:
         ex = self.ex

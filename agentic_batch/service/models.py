@@ -50,7 +50,8 @@ class JobSummary(ReadModel):
     worker: str
     total: int
     pending: int
-    running: int = Field(description="Units an agent works on now (never above the job's concurrency).")
+    running: int = Field(description="Units an agent works on now (never above the job's concurrency); for a "
+                                     "batch_api job also the units in provider batches (see `batches`).")
     completed: int
     failed: int
     cancelled: int

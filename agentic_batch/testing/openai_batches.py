@@ -14,7 +14,8 @@ online server): text replies go to the output file, error replies to the error f
 `expire=True` ends batches `expired` after their in-progress time with only the first
 `expire_completes` requests run (the rest land in the error file with code `batch_expired`);
 `stuck=True` keeps batches `in_progress` until cancelled; `create_429=N` answers the next N creates
-with 429. `creates` records every accepted batch, so a test can check no unit was submitted twice.
+with 429; `cut_downloads=N` cuts the next N file downloads half-way. `creates` records every
+accepted batch, so a test can check no unit was submitted twice.
 """
 
 from __future__ import annotations
@@ -66,12 +67,14 @@ class ScriptedOpenAIBatchServer(ScriptedOpenAIServer):
 
     def __init__(self, responder: Responder | Iterable[Reply] = echo_responder, *, validating_s: float = 0.1,
                  in_progress_s: float = 0.3, finalizing_s: float = 0.1, expire: bool = False,
-                 expire_completes: int = 0, stuck: bool = False, create_429: int = 0,
+                 expire_completes: int = 0, stuck: bool = False, create_429: int = 0, cut_downloads: int = 0,
                  keep_requests: bool = True, **kwargs: Any) -> None:
         super().__init__(responder, keep_requests=keep_requests, **kwargs)
         self.validating_s, self.in_progress_s, self.finalizing_s = validating_s, in_progress_s, finalizing_s
         self.expire, self.expire_completes, self.stuck = expire, expire_completes, stuck
         self.create_429 = create_429
+        #: The next N file downloads stop half-way (the connection closes early, as a dropped stream does).
+        self.cut_downloads = cut_downloads
         self.files: dict[str, tuple[str, bytes]] = {}  # id -> (purpose, content)
         self.batches: dict[str, BatchRecord] = {}
         #: Every accepted create, in order (a batch refused with 429 is not in it).
@@ -267,6 +270,14 @@ class _BatchHandler(_Handler):
             file = server.files.get(parts[1])
             if file is None:
                 self._send_json(404, {"error": {"message": f"no file {parts[1]}", "type": "invalid_request_error"}})
+            elif server.cut_downloads > 0:
+                server.cut_downloads -= 1
+                self.send_response(200)
+                self.send_header("content-type", "application/octet-stream")
+                self.send_header("content-length", str(len(file[1])))
+                self.end_headers()
+                self.wfile.write(file[1][:len(file[1]) // 2])
+                self.close_connection = True
             else:
                 self._send_raw(200, file[1], "application/octet-stream")
         elif parts == ["batches"]:

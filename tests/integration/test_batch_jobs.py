@@ -256,3 +256,16 @@ def test_fallback_online_runs_what_the_batches_did_not_finish(orch: Any, workdir
         assert all(u.error_count == 0 for u in units)  # the cancelled batch spent no retry
         assert len(online) >= 3
         assert orch.store.batches.list_batches(job_id)[0].state == "done"
+
+
+def test_a_results_download_cut_half_way_is_read_again_on_the_next_check(orch: Any, workdir: Path) -> None:
+    with ScriptedOpenAIBatchServer(lambda r: Reply.text("ok " + "x" * 500), cut_downloads=1, validating_s=0.1,
+                                   in_progress_s=0.2) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 1200), workdir)
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=120)
+        assert status.status == "COMPLETED" and srv.cut_downloads == 0
+        assert len(srv.creates) == 1
+        units = list(orch.store.units.iter_units(job_id))
+        assert all(u.attempt == 1 and u.error_count == 0 for u in units)
+        logs = [line.message for line in orch.store.logs.list_logs(job_id, limit=5000)]
+        assert any("next check" in m for m in logs), logs[-5:]  # the cut was seen, then read whole
