@@ -188,7 +188,8 @@ def register(server: MCPServer[Any], orch: Orchestrator) -> None:
         job_id: JobRef,
         prompt: Annotated[str, Field(description="The new Jinja2 template over the item fields.")],
     ) -> Annotated[CallToolResult, JobStatusReply]:
-        """Replace a job's prompt template (jobs that are CREATED, TESTING, PAUSED or FAILED).
+        """Replace a job's prompt template (jobs that are CREATED, TESTING, PAUSED or FAILED; COMPLETED too for a
+        job made with cache=true, whose retry_failed then re-runs only the units whose prompt changed).
 
         The template is checked against the first items before it is saved. A TESTING job goes back to
         CREATED: call start_job to run a new test. Units not yet completed use the new prompt.

@@ -25,7 +25,7 @@ from agentic_batch.service.review import ReviewMixin
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
 from agentic_batch.service import views
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
-                                          LogLine, ResultRow, RetriedJob, StartedJob, SyncResult, UnitDetail,
+                                          LogLine, ResultRow, RetriedJob, RunPlan, StartedJob, SyncResult, UnitDetail,
                                           UnitView)
 from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
@@ -172,7 +172,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
              unchanged: int = 0) -> StartedJob:
         """Into RUNNING with an executor. A `--cache` job's pending units are served from the result
         cache first (service/cache.py), so the executor only ever sees the units left to run."""
-        cached = apply_cache(self.store, job, completed_ids=tested or ())
+        plan = run_plan(self.store, job, apply_cache(self.store, job, completed_ids=tested or ()), unchanged)
         now = time.time()
         fields: dict[str, Any] = {"status": JobStatus.RUNNING, "control": None, "pause_reason": None,
                                   "finished_at": None, "error": None}
@@ -188,11 +188,11 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         if not started:
             self.store.logs.append_logs([{"job_id": job.id, "level": "info",
                                           "message": f"job running again; executor pid {pid} was already running"}])
-        return self._started(job, cached, unchanged)
+        return self._started(job, plan)
 
-    def _started(self, job: JobRecord, cached: int, unchanged: int = 0) -> StartedJob:
-        return StartedJob(**self.status(job.id).model_dump(),
-                          plan=run_plan(self.store, job, cached, unchanged))
+    def _started(self, job: JobRecord, plan: RunPlan) -> StartedJob:
+        """The job's status and its plan (counted before the executor started, which may have run units since)."""
+        return StartedJob(**self.status(job.id).model_dump(), plan=plan)
 
     # -- running jobs ---------------------------------------------------------------------------
 
@@ -237,11 +237,12 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             # It left RUNNING since we looked (its executor just finished draining a stop and paused
             # it): resume it from there, rather than rely on an executor that is leaving.
             return self.resume(job.id, executors=executors)
-        cached = apply_cache(self.store, job, new_only=True)  # units added by a sync, or re-rendered by an edit
+        # units added by a sync, or re-rendered by an edit
+        plan = run_plan(self.store, job, apply_cache(self.store, job, new_only=True))
         control.spawn(self.store, self.settings, job)
         for _ in range(executors - 1):
             control.join(self.settings, job)
-        return self._started(job, cached)
+        return self._started(job, plan)
 
     def cancel(self, ref: str | int) -> JobView:
         job = self.job(ref)
@@ -297,10 +298,10 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             self.store.logs.append_logs([{"job_id": job.id, "level": "info",
                                           "message": f"{count} unit(s) queued for retry{what}"}])
         if job.status == JobStatus.RUNNING:
-            cached = apply_cache(self.store, job)
+            plan = run_plan(self.store, job, apply_cache(self.store, job))
             self.store.changes.notify(job.id, "retry")
             control.spawn(self.store, self.settings, job)
-            return RetriedJob(**self._started(job, cached).model_dump(), retried=count)
+            return RetriedJob(**self._started(job, plan).model_dump(), retried=count)
         return RetriedJob(**self._run(job, expect=[job.status], unchanged=unchanged).model_dump(),
                           retried=count + requeued)
 

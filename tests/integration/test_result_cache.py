@@ -182,3 +182,31 @@ def test_cache_with_isolation_is_refused_in_one_line(orch: Any, workdir: Path) -
                      "worker": "command", "worker_options": {"command": "true"}, "cache": True,
                      "isolate": "worktree"}, cwd=workdir)
     assert orch.list_jobs() == []
+
+
+def test_fingerprints_follow_the_prompt_the_units_will_run_with(orch: Any, workdir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit forgets the fingerprints of the units that have not completed (they will be asked something
+    else), and the next run computes them from the new prompt: a unit never completes under a fingerprint
+    of a prompt it was not given, which would poison the cache for later jobs."""
+    from agentic_batch.service.fingerprints import JobFingerprint
+
+    flag = tmp_path / "flag"
+    monkeypatch.setenv("ABP_TEST_FLAG", str(flag))
+    spec = JobSpec(name="flaky", source={"kind": "jsonl", "path": jsonl(workdir, ROWS), "key": "id"},
+                   worker="python", worker_options={"function": ref("flaky")}, prompt="v1 {{ row.name }}",
+                   cache=True, max_retries=0)
+    job = orch.create(spec, cwd=workdir).job_id
+    run_to_end(orch, job)
+    assert orch.status(job).status == "FAILED"
+    units = list(orch.store.units.iter_units(job))
+    assert all(u.fingerprint for u in units)
+    orch.edit_prompt(job, "v2 {{ row.name }}")
+    assert all(u.fingerprint is None for u in orch.store.units.iter_units(job))
+    flag.write_text("")
+    orch.retry(job)
+    assert wait_status(orch, job, {"COMPLETED", "FAILED"}).status == "COMPLETED"
+    fingerprint = JobFingerprint(orch.store.jobs.get_job(job))
+    assert all(u.fingerprint == fingerprint.unit(u)[0] for u in orch.store.units.iter_units(job))
+    with pytest.raises(InvalidSpec):  # still a template check first
+        orch.edit_prompt(job, "{{ row.nope }}")
