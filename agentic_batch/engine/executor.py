@@ -350,7 +350,13 @@ class Executor:
 
     async def _run_batches(self, job: JobRecord, runner: UnitRunner, recorder: Recorder,
                            provider: BatchProvider) -> StopReason | None:
-        """A `--batch-api` job: the batch loop instead of the pool (None: fall back to the pool)."""
+        """A `--batch-api` job: the batch loop instead of the pool (None: fall back to the pool). One loop per
+        job: a joined executor leaves (two loops could both resubmit an intent row the provider never saw)."""
+        if self.join:
+            recorder.log(job.id, "warning", "a batch_api job runs one executor; this joined one leaves",
+                         executor_id=self.id)
+            await provider.aclose()
+            return StopReason.REQUESTED
         try:
             return await BatchLoop(self, job, runner, recorder, provider).run()
         finally:

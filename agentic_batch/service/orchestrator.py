@@ -121,7 +121,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def approve(self, ref: str | int, executors: int = 1) -> StartedJob:
         job = self.job(ref)
-        self._check_executors(executors)
+        self._check_executors(executors, job)
         job = self.settle_test(job)
         self._expect(job, {JobStatus.TESTING}, "approve", _approve_hint(job))
         if job.test_unit_id:  # a failed test unit gets another chance in the real run
@@ -141,7 +141,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
     def start(self, ref: str | int, skip_test: bool = False, executors: int = 1) -> StartedJob | UnitDetail:
         """CREATED: run the test unit (or, skipping it, start the executor). Returns status or test report."""
         job = self.job(ref)
-        self._check_executors(executors)
+        self._check_executors(executors, job)
         job = self.settle_test(job)  # a lost test run makes the job CREATED again: it is tested anew
         if job.status == JobStatus.TESTING:
             raise IllegalState(f"job {job.id} is TESTING: its test result is waiting for you",
@@ -151,9 +151,12 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
             return self._run(job, expect=[JobStatus.CREATED], executors=executors)
         return self.test(job.id)
 
-    def _check_executors(self, executors: int) -> None:
+    def _check_executors(self, executors: int, job: JobRecord | None = None) -> None:
         if not 1 <= executors <= MAX_EXECUTORS:
             raise InvalidSpec(f"{field_ref('executors')} must be between 1 and {MAX_EXECUTORS}")
+        if executors > 1 and job is not None and job.batch_api:
+            raise InvalidSpec(f"a {field_ref('batch_api')} job runs one executor (the provider does the work): "
+                              f"drop {field_ref('executors')}")
         if executors > 1 and self.store.database.is_sqlite:
             from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES
 
@@ -163,7 +166,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         """Start `count` more executors on this host for a RUNNING job (PostgreSQL store)."""
         job = self.job(ref)
         self._expect(job, {JobStatus.RUNNING}, "add executors to")
-        self._check_executors(count + 1)
+        self._check_executors(count + 1, job)
         for _ in range(count):
             control.join(self.settings, job)
         return self.status(job.id)
@@ -218,7 +221,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
         job = self.job(ref)
         self._expect(job, {JobStatus.PAUSED, JobStatus.RUNNING}, "resume", _resume_hint(job))
-        self._check_executors(executors)
+        self._check_executors(executors, job)
         if budget_usd is not None:
             if not 0 < budget_usd <= MAX_BUDGET_USD:  # also refuses nan
                 raise InvalidSpec(f"{field_ref('budget_usd')} must be greater than 0 and at most {MAX_BUDGET_USD:g}")

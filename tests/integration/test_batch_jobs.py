@@ -269,3 +269,10 @@ def test_a_results_download_cut_half_way_is_read_again_on_the_next_check(orch: A
         assert all(u.attempt == 1 and u.error_count == 0 for u in units)
         logs = [line.message for line in orch.store.logs.list_logs(job_id, limit=5000)]
         assert any("next check" in m for m in logs), logs[-5:]  # the cut was seen, then read whole
+
+
+def test_a_batch_job_runs_one_executor(orch: Any, workdir: Path, server: ScriptedOpenAIBatchServer) -> None:
+    job_id = int(orch.create(batch_spec(workdir, server, 2), cwd=workdir).job_id)
+    with pytest.raises(InvalidSpec, match="runs one executor"):
+        orch.start(job_id, skip_test=True, executors=2)
+    assert orch.status(job_id).status == "CREATED"
