@@ -23,6 +23,7 @@ from agentic_batch.spec import JobSpec
 from agentic_batch.testing.anthropic_server import BatchTiming, MessagesRequest, Reply, ScriptedAnthropicServer
 from agentic_batch.workers.pricing import Pricing
 from tests.fixtures.abp import abp, wait_status, wait_until
+from tests.fixtures.stores import orchestrator_on
 
 MODEL = "claude-haiku-4-5"
 
@@ -263,3 +264,23 @@ def test_fallback_online_runs_what_the_batch_did_not_finish(orch: Any, workdir: 
     assert all(u.error_count == 0 for u in units)  # the cancelled batch spent no retry
     assert all(u.cost_usd == pytest.approx(Pricing(MODEL).cost(100, 20)) for u in units)  # online: full price
     assert server.count("/v1/messages") == 3
+
+
+def test_kill_9_and_adoption_on_postgres(monkeypatch: pytest.MonkeyPatch, workdir: Path,
+                                         server: ScriptedAnthropicServer) -> None:
+    """The multi-host store: a crash after the create (adopted once the batch ends), then a kill -9
+    mid-batch of the resumed executor; every unit completed once, every unit submitted once."""
+    with orchestrator_on("postgresql", monkeypatch) as orch:
+        server.batches.default = BatchTiming(seconds=3.0)
+        job_id = start(orch, batch_spec(workdir, server, 8, batch_size=4), workdir,
+                       env={"ABP_TEST_BATCH_CRASH": "after_create"})
+        wait_until(lambda: executor_gone(orch, job_id), timeout=30, what="the executor to crash")
+        assert abp("resume", str(job_id), cwd=workdir, env={"ABP_TEST_BATCH_CRASH": ""}).returncode == 0
+        wait_until(lambda: len(server.batches.all()) == 2, timeout=60, what="the second batch")
+        os.kill(executor_pid(orch, job_id), signal.SIGKILL)
+        assert abp("resume", str(job_id), cwd=workdir).returncode == 0
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+        assert status.status == "COMPLETED"
+        assert sizes(server) == [4, 4] and set(submissions(server).values()) == {1}
+        rows = orch.store.batches.list_batches(job_id)
+        assert sorted(r.provider_id or "" for r in rows) == sorted(b.id for b in server.batches.all())
