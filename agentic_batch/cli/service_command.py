@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from agentic_batch.cli.common import JsonFlag
+from agentic_batch.cli.common import AbpGroup, JsonFlag, use_abp_command_class
 from agentic_batch.cli.output import err, markup_safe, print_json
 from agentic_batch.service.models import BootUnit
 
 service_app = typer.Typer(name="service", help="Resume interrupted jobs at boot (systemd user unit).",
-                          no_args_is_help=True)
+                          no_args_is_help=True, cls=AbpGroup, rich_markup_mode="markdown")
 
 
 def _report(unit: BootUnit, as_json: bool, header: str) -> None:
@@ -59,4 +59,5 @@ def show(as_json: JsonFlag = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    use_abp_command_class(service_app)  # `abp service install --help` labels flags as every command does
     app.add_typer(service_app)
