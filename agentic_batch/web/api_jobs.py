@@ -226,12 +226,18 @@ def timeseries(job: str, orch: Orch,
 def register_schemas(openapi: dict[str, Any]) -> None:
     """Put JobSpec (and the models it uses) into the OpenAPI document's components, with each worker
     kind's options model as what `worker_options` must be for that `worker` (the default, `command`,
-    applies when `worker` is left out, as it does on create)."""
+    applies when `worker` is left out, as it does on create).
+
+    The rule is one `anyOf` with a branch per worker kind, not an `if`/`then` per kind under `allOf`:
+    both say the same, but a generator (schemathesis, through hypothesis-jsonschema) expands each
+    `if`/`then` into two branches and an `allOf` of six of them into 2**6 combinations, and gave up on
+    the request body ("Schema Error") when the sixth worker kind (`mcp`) arrived."""
     template = "#/components/schemas/{model}"
     schema = JobSpec.model_json_schema(ref_template=template)
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
     components.update(schema.pop("$defs", {}))
-    rules = []
+    default_worker = JobSpec.model_fields["worker"].default
+    branches = []
     for name in worker_kinds():
         try:
             model = get_worker_kind(name).options_model
@@ -240,12 +246,13 @@ def register_schemas(openapi: dict[str, Any]) -> None:
         options = model.model_json_schema(ref_template=template)
         components.update(options.pop("$defs", {}))
         components[model.__name__] = options
-        then: dict[str, Any] = {"properties": {"worker_options": {"$ref": template.format(model=model.__name__)}}}
+        required = [] if name == default_worker else ["worker"]
         if options.get("required"):  # then worker_options itself cannot be left out
-            then["required"] = ["worker_options"]
-        rules.append({"if": {"properties": {"worker": {"const": name}},
-                             **({} if name == JobSpec.model_fields["worker"].default else {"required": ["worker"]})},
-                      "then": then})
-    schema["allOf"] = rules
-    schema["properties"]["worker"]["enum"] = list(worker_kinds())  # the registered kinds, as create checks
+            required.append("worker_options")
+        branch: dict[str, Any] = {"properties": {"worker": {"const": name},
+                                                 "worker_options": {"$ref": template.format(model=model.__name__)}}}
+        if required:
+            branch["required"] = required
+        branches.append(branch)
+    schema["anyOf"] = branches
     components["JobSpec"] = schema

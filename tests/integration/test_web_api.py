@@ -251,6 +251,10 @@ def test_openapi_declares_every_answer_and_what_a_job_spec_needs(web: Web) -> No
     assert csv_rule["then"]["required"] == ["path"]
     spec = schemas["JobSpec"]
     assert "command" in spec["properties"]["worker"]["enum"]
-    command = next(r for r in spec["allOf"] if r["if"]["properties"]["worker"]["const"] == "command")
-    assert "required" not in command["if"]  # command is the default: its options apply when worker is left out
+    branches = {b["properties"]["worker"]["const"]: b for b in spec["anyOf"]}
+    assert set(branches) == set(spec["properties"]["worker"]["enum"])
+    assert branches["command"]["required"] == ["worker_options"]  # the default: worker may be left out
+    assert branches["openai"]["required"] == ["worker", "worker_options"]
+    assert branches["claude"]["required"] == ["worker"]  # every claude option has a default
+    assert branches["mcp"]["properties"]["worker_options"] == {"$ref": "#/components/schemas/MCPCallOptions"}
     assert schemas["CommandOptions"]["required"] == ["command"]
