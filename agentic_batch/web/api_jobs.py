@@ -255,4 +255,5 @@ def register_schemas(openapi: dict[str, Any]) -> None:
             branch["required"] = required
         branches.append(branch)
     schema["anyOf"] = branches
+    schema["properties"]["worker"]["enum"] = list(worker_kinds())  # the registered kinds, as create checks
     components["JobSpec"] = schema
