@@ -270,6 +270,8 @@ def unit_report(u: UnitView, title: str, console: Console | None = None, worker:
                     f" · {u.turns} turn(s)")
     if u.cached_from is not None:
         line.append(f" · cached from job {u.cached_from.job_id} unit {u.cached_from.unit}", style="cyan")
+    if u.exit_code is not None:
+        line.append(f" · exit code {u.exit_code}")
     console.print(line)
     sections: list[tuple[str, RenderableType, str]] = [("payload", _json_text(u.payload), "")]
     if u.prompt:
@@ -280,6 +282,8 @@ def unit_report(u: UnitView, title: str, console: Console | None = None, worker:
         sections.append(("output", _shown(u.output, whole), "green"))
     if u.data is not None:
         sections.append(("data", _json_text(u.data), ""))
+    if u.stderr:
+        sections.append(("stderr", _shown(u.stderr, whole), "yellow"))
     if u.error:
         sections.append((clean(f"error ({u.error_class})"), _shown(u.error, whole), "red"))
     for name, body, border in sections:
