@@ -131,7 +131,7 @@ def run_store(label: str, workdir: Path, n: int, events_per_unit: int, reference
     print(f"set-up: {time.perf_counter() - t0:.1f} s")
     noop = c.write_noop(workdir, sleep_s=0.01)
     running = orch.create({"name": "running", "source": {"kind": "jsonl", "path": str(c.write_jsonl(
-        workdir / "running.jsonl", 1_000_000))}, "worker": "python", "worker_options": {"function": f"{noop}:noop"},
+        workdir / "running.jsonl", 50_000))}, "worker": "python", "worker_options": {"function": f"{noop}:noop"},
         "concurrency": 2}, cwd=workdir).job_id
     probe_job = orch.create({"name": "probe", "source": {"kind": "jsonl", "path": str(c.write_jsonl(
         workdir / "probe.jsonl", 100))}, "worker": "command", "worker_options": {"command": "true"}},
