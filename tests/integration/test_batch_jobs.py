@@ -276,3 +276,34 @@ def test_a_batch_job_runs_one_executor(orch: Any, workdir: Path, server: Scripte
     with pytest.raises(InvalidSpec, match="runs one executor"):
         orch.start(job_id, skip_test=True, executors=2)
     assert orch.status(job_id).status == "CREATED"
+
+
+def test_kill_9_and_resume_on_postgresql(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same guarantee on the multi-host store: intent rows, leases to batches and adoption."""
+    from agentic_batch.service import Orchestrator
+    from tests.fixtures.stores import pg_available, pg_schema_url
+
+    available, reason = pg_available()
+    if not available:
+        pytest.skip(reason)
+    urls = pg_schema_url()
+    monkeypatch.setenv("ABP_DB_URL", next(urls))
+    pg = Orchestrator()
+    try:
+        with ScriptedOpenAIBatchServer(lambda r: Reply.text("ok"), validating_s=0.2, in_progress_s=2.0) as srv:
+            job_id = start(pg, batch_spec(workdir, srv, 20, batch_size=10), workdir,
+                           env={"ABP_TEST_BATCH_CRASH": "after_create"})
+            wait_until(lambda: len(srv.creates) == 1 and not any(
+                _alive(e.pid) for e in pg.store.executors.list_executors(job_id, live_only=True)),
+                timeout=30, what="the executor to crash after its first create")
+            assert abp("resume", str(job_id), cwd=workdir, env={"ABP_TEST_BATCH_CRASH": ""}).returncode == 0
+            wait_until(lambda: len(srv.creates) == 2, timeout=30, what="the second batch")
+            os.kill(executor_pid(pg, job_id), signal.SIGKILL)
+            assert abp("resume", str(job_id), cwd=workdir).returncode == 0
+            status = wait_status(pg, job_id, {"COMPLETED", "FAILED"}, timeout=90)
+            assert status.status == "COMPLETED"
+            assert len(srv.creates) == 2 and set(submissions(srv).values()) == {1}
+            assert pg.store.units.count_units(job_id)["COMPLETED"] == 20
+    finally:
+        pg.store.close()
+        urls.close()
