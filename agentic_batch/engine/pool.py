@@ -46,7 +46,10 @@ class Pool:
             return
         totals = await self.ex.db(self.ex.store.units.unit_totals, self.job.id)
         counts = await self.ex.db(self.ex.store.units.count_units, self.job.id)
-        self.budget.refresh(totals["cost_usd"], counts[UnitStatus.COMPLETED] + counts[UnitStatus.FAILED],
+        # Units the result cache completed cost nothing: counted, they would shrink the cost per unit
+        # the budget projects with (9,000 free units and one $1 unit is not $0.0001 a unit).
+        cached = await self.ex.db(self.ex.store.cache.cached_count, self.job.id) if self.job.cache else 0
+        self.budget.refresh(totals["cost_usd"], counts[UnitStatus.COMPLETED] + counts[UnitStatus.FAILED] - cached,
                             counts[UnitStatus.RUNNING] - len(self.inflight))
 
     async def stop_lost_units(self) -> None:
