@@ -9,9 +9,10 @@ statuses (60% COMPLETED with output, cost and tokens, 2% FAILED, 1% RUNNING, the
 events on unit 1 and 20 small jobs beside it, so the queries see what a real busy store holds.
 
 Each round runs every command once per tree, alternating (a tree is a checkout of the project: the
-one this script is in, and any `--tree DIR` to compare against, e.g. a `git worktree` of an older
-commit), and records the wall time and the CPU time (user+sys of the child, `getrusage`). Printed:
-medians per command and tree, and the ratio to the first tree.
+one this script is in, and any `--tree DIR` to compare against, e.g. `git archive OLD | tar -x -C DIR`;
+each tree gets a store of its own, filled by its own CLI), and records the wall time and the CPU
+time (user+sys of the child, `getrusage`). Printed: medians per command and tree, and the ratio to
+the first tree.
 
     python bench/cli_latency.py                                   # this tree, SQLite, 100,000 units
     python bench/cli_latency.py --tree /tmp/abp-before --rounds 7 # before/after, alternating
@@ -32,6 +33,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,10 +47,10 @@ def commands(job_id: int) -> dict[str, list[str]]:
             "status --json": ["status", str(job_id), "--json"]}
 
 
-def run_cli(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
+def run_cli(tree: Path, args: list[str], cwd: Path, store_env: dict[str, str]) -> tuple[float, float]:
     """(wall s, CPU s) of one `python -m agentic_batch ARGS` with `tree` first on the path (run from
     `cwd`, outside every tree: `python -m` puts the working directory before PYTHONPATH)."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
+    env = {**os.environ, **store_env, "PYTHONPATH": str(tree), "COLUMNS": "120"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", *args], capture_output=True, text=True,
@@ -99,9 +101,9 @@ def fill_store(units: int, tmp: Path) -> int:
     return job_id
 
 
-def show_importtime(command: str, job_id: int, cwd: Path) -> None:
+def show_importtime(command: str, job_id: int, cwd: Path, store_env: dict[str, str]) -> None:
     args = commands(job_id)[command]
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    env = {**os.environ, **store_env, "PYTHONPATH": str(HERE)}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentic_batch", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, check=False)
     by_top: dict[str, int] = {}
@@ -117,45 +119,67 @@ def show_importtime(command: str, job_id: int, cwd: Path) -> None:
     print(f"  {sum(by_top.values()) / 1000:7.1f}  total")
 
 
+def store_for(tree: Path, index: int, units: int, tmp: Path, pg: str | None, admin: Any) -> tuple[dict[str, str], int]:
+    """A store filled by `tree`'s own CLI (an older tree cannot open a store a newer one migrated):
+    its environment (ABP_HOME, ABP_DB_URL) and the big job's id."""
+    env = {"ABP_HOME": str(tmp / f"home-{index}")}
+    if pg:
+        import sqlalchemy as sa
+
+        schema = f"abp_bench_{uuid.uuid4().hex[:8]}"
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in pg else "?"
+        env["ABP_DB_URL"] = f"{pg}{sep}options={quote(f'-csearch_path={schema}')}"
+        env["ABP_BENCH_SCHEMA"] = schema
+    saved = {k: os.environ.get(k) for k in (*env, "PYTHONPATH")}
+    os.environ.update(env, PYTHONPATH=str(tree))
+    try:
+        return env, fill_store(units, tmp)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tree", type=Path, action="append", default=[],
                         help="another checkout to compare (alternated with this one)")
-    parser.add_argument("--pg", help="a PostgreSQL URL: run on a fresh schema there instead of SQLite")
+    parser.add_argument("--pg", help="a PostgreSQL URL: run on fresh schemas there instead of SQLite")
     parser.add_argument("--importtime", metavar="COMMAND", help="also print what COMMAND imports (list, status, show)")
     args = parser.parse_args()
     trees = [HERE, *[t.resolve() for t in args.tree]]
-    with c.temp_home() as tmp:
-        schema = admin = None
-        if args.pg:
-            import sqlalchemy as sa
+    admin = None
+    if args.pg:
+        import sqlalchemy as sa
 
-            schema = f"abp_bench_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(args.pg)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            sep = "&" if "?" in args.pg else "?"
-            os.environ["ABP_DB_URL"] = f"{args.pg}{sep}options={quote(f'-csearch_path={schema}')}"
+        admin = sa.create_engine(args.pg)
+    with c.temp_home() as tmp:
+        stores: list[tuple[dict[str, str], int]] = []
         try:
-            job_id = fill_store(args.units, tmp)
-            cmds = commands(job_id)
-            for tree in trees:  # warm the page cache and every tree's bytecode once
+            for index, tree in enumerate(trees):
+                stores.append(store_for(tree, index, args.units, tmp, args.pg, admin))
+            runs = [(tree, env, commands(job_id)) for tree, (env, job_id) in zip(trees, stores, strict=True)]
+            for tree, env, cmds in runs:  # warm the page cache and every tree's bytecode once
                 for argv in cmds.values():
-                    run_cli(tree, argv, tmp)
+                    run_cli(tree, argv, tmp, env)
             results: dict[tuple[str, Path], list[tuple[float, float]]] = {}
             load = []
             for _ in range(args.rounds):
                 load.append(os.getloadavg()[0])
-                for name, argv in cmds.items():
-                    for tree in trees:
-                        results.setdefault((name, tree), []).append(run_cli(tree, argv, tmp))
+                for name in runs[0][2]:
+                    for tree, env, cmds in runs:
+                        results.setdefault((name, tree), []).append(run_cli(tree, cmds[name], tmp, env))
             store = "PostgreSQL" if args.pg else "SQLite"
             print(f"\n{datetime.datetime.now():%Y-%m-%d %H:%M}, {c.machine()}, {store}, {args.units:,} units, "
                   f"{args.rounds} rounds, load average {min(load):.1f}-{max(load):.1f}")
             print(f"{'command':<16} {'tree':<28} {'wall median s':>14} {'CPU median s':>13} {'wall ratio':>11}")
-            for name in cmds:
+            for name in runs[0][2]:
                 base = statistics.median(w for w, _ in results[(name, trees[0])])
                 for tree in trees:
                     walls = [w for w, _ in results[(name, tree)]]
@@ -164,14 +188,14 @@ def main() -> None:
                     print(f"{name:<16} {str(tree)[-28:]:<28} {statistics.median(walls):>14.3f} "
                           f"{statistics.median(cpus):>13.3f} {ratio:>11.2f}")
             if args.importtime:
-                show_importtime(args.importtime, job_id, tmp)
+                show_importtime(args.importtime, stores[0][1], tmp, stores[0][0])
         finally:
-            os.environ.pop("ABP_DB_URL", None)
             if admin is not None:
                 import sqlalchemy as sa
 
                 with admin.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                    for env, _ in stores:
+                        conn.execute(sa.text(f'DROP SCHEMA "{env["ABP_BENCH_SCHEMA"]}" CASCADE'))
                 admin.dispose()
 
 
