@@ -1,0 +1,35 @@
+"""Each peer in a throwaway virtual environment of its own under /tmp (never the project's venv).
+
+The first call for a peer creates `/tmp/abp-peers/NAME` with `python -m venv` and installs the peer's
+pinned packages from the package index with pip; later calls reuse it. Delete the folder to start
+over (`rm -rf /tmp/abp-peers`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path("/tmp/abp-peers")
+
+#: The packages each peer's scripts need, pinned so a re-run measures the same thing.
+PEERS: dict[str, list[str]] = {
+    "huey": ["huey==3.5.4", "gevent==26.9.0"],
+}
+
+
+def peer_python(name: str) -> Path:
+    """The interpreter of peer NAME's venv, created and filled on first use."""
+    venv = ROOT / name
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    wanted = " ".join(PEERS[name])
+    if not python.exists():
+        ROOT.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not marker.exists() or marker.read_text() != wanted:
+        print(f"installing {wanted} into {venv} ...", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS[name]], check=True)
+        marker.write_text(wanted)
+    return python
