@@ -8,8 +8,9 @@ Also the cost of computing one signature (paid once per failed attempt, inside t
 Run (from the repository root, with the venv's python):
     python bench/error_groups.py                 # 100,000 units, SQLite
     python bench/error_groups.py --units 20000
-    ABP_DB_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test python bench/error_groups.py
-Uses a throwaway ABP_HOME; nothing under ~/.agentic-batch is touched.
+    python bench/error_groups.py --pg postgresql+psycopg://postgres@127.0.0.1:5432/test
+Uses a throwaway ABP_HOME (and, with --pg, removes its job from that database at the end); nothing
+under ~/.agentic-batch is touched.
 """
 
 from __future__ import annotations
@@ -45,9 +46,15 @@ def best_of(runs: int, fn: object) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=100_000)
+    parser.add_argument("--pg", help="a PostgreSQL store URL (default: SQLite in the throwaway home)")
     args = parser.parse_args()
     with c.temp_home() as tmp:
+        import os
+
         import sqlalchemy as sa
+
+        if args.pg:
+            os.environ["ABP_DB_URL"] = args.pg
 
         from agentic_batch.error_signature import error_signature
         from agentic_batch.service import Orchestrator
@@ -88,6 +95,12 @@ def main() -> None:
         print(f"group on read (stream + normalise every error): {read_s * 1000:8.1f} ms")
         print(f"stored signatures (indexed GROUP BY + examples): {stored_s * 1000:8.1f} ms")
         print(f"one signature at failure time:                  {per_sig_us:8.1f} µs")
+        if args.pg:
+            from agentic_batch.store.schema import jobs
+
+            with orch.store.database.write() as conn:
+                conn.execute(sa.delete(units).where(units.c.job_id == job))
+                conn.execute(sa.delete(jobs).where(jobs.c.id == job))
         orch.store.close()
 
 
