@@ -5,7 +5,6 @@ scripted Message Batches server. The server keeps every batch it accepted with i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -23,6 +22,8 @@ from agentic_batch.spec import JobSpec
 from agentic_batch.testing.anthropic_server import BatchTiming, MessagesRequest, Reply, ScriptedAnthropicServer
 from agentic_batch.workers.pricing import Pricing
 from tests.fixtures.abp import abp, wait_status, wait_until
+from tests.fixtures.batch_jobs import batch_spec as shared_batch_spec
+from tests.fixtures.batch_jobs import start
 from tests.fixtures.stores import orchestrator_on
 
 MODEL = "claude-haiku-4-5"
@@ -44,18 +45,7 @@ def server() -> Iterator[ScriptedAnthropicServer]:
 
 
 def batch_spec(workdir: Path, server: ScriptedAnthropicServer, n: int, **options: Any) -> JobSpec:
-    source = workdir / "items.jsonl"
-    source.write_text("".join(json.dumps({"id": i, "text": f"item {i}"}) + "\n" for i in range(n)))
-    worker_options = {"model": MODEL, "base_url": server.url, **options.pop("worker_options", {})}
-    return JobSpec(name="batch", source={"kind": "jsonl", "path": str(source), "key": "id"}, prompt="Do {{ text }}",
-                   worker="anthropic", worker_options=worker_options, batch_api=True, batch_poll_s=0.2, **options)
-
-
-def start(orch: Any, spec: JobSpec, workdir: Path, env: dict[str, str] | None = None) -> int:
-    job_id = int(orch.create(spec, cwd=workdir).job_id)
-    result = abp("start", str(job_id), "--skip-test", cwd=workdir, env=env)
-    assert result.returncode == 0, result.stderr
-    return job_id
+    return shared_batch_spec(workdir, "anthropic", MODEL, server.url, n, **options)
 
 
 def submissions(server: ScriptedAnthropicServer) -> Counter[int]:
