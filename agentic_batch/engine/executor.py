@@ -28,11 +28,11 @@ from agentic_batch.batchapi.provider import BatchProvider
 from agentic_batch.batchapi.registry import build_provider
 from agentic_batch.engine.batch_loop import BatchLoop
 from agentic_batch.engine.finish import finish, pause_for_store
-from agentic_batch.engine.hostlock import HostLock, spawn_guard
+from agentic_batch.engine.hostlock import HostLock, holder_pid, spawn_guard
 from agentic_batch.engine.limits import RateGate
 from agentic_batch.engine.outage import OutageGuard, StoreUnavailable
 from agentic_batch.engine.pool import Pool
-from agentic_batch.engine.procs import hostname, pid_start_token
+from agentic_batch.engine.procs import hostname, pid_start_token, process_alive
 from agentic_batch.engine.reaper import Reaper
 from agentic_batch.engine.recorder import Recorder
 from agentic_batch.engine.isolated import prune_dead_worktrees
@@ -54,6 +54,9 @@ T = TypeVar("T")
 EXIT_STORE_UNAVAILABLE = 75
 #: Giving up on the store: how long to wait for cancelled units to stop before recording the pause.
 UNIT_STOP_WAIT = 10.0
+#: How long a starting executor keeps trying its slot while the slot file names no live executor
+#: (someone probing it for an instant, a dying executor): HostLock.acquire. Under the launcher's 20 s.
+SLOT_WAIT = 10.0
 MULTI_EXECUTOR_NEEDS_POSTGRES = ("several executors on one job need the PostgreSQL store (SQLite is one host, "
                                  "one writer)")
 
@@ -137,7 +140,14 @@ class Executor:
         if self.join and self.store.database.is_sqlite:
             raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
         lock = HostLock(self.settings.run_dir, self.job_id)
-        if not (lock.acquire_free_slot() if self.join else lock.acquire()):
+        if not (lock.acquire_free_slot() if self.join else lock.acquire(wait=SLOT_WAIT)):
+            holder = holder_pid(self.settings.run_dir, self.job_id)
+            if holder is not None and holder > 0 and not process_alive(holder):
+                # held, but by no executor we can name (a child the killed one left?): leaving quietly
+                # with code 0 would have the launcher trust a job nobody works on
+                print(f"abp: the executor slot of job {self.job_id} is held, but not by a live executor "
+                      f"(pid {holder} is gone); try `abp resume {self.job_id}` again", flush=True)
+                return 1
             print(f"abp: an executor for job {self.job_id} already runs on this host; nothing to do", flush=True)
             return 0
         try:

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from agentic_batch.engine.procs import process_alive
+
 MAX_SLOTS = 64
 _SLOT_FILE = re.compile(r"^job-(\d+)(?:\.(\d+))?\.lock$")
+log = logging.getLogger(__name__)
+#: How often a waiting `acquire` tries a busy slot again.
+_RETRY_SECONDS = 0.05
 
 
 def lock_path(run_dir: Path, job_id: int, slot: int = 1) -> Path:
@@ -26,7 +33,7 @@ def lock_path(run_dir: Path, job_id: int, slot: int = 1) -> Path:
 
 
 class HostLock:
-    """An executor's slot lock. `acquire()` is non-blocking: False means the slot is taken."""
+    """An executor's slot lock. `acquire()` never blocks on a live executor: False means it holds the slot."""
 
     def __init__(self, run_dir: Path, job_id: int, slot: int = 1) -> None:
         self.run_dir = run_dir
@@ -38,18 +45,39 @@ class HostLock:
     def path(self) -> Path:
         return lock_path(self.run_dir, self.job_id, self.slot)
 
-    def acquire(self) -> bool:
+    def acquire(self, wait: float = 0.0) -> bool:
         """Take the slot. The pid is written later by `publish()`, once the executor is registered in
-        the store, so whoever waits for the pid (the launcher) then also finds the store record."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        self._fd = fd
-        return True
+        the store, so whoever waits for the pid (the launcher) then also finds the store record.
+
+        With `wait`, a busy slot is not yet an answer while its file names no live process: `holder_of`
+        (the launcher polling for its executor, `abp status`, a resume) looks by taking a shared lock
+        for an instant, and an executor starting in that instant would otherwise take the slot for
+        taken and leave, while the launcher, seeing it exit 0, trusted it: a RUNNING job with nobody
+        working it (seen after kill -9 and resume on a loaded host). An empty file (a prober, or an
+        executor not yet published) or a dead pid (the killed executor's) is tried again for up to
+        `wait` seconds; a live pid is an executor, and the answer at once."""
+        deadline = time.monotonic() + wait
+        said = False
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raw = os.pread(fd, 32, 0).decode(errors="ignore").strip()
+                os.close(fd)
+                named = int(raw) if raw.isdigit() else None
+                if time.monotonic() >= deadline or (named is not None and process_alive(named)):
+                    return False
+                if not said:
+                    said = True
+                    why = f"pid {named} is gone" if named else "empty: a look, or an executor not yet registered"
+                    log.info("slot %s is busy but names no live executor (%s); trying again for up to %gs",
+                             self.path.name, why, wait)
+                time.sleep(_RETRY_SECONDS)
+                continue
+            os.ftruncate(fd, 0)
+            self._fd = fd
+            return True
 
     def publish(self) -> None:
         if self._fd is not None:

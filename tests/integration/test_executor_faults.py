@@ -223,3 +223,31 @@ def test_an_attempt_that_ignores_its_cancellation_does_not_keep_the_job_running(
     wait_until(lambda: not process_alive(pid), timeout=60, what="the executor to exit")
     logs = " ".join(row.message for row in orch.logs(job, level="debug"))
     assert "did not stop within 1s of its cancellation" in logs
+
+
+def test_an_executor_starting_while_someone_looks_at_its_slot_still_works_the_job(orch, workdir: Path) -> None:
+    """`holder_of` (the launcher polling for its executor, `abp status`, a resume) looks at the slot by
+    holding a shared flock for an instant. An executor that tried its slot in that instant once left
+    with "already runs" and code 0, the launcher trusted it, and the job stayed RUNNING with nobody
+    working it (kill -9 then resume on a loaded host). Here the look lasts until the executor tried."""
+    import fcntl
+
+    from agentic_batch.engine.hostlock import lock_path
+
+    marker = f"abp-look-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=3, seconds=0.1)
+    log_path = Path(os.environ["ABP_HOME"]) / "jobs" / str(job) / "executor.log"
+    fd = os.open(lock_path(Path(os.environ["ABP_HOME"]) / "run", job), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a look, frozen (a descheduled prober on a loaded host)
+    starting = threading.Thread(target=orch.start, args=(job,), kwargs={"skip_test": True})
+    starting.start()
+    try:
+        said = wait_until(lambda: log_path.exists() and next(
+            (line for line in log_path.read_text().splitlines() if "is busy" in line or "already runs" in line),
+            None), timeout=60, what="the executor trying its slot")
+    finally:
+        os.close(fd)  # the look ends
+    starting.join(timeout=60)
+    assert "already runs" not in said, said
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final.status == "COMPLETED" and final.completed == 3
