@@ -16,6 +16,7 @@ from pathlib import Path
 from agentic_batch.config import Settings
 from agentic_batch.engine import warm
 from agentic_batch.engine.hostlock import live_slots, spawn_guard
+from agentic_batch.engine.procs import process_alive
 from agentic_batch.errors import AbpError
 
 
@@ -58,7 +59,9 @@ def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
         before = live_slots(settings.run_dir, job_id)
         if not join:
             existing = before.get((job_id, 1))
-            if existing is not None:
+            # a held slot naming a dead pid is no executor (a child of a killed one may still hold the
+            # flock for a moment): start one; it waits for the slot, or exits saying why
+            if existing is not None and (existing < 0 or process_alive(existing)):
                 return existing, False
         log_path = executor_log_path(settings, job_id)
         cwd = workdir if workdir and os.path.isdir(workdir) else None

@@ -251,3 +251,29 @@ def test_an_executor_starting_while_someone_looks_at_its_slot_still_works_the_jo
     assert "already runs" not in said, said
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     assert final.status == "COMPLETED" and final.completed == 3
+
+
+def test_a_slot_held_in_the_name_of_a_dead_executor_gets_a_new_one(orch, workdir: Path) -> None:
+    """After a kill -9 the slot's flock can outlive the executor for a moment (a child forked but not yet
+    exec'd shares it). Its file names the dead pid: a resume must not take that for a live executor."""
+    import fcntl
+
+    from agentic_batch.engine.hostlock import lock_path
+
+    marker = f"abp-dead-slot-{uuid.uuid4().hex[:8]}"
+    job = spawner_job(orch, workdir, marker, n=3, seconds=0.1)
+    log_path = Path(os.environ["ABP_HOME"]) / "jobs" / str(job) / "executor.log"
+    dead = str(2**22 + 1)  # above any pid_max: a pid that is surely gone (a real dead one may be reused)
+    fd = os.open(lock_path(Path(os.environ["ABP_HOME"]) / "run", job), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, in the name of a process that is gone
+    os.pwrite(fd, dead.encode(), 0)
+    starting = threading.Thread(target=orch.start, args=(job,), kwargs={"skip_test": True})
+    starting.start()
+    try:
+        wait_until(lambda: log_path.exists() and f"pid {dead} is gone" in log_path.read_text(), timeout=60,
+                   what="the new executor waiting for the slot")
+    finally:
+        os.close(fd)  # the leftover holder goes
+    starting.join(timeout=60)
+    final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
+    assert final.status == "COMPLETED" and final.completed == 3

@@ -42,7 +42,7 @@ def test_a_slot_someone_is_looking_at_is_taken_once_the_look_ends(tmp_path: Path
 
 def test_a_dead_executors_pid_in_the_slot_is_not_an_executor(tmp_path: Path) -> None:
     path = lock_path(tmp_path, 7)
-    path.write_text("999999999")  # a pid no process has (above any pid_max)
+    path.write_text(str(2**22 + 1))  # above any pid_max: no process has it
     with looking(path) as fd:
         threading.Timer(0.3, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
         lock = HostLock(tmp_path, 7)
