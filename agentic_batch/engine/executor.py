@@ -142,11 +142,13 @@ class Executor:
         lock = HostLock(self.settings.run_dir, self.job_id)
         if not (lock.acquire_free_slot() if self.join else lock.acquire(wait=SLOT_WAIT)):
             holder = holder_pid(self.settings.run_dir, self.job_id)
-            if holder is not None and holder > 0 and not process_alive(holder):
+            if not self.join and holder is not None and holder > 0 and not process_alive(holder):
                 # held, but by no executor we can name (a child the killed one left?): leaving quietly
                 # with code 0 would have the launcher trust a job nobody works on
-                print(f"abp: the executor slot of job {self.job_id} is held, but not by a live executor "
-                      f"(pid {holder} is gone); try `abp resume {self.job_id}` again", flush=True)
+                said = (f"the executor slot of job {self.job_id} is held, but not by a live executor "
+                        f"(pid {holder} is gone); try `abp resume {self.job_id}` again")
+                print(f"abp: {said}", flush=True)
+                self.store.logs.append_logs([{"job_id": self.job_id, "level": "error", "message": said}])
                 return 1
             print(f"abp: an executor for job {self.job_id} already runs on this host; nothing to do", flush=True)
             return 0

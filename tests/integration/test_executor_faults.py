@@ -277,3 +277,25 @@ def test_a_slot_held_in_the_name_of_a_dead_executor_gets_a_new_one(orch, workdir
     starting.join(timeout=60)
     final = wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60)
     assert final.status == "COMPLETED" and final.completed == 3
+
+
+def test_a_slot_that_stays_held_by_no_live_executor_is_said_not_trusted(orch, workdir: Path) -> None:
+    """The new executor waits for the slot a while, then exits saying why: the resume fails in words and
+    the job's log has them (never a RUNNING job that everyone believes someone works on)."""
+    import fcntl
+
+    from agentic_batch.engine.hostlock import lock_path
+    from agentic_batch.errors import AbpError
+
+    job = spawner_job(orch, workdir, f"abp-held-{uuid.uuid4().hex[:8]}", n=1, seconds=0.1)
+    fd = os.open(lock_path(Path(os.environ["ABP_HOME"]) / "run", job), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, str(2**22 + 1).encode(), 0)  # above any pid_max: gone
+    try:
+        with pytest.raises(AbpError, match="held, but not by a live executor"):
+            orch.start(job, skip_test=True)
+    finally:
+        os.close(fd)
+    assert any("held, but not by a live executor" in line.message for line in orch.logs(job))
+    orch.resume(job)
+    assert wait_status(orch, job, {"COMPLETED", "FAILED"}, timeout=60).status == "COMPLETED"
