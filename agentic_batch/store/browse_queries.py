@@ -124,7 +124,7 @@ class BrowseQueries(Queries):
         with self.database.read() as conn:
             rows = conn.execute(sa.select(*_LIGHT_COLUMNS).select_from(_LIGHT_FROM).where(units.c.job_id == job_id,
                                                                  units.c.status == UnitStatus.RUNNING)
-                                .order_by(units.c.started_at).limit(limit)).mappings().all()
+                                .order_by(units.c.started_at, units.c.id).limit(limit)).mappings().all()
         return [light_unit(r) for r in rows]
 
     def finished_unit_states(self, job_id: int, since: float, limit: int = 500) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ error or a CLI error: never `internal error: OverflowError`, a 500, or job 3 for
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -237,7 +239,8 @@ def test_cli_units_are_numbered_per_job(workdir: Path, orch: Orchestrator) -> No
     assert_cli_error(abp("show", str(job), "4", cwd=workdir), f"job {job} has no unit 4")
     csv_out = abp("results", str(job), "--format", "csv", cwd=workdir).stdout
     assert csv_out.splitlines()[0].startswith("unit,key,")
-    assert [line.split(",")[:2] for line in csv_out.splitlines()[1:]] == [["1", "2"], ["2", "3"], ["3", "4"]]
+    # csv, not split(","): a command unit's stdout column keeps its newline inside a quoted cell
+    assert [row[:2] for row in list(csv.reader(io.StringIO(csv_out)))[1:]] == [["1", "2"], ["2", "3"], ["3", "4"]]
 
 
 def test_sync_numbers_new_items_on(workdir: Path, orch: Orchestrator) -> None:

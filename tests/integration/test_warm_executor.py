@@ -6,6 +6,8 @@ Real processes throughout: the CLI as a user runs it, and `python -m agentic_bat
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -71,7 +73,9 @@ def test_run_creates_and_runs_through_the_warm_executor(workdir: Path, abp_home:
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # with --wait stdout stays clean for `abp results last`
     job_id = "last"
-    assert abp("results", job_id, "--format", "csv").stdout.count("item ") == 3
+    rows = list(csv.DictReader(io.StringIO(abp("results", job_id, "--format", "csv").stdout)))
+    assert sorted(row["output"] for row in rows) == ["item 0", "item 1", "item 2"]
+    assert sorted(row["stdout"] for row in rows) == ["item 0\n", "item 1\n", "item 2\n"]  # as the command wrote it
     assert "executor started" in abp("logs", job_id).stdout
     wait_until(lambda: warm_processes(abp_home) == [], timeout=15, what="the executor exited")
 
