@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from agentic_batch.errors import StoreError
-from agentic_batch.store.faults import user_error
+from agentic_batch.store.faults import user_error, where
 
 #: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
 SCHEMA_REVISION = "0012"
@@ -153,7 +153,10 @@ class Database:
             if self._migrated:
                 return
             try:
-                if self._current_revision() != SCHEMA_REVISION:
+                current = self._current_revision()
+                if current is not None and current not in known_revisions():
+                    raise _newer_store(current, self.engine.url)
+                if current != SCHEMA_REVISION:
                     with self._exclusive_migration():
                         if self._current_revision() != SCHEMA_REVISION:
                             self._run_alembic()
@@ -203,6 +206,20 @@ class Database:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
+
+
+def known_revisions() -> frozenset[str]:
+    """The schema revisions this version of abp has migrations for (each file is named after its id)."""
+    return frozenset(path.name.split("_", 1)[0] for path in (_MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def _newer_store(revision: str, url: object) -> StoreError:
+    """A store that a newer abp migrated: alembic would fail with a traceback ("Can't locate revision");
+    say it in one line instead, and never downgrade the user's data."""
+    return StoreError(f"{where(url)} has schema revision {revision}, newer than this agentic-batch knows "
+                      f"(up to {SCHEMA_REVISION}): a newer version of abp upgraded it",
+                      hint="upgrade agentic-batch (pip install -U agentic-batch), or use another store "
+                           "(ABP_HOME or ABP_DB_URL)")
 
 
 class Queries:

@@ -137,3 +137,21 @@ def test_outage_guard_waits_out_a_real_sqlite_lock_and_gives_up_past_the_window(
         asyncio.run(short.call(run, lambda: 1))
     holder.execute("COMMIT")
     assert fault_kind(sqlite3.OperationalError("no such table: t")) is None
+
+
+def test_a_store_a_newer_abp_migrated_is_one_line_and_left_as_it_was(abp_home: Path, workdir: Path) -> None:
+    """An older abp on a store a newer one upgraded: alembic would raise "Can't locate revision" with a
+    traceback (and must never try to downgrade); the user gets one line saying what happened."""
+    from agentic_batch.store.db import SCHEMA_REVISION, known_revisions
+
+    assert SCHEMA_REVISION in known_revisions() and "0001" in known_revisions()
+    assert abp("list", cwd=workdir).returncode == 0  # creates the store at this version's head
+    with sqlite3.connect(abp_home / "batch.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = abp("list", cwd=workdir)
+    assert result.returncode == 1, result
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line and "internal error" not in line, line
+    assert "schema revision 9999, newer than this agentic-batch knows" in line and "upgrade agentic-batch" in line
+    with sqlite3.connect(abp_home / "batch.db") as conn:  # nothing touched
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999",)]
