@@ -34,15 +34,6 @@ def cause(i: int) -> str:
     return f"KeyError: 'field_{i}'"
 
 
-def best_of(runs: int, fn: object) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=100_000)
@@ -85,8 +76,8 @@ def main() -> None:
         grouped = on_read()
         summary = orch.error_summary(job)
         assert len(grouped) == 3 and len(summary.groups) == 3, (grouped, summary)
-        read_s = best_of(3, on_read)
-        stored_s = best_of(5, lambda: orch.error_summary(job))
+        read_s = c.best_of(3, on_read)
+        stored_s = c.best_of(5, lambda: orch.error_summary(job))
         sample = [cause(i) for i in range(10_000)]
         t0 = time.perf_counter()
         for text in sample:

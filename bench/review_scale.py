@@ -32,15 +32,6 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def best_of(runs: int, fn: object) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=1000)
@@ -68,12 +59,12 @@ def main() -> None:
         worktrees = git(repo, "worktree", "list").count("\n")
         rows = [("job run (real executor)", f"{run_s:.1f} s", f"{final.status}, {branches} branches, "
                                                                f"{worktrees} worktrees left")]
-        rows.append(("`abp diff JOB` (CLI process)", f"{best_of(3, lambda: c.abp('diff', str(job))):.2f} s", ""))
-        rows.append(("`abp diff JOB --json`", f"{best_of(3, lambda: c.abp('diff', str(job), '--json')):.2f} s", ""))
-        service_s = best_of(5, lambda: orch.changes(job))
+        rows.append(("`abp diff JOB` (CLI process)", f"{c.best_of(3, lambda: c.abp('diff', str(job))):.2f} s", ""))
+        rows.append(("`abp diff JOB --json`", f"{c.best_of(3, lambda: c.abp('diff', str(job), '--json')):.2f} s", ""))
+        service_s = c.best_of(5, lambda: orch.changes(job))
         rows.append(("changes list (service: REST / dashboard)", f"{service_s * 1000:.0f} ms",
                      f"{orch.changes(job).changed} units changed"))
-        rows.append(("`abp diff JOB 1` (one patch)", f"{best_of(3, lambda: c.abp('diff', str(job), '1')):.2f} s", ""))
+        rows.append(("`abp diff JOB 1` (one patch)", f"{c.best_of(3, lambda: c.abp('diff', str(job), '1')):.2f} s", ""))
         out, apply_s = c.abp("apply", str(job), "--json", cwd=repo)
         result = json.loads(out)
         rows.append(("`abp apply JOB` (one commit per unit)", f"{apply_s:.1f} s",
