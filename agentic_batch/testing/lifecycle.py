@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import abc
+import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
 from http.server import HTTPServer
 from typing import Self
 
@@ -44,3 +48,18 @@ class ServerLifecycle(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve_until_stopped(server: ServerLifecycle, url: str, summary: Callable[[], str]) -> None:
+    """A scripted server's command line: print its URL, serve until Ctrl-C or SIGTERM, then stop it and
+    print `summary()` (a benchmark's `terminate()` still gets the server's counts)."""
+    print(url, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        print(summary(), flush=True)

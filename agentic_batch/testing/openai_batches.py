@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from agentic_batch.testing.lifecycle import serve_until_stopped
 from agentic_batch.testing.openai_server import (
     Reply,
     Request,
@@ -332,8 +333,6 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m agentic_batch.testing.openai_batches --port 0 --in-progress 2 --pad 2000`: prints its URL,
     serves until SIGTERM, then prints how many batches and requests it saw."""
     import argparse
-    import signal
-    import sys
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -352,16 +351,7 @@ def main(argv: list[str] | None = None) -> None:
                                        finalizing_s=args.finalizing, host=args.host, port=args.port,
                                        keep_requests=False)
     server.start()
-    print(server.url, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        print(f"batches={len(server.creates)} requests={server.request_count}", flush=True)
+    serve_until_stopped(server, server.url, lambda: f"batches={len(server.creates)} requests={server.request_count}")
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ import argparse
 import itertools
 import json
 import math
-import signal
-import sys
 import threading
 import time
-from agentic_batch.testing.lifecycle import ServerLifecycle
+from agentic_batch.testing.lifecycle import ServerLifecycle, serve_until_stopped
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -372,16 +370,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     server = ScriptedOpenAIServer(SCENARIOS[args.scenario], latency=args.latency, rpm_limit=args.rpm_limit,
                                   host=args.host, port=args.port, keep_requests=False)
     server.start()
-    print(server.url, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a benchmark's terminate() still prints stats
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        print(f"requests={server.request_count} rate_limited={server.rate_limited_count}", flush=True)
+    serve_until_stopped(server, server.url,
+                        lambda: f"requests={server.request_count} rate_limited={server.rate_limited_count}")
 
 
 if __name__ == "__main__":
