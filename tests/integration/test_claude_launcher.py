@@ -94,9 +94,12 @@ def test_launcher_refuses_without_cli_or_after_parent_changed(kind: str, tmp_pat
 @pytest.mark.parametrize("kind", KINDS)
 def test_cli_gets_sigterm_when_its_parent_dies(kind: str, tmp_path: Path) -> None:
     wrapper = ensure_wrapper(tmp_path / "run", kind)
-    marker, pid_file = tmp_path / "got-term", tmp_path / "cli.pid"
+    marker, pid_file, ready = tmp_path / "got-term", tmp_path / "cli.pid", tmp_path / "trap-set"
     cli = tmp_path / "fake-claude"
-    cli.write_text(f"#!/bin/sh\ntrap 'echo TERM > {marker}; exit 0' TERM\nwhile :; do sleep 0.05; done\n")
+    # The launcher writes the pid file before it execs the CLI; the stand-in says when its handler is in
+    # place, so killing the parent earlier (a loaded machine) is not mistaken for a missing signal.
+    cli.write_text(f"#!/bin/sh\ntrap 'echo TERM > {marker}; exit 0' TERM\n: > {ready}\n"
+                   "while :; do sleep 0.05; done\n")
     cli.chmod(0o755)
     # A stand-in executor: spawns the launcher (as the SDK does, no new session) and sleeps.
     parent_code = textwrap.dedent(f"""
@@ -108,10 +111,11 @@ def test_cli_gets_sigterm_when_its_parent_dies(kind: str, tmp_path: Path) -> Non
     parent = subprocess.Popen([sys.executable, "-c", parent_code], env=launcher_env(cli, pid_file))
     try:
         deadline = time.monotonic() + 15
-        while not (pid_file.exists() and pid_file.read_text().endswith("\n")) and time.monotonic() < deadline:
+        while not (ready.exists() and pid_file.exists() and pid_file.read_text().endswith("\n")) \
+                and time.monotonic() < deadline:
             time.sleep(0.02)
         cli_pid = int(pid_file.read_text())
-        assert pid_alive(cli_pid)
+        assert pid_alive(cli_pid) and ready.exists()
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
