@@ -10,6 +10,8 @@ Never submit a unit twice, never lose one:
 - Units of an ended batch that got no result (expired, cancelled, missing) go back to PENDING without
   spending a retry; results are fenced by owner and attempt like online ones.
 A stop (`abp stop`, SIGTERM) leaves the batches running at the provider; `abp cancel` cancels them.
+A batch still running long after the providers' 24-hour window (`ABP_BATCH_OVERDUE_SECONDS`, 25 h) is
+cancelled at the provider, so its units come back PENDING instead of waiting on it for ever.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentic_batch.aio import wait_event
+from agentic_batch.config import float_env
 from agentic_batch.batchapi.provider import (
     AdoptionPending,
     BatchProvider,
@@ -76,6 +79,10 @@ class _Tracked:
     delay: float
     #: `find` answered AdoptionPending for this intent row already (logged once).
     adoption_pending: bool = False
+    #: When the provider accepted it (epoch seconds); None for an intent row not yet adopted.
+    submitted_at: float | None = None
+    #: Cancelled by us for running past the provider's window (asked once).
+    overdue: bool = False
 
 
 async def find_batch(provider: BatchProvider, row: BatchRecord) -> list[str]:
@@ -95,6 +102,8 @@ class BatchLoop:
                                 getattr(options, "max_tokens", None))
         self.poll_start = float(job.batch_poll_s or 30.0)
         self.poll_cap = max(300.0, self.poll_start)
+        #: Both providers end a batch within 24 h (completed or expired); past this, something is wrong.
+        self.overdue_s = float_env("ABP_BATCH_OVERDUE_SECONDS", 25 * 3600.0)
         self.size = min(job.batch_size or provider.max_requests, provider.max_requests)
         self.tracked: dict[int, _Tracked] = {}
         self.submit_after = 0.0
@@ -154,7 +163,8 @@ class BatchLoop:
         for row in reversed(rows):  # oldest first
             if row.state in ("done", "refused"):
                 continue
-            self.tracked[row.id] = _Tracked(row.id, row.provider_id, time.time(), self.poll_start)
+            self.tracked[row.id] = _Tracked(row.id, row.provider_id, time.time(), self.poll_start,
+                                            submitted_at=row.submitted_at)
             if row.provider_id is not None:
                 self._log("info", f"picked up batch {row.id} ({row.provider_id}, {row.units} unit(s), "
                                   f"{row.provider_status or row.state})")
@@ -239,7 +249,7 @@ class BatchLoop:
         self.first_submitted = self.first_submitted or now
         self.refusals = 0
         tracked = self.tracked.setdefault(row.id, _Tracked(row.id, None, now + self.poll_start, self.poll_start))
-        tracked.provider_id = provider_id
+        tracked.provider_id, tracked.submitted_at = provider_id, now
         self._log("info", f"batch {row.id} submitted: {len(requests)} unit(s) as {provider_id}")
         return provider_id
 
@@ -308,6 +318,14 @@ class BatchLoop:
                     provider_status=status.provider_status, counts=status.counts, error=status.error)
         if status.state.finished:
             await self._ingest(tracked, status)
+        elif (not tracked.overdue and tracked.submitted_at is not None
+              and time.time() - tracked.submitted_at > self.overdue_s):
+            hours = (time.time() - tracked.submitted_at) / 3600.0
+            await self.provider.cancel(tracked.provider_id)  # a failed call is asked again at the next poll
+            tracked.overdue = True
+            self._log("warning", f"batch {tracked.batch_id} ({tracked.provider_id}) still {status.provider_status} "
+                                 f"{hours:.1f} h after submission, past the provider's 24 h window: cancelled at "
+                                 "the provider; its units go back to PENDING for the next batch (no retry spent)")
 
     async def _ingest(self, tracked: _Tracked, status: BatchStatus) -> None:
         """Apply an ended batch's results in chunks, then give back every unit that got none."""

@@ -154,6 +154,24 @@ def test_cancel_cancels_the_provider_batches(orch: Any, workdir: Path) -> None:
         wait_until(lambda: orch.store.batches.list_batches(job_id)[0].state == "done", what="the batch closed")
 
 
+def test_a_batch_past_the_providers_window_is_cancelled_and_its_units_resubmitted(orch: Any, workdir: Path) -> None:
+    """A provider batch that never ends (a provider bug, a lost batch) must not hold its units for ever."""
+    with ScriptedOpenAIBatchServer(stuck=True) as srv:
+        job_id = start(orch, batch_spec(workdir, srv, 3, max_retries=0), workdir,
+                       env={"ABP_BATCH_OVERDUE_SECONDS": "1.5"})
+        wait_until(lambda: len(srv.cancels) >= 1, timeout=30, what="the overdue batch cancelled")
+        assert srv.cancels[0] == srv.creates[0].id
+        srv.stuck = False
+        status = wait_status(orch, job_id, {"COMPLETED", "FAILED"}, timeout=60)
+        assert status.status == "COMPLETED", status
+        seen = submissions(srv)
+        assert len(seen) == 3 and all(count >= 2 for count in seen.values()), seen
+        # max_retries=0 and COMPLETED: the cancelled batch spent no retry
+        assert all(u.error_count == 0 for u in orch.store.units.iter_units(job_id))
+        logs = " ".join(line.message for line in orch.store.logs.list_logs(job_id, limit=5000))
+        assert "past the provider's 24 h window" in logs
+
+
 def test_cancel_of_a_paused_job_cancels_its_batches_without_an_executor(orch: Any, workdir: Path) -> None:
     with ScriptedOpenAIBatchServer(stuck=True) as srv:
         job_id = start(orch, batch_spec(workdir, srv, 3), workdir)
