@@ -160,19 +160,22 @@ def median(values: list[float]) -> float:
 
 
 def run_openai_job(server_url: str, tmp: Path, name: str, units: int, concurrency: int, *extra: str,
-                   timeout: float = 900.0, model: str = "gpt-4o-mini", py_spy: Path | None = None) -> dict:
-    """Create a JSONL job of `units` rows for the `openai` worker against `server_url`, start it with
-    --skip-test, wait until it is final; return timings (epoch seconds), unit counts and executor CPU.
+                   timeout: float = 900.0, model: str = "gpt-4o-mini", py_spy: Path | None = None,
+                   worker: str = "openai") -> dict:
+    """Create a JSONL job of `units` rows for the `openai` (or `anthropic`) worker against `server_url`,
+    start it with --skip-test, wait until it is final; return timings (epoch seconds), unit counts and
+    executor CPU.
 
-    `abp start` and the executor get OPENAI_API_KEY=dummy; prices are given explicitly so no price
-    table lookup matters. `extra` goes to `abp create` (e.g. --rpm 1200 --max-retries 10).
+    `abp start` and the executor get OPENAI_API_KEY / ANTHROPIC_API_KEY=dummy; prices are given
+    explicitly so no price table lookup matters. `extra` goes to `abp create` (e.g. --rpm 1200
+    --max-retries 10).
     """
     source = c.write_jsonl(tmp / f"{name}.jsonl", units)
     job_id, _ = c.create_job(
-        "--name", name, "--jsonl", str(source), "--worker", "openai", "--model", model,
+        "--name", name, "--jsonl", str(source), "--worker", worker, "--model", model,
         "--base-url", server_url, "--price-in", "0.15", "--price-out", "0.6",
         "--prompt", "Repeat the title: {{ row.title }}", "--concurrency", str(concurrency), *extra, cwd=tmp)
-    env = {**os.environ, "OPENAI_API_KEY": "sk-dummy-bench"}
+    env = {**os.environ, "OPENAI_API_KEY": "sk-dummy-bench", "ANTHROPIC_API_KEY": "sk-dummy-bench"}
     busy0 = machine_busy_s()
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", "start", str(job_id), "--skip-test", "--json"],

@@ -16,6 +16,10 @@ ROOT = Path("/tmp/abp-peers")
 #: The packages each peer's scripts need, pinned so a re-run measures the same thing.
 PEERS: dict[str, list[str]] = {
     "huey": ["huey==3.5.4", "gevent==26.9.0"],
+    # the floor of bench/peers/api.py: a raw aiohttp loop
+    "aiohttp": ["aiohttp==3.14.5"],
+    # Bespoke Labs Curator (it pins its own aiohttp, older than the floor's, hence a venv of its own)
+    "curator": ["bespokelabs-curator==0.1.31"],
 }
 
 
