@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
                                                       "(after a reboot): run it at boot.")] = False,
                budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="A new budget for "
                                                                    "the job (after a budget pause).")] = None,
-               executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host "
-                                                      "(more than 1 needs the PostgreSQL store).")] = 1,
+               executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host; "
+                                                      "several help CPU-bound jobs.")] = 1,
                as_json: JsonFlag = False) -> None:
         """Continue a PAUSED job (or a RUNNING one whose executor died): lost units are reclaimed at once."""
         if all_jobs:
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
     @app.command("executor")
     def executor(job: JobArg,
                  join: Annotated[bool, typer.Option("--join", help="Join a RUNNING job as one more executor "
-                                                    "(any host sharing the PostgreSQL store).")] = False) -> None:
+                                                    "(other hosts need a PostgreSQL store).")] = False) -> None:
         """Run an executor for the job in the foreground (`abp start` runs one detached; `--join` adds one,
         e.g. on another host)."""
         from agentic_batch.engine.executor import Executor

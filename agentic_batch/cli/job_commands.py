@@ -155,8 +155,8 @@ def register(app: typer.Typer) -> None:
                                                     "detached executor.")] = False,
               reject: Annotated[bool, typer.Option("--reject", help="Reject a TESTING job: back to CREATED to "
                                                    "edit the prompt.")] = False,
-              executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host "
-                                                     "(more than 1 needs the PostgreSQL store).")] = 1,
+              executors: Annotated[int, typer.Option("--executors", help="Executor processes on this host; "
+                                                     "several help CPU-bound jobs.")] = 1,
               as_json: JsonFlag = False) -> None:
         """Test-first start: on a CREATED job run the first unit now and show it; --approve starts the rest."""
         orch = orchestrator()

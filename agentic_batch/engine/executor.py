@@ -39,7 +39,7 @@ from agentic_batch.engine.isolated import prune_dead_worktrees
 from agentic_batch.engine.recovery import live_executors, reclaim_dead_executors
 from agentic_batch.engine.run_state import Mode, RunState, StopReason
 from agentic_batch.engine.runner import UnitRunner
-from agentic_batch.errors import AbpError, InvalidSpec
+from agentic_batch.errors import AbpError
 from agentic_batch.store import JobRecord, Store, open_store
 from agentic_batch.store.faults import describe, fault_kind
 from agentic_batch.workers import get_worker_kind
@@ -57,8 +57,6 @@ UNIT_STOP_WAIT = 10.0
 #: How long a starting executor keeps trying its slot while the slot file names no live executor
 #: (someone probing it for an instant, a dying executor): HostLock.acquire. Under the launcher's 20 s.
 SLOT_WAIT = 10.0
-MULTI_EXECUTOR_NEEDS_POSTGRES = ("several executors on one job need the PostgreSQL store (SQLite is one host, "
-                                 "one writer)")
 
 
 def _configure_logging() -> None:
@@ -137,8 +135,6 @@ class Executor:
     def run(self) -> int:
         """Run until the job is done, stopped or cancelled. Returns a process exit code."""
         _configure_logging()
-        if self.join and self.store.database.is_sqlite:
-            raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
         lock = HostLock(self.settings.run_dir, self.job_id)
         if not (lock.acquire_free_slot() if self.join else lock.acquire(wait=SLOT_WAIT)):
             holder = holder_pid(self.settings.run_dir, self.job_id)

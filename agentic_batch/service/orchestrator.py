@@ -157,13 +157,9 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         if executors > 1 and job is not None and job.batch_api:
             raise InvalidSpec(f"a {field_ref('batch_api')} job runs one executor (the provider does the work): "
                               f"drop {field_ref('executors')}")
-        if executors > 1 and self.store.database.is_sqlite:
-            from agentic_batch.engine.executor import MULTI_EXECUTOR_NEEDS_POSTGRES
-
-            raise InvalidSpec(MULTI_EXECUTOR_NEEDS_POSTGRES, hint="set ABP_DB_URL=postgresql+psycopg://...")
 
     def add_executors(self, ref: str | int, count: int) -> JobView:
-        """Start `count` more executors on this host for a RUNNING job (PostgreSQL store)."""
+        """Start `count` more executors on this host for a RUNNING job."""
         job = self.job(ref)
         self._expect(job, {JobStatus.RUNNING}, "add executors to")
         self._check_executors(count + 1, job)

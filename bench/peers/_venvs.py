@@ -20,6 +20,8 @@ PEERS: dict[str, list[str]] = {
     "aiohttp": ["aiohttp==3.14.5"],
     # Bespoke Labs Curator (it pins its own aiohttp, older than the floor's, hence a venv of its own)
     "curator": ["bespokelabs-curator==0.1.31"],
+    # pgqueuer's fastest driver is asyncpg; uvloop as its examples run it
+    "pgqueuer": ["pgqueuer==1.6.0", "asyncpg==0.32.0", "uvloop==0.23.0"],
 }
 
 

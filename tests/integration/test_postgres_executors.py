@@ -1,5 +1,6 @@
-"""PostgreSQL store and several executors on one job: the chaos test, lease takeover fencing,
-job-wide budget, LISTEN/NOTIFY, and the refusals on SQLite."""
+"""Several executors on one job: the chaos test, lease takeover fencing and job-wide concurrency on
+both stores (SQLite: one host, writers queued by BEGIN IMMEDIATE); the job-wide budget and
+LISTEN/NOTIFY on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from agentic_batch.errors import InvalidSpec
+from agentic_batch.engine.procs import process_alive
 from agentic_batch.service import Orchestrator
 from agentic_batch.spec import JobSpec
 from tests.fixtures.abp import ABP, wait_status, wait_until
 from tests.fixtures.funcs import ref
 from tests.fixtures.stores import orchestrator_on
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_orch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """An Orchestrator on a fresh SQLite or PostgreSQL store (executors it spawns use the same one)."""
+    with orchestrator_on(request.param, monkeypatch) as orch:
+        yield orch
 
 
 @pytest.fixture
@@ -40,13 +48,17 @@ def live_pids(orch: Orchestrator, job: int) -> list[int]:
     return [e.pid for e in orch.status(job).executor.executors if e.state == "running"]
 
 
-def test_sqlite_refuses_several_executors(orch: Orchestrator, workdir: Path) -> None:
-    job = job_of(orch, workdir, 3)
-    with pytest.raises(InvalidSpec, match="PostgreSQL"):
-        orch.start(job, skip_test=True, executors=2)
-    assert orch.status(job).status == "CREATED"
-    joined = subprocess.run([*ABP, "executor", str(job), "--join"], capture_output=True, text=True, timeout=60)
-    assert joined.returncode == 1 and "PostgreSQL" in joined.stderr and "Traceback" not in joined.stderr
+def test_sqlite_runs_several_executors_from_the_cli(orch: Orchestrator, workdir: Path) -> None:
+    """`abp start --executors 2` on the default (SQLite) store: two executors share the job, each unit once."""
+    job = job_of(orch, workdir, 300, concurrency=4)
+    started = subprocess.run([*ABP, "start", str(job), "--skip-test", "--executors", "2"], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "ABP_TEST_SLEEP": "0.02"})
+    assert started.returncode == 0, started.stderr
+    final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=120)
+    assert final.status == "COMPLETED" and final.completed == 300, final
+    rows = orch.results(job)
+    assert sorted(r["unit"] for r in rows) == list(range(1, 301)) and all(r["attempts"] == 1 for r in rows)
+    assert len({r["output"] for r in rows}) == 2  # both executors wrote results
 
 
 def test_the_cli_runs_a_whole_job_on_postgres(pg_orch: Orchestrator, workdir: Path) -> None:
@@ -63,51 +75,51 @@ def test_the_cli_runs_a_whole_job_on_postgres(pg_orch: Orchestrator, workdir: Pa
     assert sorted(r["output"].split()[0] for r in pg_orch.results(int(job))) == ["2", "3"]
 
 
-def test_chaos_three_executors_one_killed_one_terminated(pg_orch: Orchestrator, workdir: Path,
+def test_chaos_three_executors_one_killed_one_terminated(any_orch: Orchestrator, workdir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABP_TEST_SLEEP", "0.03")
     monkeypatch.setenv("ABP_LEASE_SECONDS", "6")
-    job = job_of(pg_orch, workdir, 2000, concurrency=8)
-    pg_orch.start(job, skip_test=True, executors=3)
-    pids = wait_until(lambda: len(live_pids(pg_orch, job)) == 3 and live_pids(pg_orch, job), timeout=30,
+    job = job_of(any_orch, workdir, 2000, concurrency=8)
+    any_orch.start(job, skip_test=True, executors=3)
+    pids = wait_until(lambda: len(live_pids(any_orch, job)) == 3 and live_pids(any_orch, job), timeout=30,
                       what="three executors")
-    wait_until(lambda: pg_orch.status(job).completed >= 300, timeout=120, what="progress")
+    wait_until(lambda: any_orch.status(job).completed >= 300, timeout=120, what="progress")
     os.kill(pids[1], signal.SIGKILL)
     os.kill(pids[2], signal.SIGTERM)
-    final = wait_status(pg_orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=300)
+    final = wait_status(any_orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=300)
     assert final.status == "COMPLETED", final
     assert final.completed == 2000 and final.running == final.pending == final.failed == 0
-    rows = pg_orch.results(job)
+    rows = any_orch.results(job)
     assert len(rows) == 2000 and {r["unit"] for r in rows} == set(range(1, 2001))
     writers = {int(r["output"]) for r in rows}
     assert pids[0] in writers and writers <= set(pids)  # only executors of this job wrote results
     # every result was written by the executor that held the unit's lease at the end
     for row in rows[:2000:50]:
-        unit = pg_orch.store.browse.unit_by_number(final.id, row["unit"])
+        unit = any_orch.store.browse.unit_by_number(final.id, row["unit"])
         assert unit.lease_owner and unit.lease_owner.split("-")[-2] == row["output"]
-    assert any("is gone" in line.message for line in pg_orch.logs(job, level="warning"))
+    assert any("is gone" in line.message for line in any_orch.logs(job, level="warning"))
 
 
-def test_a_taken_over_unit_is_written_only_by_its_new_owner(pg_orch: Orchestrator, workdir: Path,
+def test_a_taken_over_unit_is_written_only_by_its_new_owner(any_orch: Orchestrator, workdir: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABP_TEST_SLEEP", "4")
     monkeypatch.setenv("ABP_LEASE_SECONDS", "2")
-    job = job_of(pg_orch, workdir, 2, concurrency=2)
-    pg_orch.start(job, skip_test=True)
-    [first] = wait_until(lambda: live_pids(pg_orch, job), timeout=30, what="an executor")
-    wait_until(lambda: pg_orch.status(job).running == 2, timeout=30, what="both units running")
+    job = job_of(any_orch, workdir, 2, concurrency=2)
+    any_orch.start(job, skip_test=True)
+    [first] = wait_until(lambda: live_pids(any_orch, job), timeout=30, what="an executor")
+    wait_until(lambda: any_orch.status(job).running == 2, timeout=30, what="both units running")
     os.kill(first, signal.SIGSTOP)  # frozen: its leases expire while its agents are mid-flight
     try:
-        pg_orch.add_executors(job, 1)
+        any_orch.add_executors(job, 1)
         time.sleep(3)
-        done = wait_status(pg_orch, job, {"COMPLETED"}, timeout=60)
+        done = wait_status(any_orch, job, {"COMPLETED"}, timeout=60)
     finally:
         os.kill(first, signal.SIGCONT)
     assert done.completed == 2
-    second = [p for p in live_pids(pg_orch, job) if p != first] or \
-        [int(r["output"]) for r in pg_orch.results(job)]
+    second = [p for p in live_pids(any_orch, job) if p != first] or \
+        [int(r["output"]) for r in any_orch.results(job)]
     time.sleep(1.5)  # the old owner wakes up and tries to write its stale results
-    for row in pg_orch.results(job):
+    for row in any_orch.results(job):
         assert int(row["output"]) != first and int(row["output"]) in second
         assert row["attempts"] == 2
 
@@ -153,18 +165,44 @@ def test_listen_notify_delivers_changes(pg_orch: Orchestrator) -> None:
         listener.stop()
 
 
-def test_concurrency_is_job_wide_across_executors(pg_orch: Orchestrator, workdir: Path,
+def test_concurrency_is_job_wide_across_executors(any_orch: Orchestrator, workdir: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """--concurrency 4 with three executors: never more than 4 units RUNNING for the job (it was 4 per
     executor, 12 in all), sampled from the store throughout the run."""
     monkeypatch.setenv("ABP_TEST_SLEEP", "0.02")
-    job = job_of(pg_orch, workdir, 600, concurrency=4)
-    pg_orch.start(job, skip_test=True, executors=3)
+    job = job_of(any_orch, workdir, 600, concurrency=4)
+    any_orch.start(job, skip_test=True, executors=3)
     samples: list[int] = []
-    while (record := pg_orch.store.jobs.get_job(job)).status == "RUNNING":
-        samples.append(pg_orch.store.units.count_units(job)["RUNNING"])
-    final = pg_orch.status(job)
+    while (record := any_orch.store.jobs.get_job(job)).status == "RUNNING":
+        samples.append(any_orch.store.units.count_units(job)["RUNNING"])
+    final = any_orch.status(job)
     assert record.status == "COMPLETED" and final.completed == 600, final
     assert 2 <= max(samples) <= 4, sorted(samples)[-10:]
-    writers = {r["output"] for r in pg_orch.results(job)}
+    writers = {r["output"] for r in any_orch.results(job)}
     assert len(writers) >= 2  # the executors shared the job's four slots
+
+
+def test_every_executor_killed_then_resumed_with_two(any_orch: Orchestrator, workdir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of both executors mid-run: the job stays RUNNING with nobody on it until `resume
+    --executors 2`, which takes their units back at once (dead pids on this host) and completes each
+    unit exactly once."""
+    monkeypatch.setenv("ABP_TEST_SLEEP", "0.02")
+    job = job_of(any_orch, workdir, 1000, concurrency=8)
+    any_orch.start(job, skip_test=True, executors=2)
+    pids = wait_until(lambda: len(live_pids(any_orch, job)) == 2 and live_pids(any_orch, job), timeout=30,
+                      what="two executors")
+    wait_until(lambda: any_orch.status(job).completed >= 100, timeout=120, what="progress")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(process_alive(pid) for pid in pids), timeout=30, what="both executors gone")
+    assert any_orch.status(job).status == "RUNNING"
+    any_orch.resume(job, executors=2)
+    final = wait_status(any_orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=300)
+    assert final.status == "COMPLETED" and final.completed == 1000, final
+    assert final.running == final.pending == final.failed == 0
+    rows = any_orch.results(job)
+    assert sorted(r["unit"] for r in rows) == list(range(1, 1001))
+    writers = {int(r["output"]) for r in rows}
+    assert writers - set(pids), "the resumed executors wrote results"
+
