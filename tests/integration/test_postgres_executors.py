@@ -50,15 +50,20 @@ def live_pids(orch: Orchestrator, job: int) -> list[int]:
 
 def test_sqlite_runs_several_executors_from_the_cli(orch: Orchestrator, workdir: Path) -> None:
     """`abp start --executors 2` on the default (SQLite) store: two executors share the job, each unit once."""
-    job = job_of(orch, workdir, 300, concurrency=4)
+    gate = workdir / "gate"  # the units wait for it, so the job cannot end before both executors are in
+    job = job_of(orch, workdir, 300, func="whoami_gated", concurrency=4,
+                 rows=[{"id": i, "gate": str(gate)} for i in range(300)])
     started = subprocess.run([*ABP, "start", str(job), "--skip-test", "--executors", "2"], capture_output=True,
-                             text=True, timeout=60, env={**os.environ, "ABP_TEST_SLEEP": "0.02"})
+                             text=True, timeout=60, env={**os.environ, "ABP_TEST_SLEEP": "0.01"})
     assert started.returncode == 0, started.stderr
+    pids = wait_until(lambda: len(live_pids(orch, job)) == 2 and live_pids(orch, job), timeout=30,
+                      what="two executors")
+    gate.touch()
     final = wait_status(orch, job, {"COMPLETED", "FAILED", "PAUSED"}, timeout=120)
     assert final.status == "COMPLETED" and final.completed == 300, final
     rows = orch.results(job)
     assert sorted(r["unit"] for r in rows) == list(range(1, 301)) and all(r["attempts"] == 1 for r in rows)
-    assert len({r["output"] for r in rows}) == 2  # both executors wrote results
+    assert {int(r["output"]) for r in rows} <= set(pids)
 
 
 def test_the_cli_runs_a_whole_job_on_postgres(pg_orch: Orchestrator, workdir: Path) -> None:
