@@ -8,6 +8,7 @@ inserted in batches under a hidden CREATING status, so a source that turns out m
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ def check_batch_api(worker: str, options: Any) -> None:
         named = ", ".join(field_ref(f"worker_options.{name}") for name in tools)
         raise InvalidSpec(f"{field_ref('batch_api')} sends one request per unit and cannot run tools: drop "
                           f"{named} or run without {field_ref('batch_api')}")
+    if importlib.util.find_spec(worker) is None:  # the batch APIs go through the provider's SDK (its module)
+        raise InvalidSpec(f"{field_ref('batch_api')} needs the {worker} SDK, which is not installed",
+                          hint=f"pip install 'agentic-batch[{worker}]'")
 
 
 def cleanup_abandoned(store: Store) -> None:

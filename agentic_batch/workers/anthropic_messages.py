@@ -1,15 +1,17 @@
 """The `anthropic` worker: a Claude model through the Messages API, with tools, without Claude Code.
 
 Cheaper to start than the `claude` worker (no CLI process per unit) and enough when the file tools
-and MCP tools suffice. Uses the official `anthropic` SDK (`AsyncAnthropic`) with SDK retries off, as
-the engine owns retries; 429 (with retry-after), 529 overloaded, 5xx, timeouts and connection errors
+and MCP tools suffice. A model call is one JSON POST on the lean path (`lean_http`), or goes through
+the official `anthropic` SDK (`AsyncAnthropic`) with `http_client=sdk`; either way without retries, as
+the engine owns retries: 429 (with retry-after), 529 overloaded, 5xx, timeouts and connection errors
 come back retryable, a usage quota as `quota`, other 4xx as permanent. `ANTHROPIC_BASE_URL` is
-honoured (by the SDK) when `base_url` is not set.
+honoured when `base_url` is not set.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from pydantic import Field
@@ -17,18 +19,20 @@ from pydantic import Field
 from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, WorkerKind
 from agentic_batch.workers.tool_loop import (
     APIWorkerOptions,
+    ChatAdapter,
     ModelCallError,
     ModelTurn,
     ToolCall,
     check_api_options,
-    sdk_error,
     system_prompt,
     user_prompt,
 )
-from agentic_batch.workers.api_worker import MAX_REQUEST_TIMEOUT, SharedClientWorker
+from agentic_batch.workers.api_worker import MAX_REQUEST_TIMEOUT, USER_AGENT, Send, SharedClientWorker
+from agentic_batch.workers.lean_http import anthropic_wording
 from agentic_batch.workers.tools import Toolbox, ToolResult
 
-
+#: The Messages API version the lean path asks for (the response shape `_parse` reads).
+ANTHROPIC_VERSION = "2023-06-01"
 
 class AnthropicOptions(APIWorkerOptions):
     """Options of the `anthropic` worker (`--worker-option name=value`)."""
@@ -44,23 +48,39 @@ class AnthropicOptions(APIWorkerOptions):
 class AnthropicMessagesWorker(SharedClientWorker):
     kind = "anthropic"
     sdk_module = "anthropic"
+    sdk_base_error = "AnthropicError"
     extra = "anthropic"
     base_url_env = "ANTHROPIC_BASE_URL"
+    default_base_url = "https://api.anthropic.com"
+    endpoint = "/v1/messages"
+    wording = staticmethod(anthropic_wording)
     options: AnthropicOptions
 
-    def new_client(self, sdk: Any, api_key: str, base_url: str | None) -> Any:
+    def new_sdk_client(self, sdk: Any, api_key: str, base_url: str | None) -> Any:
         return sdk.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=MAX_REQUEST_TIMEOUT)
 
-    def conversation(self, client: Any, sdk: Any, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> Any:
-        return _Messages(client, sdk, self.options, ctx, toolbox, timeout)
+    async def sdk_call(self, client: Any, request: dict[str, Any], timeout: float) -> Any:
+        return await client.messages.create(**request, timeout=timeout)
+
+    def lean_headers(self, api_key: str) -> dict[str, str]:
+        """The Messages API's key header and version; a bearer token from ANTHROPIC_AUTH_TOKEN as the
+        SDK sends it (a gateway in front of the API may want one)."""
+        headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION, "Content-Type": "application/json",
+                   "Accept": "application/json", "User-Agent": USER_AGENT}
+        if token := os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def conversation(self, send: Send, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> ChatAdapter:
+        return _Messages(send, self.options, ctx, toolbox, timeout)
 
 
 class _Messages:
     """The Messages wire format: content blocks, tool results sent back as a user turn."""
 
-    def __init__(self, client: Any, sdk: Any, options: AnthropicOptions, ctx: UnitContext, toolbox: Toolbox,
+    def __init__(self, send: Send, options: AnthropicOptions, ctx: UnitContext, toolbox: Toolbox,
                  timeout: float) -> None:
-        self.client, self.sdk, self.options, self.timeout = client, sdk, options, timeout
+        self.send, self.options, self.timeout = send, options, timeout
         self.model = options.model
         self.tools = toolbox.anthropic_tools()
         self.system = system_prompt(ctx, options.system_prompt)
@@ -71,7 +91,7 @@ class _Messages:
 
     def _request(self) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.model, "max_tokens": self.options.max_tokens,
-                                   "system": self.system, "messages": self.messages, "timeout": self.timeout}
+                                   "system": self.system, "messages": self.messages}
         if self.tools:
             request["tools"] = self.tools
         if self.options.temperature is not None:
@@ -79,40 +99,36 @@ class _Messages:
         return request
 
     async def complete(self) -> ModelTurn:
-        try:
-            response = await self.client.messages.create(**self._request())
-        except Exception as exc:
-            error = sdk_error(exc, self.sdk, self.sdk.AnthropicError)
-            if error is None:
-                raise
-            raise error from exc
+        response = await self.send(self._request(), self.timeout)
         try:
             return self._parse(response)
         except (AttributeError, TypeError, KeyError) as exc:
             raise ModelCallError(f"malformed response from the model API: {type(exc).__name__}: {exc}",
                                  ErrorClass.retryable, kind=FailureKind.malformed_response) from exc
 
-    def _parse(self, response: Any) -> ModelTurn:
+    def _parse(self, response: dict[str, Any]) -> ModelTurn:
+        """The reply as JSON (the lean path's dict, or the SDK model dumped to one)."""
         texts: list[str] = []
         calls: list[ToolCall] = []
         wire_blocks: list[dict[str, Any]] = []
-        for block in response.content:
-            kind = getattr(block, "type", None)
+        for block in response["content"]:
+            kind = block.get("type")
             if kind == "text":
-                texts.append(block.text)
-                wire_blocks.append({"type": "text", "text": block.text})
+                texts.append(block["text"])
+                wire_blocks.append({"type": "text", "text": block["text"]})
             elif kind == "tool_use":
-                arguments = block.input if isinstance(block.input, dict) else {}
-                error = None if isinstance(block.input, dict) else f"tool input must be an object: {block.input!r}"
-                calls.append(ToolCall(block.id, block.name, arguments, error=error))
-                wire_blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": arguments})
+                raw_input = block.get("input")
+                arguments = raw_input if isinstance(raw_input, dict) else {}
+                error = None if isinstance(raw_input, dict) else f"tool input must be an object: {raw_input!r}"
+                calls.append(ToolCall(block["id"], block["name"], arguments, error=error))
+                wire_blocks.append({"type": "tool_use", "id": block["id"], "name": block["name"], "input": arguments})
         self.messages.append({"role": "assistant", "content": wire_blocks or [{"type": "text", "text": ""}]})
-        usage = response.usage
-        tokens_in = sum(int(getattr(usage, name, 0) or 0) for name in
+        usage = response.get("usage") or {}
+        tokens_in = sum(int(usage.get(name) or 0) for name in
                         ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
         return ModelTurn(text="".join(texts), tool_calls=calls, tokens_in=tokens_in,
-                         tokens_out=int(getattr(usage, "output_tokens", 0) or 0),
-                         stop_reason=getattr(response, "stop_reason", None))
+                         tokens_out=int(usage.get("output_tokens") or 0),
+                         stop_reason=response.get("stop_reason"))
 
     def add_tool_results(self, results: list[tuple[ToolCall, ToolResult]]) -> None:
         self.messages.append({"role": "user", "content": [

@@ -1,15 +1,17 @@
 """The `openai` worker: any OpenAI-compatible `/v1/chat/completions` endpoint, with tools.
 
 OpenAI itself, Ollama, vLLM, llama.cpp, LM Studio and OpenRouter all speak this API, so one worker
-covers hosted and local models. It uses the official `openai` SDK (`AsyncOpenAI`) with SDK retries
-off, because the engine owns the one retry loop; failures are classified (429 + retry-after,
-5xx, connection and timeout -> retryable; quota -> quota; 4xx -> permanent) and handed back. The SDK
-is imported only when a unit runs, so `abp status` never pays for it.
+covers hosted and local models. A model call is one JSON POST on the lean path (`lean_http`), or
+goes through the official `openai` SDK (`AsyncOpenAI`) with `http_client=sdk`; either way without
+retries, because the engine owns the one retry loop: failures are classified (429 + retry-after,
+5xx, connection and timeout -> retryable; quota -> quota; 4xx -> permanent) and handed back. The HTTP
+library is imported only when a unit runs, so `abp status` never pays for it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from pydantic import Field
@@ -17,15 +19,16 @@ from pydantic import Field
 from agentic_batch.workers.base import ErrorClass, FailureKind, UnitContext, WorkerKind
 from agentic_batch.workers.tool_loop import (
     APIWorkerOptions,
+    ChatAdapter,
     ModelCallError,
     ModelTurn,
     ToolCall,
     check_api_options,
-    sdk_error,
     system_prompt,
     user_prompt,
 )
-from agentic_batch.workers.api_worker import MAX_REQUEST_TIMEOUT, SharedClientWorker
+from agentic_batch.workers.api_worker import MAX_REQUEST_TIMEOUT, USER_AGENT, Send, SharedClientWorker
+from agentic_batch.workers.lean_http import openai_wording
 from agentic_batch.workers.tools import Toolbox, ToolResult
 
 #: Reasoning models reject `max_tokens` and want `max_completion_tokens`.
@@ -46,23 +49,40 @@ class OpenAIOptions(APIWorkerOptions):
 class OpenAIChatWorker(SharedClientWorker):
     kind = "openai"
     sdk_module = "openai"
+    sdk_base_error = "OpenAIError"
     extra = "openai"
     base_url_env = "OPENAI_BASE_URL"
+    default_base_url = "https://api.openai.com/v1"
+    endpoint = "/chat/completions"
+    wording = staticmethod(openai_wording)
     options: OpenAIOptions
 
-    def new_client(self, sdk: Any, api_key: str, base_url: str | None) -> Any:
+    def new_sdk_client(self, sdk: Any, api_key: str, base_url: str | None) -> Any:
         return sdk.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=MAX_REQUEST_TIMEOUT)
 
-    def conversation(self, client: Any, sdk: Any, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> Any:
-        return _ChatCompletions(client, sdk, self.options, ctx, toolbox, timeout)
+    async def sdk_call(self, client: Any, request: dict[str, Any], timeout: float) -> Any:
+        return await client.chat.completions.create(**request, timeout=timeout)
+
+    def lean_headers(self, api_key: str) -> dict[str, str]:
+        """What AsyncOpenAI sends that the API reads: the key, and organization / project from the
+        same environment variables the SDK reads."""
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                   "Accept": "application/json", "User-Agent": USER_AGENT}
+        for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+            if value := os.environ.get(variable):
+                headers[header] = value
+        return headers
+
+    def conversation(self, send: Send, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> ChatAdapter:
+        return _ChatCompletions(send, self.options, ctx, toolbox, timeout)
 
 
 class _ChatCompletions:
     """The Chat Completions wire format: a flat message list with `tool` messages for results."""
 
-    def __init__(self, client: Any, sdk: Any, options: OpenAIOptions, ctx: UnitContext, toolbox: Toolbox,
+    def __init__(self, send: Send, options: OpenAIOptions, ctx: UnitContext, toolbox: Toolbox,
                  timeout: float) -> None:
-        self.client, self.sdk, self.options, self.timeout = client, sdk, options, timeout
+        self.send, self.options, self.timeout = send, options, timeout
         self.model = options.model
         self.tools = toolbox.openai_tools()
         self.messages: list[dict[str, Any]] = [
@@ -74,7 +94,7 @@ class _ChatCompletions:
         return (len(json.dumps(self.messages)) + len(json.dumps(self.tools))) // 4
 
     def _request(self) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.model, "messages": self.messages, "timeout": self.timeout}
+        request: dict[str, Any] = {"model": self.model, "messages": self.messages}
         if self.tools:
             request["tools"] = self.tools
         if self.options.temperature is not None:
@@ -86,44 +106,41 @@ class _ChatCompletions:
         return request
 
     async def complete(self) -> ModelTurn:
-        try:
-            response = await self.client.chat.completions.create(**self._request())
-        except Exception as exc:
-            error = sdk_error(exc, self.sdk, self.sdk.OpenAIError)
-            if error is None:
-                raise
-            raise error from exc
+        response = await self.send(self._request(), self.timeout)
         try:
             return self._parse(response)
         except (AttributeError, IndexError, TypeError, KeyError) as exc:
             raise ModelCallError(f"malformed response from the model API: {type(exc).__name__}: {exc}",
                                  ErrorClass.retryable, kind=FailureKind.malformed_response) from exc
 
-    def _parse(self, response: Any) -> ModelTurn:
-        if not response.choices:
+    def _parse(self, response: dict[str, Any]) -> ModelTurn:
+        """The reply as JSON (the lean path's dict, or the SDK model dumped to one)."""
+        choices = response.get("choices")
+        if not choices:
             raise ModelCallError("malformed response from the model API: no choices", ErrorClass.retryable,
                                  kind=FailureKind.malformed_response)
-        choice = response.choices[0]
-        message = choice.message
-        text = message.content or getattr(message, "refusal", None) or ""
+        choice = choices[0]
+        message = choice["message"]
+        content = message.get("content")
+        text = content or message.get("refusal") or ""
         calls: list[ToolCall] = []
         wire_calls: list[dict[str, Any]] = []
-        for raw in message.tool_calls or []:
-            function = getattr(raw, "function", None)
+        for raw in message.get("tool_calls") or []:
+            function = raw.get("function")
             if function is None:  # a custom (non-function) tool call: nothing we offered
                 continue
-            calls.append(_tool_call(raw.id, function.name, function.arguments))
-            wire_calls.append({"id": raw.id, "type": "function",
-                               "function": {"name": function.name, "arguments": function.arguments or "{}"}})
-        assistant: dict[str, Any] = {"role": "assistant", "content": message.content}
+            calls.append(_tool_call(raw["id"], function["name"], function.get("arguments")))
+            wire_calls.append({"id": raw["id"], "type": "function",
+                               "function": {"name": function["name"], "arguments": function.get("arguments") or "{}"}})
+        assistant: dict[str, Any] = {"role": "assistant", "content": content}
         if wire_calls:
             assistant["tool_calls"] = wire_calls
         self.messages.append(assistant)
-        usage = response.usage
+        usage = response.get("usage") or {}
         return ModelTurn(text=text, tool_calls=calls,
-                         tokens_in=int(getattr(usage, "prompt_tokens", 0) or 0),
-                         tokens_out=int(getattr(usage, "completion_tokens", 0) or 0),
-                         stop_reason=choice.finish_reason)
+                         tokens_in=int(usage.get("prompt_tokens") or 0),
+                         tokens_out=int(usage.get("completion_tokens") or 0),
+                         stop_reason=choice.get("finish_reason"))
 
     def add_tool_results(self, results: list[tuple[ToolCall, ToolResult]]) -> None:
         for call, result in results:  # the API has no error flag: say so in the text

@@ -15,10 +15,10 @@ import importlib.util
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -170,22 +170,27 @@ async def run_tool_loop(ctx: UnitContext, adapter: ChatAdapter, toolbox: Toolbox
         adapter.add_tool_results(results)
 
 
+def status_error(status: int, message: str, body: Any, headers: Mapping[str, str]) -> ModelCallError:
+    """Classify a failed HTTP response from what the SDK's APIStatusError holds (its `message`, its
+    `body`); the lean path (lean_http) words its failures the same way, so both give one error."""
+    fields = body if isinstance(body, dict) else {}
+    detail = str(fields.get("message") or message)
+    text = f"{message} {json.dumps(fields, default=str)}"  # type/code (e.g. insufficient_quota) count
+    error_class = classify_status(status, text)
+    retry_after = parse_retry_after(headers)
+    if error_class is ErrorClass.quota:
+        reset = quota_reset_in(text) or 0.0
+        retry_after = reset if reset > 0 else retry_after
+    return ModelCallError(f"HTTP {status}: {detail}", error_class, retry_after, status_kind(status, text))
+
+
 def sdk_error(exc: BaseException, sdk: Any, base_error: type[BaseException]) -> ModelCallError | None:
     """Classify an exception from the `openai` or `anthropic` SDK (same class names in both).
 
     Returns None for exceptions that are not the SDK's (bugs should stay loud).
     """
     if isinstance(exc, sdk.APIStatusError):
-        status = exc.status_code
-        body = exc.body if isinstance(exc.body, dict) else {}
-        detail = str(body.get("message") or exc.message)
-        text = f"{exc.message} {json.dumps(body, default=str)}"  # type/code (e.g. insufficient_quota) count
-        error_class = classify_status(status, text)
-        retry_after = parse_retry_after(exc.response.headers)
-        if error_class is ErrorClass.quota:
-            reset = quota_reset_in(text) or 0.0
-            retry_after = reset if reset > 0 else retry_after
-        return ModelCallError(f"HTTP {status}: {detail}", error_class, retry_after, status_kind(status, text))
+        return status_error(exc.status_code, exc.message, exc.body, exc.response.headers)
     if isinstance(exc, sdk.APITimeoutError):
         return ModelCallError("model request timed out", ErrorClass.retryable, kind=FailureKind.timeout)
     if isinstance(exc, sdk.APIConnectionError):
@@ -203,6 +208,8 @@ def sdk_error(exc: BaseException, sdk: Any, base_error: type[BaseException]) -> 
 
 # --- options and credentials shared by the API-model workers ------------------------------------
 
+#: The worker option `http_client`: auto = aiohttp when installed, else httpx (lean_http); sdk = the SDK.
+HTTPClientChoice = Literal["auto", "aiohttp", "httpx", "sdk"]
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -223,6 +230,9 @@ class APIWorkerOptions(BaseModel):
     price_out: float | None = Field(None, ge=0)
     temperature: float | None = Field(None, ge=0, le=2)
     system_prompt: str | None = None
+    http_client: HTTPClientChoice = Field(
+        "auto", description="how model calls are sent: auto (aiohttp if installed, else httpx: a JSON POST, "
+                            "about a tenth of the SDK's CPU per call), aiohttp, httpx, or sdk (the official SDK)")
 
     @field_validator("api_key_env")
     @classmethod
@@ -269,13 +279,30 @@ def missing_key_message(options: APIWorkerOptions) -> str:
 
 def check_api_options(options: APIWorkerOptions, *, sdk_module: str, extra: str, base_url_env: str) -> None:
     """Create-time checks: the SDK is installed, the key is there, the MCP config parses."""
-    if importlib.util.find_spec(sdk_module) is None:
-        raise InvalidSpec(f"the {sdk_module} SDK is not installed", hint=f"pip install 'agentic-batch[{extra}]'")
+    resolve_choice(options.http_client, sdk_module, extra)
     base_url = options.base_url or os.environ.get(base_url_env)
     if resolve_api_key(options, base_url) is None:
         raise InvalidSpec(missing_key_message(options))
     if options.mcp_config:
         load_mcp_config(options.mcp_config)
+
+
+def resolve_choice(choice: HTTPClientChoice, sdk_module: str, extra: str) -> HTTPClientChoice:
+    """What `http_client` stands for on this install (`auto`: aiohttp, else httpx); InvalidSpec, with
+    the extra that brings it, when its library is missing."""
+    if choice == "auto":
+        if importlib.util.find_spec("aiohttp") is not None:
+            return "aiohttp"
+        if importlib.util.find_spec("httpx") is not None:
+            return "httpx"
+        raise InvalidSpec("neither aiohttp nor httpx is installed", hint=f"pip install 'agentic-batch[{extra}]'")
+    module = sdk_module if choice == "sdk" else choice
+    if importlib.util.find_spec(module) is None:
+        what = f"the {sdk_module} SDK" if choice == "sdk" else module
+        brings = "aiohttp" if choice == "aiohttp" else extra
+        raise InvalidSpec(f"{what} is not installed (http_client={choice})",
+                          hint=f"pip install 'agentic-batch[{brings}]'")
+    return choice
 
 
 def import_sdk(sdk_module: str, extra: str) -> Any:

@@ -40,7 +40,8 @@ class Unit:
 
 
 def run(server_url: str, unit: Unit, **options: Any) -> UnitOutcome:
-    worker = KIND.build({"model": "claude-sonnet-4-6", "base_url": server_url, **options})
+    worker = KIND.build({"model": "claude-sonnet-4-6", "base_url": server_url, "http_client": HTTP_CLIENT["choice"],
+                         **options})
 
     async def go() -> UnitOutcome:
         try:
@@ -49,6 +50,16 @@ def run(server_url: str, unit: Unit, **options: Any) -> UnitOutcome:
             await worker.aclose()  # type: ignore[attr-defined]
 
     return asyncio.run(go())
+
+
+#: Every model call in this module goes through each client: the lean path on aiohttp and on httpx, and the SDK.
+HTTP_CLIENT = {"choice": "auto"}
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx", "sdk"])
+def http_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(HTTP_CLIENT, "choice", request.param)
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +148,7 @@ def test_max_turns(server: ScriptedAnthropicServer, tmp_path: Path) -> None:
 
 def test_a_hung_request_is_cancelled_promptly(server: ScriptedAnthropicServer, tmp_path: Path) -> None:
     server.responder = lambda request: Reply.hang(30)
-    worker = KIND.build({"model": "claude-sonnet-4-6", "base_url": server.url})
+    worker = KIND.build({"model": "claude-sonnet-4-6", "base_url": server.url, "http_client": HTTP_CLIENT["choice"]})
 
     async def go() -> None:
         with pytest.raises(TimeoutError):
@@ -157,7 +168,7 @@ def test_connection_refused_is_retryable(tmp_path: Path) -> None:
 def test_base_url_from_the_environment(server: ScriptedAnthropicServer, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    worker = KIND.build({"model": "claude-haiku-4-5"})
+    worker = KIND.build({"model": "claude-haiku-4-5", "http_client": HTTP_CLIENT["choice"]})
     outcome = asyncio.run(worker.run(Unit(tmp_path, prompt="hi").ctx))
     assert outcome.ok and server.count() == 1
 
@@ -175,6 +186,8 @@ def test_options_and_checks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     KIND.check(options, "p", tmp_path)
     monkeypatch.setitem(sys.modules, "anthropic", None)
+    KIND.check(options, "p", tmp_path)  # the lean path needs no SDK
+    options = options.model_copy(update={"http_client": "sdk"})
     with pytest.raises(InvalidSpec) as info:
         KIND.check(options, "p", tmp_path)
     assert "agentic-batch[anthropic]" in info.value.one_line()

@@ -59,7 +59,8 @@ class Unit:
 
 
 def run(server_url: str, unit: Unit, **options: Any) -> UnitOutcome:
-    worker = KIND.build({"model": "gpt-4o-mini", "base_url": server_url, **options})
+    worker = KIND.build({"model": "gpt-4o-mini", "base_url": server_url, "http_client": HTTP_CLIENT["choice"],
+                         **options})
 
     async def go() -> UnitOutcome:
         try:
@@ -68,6 +69,16 @@ def run(server_url: str, unit: Unit, **options: Any) -> UnitOutcome:
             await worker.aclose()  # type: ignore[attr-defined]
 
     return asyncio.run(go())
+
+
+#: Every model call in this module goes through each client: the lean path on aiohttp and on httpx, and the SDK.
+HTTP_CLIENT = {"choice": "auto"}
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx", "sdk"])
+def http_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(HTTP_CLIENT, "choice", request.param)
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +157,7 @@ def test_table_price_and_unknown_model_warns_once(server: ScriptedOpenAIServer, 
     assert table_price("gpt-5.5") is None  # a newer family is not priced as gpt-5
     assert table_price("gpt-4.1-mini-2025-04-14") == (0.40, 1.60)
     assert table_price("claude-opus-4-7") == (5.00, 25.00)
-    worker = KIND.build({"model": "llama3.1:8b", "base_url": server.url})
+    worker = KIND.build({"model": "llama3.1:8b", "base_url": server.url, "http_client": HTTP_CLIENT["choice"]})
     units = [Unit(tmp_path), Unit(tmp_path)]
 
     async def go() -> list[UnitOutcome]:
@@ -245,7 +256,7 @@ def test_server_rpm_limit_gives_retryable_with_retry_after(tmp_path: Path) -> No
 def test_a_hung_request_is_cancelled_promptly(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     script(server, Reply.hang(30))
     unit = Unit(tmp_path)
-    worker = KIND.build({"model": "gpt-4o-mini", "base_url": server.url})
+    worker = KIND.build({"model": "gpt-4o-mini", "base_url": server.url, "http_client": HTTP_CLIENT["choice"]})
 
     async def go() -> None:
         with pytest.raises(TimeoutError):
@@ -314,17 +325,44 @@ def test_missing_key_at_run_time_is_permanent(tmp_path: Path) -> None:
 
 def test_missing_sdk_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "openai", None)  # import openai -> ImportError
-    options = KIND.parse_options({"model": "gpt-4o", "base_url": "http://127.0.0.1:1/v1"})
+    options = KIND.parse_options({"model": "gpt-4o", "base_url": "http://127.0.0.1:1/v1", "http_client": "sdk"})
     with pytest.raises(InvalidSpec) as info:
         KIND.check(options, "p", tmp_path)
     assert "agentic-batch[openai]" in info.value.one_line()
     outcome = asyncio.run(KIND.factory(options).run(Unit(tmp_path).ctx))
     assert outcome.error_class is ErrorClass.permanent and "agentic-batch[openai]" in (outcome.error or "")
+    KIND.check(options.model_copy(update={"http_client": "auto"}), "p", tmp_path)  # the lean path needs no SDK
+
+
+def test_auto_falls_back_to_httpx_and_says_when_neither_is_there(monkeypatch: pytest.MonkeyPatch,
+                                                                  server: ScriptedOpenAIServer,
+                                                                  tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    monkeypatch.setitem(sys.modules, "openai", None)
+    worker = KIND.build({"model": "gpt-4o-mini", "base_url": server.url})
+
+    async def go() -> UnitOutcome:
+        try:
+            return await worker.run(Unit(tmp_path).ctx)
+        finally:
+            await worker.aclose()  # type: ignore[attr-defined]
+
+    assert asyncio.run(go()).ok and worker._choice == "httpx"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    options = KIND.parse_options({"model": "gpt-4o", "base_url": server.url})
+    with pytest.raises(InvalidSpec, match="neither aiohttp nor httpx") as info:
+        KIND.check(options, "p", tmp_path)
+    assert "agentic-batch[openai]" in info.value.one_line()
+    with pytest.raises(InvalidSpec) as info:
+        KIND.check(options.model_copy(update={"http_client": "aiohttp"}), "p", tmp_path)
+    assert "aiohttp is not installed" in info.value.one_line() and "agentic-batch[aiohttp]" in info.value.one_line()
+    outcome = asyncio.run(KIND.factory(options).run(Unit(tmp_path).ctx))
+    assert outcome.error_class is ErrorClass.permanent and "neither aiohttp nor httpx" in (outcome.error or "")
 
 
 def test_importing_the_worker_does_not_import_the_sdk() -> None:
     code = ("import sys, agentic_batch.workers.openai_chat, agentic_batch.workers.anthropic_messages; "
-            "print(sorted(m for m in ('openai', 'anthropic', 'mcp') if m in sys.modules))")
+            "print(sorted(m for m in ('openai', 'anthropic', 'mcp', 'aiohttp', 'httpx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout
     assert out.strip() == "[]"
