@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from agentic_batch.errors import IllegalState, InvalidSpec, NotFound
-from agentic_batch.refs import MAX_ID, parse_unit_ref
+from agentic_batch.errors import IllegalState, InvalidSpec
 from agentic_batch.service import control
 from agentic_batch.service.models import (JobRow, JobsPage, JobView, LogsPage, RunningJobRow, Stats, TimePoint,
                                           Timeseries, UnitAndJob, UnitFeed, UnitRow, UnitsPage)
+from agentic_batch.service.readout import check_cursor, find_unit, parse_statuses
 from agentic_batch.service.views import RATE_WINDOW_S, job_status, job_summary, log_rows, unit_view
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES
 from agentic_batch.store.browse_queries import UNIT_SORTS
@@ -162,19 +162,8 @@ class BrowseMixin:
         return self._unit_and_job(job, unit.id)
 
     def _unit_record(self, job: JobRecord, unit_ref: str | int) -> UnitRecord:
-        """A unit by reference: a number is always the unit's number within the job (1..N); a key is
-        `key:KEY` (or a bare reference that is not a number). Never the global id, never a guess."""
-        kind, value = parse_unit_ref(unit_ref)
-        unit = None
-        if kind == "key":
-            unit = self.store.browse.unit_by_key(job.id, str(value))
-        elif value is not None:
-            unit = self.store.browse.unit_by_number(job.id, int(value))
-        if unit is None:
-            what = f"key {value!r}" if kind == "key" else str(unit_ref).strip()
-            raise NotFound(f"job {job.id} has no unit {what}",
-                           hint="a unit is its number in the job (1, 2, ...) or key:KEY")
-        return unit
+        """A unit by reference: its number in the job, or `key:KEY` (`readout.find_unit`)."""
+        return find_unit(self.store, job, unit_ref)
 
     def _unit_and_job(self, job: JobRecord, unit_id: int) -> UnitAndJob:
         record = self.store.units.get_unit(unit_id)
@@ -217,22 +206,3 @@ def check_page(limit: int, offset: int) -> None:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidSpec(f"page size {limit} is out of range", hint=f"use 1 to {MAX_PAGE}")
     check_cursor("offset", offset)
-
-
-def check_cursor(name: str, value: int | None) -> None:
-    """An offset or an id to page from: 0 up to the store's largest id (a bigger one cannot exist,
-    and past 2^63 it would overflow the query)."""
-    if value is not None and not 0 <= value <= MAX_ID:
-        raise InvalidSpec(f"{name} {value} is out of range", hint=f"use 0 to {MAX_ID}")
-
-
-def parse_statuses(raw: str | None, allowed: list[str], what: str) -> list[str] | None:
-    """`running,paused` -> ["RUNNING", "PAUSED"]; an unknown name is an `InvalidSpec`."""
-    if not raw:
-        return None
-    wanted = [s.strip().upper() for s in raw.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in allowed]
-    if unknown:
-        raise InvalidSpec(f"unknown {what} status {unknown[0].lower()!r}",
-                          hint=f"use one of {', '.join(a.lower() for a in allowed)}")
-    return wanted or None

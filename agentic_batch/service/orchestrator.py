@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agentic_batch import results as result_rows
 from agentic_batch.config import Settings, load_settings
-from agentic_batch.errors import IllegalState, InvalidSpec, NotFound, field_ref
-from agentic_batch.refs import MAX_ID, is_ascii_number, parse_id
+from agentic_batch.errors import IllegalState, InvalidSpec, field_ref
+from agentic_batch.refs import MAX_ID
 from agentic_batch.service import control
 from agentic_batch.service.cache import apply_cache, requeue_changed, run_plan
 from agentic_batch.service.browse import BrowseMixin, check_cursor, parse_statuses
@@ -27,7 +27,8 @@ from agentic_batch.service import views
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
                                           LogLine, ResultRow, RetriedJob, RunPlan, StartedJob, SyncResult, UnitDetail,
                                           UnitView)
-from agentic_batch.service.views import event_rows, job_status, job_summary, log_rows
+from agentic_batch.service.readout import active_unit_fields, job_rows, resolve_job
+from agentic_batch.service.views import event_rows, job_status, log_rows
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus
 
@@ -51,29 +52,8 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
     # -- lookups --------------------------------------------------------------------------------
 
     def job(self, ref: str | int) -> JobRecord:
-        """A job by id, by name when that name is unique, or `last` for the newest job.
-
-        A number is always an id (ASCII digits in the store's range; anything else numeric-looking is
-        not an id, so it cannot overflow a query or resolve `٣` to job 3). A name that several jobs
-        share is refused with their ids rather than guessed."""
-        text = str(ref).strip()
-        if isinstance(ref, int) or is_ascii_number(text):
-            job_id = parse_id(ref)
-            job = self.store.jobs.get_job(job_id) if job_id is not None else None
-            if job is not None and job.status != JobStatus.CREATING.value:
-                return job
-        else:
-            matches = self.store.jobs.find_jobs_by_name(text)
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                ids = ", ".join(str(j.id) for j in matches)
-                raise InvalidSpec(f"job name {text!r} matches jobs {ids}; use an id")
-            if text == "last":  # the newest job, unless a job is actually named "last"
-                newest = self.store.jobs.list_jobs(limit=1)
-                if newest:
-                    return newest[0]
-        raise NotFound(f"no job {text!r}", hint="see `abp list` for job ids")
+        """A job by id, by name when that name is unique, or `last` (`readout.resolve_job`)."""
+        return resolve_job(self.store, ref)
 
     def _expect(self, job: JobRecord, allowed: set[str], action: str, hint: str | None = None) -> None:
         if job.status not in allowed:
@@ -334,9 +314,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def list_jobs(self, status: str | None = None, name: str | None = None, limit: int | None = None,
                   offset: int = 0) -> list[JobSummary]:
-        statuses = parse_statuses(status, [s.value for s in JobStatus if s != JobStatus.CREATING], "job")
-        check_cursor("offset", offset)
-        return [job_summary(self.store, j) for j in self.store.jobs.list_jobs(statuses, name, limit, offset)]
+        return [JobSummary.model_validate(row) for row in job_rows(self.store, status, name, limit, offset)]
 
     def unit(self, ref: str | int, unit_ref: str | int, events_limit: int = 2000) -> UnitDetail:
         """One unit by its number in the job, or by `key:KEY` (see `_unit_record`), with its conversation."""
@@ -426,14 +404,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def active_units(self, ref: str | int, limit: int = 20) -> list[ActiveUnit]:
         """Units running now, each with its newest event (what the agent is doing)."""
-        job = self.job(ref)
-        running = self.store.units.running_units(job.id, limit)
-        latest = self.store.events.latest_events([u.id for u in running])
-        now = time.time()
-        return [ActiveUnit(number=u.number, key=u.key, attempt=u.attempt,
-                           elapsed_s=round(now - u.started_at, 1) if u.started_at else None,
-                           last_event=event_rows(self.store, [latest[u.id]], u.number)[0] if u.id in latest else None)
-                for u in running]
+        return [ActiveUnit.model_validate(u) for u in active_unit_fields(self.store, self.job(ref), limit)]
 
 
 def _approve_hint(job: JobRecord) -> str:

@@ -13,18 +13,8 @@ connections, and a write transaction open on a thread joins them (`Store.write_b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from agentic_batch.store.batch_queries import BatchQueries
-from agentic_batch.store.browse_queries import BrowseQueries
-from agentic_batch.store.cache_queries import CacheHit, CacheQueries, Fingerprinted
-from agentic_batch.store.db import SCHEMA_REVISION, Database, make_engine
-from agentic_batch.store.error_queries import ErrorQueries
-from agentic_batch.store.event_queries import LOG_LEVELS, EventQueries, LogQueries
-from agentic_batch.store.executor_queries import ExecutorQueries
-from agentic_batch.store.job_deletion import JobDeletion
-from agentic_batch.store.job_queries import JobQueries
-from agentic_batch.store.notify import Changes, Listener
 from agentic_batch.store.records import (
     BatchRecord,
     EventRecord,
@@ -36,16 +26,53 @@ from agentic_batch.store.records import (
     UnitRecord,
     UnitResult,
 )
-from agentic_batch.store.review_queries import ReviewQueries
-from agentic_batch.store.unit_queries import UNIT_STATUSES, UnitQueries
+from agentic_batch.store.revision import SCHEMA_REVISION
+from agentic_batch.states import UnitStatus
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when a store is opened, not with the package (see __getattr__)
+    from agentic_batch.store.cache_queries import CacheHit, Fingerprinted
+    from agentic_batch.store.db import Database, make_engine
+    from agentic_batch.store.notify import Listener
 
 T = TypeVar("T")
+
+#: The unit states, in the order views list them (also `unit_queries.UNIT_STATUSES`).
+UNIT_STATUSES = tuple(UnitStatus)
+#: Log levels, least severe first.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: Names whose modules import SQLAlchemy: loaded on first use, so `agentic_batch.store.records` and the
+#: CLI's direct reads (`store.direct`) import without it.
+_LAZY = {"CacheHit": "cache_queries", "Fingerprinted": "cache_queries", "Database": "db", "make_engine": "db",
+         "Listener": "notify"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"agentic_batch.store.{module}"), name)
 
 
 class Store:
     """All store queries behind one object. Thread-safe: each call takes its own connection."""
 
     def __init__(self, url: str) -> None:
+        from agentic_batch.store.batch_queries import BatchQueries
+        from agentic_batch.store.browse_queries import BrowseQueries
+        from agentic_batch.store.cache_queries import CacheQueries
+        from agentic_batch.store.db import Database
+        from agentic_batch.store.error_queries import ErrorQueries
+        from agentic_batch.store.event_queries import EventQueries, LogQueries
+        from agentic_batch.store.executor_queries import ExecutorQueries
+        from agentic_batch.store.job_deletion import JobDeletion
+        from agentic_batch.store.job_queries import JobQueries
+        from agentic_batch.store.notify import Changes
+        from agentic_batch.store.review_queries import ReviewQueries
+        from agentic_batch.store.unit_queries import UnitQueries
+
         self.database = Database(url)
         self.jobs = JobQueries(self.database)
         self.units = UnitQueries(self.database)

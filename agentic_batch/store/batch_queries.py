@@ -17,15 +17,12 @@ import sqlalchemy as sa
 
 from agentic_batch.states import UnitStatus
 from agentic_batch.store.db import Queries
-from agentic_batch.store.records import BatchRecord, UnitRecord, batch_owner, from_mapping
+from agentic_batch.store.records import LIVE_STATES, BatchRecord, UnitRecord, batch_owner, from_mapping
 from agentic_batch.store.schema import batches, units
 
 #: A batch unit's lease: longer than any provider's window (24 h) plus a long pause of the job; the
 #: batch loop gives the units back itself when the batch ends.
 BATCH_LEASE_SECONDS = 400 * 24 * 3600.0
-
-#: States of a batch whose units are still leased to it.
-LIVE_STATES = ("intent", "validating", "in_progress", "cancelling", "ended", "failed")
 
 _UNIT_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key,
                  units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error,

@@ -22,9 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 from agentic_batch.errors import StoreError
 from agentic_batch.store.faults import user_error, where
 
-#: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
-SCHEMA_REVISION = "0012"
-_MIGRATIONS = Path(__file__).with_name("migrations")
+from agentic_batch.store.revision import MIGRATIONS as _MIGRATIONS
+from agentic_batch.store.revision import SCHEMA_REVISION, known_revisions
+
 _WRITE_OPTION = "abp_write"
 
 
@@ -206,11 +206,6 @@ class Database:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
-
-
-def known_revisions() -> frozenset[str]:
-    """The schema revisions this version of abp has migrations for (each file is named after its id)."""
-    return frozenset(path.name.split("_", 1)[0] for path in (_MIGRATIONS / "versions").glob("[0-9]*_*.py"))
 
 
 def _newer_store(revision: str, url: object) -> StoreError:

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentic_batch.store import LOG_LEVELS
 from agentic_batch.store.db import Database, Queries
 from agentic_batch.store.records import EventRecord, LogRecord, NewEvent, from_mapping
 from agentic_batch.store.schema import events, logs
@@ -17,7 +18,6 @@ from agentic_batch.store.storable import is_transient, rejection_reason, storabl
 
 log = logging.getLogger(__name__)
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class EventQueries(Queries):

@@ -212,5 +212,9 @@ class BatchRecord:
         return batch_owner(self.id)
 
 
+#: States of a batch whose units are still leased to it (a batch in flight).
+LIVE_STATES = ("intent", "validating", "in_progress", "cancelling", "ended", "failed")
+
+
 def batch_owner(batch_id: int) -> str:
     return f"batch:{batch_id}"

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from agentic_batch.attempts import ATTEMPT_FIELDS
 from agentic_batch.error_signature import error_signature
+from agentic_batch.store import UNIT_STATUSES
 from agentic_batch.store.db import Queries
 from agentic_batch.store.error_queries import ErrorGroupKey
 from agentic_batch.store.records import NewUnit, UnitRecord, UnitResult, from_mapping
@@ -27,7 +28,6 @@ from agentic_batch.states import UnitStatus
 
 log = logging.getLogger(__name__)
 
-UNIT_STATUSES = tuple(UnitStatus)
 
 _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units.c.priority, units.c.key,
                   units.c.payload, units.c.status, units.c.attempt, units.c.error_count, units.c.error,

@@ -21,6 +21,6 @@ def test_schema_revision_is_the_single_alembic_head() -> None:
     heads = _scripts().get_heads()
     assert len(heads) == 1, f"the migrations have several heads {heads}: merge them"
     assert heads[0] == db.SCHEMA_REVISION, (
-        f"store/db.py SCHEMA_REVISION is {db.SCHEMA_REVISION!r} but the newest migration is {heads[0]!r}: bump it"
+        f"store/revision.py SCHEMA_REVISION is {db.SCHEMA_REVISION!r} but the newest migration is {heads[0]!r}: bump it"
     )
 
