@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
-from agentic_batch.cli.common import AbpGroup
+    app: typer.Typer
 
-app = typer.Typer(
-    name="abp",
-    help="agentic-batch: run an AI agent over every item of a large workload, in parallel, and never lose an "
-         "item.\n\nTypical flow: `abp create ...` (prints a job id) → `abp start JOB` (runs the first item as a "
-         "test) → `abp start JOB --approve` (detached executor) → `abp watch JOB` → `abp results JOB`. "
-         "`abp run ...` does all of it in one go.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    rich_markup_mode="markdown",
-    cls=AbpGroup,
-)
+_APP_HELP = ("agentic-batch: run an AI agent over every item of a large workload, in parallel, and never lose an "
+             "item.\n\nTypical flow: `abp create ...` (prints a job id) → `abp start JOB` (runs the first item as a "
+             "test) → `abp start JOB --approve` (detached executor) → `abp watch JOB` → `abp results JOB`. "
+             "`abp run ...` does all of it in one go.")
+_app: typer.Typer | None = None
+
+
+def _the_app() -> typer.Typer:
+    """The Typer app (`agentic_batch.cli.app`), built on first use: `abp list` answered by `cli.quick`
+    imports neither Typer nor Click."""
+    global _app
+    if _app is None:
+        import typer
+
+        from agentic_batch.cli.common import AbpGroup
+
+        _app = typer.Typer(name="abp", help=_APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False,
+                           add_completion=False, rich_markup_mode="markdown", cls=AbpGroup)
+    return _app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _the_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: The modules that register the commands, in help order.
@@ -55,9 +70,9 @@ def _register(args: list[str] | None = None) -> None:
     home = COMMAND_HOME.get(args[0]) if args else None
     for name in [home] if home else COMMAND_MODULES:
         if name not in _registered:  # in-process callers (tests) may register one module, then all
-            import_module(f"agentic_batch.cli.{name}").register(app)
+            import_module(f"agentic_batch.cli.{name}").register(_the_app())
             _registered.add(name)
-    use_abp_command_class(app)
+    use_abp_command_class(_the_app())
 
 
 _registered: set[str] = set()
@@ -67,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if _is_detached_executor(args):
         sys.exit(_run_executor(int(args[1]), join="--join" in args))
+    if args[:1] in (["list"], ["status"], ["show"]):
+        from agentic_batch.cli.quick import answer
+
+        code = answer(args)  # None: not a plain read, or the direct reads cannot answer it; the full CLI does
+        if code is not None:
+            sys.exit(code)
     from agentic_batch.engine import warm
 
     if args[:2] == ["executor", warm.WARM_FLAG]:
@@ -88,7 +109,7 @@ def _main(args: list[str]) -> None:
         args = rewrite_json_flag(args)
     _register(args)
     try:
-        app(args=args, prog_name="abp")  # standalone: click handles usage errors (exit 2) and typer.Exit
+        _the_app()(args=args, prog_name="abp")  # standalone: click handles usage errors (exit 2) and typer.Exit
     except AbpError as exc:
         from agentic_batch.cli.spec_options import flag_for
 

@@ -15,16 +15,19 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
-from agentic_batch.service.models import (ActiveUnit, EventView, JobSummary, JobView, RunPlan, UnitDetail, UnitView,
-                                          plain)
+
+from agentic_batch.cli.jsonout import print_json_data
 from agentic_batch.states import JobStatus, UnitStatus
+
+if TYPE_CHECKING:  # the read commands' direct path (`cli.quick`) renders plain views, without pydantic
+    from agentic_batch.service.models import ActiveUnit, EventView, JobSummary, JobView, RunPlan, UnitView
 
 #: Off a terminal, tables and panels may be as wide as their content: a pipe has no width, and a
 #: width of 200 cut a 507-character output. (Panels that would fill this width are not used there.)
@@ -73,16 +76,11 @@ def markup_safe(value: Any) -> str:
     return escape(clean(value))
 
 
-# What JSON itself leaves raw with ensure_ascii=False: DEL, C1 controls (U+009B is a CSI to some
-# terminals) and bidi overrides. Outside strings JSON is ASCII, so these are always inside a string.
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 def print_json(value: Any) -> None:
     """JSON on stdout, still valid JSON, with every control character escaped (`\\u009b`)."""
-    text = json.dumps(plain(value), indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
-    sys.stdout.flush()
+    from agentic_batch.service.models import plain
+
+    print_json_data(plain(value))
 
 
 def duration(seconds: float | None) -> str:
@@ -276,8 +274,9 @@ def unit_report(u: UnitView, title: str, console: Console | None = None, worker:
     sections: list[tuple[str, RenderableType, str]] = [("payload", _json_text(u.payload), "")]
     if u.prompt:
         sections.append(("prompt", _shown(u.prompt, whole), ""))
-    if isinstance(u, UnitDetail) and u.events:
-        sections.append(("conversation", Group(*conversation(u.events)), ""))
+    events = getattr(u, "events", None)  # a UnitDetail: with its conversation
+    if events:
+        sections.append(("conversation", Group(*conversation(events)), ""))
     if u.output is not None:
         sections.append(("output", _shown(u.output, whole), "green"))
     if u.data is not None:

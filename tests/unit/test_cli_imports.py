@@ -58,12 +58,35 @@ def job_id(orch: Any, workdir: Path) -> int:
     return int(orch.create(spec, cwd=workdir).job_id)
 
 
+#: What the direct reads (`cli.quick` on `store.direct`) answer without: the full CLI's frameworks.
+NOT_FOR_DIRECT_READS = ("sqlalchemy", "pydantic", "pydantic_core", "typer", "click", "agentic_batch.service.models",
+                        "agentic_batch.service.orchestrator", "agentic_batch.cli.view_commands", "psycopg")
+
+
 @pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["status", "{job}"], ["status", "{job}", "--json"],
-                                     ["status"]])
-def test_list_and_status_import_no_more_than_they_need(command: list[str], job_id: int, tmp_path: Path) -> None:
+                                     ["status"], ["show", "{job}", "2"], ["show", "{job}", "2", "--json"]])
+def test_list_status_and_show_import_no_more_than_they_need(command: list[str], job_id: int, tmp_path: Path,
+                                                            orch: Any) -> None:
+    import sqlalchemy as sa
+
+    with orch.store.database.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE units SET prompt = 'Summarise t1' WHERE job_id = :j AND number = 2"),
+                     {"j": job_id})
     modules = _imported([a.format(job=job_id) for a in command], tmp_path)
-    assert "agentic_batch.cli.view_commands" in modules  # the probe did run the command
+    assert "agentic_batch.cli.quick" in modules  # the probe did run the command
     assert _offending(modules) == []
+    assert sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NOT_FOR_DIRECT_READS)) == []
+    if "--json" in command:
+        assert not [m for m in modules if m == "rich" or m.startswith("rich.")]  # JSON needs no renderer
+
+
+def test_the_full_cli_imports_no_more_than_it_needs_either(job_id: int, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABP_DIRECT_READS", "0")
+    for command in (["list"], ["status", str(job_id)], ["status", str(job_id), "--json"]):
+        modules = _imported(command, tmp_path)
+        assert "agentic_batch.cli.view_commands" in modules  # the full CLI answered
+        assert _offending(modules) == []
 
 
 def test_show_imports_no_more_than_it_needs(job_id: int, tmp_path: Path) -> None:
