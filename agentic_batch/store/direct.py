@@ -180,7 +180,7 @@ class DirectReads:
 
     def running_units(self, job_id: int, limit: int = 50) -> list[UnitRecord]:
         return self._records(UnitRecord, "units", f"SELECT * FROM units WHERE job_id = ? AND status = ? "
-                             f"ORDER BY started_at LIMIT {int(limit)}", (job_id, UnitStatus.RUNNING.value))
+                             f"ORDER BY started_at, id LIMIT {int(limit)}", (job_id, UnitStatus.RUNNING.value))
 
     def unit_by_number(self, job_id: int, number: int) -> UnitRecord | None:
         found = self._records(UnitRecord, "units", "SELECT * FROM units WHERE job_id = ? AND number = ?",

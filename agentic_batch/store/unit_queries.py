@@ -430,7 +430,7 @@ class UnitQueries(Queries):
         with self.database.read() as conn:
             rows = conn.execute(
                 sa.select(units).where(units.c.job_id == job_id, units.c.status == UnitStatus.RUNNING)
-                .order_by(units.c.started_at).limit(limit)
+                .order_by(units.c.started_at, units.c.id).limit(limit)  # id: units claimed together tie
             ).mappings()
             return [from_mapping(UnitRecord, r) for r in rows]
 
