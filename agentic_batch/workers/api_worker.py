@@ -105,7 +105,7 @@ class SharedClientWorker(abc.ABC):
                 self._client, self._send = client, self._sdk_sender(client, sdk)
             else:
                 url = (base_url or self.default_base_url).rstrip("/") + self.endpoint
-                lean = LeanClient(new_transport(choice, self.lean_headers(api_key)), url, self.wording)
+                lean = LeanClient(new_transport(choice, self.lean_headers(api_key), url), url, self.wording)
                 self._client, self._send = lean, lean.send
             self._client_key = key
         return self._send

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from agentic_batch.workers.base import ErrorClass, FailureKind
 from agentic_batch.workers.tool_loop import HTTPClientChoice, ModelCallError, status_error
@@ -66,23 +68,35 @@ def malformed(detail: str) -> ModelCallError:
                           kind=FailureKind.malformed_response)
 
 
-def new_transport(choice: HTTPClientChoice, headers: dict[str, str]) -> Transport:
-    """A pool for `choice` ('aiohttp' or 'httpx'); call inside the event loop that will use it."""
+def new_transport(choice: HTTPClientChoice, headers: dict[str, str], url: str) -> Transport:
+    """A pool for `choice` ('aiohttp' or 'httpx') posting to `url`; call inside the event loop that will use it."""
     if choice == "aiohttp":
-        return AiohttpTransport(headers)
+        return AiohttpTransport(headers, url)
     if choice == "httpx":
         return HttpxTransport(headers)
     raise ValueError(f"no lean transport for http_client={choice!r}")
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / NO_PROXY name for `url`, as httpx's trust_env reads them (so the SDKs)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
 class AiohttpTransport:
-    def __init__(self, headers: dict[str, str]) -> None:
+    """One aiohttp session. The proxy is read from the environment once, for the one URL the client
+    posts to: aiohttp's own trust_env reads the environment and ~/.netrc in a thread on every request."""
+
+    def __init__(self, headers: dict[str, str], url: str) -> None:
         import aiohttp
 
         self._aiohttp = aiohttp
-        # trust_env: HTTP(S)_PROXY and NO_PROXY are honoured, as httpx (and so the SDKs) do
+        self._proxy = env_proxy(url)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
-                                             headers=headers, trust_env=True)
+                                             headers=headers)
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
@@ -95,7 +109,8 @@ class AiohttpTransport:
 
     async def post(self, url: str, body: bytes, timeout: float) -> HTTPReply:
         try:
-            async with self.session.post(url, data=body, timeout=self._timeout(timeout)) as response:
+            async with self.session.post(url, data=body, timeout=self._timeout(timeout),
+                                         proxy=self._proxy) as response:
                 return HTTPReply(response.status, response.headers, await response.read())
         except TimeoutError:  # aiohttp's ServerTimeoutError and connect timeouts are TimeoutErrors
             raise timed_out() from None

@@ -221,3 +221,21 @@ def test_a_job_stores_the_same_results_events_and_costs_on_both_paths(orch: Any,
     assert stored["sdk"][2] == pytest.approx(sum((100 + len(f"t{i}")) * 2.0 + 9 * 8.0 for i in range(8)) / 1e6)
     assert [r["output"] for r in stored["sdk"][5]] == [json.dumps({"title": f"t{i}", "n": i}) for i in range(8)]
     assert stored["auto"] == stored["sdk"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_http_proxy_from_the_environment_is_used(client: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured as the SDK's httpx honours it: the scripted server stands in for the
+    proxy (it answers the absolute-form request), so the API's own host need not exist; NO_PROXY wins."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-proxy")
+    with oai.ScriptedOpenAIServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.root_url)
+        unit = run_units(OPENAI, client, "http://api.example.invalid/v1", tmp_path / "a", ["via the proxy"])[0]
+        assert unit.outcome.ok, unit.outcome.error
+        assert proxy.requests[0].path == "http://api.example.invalid/v1/chat/completions"
+        assert proxy.requests[0].headers["authorization"] == "Bearer sk-test-proxy"
+        monkeypatch.setenv("NO_PROXY", "api.example.invalid")
+        refused = run_units(OPENAI, client, "http://api.example.invalid/v1", tmp_path / "b", ["direct"])[0]
+        assert refused.summary()["kind"] == "connection" and len(proxy.requests) == 1
