@@ -25,6 +25,9 @@ the executor (from /proc) plus the `abp create`/`abp start` CLI processes.
     python bench/peers/api.py                                   # 2,000 calls, 0.2 s, concurrency 100, 3 rounds
     python bench/peers/api.py --arms aiohttp openai-sdk abp-openai --rounds 5
     python bench/peers/api.py --units 4000 --latency 0.5 --concurrency 200
+    git worktree add --detach /tmp/abp-before <commit>    # before/after: the abp arms of an older tree too
+    python bench/peers/api.py --before /tmp/abp-before --arms aiohttp curator abp-openai \
+        aiohttp-anthropic abp-anthropic
 
 An arm whose venv cannot be installed (no index, a resolver conflict) prints one line and is skipped;
 the others still run. Peer venvs live under /tmp/abp-peers (bench/peers/_venvs.py pins them).
@@ -63,6 +66,8 @@ ARMS: dict[str, tuple[str, str | None, str | None]] = {
     "anthropic-sdk": ("anthropic", None, "anthropic-sdk"),
     "abp-anthropic": ("anthropic", None, None),
 }
+#: The suffix of an abp arm run from the --before tree.
+BEFORE = "@before"
 #: arm -> (its floor, the peers it is compared with): the ratios printed.
 RATIOS: dict[str, tuple[str, list[str]]] = {
     "abp-openai": ("aiohttp", ["curator", "openai-sdk"]), "curator": ("aiohttp", ["openai-sdk"]),
@@ -133,7 +138,9 @@ def abp_arm(worker: str, url: str, args: argparse.Namespace, tmp: Path, py_spy: 
 
 
 def one_run(arm: str, python: Path, env: dict[str, str], args: argparse.Namespace, spy: Path | None) -> dict:
-    """One arm once, against a fresh server (so its CPU is this arm's) in a throwaway ABP_HOME."""
+    """One arm once, against a fresh server (so its CPU is this arm's) in a throwaway ABP_HOME.
+    An `abp-...@before` arm runs abp's CLI and executor from the --before tree (PYTHONPATH)."""
+    arm, before = arm.removesuffix(BEFORE), arm.endswith(BEFORE)
     kind, _, mode = ARMS[arm]
     server = {"openai": "openai_server", "anthropic": "anthropic_server"}[kind]
     with c.temp_home() as tmp, a.server(server, "--latency", str(args.latency), "--scenario", "echo") as srv:
@@ -143,7 +150,16 @@ def one_run(arm: str, python: Path, env: dict[str, str], args: argparse.Namespac
         body_path.write_text(json.dumps(body))
         try:
             if mode is None:
-                r = abp_arm(kind, srv.url, args, tmp, spy)
+                saved = os.environ.get("PYTHONPATH")
+                if before:
+                    os.environ["PYTHONPATH"] = str(args.before)
+                try:
+                    r = abp_arm(kind, srv.url, args, tmp, spy)
+                finally:
+                    if saved is None:
+                        os.environ.pop("PYTHONPATH", None)
+                    else:
+                        os.environ["PYTHONPATH"] = saved
             else:
                 r = client_arm(python, mode, srv.url, args, body_path, env, tmp)
         finally:
@@ -157,7 +173,7 @@ def prepare(arms: list[str]) -> dict[str, tuple[Path, dict[str, str]]]:
     runs); an arm whose venv cannot be made is dropped with one line."""
     ready: dict[str, tuple[Path, dict[str, str]]] = {}
     for arm in arms:
-        venv = ARMS[arm][1]
+        venv = ARMS[arm.removesuffix(BEFORE)][1]
         if venv is None:
             ready[arm] = (Path(sys.executable), {})
             continue
@@ -177,6 +193,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2, help="server seconds per reply")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    ap.add_argument("--before", type=Path, metavar="TREE",
+                    help="also run each abp arm from this older checkout (arm@before), for before/after figures")
     ap.add_argument("--py-spy", type=Path, metavar="RAW",
                     help="sample abp's executor with py-spy into RAW (last abp-openai run) and summarise it")
     args = ap.parse_args()
@@ -185,8 +203,11 @@ def main() -> None:
     ideal = args.units * args.latency / args.concurrency
     print(f"# {args.units:,} calls, latency {args.latency:g} s, concurrency {args.concurrency} (ideal "
           f"{ideal:.2f} s); {c.machine()}, {datetime.datetime.now():%Y-%m-%d %H:%M}", flush=True)
-    ready = prepare(args.arms)
-    arms = [arm for arm in args.arms if arm in ready]
+    wanted = list(args.arms)
+    if args.before:
+        wanted += [arm + BEFORE for arm in args.arms if ARMS[arm][2] is None]
+    ready = prepare(wanted)
+    arms = [arm for arm in wanted if arm in ready]
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
     loads: list[float] = []
     for round_no in range(args.rounds):
@@ -230,8 +251,11 @@ def report(args: argparse.Namespace, ideal: float, results: dict[str, list[dict]
                 f"{m['cpu'] / o['cpu']:.1f}x its CPU")
 
     for arm, (floor, peers) in RATIOS.items():
-        if arm in med and floor in med:
-            print(f"{arm}: " + "; ".join(ratio(arm, other) for other in [floor, *peers] if other in med))
+        for name in (arm, arm + BEFORE):
+            if name in med and floor in med:
+                print(f"{name}: " + "; ".join(ratio(name, other) for other in [floor, *peers] if other in med))
+        if arm in med and arm + BEFORE in med:
+            print(f"{arm}: " + ratio(arm, arm + BEFORE))
     hot = [arm for arm, m in med.items() if m["server_cpu"] > 0.8 * m["work"]]
     if hot:
         print(f"warning: the server used >80% of a core during {', '.join(hot)}: it may be the bottleneck there")
