@@ -62,12 +62,35 @@ def make_engine(url: str) -> Engine:
             # after the kernel's TCP retries, so the executor's outage window keeps time
             connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
-                                    connect_args=connect_args)
+                                    connect_args={**connect_args, **_dead_peer_args(parsed)})
         except ModuleNotFoundError as exc:
             raise StoreError(f"the PostgreSQL store needs {exc.name}",
                              hint="pip install 'agentic-batch[postgres]'") from None
     raise StoreError(f"unsupported store database {parsed.get_backend_name()!r}",
                      hint="use sqlite:///... or postgresql+psycopg://...")
+
+
+#: A PostgreSQL connection whose other end vanished without a word (a host cut off or powered off
+#: mid-transaction: no FIN, no RST) is found dead in about 15 s by each side. The server's side
+#: matters most: a session cut off inside a transaction keeps its row locks (the job row a claim
+#: locks) until the server drops it, and every other executor's claim waits on them. Keepalives only
+#: probe an idle connection and a live peer's kernel answers them, so a slow reader (a long export)
+#: is never cut. libpq parameters for the client's socket; GUCs (`options`) for the server's.
+#: Whatever the URL sets itself wins.
+_CLIENT_DEAD_PEER = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+                     "keepalives_count": "3", "tcp_user_timeout": "15000"}
+_SERVER_DEAD_PEER = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
+                     "tcp_user_timeout": "15000"}
+
+
+def _dead_peer_args(url: sa.URL) -> dict[str, str]:
+    args = {key: value for key, value in _CLIENT_DEAD_PEER.items() if key not in url.query}
+    given = url.query.get("options", "")
+    given = " ".join(given) if isinstance(given, tuple) else given
+    server = " ".join(f"-c {key}={value}" for key, value in _SERVER_DEAD_PEER.items() if key not in given)
+    if server:
+        args["options"] = f"{given} {server}".strip()
+    return args
 
 
 def _busy_seconds() -> float:
