@@ -67,18 +67,46 @@ def launch_executor(settings: Settings, job_id: int, workdir: str | None = None,
         cwd = workdir if workdir and os.path.isdir(workdir) else None
         proc = warm.take(job_id, join, cwd, log_path)  # the CLI's head start, if it made one
         if proc is None:
-            argv = [sys.executable, "-m", "agentic_batch", "executor", str(job_id)] + (["--join"] if join else [])
-            proc = spawn_detached(argv, log_path, cwd)
-        deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline:
-            if proc.pid in live_slots(settings.run_dir, job_id).values():
-                return proc.pid, True
-            if proc.poll() == 0:  # it already did its work (a tiny job) and left
-                return proc.pid, True
-            if proc.poll() is not None:
+            proc = spawn_detached(_executor_argv(job_id, join), log_path, cwd)
+        _wait_started(settings, job_id, [proc], log_path, wait_seconds)
+        return proc.pid, True
+
+
+def launch_joiners(settings: Settings, job_id: int, count: int, workdir: str | None = None,
+                   wait_seconds: float = 20.0) -> list[int]:
+    """Start `count` more executors for the job on this host (`--join`), all at once, and wait until
+    each holds its slot. Started one after the other, each waited for its own start-up (imports,
+    registration: ~0.5 s idle, seconds on a loaded host) before the next was even spawned."""
+    if count <= 0:
+        return []
+    with spawn_guard(settings.run_dir, job_id):
+        log_path = executor_log_path(settings, job_id)
+        cwd = workdir if workdir and os.path.isdir(workdir) else None
+        procs = [spawn_detached(_executor_argv(job_id, True), log_path, cwd) for _ in range(count)]
+        _wait_started(settings, job_id, procs, log_path, wait_seconds)
+        return [proc.pid for proc in procs]
+
+
+def _executor_argv(job_id: int, join: bool) -> list[str]:
+    return [sys.executable, "-m", "agentic_batch", "executor", str(job_id)] + (["--join"] if join else [])
+
+
+def _wait_started(settings: Settings, job_id: int, procs: list[subprocess.Popen[bytes]], log_path: Path,
+                  wait_seconds: float) -> None:
+    """Until every one of `procs` holds a slot of the job (or already did its work and left with 0)."""
+    deadline = time.monotonic() + wait_seconds
+    waiting = list(procs)
+    while time.monotonic() < deadline:
+        held = set(live_slots(settings.run_dir, job_id).values())
+        for proc in list(waiting):
+            if proc.pid in held or proc.poll() == 0:  # 0: it already did its work (a tiny job) and left
+                waiting.remove(proc)
+            elif proc.poll() is not None:
                 detail = _tail(log_path)
                 raise AbpError(f"the executor for job {job_id} exited at once (code {proc.returncode})"
                                + (f": {detail}" if detail else ""), hint=f"see {log_path}")
-            time.sleep(0.02)
-        raise AbpError(f"the executor for job {job_id} did not start within {wait_seconds:g}s",
-                       hint=f"see {log_path}")
+        if not waiting:
+            return
+        time.sleep(0.02)
+    raise AbpError(f"the executor for job {job_id} did not start within {wait_seconds:g}s",
+                   hint=f"see {log_path}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agentic_batch.config import Settings
 from agentic_batch.engine.hostlock import holder_pid, live_slots
-from agentic_batch.engine.launch import launch_executor
+from agentic_batch.engine.launch import launch_executor, launch_joiners
 from agentic_batch.engine.recovery import executor_alive, reclaim_dead_executors
 from agentic_batch.store import JobRecord, Store
 
@@ -27,10 +27,9 @@ def spawn(store: Store, settings: Settings, job: JobRecord) -> tuple[int, bool]:
     return launch_executor(settings, job.id, job.workdir)
 
 
-def join(settings: Settings, job: JobRecord) -> int:
-    """One more executor for the job on this host (a further slot); returns its pid."""
-    pid, _ = launch_executor(settings, job.id, job.workdir, join=True)
-    return pid
+def join(settings: Settings, job: JobRecord, count: int = 1) -> list[int]:
+    """`count` more executors for the job on this host (further slots), started together; their pids."""
+    return launch_joiners(settings, job.id, count, job.workdir)
 
 
 def any_live_executor(store: Store, settings: Settings, job_id: int) -> bool:

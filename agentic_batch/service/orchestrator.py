@@ -143,8 +143,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         job = self.job(ref)
         self._expect(job, {JobStatus.RUNNING}, "add executors to")
         self._check_executors(count + 1, job)
-        for _ in range(count):
-            control.join(self.settings, job)
+        control.join(self.settings, job, count)
         return self.status(job.id)
 
     def _run(self, job: JobRecord, expect: list[str], executors: int = 1, tested: list[int] | None = None,
@@ -162,8 +161,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         fresh = self.job(job.id)
         self.store.changes.notify(job.id, "running")
         pid, started = control.spawn(self.store, self.settings, fresh)
-        for _ in range(executors - 1):
-            control.join(self.settings, fresh)
+        control.join(self.settings, fresh, executors - 1)
         if not started:
             self.store.logs.append_logs([{"job_id": job.id, "level": "info",
                                           "message": f"job running again; executor pid {pid} was already running"}])
@@ -219,8 +217,7 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
         # units added by a sync, or re-rendered by an edit
         plan = run_plan(self.store, job, apply_cache(self.store, job, new_only=True))
         control.spawn(self.store, self.settings, job)
-        for _ in range(executors - 1):
-            control.join(self.settings, job)
+        control.join(self.settings, job, executors - 1)
         return self._started(job, plan)
 
     def cancel(self, ref: str | int) -> JobView:
