@@ -17,6 +17,8 @@ from agentic_batch.store.faults import describe
 
 CHANNEL = "abp_changes"
 log = logging.getLogger(__name__)
+#: How often the LISTEN thread looks whether it should stop (a wake-up costs microseconds).
+_STOP_CHECK_SECONDS = 0.1
 
 
 class Changes(Queries):
@@ -70,7 +72,8 @@ class Listener:
                         lost = False
                     self.ready.set()
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        # short: `stop()` waits for this loop, and the executor's exit waits for `stop()`
+                        for note in conn.notifies(timeout=_STOP_CHECK_SECONDS):
                             job, _, what = note.payload.partition(":")
                             with contextlib.suppress(ValueError):
                                 self._callback(int(job), what)
