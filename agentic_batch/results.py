@@ -209,25 +209,25 @@ def _iter_csv(rows: Iterable[dict[str, Any]], chunk: int = 65536) -> Iterator[st
                     if name not in columns:
                         columns[name] = len(columns)
                 places = [columns[name] for name in names]
-                nested = [i for i, name in enumerate(names) if name not in _OWN_COLUMNS]
+                nested = [columns[name] for name in names if name not in _OWN_COLUMNS]
                 plan = plans[names] = (None if places == list(range(len(places))) else places, nested)
-            places, nested = plan
+            order, nested = plan
             if len(columns) != width:
                 if ends:
                     flush()
                 width = len(columns)
-            if places is None:  # the fields are the first columns, in order: the common case
+            if order is None:  # the fields are the first columns, in order: the common case
                 cells = list(row.values())
                 if len(cells) < width:  # columns appeared since this plan was made
                     cells += [None] * (width - len(cells))
             else:
                 cells = [None] * width
-                for place, value in zip(places, row.values()):
+                for place, value in zip(order, row.values(), strict=True):
                     cells[place] = value
-            for i in nested:
-                value = cells[places[i] if places else i]
+            for place in nested:
+                value = cells[place]
                 if isinstance(value, (dict, list)):
-                    cells[places[i] if places else i] = _JSON_CELL.encode(value)
+                    cells[place] = _JSON_CELL.encode(value)
             writer.writerow(cells)
             ends.append(buffer.tell())
             if ends[-1] >= chunk:

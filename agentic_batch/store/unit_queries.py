@@ -492,8 +492,8 @@ class UnitQueries(Queries):
             with self.database.read() as conn:
                 page = [ResultRecord(*row) for row in conn.execute(query.where(units.c.seq > last_seq)).all()]
             if as_text:
-                for record in page:
-                    record.payload = _json_value(record.payload)
+                for record in page:  # the JSON columns came as text
+                    record.payload = _json_value(cast(str, record.payload))
                     record.data = _json_value(record.data)
             yield from page
             if len(page) < batch_size:
