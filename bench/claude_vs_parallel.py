@@ -32,6 +32,11 @@ Run (from the repository root, with the venv's python):
     python bench/claude_vs_parallel.py                       # 40 units, -j4, 3 rounds, write-file, 3 arms
     python bench/claude_vs_parallel.py --scenario echo --rounds 5 --arms abp parallel
     python bench/claude_vs_parallel.py --arms abp --rounds 1 --py-spy /tmp/claude-exec.txt   # profile
+    python bench/claude_vs_parallel.py --units 40 120 --rounds 3     # both sizes of issue 16, one run
+    python bench/claude_vs_parallel.py --before /tmp/abp-before      # + the arm abp-before (another tree)
+
+CPU of an abp arm: the `abp start` process (getrusage), the executor and everything it reaped (the
+CLIs with their launchers, the watchdog), from /proc; of a parallel arm: parallel and its children.
 
 Uses a throwaway ABP_HOME and directory tree per run; nothing under ~/.agentic-batch or ~/.claude is
 touched.
@@ -68,6 +73,7 @@ EXTRA_ARMS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
     "abp-python-launcher": ("apl", {"ABP_CLAUDE_LAUNCHER": "python"}, ()),
     "abp-no-warm": ("anw", {"ABP_WARM_EXECUTOR": "0"}, ()),
     "abp-gateway": ("agw", {}, ("--rpm", "1000000")),
+    "abp-before": ("abb", {}, ()),  # PYTHONPATH: the --before tree
 }
 
 
@@ -90,13 +96,16 @@ def check_written(root: Path, units: int, scenario: str) -> None:
 def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, str],
             scenario: str, py_spy: Path | None = None, suffix: str = "abp", create_args: tuple[str, ...] = ()) -> dict:
     tree = make_tree(tmp / f"{tag}-{suffix}", units)
-    job_id, _ = c.create_job("--name", f"claude-{tag}", *create_args, "--files", "*/doc.md", "--root", str(tree),
+    job_id, _ = create_job(env,"--name", f"claude-{tag}", *create_args, "--files", "*/doc.md", "--root", str(tree),
                              "--worker", "claude", "--prompt", PROMPT, "--concurrency", str(concurrency),
                              "--max-retries", "0", cwd=tree)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "agentic_batch", "start", str(job_id), "--skip-test", "--json"],
                           capture_output=True, text=True, env=env, cwd=tree, check=False)  # the executor inherits env
     returned = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the `abp start` process (the executor is detached)
+    start_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"abp start failed: {proc.stdout}\n{proc.stderr}")
     pid = int(json.loads(proc.stdout)["executor"]["pid"])
@@ -122,7 +131,21 @@ def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, st
     seconds = (finished or time.time()) - t0
     return {"seconds": seconds, "rate": units / seconds, "start_returned_s": returned,
             "first_unit_started_s": first_start - t0, "executor_cpu_s": watch.self_s, "startup_cpu_s": startup_cpu,
+            "start_cpu_s": start_cpu,
             "children_cpu_s": watch.children_s, "events": events, "unit_s": unit_s, "tree": tree, "prompts": prompts}
+
+
+def create_job(env: dict[str, str], *args: str, cwd: Path) -> tuple[int, float]:
+    """`abp create` with the arm's environment (its PYTHONPATH picks the tree that runs it)."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = env.get("PYTHONPATH", "")
+    try:
+        return c.create_job(*args, cwd=cwd)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def _prompts(job_id: int) -> list[tuple[str]]:
@@ -165,9 +188,69 @@ def run_parallel(tmp: Path, tag: str, units: int, concurrency: int, env: dict[st
             "stderr_lines": len(proc.stderr.splitlines())}
 
 
+def run_size(args: argparse.Namespace, units: int, arms: list[str], tmp: Path, env: dict[str, str], cli: str) -> None:
+    """Every arm at one job size, `args.rounds` rounds, the order rotating each round; then the medians."""
+    print(f"## {units} units, concurrency {args.concurrency}; load average {_load()} at the start", flush=True)
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for rnd in range(1, args.rounds + 1):
+        tag = f"n{units}r{rnd}"
+        abp_tree = tmp / f"{tag}-abp"
+        prompts = [PROMPT.replace("{{ path }}", str(abp_tree / f"u{i:03d}" / "doc.md")) for i in range(units)]
+        shift = (rnd - 1) % len(arms)  # rotate the order: no arm always runs first
+        for arm in arms[shift:] + arms[:shift]:
+            if arm.startswith("abp"):
+                spy = args.py_spy if rnd == args.rounds and arm == "abp" else None
+                suffix, extra_env, create_args = EXTRA_ARMS.get(arm, ("abp", {}, ()))
+                if arm == "abp-before":
+                    extra_env = {"PYTHONPATH": str(args.before)}
+                res = run_abp(tmp, tag, units, args.concurrency, {**env, **extra_env}, args.scenario,
+                              py_spy=spy, suffix=suffix, create_args=create_args)
+                if [x.replace(f"{tag}-{suffix}", f"{tag}-abp") for x in res.pop("prompts")] != prompts:
+                    raise SystemExit("abp rendered other prompts than the parallel arms get")
+                res.pop("tree")
+                res["cpu_s"] = res["start_cpu_s"] + res["executor_cpu_s"] + res["children_cpu_s"]
+                print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
+                      f"(start returned {res['start_returned_s']:.2f} s, first unit at "
+                      f"{res['first_unit_started_s']:.2f} s; CPU {res['cpu_s']:.1f} s: `abp start` "
+                      f"{res['start_cpu_s']:.2f}, executor {res['executor_cpu_s']:.2f} of which "
+                      f"{res['startup_cpu_s']:.2f} before the first claim, its children {res['children_cpu_s']:.1f}; "
+                      f"{res['events']} events, mean unit {res['unit_s']:.2f} s; load {_load()})", flush=True)
+            else:
+                res = run_parallel(tmp, tag, units, args.concurrency, env, cli, prompts, abp_tree,
+                                   args.scenario, setsid=arm == "parallel-setsid")
+                print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
+                      f"(CPU of parallel and its children {res['cpu_s']:.1f} s, mean job {res['unit_s']:.2f} s, "
+                      f"{res['stderr_lines']} stderr lines; load {_load()})", flush=True)
+            runs[arm].append(res)
+
+    for arm, arm_runs in runs.items():
+        print(f"median {units} {arm:16s} {a.median([r['rate'] for r in arm_runs]):.3f} units/s  "
+              f"({a.median([r['seconds'] for r in arm_runs]):.2f} s; mean unit "
+              f"{a.median([r['unit_s'] for r in arm_runs]):.2f} s; CPU incl. children "
+              f"{a.median([r['cpu_s'] for r in arm_runs]):.1f} s)")
+    for base in (x for x in ("abp", "abp-before") if x in runs):
+        print(f"{base} at {units} units: `abp start` CPU {a.median([r['start_cpu_s'] for r in runs[base]]):.2f} s, "
+              f"executor CPU {a.median([r['executor_cpu_s'] for r in runs[base]]):.2f} s, of which "
+              f"{a.median([r['startup_cpu_s'] for r in runs[base]]):.2f} s before the first claim (medians)")
+        rate = a.median([r["rate"] for r in runs[base]])
+        peers = [x for x in arms if not x.startswith("abp")]
+        others = peers if base == "abp-before" else [x for x in arms if x != "abp"]
+        for arm in others:
+            ratios = [x["rate"] / y["rate"] for x, y in zip(runs[base], runs[arm], strict=True)]
+            other = a.median([r["rate"] for r in runs[arm]])
+            print(f"ratio {units} {base} / {arm}: {rate / other:.3f} (medians); per round "
+                  + ", ".join(f"{r:.3f}" for r in ratios) + f"; median of per-round ratios {a.median(ratios):.3f}")
+    print(f"## {units} units done; load average {_load()}", flush=True)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--units", type=int, default=40)
+    ap.add_argument("--units", type=int, nargs="+", default=[40],
+                    help="job sizes, each run with every arm for --rounds rounds (e.g. --units 40 120)")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scenario", choices=["write-file", "echo"], default="write-file")
@@ -177,65 +260,33 @@ def main() -> None:
                     help="parallel-setsid runs each CLI as `setsid -w claude ...`, in a session of its own "
                          "as abp's launcher does; abp-python-launcher is abp with ABP_CLAUDE_LAUNCHER=python, "
                          "abp-no-warm abp with ABP_WARM_EXECUTOR=0, "
-                         "abp-gateway abp with --rpm 1000000 (every model call through the rate gateway)")
+                         "abp-gateway abp with --rpm 1000000 (every model call through the rate gateway), "
+                         "abp-before abp from the tree given by --before")
+    ap.add_argument("--before", type=Path, help="another checkout of the project (e.g. `git archive OLD | tar -x "
+                    "-C DIR`), run as the arm abp-before: before/after under the same load")
     ap.add_argument("--py-spy", type=Path, help="sample the executor of the last abp run into this raw file")
     args = ap.parse_args()
     cli = bundled_cli()
     if cli is None or shutil.which("parallel") is None:
         raise SystemExit("needs the claude-agent-sdk bundled CLI and GNU parallel")
+    arms = list(args.arms)
+    if args.before is not None and "abp-before" not in arms:
+        arms.insert(1, "abp-before")
+    if "abp-before" in arms and (args.before is None or not (args.before / "agentic_batch").is_dir()):
+        raise SystemExit("the arm abp-before needs --before DIR, a checkout with agentic_batch/ in it")
 
-    print(f"# claude CLI vs GNU parallel: {args.units} units, concurrency {args.concurrency}, "
-          f"scenario {args.scenario}, latency {args.latency}s, {args.rounds} rounds, arms {', '.join(args.arms)}")
-    print(f"# {c.machine()}, {datetime.datetime.now().isoformat(timespec='seconds')}")
-    runs: dict[str, list[dict]] = {arm: [] for arm in args.arms}
+    print(f"# claude CLI vs GNU parallel: {' and '.join(map(str, args.units))} units, concurrency "
+          f"{args.concurrency}, scenario {args.scenario}, latency {args.latency}s, {args.rounds} rounds, "
+          f"arms {', '.join(arms)}")
+    print(f"# {c.machine()}, {datetime.datetime.now().isoformat(timespec='seconds')}, load average {_load()}")
     with c.temp_home(keep=args.keep) as tmp, \
             a.server("anthropic_server", "--scenario", args.scenario, "--latency", str(args.latency)) as srv:
         claude_home = tmp / "claude-home"
         claude_home.mkdir()
         env = isolated_environ(srv.url, claude_home)
         env["ABP_HOME"] = os.environ["ABP_HOME"]
-        for rnd in range(1, args.rounds + 1):
-            tag = f"r{rnd}"
-            abp_tree = tmp / f"{tag}-abp"
-            prompts = [PROMPT.replace("{{ path }}", str(abp_tree / f"u{i:03d}" / "doc.md")) for i in range(args.units)]
-            shift = (rnd - 1) % len(args.arms)  # rotate the order: no arm always runs first
-            for arm in args.arms[shift:] + args.arms[:shift]:
-                if arm.startswith("abp"):
-                    spy = args.py_spy if rnd == args.rounds and arm == "abp" else None
-                    suffix, extra_env, create_args = EXTRA_ARMS.get(arm, ("abp", {}, ()))
-                    res = run_abp(tmp, tag, args.units, args.concurrency, {**env, **extra_env}, args.scenario,
-                                  py_spy=spy, suffix=suffix, create_args=create_args)
-                    if [x.replace(f"{tag}-{suffix}", f"{tag}-abp") for x in res.pop("prompts")] != prompts:
-                        raise SystemExit("abp rendered other prompts than the parallel arms get")
-                    res.pop("tree")
-                    print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
-                          f"(start returned {res['start_returned_s']:.2f} s, first unit at "
-                          f"{res['first_unit_started_s']:.2f} s, executor CPU {res['executor_cpu_s']:.2f} s of which "
-                          f"{res['startup_cpu_s']:.2f} s before the first claim, "
-                          f"its children {res['children_cpu_s']:.1f} s, {res['events']} events, "
-                          f"mean unit {res['unit_s']:.2f} s)", flush=True)
-                else:
-                    res = run_parallel(tmp, tag, args.units, args.concurrency, env, str(cli), prompts, abp_tree,
-                                       args.scenario, setsid=arm == "parallel-setsid")
-                    print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
-                          f"(CPU of parallel and its children {res['cpu_s']:.1f} s, mean job {res['unit_s']:.2f} s, "
-                          f"{res['stderr_lines']} stderr lines)", flush=True)
-                runs[arm].append(res)
-
-    for arm, arm_runs in runs.items():
-        cpu = [r.get("cpu_s", r.get("executor_cpu_s", 0) + r.get("children_cpu_s", 0)) for r in arm_runs]
-        print(f"median {arm:16s} {a.median([r['rate'] for r in arm_runs]):.3f} units/s  "
-              f"({a.median([r['seconds'] for r in arm_runs]):.2f} s; mean unit "
-              f"{a.median([r['unit_s'] for r in arm_runs]):.2f} s; CPU incl. children {a.median(cpu):.1f} s)")
-    if "abp" in runs:
-        print(f"abp executor CPU (median): {a.median([r['executor_cpu_s'] for r in runs['abp']]):.2f} s, of which "
-              f"{a.median([r['startup_cpu_s'] for r in runs['abp']]):.2f} s start-up before the first claim")
-        abp_rate = a.median([r["rate"] for r in runs["abp"]])
-        for arm in (x for x in args.arms if x != "abp"):
-            ratios = [x["rate"] / y["rate"] for x, y in zip(runs["abp"], runs[arm], strict=True)]
-            rate = a.median([r["rate"] for r in runs[arm]])
-            print(f"ratio abp / {arm}: {abp_rate / rate:.3f} (medians); per round "
-                  + ", ".join(f"{r:.3f}" for r in ratios) + f"; median of per-round ratios {a.median(ratios):.3f}")
+        for units in args.units:
+            run_size(args, units, arms, tmp, env, str(cli))
 
 
 if __name__ == "__main__":

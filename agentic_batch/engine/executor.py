@@ -20,13 +20,10 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from agentic_batch.aio import run_bounded, wait_event
 from agentic_batch.config import Settings, load_settings
-from agentic_batch.batchapi.provider import BatchProvider
-from agentic_batch.batchapi.registry import build_provider
-from agentic_batch.engine.batch_loop import BatchLoop
 from agentic_batch.engine.finish import finish, pause_for_store
 from agentic_batch.engine.hostlock import HostLock, holder_pid, spawn_guard
 from agentic_batch.engine.limits import RateGate
@@ -45,6 +42,9 @@ from agentic_batch.store.faults import describe, fault_kind
 from agentic_batch.workers import get_worker_kind
 from agentic_batch.workers.base import Worker
 from agentic_batch.states import JobStatus, UnitStatus
+
+if TYPE_CHECKING:
+    from agentic_batch.batchapi.provider import BatchProvider
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -365,6 +365,8 @@ class Executor:
                          executor_id=self.id)
             await provider.aclose()
             return StopReason.REQUESTED
+        from agentic_batch.engine.batch_loop import BatchLoop  # batch-API jobs only: not in every executor's start-up
+
         try:
             return await BatchLoop(self, job, runner, recorder, provider).run()
         finally:
@@ -374,7 +376,11 @@ class Executor:
         """Build the worker, run the pool, set the job's final status."""
         try:
             worker = self._worker or get_worker_kind(job.worker).build(job.worker_options)
-            provider = build_provider(job.worker, job.worker_options) if job.batch_api else None
+            provider = None
+            if job.batch_api:
+                from agentic_batch.batchapi.registry import build_provider
+
+                provider = build_provider(job.worker, job.worker_options)
         except AbpError as exc:
             recorder.log(self.job_id, "error", f"cannot build the {job.worker} worker: {exc.one_line()}",
                          executor_id=self.id)

@@ -24,7 +24,6 @@ from agentic_batch.engine.retry import decide
 from agentic_batch.errors import AbpError
 from agentic_batch.isolation import JobWorktrees
 from agentic_batch.prompts import render
-from agentic_batch.spec import job_default
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
 from agentic_batch.workers.base import CallGate, ErrorClass, FailureKind, OpenGate, UnitContext, UnitOutcome, Worker
@@ -50,6 +49,14 @@ def item_directory(job: JobRecord, payload: dict[str, Any]) -> Path | None:
 def unit_workspace(job: JobRecord, payload: dict[str, Any], shared: Path) -> Path:
     """For a file source, the item's directory; otherwise the job's (shared) workspace."""
     return item_directory(job, payload) or shared
+
+
+def _default_quota_wait() -> float:
+    """For jobs stored before `quota_wait_s` existed. Imported here: the JobSpec (and every source kind it
+    names) is not part of an executor's start-up."""
+    from agentic_batch.spec import job_default
+
+    return float(job_default("quota_wait_s"))
 
 
 class UnitRunner:
@@ -277,7 +284,7 @@ class UnitRunner:
         result = decide(outcome, unit_id=unit.id, attempt=unit.attempt, error_count=unit.error_count,
                         max_retries=self.job.max_retries, prompt=prompt,
                         retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds,
-                        quota_wait=self.job.quota_wait_s or job_default("quota_wait_s"))
+                        quota_wait=self.job.quota_wait_s or _default_quota_wait())
         # the pool and the store add these up: a worker's wrong type must fail this unit here, not later
         result.cost_usd = float(result.cost_usd or 0.0)
         result.tokens_in, result.tokens_out = int(result.tokens_in or 0), int(result.tokens_out or 0)

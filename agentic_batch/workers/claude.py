@@ -311,9 +311,20 @@ class ClaudeWorker:
         )
 
     def prepare(self) -> None:
-        """Import the SDK (about a second of CPU) in the engine's start-up thread, not in a unit."""
-        if sdk_installed():
-            import claude_agent_sdk  # noqa: F401
+        """Import the SDK (about a second of CPU) in the engine's start-up thread, not in a unit; and pick
+        and write the launcher there too (the pick runs `setpriv --help`: a fork and exec that would
+        otherwise run on the event loop, in the first unit, while the first CLIs wait to start)."""
+        if not sdk_installed():
+            return
+        import claude_agent_sdk  # noqa: F401
+
+        from agentic_batch.workers.claude_process import ensure_wrapper, launcher_kind, supports_process_groups
+
+        if supports_process_groups():
+            from agentic_batch.config import load_settings
+
+            with contextlib.suppress(OSError, RuntimeError):  # a unit that needs it reports the problem
+                ensure_wrapper(load_settings().run_dir, launcher_kind(os.environ))
 
     async def run(self, ctx: UnitContext) -> UnitOutcome:
         if not sdk_installed():
