@@ -71,23 +71,27 @@ class AnthropicMessagesWorker(SharedClientWorker):
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def conversation(self, send: Send, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> ChatAdapter:
-        return _Messages(send, self.options, ctx, toolbox, timeout)
+    def format_tools(self, toolbox: Toolbox) -> list[dict[str, Any]]:
+        return toolbox.anthropic_tools()
+
+    def conversation(self, send: Send, ctx: UnitContext, tools: tuple[list[dict[str, Any]], int],
+                     timeout: float) -> ChatAdapter:
+        return _Messages(send, self.options, ctx, tools, timeout)
 
 
 class _Messages:
     """The Messages wire format: content blocks, tool results sent back as a user turn."""
 
-    def __init__(self, send: Send, options: AnthropicOptions, ctx: UnitContext, toolbox: Toolbox,
-                 timeout: float) -> None:
+    def __init__(self, send: Send, options: AnthropicOptions, ctx: UnitContext,
+                 tools: tuple[list[dict[str, Any]], int], timeout: float) -> None:
         self.send, self.options, self.timeout = send, options, timeout
         self.model = options.model
-        self.tools = toolbox.anthropic_tools()
+        self.tools, self.tools_size = tools
         self.system = system_prompt(ctx, options.system_prompt)
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": user_prompt(ctx)}]
 
     def estimate_tokens(self) -> int:
-        return (len(self.system) + len(json.dumps(self.messages)) + len(json.dumps(self.tools))) // 4
+        return (len(self.system) + len(json.dumps(self.messages)) + self.tools_size) // 4
 
     def _request(self) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.model, "max_tokens": self.options.max_tokens,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import os
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,6 +63,10 @@ class SharedClientWorker(abc.ABC):
         self._send: Send | None = None
         self._client_key: tuple[int, str] | None = None
         self._choice: HTTPClientChoice | None = None
+        #: Tool definitions in this wire format and their JSON size, by tool names (built-in tools only).
+        self._tool_defs: dict[tuple[str, ...], tuple[list[dict[str, Any]], int]] = {}
+        #: The last workspace this worker made sure exists (a JSONL job's units all share one).
+        self._workspace_made: Path | None = None
 
     def _base_url(self) -> str | None:
         return self.options.base_url or os.environ.get(self.base_url_env) or None
@@ -78,8 +84,26 @@ class SharedClientWorker(abc.ABC):
         """The headers the SDK would send that the API needs (credentials, version)."""
 
     @abc.abstractmethod
-    def conversation(self, send: Send, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> ChatAdapter:
-        """A ChatAdapter holding one unit's message list in this wire format."""
+    def format_tools(self, toolbox: Toolbox) -> list[dict[str, Any]]:
+        """The toolbox's tool definitions in this wire format."""
+
+    @abc.abstractmethod
+    def conversation(self, send: Send, ctx: UnitContext, tools: tuple[list[dict[str, Any]], int],
+                     timeout: float) -> ChatAdapter:
+        """A ChatAdapter holding one unit's message list in this wire format; `tools` as `tool_defs` gives them."""
+
+    def tool_defs(self, toolbox: Toolbox) -> tuple[list[dict[str, Any]], int]:
+        """The toolbox's definitions in this wire format and their JSON size (for the token estimate).
+        Built-in tools are the same for every unit of a job (only their handlers differ), so they are
+        formatted once; a job with MCP servers formats each unit's own."""
+        key = tuple(toolbox.names)
+        found = self._tool_defs.get(key) if self.options.mcp_config is None else None
+        if found is None:
+            defs = self.format_tools(toolbox)
+            found = (defs, len(json.dumps(defs)))
+            if self.options.mcp_config is None:
+                self._tool_defs[key] = found
+        return found
 
     def _resolved_choice(self) -> HTTPClientChoice:
         if self._choice is None:
@@ -142,5 +166,8 @@ class SharedClientWorker(abc.ABC):
             return UnitOutcome.failure(missing_key_message(self.options), ErrorClass.permanent, FailureKind.setup)
         send = self._sender(choice, api_key)
         timeout = min(ctx.timeout, MAX_REQUEST_TIMEOUT) if ctx.timeout and ctx.timeout > 0 else MAX_REQUEST_TIMEOUT
+        if ctx.workspace != self._workspace_made:  # tools and MCP servers run in it
+            ctx.workspace.mkdir(parents=True, exist_ok=True)
+            self._workspace_made = ctx.workspace
         return await run_api_unit(ctx, self.options, self.pricing,
-                                  lambda toolbox: self.conversation(send, ctx, toolbox, timeout))
+                                  lambda toolbox: self.conversation(send, ctx, self.tool_defs(toolbox), timeout))

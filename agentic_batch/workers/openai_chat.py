@@ -73,25 +73,29 @@ class OpenAIChatWorker(SharedClientWorker):
                 headers[header] = value
         return headers
 
-    def conversation(self, send: Send, ctx: UnitContext, toolbox: Toolbox, timeout: float) -> ChatAdapter:
-        return _ChatCompletions(send, self.options, ctx, toolbox, timeout)
+    def format_tools(self, toolbox: Toolbox) -> list[dict[str, Any]]:
+        return toolbox.openai_tools()
+
+    def conversation(self, send: Send, ctx: UnitContext, tools: tuple[list[dict[str, Any]], int],
+                     timeout: float) -> ChatAdapter:
+        return _ChatCompletions(send, self.options, ctx, tools, timeout)
 
 
 class _ChatCompletions:
     """The Chat Completions wire format: a flat message list with `tool` messages for results."""
 
-    def __init__(self, send: Send, options: OpenAIOptions, ctx: UnitContext, toolbox: Toolbox,
-                 timeout: float) -> None:
+    def __init__(self, send: Send, options: OpenAIOptions, ctx: UnitContext,
+                 tools: tuple[list[dict[str, Any]], int], timeout: float) -> None:
         self.send, self.options, self.timeout = send, options, timeout
         self.model = options.model
-        self.tools = toolbox.openai_tools()
+        self.tools, self.tools_size = tools
         self.messages: list[dict[str, Any]] = [
             {"role": "system", "content": system_prompt(ctx, options.system_prompt)},
             {"role": "user", "content": user_prompt(ctx)},
         ]
 
     def estimate_tokens(self) -> int:
-        return (len(json.dumps(self.messages)) + len(json.dumps(self.tools))) // 4
+        return (len(json.dumps(self.messages)) + self.tools_size) // 4
 
     def _request(self) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.model, "messages": self.messages}

@@ -316,8 +316,8 @@ def import_sdk(sdk_module: str, extra: str) -> Any:
 
 async def run_api_unit(ctx: UnitContext, options: APIWorkerOptions, pricing: Pricing,
                        make_adapter: Callable[[Toolbox], ChatAdapter]) -> UnitOutcome:
-    """One unit of an API worker: start its MCP servers, build its toolbox, run the loop, clean up."""
-    ctx.workspace.mkdir(parents=True, exist_ok=True)  # tools and MCP servers run in it
+    """One unit of an API worker: start its MCP servers, build its toolbox, run the loop, clean up.
+    The workspace exists already (the worker makes it)."""
     try:
         async with mcp_tools(options.mcp_config, ctx) as mcp_list:
             toolbox = Toolbox([*builtin_tools(ctx, allow_commands=options.allow_commands,
