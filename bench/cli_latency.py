@@ -42,9 +42,10 @@ import _common as c
 HERE = Path(__file__).resolve().parent.parent
 
 
-def commands(job_id: int) -> dict[str, list[str]]:
+def commands(job_id: int, units: int) -> dict[str, list[str]]:
     return {"list": ["list"], "status": ["status", str(job_id)], "show": ["show", str(job_id), "1"],
-            "status --json": ["status", str(job_id), "--json"]}
+            "status --json": ["status", str(job_id), "--json"],
+            "show PENDING": ["show", str(job_id), str(units)]}  # not run yet: its prompt previewed (Jinja2)
 
 
 def run_cli(tree: Path, args: list[str], cwd: Path, store_env: dict[str, str]) -> tuple[float, float]:
@@ -83,13 +84,16 @@ def fill_store(units: int, tmp: Path) -> int:
         conn.execute(sa.text("UPDATE jobs SET status = 'RUNNING', started_at = :t, running_since = :t "
                              "WHERE id = :j"), {"t": now - 600, "j": job_id})
         conn.execute(sa.text("UPDATE units SET status = 'COMPLETED', output = 'a summary of the item', "
+                             "prompt = 'Summarise the item', "
                              "cost_usd = 0.00012, tokens_in = 120, tokens_out = 40, attempt = 1, "
                              "started_at = :t0 + seq * 0.001, finished_at = :t0 + seq * 0.001 + 0.5 "
                              "WHERE job_id = :j AND seq < :n"), {"t0": now - 600, "j": job_id, "n": done})
         conn.execute(sa.text("UPDATE units SET status = 'FAILED', error = 'HTTP 400: bad request', "
+                             "prompt = 'Summarise the item', "
                              "error_class = 'permanent', attempt = 3 WHERE job_id = :j AND seq >= :a AND seq < :b"),
                      {"j": job_id, "a": done, "b": done + failed})
         conn.execute(sa.text("UPDATE units SET status = 'RUNNING', attempt = 1, started_at = :t, lease_owner = 'x', "
+                             "prompt = 'Summarise it', "
                              "lease_expires_at = :t + 60 WHERE job_id = :j AND seq >= :a AND seq < :b"),
                      {"t": now, "j": job_id, "a": done + failed, "b": done + failed + running})
         unit_id = conn.execute(sa.text("SELECT id FROM units WHERE job_id = :j AND number = 1"), {"j": job_id}).scalar()
@@ -101,8 +105,8 @@ def fill_store(units: int, tmp: Path) -> int:
     return job_id
 
 
-def show_importtime(command: str, job_id: int, cwd: Path, store_env: dict[str, str]) -> None:
-    args = commands(job_id)[command]
+def show_importtime(command: str, job_id: int, units: int, cwd: Path, store_env: dict[str, str]) -> None:
+    args = commands(job_id, units)[command]
     env = {**os.environ, **store_env, "PYTHONPATH": str(HERE)}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentic_batch", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, check=False)
@@ -164,7 +168,8 @@ def main() -> None:
         try:
             for index, tree in enumerate(trees):
                 stores.append(store_for(tree, index, args.units, tmp, args.pg, admin))
-            runs = [(tree, env, commands(job_id)) for tree, (env, job_id) in zip(trees, stores, strict=True)]
+            runs = [(tree, env, commands(job_id, args.units))
+                    for tree, (env, job_id) in zip(trees, stores, strict=True)]
             for tree, env, cmds in runs:  # warm the page cache and every tree's bytecode once
                 for argv in cmds.values():
                     run_cli(tree, argv, tmp, env)
@@ -188,7 +193,7 @@ def main() -> None:
                     print(f"{name:<16} {str(tree)[-28:]:<28} {statistics.median(walls):>14.3f} "
                           f"{statistics.median(cpus):>13.3f} {ratio:>11.2f}")
             if args.importtime:
-                show_importtime(args.importtime, stores[0][1], tmp, stores[0][0])
+                show_importtime(args.importtime, stores[0][1], args.units, tmp, stores[0][0])
         finally:
             if admin is not None:
                 import sqlalchemy as sa

@@ -9,7 +9,7 @@ print is the same, byte for byte (tests/integration/test_cli_direct_reads.py run
 Only exactly these command lines are answered here: `list [--status S] [--json]`, `status [JOB]
 [--json]`, `show JOB UNIT [--json]`. Anything else (`--help`, an unknown option, a missing argument),
 and anything the direct reads cannot answer (no store yet, a store to migrate or to refuse, a
-unit by key, a prompt to preview through the template engine) or any error (an unknown job, a bad
+unit by key) or any error (an unknown job, a bad
 `--status`), goes to the full CLI, which says it as it always has: help and error messages have
 one source. `ABP_DIRECT_READS=0` sends every command there.
 """
@@ -109,10 +109,7 @@ def _gather(store: DirectReads, settings: Any, command: str, positional: list[st
         active = readout.active_unit_fields(store, job) if view["running"] else None
         return lambda: _panel(view, active)
     unit = readout.find_unit(store, job, positional[1])
-    origin = store.origins([unit.cached_from]).get(unit.cached_from) if unit.cached_from else None
-    detail = readout.unit_fields(unit, origin)
-    if detail["prompt"] is None and job.prompt_template:
-        raise Unavailable("the prompt is previewed from the template (Jinja2): the full CLI renders it")
+    detail = readout.unit_view_fields(store, job, unit)
     detail["events"] = readout.event_fields(store, store.list_events(unit_id=unit.id, limit=2000), unit.number)
     if as_json:
         return lambda: _json(detail)

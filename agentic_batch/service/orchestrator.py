@@ -23,11 +23,10 @@ from agentic_batch.service.error_groups import ErrorGroupsMixin
 from agentic_batch.service.resume_all import ResumeAllMixin
 from agentic_batch.service.review import ReviewMixin
 from agentic_batch.service.test_flow import TestFlowMixin, start_hint
-from agentic_batch.service import views
 from agentic_batch.service.models import (ActiveUnit, CreatedJob, EventView, ExportResult, JobSummary, JobView,
                                           LogLine, ResultRow, RetriedJob, RunPlan, StartedJob, SyncResult, UnitDetail,
                                           UnitView)
-from agentic_batch.service.readout import active_unit_fields, job_rows, resolve_job
+from agentic_batch.service.readout import active_unit_fields, job_rows, resolve_job, unit_view_fields
 from agentic_batch.service.views import event_rows, job_status, log_rows
 from agentic_batch.store import LOG_LEVELS, UNIT_STATUSES, JobRecord, Store, UnitRecord, open_store
 from agentic_batch.states import TERMINAL_JOB_STATUSES, JobStatus, UnitStatus
@@ -325,24 +324,11 @@ class Orchestrator(TestFlowMixin, BrowseMixin, ReviewMixin, ResumeAllMixin, AddM
 
     def _unit_view(self, job: JobRecord, unit: UnitRecord) -> UnitView:
         """The unit; a prompt not rendered yet (the unit has not run) is previewed from the template."""
-        origin = self.store.cache.origins([unit.cached_from]).get(unit.cached_from) if unit.cached_from else None
-        view = views.unit_view(unit, origin)
-        if view.prompt is None and job.prompt_template:
-            try:
-                view.prompt = self._render_preview(job, unit.payload, unit.key, unit.seq)
-            except InvalidSpec:
-                pass
-        return view
+        return UnitView.model_validate(unit_view_fields(self.store, job, unit))
 
     def _unit_detail(self, job: JobRecord, unit: UnitRecord, events_limit: int = 2000) -> UnitDetail:
         events = event_rows(self.store, self.store.events.list_events(unit_id=unit.id, limit=events_limit), unit.number)
         return UnitDetail(**self._unit_view(job, unit).model_dump(), events=events)
-
-    def _render_preview(self, job: JobRecord, payload: dict[str, Any], key: str, seq: int) -> str:
-        from agentic_batch.prompts import render
-
-        return render(job.prompt_template or "", payload, unit={"id": None, "key": key, "seq": seq, "attempt": 0},
-                      job={"id": job.id, "name": job.name})
 
     def events(self, ref: str | int, unit_ref: str | int | None = None, after: int = 0,
                limit: int = 500) -> list[EventView]:

@@ -333,6 +333,23 @@ def unit_fields(unit: UnitRecord, origin: tuple[int, int] | None = None) -> dict
             "cached_from": {"job_id": origin[0], "unit": origin[1]} if origin else None}
 
 
+def unit_view_fields(store: ReadStore, job: JobRecord, unit: UnitRecord) -> dict[str, Any]:
+    """`UnitView` of a unit of `job`: a prompt not rendered yet (the unit has not run) is previewed from
+    the job's template (Jinja2, imported for it alone)."""
+    origin = store.cache.origins([unit.cached_from]).get(unit.cached_from) if unit.cached_from else None
+    view = unit_fields(unit, origin)
+    if view["prompt"] is None and job.prompt_template:
+        from agentic_batch.prompts import render
+
+        try:
+            view["prompt"] = render(job.prompt_template, unit.payload,
+                                    unit={"id": None, "key": unit.key, "seq": unit.seq, "attempt": 0},
+                                    job={"id": job.id, "name": job.name})
+        except InvalidSpec:
+            pass
+    return view
+
+
 def event_fields(store: ReadStore, events: Sequence[EventRecord], number: int | None = None) -> list[dict[str, Any]]:
     """`EventView`s: conversation events as users see them, `unit` the unit's number (None for the job's
     reduce step). `number` is given when every event is one unit's; else the numbers are looked up at once."""

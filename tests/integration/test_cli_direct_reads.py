@@ -41,8 +41,31 @@ from agentic_batch.cli import main
 main(sys.argv[3:])
 """
 
-#: What the direct path hands to the full CLI (it then imports them all).
-HANDED_OVER = "handed over"
+#: Runs several command lines in one process (as the entry point does, stdout and stderr captured per
+#: line), so the ~50 lines of the comparison cost two interpreters, not a hundred, on a loaded machine;
+#: after each, which heavy packages the process has imported so far. Argv: result file, clock, lines.
+_BATCH = """
+import io, json, sys, time
+now = float(sys.argv[2])
+time.time = lambda: now
+from agentic_batch.cli import main
+results = []
+for argv in json.loads(sys.argv[3]):
+    out, err = io.BytesIO(), io.BytesIO()
+    sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    sys.stdout.flush(), sys.stderr.flush()
+    printed = [out.getvalue().hex(), err.getvalue().hex()]  # before the wrappers go (closing their buffers)
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    heavy = [m for m in ("sqlalchemy", "pydantic", "typer", "click") if m in sys.modules]
+    results.append([code, *printed, heavy])
+open(sys.argv[1], "w").write(json.dumps(results))
+"""
 
 
 def _sql(orch: Any, statement: str, **params: Any) -> Any:
@@ -144,10 +167,11 @@ def _commands(ids: dict[str, int]) -> list[tuple[list[str], bool]]:
                 (["status", "main"], True), (["show", main, "1", "--json"], True),
                 (["show", "--json", main, "3"], True),
                 (["show", main, "1"], True), (["show", main, "4"], True), (["show", cached, "2"], True),
-                (["show", cached, "1", "--json"], True),
+                (["show", cached, "1", "--json"], True), (["show", templated, "1"], True),  # previewed (Jinja2)
+                (["show", templated, "2", "--json"], True),
                 # handed over: errors, usage, help, what the direct reads do not do
                 (["status", "twin"], False), (["status", "999"], False), (["status", "٣"], False),
-                (["show", main, "99"], False), (["show", main, "key:nope"], False), (["show", templated, "1"], False),
+                (["show", main, "99"], False), (["show", main, "key:nope"], False),
                 (["list", "--status", "bogus"], False), (["list", "--help"], False), (["list", "--bogus"], False),
                 (["status", main, "extra"], False), (["show", main], False), (["list", "--status"], False)]
     for job in (main, paused, batch, cached, templated):
@@ -199,17 +223,42 @@ def filled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, work
         yield _fill(orch, workdir)
 
 
+def _batch(lines: list[list[str]], direct: bool, tmp_path: Path) -> list[tuple[int, bytes, bytes, list[str]]]:
+    """(exit code, stdout, stderr, heavy packages imported so far) of each line, run in one `abp` process."""
+    result = tmp_path / f"batch-{direct}.json"
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm-256color"}
+    env["ABP_DIRECT_READS"] = "1" if direct else "0"
+    proc = subprocess.run([sys.executable, "-c", _BATCH, str(result), repr(NOW), json.dumps(lines)],
+                          capture_output=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return [(code, bytes.fromhex(out), bytes.fromhex(err), heavy)
+            for code, out, err, heavy in json.loads(result.read_text())]
+
+
 def test_direct_and_full_reads_print_the_same(filled: dict[str, int], tmp_path: Path) -> None:
-    for argv, answered_directly in _commands(filled):
+    commands = _commands(filled)
+    direct_first = [argv for argv, direct in commands if direct] + [argv for argv, direct in commands if not direct]
+    full = _batch(direct_first, direct=False, tmp_path=tmp_path)
+    direct = _batch(direct_first, direct=True, tmp_path=tmp_path)
+    answered = {tuple(argv) for argv, is_direct in commands if is_direct}
+    for argv, f, d in zip(direct_first, full, direct, strict=True):
+        assert f[3] != [], f"abp {argv}: the full CLI did not run"
+        assert d[:3] == f[:3], f"abp {' '.join(argv)}: direct {d[:3]!r}\nfull {f[:3]!r}"
+        if tuple(argv) in answered:
+            assert d[0] == 0 and (d[1] or d[2]), argv
+            assert d[3] == [], f"abp {' '.join(argv)}: the process imported {d[3]} (answered by the full CLI?)"
+        else:
+            assert d[3] != [], f"abp {' '.join(argv)}: not handed over to the full CLI"
+
+
+def test_each_read_command_alone_is_answered_in_a_process_of_its_own(filled: dict[str, int], tmp_path: Path) -> None:
+    """The entry point itself (not a loop around `main`): stdout and stderr are the process's own."""
+    main = str(filled["main"])
+    for argv in (["list"], ["status", main], ["status", main, "--json"], ["show", main, "1"], ["status", "999"]):
         full = _run(argv, direct=False, tmp_path=tmp_path)
         direct = _run(argv, direct=True, tmp_path=tmp_path)
-        assert full[3] != [], f"abp {argv}: the full CLI did not run"
         assert direct[:3] == full[:3], f"abp {' '.join(argv)}: direct {direct[:3]!r}\nfull {full[:3]!r}"
-        if answered_directly:
-            assert direct[0] == 0 and (direct[1] or direct[2]), argv
-            assert direct[3] == [], f"abp {' '.join(argv)} imported {direct[3]} (answered by the full CLI?)"
-        else:
-            assert direct[3] == full[3], f"abp {' '.join(argv)}: not handed over to the full CLI"
+        assert (direct[3] == []) == (argv != ["status", "999"]), argv
 
 
 def test_direct_and_full_reads_draw_the_same_on_a_terminal(filled: dict[str, int], tmp_path: Path) -> None:
