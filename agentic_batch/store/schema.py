@@ -133,7 +133,9 @@ units = sa.Table(
     sa.Index("ux_units_job_number", "job_id", "number", unique=True),
     sa.Index("ix_units_job_finished", "job_id", "finished_at"),
     sa.Index("ix_units_lease_owner", "lease_owner"),
-    sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id"),
+    # Units by cost (browse); with the tokens, a job's cost and token sums read this index alone
+    # (`unit_totals`; the counts by status read ix_units_claim alone).
+    sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id", "tokens_in", "tokens_out"),
     sa.Index("ix_units_job_error", "job_id", "status", "error_signature", "error_class", "error_kind"),
     # Across jobs: the cache lookup of a fingerprint's completed units.
     sa.Index("ix_units_fingerprint", "fingerprint", "status"),
