@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -55,35 +55,53 @@ _SESSION_ID_LENGTH = cast(sa.String, units.c.session_id.type).length or 128
 
 
 def _storable_result(r: UnitResult) -> UnitResult:
-    """The result with its text columns made storable on every dialect (see store.storable)."""
+    """The result with its text columns made storable on every dialect (see store.storable); the same
+    object when nothing needed it (the usual case: no copy per result)."""
     session = storable(r.session_id)
     if isinstance(session, str) and len(session) > _SESSION_ID_LENGTH:
         session = session[:_SESSION_ID_LENGTH]
-    return dataclasses.replace(r, prompt=storable(r.prompt), output=storable(r.output), error=storable(r.error),
-                               session_id=session, patch=storable(r.patch), verify_output=storable(r.verify_output),
-                               stdout=storable(r.stdout), stderr=storable(r.stderr))
+    fixed = {name: storable(getattr(r, name)) for name in _TEXT_FIELDS}
+    fixed["session_id"] = session
+    if all(value is getattr(r, name) for name, value in fixed.items()):
+        return r
+    return dataclasses.replace(r, **fixed)
+
+
+_TEXT_FIELDS = ("prompt", "output", "error", "patch", "verify_output", "stdout", "stderr")
 
 
 #: Attempt fields a unit sums over its attempts (every other attempt field is the latest attempt's).
 _SUMMED = ("cost_usd", "tokens_in", "tokens_out")
 
 
-def _result_params(r: UnitResult, now: float) -> dict[str, Any]:
-    return {**{f"b_{name}": value for name, value in r.attempt_fields().items()},
+#: The JSON columns among an attempt's fields: the driver-level UPDATE binds them as their JSON text.
+_JSON_FIELDS = frozenset(name for name in ATTEMPT_FIELDS if isinstance(units.c[name].type, sa.JSON))
+
+
+def _result_params(r: UnitResult, now: float, owner: str) -> dict[str, Any]:
+    fields = r.attempt_fields()
+    for name in _JSON_FIELDS:  # serialised as SQLAlchemy's JSON type would (None is stored as JSON null)
+        value = fields[name]
+        fields[name] = "null" if value is None else json.dumps(value)
+    return {**{f"b_{name}": value for name, value in fields.items()},
             "b_id": r.unit_id, "b_attempt": r.attempt, "b_status": r.status, "b_prompt": r.prompt,
             "b_not_before": r.not_before, "b_err": 1 if r.count_error else 0, "b_finished": r.finished_at or now,
-            "b_error_signature": error_signature(r.error)}
+            "b_error_signature": error_signature(r.error), "b_owner": owner}
 
 
-def _attempt_value(name: str) -> Any:
+def _attempt_value(name: str, dialect: str) -> Any:
+    if name in _JSON_FIELDS:
+        text = sa.bindparam(f"b_{name}", type_=sa.Text)
+        # PostgreSQL casts the text to its json column; SQLite stores the text as it is (see _insert_sql)
+        return sa.cast(text, units.c[name].type) if dialect == "postgresql" else text
     param = sa.bindparam(f"b_{name}", type_=units.c[name].type)
     return units.c[name] + param if name in _SUMMED else param
 
 
-def _result_update(finished: bool) -> sa.Update:
+def _result_update(finished: bool, dialect: str) -> sa.Update:
     """UPDATE for one result row (executemany), fenced by lease owner, attempt and RUNNING."""
     values: dict[str, Any] = {
-        **{name: _attempt_value(name) for name in ATTEMPT_FIELDS},
+        **{name: _attempt_value(name, dialect) for name in ATTEMPT_FIELDS},
         "status": sa.bindparam("b_status"), "prompt": sa.bindparam("b_prompt"),
         "error_count": units.c.error_count + sa.bindparam("b_err", type_=sa.Integer),
         "error_signature": sa.bindparam("b_error_signature", type_=units.c.error_signature.type),
@@ -99,8 +117,60 @@ def _result_update(finished: bool) -> sa.Update:
             .values(**values))
 
 
-_FINISH = _result_update(finished=True)
-_RETRY = _result_update(finished=False)
+class _DriverStatement:
+    """A statement compiled by SQLAlchemy once per dialect (so quoting and casts are the dialect's) and
+    run with the driver's executemany: no per-row parameter processing in SQLAlchemy, which was most
+    of a result write's time (the rows' values need none: text, numbers and JSON given as its text)."""
+
+    def __init__(self, build: Callable[[str], sa.Update]) -> None:
+        self._build = build
+        self._compiled: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {}
+
+    def _sql(self, dialect: sa.Dialect) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
+        if dialect.name not in self._compiled:
+            compiled = self._build(dialect.name).compile(dialect=dialect)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            self._compiled[dialect.name] = (str(compiled), dict(compiled.params), order)
+        return self._compiled[dialect.name]
+
+    def executemany(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        sql, defaults, order = self._sql(conn.dialect)
+        if order is not None:
+            fill = [(name, defaults.get(name)) for name in order]
+            conn.exec_driver_sql(sql, [tuple([row.get(name, default) for name, default in fill]) for row in rows])
+        else:
+            conn.exec_driver_sql(sql, [{**defaults, **row} for row in rows])
+
+    def execute(self, conn: sa.Connection, row: dict[str, Any]) -> list[Any]:
+        """Run once; the rows it returns (RETURNING), as the driver gives them."""
+        sql, defaults, order = self._sql(conn.dialect)
+        params: Any = tuple(row.get(name, defaults.get(name)) for name in order) if order is not None \
+            else {**defaults, **row}
+        return list(conn.exec_driver_sql(sql, params).all())
+
+
+_FINISH = _DriverStatement(lambda dialect: _result_update(True, dialect))
+_RETRY = _DriverStatement(lambda dialect: _result_update(False, dialect))
+
+
+def _claim_update(dialect: str) -> sa.Update:
+    """The claim of one job's runnable units, highest priority then source order first (ix_units_claim)."""
+    now = sa.bindparam("c_now", type_=sa.Float)
+    pick = (sa.select(units.c.id)
+            .where(units.c.job_id == sa.bindparam("c_job", type_=sa.Integer), units.c.status == UnitStatus.PENDING,
+                   sa.or_(units.c.not_before.is_(None), units.c.not_before <= now))
+            .order_by(units.c.priority.desc(), units.c.seq).limit(sa.bindparam("c_limit", type_=sa.Integer)))
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True, of=units)
+    return (sa.update(units)
+            .where(units.c.id.in_(pick.scalar_subquery()))
+            .values(status=UnitStatus.RUNNING, lease_owner=sa.bindparam("c_owner", type_=sa.String),
+                    lease_expires_at=sa.bindparam("c_expires", type_=sa.Float), attempt=units.c.attempt + 1,
+                    started_at=now, not_before=None)
+            .returning(*_CLAIM_COLUMNS))
+
+
+_CLAIM = _DriverStatement(_claim_update)
 
 
 class UnitQueries(Queries):
@@ -224,32 +294,27 @@ class UnitQueries(Queries):
                        sa.or_(units.c.lease_owner.is_(None), sa.not_(units.c.lease_owner.like("batch:%"))))
                 .group_by(units.c.job_id)
             ).all())
-            claimed: list[Any] = []
+            claimed: list[dict[str, Any]] = []
             for job_id in sorted(slots, key=lambda j: (-slots[j].priority, j)):
                 want = min(limit - len(claimed), slots[job_id].concurrency - int(running.get(job_id, 0)))
                 if want > 0:
                     claimed.extend(self._claim_from(conn, job_id, owner, want, lease_seconds, now))
         rank = {job_id: row.priority for job_id, row in slots.items()}
-        records = [from_mapping(UnitRecord, r) for r in claimed]
+        records = [UnitRecord(**r) for r in claimed]
         records.sort(key=lambda u: (-rank.get(u.job_id, 0), -u.priority, u.seq))
         return records
 
     def _claim_from(self, conn: sa.Connection, job_id: int, owner: str, limit: int, lease_seconds: float,
-                    now: float) -> list[Any]:
+                    now: float) -> list[dict[str, Any]]:
         """One UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING over one job's runnable units."""
-        pick = (sa.select(units.c.id)
-                .where(units.c.job_id == job_id, units.c.status == UnitStatus.PENDING,
-                       sa.or_(units.c.not_before.is_(None), units.c.not_before <= now))
-                .order_by(units.c.priority.desc(), units.c.seq).limit(limit))
-        if self.database.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True, of=units)
-        return list(conn.execute(
-            sa.update(units)
-            .where(units.c.id.in_(pick.scalar_subquery()))
-            .values(status=UnitStatus.RUNNING, lease_owner=owner, lease_expires_at=now + lease_seconds,
-                    attempt=units.c.attempt + 1, started_at=now, not_before=None)
-            .returning(*_CLAIM_COLUMNS)
-        ).mappings().all())
+        rows = _CLAIM.execute(conn, {"c_job": job_id, "c_owner": owner, "c_limit": limit, "c_now": now,
+                                     "c_expires": now + lease_seconds})
+        names = [c.name for c in _CLAIM_COLUMNS]
+        claimed = [dict(zip(names, row, strict=True)) for row in rows]
+        for unit in claimed:  # the driver hands SQLite's JSON over as its text (psycopg decodes it)
+            if isinstance(unit["payload"], str | bytes):
+                unit["payload"] = json.loads(unit["payload"])
+        return claimed
 
     def claim_unit(self, owner: str, unit_id: int, lease_seconds: float) -> UnitRecord | None:
         """Lease one specific PENDING unit (the test run), or None if it is not pending."""
@@ -318,12 +383,12 @@ class UnitQueries(Queries):
             for r in results:
                 if (r.unit_id, r.attempt) in held and r.unit_id not in applied:
                     applied[r.unit_id] = r
-            finished = [_result_params(r, now) for r in applied.values() if r.status != UnitStatus.PENDING]
-            retried = [_result_params(r, now) for r in applied.values() if r.status == UnitStatus.PENDING]
+            finished = [_result_params(r, now, owner) for r in applied.values() if r.status != UnitStatus.PENDING]
+            retried = [_result_params(r, now, owner) for r in applied.values() if r.status == UnitStatus.PENDING]
             if finished:
-                conn.execute(_FINISH, [{**p, "b_owner": owner} for p in finished])
+                _FINISH.executemany(conn, finished)
             if retried:
-                conn.execute(_RETRY, [{**p, "b_owner": owner} for p in retried])
+                _RETRY.executemany(conn, retried)
         return list(applied)
 
     def _reject_result(self, owner: str, result: UnitResult, exc: BaseException) -> list[int]:
