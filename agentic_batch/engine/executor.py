@@ -211,10 +211,13 @@ class Executor:
 
     # -- signals and control --------------------------------------------------------------------
 
-    def _notified(self, job_id: int, _what: str) -> None:
-        """From the LISTEN thread: something changed for some job; wake if it is ours."""
+    def _notified(self, job_id: int, what: str) -> None:
+        """From the LISTEN thread: something changed for some job; wake if it is ours. "units" (written
+        or added: every executor's every flush says it) wakes the pool only; re-reading the job's control
+        state for it cost a job read and a lease check per flush, per executor."""
         if job_id == self.job_id:
-            self._loop.call_soon_threadsafe(self._control_now.set)
+            if what != "units":
+                self._loop.call_soon_threadsafe(self._control_now.set)
             self._loop.call_soon_threadsafe(self.state.wake.set)
 
     async def _watch_control(self) -> None:

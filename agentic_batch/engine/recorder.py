@@ -114,14 +114,12 @@ class Recorder:
             events, results, logs = list(self._events), list(self._results), list(self._logs)
             if not (events or results or logs):
                 return await self._db(then) if then is not None else None
+            # listeners (dashboards, PostgreSQL) hear of it when the write commits: no round trip of its own
             self._write = asyncio.ensure_future(
-                self._db(self._store.write_batch, self._owner, events, results, logs, then))
+                self._db(self._store.write_batch, self._owner, events, results, logs, then, self._job_id))
             self._writing = (len(events), len(results), len(logs), results)
             await asyncio.wait({self._write})  # a cancellation here leaves the write running (see _write)
-            answer = self._settle(raise_error=True)
-            if self._job_id is not None and self._store.changes.can_listen:
-                await self._db(self._store.changes.notify, self._job_id, "units")  # wakes dashboards (PostgreSQL)
-            return answer
+            return self._settle(raise_error=True)
 
     def _settle(self, raise_error: bool) -> Any:
         """The finished write: drop what it wrote from the buffers; a failed one leaves them whole."""

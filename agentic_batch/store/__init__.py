@@ -95,11 +95,13 @@ class Store:
         self.database.close()
 
     def write_batch(self, owner: str, events: Sequence[NewEvent], results: Sequence[UnitResult],
-                    logs: Sequence[dict[str, Any]], then: Callable[[], T] | None = None) -> tuple[list[int], T | None]:
+                    logs: Sequence[dict[str, Any]], then: Callable[[], T] | None = None,
+                    notify: int | None = None) -> tuple[list[int], T | None]:
         """An executor's buffered writes in ONE transaction: events (before the results they explain),
         results (fenced, as `apply_results`), logs, then `then()` (the pool's claim). A finished unit
         leaves RUNNING in the same transaction that claims a unit for its slot, so the job's RUNNING
         count never exceeds its concurrency, at the cost of one transaction, not two.
+        `notify` (a job id): tell listeners (PostgreSQL) its units changed, sent when this commits.
         Returns the ids whose result was applied and what `then` returned."""
         with self.database.write():
             if events:
@@ -107,6 +109,8 @@ class Store:
             applied = self.units.apply_results(owner, results) if results else []
             if logs:
                 self.logs.append_logs(logs)
+            if notify is not None and (events or results or logs):
+                self.changes.notify(notify, "units")
             return applied, then() if then is not None else None
 
 

@@ -29,12 +29,12 @@ class Changes(Queries):
         return self.database.dialect == "postgresql"
 
     def notify(self, job_id: int, what: str = "change") -> None:
+        """Send it now; inside a write transaction (`Store.write_batch`), it is sent when that commits."""
         if not self.can_listen:
             return
-        with self.database.engine.connect() as conn:
+        with self.database.write(savepoint=False) as conn:
             conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                          {"channel": CHANNEL, "payload": f"{job_id}:{what}"})
-            conn.commit()
 
     def listen(self, callback: Callable[[int, str], None]) -> Listener | None:
         """Call `callback(job_id, what)` from a background thread for every notification."""
