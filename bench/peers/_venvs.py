@@ -18,8 +18,10 @@ PEERS: dict[str, list[str]] = {
     "huey": ["huey==3.5.4", "gevent==26.9.0"],
     # the floor of bench/peers/api.py: a raw aiohttp loop
     "aiohttp": ["aiohttp==3.14.5"],
-    # Bespoke Labs Curator (it pins its own aiohttp, older than the floor's, hence a venv of its own)
-    "curator": ["bespokelabs-curator==0.1.31"],
+    # Bespoke Labs Curator with the versions of what it posts and counts with (its aiohttp is older
+    # than the floor's, hence a venv of its own; litellm bundles the tiktoken files it needs offline)
+    "curator": ["bespokelabs-curator==0.1.31", "litellm==1.83.7", "aiohttp==3.13.5", "openai==2.30.0",
+                "tiktoken==0.12.0", "datasets==3.6.0"],
     # pgqueuer's fastest driver is asyncpg; uvloop as its examples run it
     "pgqueuer": ["pgqueuer==1.6.0", "asyncpg==0.32.0", "uvloop==0.23.0"],
 }

@@ -165,6 +165,11 @@ def one_run(arm: str, python: Path, env: dict[str, str], args: argparse.Namespac
         finally:
             srv.stop()
         r["server_cpu"] = srv.cpu_s
+        requests = srv.counts().get("requests")  # the OpenAI server counts them; Curator adds one probe
+        if requests is not None and requests < args.units:
+            raise RuntimeError(f"the server answered {requests} requests, fewer than {args.units} units")
+        if requests is not None:
+            r["detail"] = f"{requests} requests; {r['detail']}".rstrip("; ")
     return r
 
 

@@ -109,6 +109,7 @@ def timed(coro_fn, *args) -> tuple[float, int]:
 
 def curator_run(url: str, units: int, concurrency: int, body: dict) -> tuple[float, int]:
     """Curator's LLM over a dataset of N rows, its openai backend pointed at the local server."""
+    os.environ.setdefault("CURATOR_CACHE_DIR", os.path.join(os.getcwd(), "curator-cache"))
     from bespokelabs import curator
     from datasets import Dataset
 
