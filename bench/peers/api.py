@@ -120,7 +120,7 @@ def client_arm(python: Path, mode: str, url: str, args: argparse.Namespace, body
     if out["answers"] != args.units:
         raise RuntimeError(f"{mode}: {out['answers']} of {args.units} answers checked out")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "work": out["seconds"], "cpu": cpu, "detail": ""}
+    return {"wall": wall, "work": out["seconds"], "cpu": cpu, "detail": f"CPU in the work {out['cpu_s']:.1f} s"}
 
 
 def abp_arm(worker: str, url: str, args: argparse.Namespace, tmp: Path, py_spy: Path | None) -> dict:
@@ -133,7 +133,7 @@ def abp_arm(worker: str, url: str, args: argparse.Namespace, tmp: Path, py_spy: 
     cli = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": res["finished"] - res["t0"], "work": res["last_finish"] - res["first_start"],
             "cpu": res["executor_cpu_s"] + cli,
-            "detail": f"executor CPU {res['executor_cpu_s']:.1f} s + CLI {cli:.1f} s, "
+            "detail": f"executor CPU {res['executor_cpu_s']:.1f} s + CLI{' and py-spy' if py_spy else ''} {cli:.1f} s, "
                       f"first unit claimed {res['first_start'] - res['t0']:.2f} s after `abp start`"}
 
 

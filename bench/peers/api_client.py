@@ -11,7 +11,8 @@ MODE: `aiohttp-openai` (POST /chat/completions with aiohttp, json.loads of the a
 backend, its cache off), `aiohttp-anthropic` (POST /v1/messages with aiohttp), `anthropic-sdk`
 (`AsyncAnthropic().messages.create`). Every answer is checked (the echo text for the item).
 
-Prints `{"seconds": the timed part, "process_s": interpreter start to the end, "answers": N}`. The
+Prints `{"seconds": the timed part, "cpu_s": this process's CPU in it (all its threads), "process_s":
+interpreter start to the end, "answers": N}`. The
 timed part is the requests only (the client built, before the first request; after the last answer),
 except for Curator, where it is the `llm(dataset)` call: Curator builds its request files, its
 rate-limit probe and its response dataset inside that call, and that is what a user waits for.
@@ -101,13 +102,13 @@ async def anthropic_sdk_loop(url: str, units: int, concurrency: int, body: dict)
         await client.close()
 
 
-def timed(coro_fn, *args) -> tuple[float, int]:
-    t0 = time.perf_counter()
+def timed(coro_fn, *args) -> tuple[float, float, int]:
+    t0, cpu0 = time.perf_counter(), time.process_time()
     answers = asyncio.run(coro_fn(*args))
-    return time.perf_counter() - t0, answers
+    return time.perf_counter() - t0, time.process_time() - cpu0, answers
 
 
-def curator_run(url: str, units: int, concurrency: int, body: dict) -> tuple[float, int]:
+def curator_run(url: str, units: int, concurrency: int, body: dict) -> tuple[float, float, int]:
     """Curator's LLM over a dataset of N rows, its openai backend pointed at the local server."""
     os.environ.setdefault("CURATOR_CACHE_DIR", os.path.join(os.getcwd(), "curator-cache"))
     from bespokelabs import curator
@@ -129,11 +130,11 @@ def curator_run(url: str, units: int, concurrency: int, body: dict) -> tuple[flo
                                  "max_requests_per_minute": 1_000_000, "max_tokens_per_minute": 1_000_000_000,
                                  "max_retries": 0, "request_timeout": 600})
     dataset = Dataset.from_dict({"i": list(range(units))})
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     result = llm(dataset)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rows = result.dataset if hasattr(result, "dataset") else result
-    return seconds, sum(rows["ok"])
+    return seconds, cpu, sum(rows["ok"])
 
 
 def main() -> None:
@@ -141,19 +142,20 @@ def main() -> None:
     with open(body_path) as fh:
         body = json.load(fh)
     if mode == "aiohttp-openai":
-        seconds, answers = timed(aiohttp_loop, url, units, concurrency, body, False)
+        seconds, cpu, answers = timed(aiohttp_loop, url, units, concurrency, body, False)
     elif mode == "aiohttp-anthropic":
-        seconds, answers = timed(aiohttp_loop, url, units, concurrency, body, True)
+        seconds, cpu, answers = timed(aiohttp_loop, url, units, concurrency, body, True)
     elif mode == "openai-sdk":
-        seconds, answers = timed(openai_sdk_loop, url, units, concurrency, body)
+        seconds, cpu, answers = timed(openai_sdk_loop, url, units, concurrency, body)
     elif mode == "anthropic-sdk":
-        seconds, answers = timed(anthropic_sdk_loop, url, units, concurrency, body)
+        seconds, cpu, answers = timed(anthropic_sdk_loop, url, units, concurrency, body)
     elif mode == "curator":
-        seconds, answers = curator_run(url, units, concurrency, body)
+        seconds, cpu, answers = curator_run(url, units, concurrency, body)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     sys.stdout.flush()
-    print(json.dumps({"seconds": seconds, "process_s": time.time() - PROCESS_T0, "answers": answers}), flush=True)
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "process_s": time.time() - PROCESS_T0, "answers": answers}),
+          flush=True)
     os._exit(0)  # no interpreter teardown in the figures (Curator's threads, datasets' caches)
 
 
