@@ -20,11 +20,14 @@ Two times per run. **wall**: what a user waits for, process start to the end (pe
 abp: invoking `abp start` to the job's finished_at). **work**: the requests only (peers: the timed
 loop, built client to last answer, for Curator the `llm(dataset)` call; abp: the executor's span, first
 unit claimed to last unit finished). CPU: the whole client process (getrusage of the child), for abp
-the executor (from /proc) plus the `abp create`/`abp start` CLI processes.
+the executor (from /proc) plus the `abp create`/`abp start` CLI processes; CPU of the work: the
+client's `process_time` over the timed part, for abp the executor's whole CPU (its start-up, ~1.4 s
+at load ~12, included).
 
     python bench/peers/api.py                                   # 2,000 calls, 0.2 s, concurrency 100, 3 rounds
     python bench/peers/api.py --arms aiohttp openai-sdk abp-openai --rounds 5
     python bench/peers/api.py --units 4000 --latency 0.5 --concurrency 200
+    python bench/peers/api.py --arms abp-openai --rounds 1 --py-spy /tmp/spy.raw   # where the executor's time goes
     git worktree add --detach /tmp/abp-before <commit>    # before/after: the abp arms of an older tree too
     python bench/peers/api.py --before /tmp/abp-before --arms aiohttp curator abp-openai \
         aiohttp-anthropic abp-anthropic
@@ -120,7 +123,7 @@ def client_arm(python: Path, mode: str, url: str, args: argparse.Namespace, body
     if out["answers"] != args.units:
         raise RuntimeError(f"{mode}: {out['answers']} of {args.units} answers checked out")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "work": out["seconds"], "cpu": cpu, "detail": f"CPU in the work {out['cpu_s']:.1f} s"}
+    return {"wall": wall, "work": out["seconds"], "cpu": cpu, "work_cpu": out["cpu_s"], "detail": ""}
 
 
 def abp_arm(worker: str, url: str, args: argparse.Namespace, tmp: Path, py_spy: Path | None) -> dict:
@@ -132,7 +135,7 @@ def abp_arm(worker: str, url: str, args: argparse.Namespace, tmp: Path, py_spy: 
         raise RuntimeError(f"abp {worker} job ended {res['status']} with {res['counts']}")
     cli = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": res["finished"] - res["t0"], "work": res["last_finish"] - res["first_start"],
-            "cpu": res["executor_cpu_s"] + cli,
+            "cpu": res["executor_cpu_s"] + cli, "work_cpu": res["executor_cpu_s"],
             "detail": f"executor CPU {res['executor_cpu_s']:.1f} s + CLI{' and py-spy' if py_spy else ''} {cli:.1f} s, "
                       f"first unit claimed {res['first_start'] - res['t0']:.2f} s after `abp start`"}
 
@@ -228,7 +231,8 @@ def main() -> None:
             results[arm].append(r)
             busy = r["server_cpu"] / r["wall"] if r["wall"] else 0.0
             print(f"round {round_no + 1} {arm:<18} wall {r['wall']:6.2f} s  work {r['work']:6.2f} s  "
-                  f"CPU {r['cpu']:5.1f} s  server CPU {r['server_cpu']:4.1f} s ({busy:.0%} of a core)"
+                  f"CPU {r['cpu']:5.1f} s (work {r['work_cpu']:4.1f} s)  "
+                  f"server CPU {r['server_cpu']:4.1f} s ({busy:.0%} of a core)"
                   f"{'  ' + r['detail'] if r['detail'] else ''}", flush=True)
     report(args, ideal, results, loads)
     if args.py_spy and args.py_spy.exists():
@@ -242,13 +246,15 @@ def report(args: argparse.Namespace, ideal: float, results: dict[str, list[dict]
     print(f"\n{datetime.datetime.now():%Y-%m-%d %H:%M}, {c.machine()}, {args.units:,} calls x {args.latency:g} s "
           f"at concurrency {args.concurrency} (ideal {ideal:.2f} s), {args.rounds} rounds, load average "
           f"{min(loads):.1f}-{max(loads):.1f}")
-    med = {arm: {k: statistics.median(r[k] for r in rs) for k in ("wall", "work", "cpu", "server_cpu")}
+    med = {arm: {k: statistics.median(r[k] for r in rs) for k in ("wall", "work", "cpu", "work_cpu", "server_cpu")}
            for arm, rs in done.items()}
-    print("| arm | median wall s (x ideal) | median work s (x ideal) | CPU s | server CPU s | rounds (wall) |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| arm | median wall s (x ideal) | median work s (x ideal) | CPU s: process (work) | ms CPU per call "
+          "(work) | server CPU s | rounds (wall) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for arm, m in med.items():
         print(f"| {arm} | {m['wall']:.2f} ({m['wall'] / ideal:.2f}x) | {m['work']:.2f} ({m['work'] / ideal:.2f}x) "
-              f"| {m['cpu']:.1f} | {m['server_cpu']:.1f} | "
+              f"| {m['cpu']:.1f} ({m['work_cpu']:.1f}) | {1000 * m['work_cpu'] / args.units:.2f} "
+              f"| {m['server_cpu']:.1f} | "
               f"{' / '.join(format(r['wall'], '.2f') for r in done[arm])} |")
     def ratio(arm: str, other: str) -> str:
         m, o = med[arm], med[other]
