@@ -256,10 +256,11 @@ def report(args: argparse.Namespace, ideal: float, results: dict[str, list[dict]
               f"| {m['cpu']:.1f} ({m['work_cpu']:.1f}) | {1000 * m['work_cpu'] / args.units:.2f} "
               f"| {m['server_cpu']:.1f} | "
               f"{' / '.join(format(r['wall'], '.2f') for r in done[arm])} |")
+
     def ratio(arm: str, other: str) -> str:
         m, o = med[arm], med[other]
         return (f"{m['wall'] / o['wall']:.2f}x {other} (wall), {m['work'] / o['work']:.2f}x (work), "
-                f"{m['cpu'] / o['cpu']:.1f}x its CPU")
+                f"{m['work_cpu'] / o['work_cpu']:.1f}x (CPU of the work)")
 
     for arm, (floor, peers) in RATIOS.items():
         for name in (arm, arm + BEFORE):
