@@ -37,12 +37,15 @@ def iter_items(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[Item]:
     base = Path(os.path.abspath(cwd if cwd is not None else Path.cwd()))
     resolved = resolve_spec(spec, base)
     kind = get_source_kind(resolved.kind)
-    for where, payload in kind.iterate(kind.options(resolved), base):
-        yield Item(
-            key=item_key(resolved, where, payload),
-            payload=payload,
-            priority=item_priority(resolved, where, payload),
-        )
+    pairs = kind.iterate(kind.options(resolved), base)
+    if not resolved.key and kind.natural_key is None and not resolved.priority_field:
+        # Keyed by content, no priority field (most big sources): `item_key` and `item_priority` would
+        # only look those up again for every item.
+        for _, payload in pairs:
+            yield Item(content_key(payload), payload, None)
+        return
+    for where, payload in pairs:
+        yield Item(item_key(resolved, where, payload), payload, item_priority(resolved, where, payload))
 
 
 # ---------------------------------------------------------------------------------------------------

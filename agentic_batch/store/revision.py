@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: The newest migration; when the database says so, opening skips Alembic entirely (fast CLI).
-SCHEMA_REVISION = "0015"
+SCHEMA_REVISION = "0016"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

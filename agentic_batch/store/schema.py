@@ -11,6 +11,11 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+def _set(column: str) -> sa.TextClause:
+    """A partial index's predicate: rows whose `column` is set."""
+    return sa.text(f"{column} IS NOT NULL")
+
 jobs = sa.Table(
     "jobs",
     metadata,
@@ -131,16 +136,22 @@ units = sa.Table(
     sa.UniqueConstraint("job_id", "key", name="uq_units_job_key"),
     sa.Index("ix_units_job_seq", "job_id", "seq"),
     sa.Index("ux_units_job_number", "job_id", "number", unique=True),
-    sa.Index("ix_units_job_finished", "job_id", "finished_at"),
-    sa.Index("ix_units_lease_owner", "lease_owner"),
+    # Partial (migration 0016): a unit enters these when it has the value they find it by, so a create
+    # writes none of them; every query they serve implies the predicate.
+    sa.Index("ix_units_job_finished", "job_id", "finished_at",
+             sqlite_where=_set("finished_at"), postgresql_where=_set("finished_at")),
+    sa.Index("ix_units_lease_owner", "lease_owner",
+             sqlite_where=_set("lease_owner"), postgresql_where=_set("lease_owner")),
     # Units by cost (browse); with the tokens, a job's cost and token sums read this index alone
     # (`unit_totals`; the counts by status read ix_units_claim alone).
     sa.Index("ix_units_job_cost", "job_id", "cost_usd", "id", "tokens_in", "tokens_out"),
     sa.Index("ix_units_job_error", "job_id", "status", "error_signature", "error_class", "error_kind"),
     # Across jobs: the cache lookup of a fingerprint's completed units.
-    sa.Index("ix_units_fingerprint", "fingerprint", "status"),
+    sa.Index("ix_units_fingerprint", "fingerprint", "status",
+             sqlite_where=_set("fingerprint"), postgresql_where=_set("fingerprint")),
     # A job's cached units, counted for its status.
-    sa.Index("ix_units_job_cached", "job_id", "cached_from"),
+    sa.Index("ix_units_job_cached", "job_id", "cached_from",
+             sqlite_where=_set("cached_from"), postgresql_where=_set("cached_from")),
 )
 
 #: A unit's run time for sorting; -1 while unfinished (same NULL placement on every dialect).

@@ -51,6 +51,14 @@ def _json_value(text: str | None) -> Any:
     except json.JSONDecodeError:
         return json.loads(text)
     return value if end == len(text) else json.loads(text)
+#: Which of some keys a job has (`UnitQueries._taken_keys`): the job's `(job_id, key)` unique index,
+#: probed once per key of a JSON array (SQLite) or an array (PostgreSQL).
+_TAKEN_KEYS_SQLITE = sa.select(units.c.key).where(
+    units.c.job_id == sa.bindparam("job_id"),
+    units.c.key.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("keys", type_=sa.Text)))))
+_TAKEN_KEYS_PG = sa.select(units.c.key).where(
+    units.c.job_id == sa.bindparam("job_id"),
+    units.c.key == sa.any_(sa.bindparam("keys", type_=sa.ARRAY(sa.Text))))
 _SESSION_ID_LENGTH = cast(sa.String, units.c.session_id.type).length or 128
 
 
@@ -241,12 +249,14 @@ class UnitQueries(Queries):
 
     @staticmethod
     def _taken_keys(conn: sa.Connection, job_id: int, keys: Sequence[str]) -> set[str]:
-        taken: set[str] = set()
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start:start + 1000]
-            taken.update(r[0] for r in conn.execute(
-                sa.select(units.c.key).where(units.c.job_id == job_id, units.c.key.in_(chunk))))
-        return taken
+        """Which of `keys` the job has, in one statement: the keys go as ONE parameter (a JSON array
+        on SQLite, an array on PostgreSQL); an `IN` of 1,000 bound values per chunk cost a tenth of a
+        100,000-unit create in SQLAlchemy's parameter expansion alone."""
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(_TAKEN_KEYS_PG, {"job_id": job_id, "keys": list(keys)})
+        else:
+            rows = conn.execute(_TAKEN_KEYS_SQLITE, {"job_id": job_id, "keys": json.dumps(list(keys))})
+        return {r[0] for r in rows}
 
     def existing_keys(self, job_id: int, keys: Sequence[str]) -> set[str]:
         with self.database.read() as conn:
