@@ -83,9 +83,15 @@ def main() -> None:
     print("\n| units | run (s) | RSS after start (MB) | peak RSS (MB) |\n|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['units']:,} | {row['seconds']:.1f} | {row['startup_mb']:.1f} | {row['peak_mb']:.1f} |")
-    base = rows[0]["peak_mb"]
-    for row in rows[1:]:
-        print(f"peak at {row['units']:,} units vs {rows[0]['units']:,}: {row['peak_mb'] - base:+.1f} MB "
+    sampled = [row for row in rows if row["samples"]]
+    for row in rows:
+        if not row["samples"]:  # `abp start` returned after a small job's executor had finished (a loaded machine)
+            print(f"{row['units']:,} units: the executor exited before the first /proc sample; no figure")
+    if not sampled:
+        return
+    base = sampled[0]["peak_mb"]
+    for row in sampled[1:]:
+        print(f"peak at {row['units']:,} units vs {sampled[0]['units']:,}: {row['peak_mb'] - base:+.1f} MB "
               f"({row['peak_mb'] / base:.2f}x)")
 
 
