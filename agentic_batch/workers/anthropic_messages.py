@@ -10,6 +10,8 @@ honoured when `base_url` is not set.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 from typing import Any
@@ -45,6 +47,15 @@ class AnthropicOptions(APIWorkerOptions):
     max_tokens: int = Field(4096, ge=1, description="cap on tokens per model reply (required by the API)")
 
 
+@functools.cache
+def _parameters_of(function: Any) -> frozenset[str]:
+    return frozenset(inspect.signature(function).parameters)
+
+
+def _create_parameters(create: Any) -> frozenset[str]:
+    return _parameters_of(getattr(create, "__func__", create))
+
+
 class AnthropicMessagesWorker(SharedClientWorker):
     kind = "anthropic"
     sdk_module = "anthropic"
@@ -60,7 +71,13 @@ class AnthropicMessagesWorker(SharedClientWorker):
         return sdk.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=MAX_REQUEST_TIMEOUT)
 
     async def sdk_call(self, client: Any, request: dict[str, Any], timeout: float) -> Any:
-        return await client.messages.create(**request, timeout=timeout)
+        """The body's fields that this SDK's `messages.create` no longer names (anthropic 2.x dropped
+        `temperature`) go in `extra_body`, so the request on the wire is the lean path's."""
+        create = client.messages.create
+        named = _create_parameters(create)
+        extra = {key: value for key, value in request.items() if key not in named}
+        known = {key: value for key, value in request.items() if key in named}
+        return await create(**known, **({"extra_body": extra} if extra else {}), timeout=timeout)
 
     def lean_headers(self, api_key: str) -> dict[str, str]:
         """The Messages API's key header and version; a bearer token from ANTHROPIC_AUTH_TOKEN as the
