@@ -204,7 +204,8 @@ def main() -> None:
     ap.add_argument("--before", type=Path, metavar="TREE",
                     help="also run each abp arm from this older checkout (arm@before), for before/after figures")
     ap.add_argument("--py-spy", type=Path, metavar="RAW",
-                    help="sample abp's executor with py-spy into RAW (last abp-openai run) and summarise it")
+                    help="sample abp's executor with py-spy into RAW (the last round of the first abp arm in "
+                         "--arms) and summarise it")
     args = ap.parse_args()
     if args.units < 1 or args.concurrency < 1 or args.latency < 0 or args.rounds < 1:
         raise SystemExit("--units, --concurrency and --rounds must be at least 1, --latency not negative")
@@ -218,11 +219,12 @@ def main() -> None:
     arms = [arm for arm in wanted if arm in ready]
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
     loads: list[float] = []
+    spied = next((arm for arm in arms if ARMS[arm.removesuffix(BEFORE)][2] is None), None) if args.py_spy else None
     for round_no in range(args.rounds):
         order = arms[round_no % len(arms):] + arms[:round_no % len(arms)]
         for arm in order:
             loads.append(os.getloadavg()[0])
-            spy = args.py_spy if (args.py_spy and arm == "abp-openai" and round_no == args.rounds - 1) else None
+            spy = args.py_spy if (arm == spied and round_no == args.rounds - 1) else None
             try:
                 r = one_run(arm, *ready[arm], args, spy)
             except RuntimeError as exc:
@@ -236,7 +238,7 @@ def main() -> None:
                   f"{'  ' + r['detail'] if r['detail'] else ''}", flush=True)
     report(args, ideal, results, loads)
     if args.py_spy and args.py_spy.exists():
-        a.spy_breakdown(args.py_spy, ("openai/", "httpx/", "httpcore", "anyio/", "h11/"))
+        a.spy_breakdown(args.py_spy, ("openai/", "anthropic/", "httpx", "httpcore", "anyio/", "h11/"))
 
 
 def report(args: argparse.Namespace, ideal: float, results: dict[str, list[dict]], loads: list[float]) -> None:
