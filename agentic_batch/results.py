@@ -18,9 +18,10 @@ import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agentic_batch.store import Store
+from agentic_batch.store.records import ResultRecord, UnitRecord
 from agentic_batch.workers.pricing import usd
 
 #: A process worker's exit code and streams, kept apart from `output` (columns of rows whose unit ran
@@ -36,27 +37,9 @@ def cached_from_cell(origin: tuple[int, int] | None) -> str | None:
     return f"{origin[0]}/{origin[1]}" if origin else None
 
 
-class ResultSource(Protocol):
-    """The fields a result row is made from: a `ResultRecord` (exports) or a whole `UnitRecord`."""
-
-    number: int
-    key: str
-    payload: dict[str, Any]
-    status: str
-    output: str | None
-    data: Any
-    error: str | None
-    error_class: str | None
-    cost_usd: float
-    tokens_in: int
-    tokens_out: int
-    attempt: int
-    started_at: float | None
-    finished_at: float | None
-    cached_from: int | None
-    exit_code: int | None
-    stdout: str | None
-    stderr: str | None
+#: What a result row is made from: a `ResultRecord` (exports: only the columns a row shows) or a whole
+#: `UnitRecord`; the two share the field names a row reads.
+ResultSource = ResultRecord | UnitRecord
 
 
 #: Column names a row fills from the unit itself (always scalars); item fields of these names are renamed.
