@@ -64,6 +64,33 @@ def temp_home(keep: bool = False) -> Iterator[Path]:
             subprocess.run(["rm", "-rf", tmp], check=False)
 
 
+@contextlib.contextmanager
+def pg_store(pg_url: str | None) -> Iterator[None]:
+    """With a URL: the store in a schema of its own on that server (ABP_DB_URL points at it), dropped
+    afterwards. Without one: the default SQLite store of the current ABP_HOME."""
+    if not pg_url:
+        yield
+        return
+    import uuid
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+
+    schema = f"abp_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_url else "?"
+    os.environ["ABP_DB_URL"] = f"{pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    try:
+        yield
+    finally:
+        os.environ.pop("ABP_DB_URL", None)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def abp(*args: str, cwd: Path | None = None) -> tuple[str, float]:
     """Run `python -m agentic_batch ARGS` (the `abp` CLI); returns (stdout, wall seconds)."""
     t0 = time.perf_counter()

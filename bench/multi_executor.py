@@ -19,51 +19,29 @@ import datetime
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
 
 
 def run_one(units: int, concurrency: int, executors: int, pg_url: str | None, sleep_s: float) -> dict:
-    with c.temp_home() as tmp:
-        schema = None
-        admin = None
-        if pg_url:
-            import sqlalchemy as sa
-
-            schema = f"abp_bench_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(pg_url)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            sep = "&" if "?" in pg_url else "?"
-            os.environ["ABP_DB_URL"] = f"{pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
-        try:
-            source = c.write_jsonl(tmp / "items.jsonl", units)
-            noop = c.write_noop(tmp, sleep_s=sleep_s)
-            job_id, _ = c.create_job("--name", "bench-multi", "--jsonl", str(source), "--key", "i", "--worker",
-                                     "python", "--function", f"{noop}:anoop", "--concurrency", str(concurrency),
-                                     cwd=tmp)
-            orch = c.orchestrator()
-            t0 = time.perf_counter()
-            c.abp("start", str(job_id), "--skip-test", "--executors", str(executors), cwd=tmp)
-            job = c.wait_final(orch, job_id, poll=0.2)
-            wall = time.perf_counter() - t0
-            status = orch.status(job_id)
-            orch.store.close()
-            assert job.status == "COMPLETED" and status.completed == units, status
-            return {"store": "postgresql" if pg_url else "sqlite", "executors": executors, "units": units,
-                    "wall_s": wall, "units_per_s": units / wall}
-        finally:
-            os.environ.pop("ABP_DB_URL", None)
-            if admin is not None:
-                import sqlalchemy as sa
-
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+    with c.temp_home() as tmp, c.pg_store(pg_url):
+        source = c.write_jsonl(tmp / "items.jsonl", units)
+        noop = c.write_noop(tmp, sleep_s=sleep_s)
+        job_id, _ = c.create_job("--name", "bench-multi", "--jsonl", str(source), "--key", "i", "--worker",
+                                 "python", "--function", f"{noop}:anoop", "--concurrency", str(concurrency),
+                                 cwd=tmp)
+        orch = c.orchestrator()
+        t0 = time.perf_counter()
+        c.abp("start", str(job_id), "--skip-test", "--executors", str(executors), cwd=tmp)
+        job = c.wait_final(orch, job_id, poll=0.2)
+        wall = time.perf_counter() - t0
+        status = orch.status(job_id)
+        orch.store.close()
+        assert job.status == "COMPLETED" and status.completed == units, status
+        return {"store": "postgresql" if pg_url else "sqlite", "executors": executors, "units": units,
+                "wall_s": wall, "units_per_s": units / wall}
 
 
 def main() -> None:

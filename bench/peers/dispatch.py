@@ -33,9 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -67,44 +65,25 @@ def _reap_orphans(deadline: float) -> None:
 
 
 def abp_arm(units: int, executors: int, pg_url: str | None) -> dict:
-    with c.temp_home() as tmp:
-        schema = admin = None
-        if pg_url:
-            import sqlalchemy as sa
-
-            schema = f"abp_bench_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(pg_url)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            sep = "&" if "?" in pg_url else "?"
-            os.environ["ABP_DB_URL"] = f"{pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
-        try:
-            source = c.write_jsonl(tmp / "items.jsonl", units)
-            noop = c.write_noop(tmp)
-            job_id, _ = c.create_job("--name", "bench-dispatch", "--jsonl", str(source), "--key", "i", "--worker",
-                                     "python", "--function", f"{noop}:anoop", "--concurrency", str(CONCURRENCY),
-                                     cwd=tmp)
-            _reap_orphans(time.monotonic() + 1)
-            orch = c.orchestrator()
-            cpu0 = _children_cpu()
-            t0 = time.perf_counter()
-            c.abp("start", str(job_id), "--skip-test", "--executors", str(executors), cwd=tmp)
-            job = c.wait_final(orch, job_id, poll=0.05)
-            wall = time.perf_counter() - t0
-            status = orch.status(job_id)
-            orch.store.close()
-            _reap_orphans(time.monotonic() + 60)
-            cpu = _children_cpu() - cpu0
-            assert job.status == "COMPLETED" and status.completed == units, status
-            return {"wall_s": wall, "units_per_s": units / wall, "cpu_s": cpu}
-        finally:
-            os.environ.pop("ABP_DB_URL", None)
-            if admin is not None:
-                import sqlalchemy as sa
-
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+    with c.temp_home() as tmp, c.pg_store(pg_url):
+        source = c.write_jsonl(tmp / "items.jsonl", units)
+        noop = c.write_noop(tmp)
+        job_id, _ = c.create_job("--name", "bench-dispatch", "--jsonl", str(source), "--key", "i", "--worker",
+                                 "python", "--function", f"{noop}:anoop", "--concurrency", str(CONCURRENCY),
+                                 cwd=tmp)
+        _reap_orphans(time.monotonic() + 1)
+        orch = c.orchestrator()
+        cpu0 = _children_cpu()
+        t0 = time.perf_counter()
+        c.abp("start", str(job_id), "--skip-test", "--executors", str(executors), cwd=tmp)
+        job = c.wait_final(orch, job_id, poll=0.05)
+        wall = time.perf_counter() - t0
+        status = orch.status(job_id)
+        orch.store.close()
+        _reap_orphans(time.monotonic() + 60)
+        cpu = _children_cpu() - cpu0
+        assert job.status == "COMPLETED" and status.completed == units, status
+        return {"wall_s": wall, "units_per_s": units / wall, "cpu_s": cpu}
 
 
 def huey_arm(units: int, kind: str) -> dict:
