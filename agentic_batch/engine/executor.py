@@ -214,11 +214,15 @@ class Executor:
     def _notified(self, job_id: int, what: str) -> None:
         """From the LISTEN thread: something changed for some job; wake if it is ours. "units" (written
         or added: every executor's every flush says it) wakes the pool only; re-reading the job's control
-        state for it cost a job read and a lease check per flush, per executor."""
+        state for it cost a job read and a lease check per flush, per executor. A job with a budget still
+        re-reads: the other executors' spending is what keeps the job-wide budget."""
         if job_id == self.job_id:
-            if what != "units":
+            if what != "units" or self._budgeted():
                 self._loop.call_soon_threadsafe(self._control_now.set)
             self._loop.call_soon_threadsafe(self.state.wake.set)
+
+    def _budgeted(self) -> bool:
+        return self._pool is not None and self._pool.budget.limit is not None
 
     async def _watch_control(self) -> None:
         """Read the job row: stop/cancel requests from any host, quota holds, the job-wide budget and the

@@ -129,12 +129,16 @@ def test_a_taken_over_unit_is_written_only_by_its_new_owner(any_orch: Orchestrat
         assert row["attempts"] == 2
 
 
-def test_budget_holds_for_the_job_as_a_whole(pg_orch: Orchestrator, workdir: Path,
+def test_budget_holds_for_the_job_as_a_whole(any_orch: Orchestrator, workdir: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABP_TEST_SLEEP", "0.2")
-    job = job_of(pg_orch, workdir, 60, func="priced", concurrency=2, budget_usd=1.0)
-    pg_orch.start(job, skip_test=True, executors=2)
-    paused = wait_status(pg_orch, job, {"PAUSED", "COMPLETED"}, timeout=120)
+    gate = workdir / "gate"  # the units wait for it: both executors spend, neither finishes the budget alone
+    job = job_of(any_orch, workdir, 60, func="priced_gated", concurrency=2, budget_usd=1.0,
+                 rows=[{"id": i, "gate": str(gate)} for i in range(60)])
+    any_orch.start(job, skip_test=True, executors=2)
+    wait_until(lambda: len(live_pids(any_orch, job)) == 2, timeout=30, what="two executors")
+    gate.touch()
+    paused = wait_status(any_orch, job, {"PAUSED", "COMPLETED"}, timeout=120)
     assert paused.status == "PAUSED" and paused.pause_reason == "budget"
     assert paused.cost_usd <= 1.0 + 0.1 * 4 + 1e-9  # at most the in-flight units of both executors over
 
