@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -36,7 +35,7 @@ from agentic_batch.testing.anthropic_scripts import (
     scripted,
     write_file_responder,
 )
-from agentic_batch.testing.lifecycle import ServerLifecycle
+from agentic_batch.testing.lifecycle import ServerLifecycle, serve_until_stopped
 
 __all__ = [
     "BatchTiming",
@@ -319,14 +318,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     server = ScriptedAnthropicServer(responder, host=args.host, port=args.port).start()
     server.batches.default = BatchTiming(seconds=args.batch_seconds)
-    print(server.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_stopped(server, server.url, lambda: f"requests={len(server.requests)}")
 
 
 if __name__ == "__main__":
