@@ -60,9 +60,8 @@ def make_engine(url: str) -> Engine:
             # (and a disconnect error invalidates the whole pool), so the executor recovers on its own.
             # connect_timeout: an unreachable host (no answer at all) fails a call in seconds rather than
             # after the kernel's TCP retries, so the executor's outage window keeps time
-            connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
-                                    connect_args={**connect_args, **_dead_peer_args(parsed)})
+                                    connect_args=pg_connect_args(parsed))
         except ModuleNotFoundError as exc:
             raise StoreError(f"the PostgreSQL store needs {exc.name}",
                              hint="pip install 'agentic-batch[postgres]'") from None
@@ -81,6 +80,15 @@ _CLIENT_DEAD_PEER = {"keepalives": "1", "keepalives_idle": "5", "keepalives_inte
                      "keepalives_count": "3", "tcp_user_timeout": "15000"}
 _SERVER_DEAD_PEER = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
                      "tcp_user_timeout": "15000"}
+
+
+def pg_connect_args(url: sa.URL) -> dict[str, object]:
+    """The libpq options every abp PostgreSQL connection carries (the pool's, the LISTEN thread's):
+    a connect timeout and the dead-peer keepalives; whatever the URL sets itself wins. connect_timeout:
+    an unreachable host (no answer at all) fails a call in seconds rather than after the kernel's TCP
+    retries, so the executor's outage window keeps time."""
+    timeout: dict[str, object] = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
+    return {**timeout, **_dead_peer_args(url)}
 
 
 def _dead_peer_args(url: sa.URL) -> dict[str, str]:

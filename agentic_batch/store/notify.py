@@ -9,11 +9,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from agentic_batch.store.db import Queries
+from agentic_batch.store.db import Queries, pg_connect_args
 from agentic_batch.store.faults import describe
+
+if TYPE_CHECKING:
+    import psycopg
 
 CHANNEL = "abp_changes"
 log = logging.getLogger(__name__)
@@ -50,6 +54,9 @@ class Listener:
 
     def __init__(self, url: sa.URL, callback: Callable[[int, str], None]) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # the pool's timeout and keepalives: a LISTEN connection only reads, so without keepalives a
+        # server that vanished without a FIN would leave it waiting for notifications forever
+        self._connect_args = pg_connect_args(url)
         self._callback = callback
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="abp-listen", daemon=True)
@@ -59,13 +66,17 @@ class Listener:
         self._thread.start()
         self.ready.wait(timeout=10)
 
-    def _run(self) -> None:
+    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        """A new autocommit connection for LISTEN, with the store's connect options."""
         import psycopg
 
+        return psycopg.connect(self._dsn, autocommit=True, **self._connect_args)  # type: ignore[arg-type]
+
+    def _run(self) -> None:
         lost = False
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._dsn, autocommit=True) as conn:
+                with self.connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if lost:
                         log.info("LISTEN connection back")

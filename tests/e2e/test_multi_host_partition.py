@@ -42,11 +42,11 @@ async def work(payload):
 HOLD_JOB_ROW = """\
 import sys, time
 import psycopg
-from agentic_batch.store.db import _dead_peer_args  # the options every abp connection carries
+from agentic_batch.store.db import pg_connect_args  # the options every abp connection carries
 import sqlalchemy as sa
 url = sa.make_url(sys.argv[1])
 conn = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False),
-                       **_dead_peer_args(url))
+                       **pg_connect_args(url))
 print("ready", flush=True)
 sys.stdin.readline()
 conn.execute("SELECT id FROM jobs WHERE id = %s FOR NO KEY UPDATE", (int(sys.argv[2]),))
