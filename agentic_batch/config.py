@@ -47,6 +47,9 @@ class Settings:
     #: How long the executor waits out an unavailable store (outage, lock, full disk) before it pauses
     #: the job with reason "store".
     store_outage_seconds: float = 300.0
+    #: How long an agent that has reported its result may take to exit on its own, in the background
+    #: while its unit's slot runs the next one, before its processes are killed (engine/runner.py).
+    exit_grace_seconds: float = 10.0
 
     @property
     def run_dir(self) -> Path:
@@ -69,4 +72,5 @@ def load_settings() -> Settings:
         retry_base_seconds=float_env("ABP_RETRY_BASE_SECONDS", 2.0),
         retry_max_seconds=float_env("ABP_RETRY_MAX_SECONDS", 300.0),
         store_outage_seconds=float_env("ABP_STORE_OUTAGE_SECONDS", 300.0),
+        exit_grace_seconds=float_env("ABP_EXIT_GRACE_SECONDS", 10.0),
     )

@@ -400,6 +400,7 @@ class Executor:
         self.gate = RateGate(job.rpm, job.tpm)
         runner = UnitRunner(job, worker, recorder, self.settings, reaper=reaper, executor_id=self.id,
                             gate=self.gate)
+        runner.defer_exits = True  # an agent's exit after its result overlaps the next unit (settled below)
         runner.start_preparing()
         if job.isolated:
             await self._prepare_worktrees(job, runner, recorder)
@@ -408,6 +409,7 @@ class Executor:
             stopped = await self._run_batches(job, runner, recorder, provider) if provider is not None else None
             if stopped is None:  # not a batch job, or its batches fell back to the online path
                 stopped = await pool.run()
+            await runner.settle_exits()  # the job ends when its agents have: none still exiting
             if job.isolated:  # before the job can end: its finished state has no worktree left
                 await self._release_worktrees(runner, recorder)
             await recorder.flush()
@@ -428,5 +430,6 @@ class Executor:
             raise
         finally:
             self._pool = None
+            await runner.settle_exits(kill=True)  # on the way out after an error: at once
             await close_worker(worker)
         return 0

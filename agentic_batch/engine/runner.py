@@ -26,11 +26,13 @@ from agentic_batch.isolation import JobWorktrees
 from agentic_batch.prompts import render
 from agentic_batch.store import JobRecord, UnitRecord, UnitResult
 from agentic_batch.textcap import DEFAULT_MAX_OUTPUT_BYTES
-from agentic_batch.workers.base import CallGate, ErrorClass, FailureKind, OpenGate, UnitContext, UnitOutcome, Worker
+from agentic_batch.workers.base import (CallGate, ErrorClass, ExitTail, FailureKind, OpenGate, UnitContext, UnitOutcome,
+                                        Worker)
 from agentic_batch.workers.process import SharedProcesses
 from agentic_batch.states import UnitStatus
 
 log = logging.getLogger(__name__)
+
 
 
 def job_workspace(settings: Settings, job_id: int) -> Path:
@@ -77,6 +79,13 @@ class UnitRunner:
         self._shared_workspace: Path | None = None
         self._prepared: asyncio.Future[Any] | None = None
         self._worktrees: JobWorktrees | None = None
+        #: Let workers hand over the end of their agent's exit (`UnitContext.defer_exit`): the unit's
+        #: result is then recorded, and its slot freed, while the agent still exits. Only the executor's
+        #: pool sets it, and it calls `settle_exits()` before the job ends.
+        self.defer_exits = False
+        #: Deferred exits still running, and the attempts they belong to (their event numbering goes on).
+        self._exiting: set[asyncio.Task[None]] = set()
+        self._exiting_attempts: set[tuple[int, int | None, int]] = set()
 
     def start_preparing(self) -> None:
         """Run the worker's optional `prepare()` in a thread now; units wait for it before running."""
@@ -144,7 +153,8 @@ class UnitRunner:
                            "traceback": short_traceback(exc)})
             return outcome, None
         finally:
-            self.recorder.forget(self.job.id, unit_id, attempt)  # the attempt's event numbering is done
+            if (self.job.id, unit_id, attempt) not in self._exiting_attempts:
+                self.recorder.forget(self.job.id, unit_id, attempt)  # the attempt's event numbering is done
 
     async def _attempt(self, *, unit_id: int | None, key: str, seq: int, attempt: int, payload: dict[str, Any],
                        template: str | None, feedback: str | None, feedback_kind: str | None,
@@ -198,6 +208,7 @@ class UnitRunner:
         else:
             workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
+        tails: list[ExitTail] = []
         spill_path = output_file(self.settings.job_dir(self.job.id), number if number is not None else unit_id,
                                  attempt)  # named as users know the unit
         ctx = UnitContext(
@@ -209,6 +220,7 @@ class UnitRunner:
                            **(extra_vars or {})},
             max_output_bytes=worker_output_cap(self.max_output_bytes), full_output_path=spill_path,
             shared_processes=self.shared_processes,
+            defer_exit=tails.append if self.defer_exits and iso is None and unit_id is not None else None,
         )
         if iso is not None:
             ctx = iso.context(ctx)
@@ -217,9 +229,11 @@ class UnitRunner:
         emit("start", {"attempt": attempt, "worker": self.worker.kind, "executor": self.executor_id})
         started = time.monotonic()
         phase[0] = f"the {self.worker.kind} worker"
+        urgent = True  # a deferred exit of an attempt that did not end normally is cut short
         try:
             async with asyncio.timeout(self.job.timeout_s):  # in this task: what the worker raises lands here
                 outcome = await self.worker.run(ctx)
+                urgent = False
                 if iso is not None:  # commit, --require-changes, --verify: inside the attempt's time
                     phase[0] = "capturing the changes and verifying"
                     outcome = await iso.finish(outcome, ctx)
@@ -236,7 +250,11 @@ class UnitRunner:
                       short_traceback(exc))
             emit("stderr", {"text": short_traceback(exc)})
         finally:
-            processes.kill_all()
+            if tails:
+                grace = 0.0 if urgent else self.settings.exit_grace_seconds  # 10 s: as long as the SDK's close
+                self._defer_exit(tails, processes, (self.job.id, unit_id, attempt), grace)
+            else:
+                processes.kill_all()
         if schema is not None:
             phase[0] = "validating the output against output_schema"
             outcome = structured.apply_schema(outcome, schema)
@@ -256,6 +274,49 @@ class UnitRunner:
         else:
             emit("end", {"duration_s": round(time.monotonic() - started, 3), "cost_usd": outcome.cost_usd})
         return outcome, prompt
+
+    def _defer_exit(self, tails: list[ExitTail], processes: UnitProcesses, attempt: tuple[int, int | None, int],
+                    grace: float) -> None:
+        """Run the end of an attempt's exit in the background, tracked until `settle_exits()`."""
+        self._exiting_attempts.add(attempt)
+        task = asyncio.create_task(self._exit_tail(tails, attempt, grace))
+
+        def done(task: asyncio.Task[None]) -> None:  # a callback: runs even for a task cancelled unstarted
+            processes.kill_all()  # nothing of the attempt outlives its exit
+            self._exiting.discard(task)
+            self._exiting_attempts.discard(attempt)
+            self.recorder.forget(*attempt)
+
+        task.add_done_callback(done)
+        self._exiting.add(task)
+
+    @staticmethod
+    async def _exit_tail(tails: list[ExitTail], attempt: tuple[int, int | None, int], grace: float) -> None:
+        try:
+            for tail in tails:
+                await tail(grace)
+        except Exception as exc:  # the agent's exit went wrong: what is left is killed all the same
+            log.warning("job %s unit %s attempt %s: ending the agent failed: %s", *attempt, exc)
+
+    @property
+    def exiting(self) -> int:
+        """Agents that reported their outcome and are still exiting (their units' slots are free)."""
+        return len(self._exiting)
+
+    async def settle_exits(self, kill: bool = False) -> None:
+        """Wait for every deferred exit (each bounded: its grace, then a kill); with `kill`, or when
+        cancelled, end them at once (their processes are killed) and wait for that."""
+        while self._exiting:
+            tasks = set(self._exiting)
+            if kill:
+                for task in tasks:
+                    task.cancel()
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                for task in tasks:
+                    task.cancel()
+                raise
 
     async def run_unit(self, unit: UnitRecord) -> UnitResult:
         """Attempt a claimed unit and queue its result (fenced by lease) for writing. Never raises

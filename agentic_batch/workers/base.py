@@ -9,7 +9,7 @@ executor's death takes the whole group down.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -134,6 +134,12 @@ class ProcessTracker(Protocol):
         ...
 
 
+#: The rest of an agent's exit, handed to `UnitContext.defer_exit`: called once with a grace period, it
+#: waits up to that many seconds for the agent to exit on its own, then kills whatever of its processes
+#: is left (at once when cancelled, then re-raising).
+ExitTail = Callable[[float], Awaitable[None]]
+
+
 @dataclass
 class UnitContext:
     """What a worker gets for one attempt at one unit."""
@@ -176,6 +182,13 @@ class UnitContext:
     #: worker's servers): not killed when the unit ends, killed when the executor exits or dies.
     #: None outside an executor (the worker then kills them itself when closed).
     shared_processes: ProcessTracker | None = None
+    #: Where a worker that has its outcome while its agent is still exiting (the Claude CLI flushing
+    #: its transcript after its result) may hand over the rest of that exit, just before it returns:
+    #: the engine then records the result and starts the next unit at once, and runs the tail in the
+    #: background (the unit's processes are killed when it is done; the executor waits for every tail
+    #: before the job ends). None (outside an executor's pool, or where something still follows the
+    #: worker in the attempt, such as an isolated job's commit): the worker waits for the exit itself.
+    defer_exit: Callable[[ExitTail], None] | None = None
 
     def in_worktree(self, path: Path) -> Path:
         """`path` as this attempt sees it: inside its worktree when the job is isolated and the path is

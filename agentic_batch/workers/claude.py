@@ -11,6 +11,13 @@ What the engine relies on here:
   (retryable / quota / permanent) from the HTTP status the CLI reports and the error text.
 * Nothing outlives the unit: the CLI runs in its own process group, dies with the executor, and is
   killed as a group on completion, timeout or cancellation (see `claude_process`).
+* A good result frees the unit's slot at once: in an executor's pool (`UnitContext.defer_exit`) the
+  unit's outcome is returned when the `ResultMessage` arrives, and the CLI's exit (it flushes its
+  session transcript, ~0.1 s) goes on in the background, where the group is killed once it is gone, or
+  after `ABP_EXIT_GRACE_SECONDS` (10 s) if it is not. The events stored are the same (a good run
+  prints nothing after its result; anything it did would be stored after the unit's `end`). The
+  executor waits for every exit before the job ends, so a job's CLIs never outlive it; while a job
+  runs, up to `concurrency` more CLIs than its slots may be exiting, each briefly.
 * The environment passes through (ANTHROPIC_BASE_URL, proxies, Bedrock/Vertex settings); a missing
   credential is reported before anything is spawned.
 * `--rpm/--tpm` hold for each of the CLI's model calls: a rate-limited job's CLIs reach the model
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -369,40 +377,61 @@ class ClaudeWorker:
             env["ANTHROPIC_BASE_URL"] = gateway_url  # every model call passes the gate there
         else:
             await ctx.gate.before_call(len(ctx.prompt) // 4)
-        drive = asyncio.create_task(self._drive(ctx, cli, env))
+        run = _Run()
+        drive = asyncio.create_task(self._drive(ctx, cli, env, run))
         watch = asyncio.create_task(group.watch()) if supports_process_groups() else None
+
+        def end_processes() -> None:
+            if watch is not None:
+                watch.cancel()
+            group.kill()  # background processes the agent left behind die with the unit
+            group.forget()
+
+        deferred = False
         try:
-            # Shielded so a cancel reaches us first: we kill the group *before* the SDK's own
-            # shutdown, which would otherwise wait seconds for a CLI stuck on a hung request.
-            outcome = await asyncio.shield(drive)
+            # Not awaited directly, so a cancel reaches us first: we kill the group *before* the SDK's
+            # own shutdown, which would otherwise wait seconds for a CLI stuck on a hung request.
+            defer = ctx.defer_exit
+            if defer is None:
+                await asyncio.wait({drive})
+            else:
+                result_seen = asyncio.create_task(run.result_seen.wait())
+                try:
+                    await asyncio.wait({drive, result_seen}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    result_seen.cancel()
+            if drive.done():
+                outcome = drive.result()
+            else:  # a good result, and the CLI is exiting: the engine may go on while it does
+                assert defer is not None
+                outcome = self._outcome(run.state, None, run.stderr_tail)
+                defer(functools.partial(_finish_exit, drive, end_processes))
+                deferred = True
         except asyncio.CancelledError:
             group.kill()
             drive.cancel()
             await _settle(drive, timeout=10)
             raise
         finally:
-            if watch is not None:
-                watch.cancel()
-            group.kill()  # background processes the agent left behind die with the unit
-            group.forget()
+            if not deferred:
+                end_processes()
         if gateway_url is None:
             ctx.gate.after_call(outcome.tokens_in + outcome.tokens_out)
         return outcome
 
-    async def _drive(self, ctx: UnitContext, cli: Path, env: dict[str, str]) -> UnitOutcome:
-        """Run the query to its end, emitting events as messages arrive; never raises."""
-        from claude_agent_sdk import ClaudeSDKError, SystemMessage, query
+    async def _drive(self, ctx: UnitContext, cli: Path, env: dict[str, str], run: _Run) -> UnitOutcome:
+        """Run the query to its end (the CLI's exit), emitting events as messages arrive; never raises.
+        Sets `run.result_seen` at a good result that can end the run (see `_Run`)."""
+        from claude_agent_sdk import ClaudeSDKError, ResultMessage, SystemMessage, query
 
         from agentic_batch.workers.claude_config import CONFIG_DIR_ENV, transcript_path
         from agentic_batch.workers.claude_messages import RunState, events_for, truncate
 
-        stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
-
         def on_stderr(line: str) -> None:
-            stderr_tail.append(line)
+            run.stderr_tail.append(line)
             ctx.emit("stderr", {"line": truncate(line, 4000)})
 
-        state = RunState()
+        state = run.state = RunState()
         error: BaseException | None = None
         try:
             options = self._sdk_options(ctx, cli, env, on_stderr)
@@ -415,9 +444,13 @@ class ClaudeWorker:
                         if found is not None:  # where this unit's session transcript is kept
                             data["transcript"] = str(found)
                     ctx.emit(kind, data)
+                if isinstance(message, SystemMessage) and message.subtype == "task_started":
+                    run.tasks_started = True
+                elif isinstance(message, ResultMessage) and not message.is_error and not run.tasks_started:
+                    run.result_seen.set()
         except (ClaudeSDKError, OSError, ValueError) as exc:  # ValueError: SDK rejected an option
             error = exc
-        return self._outcome(state, error, stderr_tail)
+        return self._outcome(state, error, run.stderr_tail)
 
     @staticmethod
     def _outcome(state: RunState, error: BaseException | None, stderr_tail: deque[str]) -> UnitOutcome:
@@ -443,6 +476,40 @@ class ClaudeWorker:
             return UnitOutcome(output=result.result or "", **common)
         message, cls, retry_after, kind = classify_result(state)
         return UnitOutcome.failure(_with_stderr(message, stderr_tail), cls, kind, retry_after=retry_after, **common)
+
+
+class _Run:
+    """What `_drive` shares with `run` while the CLI runs.
+
+    `result_seen` is set at a result that is not an error, from a run that started no background task:
+    such a result is the unit's outcome whatever the CLI does next (it only flushes its session
+    transcript and exits, ~0.1 s), so an executor can record it and start the next unit meanwhile.
+    An error result waits for the exit (its message takes the CLI's last stderr lines), and so does a
+    run that started tasks: their completion may wake the CLI for another turn, and another result.
+    """
+
+    def __init__(self) -> None:
+        from agentic_batch.workers.claude_messages import RunState
+
+        self.state = RunState()
+        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+        self.result_seen = asyncio.Event()
+        self.tasks_started = False
+
+
+async def _finish_exit(drive: asyncio.Task[UnitOutcome], end_processes: Any, grace: float) -> None:
+    """The end of a deferred exit (`UnitContext.defer_exit`): give the CLI `grace` seconds to exit on its
+    own (the SDK reads its last output and closes), then kill its group and whatever it left behind, and
+    let the SDK's side finish (bounded)."""
+    try:
+        if grace > 0:
+            await asyncio.wait({drive}, timeout=grace)
+    except asyncio.CancelledError:
+        end_processes()
+        drive.cancel()
+        raise
+    end_processes()
+    await _settle(drive, timeout=10)  # the group is dead: the SDK sees the end of its output at once
 
 
 async def _settle(task: asyncio.Task[Any], timeout: float) -> None:

@@ -239,6 +239,95 @@ async def test_cli_and_tools_die_with_the_executor(offline_claude: Offline, tmp_
     assert env.server.count() == 1
 
 
+# --- a unit's slot is free at its result; the CLI's exit runs on in the background -------------------
+
+#: A stand-in for a CLI that never exits after its result (the real one cannot be made to hang there):
+#: it answers the SDK's initialize, reports one good result, starts a `sleep` in its process group,
+#: then ignores stdin's end and SIGTERM.
+STUCK_CLI = """\
+import json, os, signal, subprocess, sys
+def say(message):
+    sys.stdout.write(json.dumps(message) + "\\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("type") == "control_request":
+        say({"type": "control_response", "response": {"subtype": "success",
+             "request_id": message["request_id"], "response": {}}})
+    elif message.get("type") == "user":
+        say({"type": "system", "subtype": "init", "session_id": "s1", "cwd": os.getcwd(), "tools": []})
+        say({"type": "result", "subtype": "success", "is_error": False, "duration_ms": 5,
+             "duration_api_ms": 5, "num_turns": 1, "session_id": "s1", "result": "done",
+             "total_cost_usd": 0.001, "usage": {"input_tokens": 10, "output_tokens": 2}})
+        break
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen(["sleep", "300"])
+with open("child.pid", "w") as fh:
+    fh.write(str(child.pid))
+signal.pause()
+"""
+
+
+def stuck_cli(tmp_path: Path) -> Path:
+    path = tmp_path / "stuck-claude"
+    path.write_text(f"#!{sys.executable}\n{STUCK_CLI}")
+    path.chmod(0o755)
+    return path
+
+
+@cli_test
+async def test_a_good_result_frees_the_unit_while_the_cli_exits(offline_claude: Offline, tmp_path: Path) -> None:
+    """With `defer_exit` (an executor's pool), the worker returns at the result and hands over the CLI's
+    exit; the events are the same, and the CLI's group is gone once the tail has run."""
+    offline_claude(scripted(ScriptedConversation([Reply.text("all done")])))
+    events: Events = []
+    tails: list[Any] = []
+    tracker = SetTracker()
+    ctx = make_ctx(tmp_path, "say done", events, tracker)
+    ctx.defer_exit = tails.append
+    outcome = await build().run(ctx)
+    assert outcome.ok and outcome.output == "all done" and outcome.cost_usd > 0
+    assert len(tails) == 1, "the worker waited for the CLI's exit"
+    assert kinds(events)[-1] == "result"
+    await tails[0](10.0)
+    assert_group_gone(tracker)
+    assert kinds(events)[-1] == "result"  # a good run prints nothing after its result
+
+
+@cli_test
+async def test_a_cli_that_never_exits_after_its_result_is_killed_after_the_grace(
+        offline_claude: Offline, tmp_path: Path) -> None:
+    offline_claude(scripted(ScriptedConversation([Reply.text("unused")])))
+    tails: list[Any] = []
+    tracker = SetTracker()
+    ctx = make_ctx(tmp_path, "finish", [], tracker)
+    ctx.defer_exit = tails.append
+    outcome = await build(cli_path=str(stuck_cli(tmp_path))).run(ctx)
+    assert outcome.ok and outcome.output == "done" and outcome.tokens_in == 10
+    assert len(tails) == 1
+    (cli,) = tracker.active
+    assert pid_alive(cli), "the CLI is still there: the unit did not wait for it"
+    child_pid = ctx.workspace / "child.pid"
+    while not child_pid.exists():
+        await asyncio.sleep(0.02)
+    child = int(child_pid.read_text())
+    await tails[0](0.5)
+    assert_group_gone(tracker)
+    assert not pid_alive(child)
+
+
+@cli_test
+async def test_without_defer_exit_the_worker_waits_for_the_cli(offline_claude: Offline, tmp_path: Path) -> None:
+    """Outside a pool (`abp test`, the reduce step, a worker used directly) nothing is handed over: the
+    stuck CLI is waited for until the attempt's timeout kills it."""
+    offline_claude(scripted(ScriptedConversation([Reply.text("unused")])))
+    tracker = SetTracker()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(build(cli_path=str(stuck_cli(tmp_path))).run(make_ctx(tmp_path, "x", [], tracker)),
+                               timeout=3)
+    assert_group_gone(tracker)
+
+
 # --- options (no CLI run) ---------------------------------------------------------------------
 
 @needs_claude_cli
