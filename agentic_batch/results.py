@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import array
 import csv
-import io
 import itertools
 import json
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from agentic_batch.store import Store
 from agentic_batch.store.records import ResultRecord, UnitRecord
@@ -130,7 +129,7 @@ def iter_export(store: Store, job_id: int, fmt: str, statuses: Iterable[str] | N
         yield from _joined(",\n" + _JSON_LINE.encode(row) for row in rows)
         yield "\n]\n"
     elif fmt == "csv":
-        yield from _iter_csv(iter_rows(store, job_id, statuses, counter))
+        yield from (data.decode("utf-8") for data in _iter_csv_units(store, job_id, statuses, counter))
 
 
 def _joined(parts: Iterable[str], chunk: int = 65536) -> Iterator[str]:
@@ -152,7 +151,7 @@ def _joined(parts: Iterable[str], chunk: int = 65536) -> Iterator[str]:
 _BLOCK = struct.Struct("<QQQ")
 
 
-def _iter_csv(rows: Iterable[dict[str, Any]], chunk: int = 65536) -> Iterator[str]:
+class _CsvSpool:
     """CSV in one pass over the rows, in constant memory.
 
     The header is the union of every row's fields (item fields and `data.*` vary by row), known only
@@ -163,70 +162,92 @@ def _iter_csv(rows: Iterable[dict[str, Any]], chunk: int = 65536) -> Iterator[st
     column appeared is completed by padding each of its rows with empty cells when the file is copied
     out after the header: the same bytes a two-pass DictWriter writes.
 
-    A row's cells are placed by a plan kept per distinct field order (most jobs have one or a few):
-    where each field goes, and which fields may hold a dict or a list (item and `data.*` fields; the
-    unit's own columns are scalars) to be written as JSON.
+    A row's cells are placed by a plan kept per row shape (most jobs have one or a few): where each
+    field goes, and which fields may hold a dict or a list (item and `data.*` fields; the unit's own
+    columns are scalars) to be written as JSON. The `csv` writer writes into a list (one string per
+    row, so a row's end is known without asking a buffer where it is); None is its empty cell.
     """
-    columns: dict[str, int] = {}
-    plans: dict[tuple[str, ...], tuple[list[int] | None, list[int]]] = {}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    ends = array.array("q")
-    width = 0
-    with tempfile.TemporaryFile() as spool:
 
-        def flush() -> None:
-            data = buffer.getvalue().encode("utf-8")
-            spool.write(_BLOCK.pack(len(data), len(ends), width))
-            spool.write(ends.tobytes())
-            spool.write(data)
-            buffer.seek(0)
-            buffer.truncate()
-            del ends[:]
+    def __init__(self, spool: IO[bytes], chunk: int) -> None:
+        self.spool, self.chunk = spool, chunk
+        self.columns: dict[str, int] = {}
+        self.plans: dict[Hashable, tuple[list[int] | None, list[int]]] = {}
+        self.width = 0
+        self.lines: list[str] = []
+        self.size = 0  # characters in `lines`
+        self.writer = csv.writer(_Appender(self.lines))
 
-        for row in rows:
-            names = tuple(row)
-            plan = plans.get(names)
-            if plan is None:
-                for name in names:
-                    if name not in columns:
-                        columns[name] = len(columns)
-                places = [columns[name] for name in names]
-                nested = [columns[name] for name in names if name not in _OWN_COLUMNS]
-                plan = plans[names] = (None if places == list(range(len(places))) else places, nested)
-            order, nested = plan
-            if len(columns) != width:
-                if ends:
-                    flush()
-                width = len(columns)
-            if order is None:  # the fields are the first columns, in order: the common case
-                cells = list(row.values())
-                if len(cells) < width:  # columns appeared since this plan was made
-                    cells += [None] * (width - len(cells))
-            else:
-                cells = [None] * width
-                for place, value in zip(order, row.values(), strict=True):
-                    cells[place] = value
+    def plan(self, shape: Hashable, names: Sequence[str]) -> tuple[list[int] | None, list[int]]:
+        """The plan of a new row shape whose cells are `names`, in order (rows already written are
+        flushed first when it adds columns: their block keeps its own width)."""
+        columns = self.columns
+        for name in names:
+            if name not in columns:
+                columns[name] = len(columns)
+        places = [columns[name] for name in names]
+        nested = [columns[name] for name in names if name not in _OWN_COLUMNS]
+        plan = self.plans[shape] = (None if places == list(range(len(places))) else places, nested)
+        if len(columns) != self.width:
+            self.flush()
+            self.width = len(columns)
+        return plan
+
+    def place(self, plan: tuple[list[int] | None, list[int]], values: list[Any],
+              check_nested: bool = True) -> list[Any]:
+        """A row's cells in column order (None where it has no field), nested values as JSON."""
+        order, nested = plan
+        width = self.width
+        if order is None:  # the fields are the first columns, in order: the common case
+            cells = values
+            if len(cells) < width:  # columns appeared since this plan was made
+                cells += [None] * (width - len(cells))
+        else:
+            cells = [None] * width
+            for place, value in zip(order, values, strict=True):
+                cells[place] = value
+        if check_nested:
             for place in nested:
                 value = cells[place]
                 if isinstance(value, (dict, list)):
                     cells[place] = _JSON_CELL.encode(value)
-            writer.writerow(cells)
-            ends.append(buffer.tell())
-            if ends[-1] >= chunk:
-                flush()
-        if ends:
-            flush()
-        total = len(columns)
+        return cells
+
+    def write(self, rows: Iterable[list[Any]]) -> None:
+        lines = self.lines
+        before = len(lines)
+        self.writer.writerows(rows)
+        self.size += sum(map(len, lines[before:]))
+        if self.size >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        lines = self.lines
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8")
+        ends = array.array("q", itertools.accumulate(map(len, lines)))
+        self.spool.write(_BLOCK.pack(len(data), len(ends), self.width))
+        self.spool.write(ends.tobytes())
+        self.spool.write(data)
+        lines.clear()
+        self.size = 0
+
+    def out(self) -> Iterator[bytes]:
+        """The header, then every block, padded to the final columns, as UTF-8, in chunks."""
+        self.flush()
+        total = len(self.columns)
+        self.writer.writerow(list(self.columns))
+        header = self.lines.pop()
+        spool, chunk = self.spool, self.chunk
         spool.seek(0)
-        writer.writerow(list(columns))
-        parts, size = [buffer.getvalue()], 0
+        parts, size = [header.encode("utf-8")], 0
         while head := spool.read(_BLOCK.size):
             length, count, written = _BLOCK.unpack(head)
             offsets = array.array("q")
             offsets.frombytes(spool.read(count * offsets.itemsize))
-            text = spool.read(length).decode("utf-8")
+            data = spool.read(length)
             if written < total:  # each row ends with the writer's "\r\n"
+                text = data.decode("utf-8")
                 pad = "," * (total - written) + "\r\n"
                 start = 0
                 pieces = []
@@ -234,13 +255,124 @@ def _iter_csv(rows: Iterable[dict[str, Any]], chunk: int = 65536) -> Iterator[st
                     pieces.append(text[start:end - 2])
                     pieces.append(pad)
                     start = end
-                text = "".join(pieces)
-            parts.append(text)
-            size += len(text)
+                data = "".join(pieces).encode("utf-8")
+            parts.append(data)
+            size += len(data)
             if size >= chunk:
-                yield "".join(parts)
+                yield b"".join(parts)
                 parts, size = [], 0
-        yield "".join(parts)
+        yield b"".join(parts)
+
+
+class _Appender:
+    """A file for `csv.writer` that keeps each row it writes as one string (`write` is `list.append`)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.write = lines.append
+
+
+def _iter_csv(rows: Iterable[dict[str, Any]], chunk: int = 65536) -> Iterator[str]:
+    """CSV of dict rows in one pass (`_CsvSpool`), as text; a row's shape is its field names."""
+    with tempfile.TemporaryFile() as spool:
+        out = _CsvSpool(spool, chunk)
+        plans = out.plans
+        for row in rows:
+            names = tuple(row)
+            plan = plans.get(names) or out.plan(names, names)
+            out.write((out.place(plan, list(row.values())),))
+        yield from (data.decode("utf-8") for data in out.out())
+
+
+def _iter_csv_units(store: Store, job_id: int, statuses: list[str] | None, counter: list[int] | None,
+                    chunk: int = 65536) -> Iterator[bytes]:
+    """A job's CSV export as UTF-8, in one pass over the store's result pages: each unit's cells are
+    made straight from its row tuple, in `unit_row`'s order, without the row dict.
+
+    A row's shape (its item's field names, whether it has a process exit code, its `data` field names
+    or kind) decides its cells' names, once per shape. A shape whose names would repeat (an item field
+    named like a `data.*` column, or two fields renamed to the same `item.*`) goes through `unit_row`,
+    whose dict keeps the last value at the first place. The JSON texts are decoded here; one holding
+    no second `{` and no `[` has nothing nested, so its cells need no check for a dict or a list."""
+    decode = _JSON_DECODER.raw_decode
+    with tempfile.TemporaryFile() as spool:
+        out = _CsvSpool(spool, chunk)
+        plans = out.plans
+        slow: dict[Hashable, bool] = {}
+        width = 0
+        for page in store.units.result_pages(job_id, statuses, batch_size=PAGE):
+            cached = [row[15] for row in page if row[15]]
+            origins = store.cache.origins(cached) if cached else {}
+            rows: list[list[Any]] = []
+            for record in page:
+                (_, number, key, payload_text, status, output, data_text, error, error_class, cost, tokens_in,
+                 tokens_out, attempt, started, finished, cached_from, exit_code, stdout, stderr) = record
+                try:  # like the column's json.loads without its two whitespace scans (none is stored)
+                    payload, end = decode(payload_text)
+                except json.JSONDecodeError:
+                    end = -1
+                if end != len(payload_text):
+                    payload = json.loads(payload_text)
+                nested = "[" in payload_text or payload_text.count("{") > 1
+                if data_text is None:
+                    data: Any = None
+                else:
+                    try:
+                        data, end = decode(data_text)
+                    except json.JSONDecodeError:
+                        end = -1
+                    if end != len(data_text):
+                        data = json.loads(data_text)
+                    nested = nested or "[" in data_text or data_text.count("{") > 1
+                is_dict = type(data) is dict
+                shape = (tuple(payload), exit_code is not None, tuple(data) if is_dict else data is None)
+                plan = plans.get(shape)
+                if plan is None:
+                    names = _row_names(*shape)
+                    if len(set(names)) < len(names):
+                        slow[shape] = True
+                        names = tuple(unit_row(_record(record, payload, data)))
+                    if rows:  # a plan may add columns: the rows so far keep their own width
+                        out.write(rows)
+                        rows = []
+                    plan = out.plan(shape, names)
+                    width = out.width
+                if shape in slow:
+                    values = list(unit_row(_record(record, payload, data), origins).values())
+                else:
+                    values = [number, key, *payload.values(), status, output, error, error_class, round(cost, 9),
+                              tokens_in, tokens_out, attempt,
+                              round(finished - started, 3) if finished and started else None,
+                              cached_from_cell(origins.get(cached_from)) if cached_from else None]
+                    if exit_code is not None:
+                        values += (exit_code, stdout, stderr)
+                    if is_dict:
+                        values += data.values()
+                    elif data is not None:
+                        values.append(data)
+                if plan[0] is None and not nested and len(values) == width:  # the common case, inline
+                    rows.append(values)
+                else:
+                    rows.append(out.place(plan, values, nested))
+            out.write(rows)
+            if counter is not None:
+                counter[0] += len(page)
+        yield from out.out()
+
+
+def _record(row: tuple[Any, ...], payload: dict[str, Any], data: Any) -> ResultRecord:
+    """A `result_pages` row as a `ResultRecord`, with its JSON columns decoded."""
+    fields: list[Any] = [*row[:3], payload, *row[4:6], data, *row[7:]]
+    return ResultRecord(*fields)
+
+
+def _row_names(payload: tuple[str, ...], process: bool, data: tuple[str, ...] | bool) -> tuple[str, ...]:
+    """The field names of `unit_row`'s row of this shape, before a repeated name would merge."""
+    return ("unit", "key", *(f"item.{name}" if name in _OWN_COLUMNS else name for name in payload),
+            *RESULT_COLUMNS[:10], *(PROCESS_COLUMNS if process else ()),
+            *((f"data.{name}" for name in data) if isinstance(data, tuple) else () if data else ("data",)))
+
+
+_JSON_DECODER = json.JSONDecoder()
 
 
 def write_export(store: Store, job_id: int, fmt: str, path: Path, statuses: Iterable[str] | None = None) -> int:
@@ -248,9 +380,14 @@ def write_export(store: Store, job_id: int, fmt: str, path: Path, statuses: Iter
     tmp = path.with_name(path.name + ".tmp")
     counter = [0]
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            for chunk in iter_export(store, job_id, fmt, statuses, counter):
-                handle.write(chunk)
+        if fmt == "csv":  # its blocks are UTF-8 already
+            with open(tmp, "wb") as binary:
+                for data in _iter_csv_units(store, job_id, list(statuses) if statuses else None, counter):
+                    binary.write(data)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                for chunk in iter_export(store, job_id, fmt, statuses, counter):
+                    handle.write(chunk)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

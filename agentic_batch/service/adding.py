@@ -125,20 +125,13 @@ def prepare_units(job: JobRecord, items: Iterable[RawItem], first_seq: int) -> l
             raise InvalidSpec(exc.raw_message, hint=_job_words(exc.raw_hint, job)) from None
         prompts.append(_render_prompt(job, where, payload, key, len(units)))
         wheres.append(where)
-        units.append(cleaned.unit(first_seq + len(units), _Item(key, payload, priority)))
+        units.append(cleaned.unit(first_seq + len(units), key, payload, priority))
     if not units:
         raise InvalidSpec("no items to add", hint="give at least one JSON object")
     for start in range(0, len(units), _CHECK_BATCH):
         chunk = slice(start, start + _CHECK_BATCH)
         _check_items(job, kind, options, [u.payload for u in units[chunk]], prompts[chunk], wheres[chunk])
     return units
-
-
-class _Item:
-    """The shape `_Cleaned.unit` reads (an `Item` of the sources, made here from an added value)."""
-
-    def __init__(self, key: str, payload: dict[str, Any], priority: int | None) -> None:
-        self.key, self.payload, self.priority = key, payload, priority
 
 
 def _render_prompt(job: JobRecord, where: str, payload: dict[str, Any], key: str, index: int) -> str | None:

@@ -13,6 +13,7 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from agentic_batch.batchapi.registry import batch_kinds
@@ -22,11 +23,18 @@ from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.isolation import resolve_base
 from agentic_batch.isolation.verify import check_verify
 from agentic_batch.prompts import compile_template, synthesize, validate
-from agentic_batch.sources import describe_source, iter_items, resolve_spec
+from agentic_batch.sources import Item, describe_source, resolve_spec
+from agentic_batch.sources.base import iter_keyed
 from agentic_batch.service.models import CreatedJob
 from agentic_batch.spec import Isolate, JobSpec, JobStatus, SourceSpec
 from agentic_batch.store import NewUnit, Store
-from agentic_batch.store.storable import storable_payload, storable_text, unstorable_count
+from agentic_batch.store.storable import (
+    _ESCAPED_UNSTORABLE,
+    column_json,
+    storable_payload,
+    storable_text,
+    unstorable_count,
+)
 from agentic_batch.workers import get_worker_kind
 
 BATCH = 5000
@@ -95,8 +103,8 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     if not workdir.is_dir():
         raise InvalidSpec(f"working directory {workdir} does not exist")
     source: SourceSpec = resolve_spec(spec.source, workdir)
-    items = iter_items(source, cwd=workdir)
-    head = list(itertools.islice(items, PREVIEW_ITEMS))
+    items = iter_keyed(source, cwd=workdir)
+    head = [Item(*item) for item in itertools.islice(items, PREVIEW_ITEMS)]
     if not head:
         raise InvalidSpec(f"the source has no items ({describe_source(source)})",
                           hint="check the file, query or function")
@@ -135,7 +143,8 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     )
     try:
         cleaned = _Cleaned()
-        inserted, seen = _insert_all(store, job_id, itertools.chain(head, items), cleaned)
+        again = ((i.key, i.payload, i.priority) for i in head)
+        inserted, seen = _insert_all(store, job_id, itertools.chain(again, items), cleaned)
         if cleaned.items:
             store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
         if warnings:
@@ -174,16 +183,17 @@ class _Cleaned:
     chars: int = 0
     keys: list[str] = field(default_factory=list)
 
-    def unit(self, seq: int, item: Any) -> NewUnit:
-        payload, payload_json, n_payload = storable_payload(item.payload)
-        n_key = unstorable_count(item.key)
-        key = storable_text(item.key) if n_key else item.key
+    def unit(self, seq: int, key: str, payload: dict[str, Any], priority: int | None) -> NewUnit:
+        payload, payload_json, n_payload = storable_payload(payload)
+        n_key = unstorable_count(key)
+        if n_key:
+            key = storable_text(key)
         if n_payload or n_key:
             self.items += 1
             self.chars += n_payload + n_key
             if len(self.keys) < 5:
                 self.keys.append(key)
-        return NewUnit(seq=seq, key=key, payload=payload, priority=item.priority or 0, payload_json=payload_json)
+        return NewUnit(seq=seq, key=key, payload=payload, priority=priority or 0, payload_json=payload_json)
 
     def message(self) -> str:
         more = ", …" if self.items > len(self.keys) else ""
@@ -191,34 +201,60 @@ class _Cleaned:
                 f"keep; each was replaced with U+FFFD (keys: {', '.join(self.keys)}{more})")
 
 
-def _insert_all(store: Store, job_id: int, items: Any, cleaned: _Cleaned) -> tuple[int, int]:
-    """Insert in batches of BATCH; returns (units inserted, items seen)."""
+def _insert_all(store: Store, job_id: int, items: Iterable[tuple[str, dict[str, Any], int | None]],
+                cleaned: _Cleaned, start: int = 0) -> tuple[int, int]:
+    """Insert `(key, payload, priority)` items in batches of BATCH, numbering their seq from `start`;
+    returns (units inserted, items seen).
+
+    Each item is serialised once, straight into the row the driver binds: its JSON text (`column_json`,
+    `json.dumps`'s text) shows whether it holds anything the store cannot keep (an escaped NUL or
+    surrogate; `storable_payload` then cleans it), and a key that is ASCII without a NUL (a content
+    key always is) needs no cleaning. Anything else takes `_Cleaned.unit`, as does a batch with an
+    item that does not serialise (its insert reports that)."""
     inserted = seen = 0
-    batch: list[NewUnit] = []
-    for item in items:
-        batch.append(cleaned.unit(seen, item))
+    rows: list[tuple[int, str, int, str]] = []
+    payloads: list[dict[str, Any]] = []  # rows' payloads, for a batch that takes the slow insert
+    odd: list[NewUnit] = []  # items that did not serialise
+    encode, unclean = column_json, _ESCAPED_UNSTORABLE.search
+    for seq, (key, payload, priority) in enumerate(items, start):
+        try:
+            text: str | None = encode(payload)
+        except (TypeError, ValueError):
+            text = None
+        if text is None or unclean(text) is not None or not key.isascii() or "\x00" in key:
+            unit = cleaned.unit(seq, key, payload, priority)
+            if unit.payload_json is None:
+                odd.append(unit)
+            else:
+                rows.append((seq, unit.key, unit.priority, unit.payload_json))
+                payloads.append(unit.payload)
+        else:
+            rows.append((seq, key, priority or 0, text))
+            payloads.append(payload)
         seen += 1
-        if len(batch) >= BATCH:
-            inserted += store.units.insert_units(job_id, batch)
-            batch = []
-    inserted += store.units.insert_units(job_id, batch)
+        if len(rows) + len(odd) >= BATCH:
+            inserted += _insert_batch(store, job_id, rows, payloads, odd)
+            rows, payloads, odd = [], [], []
+    inserted += _insert_batch(store, job_id, rows, payloads, odd)
     return inserted, seen
+
+
+def _insert_batch(store: Store, job_id: int, rows: list[tuple[int, str, int, str]], payloads: list[dict[str, Any]],
+                  odd: list[NewUnit]) -> int:
+    if not odd:
+        return store.units.insert_rows(job_id, rows)
+    units = [NewUnit(seq=seq, key=key, payload=payload, priority=priority, payload_json=text)
+             for (seq, key, priority, text), payload in zip(rows, payloads, strict=True)] + odd
+    units.sort(key=lambda u: u.seq)  # the first of a repeated key wins: keep the source's order
+    return store.units.insert_units(job_id, units)
 
 
 def sync_job(store: Store, job_id: int, source_dict: dict[str, Any], workdir: str) -> tuple[int, int]:
     """Re-enumerate a job's source and add only items whose key is new (returns added, existing)."""
     source = SourceSpec.model_validate(source_dict)
-    start = store.units.max_seq(job_id) + 1
-    added = seen = 0
-    batch: list[NewUnit] = []
     cleaned = _Cleaned()
-    for item in iter_items(source, cwd=Path(workdir)):
-        batch.append(cleaned.unit(start + seen, item))
-        seen += 1
-        if len(batch) >= BATCH:
-            added += store.units.insert_units(job_id, batch)
-            batch = []
-    added += store.units.insert_units(job_id, batch)
+    added, seen = _insert_all(store, job_id, iter_keyed(source, cwd=Path(workdir)), cleaned,
+                              start=store.units.max_seq(job_id) + 1)
     if cleaned.items:
         store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
     return added, seen - added

@@ -11,7 +11,6 @@ called.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.errors import SourceError, field_ref
+from agentic_batch.jsontext import one_shot_encoder
 from agentic_batch.priority import Priority
 from agentic_batch.sources.registry import SourceSpec, get_source_kind
 
@@ -34,6 +34,12 @@ class Item:
 
 def iter_items(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[Item]:
     """Stream the items of `spec` in a deterministic order (the first one is used for a test run)."""
+    for key, payload, priority in iter_keyed(spec, cwd=cwd):
+        yield Item(key, payload, priority)
+
+
+def iter_keyed(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+    """`iter_items` as plain (key, payload, priority) tuples: a bulk create makes no `Item` per item."""
     base = Path(os.path.abspath(cwd if cwd is not None else Path.cwd()))
     resolved = resolve_spec(spec, base)
     kind = get_source_kind(resolved.kind)
@@ -42,10 +48,10 @@ def iter_items(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[Item]:
         # Keyed by content, no priority field (most big sources): `item_key` and `item_priority` would
         # only look those up again for every item.
         for _, payload in pairs:
-            yield Item(content_key(payload), payload, None)
+            yield content_key(payload), payload, None
         return
     for where, payload in pairs:
-        yield Item(item_key(resolved, where, payload), payload, item_priority(resolved, where, payload))
+        yield item_key(resolved, where, payload), payload, item_priority(resolved, where, payload)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -53,14 +59,15 @@ def iter_items(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[Item]:
 
 
 #: `json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)`, made once: `dumps` with
-#: options builds an encoder per call, a tenth of a 100,000-item create.
-_KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+#: options builds an encoder per call, a tenth of a 100,000-item create (`one_shot_encoder`: and no
+#: Python frames per call either).
+_KEY_JSON = one_shot_encoder(sort_keys=True, separators=(",", ":"), default=str)
+_SHA256 = hashlib.sha256
 
 
 def content_key(payload: dict[str, Any]) -> str:
     """A key for items without a natural one: the same content always gives the same key."""
-    text = _KEY_ENCODER.encode(payload)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return _SHA256(_KEY_JSON(payload).encode("utf-8")).hexdigest()[:32]
 
 
 def item_key(spec: SourceSpec, where: str, payload: dict[str, Any]) -> str:

@@ -16,10 +16,11 @@ import json
 import re
 from typing import Any
 
+from agentic_batch.jsontext import one_shot_encoder
 from agentic_batch.store.faults import describe, is_transient
 
-__all__ = ["is_transient", "rejection_reason", "storable", "storable_json", "storable_payload", "storable_text",
-           "unstorable_count"]
+__all__ = ["column_json", "is_transient", "rejection_reason", "storable", "storable_json", "storable_payload",
+           "storable_text", "unstorable_count"]
 
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -73,6 +74,10 @@ def storable_json(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
+#: `json.dumps(value)`: the text a JSON column's serializer writes for it.
+column_json = one_shot_encoder()
+
+
 def storable_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], str | None, int]:
     """`storable_json` of an item's payload, plus its text for the JSON column (None when it does not
     serialise: the insert then reports that as before), and how many characters changed.
@@ -83,7 +88,7 @@ def storable_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], str | Non
     items cost more than inserting them). A text holding either (rarely: a NUL, a lone surrogate, a
     character outside the BMP, written as a surrogate pair, or a literal backslash-u) takes the walk."""
     try:
-        text = json.dumps(payload)
+        text = column_json(payload)
     except (TypeError, ValueError):
         cleaned, changed = storable_json(payload)
         return cleaned, None, changed

@@ -38,6 +38,10 @@ _CLAIM_COLUMNS = (units.c.id, units.c.job_id, units.c.seq, units.c.number, units
 _RESULT_COLUMNS = tuple(units.c[f.name] for f in dataclasses.fields(ResultRecord))
 _RESULT_COLUMNS_TEXT = tuple(sa.type_coerce(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
                              for c in _RESULT_COLUMNS)
+#: The same with the JSON columns CAST to text on every store (`result_pages`: psycopg would parse
+#: PostgreSQL's json itself; its text is the text the store was given).
+_RESULT_COLUMNS_CAST = tuple(sa.cast(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
+                             for c in _RESULT_COLUMNS)
 _JSON_DECODER = json.JSONDecoder()
 
 
@@ -195,35 +199,55 @@ class UnitQueries(Queries):
         job's row is locked, so two `abp sync` runs number one after the other)."""
         if not batch:
             return 0
+        if all(u.payload_json is not None for u in batch):
+            return self.insert_rows(job_id, [(u.seq, storable_text(u.key), u.priority, cast(str, u.payload_json))
+                                             for u in batch])
         keyed = [(storable_text(u.key), u) for u in batch]
         with self.database.write() as conn:
-            if self.database.dialect == "postgresql":
-                conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
-            top = conn.execute(sa.select(sa.func.max(units.c.number)).where(units.c.job_id == job_id)).scalar()
-            taken = self._taken_keys(conn, job_id, [key for key, _ in keyed]) if top is not None else set()
+            first, taken = self._numbering(conn, job_id, [key for key, _ in keyed])
             fresh: list[tuple[str, NewUnit]] = []
             for key, u in keyed:
                 if key not in taken:
                     taken.add(key)
                     fresh.append((key, u))
-            first = int(top or 0) + 1
-            pending = UnitStatus.PENDING.value
-            if fresh and all(u.payload_json is not None for _, u in fresh):
-                # The payloads are serialised already: one driver-level executemany, no per-row binding
-                # and JSON processing in SQLAlchemy (most of a 100,000-unit create's time otherwise).
-                sql, positional = self._insert_sql(conn)
-                if positional:
-                    conn.exec_driver_sql(sql, [(job_id, u.seq, number, u.priority, key, u.payload_json, pending)
-                                               for number, (key, u) in enumerate(fresh, first)])
-                else:
-                    conn.exec_driver_sql(sql, [{"job_id": job_id, "seq": u.seq, "number": number,
-                                                "priority": u.priority, "key": key, "payload_json": u.payload_json,
-                                                "status": pending} for number, (key, u) in enumerate(fresh, first)])
-            elif fresh:
+            if fresh:
                 conn.execute(sa.insert(units), [{"job_id": job_id, "seq": u.seq, "number": number, "key": key,
-                                                 "payload": u.payload, "priority": u.priority, "status": pending}
+                                                 "payload": u.payload, "priority": u.priority,
+                                                 "status": UnitStatus.PENDING.value}
                                                 for number, (key, u) in enumerate(fresh, first)])
             return len(fresh)
+
+    def insert_rows(self, job_id: int, rows: Sequence[tuple[int, str, int, str]]) -> int:
+        """`insert_units` of rows made ready by the caller: (seq, key, priority, payload's JSON text),
+        the key storable already (`storable_text`). One driver-level executemany of tuples: no
+        `NewUnit`, no per-row binding and JSON processing in SQLAlchemy (most of a 100,000-unit
+        create's time otherwise)."""
+        if not rows:
+            return 0
+        with self.database.write() as conn:
+            first, taken = self._numbering(conn, job_id, [row[1] for row in rows])
+            pending = UnitStatus.PENDING.value
+            params: list[tuple[Any, ...]] = []
+            number = first
+            for seq, key, priority, payload_json in rows:
+                if key not in taken:
+                    taken.add(key)
+                    params.append((job_id, seq, number, priority, key, payload_json, pending))
+                    number += 1
+            if params:
+                sql, positional = self._insert_sql(conn)
+                conn.exec_driver_sql(sql, params if positional else [dict(zip(self._INSERT_ORDER, p, strict=True))
+                                                                     for p in params])
+            return len(params)
+
+    def _numbering(self, conn: sa.Connection, job_id: int, keys: Sequence[str]) -> tuple[int, set[str]]:
+        """The number the next new unit of a job gets, and which of `keys` it has already (an empty set
+        for a job without units, asking nothing); the job's row locked on PostgreSQL."""
+        if self.database.dialect == "postgresql":
+            conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+        top = conn.execute(sa.select(sa.func.max(units.c.number)).where(units.c.job_id == job_id)).scalar()
+        taken = self._taken_keys(conn, job_id, keys) if top is not None else set()
+        return int(top or 0) + 1, taken
 
     _insert_sql_text: tuple[str, bool] | None = None
 
@@ -574,6 +598,39 @@ class UnitQueries(Queries):
             if len(page) < batch_size:
                 return
             last_seq = page[-1].seq
+
+    def result_pages(self, job_id: int, statuses: Sequence[str] | None = None,
+                     batch_size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """`iter_results`' rows as the driver gives them, a keyset page at a time: plain tuples in
+        `ResultRecord`'s field order with the JSON columns as their stored text on both stores (a CSV
+        export decodes them itself and, most often, finds nothing nested in them). The statement is
+        compiled once and run on the driver's own cursor: SQLAlchemy's per-row `Row` processing cost
+        as much as the fetch."""
+        query = sa.select(*_RESULT_COLUMNS_CAST).where(units.c.job_id == sa.bindparam("r_job", type_=sa.Integer),
+                                                       units.c.seq > sa.bindparam("r_after", type_=sa.Integer))
+        if statuses:  # one bound value each (an expanding IN would need SQLAlchemy at every execution)
+            query = query.where(units.c.status.in_([sa.bindparam(f"r_status{i}", status, type_=sa.String)
+                                                    for i, status in enumerate(statuses)]))
+        query = query.order_by(units.c.seq).limit(sa.bindparam("r_limit", type_=sa.Integer))
+        compiled = query.compile(dialect=self.database.engine.dialect)
+        sql, names, values = str(compiled), compiled.positiontup, dict(compiled.params)
+        values.update(r_job=job_id, r_limit=batch_size)
+        last_seq = -1
+        while True:
+            values["r_after"] = last_seq
+            params: Any = tuple(values[name] for name in names) if names is not None else values
+            with self.database.read() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cursor.execute(sql, params)
+                    page = list(cursor.fetchall())
+                finally:
+                    cursor.close()
+            if page:
+                yield page
+            if len(page) < batch_size:
+                return
+            last_seq = page[-1][0]
 
     def page_units(self, job_id: int, statuses: Sequence[str] | None, limit: int, offset: int) -> list[UnitRecord]:
         """One page of a job's units in seq order (LIMIT/OFFSET in SQL, not skipped in Python)."""
