@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from agentic_batch.errors import StoreError
+from agentic_batch.store.pg_connect import connect_args
 from agentic_batch.store.faults import user_error, where
 
 from agentic_batch.store.revision import MIGRATIONS as _MIGRATIONS
@@ -58,8 +59,8 @@ def make_engine(url: str) -> Engine:
         try:
             # pool_pre_ping: after a server restart a pooled connection is tested and replaced on checkout
             # (and a disconnect error invalidates the whole pool), so the executor recovers on its own.
-            # connect_timeout: an unreachable host (no answer at all) fails a call in seconds rather than
-            # after the kernel's TCP retries, so the executor's outage window keeps time
+            # pg_connect_args: a connect timeout and keepalives, so an unreachable or vanished server is
+            # found out in seconds
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
                                     connect_args=pg_connect_args(parsed))
         except ModuleNotFoundError as exc:
@@ -69,36 +70,10 @@ def make_engine(url: str) -> Engine:
                      hint="use sqlite:///... or postgresql+psycopg://...")
 
 
-#: A PostgreSQL connection whose other end vanished without a word (a host cut off or powered off
-#: mid-transaction: no FIN, no RST) is found dead in about 15 s by each side. The server's side
-#: matters most: a session cut off inside a transaction keeps its row locks (the job row a claim
-#: locks) until the server drops it, and every other executor's claim waits on them. Keepalives only
-#: probe an idle connection and a live peer's kernel answers them, so a slow reader (a long export)
-#: is never cut. libpq parameters for the client's socket; GUCs (`options`) for the server's.
-#: Whatever the URL sets itself wins.
-_CLIENT_DEAD_PEER = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
-                     "keepalives_count": "3", "tcp_user_timeout": "15000"}
-_SERVER_DEAD_PEER = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
-                     "tcp_user_timeout": "15000"}
-
-
-def pg_connect_args(url: sa.URL) -> dict[str, object]:
-    """The libpq options every abp PostgreSQL connection carries (the pool's, the LISTEN thread's):
-    a connect timeout and the dead-peer keepalives; whatever the URL sets itself wins. connect_timeout:
-    an unreachable host (no answer at all) fails a call in seconds rather than after the kernel's TCP
-    retries, so the executor's outage window keeps time."""
-    timeout: dict[str, object] = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
-    return {**timeout, **_dead_peer_args(url)}
-
-
-def _dead_peer_args(url: sa.URL) -> dict[str, str]:
-    args = {key: value for key, value in _CLIENT_DEAD_PEER.items() if key not in url.query}
-    given = url.query.get("options", "")
-    given = " ".join(given) if isinstance(given, tuple) else given
-    server = " ".join(f"-c {key}={value}" for key, value in _SERVER_DEAD_PEER.items() if key not in given)
-    if server:
-        args["options"] = f"{given} {server}".strip()
-    return args
+def pg_connect_args(url: sa.URL) -> dict[str, str]:
+    """The libpq options every abp PostgreSQL connection carries (the pool's, the LISTEN thread's, the
+    direct reads'): a connect timeout and the dead-peer keepalives (`pg_connect`); the URL's own win."""
+    return connect_args(url.query)
 
 
 def _busy_seconds() -> float:
