@@ -2,7 +2,8 @@
 
 A user types these commands dozens of times while a job runs, and importing SQLAlchemy alone costs
 them ~150 ms of CPU (docs/benchmarks.md, issue 16): more than the whole answer should take. So these
-reads also exist here as plain SQL on `sqlite3` / psycopg. Each method is the twin of the
+reads also exist here as plain SQL on `sqlite3` / libpq (`libpq.py`: psycopg's libpq, without
+psycopg's ~100-200 ms of imports). Each method is the twin of the
 SQLAlchemy query of the same name (`JobQueries.get_job`, `UnitQueries.count_units`, ...): same
 rows, same order, the same records back (`records.py`), so the views (`service.readout`) derive
 the same answer from either. tests/integration/test_cli_direct_reads.py runs the commands both ways
@@ -22,7 +23,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from agentic_batch.states import JobStatus, UnitStatus
 from agentic_batch.store.records import (LIVE_STATES, BatchRecord, EventRecord, ExecutorRecord, JobRecord, UnitRecord,
@@ -67,18 +68,21 @@ def open_direct(url: str) -> DirectReads:
             raise Unavailable(str(exc)) from None
         return DirectReads(conn, "sqlite", sqlite3.Error)
     if url.startswith("postgresql+psycopg://"):
+        from agentic_batch.store import libpq
+        from agentic_batch.store.pg_connect import connect_args
+
+        uri = "postgresql://" + url[len("postgresql+psycopg://"):]
+        query: dict[str, str] = dict(parse_qsl(urlsplit(uri).query))
+        # the pool's connect timeout and keepalives (`pg_connect`); and UTF8, unless the URL sets another
+        # encoding (psycopg would decode with its codec; not repeated here: `Connection` refuses it)
+        params = [("dbname", uri), *connect_args(query).items()]  # libpq expands the URL; later keywords win
+        if "client_encoding" not in query:
+            params.append(("client_encoding", "UTF8"))
         try:
-            import psycopg
-        except ImportError:
-            raise Unavailable("no psycopg") from None
-        conninfo = "postgresql://" + url[len("postgresql+psycopg://"):]
-        options: dict[str, Any] = {} if "connect_timeout=" in url else {"connect_timeout": 10}  # as make_engine
-        try:
-            conn = psycopg.connect(conninfo, **options)
-            conn.read_only = True
-        except (psycopg.Error, ValueError) as exc:
+            conn = libpq.Connection(params)
+        except libpq.LibpqError as exc:
             raise Unavailable(str(exc)) from None
-        return DirectReads(conn, "postgresql", psycopg.Error)
+        return DirectReads(conn, "postgresql", libpq.LibpqError)
     raise Unavailable("another database driver")
 
 
@@ -90,10 +94,9 @@ class DirectReads:
     def __init__(self, conn: Any, dialect: str, error: type[Exception]) -> None:
         self.conn, self.dialect, self.error = conn, dialect, error
         try:
-            if dialect == "sqlite":
-                conn.execute("BEGIN")
+            conn.execute("BEGIN" if dialect == "sqlite" else "BEGIN READ ONLY")
             revision = self._rows("SELECT version_num FROM alembic_version", ())
-        except error as exc:  # no alembic_version: a store nobody migrated yet
+        except (error, Unavailable) as exc:  # no alembic_version: a store nobody migrated yet
             self.close()
             raise Unavailable(str(exc)) from None
         if [r["version_num"] for r in revision] != [SCHEMA_REVISION]:
@@ -108,14 +111,15 @@ class DirectReads:
 
     def close(self) -> None:
         try:
-            self.conn.rollback() if self.dialect == "postgresql" else self.conn.execute("ROLLBACK")
+            self.conn.execute("ROLLBACK")
         except self.error:
             pass
         self.conn.close()
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        if self.dialect == "postgresql":
-            sql = sql.replace("?", "%s")
+        if self.dialect == "postgresql":  # libpq's placeholders are numbered
+            pieces = sql.split("?")
+            sql = "".join(f"{piece}${n}" for n, piece in enumerate(pieces[:-1], 1)) + pieces[-1]
         try:
             cur = self.conn.execute(sql, tuple(params))
             names = [d[0] for d in cur.description]

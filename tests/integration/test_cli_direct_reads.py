@@ -1,5 +1,5 @@
 """`abp list`, `abp status [JOB]` and `abp show JOB UNIT` print the same, byte for byte, whether they are
-answered by the direct reads (`cli.quick` on `store.direct`: no Typer, pydantic or SQLAlchemy) or by the
+answered by the direct reads (`cli.quick` on `store.direct`: no Typer, pydantic, SQLAlchemy or psycopg) or by the
 full CLI (`ABP_DIRECT_READS=0`: Typer, the Orchestrator, SQLAlchemy): on SQLite and PostgreSQL, piped
 and on a terminal, `--json` and tables, and for every error and usage case the direct path hands over.
 
@@ -35,7 +35,7 @@ _PROBE = """
 import atexit, json, sys, time
 now = float(sys.argv[2])
 time.time = lambda: now
-heavy = ("sqlalchemy", "pydantic", "typer", "click")
+heavy = ("sqlalchemy", "pydantic", "typer", "click", "psycopg")
 atexit.register(lambda: open(sys.argv[1], "w").write(json.dumps([m for m in heavy if m in sys.modules])))
 from agentic_batch.cli import main
 main(sys.argv[3:])
@@ -62,7 +62,7 @@ for argv in json.loads(sys.argv[3]):
     sys.stdout.flush(), sys.stderr.flush()
     printed = [out.getvalue().hex(), err.getvalue().hex()]  # before the wrappers go (closing their buffers)
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    heavy = [m for m in ("sqlalchemy", "pydantic", "typer", "click") if m in sys.modules]
+    heavy = [m for m in ("sqlalchemy", "pydantic", "typer", "click", "psycopg") if m in sys.modules]
     results.append([code, *printed, heavy])
 open(sys.argv[1], "w").write(json.dumps(results))
 """

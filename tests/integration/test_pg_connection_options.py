@@ -7,6 +7,7 @@ the libpq options the connection was opened with.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -62,3 +63,34 @@ def test_what_the_url_sets_wins(pg_url: str) -> None:
     assert params.get("keepalives_idle") == "30"
     assert params.get("connect_timeout") == "3"
     assert params.get("keepalives_interval") == "2"
+
+
+def test_the_direct_reads_connection_has_them_too(pg_url: str) -> None:
+    """`abp list` / `status` / `show` read on libpq without psycopg (`store.direct`): the server runs their
+    session under the same GUCs, and their socket probes a silent peer as the pool's does."""
+    import socket
+
+    from agentic_batch.store import Store, open_store
+    from agentic_batch.store.direct import open_direct
+
+    store: Store = open_store(pg_url)  # migrated: the direct reads open only a store at this revision
+    store.close()
+    reads = open_direct(pg_url)
+    try:
+        shown = {name: reads.conn.execute(f"SHOW {name}").fetchall()[0][0] for name in SERVER_SIDE}
+        search_path = reads.conn.execute("SHOW search_path").fetchall()[0][0]
+        sock = socket.socket(fileno=os.dup(reads.conn.socket()))
+        try:
+            client = {"keepalives": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                      "keepalives_idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                      "keepalives_interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                      "keepalives_count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                      "tcp_user_timeout": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)}
+        finally:
+            sock.close()
+    finally:
+        reads.close()
+    assert shown == SERVER_SIDE
+    assert search_path.startswith("abp_test_")
+    assert {key: str(value) for key, value in client.items()} == {k: v for k, v in CLIENT_SIDE.items()
+                                                                  if k != "connect_timeout"}

@@ -1,0 +1,171 @@
+"""The dozen libpq calls the direct reads make on PostgreSQL, through ctypes: connect, run a query, read text.
+
+`import psycopg` costs ~100-200 ms of CPU here (its connection classes, adapters, error classes,
+asyncio and importlib.metadata, all at import time: docs/benchmarks.md, issue 16), against
+~4 ms for `sqlite3`, and even `psycopg.pq` alone imports most of it. `abp list` / `status` /
+`show` answer in ~0.1 s on SQLite; on PostgreSQL they need three or four plain queries. So the direct
+reads (`store.direct`) call the libpq psycopg itself loads — the copy bundled with psycopg-binary, or
+the system's, in psycopg's own order — through ctypes (~8 ms), as psycopg's pure-Python
+implementation (`psycopg.pq.pq_ctypes`) does. libpq parses the URL, reads PG* variables, ~/.pgpass and
+service files, negotiates TLS and authenticates exactly as it does under psycopg; only the result
+decoding is here, for the column types the store uses (`LOADERS`, text format, as psycopg loads them).
+Any other type, any error, no libpq found: `LibpqError`, and the caller takes the SQLAlchemy path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: `PQresultStatus` values of a result that succeeded; `PQstatus` of an open connection.
+_COMMAND_OK, _TUPLES_OK, _CONNECTION_OK = 1, 2, 0
+
+
+def _numeric(text: str) -> Any:
+    from decimal import Decimal  # a SUM of bigints; ~5 ms to import, so only when one comes back
+
+    return Decimal(text)
+
+
+#: Type OID -> how psycopg loads a value of that type in text format (psycopg.types.*: int, float,
+#: Decimal, bool, str, json.loads).
+LOADERS: dict[int, Callable[[str], Any]] = {
+    16: lambda s: s == "t",                       # bool
+    20: int, 21: int, 23: int, 26: int,            # int8, int2, int4, oid
+    700: float, 701: float,                        # float4, float8
+    1700: _numeric,                                # numeric
+    25: str, 1043: str, 1042: str, 19: str,        # text, varchar, bpchar, name
+    114: json.loads, 3802: json.loads,             # json, jsonb
+}
+
+
+class LibpqError(Exception):
+    """libpq could not be loaded, could not connect, or a query failed or returned a type not loaded here."""
+
+
+def _candidates() -> list[str]:
+    """Where libpq is, in the order psycopg picks its implementation: psycopg-c and the pure-Python one link
+    the system's libpq, psycopg-binary bundles its own (auditwheel: `psycopg_binary.libs/libpq-HASH.so.5.N`,
+    delocate: `psycopg_binary/.dylibs/libpq.5.dylib`)."""
+    from importlib.machinery import PathFinder
+
+    system = ["libpq.5.dylib"] if sys.platform == "darwin" else ["libpq.so.5"]
+    if PathFinder.find_spec("psycopg_c") is not None:
+        return system
+    spec = PathFinder.find_spec("psycopg_binary")
+    if spec is None or not spec.submodule_search_locations:
+        return system
+    package = list(spec.submodule_search_locations)[0]
+    bundled = []
+    for folder in (package + ".libs", os.path.join(package, ".dylibs")):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        bundled += [os.path.join(folder, n) for n in names if n.startswith("libpq") and (".so" in n or ".dylib" in n)]
+    return bundled or system
+
+
+_lib: Any = None
+
+
+def _load() -> Any:
+    global _lib
+    if _lib is not None:
+        return _lib
+    lib = None
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(path)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        raise LibpqError("no libpq found")
+    p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+    for name, restype, argtypes in (
+            ("PQconnectdbParams", p, [ctypes.POINTER(s), ctypes.POINTER(s), i]),
+            ("PQstatus", i, [p]), ("PQerrorMessage", s, [p]), ("PQfinish", None, [p]),
+            ("PQparameterStatus", s, [p, s]), ("PQsocket", i, [p]),
+            ("PQexecParams", p, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
+            ("PQresultStatus", i, [p]), ("PQresultErrorMessage", s, [p]), ("PQclear", None, [p]),
+            ("PQntuples", i, [p]), ("PQnfields", i, [p]), ("PQfname", s, [p, i]),
+            ("PQftype", ctypes.c_uint, [p, i]), ("PQgetisnull", i, [p, i, i]), ("PQgetvalue", s, [p, i, i])):
+        function = getattr(lib, name)
+        function.restype, function.argtypes = restype, argtypes
+    _lib = lib
+    return lib
+
+
+class Cursor:
+    """What `sqlite3`'s cursor offers the direct reads: the column names and the rows of one query."""
+
+    def __init__(self, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self.description = [(name,) for name in names]
+        self._rows = rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+
+class Connection:
+    """One libpq connection. `params` are libpq keywords (`dbname` may be a whole URL: expanded, and the
+    keywords after it override what it sets), in order."""
+
+    def __init__(self, params: Sequence[tuple[str, str]]) -> None:
+        lib = self._lib = _load()
+        self._conn: int | None = None
+        keys = (ctypes.c_char_p * (len(params) + 1))(*[k.encode() for k, _ in params], None)
+        values = (ctypes.c_char_p * (len(params) + 1))(*[v.encode() for _, v in params], None)
+        self._conn = lib.PQconnectdbParams(keys, values, 1)  # expand_dbname
+        if not self._conn:
+            raise LibpqError("libpq could not allocate a connection")
+        if lib.PQstatus(self._conn) != _CONNECTION_OK:
+            message = (lib.PQerrorMessage(self._conn) or b"").decode("utf-8", "replace").strip()
+            self.close()
+            raise LibpqError(message)
+        if lib.PQparameterStatus(self._conn, b"client_encoding") != b"UTF8":
+            self.close()  # the URL asked for another encoding: psycopg would decode with it; not done here
+            raise LibpqError("client_encoding is not UTF8")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run `sql` ($1, $2, ... placeholders; each parameter sent as text, its type inferred by the
+        server as for a literal) and read every row."""
+        lib, conn = self._lib, self._conn
+        if conn is None:
+            raise LibpqError("the connection is closed")
+        values = (ctypes.c_char_p * max(1, len(params)))(
+            *[None if v is None else str(v).encode() for v in params])
+        result = lib.PQexecParams(conn, sql.encode(), len(params), None, values, None, None, 0)
+        if not result:
+            raise LibpqError((lib.PQerrorMessage(conn) or b"").decode("utf-8", "replace").strip())
+        try:
+            if lib.PQresultStatus(result) not in (_COMMAND_OK, _TUPLES_OK):
+                raise LibpqError((lib.PQresultErrorMessage(result) or b"").decode("utf-8", "replace").strip())
+            width, height = lib.PQnfields(result), lib.PQntuples(result)
+            names = [lib.PQfname(result, c).decode() for c in range(width)]
+            loaders = []
+            for c in range(width):
+                oid = lib.PQftype(result, c)
+                if oid not in LOADERS:
+                    raise LibpqError(f"column {names[c]!r} has type OID {oid}, which is not loaded here")
+                loaders.append(LOADERS[oid])
+            isnull, getvalue = lib.PQgetisnull, lib.PQgetvalue
+            rows = [tuple(None if isnull(result, r, c) else load(getvalue(result, r, c).decode())
+                          for c, load in enumerate(loaders)) for r in range(height)]
+        finally:
+            lib.PQclear(result)
+        return Cursor(names, rows)
+
+    def socket(self) -> int:
+        """The connection's socket (its file descriptor; -1 when closed)."""
+        return -1 if self._conn is None else int(self._lib.PQsocket(self._conn))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._lib.PQfinish(self._conn)
+            self._conn = None
