@@ -155,8 +155,8 @@ class Connection:
                     raise LibpqError(f"column {names[c]!r} has type OID {oid}, which is not loaded here")
                 loaders.append(LOADERS[oid])
             isnull, getvalue = lib.PQgetisnull, lib.PQgetvalue
-            rows = [tuple(None if isnull(result, r, c) else load(getvalue(result, r, c).decode())
-                          for c, load in enumerate(loaders)) for r in range(height)]
+            rows = [tuple(load(value.decode()) if (value := getvalue(result, r, c)) or not isnull(result, r, c)
+                          else None for c, load in enumerate(loaders)) for r in range(height)]  # NULL reads as b""
         finally:
             lib.PQclear(result)
         return Cursor(names, rows)
