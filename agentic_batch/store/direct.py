@@ -75,12 +75,14 @@ def open_direct(url: str) -> DirectReads:
         query: dict[str, str] = dict(parse_qsl(urlsplit(uri).query))
         # the pool's connect timeout and keepalives (`pg_connect`); and UTF8, unless the URL sets another
         # encoding (psycopg would decode with its codec; not repeated here: `Connection` refuses it)
-        params = [("dbname", uri), *connect_args(query).items()]  # libpq expands the URL; later keywords win
+        extra = connect_args(query)
+        params = [("dbname", uri), *extra.items()]  # libpq expands the URL; the keywords after it win
         if "client_encoding" not in query:
             params.append(("client_encoding", "UTF8"))
         try:
-            conn = libpq.Connection(params)
-        except libpq.LibpqError as exc:
+            timeout = float(query.get("connect_timeout") or extra.get("connect_timeout") or 0)
+            conn = libpq.Connection(params, timeout=timeout)
+        except (libpq.LibpqError, ValueError) as exc:
             raise Unavailable(str(exc)) from None
         return DirectReads(conn, "postgresql", libpq.LibpqError)
     raise Unavailable("another database driver")

@@ -17,12 +17,17 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-#: `PQresultStatus` values of a result that succeeded; `PQstatus` of an open connection.
-_COMMAND_OK, _TUPLES_OK, _CONNECTION_OK = 1, 2, 0
+#: `PQresultStatus` values of a result that succeeded; `PQstatus` of a failed connection; `PQconnectPoll`'s.
+_COMMAND_OK, _TUPLES_OK, _CONNECTION_BAD = 1, 2, 1
+_POLLING_FAILED, _POLLING_READING, _POLLING_WRITING, _POLLING_OK = 0, 1, 2, 3
+_NOTICE_PROCESSOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+_IGNORE_NOTICE = _NOTICE_PROCESSOR(lambda _arg, _message: None)
 
 
 def _numeric(text: str) -> Any:
@@ -88,9 +93,9 @@ def _load() -> Any:
         raise LibpqError("no libpq found")
     p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
     for name, restype, argtypes in (
-            ("PQconnectdbParams", p, [ctypes.POINTER(s), ctypes.POINTER(s), i]),
-            ("PQstatus", i, [p]), ("PQerrorMessage", s, [p]), ("PQfinish", None, [p]),
-            ("PQparameterStatus", s, [p, s]), ("PQsocket", i, [p]),
+            ("PQconnectStartParams", p, [ctypes.POINTER(s), ctypes.POINTER(s), i]), ("PQconnectPoll", i, [p]),
+            ("PQsetNoticeProcessor", p, [p, _NOTICE_PROCESSOR, p]), ("PQstatus", i, [p]), ("PQsocket", i, [p]),
+            ("PQerrorMessage", s, [p]), ("PQfinish", None, [p]), ("PQparameterStatus", s, [p, s]),
             ("PQexecParams", p, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
             ("PQresultStatus", i, [p]), ("PQresultErrorMessage", s, [p]), ("PQclear", None, [p]),
             ("PQntuples", i, [p]), ("PQnfields", i, [p]), ("PQfname", s, [p, i]),
@@ -116,15 +121,29 @@ class Connection:
     """One libpq connection. `params` are libpq keywords (`dbname` may be a whole URL: expanded, and the
     keywords after it override what it sets), in order."""
 
-    def __init__(self, params: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, params: Sequence[tuple[str, str]], timeout: float) -> None:
+        """Connect, giving up after `timeout` seconds (0: never), as libpq's `connect_timeout` would."""
         lib = self._lib = _load()
         self._conn: int | None = None
         keys = (ctypes.c_char_p * (len(params) + 1))(*[k.encode() for k, _ in params], None)
         values = (ctypes.c_char_p * (len(params) + 1))(*[v.encode() for _, v in params], None)
-        self._conn = lib.PQconnectdbParams(keys, values, 1)  # expand_dbname
+        self._conn = lib.PQconnectStartParams(keys, values, 1)  # expand_dbname
         if not self._conn:
             raise LibpqError("libpq could not allocate a connection")
-        if lib.PQstatus(self._conn) != _CONNECTION_OK:
+        # before anything arrives: libpq prints a server's notices and warnings (a startup warning such
+        # as a collation version mismatch, too) on stderr; psycopg hands them to `logging`, silent here
+        lib.PQsetNoticeProcessor(self._conn, _IGNORE_NOTICE, None)
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        state = _POLLING_WRITING if lib.PQstatus(self._conn) != _CONNECTION_BAD else _POLLING_FAILED
+        while state not in (_POLLING_OK, _POLLING_FAILED):
+            sock = lib.PQsocket(self._conn)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reading, writing = ([sock], []) if state == _POLLING_READING else ([], [sock])
+            if sock < 0 or not any(select.select(reading, writing, [], left)):
+                self.close()
+                raise LibpqError(f"timeout expired ({timeout:g} s) connecting to the store")
+            state = lib.PQconnectPoll(self._conn)
+        if state == _POLLING_FAILED:
             message = (lib.PQerrorMessage(self._conn) or b"").decode("utf-8", "replace").strip()
             self.close()
             raise LibpqError(message)

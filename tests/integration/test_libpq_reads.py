@@ -43,7 +43,7 @@ def _through_psycopg(conninfo: str, sql: str, params: tuple[Any, ...]) -> tuple[
 
 
 def test_every_store_type_reads_as_psycopg_reads_it(conninfo: str) -> None:
-    conn = libpq.Connection([("dbname", conninfo)])
+    conn = libpq.Connection([("dbname", conninfo)], timeout=10)
     try:
         cur = conn.execute(ROW, PARAMS)
     finally:
@@ -56,7 +56,7 @@ def test_every_store_type_reads_as_psycopg_reads_it(conninfo: str) -> None:
 
 
 def test_what_is_not_read_here_raises(conninfo: str) -> None:
-    conn = libpq.Connection([("dbname", conninfo)])
+    conn = libpq.Connection([("dbname", conninfo)], timeout=10)
     try:
         with pytest.raises(libpq.LibpqError, match="type OID"):
             conn.execute("SELECT now() AS t")
@@ -65,4 +65,28 @@ def test_what_is_not_read_here_raises(conninfo: str) -> None:
     finally:
         conn.close()
     with pytest.raises(libpq.LibpqError):
-        libpq.Connection([("dbname", conninfo), ("dbname", "no_such_database_here")])
+        libpq.Connection([("dbname", conninfo), ("dbname", "no_such_database_here")], timeout=10)
+
+
+def test_the_servers_notices_print_nothing(conninfo: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """libpq prints notices and warnings on stderr unless told otherwise; psycopg logs them: a direct
+    `abp status` must print what the full one prints, so they go nowhere here either."""
+    conn = libpq.Connection([("dbname", conninfo)], timeout=10)
+    try:
+        conn.execute("DO $$ BEGIN RAISE WARNING 'from the server'; RAISE NOTICE 'and a notice'; END $$")
+    finally:
+        conn.close()
+    assert capfd.readouterr().err == ""
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts the TCP connection (the kernel does), never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(libpq.LibpqError, match="timeout"):
+            libpq.Connection([("host", "127.0.0.1"), ("port", str(silent.getsockname()[1]))], timeout=0.5)
+        assert time.monotonic() - started < 5
