@@ -21,6 +21,7 @@ from agentic_batch.engine.procs import hostname, process_alive
 from agentic_batch.engine.structured import check_schema
 from agentic_batch.errors import InvalidSpec, field_ref
 from agentic_batch.isolation import resolve_base
+from agentic_batch.jsontext import chunk_encoder
 from agentic_batch.isolation.verify import check_verify
 from agentic_batch.prompts import compile_template, synthesize, validate
 from agentic_batch.sources import Item, describe_source, resolve_spec
@@ -38,6 +39,8 @@ from agentic_batch.store.storable import (
 from agentic_batch.workers import get_worker_kind
 
 BATCH = 5000
+#: `json.dumps`'s C encoder (`column_json`), called inline per item.
+_COLUMN_CHUNKS = chunk_encoder()
 PREVIEW_ITEMS = 3
 REDUCE_SAMPLE = {"results_path": "/path/to/results.jsonl", "total": 10, "completed": 10, "failed": 0,
                  "job_name": "job"}
@@ -215,11 +218,11 @@ def _insert_all(store: Store, job_id: int, items: Iterable[tuple[str, dict[str, 
     rows: list[tuple[int, str, int, str]] = []
     payloads: list[dict[str, Any]] = []  # rows' payloads, for a batch that takes the slow insert
     odd: list[NewUnit] = []  # items that did not serialise
-    encode, unclean = column_json, _ESCAPED_UNSTORABLE.search
+    make, join, unclean = _COLUMN_CHUNKS, "".join, _ESCAPED_UNSTORABLE.search
     for seq, (key, payload, priority) in enumerate(items, start):
         try:
-            text: str | None = encode(payload)
-        except (TypeError, ValueError):
+            text: str | None = join(make(payload, 0)) if make is not None else column_json(payload)
+        except (TypeError, ValueError, RecursionError):
             text = None
         if text is None or unclean(text) is not None or not key.isascii() or "\x00" in key:
             unit = cleaned.unit(seq, key, payload, priority)

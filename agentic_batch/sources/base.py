@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agentic_batch.errors import SourceError, field_ref
-from agentic_batch.jsontext import one_shot_encoder
+from agentic_batch.jsontext import chunk_encoder, one_shot_encoder
 from agentic_batch.priority import Priority
 from agentic_batch.sources.registry import SourceSpec, get_source_kind
 
@@ -46,9 +46,18 @@ def iter_keyed(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[tuple[s
     pairs = kind.iterate(kind.options(resolved), base)
     if not resolved.key and kind.natural_key is None and not resolved.priority_field:
         # Keyed by content, no priority field (most big sources): `item_key` and `item_priority` would
-        # only look those up again for every item.
+        # only look those up again for every item; `content_key` inline, for the same reason.
+        if _KEY_CHUNKS is None:
+            for _, payload in pairs:
+                yield content_key(payload), payload, None
+            return
+        make, sha256 = _KEY_CHUNKS, _SHA256
         for _, payload in pairs:
-            yield content_key(payload), payload, None
+            try:
+                text = "".join(make(payload, 0))
+            except RecursionError:  # a circular structure (from a python source): the dump's ValueError
+                text = _KEY_JSON(payload)
+            yield sha256(text.encode("utf-8")).hexdigest()[:32], payload, None
         return
     for where, payload in pairs:
         yield item_key(resolved, where, payload), payload, item_priority(resolved, where, payload)
@@ -62,6 +71,7 @@ def iter_keyed(spec: SourceSpec, *, cwd: Path | None = None) -> Iterator[tuple[s
 #: options builds an encoder per call, a tenth of a 100,000-item create (`one_shot_encoder`: and no
 #: Python frames per call either).
 _KEY_JSON = one_shot_encoder(sort_keys=True, separators=(",", ":"), default=str)
+_KEY_CHUNKS = chunk_encoder(sort_keys=True, separators=(",", ":"), default=str)
 _SHA256 = hashlib.sha256
 
 

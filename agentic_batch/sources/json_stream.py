@@ -308,6 +308,7 @@ def iter_json(options: JsonOptions, cwd: Path | None = None) -> Iterator[RawItem
 def iter_jsonl(options: JsonlOptions, cwd: Path | None = None) -> Iterator[RawItem]:
     """Yield one object per non-blank line; the place of each item is its line number."""
     path = options.path
+    scan = _DECODER.scan_once  # type: ignore[attr-defined]
     with open_source_file(path, "jsonl") as handle:
         line_number = 0
         while True:
@@ -325,7 +326,12 @@ def iter_jsonl(options: JsonlOptions, cwd: Path | None = None) -> Iterator[RawIt
             if not text:
                 continue
             try:
-                value = _DECODER.decode(text)  # json.loads(text, parse_constant=...) would build a decoder per line
+                try:  # the scanner itself: `decode` adds two frames and two whitespace scans (none is left)
+                    value, end = scan(text, 0)
+                except StopIteration:
+                    end = -1
+                if end != len(text):  # malformed, or more after the value: `decode` says how (json.loads
+                    value = _DECODER.decode(text)  # would build a decoder per line)
             except json.JSONDecodeError as exc:
                 column = exc.colno + len(line) - len(line.lstrip())
                 raise SourceError(
