@@ -13,9 +13,10 @@ import array
 import csv
 import itertools
 import json
+import operator
 import struct
 import tempfile
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -212,7 +213,7 @@ class _CsvSpool:
                     cells[place] = _JSON_CELL.encode(value)
         return cells
 
-    def write(self, rows: Iterable[list[Any]]) -> None:
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
         lines = self.lines
         before = len(lines)
         self.writer.writerows(rows)
@@ -293,22 +294,22 @@ def _iter_csv_units(store: Store, job_id: int, statuses: list[str] | None, count
     named like a `data.*` column, or two fields renamed to the same `item.*`) goes through `unit_row`,
     whose dict keeps the last value at the first place. The JSON texts are decoded here; one holding
     no second `{` and no `[` has nothing nested, so its cells need no check for a dict or a list."""
-    decode = _JSON_DECODER.raw_decode
+    scan = _JSON_DECODER.scan_once  # type: ignore[attr-defined]
     with tempfile.TemporaryFile() as spool:
         out = _CsvSpool(spool, chunk)
-        plans = out.plans
+        placings: dict[Hashable, list[Any]] = {}  # shape -> [plan, the width, its gather]
         slow: dict[Hashable, bool] = {}
         width = 0
         for page in store.units.result_pages(job_id, statuses, batch_size=PAGE):
             cached = [row[15] for row in page if row[15]]
             origins = store.cache.origins(cached) if cached else {}
-            rows: list[list[Any]] = []
+            rows: list[Sequence[Any]] = []
             for record in page:
                 (_, number, key, payload_text, status, output, data_text, error, error_class, cost, tokens_in,
                  tokens_out, attempt, started, finished, cached_from, exit_code, stdout, stderr) = record
-                try:  # like the column's json.loads without its two whitespace scans (none is stored)
-                    payload, end = decode(payload_text)
-                except json.JSONDecodeError:
+                try:  # the column's json.loads without its frames and whitespace scans (none is stored)
+                    payload, end = scan(payload_text, 0)
+                except StopIteration:
                     end = -1
                 if end != len(payload_text):
                     payload = json.loads(payload_text)
@@ -317,16 +318,16 @@ def _iter_csv_units(store: Store, job_id: int, statuses: list[str] | None, count
                     data: Any = None
                 else:
                     try:
-                        data, end = decode(data_text)
-                    except json.JSONDecodeError:
+                        data, end = scan(data_text, 0)
+                    except StopIteration:
                         end = -1
                     if end != len(data_text):
                         data = json.loads(data_text)
                     nested = nested or "[" in data_text or data_text.count("{") > 1
                 is_dict = type(data) is dict
                 shape = (tuple(payload), exit_code is not None, tuple(data) if is_dict else data is None)
-                plan = plans.get(shape)
-                if plan is None:
+                placing = placings.get(shape)
+                if placing is None:
                     names = _row_names(*shape)
                     if len(set(names)) < len(names):
                         slow[shape] = True
@@ -334,7 +335,7 @@ def _iter_csv_units(store: Store, job_id: int, statuses: list[str] | None, count
                     if rows:  # a plan may add columns: the rows so far keep their own width
                         out.write(rows)
                         rows = []
-                    plan = out.plan(shape, names)
+                    placing = placings[shape] = [out.plan(shape, names), -1, None]
                     width = out.width
                 if shape in slow:
                     values = list(unit_row(_record(record, payload, data), origins).values())
@@ -349,14 +350,38 @@ def _iter_csv_units(store: Store, job_id: int, statuses: list[str] | None, count
                         values += data.values()
                     elif data is not None:
                         values.append(data)
-                if plan[0] is None and not nested and len(values) == width:  # the common case, inline
-                    rows.append(values)
+                if placing[1] != width:  # the shape's first row at this width
+                    placing[1:] = width, _gather(placing[0][0], len(values), width)
+                gather = placing[2]
+                if gather is not None:
+                    values.append(None)  # the cell of the columns this row lacks
+                    cells = gather(values)
                 else:
-                    rows.append(out.place(plan, values, nested))
+                    cells = values
+                if nested:
+                    cells = list(cells)
+                    for place in placing[0][1]:
+                        value = cells[place]
+                        if isinstance(value, (dict, list)):
+                            cells[place] = _JSON_CELL.encode(value)
+                rows.append(cells)
             out.write(rows)
             if counter is not None:
                 counter[0] += len(page)
         yield from out.out()
+
+
+def _gather(order: list[int] | None, count: int, width: int) -> Callable[[list[Any]], tuple[Any, ...]] | None:
+    """Picks a row's `width` cells in column order out of its `count` values plus a None after them
+    (one C call, not a Python loop over the cells); None when the values are the cells already."""
+    if order is None and count == width:
+        return None
+    places = order if order is not None else list(range(count))
+    slot = {column: index for index, column in enumerate(places)}
+    picks = [slot.get(column, count) for column in range(width)]
+    if len(picks) == 1:
+        return lambda values: (values[picks[0]],)
+    return operator.itemgetter(*picks)
 
 
 def _record(row: tuple[Any, ...], payload: dict[str, Any], data: Any) -> ResultRecord:
