@@ -2,12 +2,14 @@
 the statements the store actually runs), the partial ones included: four unit indexes hold only the
 units with a lease owner, a finish time, a fingerprint or a cached origin (migration 0016), which a
 query can use only when its own conditions imply that; a query that stopped implying it would scan
-the job's units instead, and fail here.
+the job's units instead, and fail here. The direct reads of `abp list` / `status` / `show` are also
+checked on PostgreSQL (its EXPLAIN, sequential scans priced out), when ABP_TEST_POSTGRES_URL answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -167,3 +169,48 @@ def test_a_created_unit_enters_none_of_the_partial_indexes(store: Store, jobs: t
 
 _PREDICATE = {"ix_units_lease_owner": "lease_owner", "ix_units_job_finished": "finished_at",
               "ix_units_fingerprint": "fingerprint", "ix_units_job_cached": "cached_from"}
+
+
+def test_the_direct_reads_can_each_use_an_index_on_postgresql(monkeypatch: pytest.MonkeyPatch, workdir: Any,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`abp list` / `status` / `show` on PostgreSQL (`store.direct` on libpq): with sequential scans priced
+    out (`enable_seqscan = off`), the planner finds an index for every statement they send, so none of
+    them needs to read a whole table (on a big job the planner may still prefer a scan, rightly)."""
+    import json
+
+    from agentic_batch.cli import quick
+    from agentic_batch.store import libpq
+    from agentic_batch.store.direct import open_direct
+    from tests.fixtures.stores import orchestrator_on
+
+    with orchestrator_on("postgresql", monkeypatch) as orch:
+        (workdir / "items.jsonl").write_text("".join(json.dumps({"t": i}) + "\n" for i in range(50)))
+        job = orch.create({"name": "plans", "source": {"kind": "jsonl", "path": str(workdir / "items.jsonl")},
+                           "prompt": "{{ t }}", "worker": "command", "worker_options": {"command": "true"}},
+                          cwd=workdir).job_id
+        with orch.store.database.write() as conn:
+            conn.execute(sa.update(units).where(units.c.job_id == job, units.c.seq < 5).values(
+                status="RUNNING", started_at=time.time(), lease_owner="x", attempt=1))
+            conn.execute(sa.text("UPDATE jobs SET status = 'RUNNING' WHERE id = :j"), {"j": job})
+        sent: list[tuple[str, tuple[Any, ...]]] = []
+        execute = libpq.Connection.execute
+
+        def record(self: libpq.Connection, sql: str, params: Any = ()) -> Any:
+            sent.append((sql, tuple(params)))
+            return execute(self, sql, params)
+
+        monkeypatch.setattr(libpq.Connection, "execute", record)
+        for argv in (["list"], ["status", str(job)], ["show", str(job), "1"]):
+            assert quick.answer(argv) == 0, argv  # answered on the direct path
+        capsys.readouterr()
+        monkeypatch.setattr(libpq.Connection, "execute", execute)
+        reads = open_direct(os.environ["ABP_DB_URL"])
+        try:
+            reads.conn.execute("SET enable_seqscan = off")
+            statements = {s for s in sent if s[0].startswith("SELECT") and "alembic_version" not in s[0]}
+            assert len(statements) >= 8, statements
+            for sql, params in sorted(statements):
+                plan = [row[0] for row in reads.conn.execute("EXPLAIN " + sql, params).fetchall()]
+                assert not [line for line in plan if "Seq Scan" in line], f"{sql}\n" + "\n".join(plan)
+        finally:
+            reads.close()
