@@ -95,6 +95,9 @@ class DirectReads:
 
     def __init__(self, conn: Any, dialect: str, error: type[Exception]) -> None:
         self.conn, self.dialect, self.error = conn, dialect, error
+        self._counts: dict[int, dict[str, int]] = {}  # by job, read ahead for a list (`_prefetch`)
+        self._totals: dict[int, dict[str, float]] = {}
+        self._cached: dict[int, int] = {}
         try:
             conn.execute("BEGIN" if dialect == "sqlite" else "BEGIN READ ONLY")
             revision = self._rows("SELECT version_num FROM alembic_version", ())
@@ -165,17 +168,48 @@ class DirectReads:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        return self._records(JobRecord, "jobs", sql, (JobStatus.CREATING.value, *wanted))
+        jobs = self._records(JobRecord, "jobs", sql, (JobStatus.CREATING.value, *wanted))
+        self._prefetch([j.id for j in jobs])
+        return jobs
+
+    def _prefetch(self, job_ids: list[int]) -> None:
+        """A list shows every job's counts, cost and cached units (`readout.summary_fields`): three
+        grouped queries answer them for all the jobs listed, where one query per job and figure took
+        63 round trips to PostgreSQL for 21 jobs (66 ms of wall at load 6, each waiting for the
+        server's turn on a core). `count_units`, `unit_totals` and `cached_count` then answer these
+        jobs from here; the figures are those of their one-job queries, grouped by job."""
+        for start in range(0, len(job_ids), _CHUNK):
+            chunk = job_ids[start:start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for job_id in chunk:
+                self._counts[job_id] = dict.fromkeys(UnitStatus, 0)
+                self._totals[job_id] = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0}
+                self._cached[job_id] = 0
+            for r in self._rows(f"SELECT job_id, status, count(*) AS n FROM units WHERE job_id IN ({marks}) "
+                                "GROUP BY job_id, status", chunk):
+                self._counts[r["job_id"]][r["status"]] = int(r["n"])
+            for r in self._rows(f"SELECT job_id, coalesce(sum(cost_usd), 0.0) AS c, coalesce(sum(tokens_in), 0) AS i, "
+                                f"coalesce(sum(tokens_out), 0) AS o FROM units WHERE job_id IN ({marks}) "
+                                "GROUP BY job_id", chunk):
+                self._totals[r["job_id"]] = {"cost_usd": float(r["c"]), "tokens_in": int(r["i"]),
+                                             "tokens_out": int(r["o"])}
+            for r in self._rows(f"SELECT job_id, count(*) AS n FROM units WHERE job_id IN ({marks}) "
+                                "AND cached_from IS NOT NULL GROUP BY job_id", chunk):
+                self._cached[r["job_id"]] = int(r["n"])
 
     # -- units (UnitQueries, BrowseQueries, CacheQueries) -----------------------------------------------
 
     def count_units(self, job_id: int) -> dict[str, int]:
+        if job_id in self._counts:
+            return dict(self._counts[job_id])
         counts: dict[str, int] = dict.fromkeys(UnitStatus, 0)
         counts.update({r["status"]: int(r["n"]) for r in self._rows(
             "SELECT status, count(*) AS n FROM units WHERE job_id = ? GROUP BY status", (job_id,))})
         return counts
 
     def unit_totals(self, job_id: int) -> dict[str, float]:
+        if job_id in self._totals:
+            return dict(self._totals[job_id])
         row = self._rows("SELECT coalesce(sum(cost_usd), 0.0) AS c, coalesce(sum(tokens_in), 0) AS i, "
                          "coalesce(sum(tokens_out), 0) AS o FROM units WHERE job_id = ?", (job_id,))[0]
         return {"cost_usd": float(row["c"]), "tokens_in": int(row["i"]), "tokens_out": int(row["o"])}
@@ -206,6 +240,8 @@ class DirectReads:
         return found
 
     def cached_count(self, job_id: int) -> int:
+        if job_id in self._cached:
+            return self._cached[job_id]
         return int(self._scalar("SELECT count(*) FROM units WHERE job_id = ? AND cached_from IS NOT NULL", (job_id,)))
 
     def origins(self, unit_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
