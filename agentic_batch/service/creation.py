@@ -38,7 +38,7 @@ from agentic_batch.store.storable import (
 )
 from agentic_batch.workers import get_worker_kind
 
-BATCH = 5000
+BATCH = 20000
 #: `json.dumps`'s C encoder (`column_json`), called inline per item.
 _COLUMN_CHUNKS = chunk_encoder()
 PREVIEW_ITEMS = 3
@@ -147,7 +147,7 @@ def create_job(store: Store, spec: JobSpec, cwd: Path) -> CreatedJob:
     try:
         cleaned = _Cleaned()
         again = ((i.key, i.payload, i.priority) for i in head)
-        inserted, seen = _insert_all(store, job_id, itertools.chain(again, items), cleaned)
+        inserted, seen = _insert_all(store, job_id, itertools.chain(again, items), cleaned, new_job=True)
         if cleaned.items:
             store.logs.append_logs([{"job_id": job_id, "level": "warning", "message": cleaned.message()}])
         if warnings:
@@ -205,7 +205,7 @@ class _Cleaned:
 
 
 def _insert_all(store: Store, job_id: int, items: Iterable[tuple[str, dict[str, Any], int | None]],
-                cleaned: _Cleaned, start: int = 0) -> tuple[int, int]:
+                cleaned: _Cleaned, start: int = 0, new_job: bool = False) -> tuple[int, int]:
     """Insert `(key, payload, priority)` items in batches of BATCH, numbering their seq from `start`;
     returns (units inserted, items seen).
 
@@ -236,16 +236,16 @@ def _insert_all(store: Store, job_id: int, items: Iterable[tuple[str, dict[str, 
             payloads.append(payload)
         seen += 1
         if len(rows) + len(odd) >= BATCH:
-            inserted += _insert_batch(store, job_id, rows, payloads, odd)
+            inserted += _insert_batch(store, job_id, rows, payloads, odd, new_job)
             rows, payloads, odd = [], [], []
-    inserted += _insert_batch(store, job_id, rows, payloads, odd)
+    inserted += _insert_batch(store, job_id, rows, payloads, odd, new_job)
     return inserted, seen
 
 
 def _insert_batch(store: Store, job_id: int, rows: list[tuple[int, str, int, str]], payloads: list[dict[str, Any]],
-                  odd: list[NewUnit]) -> int:
-    if not odd:
-        return store.units.insert_rows(job_id, rows)
+                  odd: list[NewUnit], new_job: bool) -> int:
+    if not odd:  # a job being created has only this create's keys: a repeat across batches is rare
+        return store.units.insert_rows(job_id, rows, new_keys=new_job)
     units = [NewUnit(seq=seq, key=key, payload=payload, priority=priority, payload_json=text)
              for (seq, key, priority, text), payload in zip(rows, payloads, strict=True)] + odd
     units.sort(key=lambda u: u.seq)  # the first of a repeated key wins: keep the source's order
