@@ -77,6 +77,9 @@ class UnitRunner:
         self.gate = gate or OpenGate()
         self.executor_id = executor_id
         self._shared_workspace: Path | None = None
+        #: Built once: a Path per unit for each was a tenth of a no-op unit's time on the loop.
+        self._job_dir = settings.job_dir(job.id)
+        self._workdir = Path(job.workdir)
         self._prepared: asyncio.Future[Any] | None = None
         self._worktrees: JobWorktrees | None = None
         #: Let workers hand over the end of their agent's exit (`UnitContext.defer_exit`): the unit's
@@ -209,13 +212,13 @@ class UnitRunner:
             workspace = unit_workspace(self.job, payload, self.shared_workspace)
         processes = UnitProcesses(self.reaper)
         tails: list[ExitTail] = []
-        spill_path = output_file(self.settings.job_dir(self.job.id), number if number is not None else unit_id,
+        spill_path = output_file(self._job_dir, number if number is not None else unit_id,
                                  attempt)  # named as users know the unit
         ctx = UnitContext(
             job_id=self.job.id, job_name=self.job.name, unit_id=unit_id, key=key, seq=seq, attempt=attempt,
             prompt=prompt, payload=payload, source_kind=str(self.job.source.get("kind")), workspace=workspace,
             allowed_dirs=[workspace], timeout=self.job.timeout_s, emit=emit, processes=processes,
-            feedback=feedback, gate=self.gate, workdir=Path(self.job.workdir),
+            feedback=feedback, gate=self.gate, workdir=self._workdir,
             template_vars={"prompt": prompt, "unit": unit_vars, "job": {"id": self.job.id, "name": self.job.name},
                            **(extra_vars or {})},
             max_output_bytes=worker_output_cap(self.max_output_bytes), full_output_path=spill_path,

@@ -102,7 +102,21 @@ class Store:
         leaves RUNNING in the same transaction that claims a unit for its slot, so the job's RUNNING
         count never exceeds its concurrency, at the cost of one transaction, not two.
         `notify` (a job id): tell listeners (PostgreSQL) its units changed, sent when this commits.
-        Returns the ids whose result was applied and what `then` returned."""
+        Returns the ids whose result was applied and what `then` returned.
+
+        Written first without savepoints (`Database.optimistic`); a batch with a row the store refuses
+        is rolled back whole and written again with them, where the refused row is found and set aside."""
+        from agentic_batch.store.db import CarefulRetry
+
+        try:
+            with self.database.optimistic():
+                return self._write_batch(owner, events, results, logs, then, notify)
+        except CarefulRetry:
+            return self._write_batch(owner, events, results, logs, then, notify)
+
+    def _write_batch(self, owner: str, events: Sequence[NewEvent], results: Sequence[UnitResult],
+                     logs: Sequence[dict[str, Any]], then: Callable[[], T] | None,
+                     notify: int | None) -> tuple[list[int], T | None]:
         with self.database.write():
             if events:
                 self.events.append_events(events)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from agentic_batch.errors import StoreError
 from agentic_batch.store.pg_connect import connect_args
-from agentic_batch.store.faults import user_error, where
+from agentic_batch.store.faults import is_transient, user_error, where
 
 from agentic_batch.store.revision import MIGRATIONS as _MIGRATIONS
 from agentic_batch.store.revision import SCHEMA_REVISION, known_revisions
@@ -101,6 +101,13 @@ def _tune_sqlite(engine: Engine, busy: float) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+class CarefulRetry(BaseException):
+    """A write in an optimistic batch (`Database.optimistic`) failed for a reason of its rows: the
+    batch's transaction is rolled back whole and written again with savepoints. A BaseException, so
+    that the handlers inside the batch that would split a refused batch (they catch Exception) let
+    it through: without a savepoint, what they would retry is no longer in a known state."""
+
+
 class Database:
     """One store database: its engine, read and write transactions, and migrations. The query
     classes (`JobQueries`, `UnitQueries`, ...) each hold this object; see `agentic_batch.store.Store`."""
@@ -138,6 +145,14 @@ class Database:
             if not savepoint:
                 yield outer
                 return
+            if getattr(self._local, "optimistic", False):
+                try:
+                    yield outer
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    raise CarefulRetry() from exc
+                return
             with outer.begin_nested():
                 yield outer
             return
@@ -147,6 +162,18 @@ class Database:
                 yield conn
             finally:
                 self._local.conn = None
+
+    @contextlib.contextmanager
+    def optimistic(self) -> Iterator[None]:
+        """Inside: nested `write()`s open no savepoint (SAVEPOINT and RELEASE were a fifth of an
+        executor's flush); one that fails for its rows raises `CarefulRetry` out of the outer
+        transaction, which rolls it back whole, and the caller writes the batch again outside this
+        block, where each nested write has its savepoint and can be retried in pieces."""
+        self._local.optimistic = True
+        try:
+            yield
+        finally:
+            self._local.optimistic = False
 
     def close(self) -> None:
         self.engine.dispose()

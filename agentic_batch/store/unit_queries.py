@@ -12,8 +12,8 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 
@@ -21,6 +21,7 @@ from agentic_batch.attempts import ATTEMPT_FIELDS
 from agentic_batch.error_signature import error_signature
 from agentic_batch.store import UNIT_STATUSES
 from agentic_batch.store.db import Queries
+from agentic_batch.store.driver_sql import DriverStatement
 from agentic_batch.store.error_queries import ErrorGroupKey
 from agentic_batch.store.records import NewUnit, ResultRecord, UnitRecord, UnitResult, from_mapping
 from agentic_batch.store.schema import jobs, logs, units
@@ -129,40 +130,8 @@ def _result_update(finished: bool, dialect: str) -> sa.Update:
             .values(**values))
 
 
-class _DriverStatement:
-    """A statement compiled by SQLAlchemy once per dialect (so quoting and casts are the dialect's) and
-    run with the driver's executemany: no per-row parameter processing in SQLAlchemy, which was most
-    of a result write's time (the rows' values need none: text, numbers and JSON given as its text)."""
-
-    def __init__(self, build: Callable[[str], sa.Update]) -> None:
-        self._build = build
-        self._compiled: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {}
-
-    def _sql(self, dialect: sa.Dialect) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
-        if dialect.name not in self._compiled:
-            compiled = self._build(dialect.name).compile(dialect=dialect)
-            order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            self._compiled[dialect.name] = (str(compiled), dict(compiled.params), order)
-        return self._compiled[dialect.name]
-
-    def executemany(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        sql, defaults, order = self._sql(conn.dialect)
-        if order is not None:
-            fill = [(name, defaults.get(name)) for name in order]
-            conn.exec_driver_sql(sql, [tuple([row.get(name, default) for name, default in fill]) for row in rows])
-        else:
-            conn.exec_driver_sql(sql, [{**defaults, **row} for row in rows])
-
-    def execute(self, conn: sa.Connection, row: dict[str, Any]) -> list[Any]:
-        """Run once; the rows it returns (RETURNING), as the driver gives them."""
-        sql, defaults, order = self._sql(conn.dialect)
-        params: Any = tuple(row.get(name, defaults.get(name)) for name in order) if order is not None \
-            else {**defaults, **row}
-        return list(conn.exec_driver_sql(sql, params).all())
-
-
-_FINISH = _DriverStatement(lambda dialect: _result_update(True, dialect))
-_RETRY = _DriverStatement(lambda dialect: _result_update(False, dialect))
+_FINISH = DriverStatement(lambda dialect: _result_update(True, dialect))
+_RETRY = DriverStatement(lambda dialect: _result_update(False, dialect))
 
 
 def _claim_update(dialect: str) -> sa.Update:
@@ -182,7 +151,66 @@ def _claim_update(dialect: str) -> sa.Update:
             .returning(*_CLAIM_COLUMNS))
 
 
-_CLAIM = _DriverStatement(_claim_update)
+_CLAIM = DriverStatement(_claim_update)
+
+
+def _in_ids(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """`column IN (ids)` with the ids as ONE parameter (a JSON array on SQLite, an array on PostgreSQL):
+    one compiled statement for any number of ids, and no per-id parameter expansion."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=sa.ARRAY(sa.Integer)))
+    return column.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam(name, type_=sa.Text))))
+
+
+def _ids_param(ids: Sequence[int], dialect: str) -> Any:
+    return list(ids) if dialect == "postgresql" else json.dumps(list(ids))
+
+
+def _held_select(dialect: str) -> sa.Select[Any]:
+    """The results' units still leased by the owner (locked on PostgreSQL until the write commits)."""
+    query = sa.select(units.c.id, units.c.attempt).where(
+        _in_ids(units.c.id, "h_ids", dialect), units.c.lease_owner == sa.bindparam("h_owner", type_=sa.String),
+        units.c.status == UnitStatus.RUNNING)
+    return query.with_for_update() if dialect == "postgresql" else query
+
+
+def _expired_sweep(dialect: str) -> sa.Update:
+    """Expired leases (an executor that died or stalled) back to PENDING, in the claim's transaction."""
+    return (sa.update(units)
+            .where(_in_ids(units.c.job_id, "s_jobs", dialect), units.c.status == UnitStatus.RUNNING,
+                   units.c.lease_expires_at < sa.bindparam("s_now", type_=sa.Float))
+            .values(status=UnitStatus.PENDING, lease_owner=None, lease_expires_at=None))
+
+
+def _job_slots(dialect: str) -> sa.Select[Any]:
+    query = sa.select(jobs.c.id, jobs.c.priority, jobs.c.concurrency).where(_in_ids(jobs.c.id, "j_jobs", dialect))
+    if dialect == "postgresql":
+        # FOR NO KEY UPDATE: claimers queue on it, while the FOR KEY SHARE locks that inserting
+        # events and logs (foreign keys to jobs) take in the same transaction do not conflict.
+        query = query.order_by(jobs.c.id).with_for_update(of=jobs, key_share=True)
+    return query
+
+
+def _running_counts(dialect: str) -> sa.Select[Any]:
+    return (sa.select(units.c.job_id, sa.func.count())
+            .where(_in_ids(units.c.job_id, "r_jobs", dialect), units.c.status == UnitStatus.RUNNING,
+                   # a unit in a provider batch is not run by any agent of ours
+                   sa.or_(units.c.lease_owner.is_(None), sa.not_(units.c.lease_owner.like("batch:%"))))
+            .group_by(units.c.job_id))
+
+
+class _Slot(NamedTuple):
+    """A claimed job's row: how many of its units may run at once, and its rank."""
+
+    id: int
+    priority: int
+    concurrency: int
+
+
+_HELD = DriverStatement(_held_select)
+_SWEEP = DriverStatement(_expired_sweep)
+_JOB_SLOTS = DriverStatement(_job_slots)
+_RUNNING = DriverStatement(_running_counts)
 
 
 class UnitQueries(Queries):
@@ -322,25 +350,11 @@ class UnitQueries(Queries):
             return []
         now = time.time() if now is None else now
         with self.database.write(savepoint=False) as conn:
-            conn.execute(
-                sa.update(units)
-                .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING,
-                       units.c.lease_expires_at < now)
-                .values(status=UnitStatus.PENDING, lease_owner=None, lease_expires_at=None)
-            )
-            job_rows = sa.select(jobs.c.id, jobs.c.priority, jobs.c.concurrency).where(jobs.c.id.in_(job_ids))
-            if self.database.dialect == "postgresql":
-                # FOR NO KEY UPDATE: claimers queue on it, while the FOR KEY SHARE locks that inserting
-                # events and logs (foreign keys to jobs) take in the same transaction do not conflict.
-                job_rows = job_rows.order_by(jobs.c.id).with_for_update(of=jobs, key_share=True)
-            slots = {row.id: row for row in conn.execute(job_rows)}
-            running: dict[int, int] = dict(conn.execute(
-                sa.select(units.c.job_id, sa.func.count())
-                .where(units.c.job_id.in_(job_ids), units.c.status == UnitStatus.RUNNING,
-                       # a unit in a provider batch is not run by any agent of ours
-                       sa.or_(units.c.lease_owner.is_(None), sa.not_(units.c.lease_owner.like("batch:%"))))
-                .group_by(units.c.job_id)
-            ).all())
+            dialect = conn.dialect.name
+            ids = _ids_param(job_ids, dialect)
+            _SWEEP.rowcount(conn, {"s_jobs": ids, "s_now": now})
+            slots = {row[0]: _Slot(*row) for row in _JOB_SLOTS.execute(conn, {"j_jobs": ids})}
+            running: dict[int, int] = {row[0]: int(row[1]) for row in _RUNNING.execute(conn, {"r_jobs": ids})}
             claimed: list[dict[str, Any]] = []
             for job_id in sorted(slots, key=lambda j: (-slots[j].priority, j)):
                 want = min(limit - len(claimed), slots[job_id].concurrency - int(running.get(job_id, 0)))
@@ -420,12 +434,9 @@ class UnitQueries(Queries):
         executemany UPDATEs (finished units, units to retry) that repeat the fence in their WHERE."""
         now = time.time()
         with self.database.write() as conn:
-            held_query = sa.select(units.c.id, units.c.attempt).where(
-                units.c.id.in_([r.unit_id for r in results]), units.c.lease_owner == owner,
-                units.c.status == UnitStatus.RUNNING)
-            if self.database.dialect == "postgresql":
-                held_query = held_query.with_for_update()
-            held = {(row.id, row.attempt) for row in conn.execute(held_query)}
+            dialect = conn.dialect.name
+            held = {(row[0], row[1]) for row in _HELD.execute(
+                conn, {"h_ids": _ids_param([r.unit_id for r in results], dialect), "h_owner": owner})}
             applied: dict[int, UnitResult] = {}
             for r in results:
                 if (r.unit_id, r.attempt) in held and r.unit_id not in applied:

@@ -19,12 +19,16 @@ consumers'. Prints each arm's median units/s, CPU and CPU per unit, and abp's ra
 
     python bench/peers/dispatch.py                      # 20,000 units, 3 rounds, every arm
     python bench/peers/dispatch.py --units 5000 --rounds 5 --arms abp-sqlite-1 abp-sqlite-N huey-thread
+    mkdir /tmp/abp-before && git archive main | tar -x -C /tmp/abp-before && python -m compileall -q /tmp/abp-before
+    python bench/peers/dispatch.py --before /tmp/abp-before --arms abp-sqlite-1 huey-greenlet   # + before-sqlite-1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import json
 import os
 import resource
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,8 +69,26 @@ def _reap_orphans(deadline: float) -> None:
             time.sleep(0.05)
 
 
-def abp_arm(units: int, executors: int, pg_url: str | None) -> dict:
-    with c.temp_home() as tmp, c.pg_store(pg_url):
+@contextlib.contextmanager
+def tree(path: Path | None) -> Iterator[None]:
+    """With a path: the abp processes (the CLI, and the executors it starts) import that checkout
+    (PYTHONPATH), e.g. a `git archive` of main, for a before/after arm in the same run."""
+    if path is None:
+        yield
+        return
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def abp_arm(units: int, executors: int, pg_url: str | None, checkout: Path | None = None) -> dict:
+    with c.temp_home() as tmp, c.pg_store(pg_url), tree(checkout):
         source = c.write_jsonl(tmp / "items.jsonl", units)
         noop = c.write_noop(tmp)
         job_id, _ = c.create_job("--name", "bench-dispatch", "--jsonl", str(source), "--key", "i", "--worker",
@@ -111,6 +134,8 @@ def main() -> None:
     parser.add_argument("--executors", type=int, default=os.cpu_count() or 2, help="N of the abp-*-N arms")
     parser.add_argument("--pg", default=os.environ.get("ABP_TEST_POSTGRES_URL"),
                         help="PostgreSQL URL (default: ABP_TEST_POSTGRES_URL)")
+    parser.add_argument("--before", type=Path, help="a checkout (e.g. `git archive main`, byte-compiled) to run "
+                        "as before-* twins of the abp arms, alternated with them")
     parser.add_argument("--pgq", default="1,5,50", help="pgqueuer consumer processes, QueueManagers each, "
                         "dequeue batch (the best of a sweep here: 1,5,50)")
     args = parser.parse_args()
@@ -126,6 +151,16 @@ def main() -> None:
             "huey-thread": lambda: huey_arm(args.units, "thread"),
             "huey-greenlet": lambda: huey_arm(args.units, "greenlet"),
             "pgqueuer": lambda: pgqueuer_arm(args.units, args.pg, procs, managers, batch)}
+    if args.before is not None:
+        before = args.before.resolve()
+        if not (before / "agentic_batch").is_dir():
+            raise SystemExit(f"--before {args.before}: no agentic_batch package there")
+        for arm in [a for a in args.arms if a.startswith("abp-")]:
+            twin = "before-" + arm[len("abp-"):]
+            e = n if arm.endswith("-N") else 1
+            pg = args.pg if "-pg-" in arm else None
+            arms[twin] = functools.partial(abp_arm, args.units, e, pg, before)
+            args.arms.insert(args.arms.index(arm) + 1, twin)
     for peer in ("huey", "pgqueuer"):  # install before the clock matters
         if any(arm.startswith(peer) for arm in args.arms):
             _venvs.peer_python(peer)
@@ -137,7 +172,7 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
             results[arm].append(arms[arm]())
             r = results[arm][-1]
-            print(f"round {round_no + 1} {arm:<14} {r['units_per_s']:8.0f} units/s  CPU {r['cpu_s']:6.2f} s",
+            print(f"round {round_no + 1} {arm:<17} {r['units_per_s']:8.0f} units/s  CPU {r['cpu_s']:6.2f} s",
                   flush=True)
     print(f"\n{datetime.datetime.now():%Y-%m-%d %H:%M}, {c.machine()}, {args.units:,} no-op units, concurrency "
           f"{CONCURRENCY}, N = {n} executors, pgqueuer {procs} process(es) x {managers} managers x batch {batch}, "
@@ -146,17 +181,23 @@ def main() -> None:
     for arm, rs in results.items():
         cpu = statistics.median(r["cpu_s"] for r in rs)
         per_round = ", ".join(f"{r['units_per_s']:.0f}" for r in rs)
-        print(f"{arm:<14} median {medians[arm]:8.0f} units/s   CPU median {cpu:6.2f} s "
+        print(f"{arm:<17} median {medians[arm]:8.0f} units/s   CPU median {cpu:6.2f} s "
               f"({cpu / args.units * 1e6:5.0f} us/unit)   rounds: {per_round}")
 
     def best(prefix: str) -> tuple[str, float] | None:
         found = [(arm, value) for arm, value in medians.items() if arm.startswith(prefix)]
         return max(found, key=lambda kv: kv[1]) if found else None
 
-    for mine, theirs, goal in (("abp-sqlite", "huey", 1.5), ("abp-pg", "pgqueuer", 2.0)):
+    for mine, theirs, goal in (("abp-sqlite", "huey", 1.5), ("abp-pg", "pgqueuer", 2.0),
+                               ("before-sqlite", "huey", 1.5), ("before-pg", "pgqueuer", 2.0)):
         a, b = best(mine), best(theirs)
         if a and b:
             print(f"{a[0]} / {b[0]} = {a[1] / b[1]:.2f} (goal >= {goal})")
+    for arm in [a for a in results if a.startswith("before-")]:
+        mine = "abp-" + arm[len("before-"):]
+        cpu_now = statistics.median(r["cpu_s"] for r in results[mine])
+        cpu_then = statistics.median(r["cpu_s"] for r in results[arm])
+        print(f"{mine} / {arm}: units/s {medians[mine] / medians[arm]:.2f}, CPU {cpu_now / cpu_then:.2f}")
 
 
 if __name__ == "__main__":

@@ -84,3 +84,26 @@ def test_refused_events_and_log_lines_are_kept_as_notes(store: Store) -> None:
     assert [line.message for line in store.logs.list_logs(job)][-2:] == ["line\ufffdone",
                                                                    "log line not storable: TypeError: "
                                                                    "Object of type set is not JSON serializable"]
+
+
+def test_a_flush_with_refused_rows_is_written_again_whole_and_claims_once(store: Store) -> None:
+    """An executor's flush (`write_batch`) runs without savepoints first; a refused row rolls it back
+    whole and it is written again with them: every good row lands once, the claim in it happens once."""
+    job = make_job(store, 8)
+    claimed = store.units.claim_units("me", [job], 4, 30)
+    results = [UnitResult(unit_id=u.id, attempt=1, status="COMPLETED", output="ok") for u in claimed]
+    results[1].tokens_in = 10**20
+    events = [NewEvent(job_id=job, unit_id=u.id, attempt=1, seq=0, ts=1.0, kind="start", data={}) for u in claimed]
+    events.append(NewEvent(job_id=job, unit_id=claimed[0].id, attempt=1, seq=1, ts=1.0, kind="tool_use",
+                           data={"input": {1j: "not JSON"}}))
+    applied, more = store.write_batch("me", events, results, [{"job_id": job, "level": "info", "message": "flushed"}],
+                                      lambda: store.units.claim_units("me", [job], 4, 30), job)
+    assert sorted(applied) == sorted(u.id for u in claimed)
+    assert more is not None and len(more) == 4 and not {u.id for u in more} & {u.id for u in claimed}
+    statuses = {u.id: store.units.get_unit(u.id).status for u in claimed}
+    assert statuses.pop(claimed[1].id) == "FAILED" and set(statuses.values()) == {"COMPLETED"}
+    assert [e.kind for e in store.events.list_events(unit_id=claimed[0].id)] == ["start", "tool_use"]
+    assert len(store.events.list_events(job_id=job)) == 5
+    assert [line.message for line in store.logs.list_logs(job)].count("flushed") == 1
+    counts = store.units.count_units(job)
+    assert (counts["RUNNING"], counts["PENDING"], counts["COMPLETED"], counts["FAILED"]) == (4, 0, 3, 1)
