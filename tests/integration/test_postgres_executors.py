@@ -177,11 +177,21 @@ def test_listen_notify_delivers_changes(pg_orch: Orchestrator) -> None:
 def test_concurrency_is_job_wide_across_executors(any_orch: Orchestrator, workdir: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """--concurrency 4 with three executors: never more than 4 units RUNNING for the job (it was 4 per
-    executor, 12 in all), sampled from the store throughout the run."""
+    executor, 12 in all), sampled from the store throughout the run. The units wait for a gate until
+    all three executors are in and have read their share of the slots (their first control pass, 1 s
+    in): otherwise the first one could finish the job alone on a slow machine, as it keeps its slots
+    by writing results and claiming in one transaction."""
     monkeypatch.setenv("ABP_TEST_SLEEP", "0.02")
-    job = job_of(any_orch, workdir, 600, concurrency=4)
+    gate = workdir / "gate"
+    job = job_of(any_orch, workdir, 600, func="whoami_gated", concurrency=4,
+                 rows=[{"id": i, "gate": str(gate)} for i in range(600)])
     any_orch.start(job, skip_test=True, executors=3)
+    wait_until(lambda: len(live_pids(any_orch, job)) == 3, timeout=30, what="three executors")
     samples: list[int] = []
+    shared = time.monotonic() + 1.5
+    while time.monotonic() < shared:
+        samples.append(any_orch.store.units.count_units(job)["RUNNING"])
+    gate.touch()
     while (record := any_orch.store.jobs.get_job(job)).status == "RUNNING":
         samples.append(any_orch.store.units.count_units(job)["RUNNING"])
     final = any_orch.status(job)
