@@ -27,6 +27,9 @@ unit's directory); `echo` is one turn of text.
     should lose under 5%).
     Also printed: CPU seconds of the executor itself and of everything it ran (its reaped children,
     i.e. the CLIs and their launchers), and of the parallel run and its children.
+    And the slot refill: the median time from a unit's end (abp: its `result` event; parallel: the
+    CLI's exit, from the joblog) to the next unit's start in the slot it freed, which load moves far
+    less than the wall time.
 
 Run (from the repository root, with the venv's python):
     python bench/claude_vs_parallel.py                       # 40 units, -j4, 3 rounds, write-file, 3 arms
@@ -75,6 +78,19 @@ EXTRA_ARMS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
     "abp-gateway": ("agw", {}, ("--rpm", "1000000")),
     "abp-before": ("abb", {}, ()),  # PYTHONPATH: the --before tree
 }
+
+
+def refill_gap(ends: list[float], starts: list[float], concurrency: int) -> float:
+    """Median seconds from a slot's previous unit ending (its result: abp; its CLI's exit: parallel) to
+    the next unit starting in it: each start after the first wave is matched to the latest end before it
+    (the slot that freed it, when results do not arrive together). Less load-sensitive than the wall."""
+    ends = sorted(ends)
+    gaps = []
+    for start in sorted(starts)[concurrency:]:
+        before = [end for end in ends if end <= start]
+        if before:
+            gaps.append(start - before[-1])
+    return a.median(gaps) if gaps else float("nan")
 
 
 def make_tree(root: Path, units: int) -> Path:
@@ -128,11 +144,17 @@ def run_abp(tmp: Path, tag: str, units: int, concurrency: int, env: dict[str, st
     events = c.query_one("SELECT COUNT(*) FROM events WHERE job_id = ?", job_id)[0]
     unit_s = c.query_one("SELECT AVG(finished_at - started_at) FROM units WHERE job_id = ?", job_id)[0]
     prompts = [row[0] for row in _prompts(job_id)]
+    with sqlite3.connect(f"file:{c.db_path()}?mode=ro", uri=True) as conn:
+        marks = conn.execute("SELECT kind, ts FROM events WHERE job_id = ? AND kind IN ('result', 'start')",
+                             (job_id,)).fetchall()
+    gap = refill_gap([ts for kind, ts in marks if kind == "result"], [ts for kind, ts in marks if kind == "start"],
+                     concurrency)
     seconds = (finished or time.time()) - t0
     return {"seconds": seconds, "rate": units / seconds, "start_returned_s": returned,
             "first_unit_started_s": first_start - t0, "executor_cpu_s": watch.self_s, "startup_cpu_s": startup_cpu,
             "start_cpu_s": start_cpu,
-            "children_cpu_s": watch.children_s, "events": events, "unit_s": unit_s, "tree": tree, "prompts": prompts}
+            "children_cpu_s": watch.children_s, "events": events, "unit_s": unit_s, "tree": tree, "prompts": prompts,
+            "gap_s": gap}
 
 
 def create_job(env: dict[str, str], *args: str, cwd: Path) -> tuple[int, float]:
@@ -183,9 +205,11 @@ def run_parallel(tmp: Path, tag: str, units: int, concurrency: int, env: dict[st
         raise SystemExit(f"parallel exited {proc.returncode} with {ok}/{units} good results: {proc.stderr[-2000:]}")
     check_written(tree, units, scenario)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    runtimes = [float(line.split("\t")[3]) for line in joblog.read_text().splitlines()[1:] if line.strip()]
+    rows = [line.split("\t") for line in joblog.read_text().splitlines()[1:] if line.strip()]
+    runtimes = [float(row[3]) for row in rows]
+    gap = refill_gap([float(row[2]) + float(row[3]) for row in rows], [float(row[2]) for row in rows], concurrency)
     return {"seconds": seconds, "rate": units / seconds, "cpu_s": cpu, "unit_s": sum(runtimes) / len(runtimes),
-            "stderr_lines": len(proc.stderr.splitlines())}
+            "stderr_lines": len(proc.stderr.splitlines()), "gap_s": gap}
 
 
 def run_size(args: argparse.Namespace, units: int, arms: list[str], tmp: Path, env: dict[str, str], cli: str) -> None:
@@ -214,20 +238,23 @@ def run_size(args: argparse.Namespace, units: int, arms: list[str], tmp: Path, e
                       f"{res['first_unit_started_s']:.2f} s; CPU {res['cpu_s']:.1f} s: `abp start` "
                       f"{res['start_cpu_s']:.2f}, executor {res['executor_cpu_s']:.2f} of which "
                       f"{res['startup_cpu_s']:.2f} before the first claim, its children {res['children_cpu_s']:.1f}; "
-                      f"{res['events']} events, mean unit {res['unit_s']:.2f} s; load {_load()})", flush=True)
+                      f"{res['events']} events, mean unit {res['unit_s']:.2f} s, result to the slot's next start "
+                      f"{res['gap_s'] * 1000:.0f} ms; load {_load()})", flush=True)
             else:
                 res = run_parallel(tmp, tag, units, args.concurrency, env, cli, prompts, abp_tree,
                                    args.scenario, setsid=arm == "parallel-setsid")
                 print(f"round {rnd} {arm:16s} {res['seconds']:6.2f} s  {res['rate']:5.2f} units/s  "
                       f"(CPU of parallel and its children {res['cpu_s']:.1f} s, mean job {res['unit_s']:.2f} s, "
-                      f"{res['stderr_lines']} stderr lines; load {_load()})", flush=True)
+                      f"{res['stderr_lines']} stderr lines, exit to the slot's next start "
+                      f"{res['gap_s'] * 1000:.0f} ms; load {_load()})", flush=True)
             runs[arm].append(res)
 
     for arm, arm_runs in runs.items():
         print(f"median {units} {arm:16s} {a.median([r['rate'] for r in arm_runs]):.3f} units/s  "
               f"({a.median([r['seconds'] for r in arm_runs]):.2f} s; mean unit "
               f"{a.median([r['unit_s'] for r in arm_runs]):.2f} s; CPU incl. children "
-              f"{a.median([r['cpu_s'] for r in arm_runs]):.1f} s)")
+              f"{a.median([r['cpu_s'] for r in arm_runs]):.1f} s; slot refill "
+              f"{a.median([r['gap_s'] for r in arm_runs]) * 1000:.0f} ms)")
     for base in (x for x in ("abp", "abp-before") if x in runs):
         print(f"{base} at {units} units: `abp start` CPU {a.median([r['start_cpu_s'] for r in runs[base]]):.2f} s, "
               f"executor CPU {a.median([r['executor_cpu_s'] for r in runs[base]]):.2f} s, of which "
