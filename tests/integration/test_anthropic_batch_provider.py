@@ -253,6 +253,7 @@ async def test_batches_created_before_the_intent_are_not_looked_at(server: Scrip
 
 async def test_find_pages_through_many_batches(server: ScriptedAnthropicServer,
                                                provider: AnthropicBatchProvider) -> None:
+    provider.create_timeout = 30.0  # 111 creates: the fixture's 1 s window is for the window tests (CI, loaded)
     intent_at = closed_intent()
     ours = await provider.submit(unit_requests(provider, 2), tag="mine")
     for n in range(110):  # more than one page of 100

@@ -26,7 +26,7 @@ import pytest
 from tests.fixtures.abp import wait_status
 from tests.fixtures.web import Web, spec, web  # noqa: F401  (fixture)
 
-EXAMPLES = int(os.environ.get("ABP_SCHEMATHESIS_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("ABP_SCHEMATHESIS_EXAMPLES", "8"))
 #: What every answer must satisfy. (Not `positive_data_acceptance`: a schema-valid job spec can still
 #: name a file that does not exist or a template field the items lack, which is a 422 by design.)
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance"
