@@ -34,7 +34,6 @@ from agentic_batch.states import UnitStatus
 log = logging.getLogger(__name__)
 
 
-
 def job_workspace(settings: Settings, job_id: int) -> Path:
     path = settings.job_dir(job_id) / "workspace"
     path.mkdir(parents=True, exist_ok=True)
