@@ -98,15 +98,18 @@ def test_exports_stream_every_format(web: Web) -> None:  # noqa: F811
 
 
 def test_steer_a_running_job_stop_resume_cancel_retry(web: Web) -> None:  # noqa: F811
-    rows = [{"id": i, "name": f"n{i}", "sleep": 0.4} for i in range(8)]
+    hold = web.workdir / "hold"  # while it exists, units wait: the job stays RUNNING however loaded the host
+    rows = [{"id": i, "name": f"n{i}", "sleep": 0.4, "hold": str(hold)} for i in range(8)]
     job = web.ok("POST", "/api/jobs", spec(web.workdir, "chatty", rows=rows, concurrency=2), status=201)["job_id"]
     assert web.ok("POST", f"/api/jobs/{job}/start", {"skip_test": True})["status"] == "RUNNING"
     web.ok("POST", f"/api/jobs/{job}/stop")
     paused = wait_status(web.orch, job, {"PAUSED"})
     assert paused.pending > 0
     web.ok("PUT", f"/api/jobs/{job}/prompt", {"prompt": "now {{ name }}"})
+    hold.touch()  # (CI once saw the resumed executor finish every unit before resume answered)
     assert web.ok("POST", f"/api/jobs/{job}/resume")["status"] == "RUNNING"
     assert web.ok("POST", f"/api/jobs/{job}/cancel")["status"] == "CANCELLED"
+    hold.unlink()
     # Let the cancelled executor exit first: a retry racing its exit is an engine matter, not the API's.
     wait_until(lambda: web.ok("GET", f"/api/jobs/{job}")["executor"]["state"] != "running", 30, "executor exit")
     assert web.post(f"/api/jobs/{job}/retry").status_code == 409  # nothing failed
