@@ -33,7 +33,14 @@ def _the_app() -> typer.Typer:
 
         _app = typer.Typer(name="abp", help=_APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False,
                            add_completion=False, rich_markup_mode="markdown", cls=AbpGroup)
+        # A group callback keeps `abp` a group with only one command registered: Typer would otherwise
+        # run a lone command (`abp mcp`, registered alone) without its name.
+        _app.callback()(_group)
     return _app
+
+
+def _group() -> None:
+    """(The `abp` group itself: no options of its own.)"""
 
 
 def __getattr__(name: str) -> Any:
@@ -46,10 +53,10 @@ def __getattr__(name: str) -> Any:
 COMMAND_MODULES = ("job_commands", "add_command", "control_commands", "delete_commands", "view_commands",
                    "error_commands", "review_commands", "serve_command", "mcp_command", "service_command")
 
-#: The module each command of a several-command module lives in: `abp list` registers (and imports)
-#: the view commands alone, not `create`'s flags built from every worker's options. A command missing
-#: here (`serve`, `mcp`, a typo, `--help`) registers them all; tests/unit/test_cli_imports.py keeps the
-#: table complete. (A one-command module is not listed: Typer runs a lone command without its name.)
+#: The module each command lives in: `abp list` registers (and imports) the view commands alone, not
+#: `create`'s flags built from every worker's options, and `abp mcp` (started by every MCP client
+#: session) only the MCP server. A name missing here (a typo, `--help`) registers them all;
+#: tests/unit/test_cli_imports.py keeps the table complete.
 COMMAND_HOME = {
     "create": "job_commands", "run": "job_commands", "start": "job_commands", "edit": "job_commands",
     "sync": "job_commands",
@@ -59,6 +66,8 @@ COMMAND_HOME = {
     "show": "view_commands", "logs": "view_commands",
     "delete": "delete_commands", "prune": "delete_commands",
     "diff": "review_commands", "review": "review_commands", "apply": "review_commands", "clean": "review_commands",
+    "add": "add_command", "errors": "error_commands", "serve": "serve_command", "mcp": "mcp_command",
+    "service": "service_command",
 }
 
 

@@ -103,8 +103,8 @@ def test_every_command_is_registered_from_its_module() -> None:
         probe = typer.Typer()
         __import__(f"agentic_batch.cli.{module_name}", fromlist=["register"]).register(probe)
         names = [info.name for info in probe.registered_commands]
-        if len(names) > 1:  # a lone command must not be registered alone: Typer would run it without its name
-            homes.update(dict.fromkeys(names, module_name))
+        names += [group.typer_instance.info.name for group in probe.registered_groups]
+        homes.update(dict.fromkeys(names, module_name))
     assert homes == cli.COMMAND_HOME
 
 
@@ -113,3 +113,17 @@ def test_a_command_registered_alone_still_parses(tmp_path: Path) -> None:
                           env=os.environ.copy(), timeout=120, check=False)
     assert proc.returncode == 2
     assert "No such option: --bogus" in proc.stderr
+
+
+def test_the_mcp_server_starts_without_the_other_commands(tmp_path: Path) -> None:
+    """`abp mcp` is started by every MCP client session (Claude Code, the Inspector: once per call over
+    stdio): it registers its own command alone, not `create`'s flags from every worker, nor the web app."""
+    out = tmp_path / "modules.json"
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(out), "mcp"], input="", capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    modules = set(json.loads(out.read_text()))
+    assert "agentic_batch.mcp_server.server" in modules  # the probe did run the server
+    heavy = ("agentic_batch.cli.job_commands", "agentic_batch.cli.spec_options", "agentic_batch.cli.view_commands",
+             "agentic_batch.web", "fastapi")
+    assert sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in heavy)) == []
