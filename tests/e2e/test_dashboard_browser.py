@@ -100,8 +100,13 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
                     [{"name": f"ticket-{i}", "fail": i % 4 == 1, "sleep": 0.02} for i in range(8)], max_retries=0)
     orch.start(done, skip_test=True)
     wait_status(orch, done, {"FAILED"})
+    # The last units wait while `hold` exists: however slow the host makes the steps below, the job is
+    # still RUNNING when the test stops it (CI once saw it finish first, and never pause).
+    hold = workdir / "hold"
+    hold.touch()
     job = make_job(orch, workdir, "docstrings", "chatty",
-                   [{"name": f"module_{i:02d}.py", "sleep": 0.8} for i in range(90)], concurrency=3,
+                   [{"name": f"module_{i:03d}.py", "sleep": 0.8, **({"hold": str(hold)} if i >= 190 else {})}
+                    for i in range(200)], concurrency=3,
                    prompt="Add docstrings to {{ name }}")
     orch.start(job, skip_test=True)
     fresh = make_job(orch, workdir, "summaries", "chatty", [{"name": "a"}, {"name": "b"}],
@@ -172,6 +177,7 @@ def test_dashboard_follows_and_steers_a_running_job(server: str, browser: Browse
     dialog = page.locator("#confirm-dialog")
     assert "Stop this job?" in dialog.inner_text()
     dialog.locator("button[data-confirm-ok]").click()
+    hold.unlink()  # held units in flight (if the job got that far) may finish now, so the job can pause
     page.locator('#job-status[data-status="PAUSED"]').wait_for(timeout=60_000)
     assert orch.status(job).status == "PAUSED"
     assert page.locator('#job-actions button[data-action="resume"]').is_visible()
