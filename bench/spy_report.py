@@ -45,9 +45,9 @@ def _thread(frames: list[str]) -> str:
         return "event-loop thread"
     if runs and runs[-1] + 1 < len(frames):
         callee = frames[runs[-1] + 1]
-        if not callee.startswith(("Executor.db.", "Future.set_result ")):
+        if not callee.startswith(("Executor.db.", "Future.set_result ", "Store.write_batch ")):
             return "worker threads (asyncio.to_thread running the function)"
-    return "store thread (Executor.db: SQL, then handing the result to the loop)"
+    return "store threads (Executor.db and the result flushes: SQL, then handing the result to the loop)"
 
 
 def _package(frames: list[str]) -> str:
