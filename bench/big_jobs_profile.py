@@ -6,7 +6,9 @@ opening and the interpreter's exit are all in), and prints the profile's self ti
 the code lives: this package (per module), SQLAlchemy, the sqlite3 / psycopg driver calls, the JSON
 and CSV codecs, Jinja2, pydantic, imports, and the rest of the standard library. cProfile slows
 Python-level code more than C calls, so read the shares, not the totals, and the wall time printed
-next to them (a second run without the profiler).
+next to them (a second run without the profiler). Each is followed by its floor: sqlite3 alone
+inserting rows like create's into the same tables with the same indexes, and Python's C csv writer
+alone writing rows shaped like the export's from memory.
 
     python bench/big_jobs_profile.py                         # 100,000 to create, 500,000 to export
     python bench/big_jobs_profile.py --create 20000 --export 100000
@@ -88,6 +90,60 @@ def run(argv: list[str], env: dict[str, str], cwd: Path, profile: Path | None) -
     return time.perf_counter() - t0
 
 
+def sqlite_floor(store: Path, n: int) -> tuple[float, float]:
+    """sqlite3 alone: n rows like `abp create`'s (a JSON payload, a rendered prompt and its SHA-256)
+    built in Python, then inserted with one executemany into a fresh copy of the store's `jobs` and
+    `units` tables, every index included. (seconds building, seconds inserting)"""
+    import hashlib
+    import sqlite3
+
+    with sqlite3.connect(store) as source:
+        ddl = [row[0] for row in source.execute("SELECT sql FROM sqlite_master WHERE tbl_name IN ('jobs', 'units') "
+                                                "AND sql IS NOT NULL ORDER BY type = 'index'")]
+    path = store.with_name("floor.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    for statement in ddl:
+        db.execute(statement)
+    t0 = time.perf_counter()
+    rows = []
+    for i in range(n):
+        payload = json.dumps({"title": f"Item number {i}", "body": "lorem ipsum " * 8, "n": i})
+        prompt = f"Summarise Item number {i}"
+        rows.append((1, i, i + 1, str(i), payload, prompt, "PENDING", hashlib.sha256(prompt.encode()).hexdigest()))
+    built = time.perf_counter()
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO units (job_id, seq, number, key, payload, prompt, status, fingerprint) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("COMMIT")
+    done = time.perf_counter()
+    db.close()
+    path.unlink()
+    return built - t0, done - built
+
+
+def csv_floor(n: int, out: Path) -> float:
+    """Python's C csv writer alone: n rows shaped like the export's (17 cells, half of them a completed
+    unit with an output, a cost and `data` fields), already in memory, written to a file. (seconds)"""
+    import csv
+
+    rows = []
+    for i in range(n):
+        done = i % 2 == 0
+        rows.append([i + 1, f"item-{i:07d}", f"Item number {i}", "lorem ipsum dolor sit amet " * 8, i,
+                     "COMPLETED" if done else "PENDING",
+                     "a summary of the item, a sentence or two long. " * 3 if done else None, None, None,
+                     0.00028 if done else 0.0, 812 if done else 0, 95 if done else 0, 1 if done else 0, None, None,
+                     "ok" if done else None, 0.5 if done else None])
+    t0 = time.perf_counter()
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        for start in range(0, n, 1000):
+            writer.writerows(rows[start:start + 1000])
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--create", type=int, default=100_000, help="items to create a job from")
@@ -110,6 +166,9 @@ def main() -> None:
         summarise_run = tmp / "create.prof"
         run(create, env, tmp, summarise_run)
         summarise(summarise_run, args.top)
+        build, insert = sqlite_floor(tmp / "home" / "batch.db", args.create)
+        print(f"floor: sqlite3 alone, {args.create:,} such rows built in {build:.2f} s and inserted into the units "
+              f"table (its indexes too) in {insert:.2f} s: {build + insert:.2f} s")
 
         import export_results
 
@@ -121,6 +180,9 @@ def main() -> None:
               "the profiler")
         run(export, env, tmp, tmp / "export.prof")
         summarise(tmp / "export.prof", args.top)
+        floor = csv_floor(args.export, tmp / "floor.csv")
+        size = (tmp / "floor.csv").stat().st_size / 2**20
+        print(f"floor: csv.writer alone, {args.export:,} such rows from memory ({size:.0f} MB): {floor:.2f} s")
 
 
 if __name__ == "__main__":
