@@ -46,7 +46,7 @@ GROUPS = (
     ("Jinja2 (prompt rendering)", lambda f, n: "jinja2" in f or "<template>" in f),
     ("pydantic", lambda f, n: "pydantic" in f),
     ("file and socket I/O", lambda f, n: any(k in n for k in ("'write' of", "'read' of", "'readline'", "'flush'",
-                                                               "'recv", "'send", "posix.")),),
+                                                               "'recv", "'send", "posix."))),
 )
 
 
@@ -65,11 +65,11 @@ def _group(path: str, name: str) -> str:
 def summarise(profile: Path, top: int) -> list[tuple[str, float]]:
     stats = pstats.Stats(str(profile))
     by: dict[str, float] = defaultdict(float)
-    for (path, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        by[_group(path, name)] += tottime
     rest: dict[str, float] = defaultdict(float)
     for (path, line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        if _group(path, name) == REST:
+        group = _group(path, name)
+        by[group] += tottime
+        if group == REST:
             rest[f"{name} ({path.rsplit('/', 1)[-1]}:{line})"] += tottime
     total = sum(by.values())
     rows = sorted(by.items(), key=lambda kv: -kv[1])[:top]
@@ -80,6 +80,11 @@ def summarise(profile: Path, top: int) -> list[tuple[str, float]]:
     for label, seconds in sorted(rest.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  {seconds:7.2f} s  {100 * seconds / total:5.1f}%    {label}")
     return rows
+
+
+def item(i: int) -> str:
+    """Item i of the job to create, as its JSONL line (also what the sqlite3 floor stores as payload)."""
+    return json.dumps({"title": f"Item number {i}", "body": "lorem ipsum " * 8, "n": i})
 
 
 def run(argv: list[str], env: dict[str, str], cwd: Path, profile: Path | None) -> float:
@@ -109,9 +114,8 @@ def sqlite_floor(store: Path, n: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     rows = []
     for i in range(n):
-        payload = json.dumps({"title": f"Item number {i}", "body": "lorem ipsum " * 8, "n": i})
         prompt = f"Summarise Item number {i}"
-        rows.append((1, i, i + 1, str(i), payload, prompt, "PENDING", hashlib.sha256(prompt.encode()).hexdigest()))
+        rows.append((1, i, i + 1, str(i), item(i), prompt, "PENDING", hashlib.sha256(prompt.encode()).hexdigest()))
     built = time.perf_counter()
     db.execute("BEGIN")
     db.executemany("INSERT INTO units (job_id, seq, number, key, payload, prompt, status, fingerprint) "
@@ -157,7 +161,7 @@ def main() -> None:
         items = tmp / "items.jsonl"
         with items.open("w") as out:
             for i in range(args.create):
-                out.write(json.dumps({"title": f"Item number {i}", "body": "lorem ipsum " * 8, "n": i}) + "\n")
+                out.write(item(i) + "\n")
         create = ["create", "--name", "big", "--jsonl", str(items), "--command", "true",
                   "--prompt", "Summarise {{ title }}", "--json"]
         run(create, env, tmp, None)  # the store exists and is migrated, as for a user's second job
